@@ -1,0 +1,668 @@
+//! The sync engine: one per node, holding every shareable document and every federation link.
+//!
+//! Each link goes through three phases: both sides send `Hello` and then a `Summary` of their
+//! document heads at once; a document whose heads differ starts Automerge's sync protocol, one
+//! whose heads are equal is marked as in step so that the next change costs one message. After
+//! that, every change (an edit here, or a change accepted from a peer) is offered at once to every
+//! other open link: that is how the hub relays.
+//!
+//! **Owner writes.** Each link keeps one Automerge `sync::State` per document. For a document
+//! the peer may not change, the state is read-only, so an honest peer is told not to send
+//! changes. A peer that sends them anyway is in breach: the message is refused before Automerge
+//! sees it, the link is closed with `PermissionDenied`, and a [`LogEvent::Refused`] is emitted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use automerge::sync::{self, BloomFilter, Have, SyncDoc};
+use automerge::transaction::Transaction;
+use automerge::{ActorId, Automerge, ChangeHash};
+
+use crate::frame::{Frame, PROTOCOL_VERSION};
+use crate::scope::{accepts_changes_from, shared_on_link, NodeId, ShareableDocId};
+
+/// Identifies one federation link for as long as it is open; chosen by the driver.
+pub type ConnId = u64;
+
+/// The gRPC status codes the engine closes links with (same numbers as gRPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCode {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+}
+
+/// Why the engine closes a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+/// Tunables of the engine; times are in milliseconds of the driver's clock.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Send a keepalive after this long with nothing else sent on a link.
+    pub keepalive_interval_ms: u64,
+    /// Close a link after this long with nothing received (also bounds the handshake).
+    pub peer_timeout_ms: u64,
+    /// Largest Automerge sync message accepted from a peer, in bytes.
+    pub max_message_bytes: usize,
+    /// Write a full snapshot of a document after this many incremental chunks.
+    pub compact_after_chunks: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            keepalive_interval_ms: 15_000,
+            peer_timeout_ms: 60_000,
+            max_message_bytes: 16 * 1024 * 1024,
+            compact_after_chunks: 64,
+        }
+    }
+}
+
+/// Errors of local operations on the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("document {doc} is owned by {owner:?}; this node ({me}) may not change it")]
+    NotOwner {
+        doc: ShareableDocId,
+        owner: crate::scope::Owner,
+        me: NodeId,
+    },
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+/// How a document's bytes are to be persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistKind {
+    /// New changes since the last persisted state; add them next to what is stored.
+    Incremental,
+    /// The whole document; it replaces every chunk and snapshot stored before.
+    Snapshot,
+}
+
+/// Bytes of one document that the driver must write to storage.
+#[derive(Debug, Clone)]
+pub struct DocPersist {
+    pub doc: ShareableDocId,
+    pub kind: PersistKind,
+    pub bytes: Vec<u8>,
+    /// The document's heads once these bytes are applied.
+    pub heads: Vec<ChangeHash>,
+}
+
+/// Things worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// A peer sent something the owner-writes rule or the protocol forbids.
+    Refused {
+        peer: NodeId,
+        doc: Option<ShareableDocId>,
+        reason: String,
+    },
+    /// A link finished its handshake.
+    LinkOpen { peer: NodeId, docs_to_sync: usize },
+}
+
+/// What the driver must do after an event, in this order: persist documents (durably), persist
+/// sync states, send frames, close links.
+#[derive(Debug, Default)]
+#[must_use = "the output holds frames to send and bytes to persist"]
+pub struct Output {
+    pub persist_docs: Vec<DocPersist>,
+    pub persist_sync_states: Vec<(NodeId, ShareableDocId, Vec<u8>)>,
+    pub sends: Vec<(ConnId, Frame)>,
+    pub closes: Vec<(ConnId, CloseReason)>,
+    /// Documents whose content changed (by an edit or from a peer).
+    pub changed_docs: Vec<ShareableDocId>,
+    pub events: Vec<LogEvent>,
+}
+
+impl Output {
+    /// Appends another output after this one.
+    pub fn extend(&mut self, other: Output) {
+        self.persist_docs.extend(other.persist_docs);
+        self.persist_sync_states.extend(other.persist_sync_states);
+        self.sends.extend(other.sends);
+        self.closes.extend(other.closes);
+        self.changed_docs.extend(other.changed_docs);
+        self.events.extend(other.events);
+    }
+}
+
+struct DocEntry {
+    doc: Automerge,
+    /// Heads at the last [`DocPersist`]; the next incremental chunk starts here.
+    persisted_heads: Vec<ChangeHash>,
+    /// Incremental chunks stored since the last snapshot.
+    chunks_since_snapshot: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    AwaitSummary,
+    Open,
+}
+
+struct Conn {
+    peer: NodeId,
+    phase: Phase,
+    /// One Automerge sync state per document exchanged on this link.
+    states: HashMap<ShareableDocId, sync::State>,
+    /// Sync states persisted from earlier links with the same peer, used when a document's
+    /// state is first needed.
+    stored: HashMap<ShareableDocId, Vec<u8>>,
+    last_sent_ms: u64,
+    last_received_ms: u64,
+}
+
+/// The sync engine. See the module documentation.
+pub struct Engine {
+    me: NodeId,
+    actor: ActorId,
+    config: EngineConfig,
+    docs: BTreeMap<ShareableDocId, DocEntry>,
+    conns: BTreeMap<ConnId, Conn>,
+}
+
+impl Engine {
+    /// A new engine for node `me`; `actor` is the Automerge actor id of this node's own edits.
+    pub fn new(me: NodeId, actor: ActorId, config: EngineConfig) -> Engine {
+        Engine {
+            me,
+            actor,
+            config,
+            docs: BTreeMap::new(),
+            conns: BTreeMap::new(),
+        }
+    }
+
+    /// This node's identity.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// Adds a document loaded from storage; `stored_chunks` is how many incremental chunks are
+    /// stored beside its last snapshot.
+    pub fn load_document(&mut self, id: ShareableDocId, mut doc: Automerge, stored_chunks: usize) {
+        doc.set_actor(self.actor.clone());
+        let heads = doc.get_heads();
+        self.docs.insert(
+            id,
+            DocEntry {
+                doc,
+                persisted_heads: heads,
+                chunks_since_snapshot: stored_chunks,
+            },
+        );
+    }
+
+    /// One document, if this node has it.
+    pub fn document(&self, id: &ShareableDocId) -> Option<&Automerge> {
+        self.docs.get(id).map(|entry| &entry.doc)
+    }
+
+    /// Every document this node has.
+    pub fn documents(&self) -> impl Iterator<Item = (&ShareableDocId, &Automerge)> {
+        self.docs.iter().map(|(id, entry)| (id, &entry.doc))
+    }
+
+    /// The open links: connection id, peer, and whether the handshake is complete.
+    pub fn links(&self) -> impl Iterator<Item = (ConnId, &NodeId, bool)> {
+        self.conns
+            .iter()
+            .map(|(id, conn)| (*id, &conn.peer, conn.phase == Phase::Open))
+    }
+
+    /// For each open link, whether the peer is known to have exactly our heads of `doc`.
+    pub fn doc_sync_with_peers(&self, doc: &ShareableDocId) -> Vec<(NodeId, bool)> {
+        let heads = self
+            .docs
+            .get(doc)
+            .map(|e| e.doc.get_heads())
+            .unwrap_or_default();
+        self.conns
+            .values()
+            .filter(|conn| conn.phase == Phase::Open)
+            .map(|conn| {
+                let in_sync = conn
+                    .states
+                    .get(doc)
+                    .and_then(|state| state.their_heads.as_ref())
+                    .is_some_and(|theirs| sorted(theirs.clone()) == sorted(heads.clone()));
+                (conn.peer.clone(), in_sync)
+            })
+            .collect()
+    }
+
+    /// Changes a document this node owns. `change` runs inside one Automerge transaction; if it
+    /// returns an error, nothing is changed. The output holds the bytes to persist (durably,
+    /// before acknowledging the edit) and the frames that push the change to every link.
+    pub fn edit<R, E>(
+        &mut self,
+        id: &ShareableDocId,
+        now_ms: u64,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Output), EditError<E>> {
+        if !id.is_owned_by(&self.me) {
+            return Err(EditError::Engine(EngineError::NotOwner {
+                doc: id.clone(),
+                owner: id.owner(),
+                me: self.me.clone(),
+            }));
+        }
+        let actor = self.actor.clone();
+        let entry = self.docs.entry(id.clone()).or_insert_with(|| DocEntry {
+            doc: Automerge::new().with_actor(actor),
+            persisted_heads: Vec::new(),
+            chunks_since_snapshot: 0,
+        });
+        let result = entry
+            .doc
+            .transact(|tx| change(tx))
+            .map_err(|failure| EditError::Rejected(failure.error))?;
+        let mut out = Output::default();
+        if result.hash.is_some() {
+            self.document_changed(id, None, &mut out);
+            self.finish(&mut out, now_ms);
+        }
+        Ok((result.result, out))
+    }
+
+    /// A link to `peer` is open at the transport level. `stored_states` are the sync states
+    /// persisted from earlier links with this peer.
+    pub fn connect(
+        &mut self,
+        conn: ConnId,
+        peer: NodeId,
+        stored_states: Vec<(ShareableDocId, Vec<u8>)>,
+        now_ms: u64,
+    ) -> Output {
+        let mut out = Output::default();
+        let summary = if shared_on_link(&self.me, &peer) {
+            self.docs
+                .iter()
+                .map(|(id, entry)| (id.clone(), entry.doc.get_heads()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.conns.insert(
+            conn,
+            Conn {
+                peer,
+                phase: Phase::AwaitHello,
+                states: HashMap::new(),
+                stored: stored_states.into_iter().collect(),
+                last_sent_ms: now_ms,
+                last_received_ms: now_ms,
+            },
+        );
+        out.sends.push((
+            conn,
+            Frame::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            },
+        ));
+        out.sends.push((conn, Frame::Summary(summary)));
+        self.finish(&mut out, now_ms);
+        out
+    }
+
+    /// A frame arrived on a link.
+    pub fn receive(&mut self, conn_id: ConnId, frame: Frame, now_ms: u64) -> Output {
+        let mut out = Output::default();
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return out;
+        };
+        conn.last_received_ms = now_ms;
+        match (conn.phase, frame) {
+            (_, Frame::Goodbye { .. }) => {
+                self.drop_conn(conn_id, &mut out);
+            }
+            (_, Frame::Keepalive) => {}
+            (Phase::AwaitHello, Frame::Hello { protocol_version }) => {
+                if protocol_version == PROTOCOL_VERSION {
+                    conn.phase = Phase::AwaitSummary;
+                } else {
+                    let message = format!(
+                        "protocol version {protocol_version} is not supported; this node speaks {PROTOCOL_VERSION}"
+                    );
+                    self.close(conn_id, StatusCode::FailedPrecondition, message, &mut out);
+                }
+            }
+            (Phase::AwaitSummary, Frame::Summary(docs)) => {
+                conn.phase = Phase::Open;
+                self.on_summary(conn_id, docs, &mut out);
+            }
+            (Phase::Open, Frame::DocSync { doc, message }) => {
+                self.on_doc_sync(conn_id, doc, message, &mut out);
+            }
+            (phase, frame) => {
+                let message = format!("unexpected {} frame in phase {phase:?}", frame.kind());
+                self.close(conn_id, StatusCode::InvalidArgument, message, &mut out);
+            }
+        }
+        self.finish(&mut out, now_ms);
+        out
+    }
+
+    /// A link closed at the transport level. Its sync states are handed out to persist.
+    pub fn disconnect(&mut self, conn: ConnId) -> Output {
+        let mut out = Output::default();
+        self.drop_conn(conn, &mut out);
+        out
+    }
+
+    /// Closes a link on the engine's side, for example because the transport found a frame it
+    /// could not decode.
+    pub fn close_link(&mut self, conn: ConnId, code: StatusCode, message: String) -> Output {
+        let mut out = Output::default();
+        self.close(conn, code, message, &mut out);
+        out
+    }
+
+    /// Time passed: send keepalives on quiet links and close links whose peer went silent.
+    pub fn tick(&mut self, now_ms: u64) -> Output {
+        let mut out = Output::default();
+        let mut silent = Vec::new();
+        for (id, conn) in &self.conns {
+            if now_ms.saturating_sub(conn.last_received_ms) >= self.config.peer_timeout_ms {
+                silent.push(*id);
+            } else if conn.phase == Phase::Open
+                && now_ms.saturating_sub(conn.last_sent_ms) >= self.config.keepalive_interval_ms
+            {
+                out.sends.push((*id, Frame::Keepalive));
+            }
+        }
+        for id in silent {
+            let message = format!(
+                "nothing received from the peer for {} ms",
+                self.config.peer_timeout_ms
+            );
+            self.close(id, StatusCode::DeadlineExceeded, message, &mut out);
+        }
+        self.finish(&mut out, now_ms);
+        out
+    }
+
+    fn on_summary(
+        &mut self,
+        conn_id: ConnId,
+        theirs: Vec<(ShareableDocId, Vec<ChangeHash>)>,
+        out: &mut Output,
+    ) {
+        let conn = self.conns.get(&conn_id).expect("link exists");
+        let peer = conn.peer.clone();
+        if !shared_on_link(&self.me, &peer) {
+            return;
+        }
+        let theirs: BTreeMap<ShareableDocId, Vec<ChangeHash>> = theirs
+            .into_iter()
+            .map(|(id, heads)| (id, sorted(heads)))
+            .collect();
+        // A document the peer has and we lack becomes a replica here only if we would accept
+        // its changes from this peer.
+        for id in theirs.keys() {
+            if !self.docs.contains_key(id) && accepts_changes_from(&self.me, &peer, id) {
+                self.docs.insert(
+                    id.clone(),
+                    DocEntry {
+                        doc: Automerge::new().with_actor(self.actor.clone()),
+                        persisted_heads: Vec::new(),
+                        chunks_since_snapshot: 0,
+                    },
+                );
+            }
+        }
+        let mut to_sync = Vec::new();
+        let ids: Vec<ShareableDocId> = self.docs.keys().cloned().collect();
+        for id in ids {
+            let ours = sorted(self.docs[&id].doc.get_heads());
+            match theirs.get(&id) {
+                Some(their_heads) if *their_heads == ours => {
+                    let state = self.state_for(conn_id, &id);
+                    prime_in_step(state, ours);
+                }
+                _ => to_sync.push(id),
+            }
+        }
+        out.events.push(LogEvent::LinkOpen {
+            peer,
+            docs_to_sync: to_sync.len(),
+        });
+        for id in to_sync {
+            self.sync_to(conn_id, &id, out);
+        }
+    }
+
+    fn on_doc_sync(
+        &mut self,
+        conn_id: ConnId,
+        id: ShareableDocId,
+        bytes: Vec<u8>,
+        out: &mut Output,
+    ) {
+        let peer = self.conns[&conn_id].peer.clone();
+        if bytes.len() > self.config.max_message_bytes {
+            let message = format!(
+                "sync message for {id} has {} bytes; the limit is {}",
+                bytes.len(),
+                self.config.max_message_bytes
+            );
+            self.close(conn_id, StatusCode::ResourceExhausted, message, out);
+            return;
+        }
+        let message = match catch_unwind(|| sync::Message::decode(&bytes)) {
+            Ok(Ok(message)) => message,
+            Ok(Err(err)) => {
+                let message = format!("sync message for {id} does not decode: {err}");
+                self.close(conn_id, StatusCode::InvalidArgument, message, out);
+                return;
+            }
+            Err(_) => {
+                let message = format!("sync message for {id} could not be decoded");
+                self.close(conn_id, StatusCode::InvalidArgument, message, out);
+                return;
+            }
+        };
+        let may_write = accepts_changes_from(&self.me, &peer, &id);
+        if !message.changes.is_empty() && !may_write {
+            let reason =
+                format!("{peer} may not change {id}: only its owner may, or the hub relaying it");
+            out.events.push(LogEvent::Refused {
+                peer: peer.clone(),
+                doc: Some(id.clone()),
+                reason: reason.clone(),
+            });
+            self.close(conn_id, StatusCode::PermissionDenied, reason, out);
+            return;
+        }
+        if !self.docs.contains_key(&id) {
+            if !may_write {
+                // Nothing to learn from a peer about a document we neither hold nor accept.
+                return;
+            }
+            self.docs.insert(
+                id.clone(),
+                DocEntry {
+                    doc: Automerge::new().with_actor(self.actor.clone()),
+                    persisted_heads: Vec::new(),
+                    chunks_since_snapshot: 0,
+                },
+            );
+        }
+        let before = self.docs[&id].doc.get_heads();
+        let mut state = std::mem::take(self.state_for(conn_id, &id));
+        let entry = self.docs.get_mut(&id).expect("document exists");
+        let received = catch_unwind(AssertUnwindSafe(|| {
+            entry.doc.receive_sync_message(&mut state, message)
+        }));
+        *self.state_for(conn_id, &id) = state;
+        match received {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                let message = format!("sync message for {id} was refused by automerge: {err}");
+                self.close(conn_id, StatusCode::InvalidArgument, message, out);
+                return;
+            }
+            Err(_) => {
+                let message = format!("sync message for {id} could not be applied");
+                self.close(conn_id, StatusCode::InvalidArgument, message, out);
+                return;
+            }
+        }
+        let changed = self.docs[&id].doc.get_heads() != before;
+        if changed {
+            self.document_changed(&id, Some(conn_id), out);
+        }
+        let state = self.state_for(conn_id, &id);
+        out.persist_sync_states
+            .push((peer, id.clone(), state.encode()));
+        self.sync_to(conn_id, &id, out);
+    }
+
+    /// A document changed here: persist it and offer it to every open link but `except`.
+    fn document_changed(&mut self, id: &ShareableDocId, except: Option<ConnId>, out: &mut Output) {
+        let compact_after = self.config.compact_after_chunks;
+        let entry = self.docs.get_mut(id).expect("document exists");
+        let heads = entry.doc.get_heads();
+        let persist = if entry.chunks_since_snapshot + 1 >= compact_after {
+            entry.chunks_since_snapshot = 0;
+            DocPersist {
+                doc: id.clone(),
+                kind: PersistKind::Snapshot,
+                bytes: entry.doc.save(),
+                heads: heads.clone(),
+            }
+        } else {
+            entry.chunks_since_snapshot += 1;
+            DocPersist {
+                doc: id.clone(),
+                kind: PersistKind::Incremental,
+                bytes: entry.doc.save_after(&entry.persisted_heads),
+                heads: heads.clone(),
+            }
+        };
+        entry.persisted_heads = heads;
+        out.persist_docs.push(persist);
+        out.changed_docs.push(id.clone());
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(conn_id, conn)| Some(**conn_id) != except && conn.phase == Phase::Open)
+            .map(|(conn_id, _)| *conn_id)
+            .collect();
+        for conn_id in targets {
+            self.sync_to(conn_id, id, out);
+        }
+    }
+
+    /// Generates the next Automerge sync message for `id` on a link, if there is one to send.
+    fn sync_to(&mut self, conn_id: ConnId, id: &ShareableDocId, out: &mut Output) {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        if !shared_on_link(&self.me, &conn.peer) {
+            return;
+        }
+        if !self.docs.contains_key(id) {
+            return;
+        }
+        let mut state = std::mem::take(self.state_for(conn_id, id));
+        let message = self.docs[id].doc.generate_sync_message(&mut state);
+        *self.state_for(conn_id, id) = state;
+        if let Some(message) = message {
+            out.sends.push((
+                conn_id,
+                Frame::DocSync {
+                    doc: id.clone(),
+                    message: message.encode(),
+                },
+            ));
+        }
+    }
+
+    fn state_for(&mut self, conn_id: ConnId, id: &ShareableDocId) -> &mut sync::State {
+        let me = &self.me;
+        let conn = self.conns.get_mut(&conn_id).expect("link exists");
+        let peer = &conn.peer;
+        let stored = &mut conn.stored;
+        conn.states.entry(id.clone()).or_insert_with(|| {
+            let mut state = stored
+                .remove(id)
+                .and_then(|bytes| sync::State::decode(&bytes).ok())
+                .unwrap_or_default();
+            state.read_only = !accepts_changes_from(me, peer, id);
+            state
+        })
+    }
+
+    fn close(&mut self, conn_id: ConnId, code: StatusCode, message: String, out: &mut Output) {
+        if self.conns.contains_key(&conn_id) {
+            out.sends.push((
+                conn_id,
+                Frame::Goodbye {
+                    code: code as i32,
+                    message: message.clone(),
+                },
+            ));
+            out.closes.push((conn_id, CloseReason { code, message }));
+            self.drop_conn(conn_id, out);
+        }
+    }
+
+    fn drop_conn(&mut self, conn_id: ConnId, out: &mut Output) {
+        if let Some(conn) = self.conns.remove(&conn_id) {
+            for (id, state) in conn.states {
+                out.persist_sync_states
+                    .push((conn.peer.clone(), id, state.encode()));
+            }
+        }
+    }
+
+    /// Records the time of every frame about to be sent, for keepalives.
+    fn finish(&mut self, out: &mut Output, now_ms: u64) {
+        for (conn_id, _) in &out.sends {
+            if let Some(conn) = self.conns.get_mut(conn_id) {
+                conn.last_sent_ms = now_ms;
+            }
+        }
+    }
+}
+
+/// The result of [`Engine::edit`] when it fails.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError<E> {
+    #[error(transparent)]
+    Engine(EngineError),
+    #[error("the edit was rejected")]
+    Rejected(E),
+}
+
+/// Marks a sync state as in step with a peer whose heads equal ours, so that the next change
+/// is sent in one message instead of after a round trip.
+fn prime_in_step(state: &mut sync::State, heads: Vec<ChangeHash>) {
+    state.shared_heads = heads.clone();
+    state.last_sent_heads = heads.clone();
+    state.their_heads = Some(heads.clone());
+    state.their_need = Some(Vec::new());
+    state.their_have = Some(vec![Have {
+        last_sync: heads,
+        bloom: BloomFilter::from_hashes(std::iter::empty::<ChangeHash>()),
+    }]);
+    state.have_responded = true;
+    state.in_flight = false;
+}
+
+fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    heads.sort();
+    heads
+}

@@ -1,0 +1,22 @@
+//! The federation sync core of stadforstad, free of I/O.
+//!
+//! This crate decides *what* crosses a federation link; the node's transport decides *how*.
+//! Nothing here opens a socket, reads a clock, touches a disk or spawns a task: the driver feeds
+//! events in ([`Engine::connect`], [`Engine::receive`], [`Engine::edit`], [`Engine::tick`]) and
+//! performs the [`Output`] that comes back (frames to send, bytes to persist, links to close).
+//! Tests and the simulator drive it the same way without sockets.
+//!
+//! - [`scope`]: document ids, their scope and owner, node identities, and the owner-writes rule.
+//! - [`frame`]: the frames of the federation protocol, as plain Rust values.
+//! - [`engine`]: the state machine that runs Automerge's sync protocol per document and link.
+
+pub mod engine;
+pub mod frame;
+pub mod scope;
+
+pub use engine::{
+    CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError, LogEvent,
+    Output, PersistKind, StatusCode,
+};
+pub use frame::{Frame, PROTOCOL_VERSION};
+pub use scope::{DocId, NodeId, Owner, Role, Scope, ScopeError, ShareableDocId};

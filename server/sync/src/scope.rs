@@ -1,0 +1,359 @@
+//! Document ids, scopes, owners and node identities, and the rule of who may write what.
+//!
+//! A document id names its scope and owner: `local/network` lives only on its city,
+//! `shared/lessons/malmo` is owned by Malmö and exists everywhere, `national/method` is owned by
+//! the hub. [`ShareableDocId`] can only be made from a document id that is not local, and it is
+//! the only kind of id the sync [`Engine`](crate::Engine) accepts: local documents cannot reach it.
+
+use std::fmt;
+
+/// Errors from parsing ids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error(
+        "invalid node name {0:?}: use 1 to 63 characters a-z, 0-9 and '-', starting with a letter"
+    )]
+    InvalidNodeName(String),
+    #[error("invalid node identity {0:?}: expected spiffe://stadforstad/city/<id> or spiffe://stadforstad/hub/<id>")]
+    InvalidIdentity(String),
+    #[error("unknown document id {0:?}")]
+    UnknownDocument(String),
+    #[error("document {0:?} is local and never leaves its city")]
+    LocalDocument(String),
+}
+
+/// The role a node plays in the federation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// A city node: holds one city's network data.
+    City,
+    /// The national hub: relays shared documents and owns the national ones.
+    Hub,
+}
+
+impl Role {
+    /// The lower-case name used in certificates, configuration and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::City => "city",
+            Role::Hub => "hub",
+        }
+    }
+
+    /// Parses `city` or `hub`.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "city" => Some(Role::City),
+            "hub" => Some(Role::Hub),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks a city or hub name: 1 to 63 characters `a-z0-9-`, starting with a letter.
+pub fn validate_node_name(name: &str) -> Result<(), ScopeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ScopeError::InvalidNodeName(name.to_string()))
+    }
+}
+
+/// A node's identity, as written in its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId {
+    role: Role,
+    name: String,
+}
+
+const SPIFFE_PREFIX: &str = "spiffe://stadforstad/";
+
+impl NodeId {
+    /// Makes an identity from a role and a validated name.
+    pub fn new(role: Role, name: &str) -> Result<NodeId, ScopeError> {
+        validate_node_name(name)?;
+        Ok(NodeId {
+            role,
+            name: name.to_string(),
+        })
+    }
+
+    /// A city identity.
+    pub fn city(name: &str) -> Result<NodeId, ScopeError> {
+        NodeId::new(Role::City, name)
+    }
+
+    /// A hub identity.
+    pub fn hub(name: &str) -> Result<NodeId, ScopeError> {
+        NodeId::new(Role::Hub, name)
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The node's name, for example `helsingborg`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SPIFFE id put in the certificate's SAN: `spiffe://stadforstad/city/helsingborg`.
+    pub fn spiffe_uri(&self) -> String {
+        format!("{SPIFFE_PREFIX}{}/{}", self.role, self.name)
+    }
+
+    /// Parses a SPIFFE id as written by [`NodeId::spiffe_uri`].
+    pub fn from_spiffe_uri(uri: &str) -> Result<NodeId, ScopeError> {
+        let invalid = || ScopeError::InvalidIdentity(uri.to_string());
+        let rest = uri.strip_prefix(SPIFFE_PREFIX).ok_or_else(invalid)?;
+        let (role, name) = rest.split_once('/').ok_or_else(invalid)?;
+        let role = Role::parse(role).ok_or_else(invalid)?;
+        NodeId::new(role, name).map_err(|_| invalid())
+    }
+
+    /// The DNS name put in the certificate so that TLS server-name checks pin the role:
+    /// `helsingborg.city.stadforstad`.
+    pub fn dns_name(&self) -> String {
+        format!("{}.{}.stadforstad", self.name, self.role)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.role, self.name)
+    }
+}
+
+/// Where a document may exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Only on its city.
+    Local,
+    /// Owned by a city, replicated to the hub and every city.
+    Shared,
+    /// Owned by the hub, replicated to every city.
+    National,
+}
+
+/// Who may change a document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// The city whose node holds the document (local documents).
+    ThisCity,
+    /// The named city.
+    City(String),
+    /// The national hub.
+    Hub,
+}
+
+const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records"];
+const SHARED_KINDS: &[&str] = &["lessons", "stats", "progress"];
+const NATIONAL_KINDS: &[&str] = &["method", "directory", "stats"];
+
+/// A validated document id of any scope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocId(String);
+
+impl DocId {
+    /// Parses and validates a document id.
+    pub fn parse(text: &str) -> Result<DocId, ScopeError> {
+        let unknown = || ScopeError::UnknownDocument(text.to_string());
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            ["local", kind] if LOCAL_KINDS.contains(kind) => {}
+            ["shared", kind, city] if SHARED_KINDS.contains(kind) => {
+                validate_node_name(city).map_err(|_| unknown())?
+            }
+            ["national", kind] if NATIONAL_KINDS.contains(kind) => {}
+            _ => return Err(unknown()),
+        }
+        Ok(DocId(text.to_string()))
+    }
+
+    /// The local document of the given kind (`network`, `signals`, `stats-records`).
+    pub fn local(kind: &str) -> Result<DocId, ScopeError> {
+        DocId::parse(&format!("local/{kind}"))
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The document's scope.
+    pub fn scope(&self) -> Scope {
+        if self.0.starts_with("local/") {
+            Scope::Local
+        } else if self.0.starts_with("shared/") {
+            Scope::Shared
+        } else {
+            Scope::National
+        }
+    }
+
+    /// The document's owner.
+    pub fn owner(&self) -> Owner {
+        match self.scope() {
+            Scope::Local => Owner::ThisCity,
+            Scope::National => Owner::Hub,
+            Scope::Shared => Owner::City(self.0.rsplit('/').next().unwrap_or_default().to_string()),
+        }
+    }
+
+    /// The id as a [`ShareableDocId`], refused for local documents.
+    pub fn shareable(self) -> Result<ShareableDocId, ScopeError> {
+        match self.scope() {
+            Scope::Local => Err(ScopeError::LocalDocument(self.0)),
+            _ => Ok(ShareableDocId(self)),
+        }
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of a shared or national document: the only kind that may cross a federation link.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShareableDocId(DocId);
+
+impl ShareableDocId {
+    /// Parses a document id and refuses local ones.
+    pub fn parse(text: &str) -> Result<ShareableDocId, ScopeError> {
+        DocId::parse(text)?.shareable()
+    }
+
+    /// `shared/lessons/{city}`.
+    pub fn lessons(city: &str) -> Result<ShareableDocId, ScopeError> {
+        ShareableDocId::parse(&format!("shared/lessons/{city}"))
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The underlying document id.
+    pub fn doc_id(&self) -> &DocId {
+        &self.0
+    }
+
+    /// The document's owner (a city or the hub).
+    pub fn owner(&self) -> Owner {
+        self.0.owner()
+    }
+
+    /// Whether `node` owns this document.
+    pub fn is_owned_by(&self, node: &NodeId) -> bool {
+        match (self.owner(), node.role()) {
+            (Owner::City(city), Role::City) => city == node.name(),
+            (Owner::Hub, Role::Hub) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ShareableDocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Whether a document is exchanged at all on the link between `me` and `peer`.
+///
+/// Cities link only to the hub, and every shared and national document crosses that link.
+pub fn shared_on_link(me: &NodeId, peer: &NodeId) -> bool {
+    me.role() != peer.role()
+}
+
+/// The owner-writes rule (DESIGN.md promise 2): whether `me` applies changes to `doc` that
+/// arrive from `peer`.
+///
+/// The hub applies a city's changes only to that city's own documents, and never to national
+/// documents. A city applies changes only from the hub, which relays every owner's document.
+pub fn accepts_changes_from(me: &NodeId, peer: &NodeId, doc: &ShareableDocId) -> bool {
+    match (me.role(), peer.role()) {
+        (Role::Hub, Role::City) => doc.is_owned_by(peer),
+        (Role::City, Role::Hub) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_ids_name_scope_and_owner() {
+        let doc = DocId::parse("shared/lessons/malmo").unwrap();
+        assert_eq!(doc.scope(), Scope::Shared);
+        assert_eq!(doc.owner(), Owner::City("malmo".into()));
+        assert_eq!(DocId::parse("national/method").unwrap().owner(), Owner::Hub);
+        assert_eq!(DocId::parse("local/signals").unwrap().scope(), Scope::Local);
+        for bad in [
+            "",
+            "local/other",
+            "shared/lessons",
+            "shared/lessons/Malmo",
+            "shared/x/malmo",
+            "national/method/x",
+            "shared/lessons/a/b",
+        ] {
+            assert!(DocId::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn local_documents_are_never_shareable() {
+        for kind in LOCAL_KINDS {
+            let err = DocId::local(kind).unwrap().shareable().unwrap_err();
+            assert!(matches!(err, ScopeError::LocalDocument(_)));
+            assert!(ShareableDocId::parse(&format!("local/{kind}")).is_err());
+        }
+    }
+
+    #[test]
+    fn spiffe_ids_round_trip() {
+        let id = NodeId::city("helsingborg").unwrap();
+        assert_eq!(id.spiffe_uri(), "spiffe://stadforstad/city/helsingborg");
+        assert_eq!(NodeId::from_spiffe_uri(&id.spiffe_uri()).unwrap(), id);
+        for bad in [
+            "spiffe://other/city/x",
+            "spiffe://stadforstad/king/x",
+            "spiffe://stadforstad/city/",
+            "spiffe://stadforstad/city/a/b",
+        ] {
+            assert!(NodeId::from_spiffe_uri(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn owner_writes_rule() {
+        let hub = NodeId::hub("national").unwrap();
+        let malmo = NodeId::city("malmo").unwrap();
+        let lund = NodeId::city("lund").unwrap();
+        let malmo_lessons = ShareableDocId::lessons("malmo").unwrap();
+        let method = ShareableDocId::parse("national/method").unwrap();
+        assert!(accepts_changes_from(&hub, &malmo, &malmo_lessons));
+        assert!(!accepts_changes_from(&hub, &lund, &malmo_lessons));
+        assert!(!accepts_changes_from(&hub, &malmo, &method));
+        assert!(accepts_changes_from(&lund, &hub, &malmo_lessons));
+        assert!(accepts_changes_from(&lund, &hub, &method));
+        assert!(!accepts_changes_from(&lund, &malmo, &malmo_lessons));
+    }
+}

@@ -1,0 +1,276 @@
+//! Drives several engines wired in memory, with no sockets and no clock, until they are quiet.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use automerge::sync::SyncDoc;
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ReadDoc, ROOT};
+use sfs_sync::{
+    ConnId, EditError, Engine, EngineConfig, Frame, LogEvent, NodeId, Output, ShareableDocId,
+    StatusCode,
+};
+
+/// A hub and some cities, each link a pair of in-memory queues.
+struct Federation {
+    engines: BTreeMap<String, Engine>,
+    /// link id -> (city, hub) and the conn ids each side uses.
+    links: BTreeMap<ConnId, (String, String)>,
+    queue: VecDeque<(String, ConnId, Frame)>,
+    frames_delivered: usize,
+    closes: Vec<(String, ConnId, StatusCode, String)>,
+    events: Vec<LogEvent>,
+}
+
+impl Federation {
+    fn new(cities: &[&str]) -> Federation {
+        let mut engines = BTreeMap::new();
+        let hub = NodeId::hub("national").unwrap();
+        engines.insert("hub".to_string(), engine(hub));
+        for city in cities {
+            engines.insert(city.to_string(), engine(NodeId::city(city).unwrap()));
+        }
+        Federation {
+            engines,
+            links: BTreeMap::new(),
+            queue: VecDeque::new(),
+            frames_delivered: 0,
+            closes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self, city: &str, link: ConnId) {
+        self.links
+            .insert(link, (city.to_string(), "hub".to_string()));
+        let hub_id = self.engines["hub"].me().clone();
+        let city_id = self.engines[city].me().clone();
+        let out = self
+            .engines
+            .get_mut(city)
+            .unwrap()
+            .connect(link, hub_id, Vec::new(), 0);
+        self.absorb(city, out);
+        let out = self
+            .engines
+            .get_mut("hub")
+            .unwrap()
+            .connect(link, city_id, Vec::new(), 0);
+        self.absorb("hub", out);
+    }
+
+    fn disconnect(&mut self, link: ConnId) {
+        let (city, hub) = self.links.remove(&link).unwrap();
+        let _ = self.engines.get_mut(&city).unwrap().disconnect(link);
+        let _ = self.engines.get_mut(&hub).unwrap().disconnect(link);
+        self.queue.retain(|(_, l, _)| *l != link);
+    }
+
+    fn other_end(&self, from: &str, link: ConnId) -> Option<String> {
+        let (city, hub) = self.links.get(&link)?;
+        Some(if from == city {
+            hub.clone()
+        } else {
+            city.clone()
+        })
+    }
+
+    fn absorb(&mut self, from: &str, out: Output) {
+        for (link, frame) in out.sends {
+            self.queue.push_back((from.to_string(), link, frame));
+        }
+        for (link, reason) in out.closes {
+            self.closes
+                .push((from.to_string(), link, reason.code, reason.message));
+        }
+        self.events.extend(out.events);
+    }
+
+    /// Delivers frames until none are left; bounded so a livelock fails the test.
+    fn run_until_quiet(&mut self) {
+        for _ in 0..100_000 {
+            let Some((from, link, frame)) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(to) = self.other_end(&from, link) else {
+                continue;
+            };
+            self.frames_delivered += 1;
+            let out = self.engines.get_mut(&to).unwrap().receive(link, frame, 0);
+            self.absorb(&to, out);
+        }
+        panic!("federation did not go quiet");
+    }
+
+    fn add_lesson(&mut self, city: &str, key: &str, title: &str) {
+        let doc = ShareableDocId::lessons(city).unwrap();
+        let (_, out) = self
+            .engines
+            .get_mut(city)
+            .unwrap()
+            .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+                tx.put(ROOT, key, title)?;
+                Ok(())
+            })
+            .unwrap();
+        self.absorb(city, out);
+    }
+
+    fn lesson(&self, node: &str, city: &str, key: &str) -> Option<String> {
+        let doc = self.engines[node].document(&ShareableDocId::lessons(city).unwrap())?;
+        let (value, _) = doc.get(ROOT, key).unwrap()?;
+        Some(value.into_string().unwrap())
+    }
+}
+
+fn engine(me: NodeId) -> Engine {
+    let actor = ActorId::from(me.spiffe_uri().as_bytes());
+    Engine::new(me, actor, EngineConfig::default())
+}
+
+#[test]
+fn a_lesson_travels_from_one_city_to_another_through_the_hub() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    fed.add_lesson("helsingborg", "l1", "Hotel staff training works");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("hub", "helsingborg", "l1").as_deref(),
+        Some("Hotel staff training works")
+    );
+    assert_eq!(
+        fed.lesson("malmo", "helsingborg", "l1").as_deref(),
+        Some("Hotel staff training works")
+    );
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+}
+
+#[test]
+fn an_offline_city_catches_up_and_its_own_writes_go_out() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.add_lesson("malmo", "m1", "written while offline");
+    fed.add_lesson("helsingborg", "h1", "written while malmo was away");
+    fed.run_until_quiet();
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("malmo", "helsingborg", "h1").as_deref(),
+        Some("written while malmo was away")
+    );
+    assert_eq!(
+        fed.lesson("helsingborg", "malmo", "m1").as_deref(),
+        Some("written while offline")
+    );
+}
+
+#[test]
+fn a_reconnect_with_nothing_changed_sends_no_sync_messages() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    fed.connect("helsingborg", 1);
+    fed.add_lesson("helsingborg", "h1", "one");
+    fed.run_until_quiet();
+    fed.disconnect(1);
+    fed.connect("helsingborg", 2);
+    fed.frames_delivered = 0;
+    fed.run_until_quiet();
+    // Hello and Summary from each side, nothing else.
+    assert_eq!(fed.frames_delivered, 4);
+    // And the next change costs one message there and one acknowledgement back.
+    fed.add_lesson("helsingborg", "h2", "two");
+    fed.frames_delivered = 0;
+    fed.run_until_quiet();
+    assert_eq!(fed.frames_delivered, 2);
+    assert_eq!(
+        fed.lesson("hub", "helsingborg", "h2").as_deref(),
+        Some("two")
+    );
+}
+
+#[test]
+fn a_city_cannot_edit_what_it_does_not_own() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    let method = ShareableDocId::parse("national/method").unwrap();
+    let err = fed
+        .engines
+        .get_mut("helsingborg")
+        .unwrap()
+        .edit(&method, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.put(ROOT, "x", "y")
+        })
+        .unwrap_err();
+    assert!(matches!(err, EditError::Engine(_)));
+}
+
+#[test]
+fn changes_to_a_document_the_peer_does_not_own_are_refused_and_not_applied() {
+    for target in ["national/method", "shared/lessons/malmo"] {
+        let mut fed = Federation::new(&["helsingborg", "malmo"]);
+        fed.connect("malmo", 2);
+        fed.add_lesson("malmo", "m1", "honest");
+        fed.connect("helsingborg", 1);
+        fed.run_until_quiet();
+        let doc = ShareableDocId::parse(target).unwrap();
+        let heads_before = fed.engines["hub"].document(&doc).map(|d| d.get_heads());
+
+        // A rogue Helsingborg forges a change and sends it as a sync message.
+        let mut forged = Automerge::new();
+        forged.transact(|tx| tx.put(ROOT, "m1", "forged")).unwrap();
+        let mut state = automerge::sync::State::new();
+        let empty = Automerge::new();
+        let request = empty
+            .generate_sync_message(&mut automerge::sync::State::new())
+            .unwrap();
+        forged.receive_sync_message(&mut state, request).unwrap();
+        let message = forged.generate_sync_message(&mut state).unwrap();
+        assert!(!message.changes.is_empty());
+        let out = fed.engines.get_mut("hub").unwrap().receive(
+            1,
+            Frame::DocSync {
+                doc: doc.clone(),
+                message: message.encode(),
+            },
+            0,
+        );
+        assert_eq!(out.closes.len(), 1, "{target}");
+        assert_eq!(out.closes[0].1.code, StatusCode::PermissionDenied);
+        assert!(out.persist_docs.is_empty());
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, LogEvent::Refused { .. })));
+        let heads_after = fed.engines["hub"].document(&doc).map(|d| d.get_heads());
+        assert_eq!(heads_before, heads_after, "{target}: nothing applied");
+        assert_eq!(fed.lesson("hub", "malmo", "m1").as_deref(), Some("honest"));
+    }
+}
+
+#[test]
+fn a_wrong_protocol_version_is_refused() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    let city = NodeId::city("helsingborg").unwrap();
+    let hub = fed.engines.get_mut("hub").unwrap();
+    let _ = hub.connect(9, city, Vec::new(), 0);
+    let out = hub.receive(
+        9,
+        Frame::Hello {
+            protocol_version: 99,
+        },
+        0,
+    );
+    assert_eq!(out.closes[0].1.code, StatusCode::FailedPrecondition);
+}
+
+#[test]
+fn quiet_links_get_keepalives_and_silent_peers_are_dropped() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    fed.connect("helsingborg", 1);
+    fed.run_until_quiet();
+    let hub = fed.engines.get_mut("hub").unwrap();
+    let out = hub.tick(20_000);
+    assert!(matches!(out.sends.as_slice(), [(1, Frame::Keepalive)]));
+    let out = hub.tick(61_000);
+    assert_eq!(out.closes[0].1.code, StatusCode::DeadlineExceeded);
+    assert_eq!(hub.links().count(), 0);
+}
