@@ -1,1 +1,19 @@
+//! The stadforstad node: a city node or the national hub, in one binary (`sfs-node`).
+//!
+//! Layout: [`config`] reads `node.toml`; [`pki`] makes and reads certificates; [`store`] keeps
+//! documents in sled; [`sync`] drives the sans-IO engine of the `sfs-sync` crate over tonic and
+//! [`hub`] accepts city links; [`api`] serves apps and the CLI; [`lessons`] and [`register`]
+//! are the document models; [`tokens`] holds API tokens; [`node`] starts and stops it all;
+//! [`demo`] runs a whole local federation.
 
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod hub;
+pub mod lessons;
+pub mod node;
+pub mod pki;
+pub mod register;
+pub mod store;
+pub mod sync;
+pub mod tokens;

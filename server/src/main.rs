@@ -1,1 +1,181 @@
-fn main() {}
+//! `sfs-node`: runs a city node or the national hub, and manages its PKI and tokens.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sfs_node::config::NodeConfig;
+use sfs_node::tokens::ApiRole;
+use sfs_node::{demo, node, pki};
+use sfs_sync::{NodeId, Role};
+
+#[derive(Parser)]
+#[command(
+    name = "sfs-node",
+    version,
+    about = "A stadforstad node: a city node or the national hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node from its configuration file.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage the national CA and node certificates.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run a whole local federation (a hub and some cities) on 127.0.0.1.
+    Demo {
+        /// Where the demo keeps its PKI, data and federation.json.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cities to run, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "helsingborg,malmo,lund")]
+        cities: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Make the national CA in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a certificate and key for a node, signed by the CA in DIR.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's name, for example `malmo`.
+        #[arg(long)]
+        node: String,
+        /// `city` or `hub`.
+        #[arg(long)]
+        role: String,
+        /// Further DNS names or IP addresses the node is reached at.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (it is stored only as a hash).
+    Create {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// reader, editor, coordinator or admin.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli).await {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            init_logging();
+            let config = NodeConfig::load(&config)?;
+            let node = node::start(config, node::StartOptions::default()).await?;
+            println!("{} listening: api {}", node.id, node.api_addr);
+            node.run_until_signal().await;
+        }
+        Command::CheckConfig { config } => {
+            let config = NodeConfig::load(&config)?;
+            println!(
+                "{}: configuration is valid",
+                config.node_id().map_err(anyhow::Error::msg)?
+            );
+        }
+        Command::Pki {
+            command: PkiCommand::Init { dir },
+        } => {
+            let files = pki::init_ca(&dir)?;
+            println!("CA certificate: {}", files.cert.display());
+            println!("CA key (keep it offline): {}", files.key.display());
+        }
+        Command::Pki {
+            command:
+                PkiCommand::Issue {
+                    dir,
+                    node,
+                    role,
+                    names,
+                    days,
+                },
+        } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role must be city or hub, not {role:?}"))?;
+            let id = NodeId::new(role, &node)?;
+            let files = pki::issue(&dir, &id, &names, days)?;
+            println!(
+                "{}: certificate {} key {}",
+                id.spiffe_uri(),
+                files.cert.display(),
+                files.key.display()
+            );
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    role,
+                    label,
+                },
+        } => {
+            let role = ApiRole::parse(&role).with_context(|| {
+                format!("--role must be reader, editor, coordinator or admin, not {role:?}")
+            })?;
+            println!(
+                "{}",
+                sfs_node::tokens::create_token(&data_dir, role, &label)?
+            );
+        }
+        Command::Demo { dir, cities } => {
+            init_logging();
+            demo::run(&dir, &cities).await?;
+        }
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! - [`frame`]: the frames of the federation protocol, as plain Rust values.
 //! - [`engine`]: the state machine that runs Automerge's sync protocol per document and link.
 
+pub mod backoff;
 pub mod engine;
 pub mod frame;
 pub mod scope;

@@ -1,0 +1,250 @@
+//! The `Lessons` service: a city writes its own lessons; every node reads everyone's.
+
+use sfs_proto::v1 as pb;
+use sfs_sync::{Role, ShareableDocId};
+use tonic::{Request, Response, Status};
+
+use super::{blocking, new_id, now_ms, require, ApiState};
+use crate::lessons::{self, LessonError, LessonRecord};
+use crate::sync::EditFailure;
+use crate::tokens::ApiRole;
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 500;
+
+/// The `Lessons` gRPC service.
+pub struct LessonsService(pub ApiState);
+
+fn to_pb(record: LessonRecord) -> pb::Lesson {
+    pb::Lesson {
+        name: format!("cities/{}/lessons/{}", record.city, record.id),
+        city: record.city,
+        title: record.title,
+        body: record.body,
+        tags: record.tags,
+        create_time_ms: record.created_ms,
+        update_time_ms: record.updated_ms,
+    }
+}
+
+/// Splits `cities/{city}/lessons/{id}`.
+fn parse_name(name: &str) -> Result<(String, String), Status> {
+    match name.split('/').collect::<Vec<_>>().as_slice() {
+        ["cities", city, "lessons", id]
+            if !id.is_empty() && sfs_sync::scope::validate_node_name(city).is_ok() =>
+        {
+            Ok((city.to_string(), id.to_string()))
+        }
+        _ => Err(Status::invalid_argument(format!(
+            "field `name`: {name:?} is not of the form cities/{{city}}/lessons/{{lesson}}"
+        ))),
+    }
+}
+
+fn edit_status(err: EditFailure<LessonError>) -> Status {
+    match err {
+        EditFailure::Engine(err) => Status::failed_precondition(err.to_string()),
+        EditFailure::Storage(err) => Status::unavailable(err.to_string()),
+        EditFailure::Rejected(LessonError::NotFound(id)) => {
+            Status::not_found(format!("lesson {id} does not exist"))
+        }
+        EditFailure::Rejected(err @ LessonError::Invalid { .. }) => {
+            Status::invalid_argument(err.to_string())
+        }
+        EditFailure::Rejected(err) => Status::internal(err.to_string()),
+    }
+}
+
+impl LessonsService {
+    fn own_lessons(&self) -> Result<(String, ShareableDocId), Status> {
+        let me = self.0.sync.me();
+        if me.role() != Role::City {
+            return Err(Status::failed_precondition(
+                "the hub does not write lessons; lessons are owned by the city that writes them",
+            ));
+        }
+        let doc =
+            ShareableDocId::lessons(me.name()).map_err(|e| Status::internal(e.to_string()))?;
+        Ok((me.name().to_string(), doc))
+    }
+
+    fn read_lesson(&self, city: &str, id: &str) -> Result<LessonRecord, Status> {
+        let doc =
+            ShareableDocId::lessons(city).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.0
+            .sync
+            .read(|engine| engine.document(&doc).map(|d| lessons::read_all(d, city)))
+            .unwrap_or_default()
+            .into_iter()
+            .find(|l| l.id == id)
+            .ok_or_else(|| Status::not_found(format!("cities/{city}/lessons/{id} does not exist")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::lessons_server::Lessons for LessonsService {
+    async fn create_lesson(
+        &self,
+        request: Request<pb::CreateLessonRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        require(&request, ApiRole::Editor)?;
+        let lesson = request
+            .into_inner()
+            .lesson
+            .ok_or_else(|| Status::invalid_argument("field `lesson`: is required"))?;
+        let (city, doc) = self.own_lessons()?;
+        let id = new_id();
+        let sync = self.0.sync.clone();
+        let lesson_id = id.clone();
+        blocking(move || {
+            sync.edit(&doc, |tx| {
+                lessons::create(
+                    tx,
+                    &lesson_id,
+                    &lesson.title,
+                    &lesson.body,
+                    &lesson.tags,
+                    now_ms(),
+                )
+            })
+        })
+        .await?
+        .map_err(edit_status)?;
+        Ok(Response::new(to_pb(self.read_lesson(&city, &id)?)))
+    }
+
+    async fn get_lesson(
+        &self,
+        request: Request<pb::GetLessonRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        require(&request, ApiRole::Reader)?;
+        let (city, id) = parse_name(&request.get_ref().name)?;
+        Ok(Response::new(to_pb(self.read_lesson(&city, &id)?)))
+    }
+
+    async fn update_lesson(
+        &self,
+        request: Request<pb::UpdateLessonRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        require(&request, ApiRole::Editor)?;
+        let request = request.into_inner();
+        let lesson = request
+            .lesson
+            .ok_or_else(|| Status::invalid_argument("field `lesson`: is required"))?;
+        let (city, id) = parse_name(&lesson.name)?;
+        let mask: Vec<String> = if request.update_mask.is_empty() {
+            vec!["title".into(), "body".into(), "tags".into()]
+        } else {
+            request.update_mask
+        };
+        for path in &mask {
+            if !["title", "body", "tags"].contains(&path.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "field `update_mask`: {path:?} cannot be updated; use title, body or tags"
+                )));
+            }
+        }
+        let (own_city, doc) = self.own_lessons()?;
+        if city != own_city {
+            return Err(Status::failed_precondition(format!(
+                "cities/{city}/lessons/{id} is owned by {city}; this node ({own_city}) can only change its own lessons"
+            )));
+        }
+        self.read_lesson(&city, &id)?;
+        let sync = self.0.sync.clone();
+        let lesson_id = id.clone();
+        blocking(move || {
+            let has = |field: &str| mask.iter().any(|m| m == field);
+            sync.edit(&doc, |tx| {
+                lessons::update(
+                    tx,
+                    &lesson_id,
+                    has("title").then_some(lesson.title.as_str()),
+                    has("body").then_some(lesson.body.as_str()),
+                    has("tags").then_some(lesson.tags.as_slice()),
+                    now_ms(),
+                )
+            })
+        })
+        .await?
+        .map_err(edit_status)?;
+        Ok(Response::new(to_pb(self.read_lesson(&city, &id)?)))
+    }
+
+    async fn list_lessons(
+        &self,
+        request: Request<pb::ListLessonsRequest>,
+    ) -> Result<Response<pb::ListLessonsResponse>, Status> {
+        require(&request, ApiRole::Reader)?;
+        let request = request.into_inner();
+        let city_filter = match request.parent.split('/').collect::<Vec<_>>().as_slice() {
+            ["cities", "-"] => None,
+            ["cities", city] if sfs_sync::scope::validate_node_name(city).is_ok() => {
+                Some(city.to_string())
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "field `parent`: {:?} must be cities/{{city}} or cities/-",
+                    request.parent
+                )))
+            }
+        };
+        let page_size = match request.page_size {
+            n if n < 0 => {
+                return Err(Status::invalid_argument(
+                    "field `page_size`: must not be negative",
+                ))
+            }
+            0 => DEFAULT_PAGE_SIZE,
+            n => (n as usize).min(MAX_PAGE_SIZE),
+        };
+        let mut all: Vec<LessonRecord> = self.0.sync.read(|engine| {
+            engine
+                .documents()
+                .filter_map(|(id, doc)| {
+                    let city = id.as_str().strip_prefix("shared/lessons/")?;
+                    if city_filter.as_deref().is_some_and(|c| c != city) {
+                        return None;
+                    }
+                    Some(lessons::read_all(doc, city))
+                })
+                .flatten()
+                .collect()
+        });
+        // Newest first; ties broken by name so that pages are stable.
+        all.sort_by(|a, b| {
+            b.created_ms
+                .cmp(&a.created_ms)
+                .then_with(|| (&a.city, &a.id).cmp(&(&b.city, &b.id)))
+        });
+        let start = if request.page_token.is_empty() {
+            0
+        } else {
+            let (created, name) = request
+                .page_token
+                .split_once(':')
+                .and_then(|(c, n)| Some((c.parse::<i64>().ok()?, n.to_string())))
+                .ok_or_else(|| {
+                    Status::invalid_argument("field `page_token`: not a token from a previous page")
+                })?;
+            all.iter()
+                .position(|l| {
+                    l.created_ms < created
+                        || (l.created_ms == created && format!("{}/{}", l.city, l.id) > name)
+                })
+                .unwrap_or(all.len())
+        };
+        let page: Vec<LessonRecord> = all.iter().skip(start).take(page_size).cloned().collect();
+        let next_page_token = if start + page.len() < all.len() {
+            page.last()
+                .map(|l| format!("{}:{}/{}", l.created_ms, l.city, l.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListLessonsResponse {
+            lessons: page.into_iter().map(to_pb).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,67 @@
+//! The hub's federation listener: accepts one `Sync` stream per city over mutual TLS.
+//!
+//! The peer's identity is read from its verified client certificate, never from a frame; a
+//! connection without a certificate from the national CA never reaches this code (rustls
+//! refuses the handshake). After that the stream is driven by [`crate::sync`] like any link,
+//! and every change the hub accepts is offered at once to every other connected city.
+
+use std::sync::Arc;
+
+use sfs_proto::v1 as pb;
+use sfs_sync::Role;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pki;
+use crate::sync::{read_link, Outbox, SyncHandle};
+
+/// The `Federation` gRPC service of the hub.
+pub struct FederationService {
+    pub sync: Arc<SyncHandle>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for FederationService {
+    type SyncStream = UnboundedReceiverStream<Result<pb::Frame, Status>>;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<pb::Frame>>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("a client certificate from the national CA is required")
+        })?;
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated("a client certificate from the national CA is required")
+        })?;
+        let peer = pki::identity_of(leaf.as_ref())
+            .map_err(|err| Status::unauthenticated(format!("client certificate: {err}")))?;
+        if peer.role() != Role::City {
+            return Err(Status::permission_denied(format!(
+                "{peer} is not a city; only cities link to the hub"
+            )));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let inbound = request.into_inner();
+        let sync = self.sync.clone();
+        let conn = {
+            let (sync, peer) = (sync.clone(), peer.clone());
+            tokio::task::spawn_blocking(move || sync.open_link(peer, Outbox::Server(tx), stop_tx))
+                .await
+                .map_err(|_| Status::internal("opening the link failed"))?
+        };
+        tracing::info!(%peer, conn, "city connected");
+        tokio::spawn(read_link(
+            sync,
+            conn,
+            peer,
+            inbound,
+            stop_rx,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}

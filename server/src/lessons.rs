@@ -1,0 +1,216 @@
+//! The lessons document, `shared/lessons/{city}`: what one city learned, for every city to read.
+//!
+//! Schema: the root map holds `lessons`, a map from lesson id to a map with `title` (string),
+//! `body` (Automerge text, so concurrent edits merge), `tags` (list of strings), `created_ms`
+//! and `updated_ms` (integers).
+
+use automerge::transaction::{Transactable, Transaction};
+use automerge::{Automerge, ObjType, ReadDoc, Value, ROOT};
+
+/// Limits on lesson fields.
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_BODY_CHARS: usize = 20_000;
+pub const MAX_TAGS: usize = 20;
+pub const MAX_TAG_CHARS: usize = 50;
+
+/// A lesson as read from its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LessonRecord {
+    pub id: String,
+    pub city: String,
+    pub title: String,
+    pub body: String,
+    pub tags: Vec<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// Errors of lesson changes, each naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LessonError {
+    #[error("field `{field}`: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("lesson {0} does not exist")]
+    NotFound(String),
+    #[error("document: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> LessonError {
+    LessonError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Checks a title.
+pub fn check_title(title: &str) -> Result<(), LessonError> {
+    let chars = title.trim().chars().count();
+    if chars == 0 {
+        return Err(invalid("title", "must not be empty"));
+    }
+    if chars > MAX_TITLE_CHARS {
+        return Err(invalid(
+            "title",
+            format!("has {chars} characters; at most {MAX_TITLE_CHARS} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a body.
+pub fn check_body(body: &str) -> Result<(), LessonError> {
+    let chars = body.chars().count();
+    if chars > MAX_BODY_CHARS {
+        return Err(invalid(
+            "body",
+            format!("has {chars} characters; at most {MAX_BODY_CHARS} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks tags.
+pub fn check_tags(tags: &[String]) -> Result<(), LessonError> {
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(
+            "tags",
+            format!("has {} tags; at most {MAX_TAGS} are allowed", tags.len()),
+        ));
+    }
+    for tag in tags {
+        let chars = tag.trim().chars().count();
+        if chars == 0 || chars > MAX_TAG_CHARS {
+            return Err(invalid(
+                "tags",
+                format!("each tag needs 1 to {MAX_TAG_CHARS} characters; {tag:?} has {chars}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn lessons_map(tx: &mut Transaction<'_>) -> Result<automerge::ObjId, LessonError> {
+    match tx.get(ROOT, "lessons")? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Ok(tx.put_object(ROOT, "lessons", ObjType::Map)?),
+    }
+}
+
+/// Adds a new lesson.
+pub fn create(
+    tx: &mut Transaction<'_>,
+    id: &str,
+    title: &str,
+    body: &str,
+    tags: &[String],
+    now_ms: i64,
+) -> Result<(), LessonError> {
+    check_title(title)?;
+    check_body(body)?;
+    check_tags(tags)?;
+    let lessons = lessons_map(tx)?;
+    let lesson = tx.put_object(&lessons, id, ObjType::Map)?;
+    tx.put(&lesson, "title", title.trim())?;
+    let text = tx.put_object(&lesson, "body", ObjType::Text)?;
+    tx.splice_text(&text, 0, 0, body)?;
+    let list = tx.put_object(&lesson, "tags", ObjType::List)?;
+    for (i, tag) in tags.iter().enumerate() {
+        tx.insert(&list, i, tag.trim())?;
+    }
+    tx.put(&lesson, "created_ms", now_ms)?;
+    tx.put(&lesson, "updated_ms", now_ms)?;
+    Ok(())
+}
+
+/// Changes the given fields of an existing lesson. The body is updated as a text diff, so
+/// concurrent edits of different parts both survive.
+pub fn update(
+    tx: &mut Transaction<'_>,
+    id: &str,
+    title: Option<&str>,
+    body: Option<&str>,
+    tags: Option<&[String]>,
+    now_ms: i64,
+) -> Result<(), LessonError> {
+    let lessons = lessons_map(tx)?;
+    let lesson = match tx.get(&lessons, id)? {
+        Some((Value::Object(ObjType::Map), lesson)) => lesson,
+        _ => return Err(LessonError::NotFound(id.to_string())),
+    };
+    if let Some(title) = title {
+        check_title(title)?;
+        tx.put(&lesson, "title", title.trim())?;
+    }
+    if let Some(body) = body {
+        check_body(body)?;
+        match tx.get(&lesson, "body")? {
+            Some((Value::Object(ObjType::Text), text)) => tx.update_text(&text, body)?,
+            _ => {
+                let text = tx.put_object(&lesson, "body", ObjType::Text)?;
+                tx.splice_text(&text, 0, 0, body)?;
+            }
+        }
+    }
+    if let Some(tags) = tags {
+        check_tags(tags)?;
+        let list = tx.put_object(&lesson, "tags", ObjType::List)?;
+        for (i, tag) in tags.iter().enumerate() {
+            tx.insert(&list, i, tag.trim())?;
+        }
+    }
+    tx.put(&lesson, "updated_ms", now_ms)?;
+    Ok(())
+}
+
+fn read_str(doc: &Automerge, obj: &automerge::ObjId, key: &str) -> String {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => s.as_str().unwrap_or_default().to_string(),
+        Ok(Some((Value::Object(ObjType::Text), text))) => doc.text(&text).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn read_i64(doc: &Automerge, obj: &automerge::ObjId, key: &str) -> i64 {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => s.as_i64().unwrap_or_default(),
+        _ => 0,
+    }
+}
+
+/// Every lesson in a city's lessons document.
+pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
+    let Ok(Some((Value::Object(ObjType::Map), lessons))) = doc.get(ROOT, "lessons") else {
+        return Vec::new();
+    };
+    doc.map_range(&lessons, ..)
+        .filter_map(|item| {
+            let lesson = match item.value {
+                automerge::ValueRef::Object(ObjType::Map) => item.id(),
+                _ => return None,
+            };
+            let id = item.key.to_string();
+            let tags = match doc.get(&lesson, "tags") {
+                Ok(Some((Value::Object(ObjType::List), list))) => (0..doc.length(&list))
+                    .filter_map(|i| match doc.get(&list, i) {
+                        Ok(Some((Value::Scalar(tag), _))) => tag.as_str().map(str::to_string),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Some(LessonRecord {
+                city: city.to_string(),
+                title: read_str(doc, &lesson, "title"),
+                body: read_str(doc, &lesson, "body"),
+                tags,
+                created_ms: read_i64(doc, &lesson, "created_ms"),
+                updated_ms: read_i64(doc, &lesson, "updated_ms"),
+                id,
+            })
+        })
+        .collect()
+}

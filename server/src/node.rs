@@ -1,0 +1,328 @@
+//! Starting and stopping a node: open the store, load documents, bind listeners, start tasks.
+//!
+//! [`start`] takes a [`NodeConfig`] and returns a [`RunningNode`] with the addresses it bound
+//! (port 0 in the configuration means an OS-assigned port, which tests and the demo use).
+//! [`RunningNode::stop`] ends every link, stops the listeners and waits for every task, so the
+//! data directory can be opened again at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sfs_proto::v1 as pb;
+use sfs_sync::{EngineConfig, NodeId, Role};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::api::{self, ApiState};
+use crate::config::NodeConfig;
+use crate::hub::FederationService;
+use crate::pki;
+use crate::register::LocalReplicas;
+use crate::store::Store;
+use crate::sync::{self, actor_for, FrameTap, HubLinkConfig, SyncHandle, MAX_FRAME_BYTES};
+use crate::tokens::TokenRegistry;
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Tokens(#[from] crate::tokens::TokenError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate {path}: {message}")]
+    Certificate {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] tonic::transport::Error),
+}
+
+/// Extra hooks for tests and tools.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Sees every frame the node receives on a federation link.
+    pub frame_tap: Option<FrameTap>,
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// The node's identity.
+    pub id: NodeId,
+    /// The bound API address.
+    pub api_addr: SocketAddr,
+    /// The bound federation address (hub only).
+    pub federation_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    sync: Arc<SyncHandle>,
+    local: Arc<LocalReplicas>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// The node's shared documents and links (for in-process tools such as the demo).
+    pub fn sync(&self) -> &Arc<SyncHandle> {
+        &self.sync
+    }
+
+    /// The node's local documents (for in-process tools such as the demo).
+    pub fn local(&self) -> &Arc<LocalReplicas> {
+        &self.local
+    }
+
+    /// Stops the node and waits until its data directory is released.
+    pub async fn stop(self) {
+        let sync = self.sync.clone();
+        let _ = tokio::task::spawn_blocking(move || sync.close_all_links()).await;
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Waits until the node is stopped by a signal (Ctrl-C or SIGTERM), then stops it.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!(node = %self.id, "stopping");
+        self.stop().await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn read(path: &std::path::Path) -> Result<String, NodeError> {
+    std::fs::read_to_string(path).map_err(|source| NodeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Starts a node as configured.
+pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningNode, NodeError> {
+    let id = config.node_id().map_err(NodeError::Config)?;
+    config.check().map_err(NodeError::Config)?;
+    let ca_pem = read(&config.tls.ca)?;
+    let cert_pem = read(&config.tls.cert)?;
+    let key_pem = read(&config.tls.key)?;
+    check_certificate_identity(&config, &cert_pem, &id)?;
+
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Read {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let data_dir = config.data_dir.clone();
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, Duration::from_secs(10)))
+            .await
+            .map_err(|_| NodeError::Config("opening the store failed".into()))??;
+    let mut engine_config = EngineConfig::default();
+    if let Some(ms) = config.federation.keepalive_ms {
+        engine_config.keepalive_interval_ms = ms;
+        engine_config.peer_timeout_ms = ms * 4;
+    }
+    let sync = Arc::new(SyncHandle::open(
+        id.clone(),
+        store.shared,
+        store.sync_states,
+        engine_config,
+        options.frame_tap,
+    )?);
+    let local = Arc::new(LocalReplicas::open(store.local, actor_for(&id))?);
+    let tokens = Arc::new(TokenRegistry::open(&config.data_dir)?);
+    let state = ApiState {
+        sync: sync.clone(),
+        local: local.clone(),
+        tokens: tokens.clone(),
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let identity = Identity::from_pem(&cert_pem, &key_pem);
+    let mut tasks = Vec::new();
+
+    // The API listener: server TLS, bearer tokens.
+    let api_listener = TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| NodeError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let auth = api::authenticate(tokens);
+    let api_router = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity.clone()))?
+        .add_service(pb::lessons_server::LessonsServer::with_interceptor(
+            api::lessons::LessonsService(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(pb::register_server::RegisterServer::with_interceptor(
+            api::register::RegisterService(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(pb::node_server::NodeServer::with_interceptor(
+            api::node::NodeService(state.clone()),
+            auth,
+        ));
+    let mut api_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(api_listener);
+        let result = api_router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = api_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(err) = result {
+            tracing::error!(error = %err, "API server failed");
+        }
+    }));
+
+    // The federation: the hub listens with mutual TLS, a city dials the hub.
+    let mut federation_addr = None;
+    match id.role() {
+        Role::Hub => {
+            let listen = config
+                .federation
+                .listen
+                .expect("checked by NodeConfig::check");
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: listen,
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| NodeError::Bind {
+                addr: listen,
+                source,
+            })?;
+            federation_addr = Some(bound);
+            let tls = ServerTlsConfig::new()
+                .identity(identity)
+                .client_ca_root(Certificate::from_pem(&ca_pem));
+            let service = pb::federation_server::FederationServer::new(FederationService {
+                sync: sync.clone(),
+                shutdown: shutdown_rx.clone(),
+            })
+            .max_decoding_message_size(MAX_FRAME_BYTES)
+            .max_encoding_message_size(MAX_FRAME_BYTES);
+            let router = Server::builder()
+                .tls_config(tls)?
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                .add_service(service);
+            let mut fed_shutdown = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let incoming = TcpListenerStream::new(listener);
+                let result = router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = fed_shutdown.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                if let Err(err) = result {
+                    tracing::error!(error = %err, "federation listener failed");
+                }
+            }));
+        }
+        Role::City => {
+            let link = HubLinkConfig {
+                hub_url: config
+                    .federation
+                    .hub_url
+                    .clone()
+                    .expect("checked by NodeConfig::check"),
+                hub_id: config.hub_id().map_err(NodeError::Config)?,
+                ca_pem,
+                cert_pem,
+                key_pem,
+                max_backoff: config.max_backoff(),
+            };
+            tasks.push(tokio::spawn(sync::run_hub_link(
+                sync.clone(),
+                link,
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+
+    // The clock of the sync engine: keepalives and silent-peer detection.
+    let ticker = sync.clone();
+    let mut tick_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    let ticker = ticker.clone();
+                    let _ = tokio::task::spawn_blocking(move || ticker.tick()).await;
+                }
+                _ = tick_shutdown.changed() => return,
+            }
+        }
+    }));
+
+    tracing::info!(node = %id, %api_addr, ?federation_addr, "node started");
+    Ok(RunningNode {
+        id,
+        api_addr,
+        federation_addr,
+        shutdown: shutdown_tx,
+        sync,
+        local,
+        tasks,
+    })
+}
+
+/// Refuses to start with a certificate that names another node.
+fn check_certificate_identity(
+    config: &NodeConfig,
+    cert_pem: &str,
+    id: &NodeId,
+) -> Result<(), NodeError> {
+    let bad = |message: String| NodeError::Certificate {
+        path: config.tls.cert.clone(),
+        message,
+    };
+    let der = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|err| bad(err.to_string()))?
+        .1
+        .contents;
+    let in_cert = pki::identity_of(&der).map_err(|err| bad(err.to_string()))?;
+    if &in_cert != id {
+        return Err(bad(format!(
+            "the certificate is for {in_cert} but the configuration says {id}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The national certificate authority and node certificates, made with rcgen.
+//!
+//! `pki init` makes the CA (`ca.crt`, `ca.key`); `pki issue` makes one certificate and key per
+//! node (`nodes/<role>-<id>.crt`, `.key`). A node's identity is the SPIFFE URI in its
+//! certificate's SAN (`spiffe://stadforstad/city/<id>`), and its DNS name
+//! `<id>.<role>.stadforstad` lets TLS server-name checks pin that a city really reached the hub.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+use sfs_sync::{NodeId, ScopeError};
+use time::{Duration, OffsetDateTime};
+
+/// Errors of certificate handling.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("a CA already exists in {0}; refusing to overwrite it")]
+    CaExists(PathBuf),
+    #[error("no CA in {0}: run `sfs-node pki init --dir {0}` first")]
+    NoCa(PathBuf),
+    #[error("certificate does not parse: {0}")]
+    BadCertificate(String),
+    #[error("certificate carries no stadforstad identity (expected one spiffe://stadforstad/... URI in its SAN)")]
+    NoIdentity,
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+}
+
+/// Paths of the files that make up a CA directory.
+pub struct CaFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CaFiles {
+    /// The CA files inside `dir`.
+    pub fn in_dir(dir: &Path) -> CaFiles {
+        CaFiles {
+            cert: dir.join("ca.crt"),
+            key: dir.join("ca.key"),
+        }
+    }
+}
+
+/// Paths of one node's certificate and key.
+#[derive(Debug, Clone)]
+pub struct NodeFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl NodeFiles {
+    /// Where `pki issue` puts the files for `node` inside the CA directory.
+    pub fn in_dir(dir: &Path, node: &NodeId) -> NodeFiles {
+        let base = dir
+            .join("nodes")
+            .join(format!("{}-{}", node.role(), node.name()));
+        NodeFiles {
+            cert: base.with_extension("crt"),
+            key: base.with_extension("key"),
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f; // keep the serial positive
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Writes a file readable only by its owner (for keys).
+pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io_err(path))?;
+    file.write_all(contents.as_bytes()).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
+/// Makes the national CA in `dir`. Refuses to overwrite an existing one.
+pub fn init_ca(dir: &Path) -> Result<CaFiles, PkiError> {
+    let files = CaFiles::in_dir(dir);
+    if files.cert.exists() || files.key.exists() {
+        return Err(PkiError::CaExists(dir.to_path_buf()));
+    }
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "stadforstad national CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(3650);
+    params.serial_number = Some(random_serial());
+    let cert = params.self_signed(&key)?;
+    fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
+    write_private(&files.key, &key.serialize_pem())?;
+    Ok(files)
+}
+
+/// Issues a certificate for `node`, signed by the CA in `dir`, valid for `days` days.
+/// `extra_names` are further DNS names or IP addresses the node's listeners answer on.
+pub fn issue(
+    dir: &Path,
+    node: &NodeId,
+    extra_names: &[String],
+    days: i64,
+) -> Result<NodeFiles, PkiError> {
+    let ca = CaFiles::in_dir(dir);
+    if !ca.cert.exists() || !ca.key.exists() {
+        return Err(PkiError::NoCa(dir.to_path_buf()));
+    }
+    let ca_cert_pem = fs::read_to_string(&ca.cert).map_err(io_err(&ca.cert))?;
+    let ca_key_pem = fs::read_to_string(&ca.key).map_err(io_err(&ca.key))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
+
+    let mut names = vec![
+        node.dns_name(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.extend(extra_names.iter().cloned());
+    let mut params = CertificateParams::new(names)?;
+    params
+        .subject_alt_names
+        .push(SanType::URI(node.spiffe_uri().try_into()?));
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, node.to_string());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(days);
+    params.serial_number = Some(random_serial());
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+
+    let files = NodeFiles::in_dir(dir, node);
+    let nodes_dir = files.cert.parent().expect("nodes dir").to_path_buf();
+    fs::create_dir_all(&nodes_dir).map_err(io_err(&nodes_dir))?;
+    fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
+    write_private(&files.key, &key.serialize_pem())?;
+    Ok(files)
+}
+
+/// The stadforstad identity in a DER certificate (already verified by TLS against the CA).
+pub fn identity_of(der: &[u8]) -> Result<NodeId, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?
+        .ok_or(PkiError::NoIdentity)?;
+    let mut ids = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+                Some(*uri)
+            }
+            _ => None,
+        });
+    let uri = ids.next().ok_or(PkiError::NoIdentity)?;
+    if ids.next().is_some() {
+        return Err(PkiError::BadCertificate(
+            "more than one SPIFFE identity".to_string(),
+        ));
+    }
+    Ok(NodeId::from_spiffe_uri(uri)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificates_carry_the_node_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path()).unwrap();
+        assert!(matches!(init_ca(dir.path()), Err(PkiError::CaExists(_))));
+        let node = NodeId::city("lund").unwrap();
+        let files = issue(dir.path(), &node, &[], 30).unwrap();
+        let pem = fs::read_to_string(&files.cert).unwrap();
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        assert_eq!(identity_of(&der).unwrap(), node);
+    }
+}

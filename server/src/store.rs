@@ -1,0 +1,377 @@
+//! Durable storage of documents and sync states in sled, behind our own types.
+//!
+//! Layout (one sled database in `<data_dir>/store`):
+//! - tree `local`: local documents (`local/network`, ...), only reachable through [`LocalDocs`];
+//! - tree `shared`: shared and national documents, only reachable through [`ShareableDocs`];
+//! - tree `sync_states`: per-peer Automerge sync states, key `<peer spiffe uri> <doc id>`.
+//!
+//! Document keys are named by content: `<doc>/change/<sha256 of the chunk>` for incremental
+//! chunks and `<doc>/snapshot/<sha256 of the heads>` for a compacted document, so writing the
+//! same bytes twice is harmless and a snapshot replaces what it covers in one atomic batch.
+//!
+//! **Durability.** sled's `flush()` alone is not an fsync (its log uses `sync_file_range`), so
+//! [`Durability::sync`] flushes and then fsyncs sled's data file. Writers that arrive while a
+//! sync is running share the next one (group commit).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use automerge::{Automerge, ChangeHash};
+use sfs_sync::{DocId, DocPersist, NodeId, PersistKind, ShareableDocId};
+use sha2::{Digest, Sha256};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("stored document {doc} is damaged: {reason}")]
+    Damaged { doc: String, reason: String },
+}
+
+/// Flush-and-fsync with group commit; see the module documentation.
+pub struct Durability {
+    db: sled::Db,
+    data_file: File,
+    data_path: PathBuf,
+    /// Incremented after every write that must become durable.
+    written: AtomicU64,
+    /// The highest write count known durable; the lock also serialises syncs.
+    synced: Mutex<u64>,
+}
+
+impl Durability {
+    /// Notes that a write happened; call before [`Durability::sync`].
+    pub fn note_write(&self) -> u64 {
+        self.written.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Makes every write noted so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mine = self.written.load(Ordering::SeqCst);
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= mine {
+            return Ok(());
+        }
+        let target = self.written.load(Ordering::SeqCst);
+        self.db.flush()?;
+        self.data_file
+            .sync_data()
+            .map_err(|source| StoreError::Io {
+                path: self.data_path.clone(),
+                source,
+            })?;
+        *synced = target;
+        Ok(())
+    }
+}
+
+/// The opened store: hands out one handle per kind of data.
+pub struct Store {
+    pub local: LocalDocs,
+    pub shared: ShareableDocs,
+    pub sync_states: SyncStates,
+    pub durability: Arc<Durability>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `data_dir`. Waits up to `lock_wait` for a previous
+    /// process or node on the same directory to release it.
+    pub fn open(data_dir: &Path, lock_wait: Duration) -> Result<Store, StoreError> {
+        let path = data_dir.join("store");
+        let deadline = Instant::now() + lock_wait;
+        let db = loop {
+            match sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::LowSpace)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(err))
+                    if err.kind() == std::io::ErrorKind::WouldBlock
+                        || err.to_string().contains("lock") =>
+                {
+                    if Instant::now() >= deadline {
+                        return Err(StoreError::Io {
+                            path,
+                            source: std::io::Error::other(
+                                "the data directory is in use by another running node",
+                            ),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        let data_path = path.join("db");
+        let data_file = File::open(&data_path).map_err(|source| StoreError::Io {
+            path: data_path.clone(),
+            source,
+        })?;
+        let durability = Arc::new(Durability {
+            db: db.clone(),
+            data_file,
+            data_path,
+            written: AtomicU64::new(0),
+            synced: Mutex::new(0),
+        });
+        Ok(Store {
+            local: LocalDocs(DocTree {
+                tree: db.open_tree("local")?,
+                durability: durability.clone(),
+            }),
+            shared: ShareableDocs(DocTree {
+                tree: db.open_tree("shared")?,
+                durability: durability.clone(),
+            }),
+            sync_states: SyncStates {
+                tree: db.open_tree("sync_states")?,
+            },
+            durability,
+        })
+    }
+}
+
+/// A document as stored: the loaded document and how many chunks lie beside its snapshot.
+pub struct StoredDoc<Id> {
+    pub id: Id,
+    pub doc: Automerge,
+    pub chunks: usize,
+}
+
+struct DocTree {
+    tree: sled::Tree,
+    durability: Arc<Durability>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn heads_key(heads: &[ChangeHash]) -> String {
+    let mut hasher = Sha256::new();
+    for head in heads {
+        hasher.update(head.0);
+    }
+    hex::encode(hasher.finalize())
+}
+
+impl DocTree {
+    /// Writes a chunk or snapshot and makes it durable before returning.
+    fn persist(
+        &self,
+        doc: &str,
+        kind: PersistKind,
+        bytes: &[u8],
+        heads: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        match kind {
+            PersistKind::Incremental => {
+                let key = format!("{doc}/change/{}", sha256_hex(bytes));
+                self.tree.insert(key.as_bytes(), bytes)?;
+            }
+            PersistKind::Snapshot => {
+                let mut batch = sled::Batch::default();
+                for key in self.tree.scan_prefix(format!("{doc}/").as_bytes()).keys() {
+                    batch.remove(key?);
+                }
+                let key = format!("{doc}/snapshot/{}", heads_key(heads));
+                batch.insert(key.as_bytes(), bytes);
+                self.tree.apply_batch(batch)?;
+            }
+        }
+        self.durability.note_write();
+        self.durability.sync()
+    }
+
+    /// Every stored document, by its id text.
+    fn load_all(&self) -> Result<BTreeMap<String, (Automerge, usize)>, StoreError> {
+        let mut parts: BTreeMap<String, (Vec<sled::IVec>, Vec<sled::IVec>)> = BTreeMap::new();
+        for item in self.tree.iter() {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).to_string();
+            let damaged = |reason: &str| StoreError::Damaged {
+                doc: key.clone(),
+                reason: reason.to_string(),
+            };
+            let (doc, rest) = key
+                .rsplit_once('/')
+                .and_then(|(head, _hash)| head.rsplit_once('/'))
+                .ok_or_else(|| damaged("unexpected key"))?;
+            let entry = parts.entry(doc.to_string()).or_default();
+            match rest {
+                "snapshot" => entry.0.push(value),
+                "change" => entry.1.push(value),
+                _ => return Err(damaged("unexpected key kind")),
+            }
+        }
+        let mut docs = BTreeMap::new();
+        for (id, (snapshots, chunks)) in parts {
+            let damaged = |err: automerge::AutomergeError| StoreError::Damaged {
+                doc: id.clone(),
+                reason: err.to_string(),
+            };
+            let mut doc = Automerge::new();
+            for bytes in snapshots.iter().chain(chunks.iter()) {
+                doc.load_incremental(bytes).map_err(damaged)?;
+            }
+            docs.insert(id, (doc, chunks.len()));
+        }
+        Ok(docs)
+    }
+}
+
+/// Local documents: personal and network data that never leaves the city. Only the API layer
+/// holds this handle; the sync side is never given it.
+pub struct LocalDocs(DocTree);
+
+impl LocalDocs {
+    /// Durably stores new bytes of a local document.
+    pub fn persist(
+        &self,
+        doc: &DocId,
+        kind: PersistKind,
+        bytes: &[u8],
+        heads: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        self.0.persist(doc.as_str(), kind, bytes, heads)
+    }
+
+    /// Every stored local document.
+    pub fn load_all(&self) -> Result<Vec<StoredDoc<DocId>>, StoreError> {
+        self.0
+            .load_all()?
+            .into_iter()
+            .map(|(id, (doc, chunks))| {
+                let id = DocId::parse(&id).map_err(|err| StoreError::Damaged {
+                    doc: id.clone(),
+                    reason: err.to_string(),
+                })?;
+                Ok(StoredDoc { id, doc, chunks })
+            })
+            .collect()
+    }
+}
+
+/// Shared and national documents: the only documents the sync side can store or load.
+pub struct ShareableDocs(DocTree);
+
+impl ShareableDocs {
+    /// Durably stores what the sync engine asked to persist.
+    pub fn persist(&self, item: &DocPersist) -> Result<(), StoreError> {
+        self.0
+            .persist(item.doc.as_str(), item.kind, &item.bytes, &item.heads)
+    }
+
+    /// Every stored shareable document.
+    pub fn load_all(&self) -> Result<Vec<StoredDoc<ShareableDocId>>, StoreError> {
+        self.0
+            .load_all()?
+            .into_iter()
+            .map(|(id, (doc, chunks))| {
+                let id = ShareableDocId::parse(&id).map_err(|err| StoreError::Damaged {
+                    doc: id.clone(),
+                    reason: err.to_string(),
+                })?;
+                Ok(StoredDoc { id, doc, chunks })
+            })
+            .collect()
+    }
+}
+
+/// Per-peer Automerge sync states. Losing one costs a longer sync, never data, so they are
+/// written without an fsync of their own.
+pub struct SyncStates {
+    tree: sled::Tree,
+}
+
+impl SyncStates {
+    fn key(peer: &NodeId, doc: &ShareableDocId) -> String {
+        format!("{} {}", peer.spiffe_uri(), doc)
+    }
+
+    /// Stores the state of `doc` with `peer`.
+    pub fn put(&self, peer: &NodeId, doc: &ShareableDocId, state: &[u8]) -> Result<(), StoreError> {
+        self.tree.insert(Self::key(peer, doc).as_bytes(), state)?;
+        Ok(())
+    }
+
+    /// Every stored state with `peer`.
+    pub fn for_peer(&self, peer: &NodeId) -> Result<Vec<(ShareableDocId, Vec<u8>)>, StoreError> {
+        let prefix = format!("{} ", peer.spiffe_uri());
+        let mut states = Vec::new();
+        for item in self.tree.scan_prefix(prefix.as_bytes()) {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key);
+            if let Some(doc) = key
+                .strip_prefix(&prefix)
+                .and_then(|doc| ShareableDocId::parse(doc).ok())
+            {
+                states.push((doc, value.to_vec()));
+            }
+        }
+        Ok(states)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use automerge::{ReadDoc, ROOT};
+
+    #[test]
+    fn chunks_and_snapshots_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ShareableDocId::lessons("lund").unwrap();
+        let mut doc = Automerge::new();
+        let mut persisted = Vec::new();
+        {
+            let store = Store::open(dir.path(), Duration::from_secs(5)).unwrap();
+            for i in 0..5 {
+                doc.transact(|tx| tx.put(ROOT, format!("k{i}"), i as i64))
+                    .unwrap();
+                let kind = if i == 3 {
+                    PersistKind::Snapshot
+                } else {
+                    PersistKind::Incremental
+                };
+                let bytes = if kind == PersistKind::Snapshot {
+                    doc.save()
+                } else {
+                    doc.save_after(&persisted)
+                };
+                persisted = doc.get_heads();
+                store
+                    .shared
+                    .persist(&DocPersist {
+                        doc: id.clone(),
+                        kind,
+                        bytes,
+                        heads: persisted.clone(),
+                    })
+                    .unwrap();
+            }
+        }
+        let store = Store::open(dir.path(), Duration::from_secs(5)).unwrap();
+        let loaded = store.shared.load_all().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(
+            loaded[0].chunks, 1,
+            "the snapshot replaced the chunks before it"
+        );
+        assert_eq!(loaded[0].doc.get_heads(), doc.get_heads());
+        assert!(loaded[0].doc.get(ROOT, "k4").unwrap().is_some());
+        assert!(store.local.load_all().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,538 @@
+//! The federation transport: drives the sans-IO [`Engine`] over tonic streams.
+//!
+//! [`SyncHandle`] owns the engine together with the only storage the sync side may touch
+//! (shareable documents and sync states; never local documents). Every event goes through
+//! [`SyncHandle::perform`], which executes the engine's output in a fixed order under the engine
+//! lock: persist documents durably, persist sync states, queue frames on each link's outbox in
+//! the order the engine produced them, then close links. A change is therefore on disk before
+//! it is acknowledged or relayed.
+//!
+//! A city runs [`run_hub_link`], which dials the hub and reconnects with exponential backoff and
+//! jitter; the hub accepts links in [`crate::hub`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use automerge::transaction::Transaction;
+use automerge::{ActorId, ChangeHash};
+use sfs_proto::v1 as pb;
+use sfs_sync::backoff::Backoff;
+use sfs_sync::{
+    ConnId, EditError, Engine, EngineConfig, Frame, LogEvent, NodeId, Output, ShareableDocId,
+    StatusCode,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status, Streaming};
+
+use crate::store::{ShareableDocs, StoreError, SyncStates};
+
+/// Largest frame accepted or sent on a federation stream.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
+
+/// Called with every frame a node receives on a federation link, before it is decoded further
+/// (used by tests that check what crosses the wire).
+pub type FrameTap = Arc<dyn Fn(&NodeId, &[u8]) + Send + Sync>;
+
+/// Where frames for one link go.
+pub enum Outbox {
+    /// The hub side: the response stream of the peer's `Sync` call.
+    Server(mpsc::UnboundedSender<Result<pb::Frame, Status>>),
+    /// The city side: the request stream of our `Sync` call.
+    Client(mpsc::UnboundedSender<pb::Frame>),
+}
+
+struct LinkHandle {
+    outbox: Outbox,
+    /// Dropped to tell the link's reader task to stop.
+    _stop: oneshot::Sender<()>,
+}
+
+/// Connection state of one peer, for `status`.
+#[derive(Debug, Clone)]
+pub struct PeerState {
+    pub state: &'static str,
+    pub last_error: String,
+    pub since: SystemTime,
+}
+
+/// Failure of a local edit.
+#[derive(Debug, thiserror::Error)]
+pub enum EditFailure<E> {
+    #[error(transparent)]
+    Engine(#[from] sfs_sync::EngineError),
+    #[error("the change was not stored: {0}")]
+    Storage(#[from] StoreError),
+    #[error("rejected")]
+    Rejected(E),
+}
+
+/// The engine plus the storage and links it drives. See the module documentation.
+pub struct SyncHandle {
+    me: NodeId,
+    engine: Mutex<Engine>,
+    shared: ShareableDocs,
+    sync_states: SyncStates,
+    links: Mutex<BTreeMap<ConnId, LinkHandle>>,
+    peers: Mutex<BTreeMap<NodeId, PeerState>>,
+    next_conn: AtomicU64,
+    started: Instant,
+    frame_tap: Option<FrameTap>,
+}
+
+/// The Automerge actor id of a node's own edits: stable across restarts, derived from its id.
+pub fn actor_for(node: &NodeId) -> ActorId {
+    let digest = Sha256::digest(node.spiffe_uri().as_bytes());
+    ActorId::from(&digest[..16])
+}
+
+impl SyncHandle {
+    /// Loads every stored shareable document into a new engine.
+    pub fn open(
+        me: NodeId,
+        shared: ShareableDocs,
+        sync_states: SyncStates,
+        config: EngineConfig,
+        frame_tap: Option<FrameTap>,
+    ) -> Result<SyncHandle, StoreError> {
+        let mut engine = Engine::new(me.clone(), actor_for(&me), config);
+        for stored in shared.load_all()? {
+            engine.load_document(stored.id, stored.doc, stored.chunks);
+        }
+        Ok(SyncHandle {
+            me,
+            engine: Mutex::new(engine),
+            shared,
+            sync_states,
+            links: Mutex::new(BTreeMap::new()),
+            peers: Mutex::new(BTreeMap::new()),
+            next_conn: AtomicU64::new(1),
+            started: Instant::now(),
+            frame_tap,
+        })
+    }
+
+    /// This node's identity.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads documents under the engine lock.
+    pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
+        f(&self.engine())
+    }
+
+    /// Changes a document this node owns; returns once the change is durable and queued for
+    /// every link.
+    pub fn edit<R, E>(
+        &self,
+        doc: &ShareableDocId,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, EditFailure<E>> {
+        let mut engine = self.engine();
+        let (result, out) = engine
+            .edit(doc, self.now_ms(), change)
+            .map_err(|err| match err {
+                EditError::Engine(err) => EditFailure::Engine(err),
+                EditError::Rejected(err) => EditFailure::Rejected(err),
+            })?;
+        self.perform(&mut engine, out)?;
+        Ok(result)
+    }
+
+    /// Executes an engine output; see the module documentation for the order.
+    fn perform(&self, engine: &mut Engine, out: Output) -> Result<(), StoreError> {
+        for item in &out.persist_docs {
+            if let Err(err) = self.shared.persist(item) {
+                tracing::error!(doc = %item.doc, error = %err, "storing a document failed");
+                return Err(err);
+            }
+        }
+        for (peer, doc, state) in &out.persist_sync_states {
+            if let Err(err) = self.sync_states.put(peer, doc, state) {
+                tracing::warn!(%peer, %doc, error = %err, "storing a sync state failed");
+            }
+        }
+        for event in &out.events {
+            match event {
+                LogEvent::Refused { peer, doc, reason } => {
+                    tracing::warn!(%peer, doc = doc.as_ref().map(|d| d.as_str()), %reason, "refused changes from peer")
+                }
+                LogEvent::LinkOpen { peer, docs_to_sync } => {
+                    tracing::info!(%peer, docs_to_sync, "federation link open")
+                }
+            }
+        }
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        for (conn, frame) in out.sends {
+            if let Some(link) = links.get(&conn) {
+                let frame = to_pb(frame);
+                match &link.outbox {
+                    Outbox::Server(tx) => drop(tx.send(Ok(frame))),
+                    Outbox::Client(tx) => drop(tx.send(frame)),
+                }
+            }
+        }
+        for (conn, reason) in out.closes {
+            if let Some(link) = links.remove(&conn) {
+                if let Outbox::Server(tx) = &link.outbox {
+                    let code = Code::from_i32(reason.code as i32);
+                    let _ = tx.send(Err(Status::new(code, reason.message.clone())));
+                }
+            }
+        }
+        drop(links);
+        let _ = engine;
+        Ok(())
+    }
+
+    /// Registers a new link to `peer` and starts its handshake.
+    pub fn open_link(&self, peer: NodeId, outbox: Outbox, stop: oneshot::Sender<()>) -> ConnId {
+        let conn = self.next_conn.fetch_add(1, Ordering::SeqCst);
+        let stored = self.sync_states.for_peer(&peer).unwrap_or_else(|err| {
+            tracing::warn!(%peer, error = %err, "reading stored sync states failed");
+            Vec::new()
+        });
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            conn,
+            LinkHandle {
+                outbox,
+                _stop: stop,
+            },
+        );
+        self.set_peer_state(&peer, "connected", None);
+        let mut engine = self.engine();
+        let out = engine.connect(conn, peer, stored, self.now_ms());
+        if let Err(err) = self.perform(&mut engine, out) {
+            tracing::error!(error = %err, "starting a link failed");
+        }
+        conn
+    }
+
+    /// Handles one frame received on a link.
+    pub fn frame_in(&self, conn: ConnId, peer: &NodeId, frame: pb::Frame) {
+        if let Some(tap) = &self.frame_tap {
+            tap(peer, &prost::Message::encode_to_vec(&frame));
+        }
+        let mut engine = self.engine();
+        let out = match from_pb(frame) {
+            Ok(frame) => engine.receive(conn, frame, self.now_ms()),
+            Err(message) => engine.close_link(conn, StatusCode::InvalidArgument, message),
+        };
+        for (_, reason) in &out.closes {
+            self.set_peer_state(peer, "disconnected", Some(reason.message.clone()));
+        }
+        if let Err(err) = self.perform(&mut engine, out) {
+            // The change was not stored: drop the link so that the peer resends it later.
+            let out = engine.close_link(
+                conn,
+                StatusCode::FailedPrecondition,
+                format!("storage failed: {err}"),
+            );
+            let _ = self.perform(&mut engine, out);
+        }
+    }
+
+    /// The link ended at the transport level.
+    pub fn link_closed(&self, conn: ConnId, peer: &NodeId, error: Option<String>) {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&conn);
+        let mut engine = self.engine();
+        let out = engine.disconnect(conn);
+        let _ = self.perform(&mut engine, out);
+        drop(engine);
+        let still_linked = self.read(|e| e.links().any(|(_, p, _)| p == peer));
+        if !still_linked {
+            let current_error = error.or_else(|| {
+                self.peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(peer)
+                    .map(|s| s.last_error.clone())
+                    .filter(|e| !e.is_empty())
+            });
+            self.set_peer_state(peer, "disconnected", current_error);
+        }
+    }
+
+    /// Time passed: keepalives and dead-peer detection.
+    pub fn tick(&self) {
+        let mut engine = self.engine();
+        let out = engine.tick(self.now_ms());
+        let _ = self.perform(&mut engine, out);
+    }
+
+    /// Records a peer's connection state for `status`.
+    pub fn set_peer_state(&self, peer: &NodeId, state: &'static str, error: Option<String>) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = peers.entry(peer.clone()).or_insert(PeerState {
+            state,
+            last_error: String::new(),
+            since: SystemTime::now(),
+        });
+        if entry.state != state {
+            entry.since = SystemTime::now();
+        }
+        entry.state = state;
+        if let Some(error) = error {
+            entry.last_error = error;
+        }
+    }
+
+    /// Every peer seen so far and its connection state.
+    pub fn peer_states(&self) -> Vec<(NodeId, PeerState)> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, state)| (id.clone(), state.clone()))
+            .collect()
+    }
+
+    /// Ends every link (for shutdown).
+    pub fn close_all_links(&self) {
+        let conns: Vec<ConnId> = self.read(|e| e.links().map(|(c, _, _)| c).collect());
+        let mut engine = self.engine();
+        for conn in conns {
+            let out = engine.close_link(
+                conn,
+                StatusCode::FailedPrecondition,
+                "the node is shutting down".into(),
+            );
+            let _ = self.perform(&mut engine, out);
+        }
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Maps an engine frame to protobuf.
+pub fn to_pb(frame: Frame) -> pb::Frame {
+    use pb::frame::Body;
+    let body = match frame {
+        Frame::Hello { protocol_version } => Body::Hello(pb::Hello { protocol_version }),
+        Frame::Summary(docs) => Body::Summary(pb::HeadsSummary {
+            docs: docs
+                .into_iter()
+                .map(|(doc, heads)| pb::DocHeads {
+                    doc_id: doc.as_str().to_string(),
+                    heads: heads.iter().map(|h| h.0.to_vec()).collect(),
+                })
+                .collect(),
+        }),
+        Frame::DocSync { doc, message } => Body::DocSync(pb::DocSync {
+            doc_id: doc.as_str().to_string(),
+            message,
+        }),
+        Frame::Keepalive => Body::Keepalive(pb::Keepalive {}),
+        Frame::Goodbye { code, message } => Body::Goodbye(pb::Goodbye { code, message }),
+    };
+    pb::Frame { body: Some(body) }
+}
+
+/// Maps a protobuf frame to an engine frame, refusing ids and hashes that do not parse.
+pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
+    use pb::frame::Body;
+    let doc = |id: &str| {
+        ShareableDocId::parse(id)
+            .map_err(|err| format!("frame names a document that cannot be shared: {err}"))
+    };
+    Ok(match frame.body.ok_or("empty frame")? {
+        Body::Hello(hello) => Frame::Hello {
+            protocol_version: hello.protocol_version,
+        },
+        Body::Summary(summary) => Frame::Summary(
+            summary
+                .docs
+                .into_iter()
+                .map(|d| {
+                    let heads = d
+                        .heads
+                        .iter()
+                        .map(|h| {
+                            ChangeHash::try_from(h.as_slice())
+                                .map_err(|_| format!("a head of {} is not 32 bytes", d.doc_id))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((doc(&d.doc_id)?, heads))
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+        ),
+        Body::DocSync(sync) => Frame::DocSync {
+            doc: doc(&sync.doc_id)?,
+            message: sync.message,
+        },
+        Body::Keepalive(_) => Frame::Keepalive,
+        Body::Goodbye(bye) => Frame::Goodbye {
+            code: bye.code,
+            message: bye.message,
+        },
+    })
+}
+
+/// Reads frames of one link until it ends, is stopped, or the node shuts down.
+pub async fn read_link(
+    sync: Arc<SyncHandle>,
+    conn: ConnId,
+    peer: NodeId,
+    mut inbound: Streaming<pb::Frame>,
+    mut stop: oneshot::Receiver<()>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<String> {
+    let error = loop {
+        tokio::select! {
+            _ = &mut stop => break None,
+            _ = shutdown.changed() => break None,
+            message = inbound.message() => match message {
+                Ok(Some(frame)) => {
+                    let (sync, peer) = (sync.clone(), peer.clone());
+                    if tokio::task::spawn_blocking(move || sync.frame_in(conn, &peer, frame)).await.is_err() {
+                        break Some("frame handling failed".to_string());
+                    }
+                }
+                Ok(None) => break None,
+                Err(status) => break Some(format!("{}: {}", code_name(status.code()), status.message())),
+            }
+        }
+    };
+    let (sync2, peer2, error2) = (sync.clone(), peer.clone(), error.clone());
+    let _ = tokio::task::spawn_blocking(move || sync2.link_closed(conn, &peer2, error2)).await;
+    error
+}
+
+/// A gRPC status code in the words of the gRPC specification.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::NotFound => "NOT_FOUND",
+        Code::Internal => "INTERNAL",
+        _ => "ERROR",
+    }
+}
+
+/// What a city needs to reach the hub.
+#[derive(Clone)]
+pub struct HubLinkConfig {
+    pub hub_url: String,
+    pub hub_id: NodeId,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub max_backoff: Duration,
+}
+
+/// A city's link to the hub: dial, sync until the link ends, wait, dial again.
+pub async fn run_hub_link(
+    sync: Arc<SyncHandle>,
+    config: HubLinkConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        sync.set_peer_state(&config.hub_id, "connecting", None);
+        let started = Instant::now();
+        let error = link_once(&sync, &config, shutdown.clone()).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        sync.set_peer_state(&config.hub_id, "disconnected", error.clone());
+        if let Some(error) = &error {
+            tracing::warn!(hub = %config.hub_id, %error, "hub link ended");
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn link_once(
+    sync: &Arc<SyncHandle>,
+    config: &HubLinkConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Option<String> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&config.ca_pem))
+        .identity(Identity::from_pem(&config.cert_pem, &config.key_pem))
+        .domain_name(config.hub_id.dns_name());
+    let endpoint = match Endpoint::from_shared(config.hub_url.clone()) {
+        Ok(endpoint) => endpoint,
+        Err(err) => return Some(format!("invalid hub URL {}: {err}", config.hub_url)),
+    };
+    let endpoint = match endpoint.tls_config(tls) {
+        Ok(endpoint) => endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true),
+        Err(err) => return Some(format!("TLS setup failed: {err}")),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(err) => return Some(format!("cannot reach the hub: {}", error_chain(&err))),
+    };
+    let mut client = pb::federation_client::FederationClient::new(channel)
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let peer = config.hub_id.clone();
+    let conn = {
+        let (sync, peer) = (sync.clone(), peer.clone());
+        match tokio::task::spawn_blocking(move || sync.open_link(peer, Outbox::Client(tx), stop_tx))
+            .await
+        {
+            Ok(conn) => conn,
+            Err(_) => return Some("opening the link failed".to_string()),
+        }
+    };
+    let inbound = match client.sync(UnboundedReceiverStream::new(rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            let error = format!("{}: {}", code_name(status.code()), status.message());
+            let (sync, peer, e) = (sync.clone(), peer.clone(), error.clone());
+            let _ =
+                tokio::task::spawn_blocking(move || sync.link_closed(conn, &peer, Some(e))).await;
+            return Some(error);
+        }
+    };
+    read_link(sync.clone(), conn, peer, inbound, stop_rx, shutdown).await
+}
+
+/// An error with its sources, on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
