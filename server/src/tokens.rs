@@ -119,10 +119,13 @@ pub fn create_token(data_dir: &Path, role: ApiRole, label: &str) -> Result<Strin
     Ok(token)
 }
 
+/// Size and modification time of the token file when it was last read.
+type FileStamp = Option<(u64, SystemTime)>;
+
 /// The node's view of its tokens, re-read when the file changes.
 pub struct TokenRegistry {
     path: PathBuf,
-    cache: Mutex<(Option<(u64, SystemTime)>, Vec<TokenRecord>)>,
+    cache: Mutex<(FileStamp, Vec<TokenRecord>)>,
 }
 
 impl TokenRegistry {

@@ -1,0 +1,254 @@
+//! Helpers: a federation of real nodes on 127.0.0.1 with OS-assigned ports, real mutual TLS,
+//! temporary data directories, and polling with a deadline instead of sleeps.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sfs_client::Client;
+use sfs_node::config::{ApiConfig, FederationConfig, NodeConfig, TlsConfig};
+use sfs_node::node::{self, RunningNode, StartOptions};
+use sfs_node::pki::{self, CaFiles, NodeFiles};
+use sfs_node::tokens::{self, ApiRole};
+use sfs_sync::{NodeId, Role};
+
+/// The longest any test waits for something to happen.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Every frame the hub received, with the sending peer.
+pub type Tap = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// One node of a test federation.
+pub struct TestNode {
+    pub config: NodeConfig,
+    pub admin_token: String,
+    pub running: Option<RunningNode>,
+}
+
+/// A hub and some cities in a temporary directory.
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+    pub hub: TestNode,
+    pub cities: Vec<TestNode>,
+    pub hub_tap: Tap,
+}
+
+impl Federation {
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// Makes the PKI and configurations, starts the hub and then every city.
+    pub async fn start(cities: &[&str]) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        pki::init_ca(&pki_dir).unwrap();
+        let ca_pem = std::fs::read_to_string(CaFiles::in_dir(&pki_dir).cert).unwrap();
+        let hub = prepare(dir.path(), NodeId::hub("national").unwrap(), None);
+        let mut fed = Federation {
+            hub,
+            cities: Vec::new(),
+            ca_pem,
+            hub_tap: Arc::new(Mutex::new(Vec::new())),
+            dir,
+        };
+        fed.start_hub().await;
+        let hub_url = fed.hub_url();
+        for city in cities {
+            let node = prepare(
+                fed.dir.path(),
+                NodeId::city(city).unwrap(),
+                Some(hub_url.clone()),
+            );
+            fed.cities.push(node);
+        }
+        for i in 0..fed.cities.len() {
+            fed.start_city(i).await;
+        }
+        for i in 0..fed.cities.len() {
+            fed.wait_linked(i).await;
+        }
+        fed
+    }
+
+    pub fn hub_url(&self) -> String {
+        format!("https://{}", self.hub_federation_addr())
+    }
+
+    pub fn hub_federation_addr(&self) -> SocketAddr {
+        self.hub
+            .running
+            .as_ref()
+            .and_then(|n| n.federation_addr)
+            .or(self.hub.config.federation.listen)
+            .unwrap()
+    }
+
+    pub async fn start_hub(&mut self) {
+        let tap = self.hub_tap.clone();
+        let options = StartOptions {
+            frame_tap: Some(Arc::new(move |peer: &NodeId, bytes: &[u8]| {
+                tap.lock()
+                    .unwrap()
+                    .push((peer.name().to_string(), bytes.to_vec()));
+            })),
+        };
+        let running = node::start(self.hub.config.clone(), options).await.unwrap();
+        // Restarts keep the same port, so cities find the hub where it was.
+        self.hub.config.federation.listen = running.federation_addr;
+        self.hub.config.api.listen = running.api_addr;
+        self.hub.running = Some(running);
+    }
+
+    pub async fn stop_hub(&mut self) {
+        self.hub.running.take().unwrap().stop().await;
+    }
+
+    pub async fn start_city(&mut self, i: usize) {
+        let city = &mut self.cities[i];
+        let running = node::start(city.config.clone(), StartOptions::default())
+            .await
+            .unwrap();
+        city.config.api.listen = running.api_addr;
+        city.running = Some(running);
+    }
+
+    pub async fn stop_city(&mut self, i: usize) {
+        self.cities[i].running.take().unwrap().stop().await;
+    }
+
+    /// Waits until city `i` reports its hub link connected.
+    pub async fn wait_linked(&self, i: usize) {
+        let mut client = self.client_of(&self.cities[i]).await;
+        let name = self.cities[i].config.id.clone();
+        eventually(&format!("{name} linked to the hub"), || {
+            let mut client = client.clone();
+            async move {
+                let status = client.status().await.ok()?;
+                status
+                    .peers
+                    .iter()
+                    .any(|p| p.peer_role == "hub" && p.state == "connected")
+                    .then_some(())
+            }
+        })
+        .await;
+        let _ = &mut client;
+    }
+
+    pub async fn client_of(&self, node: &TestNode) -> Client {
+        let addr = node.running.as_ref().unwrap().api_addr;
+        Client::connect(&format!("https://{addr}"), &node.admin_token, &self.ca_pem)
+            .await
+            .unwrap()
+    }
+
+    pub async fn client(&self, city: usize) -> Client {
+        self.client_of(&self.cities[city]).await
+    }
+
+    pub async fn hub_client(&self) -> Client {
+        self.client_of(&self.hub).await
+    }
+
+    /// A client of city `i` with a token of `role`.
+    pub async fn client_with_role(&self, i: usize, role: ApiRole) -> Client {
+        let node = &self.cities[i];
+        let token = tokens::create_token(&node.config.data_dir, role, "test").unwrap();
+        let addr = node.running.as_ref().unwrap().api_addr;
+        Client::connect(&format!("https://{addr}"), &token, &self.ca_pem)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop_all(&mut self) {
+        for i in 0..self.cities.len() {
+            if self.cities[i].running.is_some() {
+                self.stop_city(i).await;
+            }
+        }
+        if self.hub.running.is_some() {
+            self.stop_hub().await;
+        }
+    }
+}
+
+fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
+    let pki_dir = dir.join("pki");
+    let files = pki::issue(&pki_dir, &id, &[], 30).unwrap();
+    let data_dir = dir.join(id.name());
+    let admin_token = tokens::create_token(&data_dir, ApiRole::Admin, "test admin").unwrap();
+    let config = NodeConfig {
+        id: id.name().to_string(),
+        role: id.role().as_str().to_string(),
+        data_dir,
+        api: ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        federation: FederationConfig {
+            listen: (id.role() == Role::Hub).then(|| "127.0.0.1:0".parse().unwrap()),
+            hub_url,
+            hub_id: None,
+            max_backoff_ms: Some(500),
+            keepalive_ms: None,
+        },
+        tls: TlsConfig {
+            ca: CaFiles::in_dir(&pki_dir).cert,
+            cert: files.cert,
+            key: files.key,
+        },
+    };
+    TestNode {
+        config,
+        admin_token,
+        running: None,
+    }
+}
+
+/// Certificate and key files of a node, for tests that dial the hub by hand.
+pub fn node_files(pki_dir: &Path, id: &NodeId) -> NodeFiles {
+    NodeFiles::in_dir(pki_dir, id)
+}
+
+/// Every file under `dir`, read whole.
+pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.push((path, bytes));
+            }
+        }
+    }
+    files
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
