@@ -34,7 +34,7 @@ struct Target {
     /// A federation.json written by `sfs-node demo`.
     #[arg(long, global = true)]
     federation: Option<PathBuf>,
-    /// The node to talk to, by name, in the federation file (`hub` names the hub).
+    /// The node to talk to, by name, in the federation file (`hub` also names the hub).
     #[arg(long, global = true)]
     node: Option<String>,
     /// The node's API endpoint, for example https://127.0.0.1:7443.
@@ -160,27 +160,32 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
         let file: Value = serde_json::from_str(&text)
             .map_err(|e| usage(format!("{} is not a federation file: {e}", path.display())))?;
-        let nodes = file["nodes"]
+        let cities = file["cities"]
             .as_object()
-            .ok_or_else(|| usage(format!("{} has no `nodes`", path.display())))?;
+            .ok_or_else(|| usage(format!("{} has no `cities`", path.display())))?;
+        let hub_name = file["hub"]["name"]
+            .as_str()
+            .unwrap_or("national")
+            .to_string();
+        let mut known: Vec<String> = vec![hub_name.clone()];
+        known.extend(cities.keys().cloned());
         let name = target.node.clone().ok_or_else(|| {
             usage(format!(
-                "--node is required with --federation; one of: {}",
-                nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+                "--node is required with --federation; one of: hub, {}",
+                known.join(", ")
             ))
         })?;
-        let name = if name == "hub" {
-            file["hub"].as_str().unwrap_or("national").to_string()
+        let node = if name == "hub" || name == hub_name {
+            &file["hub"]
         } else {
-            name
+            cities.get(&name).ok_or_else(|| {
+                usage(format!(
+                    "no node {name:?} in {}; known: hub, {}",
+                    path.display(),
+                    known.join(", ")
+                ))
+            })?
         };
-        let node = nodes.get(&name).ok_or_else(|| {
-            usage(format!(
-                "no node {name:?} in {}; known: {}",
-                path.display(),
-                nodes.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
         let ca_path = target
             .ca
             .clone()

@@ -26,17 +26,17 @@ pub const HUB_NAME: &str = "national";
 pub struct FederationFile {
     /// Path of the CA certificate that signed every node's certificate.
     pub ca: PathBuf,
-    /// The hub's name (its key in `nodes`).
-    pub hub: String,
-    /// Every node by name.
-    pub nodes: BTreeMap<String, FederationNode>,
+    /// The national hub.
+    pub hub: FederationNode,
+    /// Every city, by name.
+    pub cities: BTreeMap<String, FederationNode>,
 }
 
 /// One node in `federation.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FederationNode {
-    /// `city` or `hub`.
-    pub role: String,
+    /// The node's name (`national`, `malmo`).
+    pub name: String,
     /// The API endpoint, for example `https://127.0.0.1:40123`.
     pub api: String,
     /// An admin API token.
@@ -110,7 +110,8 @@ pub async fn start(
     let prepared = prepare(dir, cities)?;
     let dir = dir.canonicalize()?;
     let mut running = Vec::new();
-    let mut nodes = BTreeMap::new();
+    let mut cities = BTreeMap::new();
+    let mut hub = None;
     let mut hub_url = String::new();
     for (mut config, token) in prepared {
         if let Some(url) = config.federation.hub_url.as_mut() {
@@ -124,24 +125,26 @@ pub async fn start(
         if let Some(addr) = node.federation_addr {
             hub_url = format!("https://{addr}");
         }
-        nodes.insert(
-            config.id.clone(),
-            FederationNode {
-                role: config.role.clone(),
-                api: format!("https://{}", node.api_addr),
-                token,
-                data_dir: config.data_dir.clone(),
-            },
-        );
+        let entry = FederationNode {
+            name: config.id.clone(),
+            api: format!("https://{}", node.api_addr),
+            token,
+            data_dir: config.data_dir.clone(),
+        };
+        if node.id.role() == sfs_sync::Role::Hub {
+            hub = Some(entry);
+        } else {
+            cities.insert(config.id.clone(), entry);
+        }
         running.push(node);
     }
-    if hub_url.is_empty() {
+    let Some(hub) = hub else {
         bail!("the hub did not start");
-    }
+    };
     let file = FederationFile {
         ca: CaFiles::in_dir(&dir.join("pki")).cert,
-        hub: HUB_NAME.to_string(),
-        nodes,
+        hub,
+        cities,
     };
     std::fs::write(
         dir.join("federation.json"),
@@ -213,8 +216,9 @@ pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
         tokio::task::block_in_place(|| seed_city(node_ref))?;
     }
     let federation = dir.canonicalize()?.join("federation.json");
-    for (name, node) in &file.nodes {
-        println!("{name:<14} {:<5} {}", node.role, node.api);
+    println!("{:<14} hub   {}", file.hub.name, file.hub.api);
+    for (name, node) in &file.cities {
+        println!("{name:<14} city  {}", node.api);
     }
     println!(
         "federation ready: {} (try: sfs --federation {} --node {} lessons list --all-cities)",

@@ -118,7 +118,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging();
             let config = NodeConfig::load(&config)?;
             let node = node::start(config, node::StartOptions::default()).await?;
-            println!("{} listening: api {}", node.id, node.api_addr);
+            match node.federation_addr {
+                Some(federation) => println!(
+                    "{} ready: api https://{} federation https://{federation}",
+                    node.id, node.api_addr
+                ),
+                None => println!("{} ready: api https://{}", node.id, node.api_addr),
+            }
             node.run_until_signal().await;
         }
         Command::CheckConfig { config } => {

@@ -157,6 +157,9 @@ impl SyncHandle {
         for item in &out.persist_docs {
             if let Err(err) = self.shared.persist(item) {
                 tracing::error!(doc = %item.doc, error = %err, "storing a document failed");
+                for item in &out.persist_docs {
+                    engine.persist_failed(&item.doc);
+                }
                 return Err(err);
             }
         }
@@ -194,7 +197,6 @@ impl SyncHandle {
             }
         }
         drop(links);
-        let _ = engine;
         Ok(())
     }
 

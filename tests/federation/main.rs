@@ -512,14 +512,16 @@ async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&federation).unwrap()).unwrap();
     assert!(json["ca"].as_str().is_some());
-    for name in ["national", "helsingborg", "malmo"] {
+    for node in [
+        &json["hub"],
+        &json["cities"]["helsingborg"],
+        &json["cities"]["malmo"],
+    ] {
         for field in ["api", "token", "data_dir"] {
-            assert!(
-                json["nodes"][name][field].as_str().is_some(),
-                "{name}.{field}"
-            );
+            assert!(node[field].as_str().is_some(), "{field} in {node}");
         }
     }
+    assert_eq!(json["hub"]["name"], "national");
     let cli = |args: &[&str]| {
         let mut full = vec!["sfs".to_string(), "--federation".into(), federation.clone()];
         full.extend(args.iter().map(|a| a.to_string()));
@@ -583,8 +585,8 @@ async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     // Running again on the same directory reuses the PKI and tokens.
     let (running, again) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
     assert_eq!(
-        again.nodes["malmo"].token,
-        json["nodes"]["malmo"]["token"].as_str().unwrap()
+        again.cities["malmo"].token,
+        json["cities"]["malmo"]["token"].as_str().unwrap()
     );
     for node in running {
         node.stop().await;

@@ -142,6 +142,20 @@ struct DocEntry {
     persisted_heads: Vec<ChangeHash>,
     /// Incremental chunks stored since the last snapshot.
     chunks_since_snapshot: usize,
+    /// A write of this document failed; the next persist must be a full snapshot.
+    needs_snapshot: bool,
+}
+
+impl DocEntry {
+    /// A new, empty document whose own edits carry `actor`.
+    fn empty(actor: ActorId) -> DocEntry {
+        DocEntry {
+            doc: Automerge::new().with_actor(actor),
+            persisted_heads: Vec::new(),
+            chunks_since_snapshot: 0,
+            needs_snapshot: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +214,7 @@ impl Engine {
                 doc,
                 persisted_heads: heads,
                 chunks_since_snapshot: stored_chunks,
+                needs_snapshot: false,
             },
         );
     }
@@ -259,11 +274,10 @@ impl Engine {
             }));
         }
         let actor = self.actor.clone();
-        let entry = self.docs.entry(id.clone()).or_insert_with(|| DocEntry {
-            doc: Automerge::new().with_actor(actor),
-            persisted_heads: Vec::new(),
-            chunks_since_snapshot: 0,
-        });
+        let entry = self
+            .docs
+            .entry(id.clone())
+            .or_insert_with(|| DocEntry::empty(actor));
         let result = entry
             .doc
             .transact(|tx| change(tx))
@@ -274,6 +288,14 @@ impl Engine {
             self.finish(&mut out, now_ms);
         }
         Ok((result.result, out))
+    }
+
+    /// The driver could not store the bytes of `id` it was given: the next persist of this
+    /// document is a full snapshot, so nothing held in memory is skipped on disk.
+    pub fn persist_failed(&mut self, id: &ShareableDocId) {
+        if let Some(entry) = self.docs.get_mut(id) {
+            entry.needs_snapshot = true;
+        }
     }
 
     /// A link to `peer` is open at the transport level. `stored_states` are the sync states
@@ -412,14 +434,8 @@ impl Engine {
         // its changes from this peer.
         for id in theirs.keys() {
             if !self.docs.contains_key(id) && accepts_changes_from(&self.me, &peer, id) {
-                self.docs.insert(
-                    id.clone(),
-                    DocEntry {
-                        doc: Automerge::new().with_actor(self.actor.clone()),
-                        persisted_heads: Vec::new(),
-                        chunks_since_snapshot: 0,
-                    },
-                );
+                self.docs
+                    .insert(id.clone(), DocEntry::empty(self.actor.clone()));
             }
         }
         let mut to_sync = Vec::new();
@@ -490,14 +506,8 @@ impl Engine {
                 // Nothing to learn from a peer about a document we neither hold nor accept.
                 return;
             }
-            self.docs.insert(
-                id.clone(),
-                DocEntry {
-                    doc: Automerge::new().with_actor(self.actor.clone()),
-                    persisted_heads: Vec::new(),
-                    chunks_since_snapshot: 0,
-                },
-            );
+            self.docs
+                .insert(id.clone(), DocEntry::empty(self.actor.clone()));
         }
         let before = self.docs[&id].doc.get_heads();
         let mut state = std::mem::take(self.state_for(conn_id, &id));
@@ -534,8 +544,9 @@ impl Engine {
         let compact_after = self.config.compact_after_chunks;
         let entry = self.docs.get_mut(id).expect("document exists");
         let heads = entry.doc.get_heads();
-        let persist = if entry.chunks_since_snapshot + 1 >= compact_after {
+        let persist = if entry.needs_snapshot || entry.chunks_since_snapshot + 1 >= compact_after {
             entry.chunks_since_snapshot = 0;
+            entry.needs_snapshot = false;
             DocPersist {
                 doc: id.clone(),
                 kind: PersistKind::Snapshot,

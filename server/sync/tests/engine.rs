@@ -274,3 +274,31 @@ fn quiet_links_get_keepalives_and_silent_peers_are_dropped() {
     assert_eq!(out.closes[0].1.code, StatusCode::DeadlineExceeded);
     assert_eq!(hub.links().count(), 0);
 }
+
+#[test]
+fn after_a_failed_write_the_next_persist_is_a_full_snapshot() {
+    let mut lund = engine(NodeId::city("lund").unwrap());
+    let doc = ShareableDocId::lessons("lund").unwrap();
+    let mut edit = |key: &str| {
+        let (_, out) = lund
+            .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+                tx.put(ROOT, key, "v")
+            })
+            .unwrap();
+        out.persist_docs[0].kind
+    };
+    assert_eq!(edit("a"), sfs_sync::PersistKind::Incremental);
+    assert_eq!(edit("b"), sfs_sync::PersistKind::Incremental);
+    lund.persist_failed(&doc);
+    let (_, out) = lund
+        .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.put(ROOT, "c", "v")
+        })
+        .unwrap();
+    assert_eq!(out.persist_docs[0].kind, sfs_sync::PersistKind::Snapshot);
+    let reloaded = Automerge::load(&out.persist_docs[0].bytes).unwrap();
+    assert_eq!(
+        reloaded.get_heads(),
+        lund.document(&doc).unwrap().get_heads()
+    );
+}

@@ -1,0 +1,269 @@
+//! Tests of the real `sfs-node` binary: PKI and token commands, `run` from configuration files
+//! with a hub and a city as separate processes, and `demo`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn sfs_node(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args(args)
+        .output()
+        .expect("sfs-node runs");
+    assert!(
+        output.status.success(),
+        "sfs-node {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A running `sfs-node` process whose stdout lines arrive on a channel; stopped on drop.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn spawn(args: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sfs-node starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Process { child, lines }
+    }
+
+    /// The first stdout line containing `needle`, within the deadline.
+    fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line containing {needle:?} within {DEADLINE:?}"),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sfs-node did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_hub_and_a_city_run_as_processes_from_their_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    let pki_s = pki.to_str().unwrap();
+    sfs_node(&["pki", "init", "--dir", pki_s]);
+    sfs_node(&[
+        "pki", "issue", "--dir", pki_s, "--node", "national", "--role", "hub",
+    ]);
+    let issued = sfs_node(&[
+        "pki", "issue", "--dir", pki_s, "--node", "lund", "--role", "city",
+    ]);
+    assert!(
+        issued.contains("spiffe://stadforstad/city/lund"),
+        "{issued}"
+    );
+    let hub_token = sfs_node(&[
+        "token",
+        "create",
+        "--data-dir",
+        d.join("hub").to_str().unwrap(),
+        "--role",
+        "reader",
+    ]);
+    let city_token = sfs_node(&[
+        "token",
+        "create",
+        "--data-dir",
+        d.join("lund").to_str().unwrap(),
+        "--role",
+        "editor",
+    ]);
+
+    write_config(
+        &d.join("hub.toml"),
+        r#"id = "national"
+role = "hub"
+data_dir = "hub"
+[api]
+listen = "127.0.0.1:0"
+[federation]
+listen = "127.0.0.1:0"
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/hub-national.crt"
+key = "pki/nodes/hub-national.key"
+"#,
+    );
+    sfs_node(&[
+        "check-config",
+        "--config",
+        d.join("hub.toml").to_str().unwrap(),
+    ]);
+    let hub = Process::spawn(&["run", "--config", d.join("hub.toml").to_str().unwrap()]);
+    let line = hub.wait_for_line("ready");
+    let hub_api = line.split_whitespace().nth(3).unwrap().to_string();
+    let hub_federation = line.split_whitespace().nth(5).unwrap().to_string();
+
+    write_config(
+        &d.join("lund.toml"),
+        &format!(
+            r#"id = "lund"
+role = "city"
+data_dir = "lund"
+[api]
+listen = "127.0.0.1:0"
+[federation]
+hub_url = "{hub_federation}"
+max_backoff_ms = 500
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/city-lund.crt"
+key = "pki/nodes/city-lund.key"
+"#
+        ),
+    );
+    let city = Process::spawn(&["run", "--config", d.join("lund.toml").to_str().unwrap()]);
+    let line = city.wait_for_line("ready");
+    let city_api = line.split_whitespace().nth(3).unwrap().to_string();
+
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut lund = sfs_client::Client::connect(&city_api, city_token.trim(), &ca)
+            .await
+            .unwrap();
+        lund.create_lesson("From a separate process", "", vec![])
+            .await
+            .unwrap();
+        let mut hub_client = sfs_client::Client::connect(&hub_api, hub_token.trim(), &ca)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let lessons = hub_client.list_lessons("cities/lund").await.unwrap();
+            if lessons.iter().any(|l| l.title == "From a separate process") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the lesson never reached the hub"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    city.terminate();
+    hub.terminate();
+}
+
+#[test]
+fn a_configuration_naming_another_node_than_its_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
+    sfs_node(&[
+        "pki",
+        "issue",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "lund",
+        "--role",
+        "city",
+    ]);
+    write_config(
+        &d.join("malmo.toml"),
+        r#"id = "malmo"
+role = "city"
+data_dir = "malmo"
+[api]
+listen = "127.0.0.1:0"
+[federation]
+hub_url = "https://127.0.0.1:1"
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/city-lund.crt"
+key = "pki/nodes/city-lund.key"
+"#,
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args(["run", "--config", d.join("malmo.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the certificate is for city/lund"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_demo_prints_ready_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let demo = Process::spawn(&[
+        "demo",
+        "--dir",
+        demo_dir.to_str().unwrap(),
+        "--cities",
+        "helsingborg,malmo",
+    ]);
+    demo.wait_for_line("ready");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_dir.join("federation.json")).unwrap())
+            .unwrap();
+    assert!(file["cities"]["malmo"]["api"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://127.0.0.1:"));
+    demo.terminate();
+}
