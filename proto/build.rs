@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stadforstad/v1/lessons.proto",
         "stadforstad/v1/register.proto",
         "stadforstad/v1/node.proto",
+        "stadforstad/v1/signals.proto",
+        "stadforstad/v1/method.proto",
+        "stadforstad/v1/progress.proto",
+        "stadforstad/v1/directory.proto",
     ];
     println!("cargo:rerun-if-changed=stadforstad");
     let descriptors = protox::compile(files, ["."])?;
@@ -20,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .type_attribute(".stadforstad.v1", "#[derive(serde::Serialize)]")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{v1 as pb, Client, ClientError};
 
@@ -60,6 +60,26 @@ enum Command {
         #[command(subcommand)]
         command: RegisterCommand,
     },
+    /// Signals and support contacts (personal data; coordinator or admin).
+    Signals {
+        #[command(subcommand)]
+        command: SignalsCommand,
+    },
+    /// The national method handbook: read it anywhere, write it at the hub.
+    Handbook {
+        #[command(subcommand)]
+        command: HandbookCommand,
+    },
+    /// Progress through the method and adoption across cities.
+    Progress {
+        #[command(subcommand)]
+        command: ProgressCommand,
+    },
+    /// The member cities (kept by the hub).
+    Cities {
+        #[command(subcommand)]
+        command: CitiesCommand,
+    },
     /// The node's peers, links and per-document sync state.
     Status {
         #[arg(long)]
@@ -78,6 +98,9 @@ enum LessonsCommand {
         /// A tag; repeat for more.
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// The method step it is about (method/steps/{id}).
+        #[arg(long)]
+        step: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -87,6 +110,17 @@ enum LessonsCommand {
         all_cities: bool,
         #[arg(long, conflicts_with = "all_cities")]
         city: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only lessons about this method step (method/steps/{id}).
+        #[arg(long)]
+        step: Option<String>,
+        /// Text to search for in titles, bodies and tags.
+        #[arg(long)]
+        query: Option<String>,
+        /// Include archived lessons.
+        #[arg(long)]
+        archived: bool,
         #[arg(long)]
         json: bool,
     },
@@ -107,12 +141,23 @@ enum LessonsCommand {
         #[arg(long = "tag")]
         tags: Option<Vec<String>>,
         #[arg(long)]
+        step: Option<String>,
+        #[arg(long, conflicts_with = "unarchive")]
+        archive: bool,
+        #[arg(long)]
+        unarchive: bool,
+        #[arg(long)]
         json: bool,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum RegisterCommand {
+    /// List member organisations.
+    Organisations {
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a member organisation.
     AddOrganisation {
         #[arg(long)]
@@ -121,8 +166,23 @@ enum RegisterCommand {
         #[arg(long)]
         sector: String,
     },
-    /// List member organisations.
-    Organisations {
+    /// List groups.
+    Groups {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a group.
+    AddGroup {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A member organisation (organisations/{id}); repeat for more.
+        #[arg(long = "organisation")]
+        organisations: Vec<String>,
+    },
+    /// List contact persons.
+    Contacts {
         #[arg(long)]
         json: bool,
     },
@@ -140,11 +200,187 @@ enum RegisterCommand {
         #[arg(long, default_value = "")]
         email: String,
     },
-    /// List contact persons.
-    Contacts {
+    /// List meetings, newest first.
+    Meetings {
         #[arg(long)]
         json: bool,
     },
+    /// Record a meeting.
+    AddMeeting {
+        /// YYYY-MM-DD
+        #[arg(long)]
+        date: String,
+        #[arg(long = "organisation")]
+        organisations: Vec<String>,
+        #[arg(long, default_value = "")]
+        agenda: String,
+        #[arg(long, default_value = "")]
+        notes: String,
+        #[arg(long = "decision")]
+        decisions: Vec<String>,
+    },
+    /// Show the referral routine.
+    Routine {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the referral routine; each --step is "description|organisations/{id}|how to reach".
+    SetRoutine {
+        #[arg(long = "step")]
+        steps: Vec<String>,
+    },
+    /// Delete an organisation, group, contact or meeting by name.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SignalsCommand {
+    /// Log a new signal or support contact.
+    Add {
+        /// YYYY-MM-DD
+        #[arg(long)]
+        date: String,
+        /// organisations/{id}
+        #[arg(long)]
+        organisation: String,
+        /// signal or support_contact.
+        #[arg(long, default_value = "signal")]
+        kind: String,
+        #[arg(long)]
+        description: String,
+    },
+    /// List signals (each listed signal is written to the access log).
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one signal (written to the access log).
+    Get {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a signal's status: new, referred, in_support or closed.
+    SetStatus { name: String, status: String },
+    /// The access log of personal data (admin).
+    AccessLog {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HandbookCommand {
+    /// Show the handbook this node has.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed since a release, or since a version shown earlier.
+    Changes {
+        #[arg(long, conflicts_with = "since_version")]
+        since_release: Option<String>,
+        #[arg(long)]
+        since_version: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List releases.
+    Releases {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a release (hub, coordinator).
+    Release {
+        #[arg(long)]
+        label: String,
+        #[arg(long, default_value = "")]
+        notes: String,
+    },
+    /// Add a chapter (hub, coordinator).
+    AddChapter {
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        introduction: String,
+        #[arg(long, default_value_t = 0)]
+        position: i32,
+    },
+    /// Add a step to a chapter (hub, coordinator).
+    AddStep {
+        /// method/chapters/{id}
+        #[arg(long)]
+        chapter: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, default_value_t = 0)]
+        position: i32,
+    },
+    /// Add a checklist item to a step (hub, coordinator).
+    AddItem {
+        /// method/steps/{id}
+        #[arg(long)]
+        step: String,
+        #[arg(long)]
+        text: String,
+        #[arg(long, default_value_t = 0)]
+        position: i32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProgressCommand {
+    /// Mark a method step started or done for this city (coordinator).
+    Set {
+        /// method/steps/{id}
+        #[arg(long)]
+        step: String,
+        /// started or done.
+        #[arg(long)]
+        state: String,
+        /// YYYY-MM-DD
+        #[arg(long)]
+        date: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// A city's progress (this node's city unless --city).
+    List {
+        #[arg(long)]
+        city: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per method step, which cities are where.
+    Adoption {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CitiesCommand {
+    /// List member cities.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a member city (hub, admin).
+    Add {
+        /// The city's id, as in its certificate.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        display_name: String,
+        #[arg(long)]
+        county: String,
+    },
+    /// Remove a member city (hub, admin).
+    Remove { id: String },
 }
 
 struct Resolved {
@@ -226,11 +462,70 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
     })
 }
 
+/// Prints a message as JSON, or as indented `key: value` lines.
+fn emit<T: serde::Serialize>(
+    out: &mut dyn Write,
+    value: &T,
+    as_json: bool,
+) -> Result<(), CliError> {
+    let value = serde_json::to_value(value).map_err(|e| CliError::Usage(e.to_string()))?;
+    if as_json {
+        writeln!(out, "{value}")?;
+    } else {
+        print_value(out, &value, 0)?;
+    }
+    Ok(())
+}
+
+fn print_value(out: &mut dyn Write, value: &Value, indent: usize) -> Result<(), CliError> {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match v {
+                    Value::Array(items) if items.is_empty() => {}
+                    Value::String(s) if s.is_empty() => {}
+                    Value::Array(items) if items.iter().all(|i| !i.is_object()) => {
+                        let parts: Vec<String> = items
+                            .iter()
+                            .map(|i| {
+                                i.as_str()
+                                    .map(String::from)
+                                    .unwrap_or_else(|| i.to_string())
+                            })
+                            .collect();
+                        writeln!(out, "{pad}{key}: {}", parts.join(", "))?;
+                    }
+                    Value::Array(items) => {
+                        writeln!(out, "{pad}{key}:")?;
+                        for item in items {
+                            print_value(out, item, indent + 2)?;
+                            writeln!(out)?;
+                        }
+                    }
+                    Value::Object(_) => {
+                        writeln!(out, "{pad}{key}:")?;
+                        print_value(out, v, indent + 2)?;
+                    }
+                    Value::String(s) => writeln!(out, "{pad}{key}: {s}")?,
+                    other => writeln!(out, "{pad}{key}: {other}")?,
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                print_value(out, item, indent)?;
+                writeln!(out)?;
+            }
+        }
+        Value::String(s) => writeln!(out, "{pad}{s}")?,
+        other => writeln!(out, "{pad}{other}")?,
+    }
+    Ok(())
+}
+
 fn lesson_json(l: &pb::Lesson) -> Value {
-    json!({
-        "name": l.name, "city": l.city, "title": l.title, "body": l.body, "tags": l.tags,
-        "create_time_ms": l.create_time_ms, "update_time_ms": l.update_time_ms,
-    })
+    serde_json::to_value(l).unwrap_or(Value::Null)
 }
 
 fn print_lesson(out: &mut dyn Write, l: &pb::Lesson, as_json: bool) -> Result<(), CliError> {
@@ -270,187 +565,775 @@ pub async fn run(
     let target = resolve(&cli.target)?;
     let mut client = Client::connect(&target.endpoint, &target.token, &target.ca_pem).await?;
     match cli.command {
-        Command::Lessons { command } => match command {
-            LessonsCommand::Add {
-                title,
-                body,
-                tags,
-                json,
-            } => {
-                let lesson = client.create_lesson(&title, &body, tags).await?;
-                if json {
-                    writeln!(out, "{}", lesson_json(&lesson))?;
-                } else {
-                    writeln!(out, "{}", lesson.name)?;
-                }
-            }
-            LessonsCommand::List {
-                all_cities,
-                city,
-                json,
-            } => {
-                let parent = if all_cities {
-                    "cities/-".to_string()
-                } else {
-                    let city = match city {
-                        Some(city) => city,
-                        None => client.status().await?.node_id,
-                    };
-                    format!("cities/{city}")
-                };
-                let lessons = client.list_lessons(&parent).await?;
-                if json {
-                    writeln!(
-                        out,
-                        "{}",
-                        Value::Array(lessons.iter().map(lesson_json).collect())
-                    )?;
-                } else if lessons.is_empty() {
-                    writeln!(out, "no lessons")?;
-                } else {
-                    for l in &lessons {
-                        writeln!(out, "{:<14} {:<45} {}", l.city, l.name, l.title)?;
-                    }
-                }
-            }
-            LessonsCommand::Get { name, json } => {
-                let lesson = client.get_lesson(&name).await?;
-                print_lesson(out, &lesson, json)?;
-            }
-            LessonsCommand::Update {
-                name,
-                title,
-                body,
-                tags,
-                json,
-            } => {
-                let mut mask = Vec::new();
-                if title.is_some() {
-                    mask.push("title".to_string());
-                }
-                if body.is_some() {
-                    mask.push("body".to_string());
-                }
-                if tags.is_some() {
-                    mask.push("tags".to_string());
-                }
-                if mask.is_empty() {
-                    return Err(CliError::Usage(
-                        "nothing to update: give --title, --body or --tag".into(),
-                    ));
-                }
-                let lesson = pb::Lesson {
-                    name,
-                    title: title.unwrap_or_default(),
-                    body: body.unwrap_or_default(),
-                    tags: tags.unwrap_or_default(),
+        Command::Lessons { command } => lessons(&mut client, command, out).await?,
+        Command::Register { command } => register(&mut client, command, out).await?,
+        Command::Signals { command } => signals(&mut client, command, out).await?,
+        Command::Handbook { command } => handbook(&mut client, command, out).await?,
+        Command::Progress { command } => progress(&mut client, command, out).await?,
+        Command::Cities { command } => cities(&mut client, command, out).await?,
+        Command::Status { json } => status(&mut client, json, out).await?,
+    }
+    Ok(())
+}
+
+async fn lessons(
+    client: &mut Client,
+    command: LessonsCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match command {
+        LessonsCommand::Add {
+            title,
+            body,
+            tags,
+            step,
+            json,
+        } => {
+            let lesson = client
+                .create_lesson_from(pb::Lesson {
+                    title,
+                    body,
+                    tags,
+                    method_step: step.unwrap_or_default(),
                     ..Default::default()
-                };
-                let lesson = client.update_lesson(lesson, mask).await?;
-                print_lesson(out, &lesson, json)?;
+                })
+                .await?;
+            if json {
+                emit(out, &lesson, true)?;
+            } else {
+                writeln!(out, "{}", lesson.name)?;
             }
-        },
-        Command::Register { command } => match command {
-            RegisterCommand::AddOrganisation { name, sector } => {
+        }
+        LessonsCommand::List {
+            all_cities,
+            city,
+            tag,
+            step,
+            query,
+            archived,
+            json,
+        } => {
+            let parent = if all_cities {
+                "cities/-".to_string()
+            } else {
+                let city = match city {
+                    Some(city) => city,
+                    None => client.status().await?.node_id,
+                };
+                format!("cities/{city}")
+            };
+            let mut lessons = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .lessons
+                    .list_lessons(pb::ListLessonsRequest {
+                        parent: parent.clone(),
+                        page_size: 500,
+                        page_token: token,
+                        tag: tag.clone().unwrap_or_default(),
+                        method_step: step.clone().unwrap_or_default(),
+                        query: query.clone().unwrap_or_default(),
+                        show_archived: archived,
+                    })
+                    .await
+                    .map_err(ClientError::from)?
+                    .into_inner();
+                lessons.extend(page.lessons);
+                token = page.next_page_token;
+                if token.is_empty() {
+                    break;
+                }
+            }
+            if json {
                 writeln!(
                     out,
                     "{}",
-                    client.create_organisation(&name, &sector).await?.name
+                    Value::Array(lessons.iter().map(lesson_json).collect())
                 )?;
-            }
-            RegisterCommand::Organisations { json } => {
-                let orgs = client.list_organisations().await?;
-                for o in &orgs {
-                    if json {
-                        writeln!(
-                            out,
-                            "{}",
-                            json!({"name": o.name, "display_name": o.display_name, "sector": o.sector})
-                        )?;
-                    } else {
-                        writeln!(out, "{:<32} {:<15} {}", o.name, o.sector, o.display_name)?;
-                    }
+            } else if lessons.is_empty() {
+                writeln!(out, "no lessons")?;
+            } else {
+                for l in &lessons {
+                    let archived = if l.archived { " (archived)" } else { "" };
+                    writeln!(out, "{:<14} {:<45} {}{archived}", l.city, l.name, l.title)?;
                 }
             }
-            RegisterCommand::AddContact {
+        }
+        LessonsCommand::Get { name, json } => {
+            let lesson = client.get_lesson(&name).await?;
+            print_lesson(out, &lesson, json)?;
+        }
+        LessonsCommand::Update {
+            name,
+            title,
+            body,
+            tags,
+            step,
+            archive,
+            unarchive,
+            json,
+        } => {
+            let mut mask = Vec::new();
+            for (field, given) in [
+                ("title", title.is_some()),
+                ("body", body.is_some()),
+                ("tags", tags.is_some()),
+                ("method_step", step.is_some()),
+                ("archived", archive || unarchive),
+            ] {
+                if given {
+                    mask.push(field.to_string());
+                }
+            }
+            if mask.is_empty() {
+                return Err(CliError::Usage("nothing to update: give --title, --body, --tag, --step, --archive or --unarchive".into()));
+            }
+            let lesson = pb::Lesson {
                 name,
+                title: title.unwrap_or_default(),
+                body: body.unwrap_or_default(),
+                tags: tags.unwrap_or_default(),
+                method_step: step.unwrap_or_default(),
+                archived: archive,
+                ..Default::default()
+            };
+            let lesson = client.update_lesson(lesson, mask).await?;
+            print_lesson(out, &lesson, json)?;
+        }
+    }
+    Ok(())
+}
+
+fn all() -> pb::ListRequest {
+    pb::ListRequest {
+        page_size: 500,
+        page_token: String::new(),
+    }
+}
+
+async fn register(
+    client: &mut Client,
+    command: RegisterCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let r = &mut client.register;
+    let err = ClientError::from;
+    match command {
+        RegisterCommand::Organisations { json } => {
+            let list = r
+                .list_organisations(all())
+                .await
+                .map_err(err)?
+                .into_inner()
+                .organisations;
+            if json {
+                emit(out, &list, true)?;
+            } else {
+                for o in &list {
+                    writeln!(out, "{:<32} {:<15} {}", o.name, o.sector, o.display_name)?;
+                }
+            }
+        }
+        RegisterCommand::AddOrganisation { name, sector } => {
+            let organisation = pb::Organisation {
+                display_name: name,
+                sector,
+                ..Default::default()
+            };
+            let created = r
+                .create_organisation(pb::CreateOrganisationRequest {
+                    organisation: Some(organisation),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        RegisterCommand::Groups { json } => {
+            let list = r.list_groups(all()).await.map_err(err)?.into_inner().groups;
+            emit(out, &list, json)?;
+        }
+        RegisterCommand::AddGroup {
+            name,
+            description,
+            organisations,
+        } => {
+            let group = pb::Group {
+                display_name: name,
+                description,
+                organisations,
+                ..Default::default()
+            };
+            let created = r
+                .create_group(pb::CreateGroupRequest { group: Some(group) })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        RegisterCommand::Contacts { json } => {
+            let list = r
+                .list_contacts(all())
+                .await
+                .map_err(err)?
+                .into_inner()
+                .contacts;
+            if json {
+                emit(out, &list, true)?;
+            } else {
+                for c in &list {
+                    writeln!(out, "{:<27} {:<30} {}", c.name, c.full_name, c.organisation)?;
+                }
+            }
+        }
+        RegisterCommand::AddContact {
+            name,
+            organisation,
+            role,
+            phone,
+            email,
+        } => {
+            let contact = pb::Contact {
+                full_name: name,
                 organisation,
                 role,
                 phone,
                 email,
-            } => {
-                let contact = pb::Contact {
-                    full_name: name,
-                    organisation,
-                    role,
-                    phone,
-                    email,
-                    ..Default::default()
-                };
-                writeln!(out, "{}", client.create_contact(contact).await?.name)?;
-            }
-            RegisterCommand::Contacts { json } => {
-                for c in client.list_contacts().await? {
-                    if json {
-                        writeln!(
-                            out,
-                            "{}",
-                            json!({"name": c.name, "full_name": c.full_name, "role": c.role, "organisation": c.organisation, "phone": c.phone, "email": c.email})
-                        )?;
-                    } else {
-                        writeln!(out, "{:<27} {:<30} {}", c.name, c.full_name, c.organisation)?;
-                    }
-                }
-            }
-        },
-        Command::Status { json } => {
-            let status = client.status().await?;
+                ..Default::default()
+            };
+            let created = r
+                .create_contact(pb::CreateContactRequest {
+                    contact: Some(contact),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        RegisterCommand::Meetings { json } => {
+            let list = r
+                .list_meetings(all())
+                .await
+                .map_err(err)?
+                .into_inner()
+                .meetings;
+            emit(out, &list, json)?;
+        }
+        RegisterCommand::AddMeeting {
+            date,
+            organisations,
+            agenda,
+            notes,
+            decisions,
+        } => {
+            let meeting = pb::Meeting {
+                date,
+                organisations,
+                agenda,
+                notes,
+                decisions,
+                ..Default::default()
+            };
+            let created = r
+                .create_meeting(pb::CreateMeetingRequest {
+                    meeting: Some(meeting),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        RegisterCommand::Routine { json } => {
+            let routine = r
+                .get_routine(pb::GetRoutineRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
             if json {
-                let value = json!({
-                    "node_id": status.node_id,
-                    "role": status.role,
-                    "peers": status.peers.iter().map(|p| json!({
-                        "peer_id": p.peer_id, "peer_role": p.peer_role, "state": p.state,
-                        "last_error": p.last_error, "since_ms": p.since_ms,
-                    })).collect::<Vec<_>>(),
-                    "documents": status.documents.iter().map(|d| json!({
-                        "doc_id": d.doc_id, "heads": d.heads,
-                        "peers": d.peers.iter().map(|p| json!({"peer_id": p.peer_id, "state": p.state})).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                });
-                writeln!(out, "{value}")?;
+                emit(out, &routine, true)?;
             } else {
-                writeln!(out, "node {} ({})", status.node_id, status.role)?;
-                writeln!(out, "peers:")?;
-                for p in &status.peers {
-                    let error = if p.last_error.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  last error: {}", p.last_error)
-                    };
+                for (i, step) in routine.steps.iter().enumerate() {
                     writeln!(
                         out,
-                        "  {:<14} {:<5} {}{}",
-                        p.peer_id, p.peer_role, p.state, error
-                    )?;
-                }
-                writeln!(out, "documents:")?;
-                for d in &status.documents {
-                    let peers: Vec<String> = d
-                        .peers
-                        .iter()
-                        .map(|p| format!("{}: {}", p.peer_id, p.state))
-                        .collect();
-                    writeln!(
-                        out,
-                        "  {:<28} {} head(s)  {}",
-                        d.doc_id,
-                        d.heads.len(),
-                        peers.join(", ")
+                        "{}. {}\n   {} — {}",
+                        i + 1,
+                        step.description,
+                        step.organisation,
+                        step.how_to_reach
                     )?;
                 }
             }
         }
+        RegisterCommand::SetRoutine { steps } => {
+            let steps = steps
+                .iter()
+                .map(|s| {
+                    let parts: Vec<&str> = s.splitn(3, '|').collect();
+                    match parts.as_slice() {
+                        [description, organisation, how] => Ok(pb::RoutineStep { description: description.to_string(), organisation: organisation.to_string(), how_to_reach: how.to_string() }),
+                        [description, organisation] => Ok(pb::RoutineStep { description: description.to_string(), organisation: organisation.to_string(), how_to_reach: String::new() }),
+                        _ => Err(CliError::Usage(format!("--step {s:?} must be \"description|organisations/{{id}}|how to reach\""))),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let routine = pb::Routine {
+                name: "routine".into(),
+                steps,
+            };
+            let saved = r
+                .update_routine(pb::UpdateRoutineRequest {
+                    routine: Some(routine),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            writeln!(out, "routine has {} steps", saved.steps.len())?;
+        }
+        RegisterCommand::Delete { name } => {
+            let request = pb::DeleteRequest { name: name.clone() };
+            match name.split('/').next().unwrap_or_default() {
+                "organisations" => drop(r.delete_organisation(request).await.map_err(err)?),
+                "groups" => drop(r.delete_group(request).await.map_err(err)?),
+                "contacts" => drop(r.delete_contact(request).await.map_err(err)?),
+                "meetings" => drop(r.delete_meeting(request).await.map_err(err)?),
+                _ => {
+                    return Err(CliError::Usage(format!(
+                        "{name:?} is not an organisation, group, contact or meeting name"
+                    )))
+                }
+            }
+            writeln!(out, "deleted {name}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn signals(
+    client: &mut Client,
+    command: SignalsCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let s = &mut client.signals;
+    let err = ClientError::from;
+    match command {
+        SignalsCommand::Add {
+            date,
+            organisation,
+            kind,
+            description,
+        } => {
+            let signal = pb::Signal {
+                date,
+                reporting_organisation: organisation,
+                kind,
+                description,
+                ..Default::default()
+            };
+            let created = s
+                .create_signal(pb::CreateSignalRequest {
+                    signal: Some(signal),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        SignalsCommand::List { status, json } => {
+            let request = pb::ListSignalsRequest {
+                page_size: 500,
+                page_token: String::new(),
+                status: status.unwrap_or_default(),
+            };
+            let list = s
+                .list_signals(request)
+                .await
+                .map_err(err)?
+                .into_inner()
+                .signals;
+            if json {
+                emit(out, &list, true)?;
+            } else {
+                for signal in &list {
+                    writeln!(
+                        out,
+                        "{:<24} {} {:<10} {:<15} {}",
+                        signal.name,
+                        signal.date,
+                        signal.status,
+                        signal.kind,
+                        signal.reporting_organisation
+                    )?;
+                }
+            }
+        }
+        SignalsCommand::Get { name, json } => {
+            let signal = s
+                .get_signal(pb::GetRequest { name })
+                .await
+                .map_err(err)?
+                .into_inner();
+            emit(out, &signal, json)?;
+        }
+        SignalsCommand::SetStatus { name, status } => {
+            let signal = pb::Signal {
+                name,
+                status,
+                ..Default::default()
+            };
+            let request = pb::UpdateSignalRequest {
+                signal: Some(signal),
+                update_mask: vec!["status".into()],
+            };
+            let updated = s.update_signal(request).await.map_err(err)?.into_inner();
+            writeln!(out, "{} is {}", updated.name, updated.status)?;
+        }
+        SignalsCommand::AccessLog { json } => {
+            let entries = s
+                .list_access_log(all())
+                .await
+                .map_err(err)?
+                .into_inner()
+                .entries;
+            if json {
+                emit(out, &entries, true)?;
+            } else {
+                for e in &entries {
+                    writeln!(
+                        out,
+                        "{} {:<7} {:<24} {}",
+                        e.time_ms, e.action, e.resource, e.actor
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn handbook(
+    client: &mut Client,
+    command: HandbookCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let err = ClientError::from;
+    match command {
+        HandbookCommand::Show { json } => {
+            let handbook = client.handbook().await?;
+            if json {
+                emit(out, &handbook, true)?;
+            } else {
+                let release = if handbook.current_release.is_empty() {
+                    "no release yet".to_string()
+                } else {
+                    format!("release {}", handbook.current_release)
+                };
+                writeln!(out, "Handbook ({release}; version {})\n", handbook.version)?;
+                for chapter in &handbook.chapters {
+                    writeln!(out, "{}  [{}]", chapter.title, chapter.name)?;
+                    for step in &chapter.steps {
+                        writeln!(out, "  - {}  [{}]", step.title, step.name)?;
+                        for item in &step.checklist {
+                            writeln!(out, "      [ ] {}", item.text)?;
+                        }
+                    }
+                    writeln!(out)?;
+                }
+            }
+        }
+        HandbookCommand::Changes {
+            since_release,
+            since_version,
+            json,
+        } => {
+            let diff = match (since_release, since_version) {
+                (Some(release), _) => client.handbook_changes_since_release(&release).await?,
+                (None, Some(version)) => client.handbook_changes_since_version(&version).await?,
+                (None, None) => {
+                    return Err(CliError::Usage(
+                        "give --since-release or --since-version".into(),
+                    ))
+                }
+            };
+            if json {
+                emit(out, &diff, true)?;
+            } else if diff.changes.is_empty() {
+                writeln!(out, "no changes")?;
+            } else {
+                for c in &diff.changes {
+                    let fields = if c.fields.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", c.fields.join(", "))
+                    };
+                    writeln!(out, "{:<8} {:<30} {}{fields}", c.kind, c.resource, c.title)?;
+                }
+            }
+        }
+        HandbookCommand::Releases { json } => {
+            let list = client
+                .method
+                .list_releases(all())
+                .await
+                .map_err(err)?
+                .into_inner()
+                .releases;
+            if json {
+                emit(out, &list, true)?;
+            } else {
+                for r in &list {
+                    writeln!(out, "{:<10} {:<32} {}", r.version_label, r.name, r.notes)?;
+                }
+            }
+        }
+        HandbookCommand::Release { label, notes } => {
+            let release = pb::Release {
+                version_label: label,
+                notes,
+                ..Default::default()
+            };
+            let created = client
+                .method
+                .create_release(pb::CreateReleaseRequest {
+                    release: Some(release),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        HandbookCommand::AddChapter {
+            title,
+            introduction,
+            position,
+        } => {
+            let chapter = pb::Chapter {
+                title,
+                introduction,
+                position,
+                ..Default::default()
+            };
+            let created = client
+                .method
+                .create_chapter(pb::CreateChapterRequest {
+                    chapter: Some(chapter),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        HandbookCommand::AddStep {
+            chapter,
+            title,
+            description,
+            position,
+        } => {
+            let step = pb::Step {
+                chapter,
+                title,
+                description,
+                position,
+                ..Default::default()
+            };
+            let created = client
+                .method
+                .create_step(pb::CreateStepRequest { step: Some(step) })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        HandbookCommand::AddItem {
+            step,
+            text,
+            position,
+        } => {
+            let item = pb::ChecklistItem {
+                step,
+                text,
+                position,
+                ..Default::default()
+            };
+            let created = client
+                .method
+                .create_checklist_item(pb::CreateChecklistItemRequest { item: Some(item) })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+    }
+    Ok(())
+}
+
+async fn progress(
+    client: &mut Client,
+    command: ProgressCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let err = ClientError::from;
+    match command {
+        ProgressCommand::Set {
+            step,
+            state,
+            date,
+            note,
+        } => {
+            let progress = pb::StepProgress {
+                step,
+                state,
+                date,
+                note,
+                ..Default::default()
+            };
+            let saved = client
+                .progress
+                .set_step_progress(pb::SetStepProgressRequest {
+                    progress: Some(progress),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            writeln!(out, "{} {} {}", saved.step, saved.state, saved.date)?;
+        }
+        ProgressCommand::List { city, json } => {
+            let city = match city {
+                Some(city) => city,
+                None => client.status().await?.node_id,
+            };
+            let list = client
+                .progress
+                .list_progress(pb::ListProgressRequest {
+                    parent: format!("cities/{city}"),
+                })
+                .await
+                .map_err(err)?
+                .into_inner()
+                .progress;
+            if json {
+                emit(out, &list, true)?;
+            } else {
+                for p in &list {
+                    writeln!(out, "{:<28} {:<8} {} {}", p.step, p.state, p.date, p.note)?;
+                }
+            }
+        }
+        ProgressCommand::Adoption { json } => {
+            let adoption = client
+                .progress
+                .get_adoption(pb::GetAdoptionRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
+            if json {
+                emit(out, &adoption, true)?;
+            } else {
+                for step in &adoption.steps {
+                    let states: Vec<String> = step
+                        .cities
+                        .iter()
+                        .map(|c| format!("{} {}", c.city, c.state))
+                        .collect();
+                    writeln!(
+                        out,
+                        "{}\n  {}\n  not started: {}",
+                        step.title,
+                        if states.is_empty() {
+                            "-".to_string()
+                        } else {
+                            states.join(", ")
+                        },
+                        step.not_started.join(", ")
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn cities(
+    client: &mut Client,
+    command: CitiesCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let d = &mut client.directory;
+    let err = ClientError::from;
+    match command {
+        CitiesCommand::List { json } => {
+            let list = d.list_cities(all()).await.map_err(err)?.into_inner().cities;
+            if json {
+                emit(out, &list, true)?;
+            } else {
+                for c in &list {
+                    let link = if c.connected { "connected" } else { "" };
+                    let release = if c.handbook_release.is_empty() {
+                        "-"
+                    } else {
+                        c.handbook_release.as_str()
+                    };
+                    writeln!(
+                        out,
+                        "{:<20} {:<16} {:<22} joined {}  handbook {release}  {link}",
+                        c.name, c.display_name, c.county, c.joined_date
+                    )?;
+                }
+            }
+        }
+        CitiesCommand::Add {
+            id,
+            display_name,
+            county,
+        } => {
+            let city = pb::City {
+                name: format!("cities/{id}"),
+                display_name,
+                county,
+                ..Default::default()
+            };
+            let created = d
+                .create_city(pb::CreateCityRequest { city: Some(city) })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        CitiesCommand::Remove { id } => {
+            d.delete_city(pb::DeleteRequest {
+                name: format!("cities/{id}"),
+            })
+            .await
+            .map_err(err)?;
+            writeln!(out, "removed cities/{id}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let status = client.status().await?;
+    if json {
+        return emit(out, &status, true);
+    }
+    writeln!(out, "node {} ({})", status.node_id, status.role)?;
+    writeln!(out, "peers:")?;
+    for p in &status.peers {
+        let error = if p.last_error.is_empty() {
+            String::new()
+        } else {
+            format!("  last error: {}", p.last_error)
+        };
+        writeln!(
+            out,
+            "  {:<14} {:<5} {}{}",
+            p.peer_id, p.peer_role, p.state, error
+        )?;
+    }
+    writeln!(out, "documents:")?;
+    for d in &status.documents {
+        let peers: Vec<String> = d
+            .peers
+            .iter()
+            .map(|p| format!("{}: {}", p.peer_id, p.state))
+            .collect();
+        writeln!(
+            out,
+            "  {:<28} {} head(s)  {}",
+            d.doc_id,
+            d.heads.len(),
+            peers.join(", ")
+        )?;
     }
     Ok(())
 }

@@ -69,14 +69,20 @@ impl tonic::service::Interceptor for BearerToken {
     }
 }
 
-type Authed = InterceptedService<Channel, BearerToken>;
+/// A channel that adds the bearer token to every call.
+pub type Authed = InterceptedService<Channel, BearerToken>;
 
-/// A connection to one node's API.
+/// A connection to one node's API. Each service's generated client is a public field for full
+/// access to every method; the methods below cover the common tasks.
 #[derive(Clone)]
 pub struct Client {
-    lessons: pb::lessons_client::LessonsClient<Authed>,
-    register: pb::register_client::RegisterClient<Authed>,
-    node: pb::node_client::NodeClient<Authed>,
+    pub lessons: pb::lessons_client::LessonsClient<Authed>,
+    pub register: pb::register_client::RegisterClient<Authed>,
+    pub signals: pb::signals_client::SignalsClient<Authed>,
+    pub method: pb::method_client::MethodClient<Authed>,
+    pub progress: pb::progress_client::ProgressClient<Authed>,
+    pub directory: pb::directory_client::DirectoryClient<Authed>,
+    pub node: pb::node_client::NodeClient<Authed>,
 }
 
 impl Client {
@@ -111,6 +117,22 @@ impl Client {
                 channel.clone(),
                 auth.clone(),
             ),
+            signals: pb::signals_client::SignalsClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
+            method: pb::method_client::MethodClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
+            progress: pb::progress_client::ProgressClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
+            directory: pb::directory_client::DirectoryClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
             node: pb::node_client::NodeClient::with_interceptor(channel, auth),
         })
     }
@@ -128,6 +150,14 @@ impl Client {
             tags,
             ..Default::default()
         };
+        self.create_lesson_from(lesson).await
+    }
+
+    /// Creates a lesson from a full message (for example with `method_step` set).
+    pub async fn create_lesson_from(
+        &mut self,
+        lesson: pb::Lesson,
+    ) -> Result<pb::Lesson, ClientError> {
         Ok(self
             .lessons
             .create_lesson(pb::CreateLessonRequest {
@@ -177,6 +207,7 @@ impl Client {
                 parent: parent.to_string(),
                 page_size,
                 page_token: page_token.to_string(),
+                ..Default::default()
             })
             .await?
             .into_inner())
@@ -216,11 +247,14 @@ impl Client {
             .into_inner())
     }
 
-    /// Lists member organisations.
+    /// Lists every member organisation.
     pub async fn list_organisations(&mut self) -> Result<Vec<pb::Organisation>, ClientError> {
         Ok(self
             .register
-            .list_organisations(pb::ListOrganisationsRequest {})
+            .list_organisations(pb::ListRequest {
+                page_size: 500,
+                page_token: String::new(),
+            })
             .await?
             .into_inner()
             .organisations)
@@ -240,14 +274,52 @@ impl Client {
             .into_inner())
     }
 
-    /// Lists contact persons.
+    /// Lists every contact person.
     pub async fn list_contacts(&mut self) -> Result<Vec<pb::Contact>, ClientError> {
         Ok(self
             .register
-            .list_contacts(pb::ListContactsRequest {})
+            .list_contacts(pb::ListRequest {
+                page_size: 500,
+                page_token: String::new(),
+            })
             .await?
             .into_inner()
             .contacts)
+    }
+
+    /// The method handbook as this node has it.
+    pub async fn handbook(&mut self) -> Result<pb::Handbook, ClientError> {
+        Ok(self
+            .method
+            .get_handbook(pb::GetHandbookRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// What changed in the handbook since a release (label or name).
+    pub async fn handbook_changes_since_release(
+        &mut self,
+        release: &str,
+    ) -> Result<pb::DiffHandbookResponse, ClientError> {
+        let since = pb::diff_handbook_request::Since::SinceRelease(release.to_string());
+        Ok(self
+            .method
+            .diff_handbook(pb::DiffHandbookRequest { since: Some(since) })
+            .await?
+            .into_inner())
+    }
+
+    /// What changed in the handbook since a version seen earlier.
+    pub async fn handbook_changes_since_version(
+        &mut self,
+        version: &str,
+    ) -> Result<pb::DiffHandbookResponse, ClientError> {
+        let since = pb::diff_handbook_request::Since::SinceVersion(version.to_string());
+        Ok(self
+            .method
+            .diff_handbook(pb::DiffHandbookRequest { since: Some(since) })
+            .await?
+            .into_inner())
     }
 
     /// The node's status: peers and per-document sync state.

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use sfs_sync::{DocId, NodeId, ShareableDocId};
+use sfs_client::v1 as pb;
+use sfs_client::Client;
+use sfs_sync::NodeId;
 
 use crate::config::{ApiConfig, FederationConfig, NodeConfig, TlsConfig};
 use crate::node::{self, RunningNode, StartOptions};
 use crate::pki::{self, CaFiles, NodeFiles};
-use crate::register::{self, ContactRecord, OrganisationRecord};
 use crate::tokens::{self, ApiRole};
 
 /// The name of the demo's hub.
@@ -153,68 +154,329 @@ pub async fn start(
     Ok((running, file))
 }
 
-/// Writes sample content into a city that has none yet: a few lessons and a small register.
-pub fn seed_city(node: &RunningNode) -> anyhow::Result<()> {
-    let city = node.id.name().to_string();
-    let doc = ShareableDocId::lessons(&city)?;
-    let has_lessons = node
-        .sync()
-        .read(|e| e.document(&doc).is_some_and(|d| !d.get_heads().is_empty()));
-    if has_lessons {
+/// Display name and county of well-known cities; others get their id and "unknown county".
+fn city_facts(id: &str) -> (String, String) {
+    let known = [
+        ("helsingborg", "Helsingborg", "Skåne län"),
+        ("malmo", "Malmö", "Skåne län"),
+        ("lund", "Lund", "Skåne län"),
+        ("stockholm", "Stockholm", "Stockholms län"),
+        ("goteborg", "Göteborg", "Västra Götalands län"),
+        ("uppsala", "Uppsala", "Uppsala län"),
+    ];
+    known
+        .iter()
+        .find(|(k, _, _)| *k == id)
+        .map(|(_, name, county)| (name.to_string(), county.to_string()))
+        .unwrap_or_else(|| (id.to_string(), "unknown county".to_string()))
+}
+
+async fn connect(ca_pem: &str, node: &FederationNode) -> anyhow::Result<Client> {
+    Ok(Client::connect(&node.api, &node.token, ca_pem).await?)
+}
+
+/// A sample chapter: title, introduction, and steps (title, description, checklist).
+type SampleChapter = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str, &'static [&'static str])],
+);
+
+/// Writes the sample handbook, a release and the directory at the hub, if it has none yet.
+async fn seed_hub(hub: &mut Client, cities: &[String]) -> anyhow::Result<()> {
+    if !hub.handbook().await?.chapters.is_empty() {
         return Ok(());
     }
-    let samples: [(&str, &str, &[&str]); 2] = [
+    let handbook: [SampleChapter; 3] = [
+        (
+            "Build the local network",
+            "The method starts with the people who already meet the problem: social services, police, health care and the organisations that support victims.",
+            &[
+                ("Map the actors in the city", "Find out who meets people at risk and who can act on a signal.", &["List the authorities and organisations that meet the issue", "Name a coordinator at the social services"]),
+                ("Form a core group", "A small group that meets regularly and owns the local routine.", &["Agree how often the core group meets", "Agree how signals are shared without spreading personal data"]),
+            ],
+        ),
+        (
+            "Work with businesses",
+            "Hotels, property owners and transport companies often see the first signs.",
+            &[
+                ("Train hotel staff", "Short training for every shift, with a clear number to call.", &["Offer the training to every shift, night staff included", "Leave contact cards at the reception"]),
+                ("Reach property owners", "Property owners can notice exploitation in flats and premises.", &["Agree on the signs worth reporting"]),
+            ],
+        ),
+        (
+            "Support and follow-up",
+            "Every signal needs a route to support, and the network needs to learn from each case.",
+            &[
+                ("Agree a referral routine", "Who does what, in which order, when someone learns of a case.", &["Write the routine down and share it with every member"]),
+                ("Follow up each quarter", "Look at the quarter's signals and activities together.", &["Publish the quarter's anonymised figures"]),
+            ],
+        ),
+    ];
+    for (position, (title, introduction, steps)) in handbook.iter().enumerate() {
+        let chapter = hub
+            .method
+            .create_chapter(pb::CreateChapterRequest {
+                chapter: Some(pb::Chapter {
+                    title: title.to_string(),
+                    introduction: introduction.to_string(),
+                    position: position as i32,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner();
+        for (step_position, (title, description, items)) in steps.iter().enumerate() {
+            let step = hub
+                .method
+                .create_step(pb::CreateStepRequest {
+                    step: Some(pb::Step {
+                        chapter: chapter.name.clone(),
+                        title: title.to_string(),
+                        description: description.to_string(),
+                        position: step_position as i32,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner();
+            for (item_position, text) in items.iter().enumerate() {
+                hub.method
+                    .create_checklist_item(pb::CreateChecklistItemRequest {
+                        item: Some(pb::ChecklistItem {
+                            step: step.name.clone(),
+                            text: text.to_string(),
+                            position: item_position as i32,
+                            ..Default::default()
+                        }),
+                    })
+                    .await?;
+            }
+        }
+    }
+    hub.method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: "2026.1".into(),
+                notes: "First national release of the handbook.".into(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    // A change after the release, so that "what changed since 2026.1" has an answer.
+    let step = hub
+        .handbook()
+        .await?
+        .chapters
+        .last()
+        .and_then(|c| c.steps.first().cloned())
+        .ok_or_else(|| anyhow::anyhow!("the sample handbook has no steps"))?;
+    hub.method
+        .create_checklist_item(pb::CreateChecklistItemRequest {
+            item: Some(pb::ChecklistItem {
+                step: step.name,
+                text: "Review the routine after every case".into(),
+                position: 9,
+                ..Default::default()
+            }),
+        })
+        .await?;
+    for city in cities {
+        let (display_name, county) = city_facts(city);
+        hub.directory
+            .create_city(pb::CreateCityRequest {
+                city: Some(pb::City {
+                    name: format!("cities/{city}"),
+                    display_name,
+                    county,
+                    ..Default::default()
+                }),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes a sample register, lessons and progress into a city that has no lessons yet.
+async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
+    if !city
+        .list_lessons(&format!("cities/{name}"))
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let (display, _) = city_facts(name);
+    let mut orgs = Vec::new();
+    for (org, sector) in [
+        (format!("Social services, {display}"), "municipality"),
+        (format!("Police, {display}"), "police"),
+        ("Region health care".to_string(), "region"),
+        ("County administrative board".to_string(), "county_board"),
+        (
+            "Support organisation for victims".to_string(),
+            "civil_society",
+        ),
+        ("Local hotel association".to_string(), "business"),
+    ] {
+        orgs.push(city.create_organisation(&org, sector).await?.name);
+    }
+    city.register
+        .create_group(pb::CreateGroupRequest {
+            group: Some(pb::Group {
+                display_name: "Core group".into(),
+                description: "Meets monthly and owns the routine.".into(),
+                organisations: orgs[..3].to_vec(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    city.register
+        .create_group(pb::CreateGroupRequest {
+            group: Some(pb::Group {
+                display_name: "Hotel group".into(),
+                description: "Hotels that trained their staff.".into(),
+                organisations: vec![orgs[0].clone(), orgs[5].clone()],
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let contact = city
+        .create_contact(pb::Contact {
+            full_name: "Network coordinator on duty".into(),
+            role: "coordinator".into(),
+            organisation: orgs[0].clone(),
+            ..Default::default()
+        })
+        .await?;
+    city.register
+        .create_meeting(pb::CreateMeetingRequest {
+            meeting: Some(pb::Meeting {
+                date: crate::api::today(),
+                organisations: orgs[..3].to_vec(),
+                agenda: "Routine review; hotel training plan".into(),
+                notes: "The routine worked in both cases this quarter.".into(),
+                decisions: vec!["Offer the hotel training again in spring".into()],
+                follow_ups: vec![pb::FollowUp {
+                    action: "Book the training".into(),
+                    owner: contact.name.clone(),
+                    due_date: String::new(),
+                    done: false,
+                }],
+                ..Default::default()
+            }),
+        })
+        .await?;
+    city.register
+        .update_routine(pb::UpdateRoutineRequest {
+            routine: Some(pb::Routine {
+                name: "routine".into(),
+                steps: vec![
+                    pb::RoutineStep {
+                        description:
+                            "Whoever learns of a case calls the social services' on-call team"
+                                .into(),
+                        organisation: orgs[0].clone(),
+                        how_to_reach: "The on-call number, day and night".into(),
+                    },
+                    pb::RoutineStep {
+                        description:
+                            "The on-call team involves the police when a crime is suspected".into(),
+                        organisation: orgs[1].clone(),
+                        how_to_reach: "The police contact for the network".into(),
+                    },
+                    pb::RoutineStep {
+                        description: "Health care and the support organisation offer support"
+                            .into(),
+                        organisation: orgs[4].clone(),
+                        how_to_reach: "Through the core group".into(),
+                    },
+                ],
+            }),
+        })
+        .await?;
+    // Lessons and progress refer to the handbook, which arrives from the hub.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let handbook = loop {
+        let handbook = city.handbook().await?;
+        if handbook
+            .chapters
+            .iter()
+            .map(|c| c.steps.len())
+            .sum::<usize>()
+            >= 6
+        {
+            break handbook;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{name} did not receive the handbook from the hub");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let steps: Vec<&pb::Step> = handbook
+        .chapters
+        .iter()
+        .flat_map(|c| c.steps.iter())
+        .collect();
+    let samples: [(&str, &str, &[&str], usize); 2] = [
         (
             "Hotel staff spot more when the whole shift is trained",
             "We trained reception, cleaning and night staff together in one session. Signals from hotels doubled in the quarter after, and most came from cleaning staff who had never been invited before.",
             &["hotels", "training"],
+            2,
         ),
         (
             "One phone number for the whole network",
             "Partners hesitated when they had to pick the right authority. A single number to the social services' on-call team, which then involves the police, made first contact faster.",
             &["referral", "routine"],
+            4,
         ),
     ];
-    for (title, body, tags) in samples {
-        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        let id = crate::api::new_id();
-        node.sync()
-            .edit(&doc, |tx| {
-                crate::lessons::create(tx, &id, title, body, &tags, crate::api::now_ms())
-            })
-            .map_err(|err| anyhow::anyhow!("seeding lessons: {err}"))?;
+    for (title, body, tags, step) in samples {
+        city.create_lesson_from(pb::Lesson {
+            title: title.into(),
+            body: body.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            method_step: steps[step].name.clone(),
+            ..Default::default()
+        })
+        .await?;
     }
-    let network = DocId::local("network")?;
-    let org = OrganisationRecord {
-        id: crate::api::new_id(),
-        display_name: format!("Social services, {city}"),
-        sector: "municipality".into(),
-    };
-    node.local()
-        .edit(&network, |tx| register::create_organisation(tx, &org))?;
-    let contact = ContactRecord {
-        id: crate::api::new_id(),
-        full_name: "Coordinator on duty".into(),
-        role: "network coordinator".into(),
-        organisation_id: org.id.clone(),
-        phone: String::new(),
-        email: String::new(),
-    };
-    node.local()
-        .edit(&network, |tx| register::create_contact(tx, &contact))?;
+    for (step, state) in [(0, "done"), (1, "started")] {
+        city.progress
+            .set_step_progress(pb::SetStepProgressRequest {
+                progress: Some(pb::StepProgress {
+                    step: steps[step].name.clone(),
+                    state: state.into(),
+                    date: crate::api::today(),
+                    note: String::new(),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Fills a new demo federation with sample content; a federation that has it is left alone.
+pub async fn seed(file: &FederationFile) -> anyhow::Result<()> {
+    let ca_pem = std::fs::read_to_string(&file.ca)?;
+    let cities: Vec<String> = file.cities.keys().cloned().collect();
+    seed_hub(&mut connect(&ca_pem, &file.hub).await?, &cities)
+        .await
+        .context("seeding the hub")?;
+    for (name, node) in &file.cities {
+        seed_city(&mut connect(&ca_pem, node).await?, name)
+            .await
+            .with_context(|| format!("seeding {name}"))?;
+    }
     Ok(())
 }
 
 /// `sfs-node demo`: start, seed, print `ready`, run until interrupted.
 pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
     let (running, file) = start(dir, cities).await?;
-    for node in running
-        .iter()
-        .filter(|n| n.id.role() == sfs_sync::Role::City)
-    {
-        let node_ref: &RunningNode = node;
-        tokio::task::block_in_place(|| seed_city(node_ref))?;
-    }
+    seed(&file).await?;
     let federation = dir.canonicalize()?.join("federation.json");
     println!("{:<14} hub   {}", file.hub.name, file.hub.api);
     for (name, node) in &file.cities {

@@ -23,6 +23,8 @@ pub struct LessonRecord {
     pub tags: Vec<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    pub method_step: String,
+    pub archived: bool,
 }
 
 /// Errors of lesson changes, each naming the field at fault.
@@ -107,6 +109,7 @@ pub fn create(
     title: &str,
     body: &str,
     tags: &[String],
+    method_step: &str,
     now_ms: i64,
 ) -> Result<(), LessonError> {
     check_title(title)?;
@@ -121,9 +124,21 @@ pub fn create(
     for (i, tag) in tags.iter().enumerate() {
         tx.insert(&list, i, tag.trim())?;
     }
+    tx.put(&lesson, "method_step", method_step)?;
+    tx.put(&lesson, "archived", false)?;
     tx.put(&lesson, "created_ms", now_ms)?;
     tx.put(&lesson, "updated_ms", now_ms)?;
     Ok(())
+}
+
+/// The fields of a lesson an update may change; `None` keeps a field as it is.
+#[derive(Debug, Default)]
+pub struct LessonChanges<'a> {
+    pub title: Option<&'a str>,
+    pub body: Option<&'a str>,
+    pub tags: Option<&'a [String]>,
+    pub method_step: Option<&'a str>,
+    pub archived: Option<bool>,
 }
 
 /// Changes the given fields of an existing lesson. The body is updated as a text diff, so
@@ -131,11 +146,16 @@ pub fn create(
 pub fn update(
     tx: &mut Transaction<'_>,
     id: &str,
-    title: Option<&str>,
-    body: Option<&str>,
-    tags: Option<&[String]>,
+    changes: LessonChanges<'_>,
     now_ms: i64,
 ) -> Result<(), LessonError> {
+    let LessonChanges {
+        title,
+        body,
+        tags,
+        method_step,
+        archived,
+    } = changes;
     let lessons = lessons_map(tx)?;
     let lesson = match tx.get(&lessons, id)? {
         Some((Value::Object(ObjType::Map), lesson)) => lesson,
@@ -161,6 +181,12 @@ pub fn update(
         for (i, tag) in tags.iter().enumerate() {
             tx.insert(&list, i, tag.trim())?;
         }
+    }
+    if let Some(step) = method_step {
+        tx.put(&lesson, "method_step", step)?;
+    }
+    if let Some(archived) = archived {
+        tx.put(&lesson, "archived", archived)?;
     }
     tx.put(&lesson, "updated_ms", now_ms)?;
     Ok(())
@@ -209,6 +235,8 @@ pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
                 tags,
                 created_ms: read_i64(doc, &lesson, "created_ms"),
                 updated_ms: read_i64(doc, &lesson, "updated_ms"),
+                method_step: read_str(doc, &lesson, "method_step"),
+                archived: crate::docmodel::get_bool(doc, &lesson, "archived"),
                 id,
             })
         })

@@ -9,11 +9,16 @@
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod directory;
+pub mod docmodel;
 pub mod hub;
 pub mod lessons;
+pub mod method;
 pub mod node;
 pub mod pki;
+pub mod progress;
 pub mod register;
+pub mod signals;
 pub mod store;
 pub mod sync;
 pub mod tokens;

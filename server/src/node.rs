@@ -91,8 +91,13 @@ impl RunningNode {
         let sync = self.sync.clone();
         let _ = tokio::task::spawn_blocking(move || sync.close_all_links()).await;
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        for (i, task) in self.tasks.into_iter().enumerate() {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::error!(node = %self.id, task = i, "a task did not stop within 10 s");
+            }
         }
     }
 
@@ -162,6 +167,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         sync: sync.clone(),
         local: local.clone(),
         tokens: tokens.clone(),
+        access_log: Arc::new(store.access_log),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -194,8 +200,32 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         ))
         .add_service(pb::node_server::NodeServer::with_interceptor(
             api::node::NodeService(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(pb::signals_server::SignalsServer::with_interceptor(
+            api::signals::SignalsService(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(pb::method_server::MethodServer::with_interceptor(
+            api::method::MethodService(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(pb::progress_server::ProgressServer::with_interceptor(
+            api::progress::ProgressService(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(pb::directory_server::DirectoryServer::with_interceptor(
+            api::directory::DirectoryService(state.clone()),
             auth,
         ));
+    if id.role() == Role::Hub {
+        let events = sync.subscribe_links();
+        tasks.push(tokio::spawn(api::directory::record_links(
+            state.clone(),
+            events,
+            shutdown_rx.clone(),
+        )));
+    }
     let mut api_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = TcpListenerStream::new(api_listener);

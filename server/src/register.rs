@@ -1,4 +1,6 @@
-//! The city's local network register, `local/network`: member organisations and contacts.
+//! The city's local network register, `local/network`: member organisations, groups,
+//! contacts, meetings and the referral routine. Records are kept as the API's own messages
+//! (collections `organisations`, `groups`, `contacts`, `meetings`; list `routine`).
 //!
 //! Local documents live in [`LocalReplicas`], which holds the only handle to the local store.
 //! Nothing here is known to the sync engine, so no code path can put it on a federation link.
@@ -7,9 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use automerge::transaction::{Transactable, Transaction};
-use automerge::{ActorId, Automerge, ChangeHash, ObjType, ReadDoc, Value, ROOT};
+use automerge::{ActorId, Automerge, ChangeHash, ObjId, ReadDoc};
+use sfs_proto::v1 as pb;
 use sfs_sync::{DocId, PersistKind};
+use tonic::Status;
 
+use crate::api::{check_date, check_len, doc_error};
+use crate::docmodel::{self as dm};
 use crate::store::{LocalDocs, StoreError};
 
 /// Sectors a member organisation can belong to.
@@ -29,20 +35,6 @@ struct LocalEntry {
     doc: Automerge,
     persisted_heads: Vec<ChangeHash>,
     chunks: usize,
-}
-
-/// Errors of register changes, naming the field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    #[error("field `{field}`: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
-    #[error("document: {0}")]
-    Automerge(#[from] automerge::AutomergeError),
-    #[error("the change was not stored: {0}")]
-    Storage(#[from] StoreError),
 }
 
 /// The city's local documents, in memory and in the local store.
@@ -86,11 +78,12 @@ impl LocalReplicas {
     }
 
     /// Changes a local document in one transaction and stores it durably before returning.
+    /// If `change` fails, nothing is changed; if storing fails, the answer is `UNAVAILABLE`.
     pub fn edit<R>(
         &self,
         id: &DocId,
-        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, RegisterError>,
-    ) -> Result<R, RegisterError> {
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status>,
+    ) -> Result<R, Status> {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
         let entry = docs.entry(id.clone()).or_insert_with(|| LocalEntry {
             doc: Automerge::new().with_actor(self.actor.clone()),
@@ -113,7 +106,13 @@ impl LocalReplicas {
                 entry.doc.save_after(&entry.persisted_heads),
             )
         };
-        self.store.persist(id, kind, &bytes, &heads)?;
+        if let Err(err) = self.store.persist(id, kind, &bytes, &heads) {
+            // The next write of this document stores all of it, so nothing is skipped on disk.
+            entry.chunks = COMPACT_AFTER_CHUNKS;
+            return Err(Status::unavailable(format!(
+                "the change was not stored: {err}"
+            )));
+        }
         entry.chunks = if kind == PersistKind::Snapshot {
             0
         } else {
@@ -124,79 +123,47 @@ impl LocalReplicas {
     }
 }
 
-/// A member organisation.
-#[derive(Debug, Clone)]
-pub struct OrganisationRecord {
-    pub id: String,
-    pub display_name: String,
-    pub sector: String,
+/// The register document.
+pub fn network() -> DocId {
+    DocId::local("network").expect("local/network is a document id")
 }
 
-/// A contact person.
-#[derive(Debug, Clone)]
-pub struct ContactRecord {
-    pub id: String,
-    pub full_name: String,
-    pub role: String,
-    pub organisation_id: String,
-    pub phone: String,
-    pub email: String,
+fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("field `{field}`: {message}"))
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> RegisterError {
-    RegisterError::Invalid {
-        field,
-        message: message.into(),
+/// The id of `organisations/{id}` if that organisation exists in `doc`.
+pub fn existing_organisation<R: ReadDoc>(
+    doc: &R,
+    field: &str,
+    name: &str,
+) -> Result<String, Status> {
+    let id = crate::api::parse_name(name, "organisations", field)?;
+    if dm::record(doc, "organisations", &id).is_none() {
+        return Err(invalid(field, format!("{name} does not exist")));
     }
+    Ok(id)
 }
 
-fn check_len(
-    field: &'static str,
-    value: &str,
-    min: usize,
-    max: usize,
-) -> Result<(), RegisterError> {
-    let chars = value.trim().chars().count();
-    if chars < min || chars > max {
+fn existing_owner<R: ReadDoc>(doc: &R, field: &str, name: &str) -> Result<(), Status> {
+    let (collection, id) = name
+        .split_once('/')
+        .ok_or_else(|| invalid(field, "must be organisations/{id} or contacts/{id}"))?;
+    if !matches!(collection, "organisations" | "contacts")
+        || dm::record(doc, collection, id).is_none()
+    {
         return Err(invalid(
             field,
-            format!("needs {min} to {max} characters; it has {chars}"),
+            format!("{name} is not an existing organisation or contact"),
         ));
     }
     Ok(())
 }
 
-fn child_map(tx: &mut Transaction<'_>, key: &str) -> Result<automerge::ObjId, RegisterError> {
-    match tx.get(ROOT, key)? {
-        Some((Value::Object(ObjType::Map), id)) => Ok(id),
-        _ => Ok(tx.put_object(ROOT, key, ObjType::Map)?),
-    }
-}
+// Organisations.
 
-fn read_str(doc: &Automerge, obj: &automerge::ObjId, key: &str) -> String {
-    match doc.get(obj, key) {
-        Ok(Some((Value::Scalar(s), _))) => s.as_str().unwrap_or_default().to_string(),
-        _ => String::new(),
-    }
-}
-
-fn entries(doc: &Automerge, key: &str) -> Vec<(String, automerge::ObjId)> {
-    let Ok(Some((Value::Object(ObjType::Map), map))) = doc.get(ROOT, key) else {
-        return Vec::new();
-    };
-    doc.keys(&map)
-        .filter_map(|k| match doc.get(&map, &k) {
-            Ok(Some((Value::Object(ObjType::Map), obj))) => Some((k, obj)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Adds a member organisation.
-pub fn create_organisation(
-    tx: &mut Transaction<'_>,
-    org: &OrganisationRecord,
-) -> Result<(), RegisterError> {
+/// Checks an organisation's fields.
+pub fn check_organisation(org: &pb::Organisation) -> Result<(), Status> {
     check_len("display_name", &org.display_name, 1, 200)?;
     if !SECTORS.contains(&org.sector.as_str()) {
         return Err(invalid(
@@ -204,30 +171,91 @@ pub fn create_organisation(
             format!("{:?} is not one of {}", org.sector, SECTORS.join(", ")),
         ));
     }
-    let map = child_map(tx, "organisations")?;
-    let obj = tx.put_object(&map, &org.id, ObjType::Map)?;
-    tx.put(&obj, "display_name", org.display_name.trim())?;
-    tx.put(&obj, "sector", org.sector.as_str())?;
     Ok(())
 }
 
-/// Every member organisation.
-pub fn organisations(doc: &Automerge) -> Vec<OrganisationRecord> {
-    entries(doc, "organisations")
-        .into_iter()
-        .map(|(id, obj)| OrganisationRecord {
-            display_name: read_str(doc, &obj, "display_name"),
-            sector: read_str(doc, &obj, "sector"),
-            id,
-        })
-        .collect()
+/// Writes an organisation's fields into its record.
+pub fn write_organisation(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    org: &pb::Organisation,
+) -> Result<(), Status> {
+    tx.put(obj, "display_name", org.display_name.trim())
+        .map_err(doc_error)?;
+    tx.put(obj, "sector", org.sector.as_str())
+        .map_err(doc_error)?;
+    Ok(())
 }
 
-/// Adds a contact person; the organisation must exist.
-pub fn create_contact(
-    tx: &mut Transaction<'_>,
-    contact: &ContactRecord,
-) -> Result<(), RegisterError> {
+/// Reads an organisation.
+pub fn read_organisation<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Organisation {
+    pb::Organisation {
+        name: format!("organisations/{id}"),
+        display_name: dm::get_str(doc, obj, "display_name"),
+        sector: dm::get_str(doc, obj, "sector"),
+    }
+}
+
+/// Whether anything in the register refers to an organisation.
+pub fn organisation_in_use<R: ReadDoc>(doc: &R, name: &str) -> Option<String> {
+    for (id, obj) in dm::records(doc, "contacts") {
+        if dm::get_str(doc, &obj, "organisation") == name {
+            return Some(format!("contacts/{id}"));
+        }
+    }
+    for (id, obj) in dm::records(doc, "groups") {
+        if dm::get_str_list(doc, &obj, "organisations")
+            .iter()
+            .any(|o| o == name)
+        {
+            return Some(format!("groups/{id}"));
+        }
+    }
+    if read_routine(doc)
+        .steps
+        .iter()
+        .any(|s| s.organisation == name)
+    {
+        return Some("routine".to_string());
+    }
+    None
+}
+
+// Groups.
+
+/// Checks a group's fields against the register.
+pub fn check_group<R: ReadDoc>(doc: &R, group: &pb::Group) -> Result<(), Status> {
+    check_len("display_name", &group.display_name, 1, 200)?;
+    check_len("description", &group.description, 0, 2000)?;
+    for org in &group.organisations {
+        existing_organisation(doc, "organisations", org)?;
+    }
+    Ok(())
+}
+
+/// Writes a group's fields.
+pub fn write_group(tx: &mut Transaction<'_>, obj: &ObjId, group: &pb::Group) -> Result<(), Status> {
+    tx.put(obj, "display_name", group.display_name.trim())
+        .map_err(doc_error)?;
+    dm::put_text(tx, obj, "description", &group.description).map_err(doc_error)?;
+    dm::put_str_list(tx, obj, "organisations", &group.organisations).map_err(doc_error)?;
+    Ok(())
+}
+
+/// Reads a group.
+pub fn read_group<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Group {
+    pb::Group {
+        name: format!("groups/{id}"),
+        display_name: dm::get_str(doc, obj, "display_name"),
+        description: dm::get_str(doc, obj, "description"),
+        organisations: dm::get_str_list(doc, obj, "organisations"),
+    }
+}
+
+// Contacts.
+
+/// Checks a contact's fields against the register.
+pub fn check_contact<R: ReadDoc>(doc: &R, contact: &pb::Contact) -> Result<(), Status> {
     check_len("full_name", &contact.full_name, 1, 200)?;
     check_len("role", &contact.role, 0, 200)?;
     check_len("phone", &contact.phone, 0, 50)?;
@@ -235,37 +263,194 @@ pub fn create_contact(
     if !contact.email.is_empty() && !contact.email.contains('@') {
         return Err(invalid("email", "is not an e-mail address"));
     }
-    let orgs = child_map(tx, "organisations")?;
-    if !matches!(
-        tx.get(&orgs, &contact.organisation_id)?,
-        Some((Value::Object(ObjType::Map), _))
-    ) {
-        return Err(invalid(
-            "organisation",
-            format!("organisations/{} does not exist", contact.organisation_id),
-        ));
-    }
-    let map = child_map(tx, "contacts")?;
-    let obj = tx.put_object(&map, &contact.id, ObjType::Map)?;
-    tx.put(&obj, "full_name", contact.full_name.trim())?;
-    tx.put(&obj, "role", contact.role.trim())?;
-    tx.put(&obj, "organisation", contact.organisation_id.as_str())?;
-    tx.put(&obj, "phone", contact.phone.trim())?;
-    tx.put(&obj, "email", contact.email.trim())?;
+    existing_organisation(doc, "organisation", &contact.organisation)?;
     Ok(())
 }
 
-/// Every contact person.
-pub fn contacts(doc: &Automerge) -> Vec<ContactRecord> {
-    entries(doc, "contacts")
+/// Writes a contact's fields.
+pub fn write_contact(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    contact: &pb::Contact,
+) -> Result<(), Status> {
+    for (key, value) in [
+        ("full_name", &contact.full_name),
+        ("role", &contact.role),
+        ("organisation", &contact.organisation),
+        ("phone", &contact.phone),
+        ("email", &contact.email),
+    ] {
+        tx.put(obj, key, value.trim()).map_err(doc_error)?;
+    }
+    Ok(())
+}
+
+/// Reads a contact.
+pub fn read_contact<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Contact {
+    pb::Contact {
+        name: format!("contacts/{id}"),
+        full_name: dm::get_str(doc, obj, "full_name"),
+        role: dm::get_str(doc, obj, "role"),
+        organisation: dm::get_str(doc, obj, "organisation"),
+        phone: dm::get_str(doc, obj, "phone"),
+        email: dm::get_str(doc, obj, "email"),
+    }
+}
+
+/// The full names of every contact person (for checks that keep them out of shared text).
+pub fn contact_names<R: ReadDoc>(doc: &R) -> Vec<String> {
+    dm::records(doc, "contacts")
         .into_iter()
-        .map(|(id, obj)| ContactRecord {
-            full_name: read_str(doc, &obj, "full_name"),
-            role: read_str(doc, &obj, "role"),
-            organisation_id: read_str(doc, &obj, "organisation"),
-            phone: read_str(doc, &obj, "phone"),
-            email: read_str(doc, &obj, "email"),
-            id,
+        .map(|(_, obj)| dm::get_str(doc, &obj, "full_name"))
+        .collect()
+}
+
+// Follow-ups (meetings and signals).
+
+/// Checks follow-ups; owners must exist in the register `doc`.
+pub fn check_follow_ups<R: ReadDoc>(doc: &R, follow_ups: &[pb::FollowUp]) -> Result<(), Status> {
+    if follow_ups.len() > 100 {
+        return Err(invalid("follow_ups", "at most 100 follow-ups"));
+    }
+    for f in follow_ups {
+        check_len("follow_ups.action", &f.action, 1, 500)?;
+        if !f.owner.is_empty() {
+            existing_owner(doc, "follow_ups.owner", &f.owner)?;
+        }
+        if !f.due_date.is_empty() {
+            check_date("follow_ups.due_date", &f.due_date, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes follow-ups as a list of maps.
+pub fn write_follow_ups(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    follow_ups: &[pb::FollowUp],
+) -> Result<(), Status> {
+    let list = dm::put_list(tx, obj, "follow_ups").map_err(doc_error)?;
+    for (i, f) in follow_ups.iter().enumerate() {
+        let item = tx
+            .insert_object(&list, i, automerge::ObjType::Map)
+            .map_err(doc_error)?;
+        tx.put(&item, "action", f.action.trim())
+            .map_err(doc_error)?;
+        tx.put(&item, "owner", f.owner.as_str())
+            .map_err(doc_error)?;
+        tx.put(&item, "due_date", f.due_date.as_str())
+            .map_err(doc_error)?;
+        tx.put(&item, "done", f.done).map_err(doc_error)?;
+    }
+    Ok(())
+}
+
+/// Reads follow-ups.
+pub fn read_follow_ups<R: ReadDoc>(doc: &R, obj: &ObjId) -> Vec<pb::FollowUp> {
+    dm::get_list(doc, obj, "follow_ups")
+        .iter()
+        .map(|item| pb::FollowUp {
+            action: dm::get_str(doc, item, "action"),
+            owner: dm::get_str(doc, item, "owner"),
+            due_date: dm::get_str(doc, item, "due_date"),
+            done: dm::get_bool(doc, item, "done"),
         })
         .collect()
+}
+
+// Meetings.
+
+/// Checks a meeting's fields against the register.
+pub fn check_meeting<R: ReadDoc>(doc: &R, meeting: &pb::Meeting) -> Result<(), Status> {
+    check_date("date", &meeting.date, false)?;
+    for org in &meeting.organisations {
+        existing_organisation(doc, "organisations", org)?;
+    }
+    check_len("agenda", &meeting.agenda, 0, 5000)?;
+    check_len("notes", &meeting.notes, 0, 5000)?;
+    if meeting.decisions.len() > 100 {
+        return Err(invalid("decisions", "at most 100 decisions"));
+    }
+    for decision in &meeting.decisions {
+        check_len("decisions", decision, 1, 1000)?;
+    }
+    check_follow_ups(doc, &meeting.follow_ups)
+}
+
+/// Writes a meeting's fields.
+pub fn write_meeting(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    meeting: &pb::Meeting,
+) -> Result<(), Status> {
+    tx.put(obj, "date", meeting.date.as_str())
+        .map_err(doc_error)?;
+    dm::put_str_list(tx, obj, "organisations", &meeting.organisations).map_err(doc_error)?;
+    dm::put_text(tx, obj, "agenda", &meeting.agenda).map_err(doc_error)?;
+    dm::put_text(tx, obj, "notes", &meeting.notes).map_err(doc_error)?;
+    dm::put_str_list(tx, obj, "decisions", &meeting.decisions).map_err(doc_error)?;
+    write_follow_ups(tx, obj, &meeting.follow_ups)
+}
+
+/// Reads a meeting.
+pub fn read_meeting<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Meeting {
+    pb::Meeting {
+        name: format!("meetings/{id}"),
+        date: dm::get_str(doc, obj, "date"),
+        organisations: dm::get_str_list(doc, obj, "organisations"),
+        agenda: dm::get_str(doc, obj, "agenda"),
+        notes: dm::get_str(doc, obj, "notes"),
+        decisions: dm::get_str_list(doc, obj, "decisions"),
+        follow_ups: read_follow_ups(doc, obj),
+    }
+}
+
+// The referral routine.
+
+/// Checks the routine's steps against the register.
+pub fn check_routine<R: ReadDoc>(doc: &R, routine: &pb::Routine) -> Result<(), Status> {
+    if routine.steps.len() > 50 {
+        return Err(invalid("steps", "at most 50 steps"));
+    }
+    for step in &routine.steps {
+        check_len("steps.description", &step.description, 1, 500)?;
+        existing_organisation(doc, "steps.organisation", &step.organisation)?;
+        check_len("steps.how_to_reach", &step.how_to_reach, 0, 500)?;
+    }
+    Ok(())
+}
+
+/// Replaces the routine.
+pub fn write_routine(tx: &mut Transaction<'_>, routine: &pb::Routine) -> Result<(), Status> {
+    let list = tx
+        .put_object(automerge::ROOT, "routine", automerge::ObjType::List)
+        .map_err(doc_error)?;
+    for (i, step) in routine.steps.iter().enumerate() {
+        let item = tx
+            .insert_object(&list, i, automerge::ObjType::Map)
+            .map_err(doc_error)?;
+        tx.put(&item, "description", step.description.trim())
+            .map_err(doc_error)?;
+        tx.put(&item, "organisation", step.organisation.as_str())
+            .map_err(doc_error)?;
+        tx.put(&item, "how_to_reach", step.how_to_reach.trim())
+            .map_err(doc_error)?;
+    }
+    Ok(())
+}
+
+/// Reads the routine.
+pub fn read_routine<R: ReadDoc>(doc: &R) -> pb::Routine {
+    pb::Routine {
+        name: "routine".to_string(),
+        steps: dm::get_list(doc, &automerge::ROOT, "routine")
+            .iter()
+            .map(|item| pb::RoutineStep {
+                description: dm::get_str(doc, item, "description"),
+                organisation: dm::get_str(doc, item, "organisation"),
+                how_to_reach: dm::get_str(doc, item, "how_to_reach"),
+            })
+            .collect(),
+    }
 }

@@ -3,7 +3,8 @@
 //! Layout (one sled database in `<data_dir>/store`):
 //! - tree `local`: local documents (`local/network`, ...), only reachable through [`LocalDocs`];
 //! - tree `shared`: shared and national documents, only reachable through [`ShareableDocs`];
-//! - tree `sync_states`: per-peer Automerge sync states, key `<peer spiffe uri> <doc id>`.
+//! - tree `sync_states`: per-peer Automerge sync states, key `<peer spiffe uri> <doc id>`;
+//! - tree `access_log`: who read or changed which personal record, append-only.
 //!
 //! Document keys are named by content: `<doc>/change/<sha256 of the chunk>` for incremental
 //! chunks and `<doc>/snapshot/<sha256 of the heads>` for a compacted document, so writing the
@@ -80,6 +81,7 @@ pub struct Store {
     pub local: LocalDocs,
     pub shared: ShareableDocs,
     pub sync_states: SyncStates,
+    pub access_log: AccessLog,
     pub durability: Arc<Durability>,
 }
 
@@ -136,6 +138,11 @@ impl Store {
             }),
             sync_states: SyncStates {
                 tree: db.open_tree("sync_states")?,
+            },
+            access_log: AccessLog {
+                tree: db.open_tree("access_log")?,
+                db: db.clone(),
+                durability: durability.clone(),
             },
             durability,
         })
@@ -321,6 +328,54 @@ impl SyncStates {
             }
         }
         Ok(states)
+    }
+}
+
+/// One access to personal data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccessEntry {
+    pub time_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+}
+
+/// The access log of personal data: append-only, durable before the data is handed out.
+/// Nothing in the API changes or removes entries.
+pub struct AccessLog {
+    tree: sled::Tree,
+    db: sled::Db,
+    durability: Arc<Durability>,
+}
+
+impl AccessLog {
+    /// Appends entries and makes them durable.
+    pub fn append(&self, entries: &[AccessEntry]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let mut key = (entry.time_ms as u64).to_be_bytes().to_vec();
+            key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+            let value = serde_json::to_vec(entry).expect("entry serialises");
+            batch.insert(key, value);
+        }
+        self.tree.apply_batch(batch)?;
+        self.durability.note_write();
+        self.durability.sync()
+    }
+
+    /// Every entry, newest first.
+    pub fn list(&self) -> Result<Vec<AccessEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for item in self.tree.iter().rev() {
+            let (key, value) = item?;
+            entries.push(
+                serde_json::from_slice(&value).map_err(|err| StoreError::Damaged {
+                    doc: format!("access log entry {}", hex::encode(key)),
+                    reason: err.to_string(),
+                })?,
+            );
+        }
+        Ok(entries)
     }
 }
 

@@ -60,6 +60,18 @@ pub struct PeerState {
     pub since: SystemTime,
 }
 
+/// A federation link came up or went down (for the hub's directory).
+#[derive(Debug, Clone)]
+pub enum LinkEvent {
+    Up {
+        peer: NodeId,
+    },
+    Down {
+        peer: NodeId,
+        peer_heads: Vec<(ShareableDocId, Vec<ChangeHash>)>,
+    },
+}
+
 /// Failure of a local edit.
 #[derive(Debug, thiserror::Error)]
 pub enum EditFailure<E> {
@@ -82,6 +94,7 @@ pub struct SyncHandle {
     next_conn: AtomicU64,
     started: Instant,
     frame_tap: Option<FrameTap>,
+    link_events: Mutex<Option<mpsc::UnboundedSender<LinkEvent>>>,
 }
 
 /// The Automerge actor id of a node's own edits: stable across restarts, derived from its id.
@@ -113,7 +126,26 @@ impl SyncHandle {
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
             frame_tap,
+            link_events: Mutex::new(None),
         })
+    }
+
+    /// Receives an event each time a link comes up or goes down.
+    pub fn subscribe_links(&self) -> mpsc::UnboundedReceiver<LinkEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.link_events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn link_event(&self, event: LinkEvent) {
+        if let Some(tx) = self
+            .link_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(event);
+        }
     }
 
     /// This node's identity.
@@ -215,6 +247,7 @@ impl SyncHandle {
             },
         );
         self.set_peer_state(&peer, "connected", None);
+        self.link_event(LinkEvent::Up { peer: peer.clone() });
         let mut engine = self.engine();
         let out = engine.connect(conn, peer, stored, self.now_ms());
         if let Err(err) = self.perform(&mut engine, out) {
@@ -254,9 +287,14 @@ impl SyncHandle {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&conn);
         let mut engine = self.engine();
+        let peer_heads = engine.link_peer_heads(conn);
         let out = engine.disconnect(conn);
         let _ = self.perform(&mut engine, out);
         drop(engine);
+        self.link_event(LinkEvent::Down {
+            peer: peer.clone(),
+            peer_heads,
+        });
         let still_linked = self.read(|e| e.links().any(|(_, p, _)| p == peer));
         if !still_linked {
             let current_error = error.or_else(|| {

@@ -119,6 +119,14 @@ pub fn create_token(data_dir: &Path, role: ApiRole, label: &str) -> Result<Strin
     Ok(token)
 }
 
+/// A known token: its role, label and the start of its hash (safe to log).
+#[derive(Debug, Clone)]
+pub struct FoundToken {
+    pub role: ApiRole,
+    pub label: String,
+    pub hash_prefix: String,
+}
+
 /// Size and modification time of the token file when it was last read.
 type FileStamp = Option<(u64, SystemTime)>;
 
@@ -174,16 +182,33 @@ impl TokenRegistry {
         Ok(())
     }
 
-    fn find(&self, digest: &str) -> Option<ApiRole> {
+    fn find(&self, digest: &str) -> Option<FoundToken> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.1.iter().find(|r| r.sha256 == digest).map(|r| r.role)
+        cache
+            .1
+            .iter()
+            .find(|r| r.sha256 == digest)
+            .map(|r| FoundToken {
+                role: r.role,
+                label: if r.label.is_empty() {
+                    "unlabelled".to_string()
+                } else {
+                    r.label.clone()
+                },
+                hash_prefix: r.sha256[..8].to_string(),
+            })
     }
 
     /// The role of a presented token, if it is known.
     pub fn role_of(&self, token: &str) -> Option<ApiRole> {
+        self.lookup(token).map(|found| found.role)
+    }
+
+    /// What is known of a presented token, if anything.
+    pub fn lookup(&self, token: &str) -> Option<FoundToken> {
         let digest = hash(token);
-        if let Some(role) = self.find(&digest) {
-            return Some(role);
+        if let Some(found) = self.find(&digest) {
+            return Some(found);
         }
         // The file may have grown since it was read; a failed reload keeps the old view.
         let _ = self.reload();

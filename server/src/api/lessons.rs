@@ -4,13 +4,11 @@ use sfs_proto::v1 as pb;
 use sfs_sync::{Role, ShareableDocId};
 use tonic::{Request, Response, Status};
 
-use super::{blocking, new_id, now_ms, require, ApiState};
-use crate::lessons::{self, LessonError, LessonRecord};
+use super::{blocking, new_id, now_ms, require, ApiState, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::lessons::{self, LessonChanges, LessonError, LessonRecord};
+use crate::method::{self, method_doc};
 use crate::sync::EditFailure;
 use crate::tokens::ApiRole;
-
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 500;
 
 /// The `Lessons` gRPC service.
 pub struct LessonsService(pub ApiState);
@@ -24,6 +22,8 @@ fn to_pb(record: LessonRecord) -> pb::Lesson {
         tags: record.tags,
         create_time_ms: record.created_ms,
         update_time_ms: record.updated_ms,
+        method_step: record.method_step,
+        archived: record.archived,
     }
 }
 
@@ -79,6 +79,25 @@ impl LessonsService {
             .find(|l| l.id == id)
             .ok_or_else(|| Status::not_found(format!("cities/{city}/lessons/{id} does not exist")))
     }
+
+    /// Checks that a method step link names a step of the handbook this node has.
+    fn check_method_step(&self, step: &str) -> Result<(), Status> {
+        if step.is_empty() {
+            return Ok(());
+        }
+        let known = self.0.sync.read(|engine| {
+            engine
+                .document(&method_doc())
+                .is_some_and(|doc| method::has_step(doc, step))
+        });
+        if known {
+            Ok(())
+        } else {
+            Err(Status::invalid_argument(format!(
+                "field `method_step`: {step:?} is not a step of the handbook this node has"
+            )))
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -93,6 +112,7 @@ impl pb::lessons_server::Lessons for LessonsService {
             .lesson
             .ok_or_else(|| Status::invalid_argument("field `lesson`: is required"))?;
         let (city, doc) = self.own_lessons()?;
+        self.check_method_step(&lesson.method_step)?;
         let id = new_id();
         let sync = self.0.sync.clone();
         let lesson_id = id.clone();
@@ -104,6 +124,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                     &lesson.title,
                     &lesson.body,
                     &lesson.tags,
+                    &lesson.method_step,
                     now_ms(),
                 )
             })
@@ -132,18 +153,19 @@ impl pb::lessons_server::Lessons for LessonsService {
             .lesson
             .ok_or_else(|| Status::invalid_argument("field `lesson`: is required"))?;
         let (city, id) = parse_name(&lesson.name)?;
-        let mask: Vec<String> = if request.update_mask.is_empty() {
-            vec!["title".into(), "body".into(), "tags".into()]
+        let mask = if request.update_mask.is_empty() {
+            vec![
+                "title".into(),
+                "body".into(),
+                "tags".into(),
+                "method_step".into(),
+            ]
         } else {
-            request.update_mask
+            super::update_mask(
+                request.update_mask,
+                &["title", "body", "tags", "method_step", "archived"],
+            )?
         };
-        for path in &mask {
-            if !["title", "body", "tags"].contains(&path.as_str()) {
-                return Err(Status::invalid_argument(format!(
-                    "field `update_mask`: {path:?} cannot be updated; use title, body or tags"
-                )));
-            }
-        }
         let (own_city, doc) = self.own_lessons()?;
         if city != own_city {
             return Err(Status::failed_precondition(format!(
@@ -151,19 +173,29 @@ impl pb::lessons_server::Lessons for LessonsService {
             )));
         }
         self.read_lesson(&city, &id)?;
+        let has = |field: &str| mask.iter().any(|m| m == field);
+        if has("method_step") {
+            self.check_method_step(&lesson.method_step)?;
+        }
+        let (set_title, set_body, set_tags, set_step, set_archived) = (
+            has("title"),
+            has("body"),
+            has("tags"),
+            has("method_step"),
+            has("archived"),
+        );
         let sync = self.0.sync.clone();
         let lesson_id = id.clone();
         blocking(move || {
-            let has = |field: &str| mask.iter().any(|m| m == field);
+            let changes = LessonChanges {
+                title: set_title.then_some(lesson.title.as_str()),
+                body: set_body.then_some(lesson.body.as_str()),
+                tags: set_tags.then_some(lesson.tags.as_slice()),
+                method_step: set_step.then_some(lesson.method_step.as_str()),
+                archived: set_archived.then_some(lesson.archived),
+            };
             sync.edit(&doc, |tx| {
-                lessons::update(
-                    tx,
-                    &lesson_id,
-                    has("title").then_some(lesson.title.as_str()),
-                    has("body").then_some(lesson.body.as_str()),
-                    has("tags").then_some(lesson.tags.as_slice()),
-                    now_ms(),
-                )
+                lessons::update(tx, &lesson_id, changes, now_ms())
             })
         })
         .await?
@@ -198,6 +230,7 @@ impl pb::lessons_server::Lessons for LessonsService {
             0 => DEFAULT_PAGE_SIZE,
             n => (n as usize).min(MAX_PAGE_SIZE),
         };
+        let query = request.query.trim().to_lowercase();
         let mut all: Vec<LessonRecord> = self.0.sync.read(|engine| {
             engine
                 .documents()
@@ -209,6 +242,15 @@ impl pb::lessons_server::Lessons for LessonsService {
                     Some(lessons::read_all(doc, city))
                 })
                 .flatten()
+                .filter(|l| request.show_archived || !l.archived)
+                .filter(|l| request.tag.is_empty() || l.tags.iter().any(|t| t == &request.tag))
+                .filter(|l| request.method_step.is_empty() || l.method_step == request.method_step)
+                .filter(|l| {
+                    query.is_empty()
+                        || l.title.to_lowercase().contains(&query)
+                        || l.body.to_lowercase().contains(&query)
+                        || l.tags.iter().any(|t| t.to_lowercase().contains(&query))
+                })
                 .collect()
         });
         // Newest first; ties broken by name so that pages are stable.
@@ -234,6 +276,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                 })
                 .unwrap_or(all.len())
         };
+        let total_size = all.len() as i32;
         let page: Vec<LessonRecord> = all.iter().skip(start).take(page_size).cloned().collect();
         let next_page_token = if start + page.len() < all.len() {
             page.last()
@@ -245,6 +288,7 @@ impl pb::lessons_server::Lessons for LessonsService {
         Ok(Response::new(pb::ListLessonsResponse {
             lessons: page.into_iter().map(to_pb).collect(),
             next_page_token,
+            total_size,
         }))
     }
 }

@@ -5,9 +5,13 @@
 //! a write to a document owned by another node answers `FAILED_PRECONDITION`; a write that could
 //! not be stored answers `UNAVAILABLE` and is not acknowledged.
 
+pub mod directory;
 pub mod lessons;
+pub mod method;
 pub mod node;
+pub mod progress;
 pub mod register;
+pub mod signals;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,11 +31,18 @@ pub struct ApiState {
     pub local: Arc<LocalReplicas>,
     /// Known API tokens.
     pub tokens: Arc<TokenRegistry>,
+    /// Who read or changed which personal record.
+    pub access_log: Arc<crate::store::AccessLog>,
 }
 
-/// The role of the request's caller, put in the request by [`authenticate`].
-#[derive(Debug, Clone, Copy)]
-pub struct Caller(pub ApiRole);
+/// The caller of a request, put in the request by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// What the caller's token allows.
+    pub role: ApiRole,
+    /// Who the caller is, for the access log: the token's label, role and hash prefix.
+    pub actor: String,
+}
 
 /// Checks the bearer token and records the caller's role; unknown tokens are refused.
 pub fn authenticate(
@@ -48,23 +59,32 @@ pub fn authenticate(
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be `Bearer <token>`")
             })?;
-        let role = tokens
-            .role_of(token.trim())
+        let found = tokens
+            .lookup(token.trim())
             .ok_or_else(|| Status::unauthenticated("unknown API token"))?;
-        request.extensions_mut().insert(Caller(role));
+        request.extensions_mut().insert(Caller {
+            role: found.role,
+            actor: format!(
+                "{} ({}, token {})",
+                found.label,
+                found.role.as_str(),
+                found.hash_prefix
+            ),
+        });
         Ok(request)
     }
 }
 
 /// Refuses the request unless the caller has at least `needed`.
-pub fn require<T>(request: &Request<T>, needed: ApiRole) -> Result<(), Status> {
-    let Caller(role) = request
+pub fn require<T>(request: &Request<T>, needed: ApiRole) -> Result<Caller, Status> {
+    let caller = request
         .extensions()
         .get::<Caller>()
-        .copied()
+        .cloned()
         .ok_or_else(|| Status::unauthenticated("no API token"))?;
+    let role = caller.role;
     if role >= needed {
-        Ok(())
+        Ok(caller)
     } else {
         Err(Status::permission_denied(format!(
             "this method needs role {} or higher; the token has role {}",
@@ -94,4 +114,130 @@ pub async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| Status::internal("the request handler failed"))
+}
+
+/// Default and largest page sizes of List methods.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// One page of `items` (already in their final order): the page, the next page token, and the
+/// total count. Page tokens are opaque to clients.
+pub fn paginate<T>(
+    items: Vec<T>,
+    page_size: i32,
+    page_token: &str,
+) -> Result<(Vec<T>, String, i32), Status> {
+    let size = match page_size {
+        n if n < 0 => {
+            return Err(Status::invalid_argument(
+                "field `page_size`: must not be negative",
+            ))
+        }
+        0 => DEFAULT_PAGE_SIZE,
+        n => (n as usize).min(MAX_PAGE_SIZE),
+    };
+    let start = if page_token.is_empty() {
+        0
+    } else {
+        page_token
+            .strip_prefix("o")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                Status::invalid_argument("field `page_token`: not a token from a previous page")
+            })?
+    };
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(size).collect();
+    let next = if start + page.len() < total {
+        format!("o{}", start + page.len())
+    } else {
+        String::new()
+    };
+    Ok((page, next, total as i32))
+}
+
+/// The id in a resource name `{collection}/{id}`, or an error naming `field`.
+pub fn parse_name(name: &str, collection: &str, field: &str) -> Result<String, Status> {
+    match name
+        .strip_prefix(collection)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        Some(id) if !id.is_empty() && !id.contains('/') && id.len() <= 64 => Ok(id.to_string()),
+        _ => Err(Status::invalid_argument(format!(
+            "field `{field}`: {name:?} is not of the form {collection}/{{id}}"
+        ))),
+    }
+}
+
+/// Checks an update mask against the fields that may be updated; empty means all of them.
+pub fn update_mask(mask: Vec<String>, allowed: &[&str]) -> Result<Vec<String>, Status> {
+    if mask.is_empty() {
+        return Ok(allowed.iter().map(|f| f.to_string()).collect());
+    }
+    for path in &mask {
+        if !allowed.contains(&path.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "field `update_mask`: {path:?} cannot be updated; use {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(mask)
+}
+
+/// Checks a `YYYY-MM-DD` date; `not_future` refuses dates after today (UTC).
+pub fn check_date(field: &str, value: &str, not_future: bool) -> Result<(), Status> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(value, &format).map_err(|_| {
+        Status::invalid_argument(format!(
+            "field `{field}`: {value:?} is not a date of the form YYYY-MM-DD"
+        ))
+    })?;
+    if not_future && date > time::OffsetDateTime::now_utc().date() {
+        return Err(Status::invalid_argument(format!(
+            "field `{field}`: {value} is in the future"
+        )));
+    }
+    Ok(())
+}
+
+/// Today's date, `YYYY-MM-DD` (UTC).
+pub fn today() -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::OffsetDateTime::now_utc()
+        .date()
+        .format(&format)
+        .unwrap_or_default()
+}
+
+/// Checks a text field's length in characters.
+pub fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Status> {
+    let chars = value.trim().chars().count();
+    if chars < min {
+        return Err(Status::invalid_argument(format!(
+            "field `{field}`: must not be empty"
+        )));
+    }
+    if chars > max {
+        return Err(Status::invalid_argument(format!(
+            "field `{field}`: has {chars} characters; at most {max} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Maps a document error to a status.
+pub fn doc_error(err: automerge::AutomergeError) -> Status {
+    Status::internal(format!("document: {err}"))
+}
+
+/// Maps a failed edit of a shareable document to a status.
+pub fn edit_status(err: crate::sync::EditFailure<Status>) -> Status {
+    match err {
+        crate::sync::EditFailure::Engine(err) => Status::failed_precondition(err.to_string()),
+        crate::sync::EditFailure::Storage(err) => {
+            Status::unavailable(format!("the change was not stored: {err}"))
+        }
+        crate::sync::EditFailure::Rejected(status) => status,
+    }
 }

@@ -1,29 +1,18 @@
 //! The `Register` service: the city's local network register (never leaves the city).
 
+use automerge::transaction::Transaction;
+use automerge::Automerge;
 use sfs_proto::v1 as pb;
-use sfs_sync::{DocId, Role};
+use sfs_sync::Role;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, new_id, require, ApiState};
-use crate::register::{self, ContactRecord, OrganisationRecord, RegisterError};
+use super::{blocking, doc_error, new_id, paginate, parse_name, require, update_mask, ApiState};
+use crate::docmodel as dm;
+use crate::register::{self as reg, network};
 use crate::tokens::ApiRole;
 
 /// The `Register` gRPC service.
 pub struct RegisterService(pub ApiState);
-
-fn network() -> DocId {
-    DocId::local("network").expect("local/network is a document id")
-}
-
-fn register_status(err: RegisterError) -> Status {
-    match err {
-        err @ RegisterError::Invalid { .. } => Status::invalid_argument(err.to_string()),
-        RegisterError::Storage(err) => {
-            Status::unavailable(format!("the change was not stored: {err}"))
-        }
-        err => Status::internal(err.to_string()),
-    }
-}
 
 impl RegisterService {
     fn city_only(&self) -> Result<(), Status> {
@@ -35,25 +24,59 @@ impl RegisterService {
             ))
         }
     }
-}
 
-fn org_to_pb(o: OrganisationRecord) -> pb::Organisation {
-    pb::Organisation {
-        name: format!("organisations/{}", o.id),
-        display_name: o.display_name,
-        sector: o.sector,
+    fn guard<T>(&self, request: &Request<T>, role: ApiRole) -> Result<(), Status> {
+        require(request, role)?;
+        self.city_only()
+    }
+
+    async fn edit<R: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status> + Send + 'static,
+    ) -> Result<R, Status> {
+        let local = self.0.local.clone();
+        blocking(move || local.edit(&network(), change)).await?
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&Automerge) -> R) -> R {
+        self.0.local.read(&network(), f)
     }
 }
 
-fn contact_to_pb(c: ContactRecord) -> pb::Contact {
-    pb::Contact {
-        name: format!("contacts/{}", c.id),
-        full_name: c.full_name,
-        role: c.role,
-        organisation: format!("organisations/{}", c.organisation_id),
-        phone: c.phone,
-        email: c.email,
-    }
+fn not_found(name: &str) -> Status {
+    Status::not_found(format!("{name} does not exist"))
+}
+
+fn has(mask: &[String], field: &str) -> bool {
+    mask.iter().any(|m| m == field)
+}
+
+/// Deletes `{collection}/{id}` from the register, refusing names of another collection.
+async fn delete(
+    service: &RegisterService,
+    request: Request<pb::DeleteRequest>,
+    collection: &'static str,
+) -> Result<Response<pb::Empty>, Status> {
+    service.guard(&request, ApiRole::Editor)?;
+    let name = request.into_inner().name;
+    let id = parse_name(&name, collection, "name")?;
+    service
+        .edit(move |tx| {
+            if collection == "organisations" {
+                if let Some(user) = reg::organisation_in_use(tx, &name) {
+                    return Err(Status::failed_precondition(format!(
+                        "{name} is still referred to by {user}"
+                    )));
+                }
+            }
+            if dm::delete_record(tx, collection, &id).map_err(doc_error)? {
+                Ok(())
+            } else {
+                Err(not_found(&name))
+            }
+        })
+        .await?;
+    Ok(Response::new(pb::Empty {}))
 }
 
 #[tonic::async_trait]
@@ -62,79 +85,448 @@ impl pb::register_server::Register for RegisterService {
         &self,
         request: Request<pb::CreateOrganisationRequest>,
     ) -> Result<Response<pb::Organisation>, Status> {
-        require(&request, ApiRole::Editor)?;
-        self.city_only()?;
+        self.guard(&request, ApiRole::Editor)?;
         let org = request
             .into_inner()
             .organisation
             .ok_or_else(|| Status::invalid_argument("field `organisation`: is required"))?;
-        let record = OrganisationRecord {
-            id: new_id(),
-            display_name: org.display_name,
-            sector: org.sector,
-        };
-        let local = self.0.local.clone();
-        let stored = record.clone();
-        blocking(move || local.edit(&network(), |tx| register::create_organisation(tx, &stored)))
-            .await?
-            .map_err(register_status)?;
-        Ok(Response::new(org_to_pb(record)))
+        reg::check_organisation(&org)?;
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                let obj = dm::new_record(tx, "organisations", &id).map_err(doc_error)?;
+                reg::write_organisation(tx, &obj, &org)?;
+                Ok(reg::read_organisation(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn get_organisation(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Organisation>, Status> {
+        self.guard(&request, ApiRole::Reader)?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, "organisations", "name")?;
+        self.read(|doc| {
+            dm::record(doc, "organisations", &id).map(|obj| reg::read_organisation(doc, &id, &obj))
+        })
+        .map(Response::new)
+        .ok_or_else(|| not_found(&name))
     }
 
     async fn list_organisations(
         &self,
-        request: Request<pb::ListOrganisationsRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListOrganisationsResponse>, Status> {
-        require(&request, ApiRole::Reader)?;
-        self.city_only()?;
-        let organisations = self.0.local.read(&network(), register::organisations);
+        self.guard(&request, ApiRole::Reader)?;
+        let request = request.into_inner();
+        let mut all = self.read(|doc| {
+            dm::records(doc, "organisations")
+                .into_iter()
+                .map(|(id, obj)| reg::read_organisation(doc, &id, &obj))
+                .collect::<Vec<_>>()
+        });
+        all.sort_by(|a, b| {
+            a.display_name
+                .to_lowercase()
+                .cmp(&b.display_name.to_lowercase())
+                .then(a.name.cmp(&b.name))
+        });
+        let (organisations, next_page_token, total_size) =
+            paginate(all, request.page_size, &request.page_token)?;
         Ok(Response::new(pb::ListOrganisationsResponse {
-            organisations: organisations.into_iter().map(org_to_pb).collect(),
+            organisations,
+            next_page_token,
+            total_size,
         }))
+    }
+
+    async fn update_organisation(
+        &self,
+        request: Request<pb::UpdateOrganisationRequest>,
+    ) -> Result<Response<pb::Organisation>, Status> {
+        self.guard(&request, ApiRole::Editor)?;
+        let request = request.into_inner();
+        let new = request
+            .organisation
+            .ok_or_else(|| Status::invalid_argument("field `organisation`: is required"))?;
+        let mask = update_mask(request.update_mask, &["display_name", "sector"])?;
+        let id = parse_name(&new.name, "organisations", "organisation.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj =
+                    dm::record(tx, "organisations", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut org = reg::read_organisation(tx, &id, &obj);
+                if has(&mask, "display_name") {
+                    org.display_name = new.display_name;
+                }
+                if has(&mask, "sector") {
+                    org.sector = new.sector;
+                }
+                reg::check_organisation(&org)?;
+                reg::write_organisation(tx, &obj, &org)?;
+                Ok(org)
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    async fn delete_organisation(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        delete(self, request, "organisations").await
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        self.guard(&request, ApiRole::Editor)?;
+        let group = request
+            .into_inner()
+            .group
+            .ok_or_else(|| Status::invalid_argument("field `group`: is required"))?;
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                reg::check_group(tx, &group)?;
+                let obj = dm::new_record(tx, "groups", &id).map_err(doc_error)?;
+                reg::write_group(tx, &obj, &group)?;
+                Ok(reg::read_group(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        self.guard(&request, ApiRole::Reader)?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, "groups", "name")?;
+        self.read(|doc| dm::record(doc, "groups", &id).map(|obj| reg::read_group(doc, &id, &obj)))
+            .map(Response::new)
+            .ok_or_else(|| not_found(&name))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        self.guard(&request, ApiRole::Reader)?;
+        let request = request.into_inner();
+        let mut all = self.read(|doc| {
+            dm::records(doc, "groups")
+                .into_iter()
+                .map(|(id, obj)| reg::read_group(doc, &id, &obj))
+                .collect::<Vec<_>>()
+        });
+        all.sort_by(|a, b| {
+            a.display_name
+                .to_lowercase()
+                .cmp(&b.display_name.to_lowercase())
+                .then(a.name.cmp(&b.name))
+        });
+        let (groups, next_page_token, total_size) =
+            paginate(all, request.page_size, &request.page_token)?;
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups,
+            next_page_token,
+            total_size,
+        }))
+    }
+
+    async fn update_group(
+        &self,
+        request: Request<pb::UpdateGroupRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        self.guard(&request, ApiRole::Editor)?;
+        let request = request.into_inner();
+        let new = request
+            .group
+            .ok_or_else(|| Status::invalid_argument("field `group`: is required"))?;
+        let mask = update_mask(
+            request.update_mask,
+            &["display_name", "description", "organisations"],
+        )?;
+        let id = parse_name(&new.name, "groups", "group.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj = dm::record(tx, "groups", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut group = reg::read_group(tx, &id, &obj);
+                if has(&mask, "display_name") {
+                    group.display_name = new.display_name;
+                }
+                if has(&mask, "description") {
+                    group.description = new.description;
+                }
+                if has(&mask, "organisations") {
+                    group.organisations = new.organisations;
+                }
+                reg::check_group(tx, &group)?;
+                reg::write_group(tx, &obj, &group)?;
+                Ok(group)
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        delete(self, request, "groups").await
     }
 
     async fn create_contact(
         &self,
         request: Request<pb::CreateContactRequest>,
     ) -> Result<Response<pb::Contact>, Status> {
-        require(&request, ApiRole::Editor)?;
-        self.city_only()?;
+        self.guard(&request, ApiRole::Editor)?;
         let contact = request
             .into_inner()
             .contact
             .ok_or_else(|| Status::invalid_argument("field `contact`: is required"))?;
-        let organisation_id = contact
-            .organisation
-            .strip_prefix("organisations/")
-            .ok_or_else(|| {
-                Status::invalid_argument("field `contact.organisation`: must be organisations/{id}")
-            })?
-            .to_string();
-        let record = ContactRecord {
-            id: new_id(),
-            full_name: contact.full_name,
-            role: contact.role,
-            organisation_id,
-            phone: contact.phone,
-            email: contact.email,
-        };
-        let local = self.0.local.clone();
-        let stored = record.clone();
-        blocking(move || local.edit(&network(), |tx| register::create_contact(tx, &stored)))
-            .await?
-            .map_err(register_status)?;
-        Ok(Response::new(contact_to_pb(record)))
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                reg::check_contact(tx, &contact)?;
+                let obj = dm::new_record(tx, "contacts", &id).map_err(doc_error)?;
+                reg::write_contact(tx, &obj, &contact)?;
+                Ok(reg::read_contact(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn get_contact(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        self.guard(&request, ApiRole::Reader)?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, "contacts", "name")?;
+        self.read(|doc| {
+            dm::record(doc, "contacts", &id).map(|obj| reg::read_contact(doc, &id, &obj))
+        })
+        .map(Response::new)
+        .ok_or_else(|| not_found(&name))
     }
 
     async fn list_contacts(
         &self,
-        request: Request<pb::ListContactsRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListContactsResponse>, Status> {
-        require(&request, ApiRole::Reader)?;
-        self.city_only()?;
-        let contacts = self.0.local.read(&network(), register::contacts);
+        self.guard(&request, ApiRole::Reader)?;
+        let request = request.into_inner();
+        let mut all = self.read(|doc| {
+            dm::records(doc, "contacts")
+                .into_iter()
+                .map(|(id, obj)| reg::read_contact(doc, &id, &obj))
+                .collect::<Vec<_>>()
+        });
+        all.sort_by(|a, b| {
+            a.full_name
+                .to_lowercase()
+                .cmp(&b.full_name.to_lowercase())
+                .then(a.name.cmp(&b.name))
+        });
+        let (contacts, next_page_token, total_size) =
+            paginate(all, request.page_size, &request.page_token)?;
         Ok(Response::new(pb::ListContactsResponse {
-            contacts: contacts.into_iter().map(contact_to_pb).collect(),
+            contacts,
+            next_page_token,
+            total_size,
         }))
+    }
+
+    async fn update_contact(
+        &self,
+        request: Request<pb::UpdateContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        self.guard(&request, ApiRole::Editor)?;
+        let request = request.into_inner();
+        let new = request
+            .contact
+            .ok_or_else(|| Status::invalid_argument("field `contact`: is required"))?;
+        let mask = update_mask(
+            request.update_mask,
+            &["full_name", "role", "organisation", "phone", "email"],
+        )?;
+        let id = parse_name(&new.name, "contacts", "contact.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj = dm::record(tx, "contacts", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut contact = reg::read_contact(tx, &id, &obj);
+                for (field, target, value) in [
+                    ("full_name", &mut contact.full_name, new.full_name),
+                    ("role", &mut contact.role, new.role),
+                    ("organisation", &mut contact.organisation, new.organisation),
+                    ("phone", &mut contact.phone, new.phone),
+                    ("email", &mut contact.email, new.email),
+                ] {
+                    if has(&mask, field) {
+                        *target = value;
+                    }
+                }
+                reg::check_contact(tx, &contact)?;
+                reg::write_contact(tx, &obj, &contact)?;
+                Ok(contact)
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    async fn delete_contact(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        delete(self, request, "contacts").await
+    }
+
+    async fn create_meeting(
+        &self,
+        request: Request<pb::CreateMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        self.guard(&request, ApiRole::Editor)?;
+        let meeting = request
+            .into_inner()
+            .meeting
+            .ok_or_else(|| Status::invalid_argument("field `meeting`: is required"))?;
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                reg::check_meeting(tx, &meeting)?;
+                let obj = dm::new_record(tx, "meetings", &id).map_err(doc_error)?;
+                reg::write_meeting(tx, &obj, &meeting)?;
+                Ok(reg::read_meeting(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn get_meeting(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        self.guard(&request, ApiRole::Reader)?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, "meetings", "name")?;
+        self.read(|doc| {
+            dm::record(doc, "meetings", &id).map(|obj| reg::read_meeting(doc, &id, &obj))
+        })
+        .map(Response::new)
+        .ok_or_else(|| not_found(&name))
+    }
+
+    async fn list_meetings(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListMeetingsResponse>, Status> {
+        self.guard(&request, ApiRole::Reader)?;
+        let request = request.into_inner();
+        let mut all = self.read(|doc| {
+            dm::records(doc, "meetings")
+                .into_iter()
+                .map(|(id, obj)| reg::read_meeting(doc, &id, &obj))
+                .collect::<Vec<_>>()
+        });
+        all.sort_by(|a, b| b.date.cmp(&a.date).then(a.name.cmp(&b.name)));
+        let (meetings, next_page_token, total_size) =
+            paginate(all, request.page_size, &request.page_token)?;
+        Ok(Response::new(pb::ListMeetingsResponse {
+            meetings,
+            next_page_token,
+            total_size,
+        }))
+    }
+
+    async fn update_meeting(
+        &self,
+        request: Request<pb::UpdateMeetingRequest>,
+    ) -> Result<Response<pb::Meeting>, Status> {
+        self.guard(&request, ApiRole::Editor)?;
+        let request = request.into_inner();
+        let new = request
+            .meeting
+            .ok_or_else(|| Status::invalid_argument("field `meeting`: is required"))?;
+        let mask = update_mask(
+            request.update_mask,
+            &[
+                "date",
+                "organisations",
+                "agenda",
+                "notes",
+                "decisions",
+                "follow_ups",
+            ],
+        )?;
+        let id = parse_name(&new.name, "meetings", "meeting.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj = dm::record(tx, "meetings", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut meeting = reg::read_meeting(tx, &id, &obj);
+                if has(&mask, "date") {
+                    meeting.date = new.date;
+                }
+                if has(&mask, "organisations") {
+                    meeting.organisations = new.organisations;
+                }
+                if has(&mask, "agenda") {
+                    meeting.agenda = new.agenda;
+                }
+                if has(&mask, "notes") {
+                    meeting.notes = new.notes;
+                }
+                if has(&mask, "decisions") {
+                    meeting.decisions = new.decisions;
+                }
+                if has(&mask, "follow_ups") {
+                    meeting.follow_ups = new.follow_ups;
+                }
+                reg::check_meeting(tx, &meeting)?;
+                reg::write_meeting(tx, &obj, &meeting)?;
+                Ok(meeting)
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    async fn delete_meeting(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        delete(self, request, "meetings").await
+    }
+
+    async fn get_routine(
+        &self,
+        request: Request<pb::GetRoutineRequest>,
+    ) -> Result<Response<pb::Routine>, Status> {
+        self.guard(&request, ApiRole::Reader)?;
+        Ok(Response::new(self.read(reg::read_routine)))
+    }
+
+    async fn update_routine(
+        &self,
+        request: Request<pb::UpdateRoutineRequest>,
+    ) -> Result<Response<pb::Routine>, Status> {
+        self.guard(&request, ApiRole::Editor)?;
+        let routine = request
+            .into_inner()
+            .routine
+            .ok_or_else(|| Status::invalid_argument("field `routine`: is required"))?;
+        let updated = self
+            .edit(move |tx| {
+                reg::check_routine(tx, &routine)?;
+                reg::write_routine(tx, &routine)?;
+                Ok(reg::read_routine(tx))
+            })
+            .await?;
+        Ok(Response::new(updated))
     }
 }

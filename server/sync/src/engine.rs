@@ -236,6 +236,27 @@ impl Engine {
             .map(|(id, conn)| (*id, &conn.peer, conn.phase == Phase::Open))
     }
 
+    /// The heads of `doc` last announced by `peer` on an open link, if known.
+    pub fn peer_heads(&self, peer: &NodeId, doc: &ShareableDocId) -> Option<Vec<ChangeHash>> {
+        self.conns
+            .values()
+            .filter(|conn| &conn.peer == peer)
+            .find_map(|conn| conn.states.get(doc).and_then(|s| s.their_heads.clone()))
+    }
+
+    /// Every document's heads last announced by the peer on link `conn`.
+    pub fn link_peer_heads(&self, conn: ConnId) -> Vec<(ShareableDocId, Vec<ChangeHash>)> {
+        self.conns
+            .get(&conn)
+            .map(|conn| {
+                conn.states
+                    .iter()
+                    .filter_map(|(doc, state)| Some((doc.clone(), state.their_heads.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// For each open link, whether the peer is known to have exactly our heads of `doc`.
     pub fn doc_sync_with_peers(&self, doc: &ShareableDocId) -> Vec<(NodeId, bool)> {
         let heads = self

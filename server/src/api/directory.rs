@@ -1,0 +1,235 @@
+//! The `Directory` service: the member cities, kept by the hub.
+
+use automerge::transaction::Transaction;
+use sfs_proto::v1 as pb;
+use sfs_sync::{NodeId, Role};
+use tonic::{Request, Response, Status};
+
+use super::{
+    blocking, doc_error, edit_status, paginate, parse_name, require, today, update_mask, ApiState,
+};
+use crate::directory::{self as dir, directory_doc};
+use crate::docmodel as dm;
+use crate::method::{self, method_doc};
+use crate::tokens::ApiRole;
+
+/// The `Directory` gRPC service.
+pub struct DirectoryService(pub ApiState);
+
+fn not_found(name: &str) -> Status {
+    Status::not_found(format!("{name} does not exist"))
+}
+
+impl DirectoryService {
+    async fn edit<R: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status> + Send + 'static,
+    ) -> Result<R, Status> {
+        let sync = self.0.sync.clone();
+        blocking(move || sync.edit(&directory_doc(), change))
+            .await?
+            .map_err(edit_status)
+    }
+
+    /// Adds what only the live links know: whether the city is connected now and, at the hub,
+    /// the release in the heads it announced.
+    fn with_live_state(&self, mut city: pb::City) -> pb::City {
+        let id = city.name.trim_start_matches("cities/").to_string();
+        let Ok(node) = NodeId::city(&id) else {
+            return city;
+        };
+        city.connected = self
+            .0
+            .sync
+            .peer_states()
+            .iter()
+            .any(|(peer, state)| *peer == node && state.state == "connected");
+        if city.connected {
+            let live = self.0.sync.read(|engine| {
+                let heads = engine.peer_heads(&node, &method_doc())?;
+                let doc = engine.document(&method_doc())?;
+                method::newest_release_within(doc, &heads)
+            });
+            if let Some(release) = live {
+                city.handbook_release = release.version_label;
+            }
+        }
+        city
+    }
+
+    fn list_all(&self) -> Vec<pb::City> {
+        self.0.sync.read(|engine| {
+            engine
+                .document(&directory_doc())
+                .map(|doc| {
+                    dm::records(doc, "cities")
+                        .into_iter()
+                        .map(|(id, obj)| dir::read(doc, &id, &obj))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::directory_server::Directory for DirectoryService {
+    async fn create_city(
+        &self,
+        request: Request<pb::CreateCityRequest>,
+    ) -> Result<Response<pb::City>, Status> {
+        require(&request, ApiRole::Admin)?;
+        let city = request
+            .into_inner()
+            .city
+            .ok_or_else(|| Status::invalid_argument("field `city`: is required"))?;
+        let id = parse_name(&city.name, "cities", "city.name")?;
+        NodeId::city(&id)
+            .map_err(|e| Status::invalid_argument(format!("field `city.name`: {e}")))?;
+        let created = self
+            .edit(move |tx| {
+                use automerge::transaction::Transactable;
+                if dm::record(tx, "cities", &id).is_some() {
+                    return Err(Status::already_exists(format!(
+                        "cities/{id} is already a member"
+                    )));
+                }
+                let obj = dm::new_record(tx, "cities", &id).map_err(doc_error)?;
+                dir::write(tx, &obj, &city)?;
+                tx.put(&obj, "joined_date", today().as_str())
+                    .map_err(doc_error)?;
+                Ok(dir::read(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(self.with_live_state(created)))
+    }
+
+    async fn get_city(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::City>, Status> {
+        require(&request, ApiRole::Reader)?;
+        let name = request.into_inner().name;
+        parse_name(&name, "cities", "name")?;
+        let city = self
+            .list_all()
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| not_found(&name))?;
+        Ok(Response::new(self.with_live_state(city)))
+    }
+
+    async fn list_cities(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListCitiesResponse>, Status> {
+        require(&request, ApiRole::Reader)?;
+        let request = request.into_inner();
+        let mut all: Vec<pb::City> = self
+            .list_all()
+            .into_iter()
+            .map(|c| self.with_live_state(c))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (cities, next_page_token, total_size) =
+            paginate(all, request.page_size, &request.page_token)?;
+        Ok(Response::new(pb::ListCitiesResponse {
+            cities,
+            next_page_token,
+            total_size,
+        }))
+    }
+
+    async fn update_city(
+        &self,
+        request: Request<pb::UpdateCityRequest>,
+    ) -> Result<Response<pb::City>, Status> {
+        require(&request, ApiRole::Admin)?;
+        let request = request.into_inner();
+        let new = request
+            .city
+            .ok_or_else(|| Status::invalid_argument("field `city`: is required"))?;
+        let mask = update_mask(request.update_mask, &["display_name", "county"])?;
+        let id = parse_name(&new.name, "cities", "city.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj = dm::record(tx, "cities", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut city = dir::read(tx, &id, &obj);
+                if mask.iter().any(|m| m == "display_name") {
+                    city.display_name = new.display_name;
+                }
+                if mask.iter().any(|m| m == "county") {
+                    city.county = new.county;
+                }
+                dir::write(tx, &obj, &city)?;
+                Ok(city)
+            })
+            .await?;
+        Ok(Response::new(self.with_live_state(updated)))
+    }
+
+    async fn delete_city(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        require(&request, ApiRole::Admin)?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, "cities", "name")?;
+        self.edit(move |tx| {
+            if dm::delete_record(tx, "cities", &id).map_err(doc_error)? {
+                Ok(())
+            } else {
+                Err(not_found(&name))
+            }
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// At the hub: keeps each member city's `last_seen_ms` and `handbook_release` current from
+/// link events. Runs until the node shuts down.
+pub async fn record_links(
+    state: ApiState,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<crate::sync::LinkEvent>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if state.sync.me().role() != Role::Hub {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (peer, heads) = match event {
+            crate::sync::LinkEvent::Up { peer } => (peer, None),
+            crate::sync::LinkEvent::Down { peer, peer_heads } => {
+                let heads = peer_heads
+                    .into_iter()
+                    .find(|(doc, _)| *doc == method_doc())
+                    .map(|(_, h)| h);
+                (peer, heads)
+            }
+        };
+        let sync = state.sync.clone();
+        let _ = blocking(move || {
+            let release = heads.and_then(|heads| {
+                sync.read(|engine| engine.document(&method_doc()).and_then(|doc| method::newest_release_within(doc, &heads)))
+            });
+            let label = release.map(|r| r.version_label);
+            let in_directory = sync.read(|engine| {
+                engine.document(&directory_doc()).is_some_and(|doc| dm::record(doc, "cities", peer.name()).is_some())
+            });
+            if in_directory {
+                if let Err(err) = sync.edit(&directory_doc(), |tx| dir::record_seen(tx, peer.name(), super::now_ms(), label.as_deref())) {
+                    tracing::warn!(%peer, error = %err, "recording a city's link in the directory failed");
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,357 @@
+//! The `Method` service: the national handbook, written at the hub, read everywhere.
+
+use automerge::transaction::Transaction;
+use sfs_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::{
+    blocking, doc_error, edit_status, new_id, now_ms, paginate, parse_name, require, update_mask,
+    ApiState,
+};
+use crate::docmodel as dm;
+use crate::method::{self as m, method_doc};
+use crate::tokens::ApiRole;
+
+/// The `Method` gRPC service.
+pub struct MethodService(pub ApiState);
+
+fn not_found(name: &str) -> Status {
+    Status::not_found(format!("{name} does not exist"))
+}
+
+fn has(mask: &[String], field: &str) -> bool {
+    mask.iter().any(|m| m == field)
+}
+
+impl MethodService {
+    /// Changes the handbook; refused with FAILED_PRECONDITION anywhere but at the hub.
+    async fn edit<R: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status> + Send + 'static,
+    ) -> Result<R, Status> {
+        let sync = self.0.sync.clone();
+        blocking(move || sync.edit(&method_doc(), change))
+            .await?
+            .map_err(edit_status)
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&automerge::Automerge) -> R) -> R {
+        self.0
+            .sync
+            .read(|engine| match engine.document(&method_doc()) {
+                Some(doc) => f(doc),
+                None => f(&automerge::Automerge::new()),
+            })
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+        collection: &'static str,
+        child: Option<(&'static str, &'static str)>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, &format!("method/{collection}"), "name")?;
+        self.edit(move |tx| {
+            if let Some((child_collection, parent_field)) = child {
+                let in_use = dm::records(tx, child_collection)
+                    .into_iter()
+                    .any(|(_, obj)| dm::get_str(tx, &obj, parent_field) == name);
+                if in_use {
+                    return Err(Status::failed_precondition(format!(
+                        "{name} still has {child_collection}; delete them first"
+                    )));
+                }
+            }
+            if dm::delete_record(tx, collection, &id).map_err(doc_error)? {
+                Ok(())
+            } else {
+                Err(not_found(&name))
+            }
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::method_server::Method for MethodService {
+    async fn get_handbook(
+        &self,
+        request: Request<pb::GetHandbookRequest>,
+    ) -> Result<Response<pb::Handbook>, Status> {
+        require(&request, ApiRole::Reader)?;
+        Ok(Response::new(self.read(|doc| {
+            pb::Handbook {
+                chapters: m::read_handbook(doc),
+                version: dm::version_of(&doc.get_heads()),
+                current_release: m::releases(doc)
+                    .first()
+                    .map(|r| r.version_label.clone())
+                    .unwrap_or_default(),
+            }
+        })))
+    }
+
+    async fn create_chapter(
+        &self,
+        request: Request<pb::CreateChapterRequest>,
+    ) -> Result<Response<pb::Chapter>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let chapter = request
+            .into_inner()
+            .chapter
+            .ok_or_else(|| Status::invalid_argument("field `chapter`: is required"))?;
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                let obj = dm::new_record(tx, "chapters", &id).map_err(doc_error)?;
+                m::write_chapter(tx, &obj, &chapter)?;
+                Ok(m::read_chapter(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn update_chapter(
+        &self,
+        request: Request<pb::UpdateChapterRequest>,
+    ) -> Result<Response<pb::Chapter>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let request = request.into_inner();
+        let new = request
+            .chapter
+            .ok_or_else(|| Status::invalid_argument("field `chapter`: is required"))?;
+        let mask = update_mask(request.update_mask, &["title", "introduction", "position"])?;
+        let id = parse_name(&new.name, "method/chapters", "chapter.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj = dm::record(tx, "chapters", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut chapter = m::read_chapter(tx, &id, &obj);
+                if has(&mask, "title") {
+                    chapter.title = new.title;
+                }
+                if has(&mask, "introduction") {
+                    chapter.introduction = new.introduction;
+                }
+                if has(&mask, "position") {
+                    chapter.position = new.position;
+                }
+                m::write_chapter(tx, &obj, &chapter)?;
+                Ok(chapter)
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    async fn delete_chapter(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.delete(request, "chapters", Some(("steps", "chapter")))
+            .await
+    }
+
+    async fn create_step(
+        &self,
+        request: Request<pb::CreateStepRequest>,
+    ) -> Result<Response<pb::Step>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let step = request
+            .into_inner()
+            .step
+            .ok_or_else(|| Status::invalid_argument("field `step`: is required"))?;
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                let obj = dm::new_record(tx, "steps", &id).map_err(doc_error)?;
+                m::write_step(tx, &obj, &step)?;
+                Ok(m::read_step(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn update_step(
+        &self,
+        request: Request<pb::UpdateStepRequest>,
+    ) -> Result<Response<pb::Step>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let request = request.into_inner();
+        let new = request
+            .step
+            .ok_or_else(|| Status::invalid_argument("field `step`: is required"))?;
+        let mask = update_mask(request.update_mask, &["title", "description", "position"])?;
+        let id = parse_name(&new.name, "method/steps", "step.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj = dm::record(tx, "steps", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut step = m::read_step(tx, &id, &obj);
+                if has(&mask, "title") {
+                    step.title = new.title;
+                }
+                if has(&mask, "description") {
+                    step.description = new.description;
+                }
+                if has(&mask, "position") {
+                    step.position = new.position;
+                }
+                m::write_step(tx, &obj, &step)?;
+                Ok(step)
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    async fn delete_step(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.delete(request, "steps", Some(("items", "step"))).await
+    }
+
+    async fn create_checklist_item(
+        &self,
+        request: Request<pb::CreateChecklistItemRequest>,
+    ) -> Result<Response<pb::ChecklistItem>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let item = request
+            .into_inner()
+            .item
+            .ok_or_else(|| Status::invalid_argument("field `item`: is required"))?;
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                let obj = dm::new_record(tx, "items", &id).map_err(doc_error)?;
+                m::write_item(tx, &obj, &item)?;
+                Ok(m::read_item(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn update_checklist_item(
+        &self,
+        request: Request<pb::UpdateChecklistItemRequest>,
+    ) -> Result<Response<pb::ChecklistItem>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let request = request.into_inner();
+        let new = request
+            .item
+            .ok_or_else(|| Status::invalid_argument("field `item`: is required"))?;
+        let mask = update_mask(request.update_mask, &["text", "position"])?;
+        let id = parse_name(&new.name, "method/items", "item.name")?;
+        let updated = self
+            .edit(move |tx| {
+                let obj = dm::record(tx, "items", &id).ok_or_else(|| not_found(&new.name))?;
+                let mut item = m::read_item(tx, &id, &obj);
+                if has(&mask, "text") {
+                    item.text = new.text;
+                }
+                if has(&mask, "position") {
+                    item.position = new.position;
+                }
+                m::write_item(tx, &obj, &item)?;
+                Ok(item)
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    async fn delete_checklist_item(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.delete(request, "items", None).await
+    }
+
+    async fn create_release(
+        &self,
+        request: Request<pb::CreateReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        require(&request, ApiRole::Coordinator)?;
+        let release = request
+            .into_inner()
+            .release
+            .ok_or_else(|| Status::invalid_argument("field `release`: is required"))?;
+        super::check_len("version_label", &release.version_label, 1, 50)?;
+        super::check_len("notes", &release.notes, 0, 5000)?;
+        let id = new_id();
+        let created = self
+            .edit(move |tx| {
+                use automerge::transaction::Transactable;
+                let label = release.version_label.trim().to_string();
+                if m::releases(tx).iter().any(|r| r.version_label == label) {
+                    return Err(Status::already_exists(format!(
+                        "field `version_label`: release {label} already exists"
+                    )));
+                }
+                // The release freezes the handbook as it was before this change.
+                let version = dm::version_of(&tx.get_heads());
+                let obj = dm::new_record(tx, "releases", &id).map_err(doc_error)?;
+                tx.put(&obj, "version_label", label.as_str())
+                    .map_err(doc_error)?;
+                dm::put_text(tx, &obj, "notes", &release.notes).map_err(doc_error)?;
+                tx.put(&obj, "version", version.as_str())
+                    .map_err(doc_error)?;
+                tx.put(&obj, "created_ms", now_ms()).map_err(doc_error)?;
+                Ok(m::read_release(tx, &id, &obj))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn list_releases(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        require(&request, ApiRole::Reader)?;
+        let request = request.into_inner();
+        let all = self.read(m::releases);
+        let (releases, next_page_token, total_size) =
+            paginate(all, request.page_size, &request.page_token)?;
+        Ok(Response::new(pb::ListReleasesResponse {
+            releases,
+            next_page_token,
+            total_size,
+        }))
+    }
+
+    async fn diff_handbook(
+        &self,
+        request: Request<pb::DiffHandbookRequest>,
+    ) -> Result<Response<pb::DiffHandbookResponse>, Status> {
+        require(&request, ApiRole::Reader)?;
+        let since = request.into_inner().since.ok_or_else(|| {
+            Status::invalid_argument("field `since`: give since_release or since_version")
+        })?;
+        self.read(|doc| {
+            let heads = match since {
+                pb::diff_handbook_request::Since::SinceRelease(release) => {
+                    let found = m::releases(doc)
+                        .into_iter()
+                        .find(|r| r.version_label == release || r.name == release)
+                        .ok_or_else(|| {
+                            Status::not_found(format!(
+                                "field `since_release`: no release {release:?} on this node"
+                            ))
+                        })?;
+                    dm::parse_version(&found.version)
+                        .ok_or_else(|| Status::internal("a stored release has a damaged version"))?
+                }
+                pb::diff_handbook_request::Since::SinceVersion(version) => {
+                    dm::parse_version(&version).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "field `since_version`: {version:?} is not a version"
+                        ))
+                    })?
+                }
+            };
+            Ok(Response::new(pb::DiffHandbookResponse {
+                changes: m::diff(doc, &heads)?,
+                version: dm::version_of(&doc.get_heads()),
+            }))
+        })
+    }
+}

@@ -1,0 +1,58 @@
+//! The member cities, `national/directory`, owned by the hub. Collection `cities`, keyed by the
+//! city's id (the name in its certificate).
+
+use automerge::transaction::{Transactable, Transaction};
+use automerge::{ObjId, ReadDoc};
+use sfs_proto::v1 as pb;
+use sfs_sync::ShareableDocId;
+use tonic::Status;
+
+use crate::api::{check_len, doc_error};
+use crate::docmodel as dm;
+
+/// The directory document.
+pub fn directory_doc() -> ShareableDocId {
+    ShareableDocId::parse("national/directory").expect("national/directory is a document id")
+}
+
+/// Checks and writes a city's editable fields.
+pub fn write(tx: &mut Transaction<'_>, obj: &ObjId, city: &pb::City) -> Result<(), Status> {
+    check_len("display_name", &city.display_name, 1, 200)?;
+    check_len("county", &city.county, 1, 100)?;
+    tx.put(obj, "display_name", city.display_name.trim())
+        .map_err(doc_error)?;
+    tx.put(obj, "county", city.county.trim())
+        .map_err(doc_error)?;
+    Ok(())
+}
+
+/// Reads a city as stored.
+pub fn read<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::City {
+    pb::City {
+        name: format!("cities/{id}"),
+        display_name: dm::get_str(doc, obj, "display_name"),
+        county: dm::get_str(doc, obj, "county"),
+        joined_date: dm::get_str(doc, obj, "joined_date"),
+        last_seen_ms: dm::get_i64(doc, obj, "last_seen_ms"),
+        handbook_release: dm::get_str(doc, obj, "handbook_release"),
+        connected: false,
+    }
+}
+
+/// Records that the hub saw the city's link, and which release it had, if known.
+pub fn record_seen(
+    tx: &mut Transaction<'_>,
+    id: &str,
+    now_ms: i64,
+    release: Option<&str>,
+) -> Result<bool, Status> {
+    let Some(obj) = dm::record(tx, "cities", id) else {
+        return Ok(false);
+    };
+    tx.put(&obj, "last_seen_ms", now_ms).map_err(doc_error)?;
+    if let Some(release) = release {
+        tx.put(&obj, "handbook_release", release)
+            .map_err(doc_error)?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,283 @@
+//! The national method handbook, `national/method`, owned by the hub.
+//!
+//! Flat collections `chapters`, `steps` (each naming its chapter), `items` (each naming its
+//! step) and `releases`. Long texts are Automerge text. A release records the document's heads
+//! when it was cut; "what changed since" compares the handbook read at those heads (a fork of
+//! the document at that point of its history) with the handbook now.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::{Transactable, Transaction};
+use automerge::{Automerge, ChangeHash, ObjId, ReadDoc};
+use sfs_proto::v1 as pb;
+use sfs_sync::ShareableDocId;
+use tonic::Status;
+
+use crate::api::{check_len, doc_error};
+use crate::docmodel as dm;
+
+/// The handbook document.
+pub fn method_doc() -> ShareableDocId {
+    ShareableDocId::parse("national/method").expect("national/method is a document id")
+}
+
+/// Reads a chapter without its steps.
+pub fn read_chapter<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Chapter {
+    pb::Chapter {
+        name: format!("method/chapters/{id}"),
+        title: dm::get_str(doc, obj, "title"),
+        introduction: dm::get_str(doc, obj, "introduction"),
+        position: dm::get_i64(doc, obj, "position") as i32,
+        steps: Vec::new(),
+    }
+}
+
+/// Reads a step without its checklist.
+pub fn read_step<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Step {
+    pb::Step {
+        name: format!("method/steps/{id}"),
+        chapter: dm::get_str(doc, obj, "chapter"),
+        title: dm::get_str(doc, obj, "title"),
+        description: dm::get_str(doc, obj, "description"),
+        position: dm::get_i64(doc, obj, "position") as i32,
+        checklist: Vec::new(),
+    }
+}
+
+/// Reads a checklist item.
+pub fn read_item<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::ChecklistItem {
+    pb::ChecklistItem {
+        name: format!("method/items/{id}"),
+        step: dm::get_str(doc, obj, "step"),
+        text: dm::get_str(doc, obj, "text"),
+        position: dm::get_i64(doc, obj, "position") as i32,
+    }
+}
+
+/// Reads a release.
+pub fn read_release<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Release {
+    pb::Release {
+        name: format!("method/releases/{id}"),
+        version_label: dm::get_str(doc, obj, "version_label"),
+        notes: dm::get_str(doc, obj, "notes"),
+        version: dm::get_str(doc, obj, "version"),
+        create_time_ms: dm::get_i64(doc, obj, "created_ms"),
+    }
+}
+
+/// Every release, newest first.
+pub fn releases<R: ReadDoc>(doc: &R) -> Vec<pb::Release> {
+    let mut all: Vec<pb::Release> = dm::records(doc, "releases")
+        .into_iter()
+        .map(|(id, obj)| read_release(doc, &id, &obj))
+        .collect();
+    all.sort_by(|a, b| {
+        b.create_time_ms
+            .cmp(&a.create_time_ms)
+            .then(b.name.cmp(&a.name))
+    });
+    all
+}
+
+/// The whole handbook, ordered by position.
+pub fn read_handbook<R: ReadDoc>(doc: &R) -> Vec<pb::Chapter> {
+    let mut items: BTreeMap<String, Vec<pb::ChecklistItem>> = BTreeMap::new();
+    for (id, obj) in dm::records(doc, "items") {
+        let item = read_item(doc, &id, &obj);
+        items.entry(item.step.clone()).or_default().push(item);
+    }
+    let mut steps: BTreeMap<String, Vec<pb::Step>> = BTreeMap::new();
+    for (id, obj) in dm::records(doc, "steps") {
+        let mut step = read_step(doc, &id, &obj);
+        let mut checklist = items.remove(&step.name).unwrap_or_default();
+        checklist.sort_by(|a, b| a.position.cmp(&b.position).then(a.name.cmp(&b.name)));
+        step.checklist = checklist;
+        steps.entry(step.chapter.clone()).or_default().push(step);
+    }
+    let mut chapters: Vec<pb::Chapter> = dm::records(doc, "chapters")
+        .into_iter()
+        .map(|(id, obj)| {
+            let mut chapter = read_chapter(doc, &id, &obj);
+            let mut list = steps.remove(&chapter.name).unwrap_or_default();
+            list.sort_by(|a, b| a.position.cmp(&b.position).then(a.name.cmp(&b.name)));
+            chapter.steps = list;
+            chapter
+        })
+        .collect();
+    chapters.sort_by(|a, b| a.position.cmp(&b.position).then(a.name.cmp(&b.name)));
+    chapters
+}
+
+/// Whether the handbook has the step `method/steps/{id}`.
+pub fn has_step<R: ReadDoc>(doc: &R, name: &str) -> bool {
+    name.strip_prefix("method/steps/")
+        .is_some_and(|id| dm::record(doc, "steps", id).is_some())
+}
+
+/// Checks and writes a chapter's fields.
+pub fn write_chapter(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    chapter: &pb::Chapter,
+) -> Result<(), Status> {
+    check_len("title", &chapter.title, 1, 200)?;
+    check_len("introduction", &chapter.introduction, 0, 20_000)?;
+    tx.put(obj, "title", chapter.title.trim())
+        .map_err(doc_error)?;
+    dm::put_text(tx, obj, "introduction", &chapter.introduction).map_err(doc_error)?;
+    tx.put(obj, "position", chapter.position as i64)
+        .map_err(doc_error)?;
+    Ok(())
+}
+
+/// Checks and writes a step's fields; its chapter must exist.
+pub fn write_step(tx: &mut Transaction<'_>, obj: &ObjId, step: &pb::Step) -> Result<(), Status> {
+    check_len("title", &step.title, 1, 200)?;
+    check_len("description", &step.description, 0, 20_000)?;
+    let chapter = step
+        .chapter
+        .strip_prefix("method/chapters/")
+        .unwrap_or_default();
+    if dm::record(tx, "chapters", chapter).is_none() {
+        return Err(Status::invalid_argument(format!(
+            "field `chapter`: {:?} is not an existing chapter",
+            step.chapter
+        )));
+    }
+    tx.put(obj, "chapter", step.chapter.as_str())
+        .map_err(doc_error)?;
+    tx.put(obj, "title", step.title.trim()).map_err(doc_error)?;
+    dm::put_text(tx, obj, "description", &step.description).map_err(doc_error)?;
+    tx.put(obj, "position", step.position as i64)
+        .map_err(doc_error)?;
+    Ok(())
+}
+
+/// Checks and writes a checklist item's fields; its step must exist.
+pub fn write_item(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    item: &pb::ChecklistItem,
+) -> Result<(), Status> {
+    check_len("text", &item.text, 1, 1000)?;
+    if !has_step(tx, &item.step) {
+        return Err(Status::invalid_argument(format!(
+            "field `step`: {:?} is not an existing step",
+            item.step
+        )));
+    }
+    tx.put(obj, "step", item.step.as_str()).map_err(doc_error)?;
+    dm::put_text(tx, obj, "text", &item.text).map_err(doc_error)?;
+    tx.put(obj, "position", item.position as i64)
+        .map_err(doc_error)?;
+    Ok(())
+}
+
+/// The newest release whose heads are all part of the history up to `heads`.
+pub fn newest_release_within(doc: &Automerge, heads: &[ChangeHash]) -> Option<pb::Release> {
+    let after: std::collections::HashSet<ChangeHash> = doc
+        .get_changes_meta(heads)
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    releases(doc).into_iter().find(|release| {
+        dm::parse_version(&release.version).is_some_and(|release_heads| {
+            release_heads
+                .iter()
+                .all(|h| doc.get_change_meta_by_hash(h).is_some() && !after.contains(h))
+        })
+    })
+}
+
+/// Fields compared per kind of record, for "what changed".
+const COMPARED: [(&str, &str, &[&str]); 3] = [
+    (
+        "chapters",
+        "method/chapters",
+        &["title", "introduction", "position"],
+    ),
+    (
+        "steps",
+        "method/steps",
+        &["chapter", "title", "description", "position"],
+    ),
+    ("items", "method/items", &["step", "text", "position"]),
+];
+
+fn snapshot<R: ReadDoc>(
+    doc: &R,
+    collection: &str,
+    fields: &[&str],
+) -> BTreeMap<String, Vec<String>> {
+    dm::records(doc, collection)
+        .into_iter()
+        .map(|(id, obj)| {
+            let values = fields
+                .iter()
+                .map(|f| {
+                    if *f == "position" {
+                        dm::get_i64(doc, &obj, f).to_string()
+                    } else {
+                        dm::get_str(doc, &obj, f)
+                    }
+                })
+                .collect();
+            (id, values)
+        })
+        .collect()
+}
+
+/// What changed in the handbook between `since` (older heads) and the document's current state.
+pub fn diff(doc: &Automerge, since: &[ChangeHash]) -> Result<Vec<pb::HandbookChange>, Status> {
+    for head in since {
+        if doc.get_change_meta_by_hash(head).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "field `since_version`: this node does not know version {head}"
+            )));
+        }
+    }
+    let old = doc.fork_at(since).map_err(doc_error)?;
+    let mut changes = Vec::new();
+    for (collection, prefix, fields) in COMPARED {
+        let before = snapshot(&old, collection, fields);
+        let after = snapshot(doc, collection, fields);
+        let title_index = fields
+            .iter()
+            .position(|f| *f == "title" || *f == "text")
+            .unwrap_or(0);
+        for (id, values) in &after {
+            let resource = format!("{prefix}/{id}");
+            match before.get(id) {
+                None => changes.push(pb::HandbookChange {
+                    kind: "added".into(),
+                    resource,
+                    title: values[title_index].clone(),
+                    fields: Vec::new(),
+                }),
+                Some(old_values) if old_values != values => changes.push(pb::HandbookChange {
+                    kind: "changed".into(),
+                    resource,
+                    title: values[title_index].clone(),
+                    fields: fields
+                        .iter()
+                        .zip(old_values.iter().zip(values.iter()))
+                        .filter(|(_, (a, b))| a != b)
+                        .map(|(f, _)| f.to_string())
+                        .collect(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (id, values) in &before {
+            if !after.contains_key(id) {
+                changes.push(pb::HandbookChange {
+                    kind: "removed".into(),
+                    resource: format!("{prefix}/{id}"),
+                    title: values[title_index].clone(),
+                    fields: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(changes)
+}
