@@ -173,13 +173,25 @@ impl SyncHandle {
         doc: &ShareableDocId,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, EditFailure<E>> {
+        self.edit_at(doc, None, change)
+    }
+
+    /// Like [`SyncHandle::edit`], made as if at the older heads `at` so that changes made
+    /// meanwhile are merged rather than overwritten.
+    pub fn edit_at<R, E>(
+        &self,
+        doc: &ShareableDocId,
+        at: Option<&[ChangeHash]>,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, EditFailure<E>> {
         let mut engine = self.engine();
-        let (result, out) = engine
-            .edit(doc, self.now_ms(), change)
-            .map_err(|err| match err {
-                EditError::Engine(err) => EditFailure::Engine(err),
-                EditError::Rejected(err) => EditFailure::Rejected(err),
-            })?;
+        let (result, out) =
+            engine
+                .edit_at(doc, at, self.now_ms(), change)
+                .map_err(|err| match err {
+                    EditError::Engine(err) => EditFailure::Engine(err),
+                    EditError::Rejected(err) => EditFailure::Rejected(err),
+                })?;
         self.perform(&mut engine, out)?;
         Ok(result)
     }

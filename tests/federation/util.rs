@@ -172,7 +172,15 @@ impl Federation {
 
     /// A client of city `i` with a token of `role`.
     pub async fn client_with_role(&self, i: usize, role: ApiRole) -> Client {
-        let node = &self.cities[i];
+        self.node_client_with_role(&self.cities[i], role).await
+    }
+
+    /// A client of the hub with a token of `role`.
+    pub async fn hub_client_with_role(&self, role: ApiRole) -> Client {
+        self.node_client_with_role(&self.hub, role).await
+    }
+
+    async fn node_client_with_role(&self, node: &TestNode, role: ApiRole) -> Client {
         let token = tokens::create_token(&node.config.data_dir, role, "test").unwrap();
         let addr = node.running.as_ref().unwrap().api_addr;
         Client::connect(&format!("https://{addr}"), &token, &self.ca_pem)

@@ -13,8 +13,9 @@ use crate::tokens::ApiRole;
 /// The `Lessons` gRPC service.
 pub struct LessonsService(pub ApiState);
 
-fn to_pb(record: LessonRecord) -> pb::Lesson {
+fn to_pb((record, etag): (LessonRecord, String)) -> pb::Lesson {
     pb::Lesson {
+        etag,
         name: format!("cities/{}/lessons/{}", record.city, record.id),
         city: record.city,
         title: record.title,
@@ -43,6 +44,9 @@ fn parse_name(name: &str) -> Result<(String, String), Status> {
 
 fn edit_status(err: EditFailure<LessonError>) -> Status {
     match err {
+        EditFailure::Engine(err @ sfs_sync::EngineError::UnknownVersion(_)) => {
+            Status::invalid_argument(format!("field `lesson.etag`: {err}"))
+        }
         EditFailure::Engine(err) => Status::failed_precondition(err.to_string()),
         EditFailure::Storage(err) => Status::unavailable(err.to_string()),
         EditFailure::Rejected(LessonError::NotFound(id)) => {
@@ -68,15 +72,20 @@ impl LessonsService {
         Ok((me.name().to_string(), doc))
     }
 
-    fn read_lesson(&self, city: &str, id: &str) -> Result<LessonRecord, Status> {
+    /// A lesson and the version of its city's lessons document.
+    fn read_lesson(&self, city: &str, id: &str) -> Result<(LessonRecord, String), Status> {
         let doc =
             ShareableDocId::lessons(city).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.0
             .sync
-            .read(|engine| engine.document(&doc).map(|d| lessons::read_all(d, city)))
-            .unwrap_or_default()
-            .into_iter()
-            .find(|l| l.id == id)
+            .read(|engine| {
+                let d = engine.document(&doc)?;
+                let version = crate::docmodel::version_of(&d.get_heads());
+                lessons::read_all(d, city)
+                    .into_iter()
+                    .find(|l| l.id == id)
+                    .map(|l| (l, version))
+            })
             .ok_or_else(|| Status::not_found(format!("cities/{city}/lessons/{id} does not exist")))
     }
 
@@ -184,6 +193,16 @@ impl pb::lessons_server::Lessons for LessonsService {
             has("method_step"),
             has("archived"),
         );
+        let base = if lesson.etag.is_empty() {
+            None
+        } else {
+            Some(crate::docmodel::parse_version(&lesson.etag).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "field `lesson.etag`: {:?} is not a version from this API",
+                    lesson.etag
+                ))
+            })?)
+        };
         let sync = self.0.sync.clone();
         let lesson_id = id.clone();
         blocking(move || {
@@ -194,7 +213,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                 method_step: set_step.then_some(lesson.method_step.as_str()),
                 archived: set_archived.then_some(lesson.archived),
             };
-            sync.edit(&doc, |tx| {
+            sync.edit_at(&doc, base.as_deref(), |tx| {
                 lessons::update(tx, &lesson_id, changes, now_ms())
             })
         })
@@ -231,7 +250,7 @@ impl pb::lessons_server::Lessons for LessonsService {
             n => (n as usize).min(MAX_PAGE_SIZE),
         };
         let query = request.query.trim().to_lowercase();
-        let mut all: Vec<LessonRecord> = self.0.sync.read(|engine| {
+        let mut all: Vec<(LessonRecord, String)> = self.0.sync.read(|engine| {
             engine
                 .documents()
                 .filter_map(|(id, doc)| {
@@ -239,13 +258,20 @@ impl pb::lessons_server::Lessons for LessonsService {
                     if city_filter.as_deref().is_some_and(|c| c != city) {
                         return None;
                     }
-                    Some(lessons::read_all(doc, city))
+                    let version = crate::docmodel::version_of(&doc.get_heads());
+                    Some(
+                        lessons::read_all(doc, city)
+                            .into_iter()
+                            .map(move |l| (l, version.clone())),
+                    )
                 })
                 .flatten()
-                .filter(|l| request.show_archived || !l.archived)
-                .filter(|l| request.tag.is_empty() || l.tags.iter().any(|t| t == &request.tag))
-                .filter(|l| request.method_step.is_empty() || l.method_step == request.method_step)
-                .filter(|l| {
+                .filter(|(l, _)| request.show_archived || !l.archived)
+                .filter(|(l, _)| request.tag.is_empty() || l.tags.iter().any(|t| t == &request.tag))
+                .filter(|(l, _)| {
+                    request.method_step.is_empty() || l.method_step == request.method_step
+                })
+                .filter(|(l, _)| {
                     query.is_empty()
                         || l.title.to_lowercase().contains(&query)
                         || l.body.to_lowercase().contains(&query)
@@ -254,7 +280,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                 .collect()
         });
         // Newest first; ties broken by name so that pages are stable.
-        all.sort_by(|a, b| {
+        all.sort_by(|(a, _), (b, _)| {
             b.created_ms
                 .cmp(&a.created_ms)
                 .then_with(|| (&a.city, &a.id).cmp(&(&b.city, &b.id)))
@@ -270,17 +296,18 @@ impl pb::lessons_server::Lessons for LessonsService {
                     Status::invalid_argument("field `page_token`: not a token from a previous page")
                 })?;
             all.iter()
-                .position(|l| {
+                .position(|(l, _)| {
                     l.created_ms < created
                         || (l.created_ms == created && format!("{}/{}", l.city, l.id) > name)
                 })
                 .unwrap_or(all.len())
         };
         let total_size = all.len() as i32;
-        let page: Vec<LessonRecord> = all.iter().skip(start).take(page_size).cloned().collect();
+        let page: Vec<(LessonRecord, String)> =
+            all.iter().skip(start).take(page_size).cloned().collect();
         let next_page_token = if start + page.len() < all.len() {
             page.last()
-                .map(|l| format!("{}:{}/{}", l.created_ms, l.city, l.id))
+                .map(|(l, _)| format!("{}:{}/{}", l.created_ms, l.city, l.id))
                 .unwrap_or_default()
         } else {
             String::new()

@@ -76,6 +76,8 @@ pub enum EngineError {
     },
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
+    #[error("version {0} of the document is not known here")]
+    UnknownVersion(ChangeHash),
 }
 
 /// How a document's bytes are to be persisted.
@@ -287,6 +289,19 @@ impl Engine {
         now_ms: u64,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Output), EditError<E>> {
+        self.edit_at(id, None, now_ms, change)
+    }
+
+    /// Like [`Engine::edit`], but the change is made as if at the older heads `at` (what the
+    /// editor saw when it read the document): anything others changed since is merged with it
+    /// by Automerge instead of being overwritten. Unknown heads are refused.
+    pub fn edit_at<R, E>(
+        &mut self,
+        id: &ShareableDocId,
+        at: Option<&[ChangeHash]>,
+        now_ms: u64,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Output), EditError<E>> {
         if !id.is_owned_by(&self.me) {
             return Err(EditError::Engine(EngineError::NotOwner {
                 doc: id.clone(),
@@ -299,16 +314,35 @@ impl Engine {
             .docs
             .entry(id.clone())
             .or_insert_with(|| DocEntry::empty(actor));
-        let result = entry
-            .doc
-            .transact(|tx| change(tx))
-            .map_err(|failure| EditError::Rejected(failure.error))?;
+        let mut tx = match at {
+            Some(heads) => {
+                if let Some(missing) = heads
+                    .iter()
+                    .find(|h| entry.doc.get_change_meta_by_hash(h).is_none())
+                {
+                    return Err(EditError::Engine(EngineError::UnknownVersion(*missing)));
+                }
+                entry
+                    .doc
+                    .transaction_at(automerge::PatchLog::inactive(), heads)
+                    .expect("an inactive patch log belongs to any document")
+            }
+            None => entry.doc.transaction(),
+        };
+        let result = match change(&mut tx) {
+            Ok(result) => result,
+            Err(err) => {
+                tx.rollback();
+                return Err(EditError::Rejected(err));
+            }
+        };
+        let (hash, _) = tx.commit();
         let mut out = Output::default();
-        if result.hash.is_some() {
+        if hash.is_some() {
             self.document_changed(id, None, &mut out);
             self.finish(&mut out, now_ms);
         }
-        Ok((result.result, out))
+        Ok((result, out))
     }
 
     /// The driver could not store the bytes of `id` it was given: the next persist of this
