@@ -508,7 +508,8 @@ async fn roles_and_validation_give_clear_errors() {
 async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     let dir = tempfile::tempdir().unwrap();
     let cities = vec!["helsingborg".to_string(), "malmo".to_string()];
-    let (running, _file) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
+    let (running, file) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
+    sfs_node::demo::seed(&file).await.unwrap();
     let federation = dir.path().join("federation.json").display().to_string();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&federation).unwrap()).unwrap();
@@ -575,6 +576,55 @@ async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["node_id"], "malmo");
     assert_eq!(status["peers"][0]["state"], "connected");
+    // The sample handbook, its release and what changed since, through the CLI at a city.
+    let (result, out) = cli(&[
+        "--node",
+        "malmo",
+        "handbook",
+        "changes",
+        "--since-release",
+        "2026.1",
+        "--json",
+    ])
+    .await;
+    result.unwrap();
+    let diff: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(diff["changes"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(diff["changes"][0]["kind"], "added");
+    // Signals through the CLI: only with a coordinator token, and every access is logged.
+    let organisation = {
+        let (result, out) = cli(&["--node", "malmo", "register", "organisations", "--json"]).await;
+        result.unwrap();
+        let orgs: serde_json::Value = serde_json::from_str(&out).unwrap();
+        orgs[0]["name"].as_str().unwrap().to_string()
+    };
+    let (result, out) = cli(&[
+        "--node",
+        "malmo",
+        "signals",
+        "add",
+        "--date",
+        "2026-11-02",
+        "--organisation",
+        &organisation,
+        "--description",
+        "Seen at the station",
+    ])
+    .await;
+    result.unwrap();
+    let signal = out.trim().to_string();
+    assert!(signal.starts_with("signals/"), "{out}");
+    let (result, out) = cli(&["--node", "malmo", "signals", "access-log", "--json"]).await;
+    result.unwrap();
+    assert!(out.contains(&signal), "{out}");
+    let (result, out) = cli(&["--node", "national", "progress", "adoption", "--json"]).await;
+    result.unwrap();
+    let adoption: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(adoption["steps"].as_array().unwrap().len(), 6);
+    let (result, out) = cli(&["--node", "hub", "cities", "list", "--json"]).await;
+    result.unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
     let (result, _) = cli(&["--node", "nowhere", "status"]).await;
     assert!(result
         .unwrap_err()
