@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stadforstad/v1/method.proto",
         "stadforstad/v1/progress.proto",
         "stadforstad/v1/directory.proto",
+        "stadforstad/v1/stats.proto",
     ];
     println!("cargo:rerun-if-changed=stadforstad");
     let descriptors = protox::compile(files, ["."])?;

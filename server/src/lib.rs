@@ -19,6 +19,7 @@ pub mod pki;
 pub mod progress;
 pub mod register;
 pub mod signals;
+pub mod stats;
 pub mod store;
 pub mod sync;
 pub mod tokens;

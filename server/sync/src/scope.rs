@@ -161,7 +161,7 @@ pub enum Owner {
 
 const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records"];
 const SHARED_KINDS: &[&str] = &["lessons", "stats", "progress"];
-const NATIONAL_KINDS: &[&str] = &["method", "directory", "stats"];
+const NATIONAL_KINDS: &[&str] = &["method", "directory", "stats", "policy"];
 
 /// A validated document id of any scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
