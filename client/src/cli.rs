@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: ProgressCommand,
     },
+    /// Statistics: record, preview, publish, and read national figures.
+    Stats {
+        #[command(subcommand)]
+        command: StatsCommand,
+    },
     /// The member cities (kept by the hub).
     Cities {
         #[command(subcommand)]
@@ -363,6 +368,109 @@ enum ProgressCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum StatsCommand {
+    /// Record raw data (stays in the city).
+    Record {
+        #[command(subcommand)]
+        command: RecordCommand,
+    },
+    /// List this city's support records of a quarter (coordinator).
+    Records {
+        #[arg(long, default_value = "")]
+        quarter: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show exactly what publishing a quarter would send (coordinator).
+    Preview {
+        /// YYYY-Qn
+        #[arg(long)]
+        quarter: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the previewed release of a quarter (coordinator).
+    Publish {
+        #[arg(long)]
+        quarter: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Published releases of this city, one city, or all cities.
+    Releases {
+        #[arg(long)]
+        all_cities: bool,
+        #[arg(long, conflicts_with = "all_cities")]
+        city: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or change the national disclosure policy (changes at the hub, coordinator).
+    Policy {
+        /// suppression or noise.
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long)]
+        k: Option<i32>,
+        /// ε per release, in thousandths.
+        #[arg(long)]
+        epsilon_milli: Option<i32>,
+        /// Yearly ε cap, in thousandths.
+        #[arg(long)]
+        year_cap_milli: Option<i32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// National figures for a year.
+    National {
+        #[arg(long)]
+        year: i32,
+        #[arg(long)]
+        json: bool,
+        /// Print CSV instead.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecordCommand {
+    /// One person supported or identified as a possible victim in a quarter (coordinator).
+    Support {
+        #[arg(long)]
+        quarter: String,
+        /// female, male, other_or_unknown
+        #[arg(long)]
+        sex: String,
+        /// 0-11, 12-17, 18-24, 25-34, 35-44, 45-54, 55-64, 65+, unknown
+        #[arg(long)]
+        age_band: String,
+        /// swedish, other_eu, non_eu, unknown
+        #[arg(long)]
+        citizenship: String,
+        /// sexual, forced_labour, forced_criminality, begging, other
+        #[arg(long)]
+        exploitation: String,
+        /// police, social_services, civil_society, business, self_or_other
+        #[arg(long)]
+        referral_source: String,
+        /// The city's own reference for the person (never published).
+        #[arg(long)]
+        person_ref: String,
+    },
+    /// An activity count (editor).
+    Activity {
+        #[arg(long)]
+        quarter: String,
+        /// trainings_held, people_trained, outreach_sessions, network_meetings, businesses_enrolled
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        count: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum CitiesCommand {
     /// List member cities.
     List {
@@ -571,6 +679,7 @@ pub async fn run(
         Command::Handbook { command } => handbook(&mut client, command, out).await?,
         Command::Progress { command } => progress(&mut client, command, out).await?,
         Command::Cities { command } => cities(&mut client, command, out).await?,
+        Command::Stats { command } => stats(&mut client, command, out).await?,
         Command::Status { json } => status(&mut client, json, out).await?,
     }
     Ok(())
@@ -1237,6 +1346,301 @@ async fn progress(
                         },
                         step.not_started.join(", ")
                     )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_release(out: &mut dyn Write, r: &pb::StatsRelease) -> Result<(), CliError> {
+    let state = if r.draft {
+        "preview (not published)"
+    } else {
+        "published"
+    };
+    writeln!(out, "{} {} — {state}, mode {}", r.name, r.quarter, r.mode)?;
+    if !r.corrects.is_empty() {
+        writeln!(out, "  corrects {}", r.corrects)?;
+    }
+    if r.mode == "noise" {
+        writeln!(
+            out,
+            "  spends ε {:.3}; spent this year before: {:.3} of {:.3}",
+            r.epsilon_milli as f64 / 1000.0,
+            r.year_spent_milli as f64 / 1000.0,
+            r.year_cap_milli as f64 / 1000.0
+        )?;
+    } else {
+        writeln!(out, "  counts from 1 to {} are suppressed", r.k - 1)?;
+    }
+    let mut table = String::new();
+    for c in &r.cells {
+        if c.table != table {
+            table = c.table.clone();
+            writeln!(out, "  {table}")?;
+        }
+        let row = if c.row.is_empty() {
+            "total"
+        } else {
+            c.row.as_str()
+        };
+        let col = if c.col.is_empty() {
+            "total"
+        } else {
+            c.col.as_str()
+        };
+        let value = match (c.value, c.status.as_str()) {
+            (Some(v), "noisy") => format!("{v} ± {:.1}", c.sd),
+            (Some(v), _) => v.to_string(),
+            (None, _) => {
+                if c.reason.is_empty() {
+                    "suppressed".to_string()
+                } else {
+                    format!("suppressed ({})", c.reason)
+                }
+            }
+        };
+        writeln!(out, "    {row:<20} {col:<18} {value}")?;
+    }
+    let activity: Vec<String> = r.activity.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    writeln!(out, "  activity: {}", activity.join(", "))?;
+    Ok(())
+}
+
+async fn stats(
+    client: &mut Client,
+    command: StatsCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let err = ClientError::from;
+    match command {
+        StatsCommand::Record {
+            command:
+                RecordCommand::Support {
+                    quarter,
+                    sex,
+                    age_band,
+                    citizenship,
+                    exploitation,
+                    referral_source,
+                    person_ref,
+                },
+        } => {
+            let record = pb::SupportRecord {
+                quarter,
+                sex,
+                age_band,
+                citizenship,
+                exploitation,
+                referral_source,
+                person_ref,
+                ..Default::default()
+            };
+            let created = client
+                .stats
+                .create_support_record(pb::CreateSupportRecordRequest {
+                    record: Some(record),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        StatsCommand::Record {
+            command:
+                RecordCommand::Activity {
+                    quarter,
+                    kind,
+                    count,
+                },
+        } => {
+            let record = pb::ActivityRecord {
+                quarter,
+                kind,
+                count,
+                ..Default::default()
+            };
+            let created = client
+                .stats
+                .create_activity_record(pb::CreateActivityRecordRequest {
+                    record: Some(record),
+                })
+                .await
+                .map_err(err)?;
+            writeln!(out, "{}", created.into_inner().name)?;
+        }
+        StatsCommand::Records { quarter, json } => {
+            let request = pb::ListStatsRecordsRequest {
+                quarter,
+                page_size: 500,
+                page_token: String::new(),
+            };
+            let records = client
+                .stats
+                .list_support_records(request)
+                .await
+                .map_err(err)?
+                .into_inner()
+                .records;
+            emit(out, &records, json)?;
+        }
+        StatsCommand::Preview { quarter, json } => {
+            let release = client
+                .stats
+                .preview_release(pb::PreviewReleaseRequest { quarter })
+                .await
+                .map_err(err)?
+                .into_inner();
+            if json {
+                emit(out, &release, true)?
+            } else {
+                print_release(out, &release)?
+            }
+        }
+        StatsCommand::Publish { quarter, json } => {
+            let release = client
+                .stats
+                .publish_release(pb::PublishReleaseRequest { quarter })
+                .await
+                .map_err(err)?
+                .into_inner();
+            if json {
+                emit(out, &release, true)?
+            } else {
+                print_release(out, &release)?
+            }
+        }
+        StatsCommand::Releases {
+            all_cities,
+            city,
+            json,
+        } => {
+            let parent = if all_cities {
+                "cities/-".to_string()
+            } else {
+                format!(
+                    "cities/{}",
+                    match city {
+                        Some(c) => c,
+                        None => client.status().await?.node_id,
+                    }
+                )
+            };
+            let releases = client
+                .stats
+                .list_stats_releases(pb::ListStatsReleasesRequest {
+                    parent,
+                    period: String::new(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner()
+                .releases;
+            if json {
+                emit(out, &releases, true)?;
+            } else if releases.is_empty() {
+                writeln!(out, "no releases")?;
+            } else {
+                for r in &releases {
+                    print_release(out, r)?;
+                }
+            }
+        }
+        StatsCommand::Policy {
+            mode,
+            k,
+            epsilon_milli,
+            year_cap_milli,
+            json,
+        } => {
+            let mut policy = client
+                .stats
+                .get_disclosure_policy(pb::GetDisclosurePolicyRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
+            if mode.is_some() || k.is_some() || epsilon_milli.is_some() || year_cap_milli.is_some()
+            {
+                if let Some(mode) = mode {
+                    policy.mode = mode;
+                }
+                if let Some(k) = k {
+                    policy.k = k;
+                }
+                if let Some(e) = epsilon_milli {
+                    policy.epsilon_milli = e;
+                }
+                if let Some(cap) = year_cap_milli {
+                    policy.year_cap_milli = cap;
+                }
+                policy = client
+                    .stats
+                    .update_disclosure_policy(pb::UpdateDisclosurePolicyRequest {
+                        policy: Some(policy),
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+            }
+            emit(out, &policy, json)?;
+        }
+        StatsCommand::National { year, json, csv } => {
+            if csv {
+                let export = client
+                    .stats
+                    .export_national_stats_csv(pb::GetNationalStatsRequest { year })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                write!(out, "{}", export.csv)?;
+            } else {
+                let national = client
+                    .stats
+                    .get_national_stats(pb::GetNationalStatsRequest { year })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                if json {
+                    emit(out, &national, true)?;
+                } else {
+                    writeln!(
+                        out,
+                        "National figures {year} (from {} releases)",
+                        national.releases.len()
+                    )?;
+                    for c in national
+                        .cells
+                        .iter()
+                        .filter(|c| c.county.is_empty() && c.period == year.to_string())
+                    {
+                        let row = if c.row.is_empty() {
+                            "total"
+                        } else {
+                            c.row.as_str()
+                        };
+                        let col = if c.col.is_empty() {
+                            "total"
+                        } else {
+                            c.col.as_str()
+                        };
+                        let note = match c.status.as_str() {
+                            "exact" => String::new(),
+                            "lower_bound" => "  (at least)".to_string(),
+                            other => format!("  ({other}, sd {:.1})", c.sd),
+                        };
+                        writeln!(
+                            out,
+                            "  {:<26} {row:<20} {col:<18} {}{note}",
+                            c.table, c.value
+                        )?;
+                    }
+                    for a in national
+                        .activity
+                        .iter()
+                        .filter(|a| a.period == year.to_string())
+                    {
+                        writeln!(out, "  activity {:<20} {}", a.kind, a.value)?;
+                    }
                 }
             }
         }

@@ -82,6 +82,7 @@ pub struct Client {
     pub method: pb::method_client::MethodClient<Authed>,
     pub progress: pb::progress_client::ProgressClient<Authed>,
     pub directory: pb::directory_client::DirectoryClient<Authed>,
+    pub stats: pb::statistics_client::StatisticsClient<Authed>,
     pub node: pb::node_client::NodeClient<Authed>,
 }
 
@@ -130,6 +131,10 @@ impl Client {
                 auth.clone(),
             ),
             directory: pb::directory_client::DirectoryClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
+            stats: pb::statistics_client::StatisticsClient::with_interceptor(
                 channel.clone(),
                 auth.clone(),
             ),

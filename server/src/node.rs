@@ -216,6 +216,10 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         ))
         .add_service(pb::directory_server::DirectoryServer::with_interceptor(
             api::directory::DirectoryService(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(pb::statistics_server::StatisticsServer::with_interceptor(
+            api::stats::StatsService(state.clone()),
             auth,
         ));
     if id.role() == Role::Hub {
@@ -223,6 +227,10 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         tasks.push(tokio::spawn(api::directory::record_links(
             state.clone(),
             events,
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(api::stats::aggregate_national(
+            state.clone(),
             shutdown_rx.clone(),
         )));
     }

@@ -95,6 +95,8 @@ pub struct SyncHandle {
     started: Instant,
     frame_tap: Option<FrameTap>,
     link_events: Mutex<Option<mpsc::UnboundedSender<LinkEvent>>>,
+    /// Announces every document whose content changed (by an edit or from a peer).
+    changes: tokio::sync::broadcast::Sender<ShareableDocId>,
 }
 
 /// The Automerge actor id of a node's own edits: stable across restarts, derived from its id.
@@ -127,7 +129,13 @@ impl SyncHandle {
             started: Instant::now(),
             frame_tap,
             link_events: Mutex::new(None),
+            changes: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// Receives the id of every document whose content changes from now on.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ShareableDocId> {
+        self.changes.subscribe()
     }
 
     /// Receives an event each time a link comes up or goes down.
@@ -206,6 +214,9 @@ impl SyncHandle {
                 }
                 return Err(err);
             }
+        }
+        for doc in &out.changed_docs {
+            let _ = self.changes.send(doc.clone());
         }
         for (peer, doc, state) in &out.persist_sync_states {
             if let Err(err) = self.sync_states.put(peer, doc, state) {

@@ -12,6 +12,7 @@ pub mod node;
 pub mod progress;
 pub mod register;
 pub mod signals;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

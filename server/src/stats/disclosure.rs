@@ -24,7 +24,7 @@ use rand_dp::distr::Distribution;
 use rand_dp::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{spec, CellKey, CellPos, TABLES};
+use super::{spec, CellKey, CellPos, Relation, TABLES};
 
 /// The national disclosure policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +128,7 @@ impl Range {
 pub fn audit(
     values: &BTreeMap<CellKey, i64>,
     hidden: &BTreeSet<CellKey>,
-    relations: &[(CellKey, Vec<CellKey>)],
+    relations: &[Relation],
 ) -> BTreeMap<CellKey, Range> {
     let keys: Vec<&CellKey> = values.keys().collect();
     let index: BTreeMap<&CellKey, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
@@ -174,7 +174,7 @@ pub fn audit(
 /// The cells to hide so that small counts are hidden and none can be worked out.
 pub fn suppress(
     values: &BTreeMap<CellKey, i64>,
-    relations: &[(CellKey, Vec<CellKey>)],
+    relations: &[Relation],
     k: i64,
 ) -> BTreeMap<CellKey, Reason> {
     let mut hidden: BTreeMap<CellKey, Reason> = values
@@ -190,7 +190,8 @@ pub fn suppress(
             break;
         };
         let published_nonzero = |key: &CellKey| !hidden.contains_key(key) && values[key] > 0;
-        // Prefer a small inner cell (a long key) in a relation with the exposed cell.
+        // Prefer an inner cell (a long key: totals are worth more to readers), the smallest first,
+        // in a relation with the exposed cell.
         let neighbours: BTreeSet<&CellKey> = relations
             .iter()
             .filter(|(total, parts)| total == exposed || parts.contains(exposed))
@@ -200,7 +201,7 @@ pub fn suppress(
         let choose = |candidates: Vec<&CellKey>| {
             candidates
                 .into_iter()
-                .min_by_key(|key| (values[*key], std::cmp::Reverse(key.len()), (*key).clone()))
+                .min_by_key(|key| (std::cmp::Reverse(key.len()), values[*key], (*key).clone()))
                 .cloned()
         };
         let pick = choose(neighbours.into_iter().collect())
@@ -402,7 +403,7 @@ mod tests {
     }
 
     /// A small 2 × 3 table with margins, as keys and relations.
-    fn small_table(inner: &[i64; 6]) -> (BTreeMap<CellKey, i64>, Vec<(CellKey, Vec<CellKey>)>) {
+    fn small_table(inner: &[i64; 6]) -> (BTreeMap<CellKey, i64>, Vec<Relation>) {
         let key = |r: Option<usize>, c: Option<usize>| {
             let mut k = Vec::new();
             if let Some(r) = r {

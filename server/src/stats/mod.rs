@@ -8,6 +8,7 @@
 //! figures that say which cells are exact, lower bounds, or noisy ([`national`]).
 
 pub mod disclosure;
+pub mod documents;
 pub mod national;
 
 use std::collections::BTreeMap;
@@ -229,6 +230,9 @@ pub struct CellPos {
 /// it is restricted to. Tables that share a margin share the cell (the grand total is `[]`).
 pub type CellKey = Vec<(String, String)>;
 
+/// An additive relation between cells: the first is the sum of the others.
+pub type Relation = (CellKey, Vec<CellKey>);
+
 impl CellPos {
     /// The cell's canonical key.
     pub fn key(&self, spec: &TableSpec) -> CellKey {
@@ -293,7 +297,7 @@ pub fn tabulate(records: &[SupportRecord]) -> Vec<(CellPos, i64)> {
 /// The additive relations between cells that anyone reading the tables knows: each row total
 /// is the sum of its row, each column total the sum of its column, the grand total the sum of
 /// the row totals and of the column totals. As `(total, parts)` over canonical keys.
-pub fn relations() -> Vec<(CellKey, Vec<CellKey>)> {
+pub fn relations() -> Vec<Relation> {
     let mut out = Vec::new();
     for spec in &TABLES {
         let rows = categories(spec.rows);
