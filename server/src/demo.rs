@@ -442,6 +442,71 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
         })
         .await?;
     }
+    // A quarter of statistics, recorded and published under the national disclosure rules.
+    let quarter = "2026-Q3";
+    let people: [(&str, &str, &str, &str, &str); 9] = [
+        ("female", "25-34", "non_eu", "sexual", "police"),
+        ("female", "18-24", "non_eu", "sexual", "police"),
+        ("female", "25-34", "other_eu", "sexual", "civil_society"),
+        ("female", "35-44", "non_eu", "sexual", "police"),
+        ("female", "18-24", "non_eu", "sexual", "business"),
+        ("female", "12-17", "swedish", "sexual", "social_services"),
+        (
+            "male",
+            "35-44",
+            "other_eu",
+            "forced_labour",
+            "social_services",
+        ),
+        ("male", "25-34", "other_eu", "forced_labour", "police"),
+        ("female", "45-54", "other_eu", "begging", "civil_society"),
+    ];
+    for (i, (sex, age_band, citizenship, exploitation, referral_source)) in
+        people.iter().enumerate()
+    {
+        city.stats
+            .create_support_record(pb::CreateSupportRecordRequest {
+                record: Some(pb::SupportRecord {
+                    quarter: quarter.into(),
+                    sex: sex.to_string(),
+                    age_band: age_band.to_string(),
+                    citizenship: citizenship.to_string(),
+                    exploitation: exploitation.to_string(),
+                    referral_source: referral_source.to_string(),
+                    person_ref: format!("{name}-case-{i}"),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+    }
+    for (kind, count) in [
+        ("trainings_held", 2),
+        ("people_trained", 35),
+        ("outreach_sessions", 6),
+        ("network_meetings", 3),
+        ("businesses_enrolled", 4),
+    ] {
+        city.stats
+            .create_activity_record(pb::CreateActivityRecordRequest {
+                record: Some(pb::ActivityRecord {
+                    quarter: quarter.into(),
+                    kind: kind.into(),
+                    count,
+                    ..Default::default()
+                }),
+            })
+            .await?;
+    }
+    city.stats
+        .preview_release(pb::PreviewReleaseRequest {
+            quarter: quarter.into(),
+        })
+        .await?;
+    city.stats
+        .publish_release(pb::PublishReleaseRequest {
+            quarter: quarter.into(),
+        })
+        .await?;
     for (step, state) in [(0, "done"), (1, "started")] {
         city.progress
             .set_step_progress(pb::SetStepProgressRequest {
