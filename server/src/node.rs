@@ -26,6 +26,18 @@ use crate::store::Store;
 use crate::sync::{self, actor_for, FrameTap, HubLinkConfig, SyncHandle, MAX_FRAME_BYTES};
 use crate::tokens::TokenRegistry;
 
+/// The fully qualified names of the API's services, for the health service.
+pub const API_SERVICES: &[&str] = &[
+    "stadforstad.v1.Lessons",
+    "stadforstad.v1.Register",
+    "stadforstad.v1.Signals",
+    "stadforstad.v1.Method",
+    "stadforstad.v1.Progress",
+    "stadforstad.v1.Directory",
+    "stadforstad.v1.Statistics",
+    "stadforstad.v1.Node",
+];
+
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -188,8 +200,24 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             source,
         })?;
     let auth = api::authenticate(tokens);
+    // Generic tools (grpcurl, Postman, Evans) list and call the API through reflection, and
+    // probes use the standard health service; neither needs a token.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sfs_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| NodeError::Config(format!("reflection: {err}")))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in API_SERVICES {
+        health.set_service_status(*service, tonic_health::ServingStatus::Serving).await;
+    }
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let api_router = Server::builder()
+        // gRPC-Web (HTTP/1.1) for browser tools, next to plain gRPC.
+        .accept_http1(true)
         .tls_config(ServerTlsConfig::new().identity(identity.clone()))?
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(pb::lessons_server::LessonsServer::with_interceptor(
             api::lessons::LessonsService(state.clone()),
             auth.clone(),
@@ -237,9 +265,11 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     let mut api_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = TcpListenerStream::new(api_listener);
+        let health = health;
         let result = api_router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = api_shutdown.wait_for(|stop| *stop).await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             })
             .await;
         if let Err(err) = result {
