@@ -208,9 +208,13 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         .map_err(|err| NodeError::Config(format!("reflection: {err}")))?;
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in API_SERVICES {
-        health.set_service_status(*service, tonic_health::ServingStatus::Serving).await;
+        health
+            .set_service_status(*service, tonic_health::ServingStatus::Serving)
+            .await;
     }
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let api_router = Server::builder()
         // gRPC-Web (HTTP/1.1) for browser tools, next to plain gRPC.
         .accept_http1(true)
@@ -269,7 +273,9 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         let result = api_router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = api_shutdown.wait_for(|stop| *stop).await;
-                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
             })
             .await;
         if let Err(err) = result {

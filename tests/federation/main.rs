@@ -2,6 +2,7 @@
 //! talking through the real gRPC API.
 
 mod domain;
+mod integration;
 mod stats;
 mod util;
 

@@ -1,0 +1,139 @@
+//! What integrators and operators rely on: health, reflection and gRPC-Web on the API listener.
+
+use sfs_client::v1 as pb;
+
+use crate::util::Federation;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generic_tools_find_the_services_and_their_health_without_a_token() {
+    let mut fed = Federation::start(&["lund"]).await;
+    let addr = fed.cities[0].running.as_ref().unwrap().api_addr;
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&fed.ca_pem)),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in sfs_node::node::API_SERVICES.iter().chain([&""]) {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in sfs_node::node::API_SERVICES {
+        assert!(
+            names.contains(&service.to_string()),
+            "{service} missing from {names:?}"
+        );
+    }
+    fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grpc_web_client_creates_and_lists_lessons_over_http1() {
+    let mut fed = Federation::start(&["lund"]).await;
+    let addr = fed.cities[0].running.as_ref().unwrap().api_addr;
+
+    // A real gRPC-Web client (tonic-web's) over HTTP/1.1 and TLS, as a browser would speak it.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut fed.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let http1 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, tonic_web::GrpcWebCall<tonic::body::Body>>(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebClientLayer::new())
+        .service(http1);
+    let origin: tonic::codegen::http::Uri = format!("https://{addr}").parse().unwrap();
+    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", fed.cities[0].admin_token)
+        .parse()
+        .unwrap();
+    let with_token = move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+        Ok(request)
+    };
+    let mut lessons = pb::lessons_client::LessonsClient::with_origin(
+        tonic::service::interceptor::InterceptedService::new(service, with_token),
+        origin,
+    );
+    let created = lessons
+        .create_lesson(pb::CreateLessonRequest {
+            lesson: Some(pb::Lesson {
+                title: "From a browser".into(),
+                body: "gRPC-Web".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.name.starts_with("cities/lund/lessons/"));
+    let listed = lessons
+        .list_lessons(pb::ListLessonsRequest {
+            parent: "cities/lund".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.lessons.len(), 1);
+    // Errors arrive as gRPC statuses through gRPC-Web too.
+    let err = lessons
+        .get_lesson(pb::GetLessonRequest {
+            name: "nonsense".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    fed.stop_all().await;
+}
