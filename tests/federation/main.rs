@@ -3,6 +3,7 @@
 
 mod domain;
 mod integration;
+mod python;
 mod stats;
 mod util;
 

@@ -1,0 +1,105 @@
+//! Interoperability: a client nobody here wrote (Python's official grpcio, with code generated
+//! from `proto/` by grpcio-tools) against a real node with TLS and a token.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn python_with_grpc() -> bool {
+    Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_grpcio_client_creates_lessons_and_reads_national_statistics() {
+    if !python_with_grpc() {
+        // CI installs it (.ci/run); on a developer machine without it, say so loudly.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with grpcio and grpcio-tools is required in CI: pip install -r client/examples/python/requirements.txt"
+        );
+        eprintln!("SKIPPED: python3 with grpcio is not installed (pip install -r client/examples/python/requirements.txt)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cities = vec!["lund".to_string(), "malmo".to_string()];
+    let (running, file) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
+    sfs_node::demo::seed(&file).await.unwrap();
+    let national = {
+        let ca = std::fs::read_to_string(&file.ca).unwrap();
+        let hub = sfs_client::Client::connect(&file.hub.api, &file.hub.token, &ca)
+            .await
+            .unwrap();
+        crate::util::eventually("the hub has national figures", || {
+            let mut hub = hub.clone();
+            async move {
+                let n = hub
+                    .stats
+                    .get_national_stats(sfs_client::v1::GetNationalStatsRequest { year: 2026 })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (n.releases.len() == 2).then_some(n)
+            }
+        })
+        .await
+    };
+    let lund = file.cities["lund"].clone();
+    let ca_path = file.ca.clone();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../client/examples/python/interop.py");
+    let endpoint = lund.api.trim_start_matches("https://").to_string();
+    let token = lund.token.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .args(["--endpoint", &endpoint, "--token", &token, "--ca"])
+            .arg(&ca_path)
+            .args(["--year", "2026", "--title", "Lesson from Python"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(result["created"]
+        .as_str()
+        .unwrap()
+        .starts_with("cities/lund/lessons/"));
+    assert_eq!(
+        result["national_cells"].as_u64().unwrap() as usize,
+        national.cells.len()
+    );
+    assert_eq!(result["bad_request"]["code"], "INVALID_ARGUMENT");
+    assert!(result["bad_request"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("field `parent`"));
+    // And the lesson is really there, seen through the Rust client.
+    let ca = std::fs::read_to_string(dir.path().join("pki/ca.crt")).unwrap();
+    let mut client = sfs_client::Client::connect(&lund.api, &lund.token, &ca)
+        .await
+        .unwrap();
+    let titles: Vec<String> = client
+        .list_lessons("cities/lund")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.title)
+        .collect();
+    assert!(
+        titles.contains(&"Lesson from Python".to_string()),
+        "{titles:?}"
+    );
+    for node in running {
+        node.stop().await;
+    }
+}
