@@ -38,6 +38,49 @@ pub struct NodeConfig {
     pub federation: FederationConfig,
     /// Certificates and keys.
     pub tls: TlsConfig,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Where Prometheus scrapes the node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener serving `/metrics`; none when absent.
+    pub listen: Option<SocketAddr>,
+}
+
+/// How the node logs (to standard error).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors (one JSON object per line).
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A tracing filter, for example `info` or `info,sfs_node::sync=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_format() -> String {
+    "text".into()
+}
+
+fn default_log_level() -> String {
+    "info".into()
 }
 
 /// The API listener.
@@ -87,8 +130,16 @@ pub struct TlsConfig {
 }
 
 impl NodeConfig {
-    /// Reads and checks a configuration file.
+    /// Reads and checks a configuration file; `SFS_*` environment variables override it.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::load_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`NodeConfig::load`], with the environment given as a lookup function.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -97,6 +148,12 @@ impl NodeConfig {
             path: path.to_path_buf(),
             message: err.to_string(),
         })?;
+        config
+            .apply_env(env)
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut config.data_dir,
@@ -119,6 +176,57 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Applies the environment variables that override fields (listed in `deploy/README.md`).
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        fn addr(var: &str, field: &str, value: String) -> Result<SocketAddr, String> {
+            value.parse().map_err(|_| {
+                format!(
+                    "field `{field}` (from {var}): {value:?} is not an address like 127.0.0.1:7443"
+                )
+            })
+        }
+        if let Some(v) = env("SFS_ID") {
+            self.id = v;
+        }
+        if let Some(v) = env("SFS_ROLE") {
+            self.role = v;
+        }
+        if let Some(v) = env("SFS_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = env("SFS_API_LISTEN") {
+            self.api.listen = addr("SFS_API_LISTEN", "api.listen", v)?;
+        }
+        if let Some(v) = env("SFS_FEDERATION_LISTEN") {
+            self.federation.listen = Some(addr("SFS_FEDERATION_LISTEN", "federation.listen", v)?);
+        }
+        if let Some(v) = env("SFS_HUB_URL") {
+            self.federation.hub_url = Some(v);
+        }
+        if let Some(v) = env("SFS_HUB_ID") {
+            self.federation.hub_id = Some(v);
+        }
+        if let Some(v) = env("SFS_TLS_CA") {
+            self.tls.ca = v.into();
+        }
+        if let Some(v) = env("SFS_TLS_CERT") {
+            self.tls.cert = v.into();
+        }
+        if let Some(v) = env("SFS_TLS_KEY") {
+            self.tls.key = v.into();
+        }
+        if let Some(v) = env("SFS_METRICS_LISTEN") {
+            self.metrics.listen = Some(addr("SFS_METRICS_LISTEN", "metrics.listen", v)?);
+        }
+        if let Some(v) = env("SFS_LOG_FORMAT") {
+            self.log.format = v;
+        }
+        if let Some(v) = env("SFS_LOG_LEVEL") {
+            self.log.level = v;
+        }
+        Ok(())
+    }
+
     /// The identity this configuration claims.
     pub fn node_id(&self) -> Result<NodeId, String> {
         let role = Role::parse(&self.role).ok_or_else(|| {
@@ -133,6 +241,12 @@ impl NodeConfig {
     /// Checks the fields that depend on the role.
     pub fn check(&self) -> Result<(), String> {
         let id = self.node_id()?;
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(format!(
+                "field `log.format`: expected \"text\" or \"json\", got {:?}",
+                self.log.format
+            ));
+        }
         match id.role() {
             Role::Hub if self.federation.listen.is_none() => {
                 Err("field `federation.listen`: a hub needs an address to listen on".into())
@@ -153,5 +267,93 @@ impl NodeConfig {
     /// Longest reconnect wait.
     pub fn max_backoff(&self) -> Duration {
         Duration::from_millis(self.federation.max_backoff_ms.unwrap_or(30_000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const CITY: &str = r#"
+id = "lund"
+role = "city"
+data_dir = "data"
+[federation]
+hub_url = "https://hub.example:7444"
+[tls]
+ca = "ca.crt"
+cert = "lund.crt"
+key = "lund.key"
+"#;
+
+    #[test]
+    fn a_valid_configuration_loads_with_defaults_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load_with_env(&write(dir.path(), CITY), |_| None).unwrap();
+        assert_eq!(config.api.listen, default_api_listen());
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        assert_eq!(config.log.format, "text");
+        assert!(config.metrics.listen.is_none());
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = |name: &str| match name {
+            "SFS_API_LISTEN" => Some("127.0.0.1:9000".to_string()),
+            "SFS_METRICS_LISTEN" => Some("127.0.0.1:9464".to_string()),
+            "SFS_LOG_FORMAT" => Some("json".to_string()),
+            _ => None,
+        };
+        let config = NodeConfig::load_with_env(&write(dir.path(), CITY), env).unwrap();
+        assert_eq!(config.api.listen.port(), 9000);
+        assert_eq!(config.metrics.listen.unwrap().port(), 9464);
+        assert_eq!(config.log.format, "json");
+    }
+
+    #[test]
+    fn invalid_configurations_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                CITY.replace("role = \"city\"", "role = \"town\""),
+                "field `role`",
+            ),
+            (
+                CITY.replace("id = \"lund\"", "id = \"Lund!\""),
+                "field `id`",
+            ),
+            (
+                CITY.replace("hub_url = \"https://hub.example:7444\"", ""),
+                "field `federation.hub_url`",
+            ),
+            (
+                format!("{CITY}\n[log]\nformat = \"xml\"\n"),
+                "field `log.format`",
+            ),
+            (format!("{CITY}\n[api]\nlisten = \"nowhere\"\n"), "listen"),
+            (format!("{CITY}\nunknown = 1\n"), "unknown"),
+        ];
+        for (text, expected) in cases {
+            let err = NodeConfig::load_with_env(&write(dir.path(), &text), |_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        let err = NodeConfig::load_with_env(&write(dir.path(), CITY), |name| {
+            (name == "SFS_API_LISTEN").then(|| "x".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("SFS_API_LISTEN") && err.contains("api.listen"),
+            "{err}"
+        );
     }
 }

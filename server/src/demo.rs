@@ -97,6 +97,8 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 cert: files.cert,
                 key: files.key,
             },
+            metrics: Default::default(),
+            log: Default::default(),
         };
         prepared.push((config, token));
     }

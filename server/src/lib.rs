@@ -14,6 +14,7 @@ pub mod docmodel;
 pub mod hub;
 pub mod lessons;
 pub mod method;
+pub mod metrics;
 pub mod node;
 pub mod pki;
 pub mod progress;

@@ -93,14 +93,19 @@ enum TokenCommand {
     },
 }
 
-fn init_logging() {
+/// Logs to standard error as text or JSON; `RUST_LOG` overrides the configured level.
+fn init_logging(format: &str, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
+        tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn"))
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
 }
 
 #[tokio::main]
@@ -115,9 +120,12 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
-            init_logging();
             let config = NodeConfig::load(&config)?;
+            init_logging(&config.log.format, &config.log.level);
             let node = node::start(config, node::StartOptions::default()).await?;
+            if let Some(metrics) = node.metrics_addr {
+                println!("{} metrics: http://{metrics}/metrics", node.id);
+            }
             match node.federation_addr {
                 Some(federation) => println!(
                     "{} ready: api https://{} federation https://{federation}",
@@ -179,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Demo { dir, cities } => {
-            init_logging();
+            init_logging("text", "info");
             demo::run(&dir, &cities).await?;
         }
     }

@@ -81,6 +81,8 @@ pub struct RunningNode {
     pub api_addr: SocketAddr,
     /// The bound federation address (hub only).
     pub federation_addr: Option<SocketAddr>,
+    /// The bound metrics address, if metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     sync: Arc<SyncHandle>,
     local: Arc<LocalReplicas>,
@@ -166,12 +168,16 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         engine_config.keepalive_interval_ms = ms;
         engine_config.peer_timeout_ms = ms * 4;
     }
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    store.durability.observe(metrics.clone());
+    let durability = store.durability.clone();
     let sync = Arc::new(SyncHandle::open(
         id.clone(),
         store.shared,
         store.sync_states,
         engine_config,
         options.frame_tap,
+        metrics.clone(),
     )?);
     let local = Arc::new(LocalReplicas::open(store.local, actor_for(&id))?);
     let tokens = Arc::new(TokenRegistry::open(&config.data_dir)?);
@@ -219,6 +225,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         // gRPC-Web (HTTP/1.1) for browser tools, next to plain gRPC.
         .accept_http1(true)
         .tls_config(ServerTlsConfig::new().identity(identity.clone()))?
+        .layer(crate::metrics::ApiMetricsLayer(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(reflection)
@@ -350,6 +357,34 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         }
     }
 
+    // Prometheus metrics, if configured.
+    let mut metrics_addr = None;
+    if let Some(listen) = config.metrics.listen {
+        let listener = crate::metrics::bind(listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: listen,
+                source,
+            })?;
+        metrics_addr = Some(listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: listen,
+            source,
+        })?);
+        let (sync_for_refresh, metrics_for_refresh) = (sync.clone(), metrics.clone());
+        let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            sync_for_refresh.refresh_metrics();
+            metrics_for_refresh
+                .storage_bytes
+                .set(durability.size_on_disk() as i64);
+        });
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            refresh,
+            shutdown_rx.clone(),
+        )));
+    }
+
     // The clock of the sync engine: keepalives and silent-peer detection.
     let ticker = sync.clone();
     let mut tick_shutdown = shutdown_rx.clone();
@@ -371,6 +406,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         id,
         api_addr,
         federation_addr,
+        metrics_addr,
         shutdown: shutdown_tx,
         sync,
         local,

@@ -48,6 +48,8 @@ pub struct Durability {
     written: AtomicU64,
     /// The highest write count known durable; the lock also serialises syncs.
     synced: Mutex<u64>,
+    /// Where the time of each sync is recorded, once the node has metrics.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Durability {
@@ -64,6 +66,7 @@ impl Durability {
             return Ok(());
         }
         let target = self.written.load(Ordering::SeqCst);
+        let started = Instant::now();
         self.db.flush()?;
         self.data_file
             .sync_data()
@@ -71,8 +74,23 @@ impl Durability {
                 path: self.data_path.clone(),
                 source,
             })?;
+        if let Some(metrics) = self.metrics.get() {
+            metrics
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         *synced = target;
         Ok(())
+    }
+
+    /// Records sync times in `metrics` from now on.
+    pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The store's size on disk, in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
     }
 }
 
@@ -126,6 +144,7 @@ impl Store {
             data_path,
             written: AtomicU64::new(0),
             synced: Mutex::new(0),
+            metrics: std::sync::OnceLock::new(),
         });
         Ok(Store {
             local: LocalDocs(DocTree {

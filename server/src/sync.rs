@@ -47,6 +47,7 @@ pub enum Outbox {
 }
 
 struct LinkHandle {
+    peer: NodeId,
     outbox: Outbox,
     /// Dropped to tell the link's reader task to stop.
     _stop: oneshot::Sender<()>,
@@ -97,6 +98,8 @@ pub struct SyncHandle {
     link_events: Mutex<Option<mpsc::UnboundedSender<LinkEvent>>>,
     /// Announces every document whose content changed (by an edit or from a peer).
     changes: tokio::sync::broadcast::Sender<ShareableDocId>,
+    /// Frame counters.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The Automerge actor id of a node's own edits: stable across restarts, derived from its id.
@@ -113,6 +116,7 @@ impl SyncHandle {
         sync_states: SyncStates,
         config: EngineConfig,
         frame_tap: Option<FrameTap>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<SyncHandle, StoreError> {
         let mut engine = Engine::new(me.clone(), actor_for(&me), config);
         for stored in shared.load_all()? {
@@ -130,6 +134,7 @@ impl SyncHandle {
             frame_tap,
             link_events: Mutex::new(None),
             changes: tokio::sync::broadcast::channel(1024).0,
+            metrics,
         })
     }
 
@@ -237,6 +242,11 @@ impl SyncHandle {
         for (conn, frame) in out.sends {
             if let Some(link) = links.get(&conn) {
                 let frame = to_pb(frame);
+                self.metrics.frame(
+                    link.peer.name(),
+                    "sent",
+                    prost::Message::encoded_len(&frame),
+                );
                 match &link.outbox {
                     Outbox::Server(tx) => drop(tx.send(Ok(frame))),
                     Outbox::Client(tx) => drop(tx.send(frame)),
@@ -265,6 +275,7 @@ impl SyncHandle {
         self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(
             conn,
             LinkHandle {
+                peer: peer.clone(),
                 outbox,
                 _stop: stop,
             },
@@ -281,6 +292,8 @@ impl SyncHandle {
 
     /// Handles one frame received on a link.
     pub fn frame_in(&self, conn: ConnId, peer: &NodeId, frame: pb::Frame) {
+        self.metrics
+            .frame(peer.name(), "received", prost::Message::encoded_len(&frame));
         if let Some(tap) = &self.frame_tap {
             tap(peer, &prost::Message::encode_to_vec(&frame));
         }
@@ -353,6 +366,28 @@ impl SyncHandle {
         entry.state = state;
         if let Some(error) = error {
             entry.last_error = error;
+        }
+    }
+
+    /// Updates the state gauges of the metrics (at scrape time).
+    pub fn refresh_metrics(&self) {
+        let (open, lag) = self.read(|engine| {
+            (
+                engine.links().filter(|(_, _, open)| *open).count(),
+                engine.peer_lag(),
+            )
+        });
+        self.metrics.peers_connected.set(open as i64);
+        self.metrics.sync_lag.clear();
+        for (peer, doc, missing) in lag {
+            let labels = crate::metrics::DocPeerLabels {
+                doc: doc.to_string(),
+                peer: peer.name().to_string(),
+            };
+            self.metrics
+                .sync_lag
+                .get_or_create(&labels)
+                .set(missing as i64);
         }
     }
 
@@ -448,6 +483,22 @@ pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
 
 /// Reads frames of one link until it ends, is stopped, or the node shuts down.
 pub async fn read_link(
+    sync: Arc<SyncHandle>,
+    conn: ConnId,
+    peer: NodeId,
+    inbound: Streaming<pb::Frame>,
+    stop: oneshot::Receiver<()>,
+    shutdown: watch::Receiver<bool>,
+) -> Option<String> {
+    let span = tracing::info_span!("sync_session", peer = %peer, conn);
+    tracing::Instrument::instrument(
+        read_link_inner(sync, conn, peer, inbound, stop, shutdown),
+        span,
+    )
+    .await
+}
+
+async fn read_link_inner(
     sync: Arc<SyncHandle>,
     conn: ConnId,
     peer: NodeId,

@@ -137,3 +137,64 @@ async fn a_grpc_web_client_creates_and_lists_lessons_over_http1() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     fed.stop_all().await;
 }
+
+/// Fetches `/metrics` with a plain HTTP/1.1 request.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_metrics_describe_links_frames_api_calls_storage_and_fsyncs() {
+    let mut fed = Federation::start(&["lund", "malmo"]).await;
+    let mut lund = fed.client(0).await;
+    lund.create_lesson("Counted", "", vec![]).await.unwrap();
+    let _ = lund.get_lesson("nonsense").await.unwrap_err();
+    let hub_metrics = fed.hub.running.as_ref().unwrap().metrics_addr.unwrap();
+    let lund_metrics = fed.cities[0]
+        .running
+        .as_ref()
+        .unwrap()
+        .metrics_addr
+        .unwrap();
+    let text = crate::util::eventually(
+        "the hub counts frames from Lund and sees both cities in step",
+        || async move {
+            let text = scrape(hub_metrics).await;
+            let in_step =
+                text.contains(r#"sfs_sync_lag_changes{doc="shared/lessons/lund",peer="malmo"} 0"#);
+            (text.contains("sfs_peers_connected 2") && in_step).then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        text.contains(r#"sfs_federation_frames_total{peer="lund",direction="received"}"#),
+        "{text}"
+    );
+    assert!(text.contains("sfs_federation_frame_bytes_total"), "{text}");
+    let lund_text = scrape(lund_metrics).await;
+    assert!(
+        lund_text.contains(
+            r#"sfs_api_requests_total{method="stadforstad.v1.Lessons/CreateLesson",code="Ok"} 1"#
+        ),
+        "{lund_text}"
+    );
+    assert!(lund_text.contains(r#"sfs_api_requests_total{method="stadforstad.v1.Lessons/GetLesson",code="InvalidArgument"} 1"#), "{lund_text}");
+    assert!(lund_text.contains("sfs_fsync_seconds_count"), "{lund_text}");
+    let storage: f64 = lund_text
+        .lines()
+        .find(|l| l.starts_with("sfs_storage_bytes "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(storage > 0.0);
+    fed.stop_all().await;
+}

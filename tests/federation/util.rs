@@ -113,7 +113,8 @@ impl Federation {
             })),
         };
         let running = node::start(self.hub.config.clone(), options).await.unwrap();
-        // Restarts keep the same port, so cities find the hub where it was.
+        // Restarts keep the same ports, so cities find the hub where it was.
+        self.hub.config.metrics.listen = running.metrics_addr;
         self.hub.config.federation.listen = running.federation_addr;
         self.hub.config.api.listen = running.api_addr;
         self.hub.running = Some(running);
@@ -224,6 +225,10 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             cert: files.cert,
             key: files.key,
         },
+        metrics: sfs_node::config::MetricsConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        },
+        log: Default::default(),
     };
     TestNode {
         config,

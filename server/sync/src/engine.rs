@@ -246,6 +246,31 @@ impl Engine {
             .find_map(|conn| conn.states.get(doc).and_then(|s| s.their_heads.clone()))
     }
 
+    /// For every open link and document: how many changes of the document the peer is not
+    /// known to have (all of them while its heads are unknown).
+    pub fn peer_lag(&self) -> Vec<(NodeId, ShareableDocId, usize)> {
+        let mut lag = Vec::new();
+        for conn in self.conns.values().filter(|c| c.phase == Phase::Open) {
+            for (id, entry) in &self.docs {
+                let heads = conn
+                    .states
+                    .get(id)
+                    .and_then(|s| s.their_heads.clone())
+                    .unwrap_or_default();
+                let known = heads
+                    .iter()
+                    .all(|h| entry.doc.get_change_meta_by_hash(h).is_some());
+                let missing = if known {
+                    entry.doc.get_changes_meta(&heads).len()
+                } else {
+                    0
+                };
+                lag.push((conn.peer.clone(), id.clone(), missing));
+            }
+        }
+        lag
+    }
+
     /// Every document's heads last announced by the peer on link `conn`.
     pub fn link_peer_heads(&self, conn: ConnId) -> Vec<(ShareableDocId, Vec<ChangeHash>)> {
         self.conns
