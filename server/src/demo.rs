@@ -542,6 +542,7 @@ pub async fn seed(file: &FederationFile) -> anyhow::Result<()> {
 
 /// `sfs-node demo`: start, seed, print `ready`, run until interrupted.
 pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
+    let signal = node::shutdown_signal();
     let (running, file) = start(dir, cities).await?;
     seed(&file).await?;
     let federation = dir.canonicalize()?.join("federation.json");
@@ -555,7 +556,7 @@ pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
         federation.display(),
         cities.first().map(String::as_str).unwrap_or(HUB_NAME)
     );
-    node::wait_for_signal().await;
+    signal.await;
     for node in running {
         node.stop().await;
     }

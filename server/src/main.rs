@@ -122,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = NodeConfig::load(&config)?;
             init_logging(&config.log.format, &config.log.level);
+            let signal = node::shutdown_signal();
             let node = node::start(config, node::StartOptions::default()).await?;
             if let Some(metrics) = node.metrics_addr {
                 println!("{} metrics: http://{metrics}/metrics", node.id);
@@ -133,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 None => println!("{} ready: api https://{}", node.id, node.api_addr),
             }
-            node.run_until_signal().await;
+            node.run_until_signal(signal).await;
         }
         Command::CheckConfig { config } => {
             let config = NodeConfig::load(&config)?;

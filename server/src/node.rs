@@ -116,8 +116,8 @@ impl RunningNode {
     }
 
     /// Waits until the node is stopped by a signal (Ctrl-C or SIGTERM), then stops it.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    pub async fn run_until_signal(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
         tracing::info!(node = %self.id, "stopping");
         self.stop().await;
     }
@@ -125,17 +125,28 @@ impl RunningNode {
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn wait_for_signal() {
+    shutdown_signal().await
+}
+
+/// Installs the Ctrl-C and SIGTERM handlers now, so that a signal arriving before the returned
+/// future is first polled is not lost, and returns a future that resolves on either.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn read(path: &std::path::Path) -> Result<String, NodeError> {
