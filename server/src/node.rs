@@ -123,11 +123,6 @@ impl RunningNode {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
-    shutdown_signal().await
-}
-
 /// Installs the Ctrl-C and SIGTERM handlers now, so that a signal arriving before the returned
 /// future is first polled is not lost, and returns a future that resolves on either.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
