@@ -272,7 +272,8 @@ fn the_demo_prints_ready_and_stops_on_sigterm() {
 fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let fed = dir.path().join("federation");
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bootstrap.sh");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bootstrap.sh");
     let bootstrap = || {
         let output = Command::new("sh")
             .arg(&script)
@@ -281,19 +282,31 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
             .env("SFS_NODE", env!("CARGO_BIN_EXE_sfs-node"))
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     };
     bootstrap();
     let token = std::fs::read_to_string(fed.join("lund/admin.token")).unwrap();
     bootstrap();
-    assert_eq!(std::fs::read_to_string(fed.join("lund/admin.token")).unwrap(), token, "a second run keeps what exists");
+    assert_eq!(
+        std::fs::read_to_string(fed.join("lund/admin.token")).unwrap(),
+        token,
+        "a second run keeps what exists"
+    );
 
     // The generated configurations, with listeners moved to OS-assigned loopback ports by
     // environment variables, as an operator would override them.
     let spawn = |node: &str, extra: &[(&str, String)]| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sfs-node"));
         command
-            .args(["run", "--config", fed.join(node).join("node.toml").to_str().unwrap()])
+            .args([
+                "run",
+                "--config",
+                fed.join(node).join("node.toml").to_str().unwrap(),
+            ])
             .env("RUST_LOG", "warn")
             .env("SFS_API_LISTEN", "127.0.0.1:0")
             .env("SFS_METRICS_LISTEN", "127.0.0.1:0")
@@ -314,7 +327,10 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
         });
         Process { child, lines }
     };
-    let hub = spawn("national", &[("SFS_FEDERATION_LISTEN", "127.0.0.1:0".to_string())]);
+    let hub = spawn(
+        "national",
+        &[("SFS_FEDERATION_LISTEN", "127.0.0.1:0".to_string())],
+    );
     let line = hub.wait_for_line("ready");
     let hub_federation = line.split_whitespace().nth(5).unwrap().to_string();
     let city = spawn("lund", &[("SFS_HUB_URL", hub_federation)]);
@@ -322,14 +338,23 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
     let city_api = line.split_whitespace().nth(3).unwrap().to_string();
     let ca = std::fs::read_to_string(fed.join("pki/ca.crt")).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut client = sfs_client::Client::connect(&city_api, token.trim(), &ca).await.unwrap();
+        let mut client = sfs_client::Client::connect(&city_api, token.trim(), &ca)
+            .await
+            .unwrap();
         let deadline = Instant::now() + DEADLINE;
         loop {
             let status = client.status().await.unwrap();
-            if status.peers.iter().any(|p| p.peer_role == "hub" && p.state == "connected") {
+            if status
+                .peers
+                .iter()
+                .any(|p| p.peer_role == "hub" && p.state == "connected")
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "the bootstrapped city never linked to the hub");
+            assert!(
+                Instant::now() < deadline,
+                "the bootstrapped city never linked to the hub"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     });
