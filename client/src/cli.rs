@@ -236,6 +236,15 @@ enum RegisterCommand {
     },
     /// Delete an organisation, group, contact or meeting by name.
     Delete { name: String },
+    /// Show the deny list: words the city's shared text must never contain (admin).
+    DenyWords {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a word to the deny list (admin).
+    DenyWord { word: String },
+    /// Remove a word from the deny list (admin).
+    AllowWord { word: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -994,6 +1003,30 @@ async fn register(
                 .map_err(err)?
                 .into_inner();
             writeln!(out, "routine has {} steps", saved.steps.len())?;
+        }
+        RegisterCommand::DenyWords { json } => {
+            let words = r
+                .list_deny_words(pb::ListDenyWordsRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
+            emit(out, &words, json)?;
+        }
+        RegisterCommand::DenyWord { word } => {
+            let words = r
+                .add_deny_word(pb::DenyWordRequest { word })
+                .await
+                .map_err(err)?
+                .into_inner();
+            writeln!(out, "deny list: {}", words.words.join(", "))?;
+        }
+        RegisterCommand::AllowWord { word } => {
+            let words = r
+                .remove_deny_word(pb::DenyWordRequest { word })
+                .await
+                .map_err(err)?
+                .into_inner();
+            writeln!(out, "deny list: {}", words.words.join(", "))?;
         }
         RegisterCommand::Delete { name } => {
             let request = pb::DeleteRequest { name: name.clone() };

@@ -17,6 +17,7 @@ pub mod method;
 pub mod metrics;
 pub mod node;
 pub mod pki;
+pub mod privacy;
 pub mod progress;
 pub mod register;
 pub mod signals;

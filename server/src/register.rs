@@ -454,3 +454,23 @@ pub fn read_routine<R: ReadDoc>(doc: &R) -> pb::Routine {
             .collect(),
     }
 }
+
+// The deny list and the privacy guard.
+
+/// Every word on the deny list, sorted.
+pub fn deny_words<R: ReadDoc>(doc: &R) -> Vec<String> {
+    let mut words: Vec<String> = dm::records(doc, "deny_words")
+        .into_iter()
+        .map(|(_, obj)| dm::get_str(doc, &obj, "word"))
+        .collect();
+    words.sort();
+    words
+}
+
+/// The privacy guard of this city: its contact names and its deny list.
+pub fn privacy_guard<R: ReadDoc>(doc: &R) -> crate::privacy::Guard {
+    crate::privacy::Guard {
+        contact_names: contact_names(doc),
+        denied_words: deny_words(doc),
+    }
+}

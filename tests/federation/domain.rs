@@ -1064,3 +1064,140 @@ async fn lessons_link_to_steps_archive_and_filter_and_progress_shows_adoption() 
     .await;
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn personal_data_is_refused_before_it_reaches_a_shared_document() {
+    let mut fed = Federation::start(&["lund"]).await;
+    let mut lund = fed.client(0).await;
+    let mut editor = fed.client_with_role(0, ApiRole::Editor).await;
+    let org = add_org(&mut lund, "Social services", "municipality").await;
+    lund.create_contact(pb::Contact {
+        full_name: "Karin Söderberg".into(),
+        organisation: org,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (code, _) = code_of(
+        editor
+            .register
+            .add_deny_word(pb::DenyWordRequest {
+                word: "Hotell Solgården".into(),
+            })
+            .await,
+    );
+    assert_eq!(
+        code,
+        Code::PermissionDenied,
+        "only admins keep the deny list"
+    );
+    lund.register
+        .add_deny_word(pb::DenyWordRequest {
+            word: "Hotell Solgården".into(),
+        })
+        .await
+        .unwrap();
+
+    let cases = [
+        (
+            "title",
+            pb::Lesson {
+                title: "Thanks to Karin Söderberg".into(),
+                ..Default::default()
+            },
+            "contact persons",
+        ),
+        (
+            "body",
+            pb::Lesson {
+                title: "Call us".into(),
+                body: "Ring 070-123 45 67 any time".into(),
+                ..Default::default()
+            },
+            "phone number",
+        ),
+        (
+            "body",
+            pb::Lesson {
+                title: "A case".into(),
+                body: "The girl, 811218-9876, was".into(),
+                ..Default::default()
+            },
+            "personal identity number",
+        ),
+        (
+            "body",
+            pb::Lesson {
+                title: "A hotel".into(),
+                body: "It started at hotell solgården last spring".into(),
+                ..Default::default()
+            },
+            "deny list",
+        ),
+        (
+            "tags",
+            pb::Lesson {
+                title: "Tagged".into(),
+                tags: vec!["karin söderberg".into()],
+                ..Default::default()
+            },
+            "contact persons",
+        ),
+    ];
+    for (field, lesson, kind) in cases {
+        let (code, message) = code_of(
+            editor
+                .lessons
+                .create_lesson(pb::CreateLessonRequest {
+                    lesson: Some(lesson),
+                })
+                .await,
+        );
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(
+            message.contains(&format!("field `{field}`")) && message.contains(kind),
+            "{message}"
+        );
+        assert!(
+            !message.contains("070")
+                && !message.contains("9876")
+                && !message.to_lowercase().contains("söderberg"),
+            "the data is not echoed: {message}"
+        );
+    }
+    // Updates are checked too; the lesson keeps its old text.
+    let lesson = editor
+        .create_lesson("Clean lesson", "Nothing personal here.", vec![])
+        .await
+        .unwrap();
+    let err = editor
+        .update_lesson(
+            pb::Lesson {
+                name: lesson.name.clone(),
+                body: "Mail karin@example.se".into(),
+                ..Default::default()
+            },
+            vec!["body".into()],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("e-mail address"), "{err}");
+    assert_eq!(
+        editor.get_lesson(&lesson.name).await.unwrap().body,
+        "Nothing personal here."
+    );
+    assert_eq!(
+        editor.list_lessons("cities/lund").await.unwrap().len(),
+        1,
+        "nothing refused was stored"
+    );
+    let words = lund
+        .register
+        .list_deny_words(pb::ListDenyWordsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .words;
+    assert_eq!(words, vec!["Hotell Solgården".to_string()]);
+    fed.stop_all().await;
+}

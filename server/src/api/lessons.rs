@@ -122,6 +122,15 @@ impl pb::lessons_server::Lessons for LessonsService {
             .ok_or_else(|| Status::invalid_argument("field `lesson`: is required"))?;
         let (city, doc) = self.own_lessons()?;
         self.check_method_step(&lesson.method_step)?;
+        let tags = lesson.tags.iter().map(|t| ("tags", t.as_str()));
+        self.0.check_shared_text(
+            [
+                ("title", lesson.title.as_str()),
+                ("body", lesson.body.as_str()),
+            ]
+            .into_iter()
+            .chain(tags),
+        )?;
         let id = new_id();
         let sync = self.0.sync.clone();
         let lesson_id = id.clone();
@@ -186,6 +195,17 @@ impl pb::lessons_server::Lessons for LessonsService {
         if has("method_step") {
             self.check_method_step(&lesson.method_step)?;
         }
+        let mut texts: Vec<(&str, &str)> = Vec::new();
+        if has("title") {
+            texts.push(("title", lesson.title.as_str()));
+        }
+        if has("body") {
+            texts.push(("body", lesson.body.as_str()));
+        }
+        if has("tags") {
+            texts.extend(lesson.tags.iter().map(|t| ("tags", t.as_str())));
+        }
+        self.0.check_shared_text(texts)?;
         let (set_title, set_body, set_tags, set_step, set_archived) = (
             has("title"),
             has("body"),

@@ -103,6 +103,10 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .chapter
             .ok_or_else(|| Status::invalid_argument("field `chapter`: is required"))?;
+        self.0.check_shared_text([
+            ("title", chapter.title.as_str()),
+            ("introduction", chapter.introduction.as_str()),
+        ])?;
         let id = new_id();
         let created = self
             .edit(move |tx| {
@@ -123,6 +127,10 @@ impl pb::method_server::Method for MethodService {
         let new = request
             .chapter
             .ok_or_else(|| Status::invalid_argument("field `chapter`: is required"))?;
+        self.0.check_shared_text([
+            ("title", new.title.as_str()),
+            ("introduction", new.introduction.as_str()),
+        ])?;
         let mask = update_mask(request.update_mask, &["title", "introduction", "position"])?;
         let id = parse_name(&new.name, "method/chapters", "chapter.name")?;
         let updated = self
@@ -162,6 +170,10 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .step
             .ok_or_else(|| Status::invalid_argument("field `step`: is required"))?;
+        self.0.check_shared_text([
+            ("title", step.title.as_str()),
+            ("description", step.description.as_str()),
+        ])?;
         let id = new_id();
         let created = self
             .edit(move |tx| {
@@ -182,6 +194,10 @@ impl pb::method_server::Method for MethodService {
         let new = request
             .step
             .ok_or_else(|| Status::invalid_argument("field `step`: is required"))?;
+        self.0.check_shared_text([
+            ("title", new.title.as_str()),
+            ("description", new.description.as_str()),
+        ])?;
         let mask = update_mask(request.update_mask, &["title", "description", "position"])?;
         let id = parse_name(&new.name, "method/steps", "step.name")?;
         let updated = self
@@ -220,6 +236,7 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .item
             .ok_or_else(|| Status::invalid_argument("field `item`: is required"))?;
+        self.0.check_shared_text([("text", item.text.as_str())])?;
         let id = new_id();
         let created = self
             .edit(move |tx| {
@@ -240,6 +257,7 @@ impl pb::method_server::Method for MethodService {
         let new = request
             .item
             .ok_or_else(|| Status::invalid_argument("field `item`: is required"))?;
+        self.0.check_shared_text([("text", new.text.as_str())])?;
         let mask = update_mask(request.update_mask, &["text", "position"])?;
         let id = parse_name(&new.name, "method/items", "item.name")?;
         let updated = self
@@ -275,6 +293,10 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .release
             .ok_or_else(|| Status::invalid_argument("field `release`: is required"))?;
+        self.0.check_shared_text([
+            ("version_label", release.version_label.as_str()),
+            ("notes", release.notes.as_str()),
+        ])?;
         super::check_len("version_label", &release.version_label, 1, 50)?;
         super::check_len("notes", &release.notes, 0, 5000)?;
         let id = new_id();

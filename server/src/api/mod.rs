@@ -36,6 +36,25 @@ pub struct ApiState {
     pub access_log: Arc<crate::store::AccessLog>,
 }
 
+impl ApiState {
+    /// The privacy guard for text this node shares: the city's contact names and deny list
+    /// (none at the hub, which keeps no register), on top of the built-in checks.
+    pub fn privacy_guard(&self) -> crate::privacy::Guard {
+        self.local
+            .read(&crate::register::network(), crate::register::privacy_guard)
+    }
+
+    /// Refuses text bound for a shared document that holds personal data.
+    pub fn check_shared_text<'a>(
+        &self,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), Status> {
+        self.privacy_guard()
+            .check_all(fields)
+            .map_err(|finding| Status::invalid_argument(finding.to_string()))
+    }
+}
+
 /// The caller of a request, put in the request by [`authenticate`].
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -33,6 +33,8 @@ impl pb::progress_server::Progress for ProgressService {
             .progress
             .ok_or_else(|| Status::invalid_argument("field `progress`: is required"))?;
         progress::check(&progress)?;
+        self.0
+            .check_shared_text([("note", progress.note.as_str())])?;
         let step_known = self.0.sync.read(|engine| {
             engine
                 .document(&method_doc())

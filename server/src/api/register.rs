@@ -529,4 +529,52 @@ impl pb::register_server::Register for RegisterService {
             .await?;
         Ok(Response::new(updated))
     }
+
+    async fn list_deny_words(
+        &self,
+        request: Request<pb::ListDenyWordsRequest>,
+    ) -> Result<Response<pb::DenyWords>, Status> {
+        self.guard(&request, ApiRole::Admin)?;
+        Ok(Response::new(pb::DenyWords {
+            words: self.read(reg::deny_words),
+        }))
+    }
+
+    async fn add_deny_word(
+        &self,
+        request: Request<pb::DenyWordRequest>,
+    ) -> Result<Response<pb::DenyWords>, Status> {
+        use automerge::transaction::Transactable;
+        self.guard(&request, ApiRole::Admin)?;
+        let word = request.into_inner().word.trim().to_string();
+        super::check_len("word", &word, 3, 100)?;
+        let words = self
+            .edit(move |tx| {
+                let key = word.to_lowercase();
+                let obj = dm::new_record(tx, "deny_words", &key).map_err(doc_error)?;
+                tx.put(&obj, "word", word.as_str()).map_err(doc_error)?;
+                Ok(reg::deny_words(tx))
+            })
+            .await?;
+        Ok(Response::new(pb::DenyWords { words }))
+    }
+
+    async fn remove_deny_word(
+        &self,
+        request: Request<pb::DenyWordRequest>,
+    ) -> Result<Response<pb::DenyWords>, Status> {
+        self.guard(&request, ApiRole::Admin)?;
+        let word = request.into_inner().word.trim().to_lowercase();
+        let words = self
+            .edit(move |tx| {
+                if !dm::delete_record(tx, "deny_words", &word).map_err(doc_error)? {
+                    return Err(Status::not_found(format!(
+                        "field `word`: {word:?} is not on the deny list"
+                    )));
+                }
+                Ok(reg::deny_words(tx))
+            })
+            .await?;
+        Ok(Response::new(pb::DenyWords { words }))
+    }
 }
