@@ -580,19 +580,24 @@ async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     assert_eq!(status["node_id"], "malmo");
     assert_eq!(status["peers"][0]["state"], "connected");
     // The sample handbook, its release and what changed since, through the CLI at a city.
-    let (result, out) = cli(&[
-        "--node",
-        "malmo",
-        "handbook",
-        "changes",
-        "--since-release",
-        "2026.1",
-        "--json",
-    ])
+    let diff = eventually("Malmö has the change made after release 2026.1", || {
+        let cli = &cli;
+        async move {
+            let (result, out) = cli(&[
+                "--node",
+                "malmo",
+                "handbook",
+                "changes",
+                "--since-release",
+                "2026.1",
+                "--json",
+            ])
+            .await;
+            let diff: serde_json::Value = serde_json::from_str(&out).ok()?;
+            (result.is_ok() && diff["changes"].as_array()?.len() == 1).then_some(diff)
+        }
+    })
     .await;
-    result.unwrap();
-    let diff: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(diff["changes"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(diff["changes"][0]["kind"], "added");
     // Signals through the CLI: only with a coordinator token, and every access is logged.
     let organisation = {
