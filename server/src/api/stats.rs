@@ -154,6 +154,21 @@ impl StatsService {
         )
     }
 
+    /// The national figures of `year` as this node has them (empty if none yet).
+    fn national_year(&self, year: i32) -> national::NationalYear {
+        self.0
+            .sync
+            .read(|engine| {
+                engine
+                    .document(&docs::national_doc())
+                    .and_then(|doc| docs::read_national(doc, year))
+            })
+            .unwrap_or_else(|| national::NationalYear {
+                year,
+                ..Default::default()
+            })
+    }
+
     /// Removes the preview of a quarter once it is published.
     async fn clear_draft(&self, quarter: &str) -> Result<(), Status> {
         let (local, quarter) = (self.0.local.clone(), quarter.to_string());
@@ -566,18 +581,7 @@ impl pb::statistics_server::Statistics for StatsService {
                 "field `year`: {year} is not a year"
             )));
         }
-        let national = self
-            .0
-            .sync
-            .read(|engine| {
-                engine
-                    .document(&docs::national_doc())
-                    .and_then(|doc| docs::read_national(doc, year))
-            })
-            .unwrap_or_else(|| national::NationalYear {
-                year,
-                ..Default::default()
-            });
+        let national = self.national_year(year);
         Ok(Response::new(pb::NationalStats {
             year,
             cells: national
@@ -614,18 +618,7 @@ impl pb::statistics_server::Statistics for StatsService {
     ) -> Result<Response<pb::CsvExport>, Status> {
         require(&request, ApiRole::Reader)?;
         let year = request.into_inner().year;
-        let national = self
-            .0
-            .sync
-            .read(|engine| {
-                engine
-                    .document(&docs::national_doc())
-                    .and_then(|doc| docs::read_national(doc, year))
-            })
-            .unwrap_or_else(|| national::NationalYear {
-                year,
-                ..Default::default()
-            });
+        let national = self.national_year(year);
         Ok(Response::new(pb::CsvExport {
             filename: format!("national-stats-{year}.csv"),
             csv: national::to_csv(&national),
