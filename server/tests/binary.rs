@@ -30,13 +30,21 @@ struct Process {
 
 impl Process {
     fn spawn(args: &[&str]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        Process::spawn_with_env(args, &[])
+    }
+
+    /// Starts `sfs-node` with `args` and extra environment variables.
+    fn spawn_with_env(args: &[&str], env: &[(&str, String)]) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sfs-node"));
+        command
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sfs-node starts");
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("sfs-node starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -300,32 +308,13 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
     // The generated configurations, with listeners moved to OS-assigned loopback ports by
     // environment variables, as an operator would override them.
     let spawn = |node: &str, extra: &[(&str, String)]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sfs-node"));
-        command
-            .args([
-                "run",
-                "--config",
-                fed.join(node).join("node.toml").to_str().unwrap(),
-            ])
-            .env("RUST_LOG", "warn")
-            .env("SFS_API_LISTEN", "127.0.0.1:0")
-            .env("SFS_METRICS_LISTEN", "127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in extra {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Process { child, lines }
+        let config = fed.join(node).join("node.toml");
+        let mut env = vec![
+            ("SFS_API_LISTEN", "127.0.0.1:0".to_string()),
+            ("SFS_METRICS_LISTEN", "127.0.0.1:0".to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        Process::spawn_with_env(&["run", "--config", config.to_str().unwrap()], &env)
     };
     let hub = spawn(
         "national",
