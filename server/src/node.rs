@@ -14,7 +14,6 @@ use sfs_sync::{EngineConfig, NodeId, Role};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::{self, ApiState};
@@ -281,7 +280,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     }
     let mut api_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(api_listener);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(api_listener).with_nodelay(Some(true));
         let health = health;
         let result = api_router
             .serve_with_incoming_shutdown(incoming, async move {
@@ -331,7 +331,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 .add_service(service);
             let mut fed_shutdown = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
-                let incoming = TcpListenerStream::new(listener);
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let result = router
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = fed_shutdown.wait_for(|stop| *stop).await;

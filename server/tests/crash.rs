@@ -1,0 +1,182 @@
+//! Acknowledged means durable (DESIGN.md promise 3): a writer adds lessons as fast as the node
+//! acknowledges them while the node is killed with SIGKILL at random moments, many times over.
+//! After every restart each acknowledged lesson is there and the store opens cleanly.
+//!
+//! `SFS_CRASH_KILLS` sets the number of kills (default 200; the long mode uses more).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn sfs_node(args: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "sfs-node {args:?}");
+}
+
+/// Starts the city and returns it with its API endpoint, once it prints `ready`.
+fn start(config: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the node prints ready, or the store failed to open after a kill");
+        if line.contains("ready") {
+            let api = line.split_whitespace().nth(3).unwrap().to_string();
+            return (child, api);
+        }
+    }
+}
+
+#[test]
+fn every_acknowledged_write_survives_sigkill_at_random_moments() {
+    let kills: usize = std::env::var("SFS_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
+    sfs_node(&[
+        "pki",
+        "issue",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "lund",
+        "--role",
+        "city",
+    ]);
+    let token_out = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args([
+            "token",
+            "create",
+            "--data-dir",
+            d.join("data").to_str().unwrap(),
+            "--role",
+            "editor",
+        ])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token_out.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    // A city whose hub is away: it keeps accepting writes (offline first).
+    let config = d.join("lund.toml");
+    std::fs::write(
+        &config,
+        r#"id = "lund"
+role = "city"
+data_dir = "data"
+[api]
+listen = "127.0.0.1:0"
+[federation]
+hub_url = "https://127.0.0.1:9"
+max_backoff_ms = 60000
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/city-lund.crt"
+key = "pki/nodes/city-lund.key"
+"#,
+    )
+    .unwrap();
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rng = rand::thread_rng();
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let mut writes = 0usize;
+    for kill in 0..kills {
+        let (mut child, api) = start(&config);
+        let kill_after = Duration::from_millis(rng.gen_range(0..200));
+        let pid = child.id();
+        runtime.block_on(async {
+            let mut client = sfs_client::Client::connect(&api, &token, &ca)
+                .await
+                .unwrap();
+            // Everything acknowledged before is still there.
+            let titles: BTreeSet<String> = client
+                .list_lessons("cities/lund")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| l.title)
+                .collect();
+            let lost: Vec<&String> = acknowledged.difference(&titles).collect();
+            assert!(
+                lost.is_empty(),
+                "after kill {kill}: {} acknowledged lessons lost, e.g. {:?}",
+                lost.len(),
+                lost.first()
+            );
+            // Write as fast as acknowledgements come until the kill lands.
+            let killer = tokio::spawn(async move {
+                tokio::time::sleep(kill_after).await;
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            });
+            for i in 0.. {
+                let title = format!("k{kill}-w{i}");
+                match client.create_lesson(&title, "durable", vec![]).await {
+                    Ok(_) => {
+                        acknowledged.insert(title);
+                        writes += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            killer.await.unwrap();
+        });
+        let _ = child.wait();
+    }
+    // One last start: everything is there, and nothing was written twice.
+    let (mut child, api) = start(&config);
+    runtime.block_on(async {
+        let mut client = sfs_client::Client::connect(&api, &token, &ca)
+            .await
+            .unwrap();
+        let lessons = client.list_lessons("cities/lund").await.unwrap();
+        let titles: BTreeSet<String> = lessons.iter().map(|l| l.title.clone()).collect();
+        assert!(acknowledged.is_subset(&titles));
+        assert_eq!(titles.len(), lessons.len(), "no lesson appears twice");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("{kills} kills, {writes} acknowledged writes, none lost");
+    assert!(
+        writes > kills,
+        "the writer got writes in ({writes} in {kills} runs)"
+    );
+}
