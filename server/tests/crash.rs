@@ -43,13 +43,21 @@ fn start(config: &Path) -> (Child, String) {
         }
     });
     let deadline = Instant::now() + DEADLINE;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the node prints ready, or the store failed to open after a kill");
-        if line.contains("ready") {
-            let api = line.split_whitespace().nth(3).unwrap().to_string();
-            return (child, api);
+    let api = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("ready") => {
+                break line.split_whitespace().nth(3).map(str::to_string)
+            }
+            Ok(_) => continue,
+            Err(_) => break None,
+        }
+    };
+    match api {
+        Some(api) => (child, api),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node did not print ready: the store may have failed to open after a kill");
         }
     }
 }
