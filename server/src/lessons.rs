@@ -207,38 +207,47 @@ fn read_i64(doc: &Automerge, obj: &automerge::ObjId, key: &str) -> i64 {
     }
 }
 
+/// One lesson of a city's lessons document, if it exists.
+pub fn read_one(doc: &Automerge, city: &str, id: &str) -> Option<LessonRecord> {
+    let Ok(Some((Value::Object(ObjType::Map), lessons))) = doc.get(ROOT, "lessons") else {
+        return None;
+    };
+    let Ok(Some((Value::Object(ObjType::Map), lesson))) = doc.get(&lessons, id) else {
+        return None;
+    };
+    Some(read_lesson(doc, city, id, &lesson))
+}
+
+fn read_lesson(doc: &Automerge, city: &str, id: &str, lesson: &automerge::ObjId) -> LessonRecord {
+    let tags = match doc.get(lesson, "tags") {
+        Ok(Some((Value::Object(ObjType::List), list))) => (0..doc.length(&list))
+            .filter_map(|i| match doc.get(&list, i) {
+                Ok(Some((Value::Scalar(tag), _))) => tag.as_str().map(str::to_string),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    LessonRecord {
+        id: id.to_string(),
+        city: city.to_string(),
+        title: read_str(doc, lesson, "title"),
+        body: read_str(doc, lesson, "body"),
+        tags,
+        created_ms: read_i64(doc, lesson, "created_ms"),
+        updated_ms: read_i64(doc, lesson, "updated_ms"),
+        method_step: read_str(doc, lesson, "method_step"),
+        archived: crate::docmodel::get_bool(doc, lesson, "archived"),
+    }
+}
+
 /// Every lesson in a city's lessons document.
 pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
     let Ok(Some((Value::Object(ObjType::Map), lessons))) = doc.get(ROOT, "lessons") else {
         return Vec::new();
     };
     doc.map_range(&lessons, ..)
-        .filter_map(|item| {
-            let lesson = match item.value {
-                automerge::ValueRef::Object(ObjType::Map) => item.id(),
-                _ => return None,
-            };
-            let id = item.key.to_string();
-            let tags = match doc.get(&lesson, "tags") {
-                Ok(Some((Value::Object(ObjType::List), list))) => (0..doc.length(&list))
-                    .filter_map(|i| match doc.get(&list, i) {
-                        Ok(Some((Value::Scalar(tag), _))) => tag.as_str().map(str::to_string),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            Some(LessonRecord {
-                city: city.to_string(),
-                title: read_str(doc, &lesson, "title"),
-                body: read_str(doc, &lesson, "body"),
-                tags,
-                created_ms: read_i64(doc, &lesson, "created_ms"),
-                updated_ms: read_i64(doc, &lesson, "updated_ms"),
-                method_step: read_str(doc, &lesson, "method_step"),
-                archived: crate::docmodel::get_bool(doc, &lesson, "archived"),
-                id,
-            })
-        })
+        .filter(|item| matches!(item.value, automerge::ValueRef::Object(ObjType::Map)))
+        .map(|item| read_lesson(doc, city, &item.key, &item.id()))
         .collect()
 }

@@ -81,10 +81,7 @@ impl LessonsService {
             .read(|engine| {
                 let d = engine.document(&doc)?;
                 let version = crate::docmodel::version_of(&d.get_heads());
-                lessons::read_all(d, city)
-                    .into_iter()
-                    .find(|l| l.id == id)
-                    .map(|l| (l, version))
+                lessons::read_one(d, city, id).map(|l| (l, version))
             })
             .ok_or_else(|| Status::not_found(format!("cities/{city}/lessons/{id} does not exist")))
     }
