@@ -42,6 +42,30 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Back up a running node through its API (admin token) into one file.
+    Backup {
+        /// The node's API endpoint, for example https://127.0.0.1:7443.
+        #[arg(long, env = "SFS_ENDPOINT")]
+        endpoint: String,
+        /// An admin token.
+        #[arg(long, env = "SFS_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The CA certificate that signed the node.
+        #[arg(long, env = "SFS_CA")]
+        ca: PathBuf,
+        /// Where to write the backup.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data directory (the node must not be running on it).
+    Restore {
+        /// The backup file made by `sfs-node backup`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to fill.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Run a whole local federation (a hub and some cities) on 127.0.0.1.
     Demo {
         /// Where the demo keeps its PKI, data and federation.json.
@@ -185,6 +209,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "{}",
                 sfs_node::tokens::create_token(&data_dir, role, &label)?
+            );
+        }
+        Command::Backup {
+            endpoint,
+            token,
+            ca,
+            out,
+        } => {
+            let ca = std::fs::read_to_string(&ca)
+                .with_context(|| format!("reading {}", ca.display()))?;
+            let mut client = sfs_client::Client::connect(&endpoint, &token, &ca).await?;
+            let mut stream = client
+                .node
+                .backup(sfs_client::v1::BackupRequest {})
+                .await
+                .map_err(sfs_client::ClientError::from)?
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream
+                .message()
+                .await
+                .map_err(sfs_client::ClientError::from)?
+            {
+                bytes.extend_from_slice(&chunk.data);
+            }
+            let archive: sfs_client::v1::BackupArchive =
+                prost::Message::decode(bytes.as_slice())
+                    .context("the node sent a damaged backup")?;
+            let partial = out.with_extension("partial");
+            std::fs::write(&partial, &bytes)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            std::fs::File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, &out)?;
+            println!(
+                "backed up {} ({}): {} documents, {} access-log entries, {} bytes to {}",
+                archive.node_id,
+                archive.role,
+                archive.documents.len(),
+                archive.access_log.len(),
+                bytes.len(),
+                out.display()
+            );
+        }
+        Command::Restore { from, data_dir } => {
+            let bytes =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let archive: sfs_client::v1::BackupArchive =
+                prost::Message::decode(bytes.as_slice())
+                    .context("not a backup made by sfs-node backup")?;
+            std::fs::create_dir_all(&data_dir)?;
+            let count = sfs_node::store::restore(&data_dir, &archive)?;
+            println!(
+                "restored {} ({}): {count} documents into {}",
+                archive.node_id,
+                archive.role,
+                data_dir.display()
             );
         }
         Command::Demo { dir, cities } => {

@@ -191,6 +191,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         local: local.clone(),
         tokens: tokens.clone(),
         access_log: Arc::new(store.access_log),
+        data_dir: config.data_dir.clone(),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

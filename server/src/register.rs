@@ -68,6 +68,14 @@ impl LocalReplicas {
         })
     }
 
+    /// Every local document, saved whole (for backups).
+    pub fn save_all(&self) -> Vec<(DocId, Vec<u8>)> {
+        let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        docs.iter()
+            .map(|(id, entry)| (id.clone(), entry.doc.save()))
+            .collect()
+    }
+
     /// Reads a local document (an empty one if it was never written).
     pub fn read<R>(&self, id: &DocId, f: impl FnOnce(&Automerge) -> R) -> R {
         let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());

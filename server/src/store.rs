@@ -350,6 +350,62 @@ impl SyncStates {
     }
 }
 
+/// Errors restoring a backup.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0} already holds a store; restore into an empty data directory")]
+    NotEmpty(PathBuf),
+    #[error("the backup is damaged: {0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes a backup (documents, token file, access log) into an empty data directory.
+pub fn restore(
+    data_dir: &Path,
+    archive: &sfs_proto::v1::BackupArchive,
+) -> Result<usize, RestoreError> {
+    if data_dir.join("store").exists() {
+        return Err(RestoreError::NotEmpty(data_dir.to_path_buf()));
+    }
+    let store = Store::open(data_dir, Duration::from_secs(5))?;
+    for document in &archive.documents {
+        let damaged = |what: String| RestoreError::Damaged(format!("{}: {what}", document.doc_id));
+        let doc = Automerge::load(&document.data).map_err(|e| damaged(e.to_string()))?;
+        let id = DocId::parse(&document.doc_id).map_err(|e| damaged(e.to_string()))?;
+        let heads = doc.get_heads();
+        match id.clone().shareable() {
+            Ok(shareable) => store.shared.persist(&DocPersist {
+                doc: shareable,
+                kind: PersistKind::Snapshot,
+                bytes: document.data.clone(),
+                heads,
+            })?,
+            Err(_) => store
+                .local
+                .persist(&id, PersistKind::Snapshot, &document.data, &heads)?,
+        }
+    }
+    let entries = archive
+        .access_log
+        .iter()
+        .map(|bytes| {
+            serde_json::from_slice::<AccessEntry>(bytes)
+                .map_err(|e| RestoreError::Damaged(format!("access log: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !entries.is_empty() {
+        store.access_log.append(&entries)?;
+    }
+    if !archive.tokens.is_empty() {
+        let path = crate::tokens::token_file(data_dir);
+        std::fs::write(&path, &archive.tokens).map_err(|source| StoreError::Io { path, source })?;
+    }
+    store.durability.sync()?;
+    Ok(archive.documents.len())
+}
+
 /// One access to personal data.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccessEntry {

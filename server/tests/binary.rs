@@ -350,3 +350,159 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
     city.terminate();
     hub.terminate();
 }
+
+#[test]
+fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
+    sfs_node(&[
+        "pki",
+        "issue",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "lund",
+        "--role",
+        "city",
+    ]);
+    let token = sfs_node(&[
+        "token",
+        "create",
+        "--data-dir",
+        d.join("data").to_str().unwrap(),
+        "--role",
+        "admin",
+    ]);
+    let token = token.trim().to_string();
+    let config = |data: &str| {
+        format!(
+            r#"id = "lund"
+role = "city"
+data_dir = "{data}"
+[api]
+listen = "127.0.0.1:0"
+[federation]
+hub_url = "https://127.0.0.1:9"
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/city-lund.crt"
+key = "pki/nodes/city-lund.key"
+"#
+        )
+    };
+    write_config(&d.join("lund.toml"), &config("data"));
+    write_config(&d.join("restored.toml"), &config("restored"));
+    let ca_path = pki.join("ca.crt");
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let node = Process::spawn(&["run", "--config", d.join("lund.toml").to_str().unwrap()]);
+    let api = node
+        .wait_for_line("ready")
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    runtime.block_on(async {
+        let mut client = sfs_client::Client::connect(&api, &token, &ca)
+            .await
+            .unwrap();
+        client
+            .create_lesson("Kept in the backup", "", vec![])
+            .await
+            .unwrap();
+        let org = client
+            .create_organisation("Police", "police")
+            .await
+            .unwrap();
+        let signal = sfs_client::v1::Signal {
+            date: "2026-11-01".into(),
+            reporting_organisation: org.name,
+            kind: "signal".into(),
+            description: "backed up".into(),
+            ..Default::default()
+        };
+        client
+            .signals
+            .create_signal(sfs_client::v1::CreateSignalRequest {
+                signal: Some(signal),
+            })
+            .await
+            .unwrap();
+    });
+    let backup = d.join("lund.backup");
+    let out = sfs_node(&[
+        "backup",
+        "--endpoint",
+        &api,
+        "--token",
+        &token,
+        "--ca",
+        ca_path.to_str().unwrap(),
+        "--out",
+        backup.to_str().unwrap(),
+    ]);
+    assert!(out.contains("backed up lund"), "{out}");
+    node.terminate();
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args([
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            d.join("data").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "restoring over an existing store is refused"
+    );
+    let out = sfs_node(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        d.join("restored").to_str().unwrap(),
+    ]);
+    assert!(out.contains("restored lund"), "{out}");
+
+    let node = Process::spawn(&["run", "--config", d.join("restored.toml").to_str().unwrap()]);
+    let api = node
+        .wait_for_line("ready")
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    runtime.block_on(async {
+        // The old token works: the token file came back too.
+        let mut client = sfs_client::Client::connect(&api, &token, &ca)
+            .await
+            .unwrap();
+        let lessons = client.list_lessons("cities/lund").await.unwrap();
+        assert_eq!(lessons.len(), 1);
+        assert_eq!(lessons[0].title, "Kept in the backup");
+        assert_eq!(client.list_organisations().await.unwrap().len(), 1);
+        let log = client
+            .signals
+            .list_access_log(sfs_client::v1::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            log.entries.iter().any(|e| e.action == "create"),
+            "the access log came back"
+        );
+        let signals = client
+            .signals
+            .list_signals(sfs_client::v1::ListSignalsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(signals.signals[0].description, "backed up");
+    });
+    node.terminate();
+}

@@ -34,6 +34,8 @@ pub struct ApiState {
     pub tokens: Arc<TokenRegistry>,
     /// Who read or changed which personal record.
     pub access_log: Arc<crate::store::AccessLog>,
+    /// The node's data directory (for backups of the token file).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl ApiState {

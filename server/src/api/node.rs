@@ -11,8 +11,79 @@ use crate::tokens::ApiRole;
 /// The `Node` gRPC service.
 pub struct NodeService(pub ApiState);
 
+/// Size of one backup chunk.
+const BACKUP_CHUNK: usize = 1024 * 1024;
+
+impl NodeService {
+    /// Every document, the token file and the access log, as one archive.
+    fn archive(&self) -> Result<pb::BackupArchive, Status> {
+        let state = &self.0;
+        let me = state.sync.me().clone();
+        let mut documents: Vec<pb::BackupDocument> = state
+            .local
+            .save_all()
+            .into_iter()
+            .map(|(id, data)| pb::BackupDocument {
+                doc_id: id.to_string(),
+                data,
+            })
+            .collect();
+        documents.extend(state.sync.read(|engine| {
+            engine
+                .documents()
+                .map(|(id, doc)| pb::BackupDocument {
+                    doc_id: id.to_string(),
+                    data: doc.save(),
+                })
+                .collect::<Vec<_>>()
+        }));
+        let tokens = match std::fs::read(crate::tokens::token_file(&state.data_dir)) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => {
+                return Err(Status::unavailable(format!(
+                    "reading the token file: {err}"
+                )))
+            }
+        };
+        let mut entries = state
+            .access_log
+            .list()
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        entries.reverse();
+        Ok(pb::BackupArchive {
+            node_id: me.name().to_string(),
+            role: me.role().as_str().to_string(),
+            create_time_ms: super::now_ms(),
+            documents,
+            tokens,
+            access_log: entries
+                .iter()
+                .map(|e| serde_json::to_vec(e).expect("entry serialises"))
+                .collect(),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl pb::node_server::Node for NodeService {
+    type BackupStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::BackupChunk, Status>>>;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        require(&request, ApiRole::Admin)?;
+        let service = NodeService(self.0.clone());
+        let archive = super::blocking(move || service.archive()).await??;
+        let bytes = prost::Message::encode_to_vec(&archive);
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = bytes
+            .chunks(BACKUP_CHUNK)
+            .map(|c| Ok(pb::BackupChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
     async fn get_status(
         &self,
         request: Request<pb::GetStatusRequest>,
