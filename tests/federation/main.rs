@@ -3,6 +3,7 @@
 
 mod domain;
 mod integration;
+mod mtls;
 mod python;
 mod stats;
 mod util;
