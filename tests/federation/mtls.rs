@@ -12,6 +12,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::util::{eventually, Federation};
 
+/// A change to a certificate's parameters.
+type Shape = Box<dyn FnOnce(&mut CertificateParams)>;
+
 /// A certificate signed by the federation's own CA, shaped by `shape`.
 fn certificate(fed: &Federation, shape: impl FnOnce(&mut CertificateParams)) -> (String, String) {
     let pki = fed.pki_dir();
@@ -83,7 +86,7 @@ async fn every_kind_of_wrong_certificate_is_refused() {
     let now = time::OffsetDateTime::now_utc();
     // Refused by TLS itself (with TLS 1.3 the client learns it on its first call: "") or by the
     // hub after TLS, with the status named.
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut CertificateParams)>, &str)> = vec![
+    let cases: Vec<(&str, Shape, &str)> = vec![
         (
             "expired",
             Box::new(move |p| {
