@@ -569,6 +569,17 @@ impl Engine {
                 return;
             }
         };
+        if let Err(problem) = check_message(&message) {
+            let reason =
+                format!("sync message for {id} is outside what an honest peer sends: {problem}");
+            out.events.push(LogEvent::Refused {
+                peer: peer.clone(),
+                doc: Some(id.clone()),
+                reason: reason.clone(),
+            });
+            self.close(conn_id, StatusCode::InvalidArgument, reason, out);
+            return;
+        }
         let may_write = accepts_changes_from(&self.me, &peer, &id);
         if !message.changes.is_empty() && !may_write {
             let reason =
@@ -736,6 +747,57 @@ pub enum EditError<E> {
     Engine(EngineError),
     #[error("the edit was rejected")]
     Rejected(E),
+}
+
+/// Largest counts an honest peer puts in one sync message.
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_NEED: usize = 100_000;
+pub const MAX_HAVE: usize = 16;
+pub const MAX_BLOOM_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_CHUNKS: usize = 100_000;
+
+/// Checks a decoded sync message against what an honest peer sends, before Automerge acts on
+/// it: Automerge trusts the sender's counts and Bloom-filter parameters.
+fn check_message(message: &sync::Message) -> Result<(), String> {
+    if message.heads.len() > MAX_HEADS {
+        return Err(format!(
+            "{} heads (at most {MAX_HEADS})",
+            message.heads.len()
+        ));
+    }
+    if message.need.len() > MAX_NEED {
+        return Err(format!(
+            "{} needed changes (at most {MAX_NEED})",
+            message.need.len()
+        ));
+    }
+    if message.have.len() > MAX_HAVE {
+        return Err(format!(
+            "{} have entries (at most {MAX_HAVE})",
+            message.have.len()
+        ));
+    }
+    for have in &message.have {
+        if have.last_sync.len() > MAX_HEADS {
+            return Err(format!(
+                "{} last-sync heads (at most {MAX_HEADS})",
+                have.last_sync.len()
+            ));
+        }
+        let bloom = have.bloom.to_bytes().len();
+        if bloom > MAX_BLOOM_BYTES {
+            return Err(format!(
+                "a {bloom}-byte Bloom filter (at most {MAX_BLOOM_BYTES})"
+            ));
+        }
+    }
+    if message.changes.len() > MAX_CHUNKS {
+        return Err(format!(
+            "{} change chunks (at most {MAX_CHUNKS})",
+            message.changes.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Marks a sync state as in step with a peer whose heads equal ours, so that the next change

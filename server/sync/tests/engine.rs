@@ -302,3 +302,108 @@ fn after_a_failed_write_the_next_persist_is_a_full_snapshot() {
         lund.document(&doc).unwrap().get_heads()
     );
 }
+
+#[test]
+fn messages_outside_what_an_honest_peer_sends_are_refused() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    fed.connect("helsingborg", 1);
+    fed.run_until_quiet();
+    let heads: Vec<automerge::ChangeHash> = (0..2000u32)
+        .map(|i| {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            automerge::ChangeHash(bytes)
+        })
+        .collect();
+    let message = automerge::sync::Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: automerge::sync::ChunkList::empty(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    let out = fed.engines.get_mut("hub").unwrap().receive(
+        1,
+        Frame::DocSync {
+            doc,
+            message: message.encode(),
+        },
+        0,
+    );
+    assert_eq!(out.closes.len(), 1);
+    assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
+    assert!(
+        out.closes[0].1.message.contains("2000 heads"),
+        "{}",
+        out.closes[0].1.message
+    );
+    // Garbage that does not decode is refused too, and the engine goes on serving others.
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    let out = fed.engines.get_mut("hub").unwrap().receive(
+        1,
+        Frame::DocSync {
+            doc,
+            message: vec![0x42, 0xff, 0xff, 0xff, 0xff, 0xff],
+        },
+        0,
+    );
+    assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
+    fed.add_lesson("malmo", "m1", "still flowing");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("hub", "malmo", "m1").as_deref(),
+        Some("still flowing")
+    );
+}
+
+/// A real sync message from a city that has a lesson, to mutate.
+fn honest_message() -> Vec<u8> {
+    let mut city = Automerge::new();
+    city.transact(|tx| tx.put(ROOT, "l1", "a lesson with some text in it"))
+        .unwrap();
+    let mut state = automerge::sync::State::new();
+    let request = Automerge::new()
+        .generate_sync_message(&mut automerge::sync::State::new())
+        .unwrap();
+    city.receive_sync_message(&mut state, request).unwrap();
+    city.generate_sync_message(&mut state).unwrap().encode()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, .. proptest::prelude::ProptestConfig::default() })]
+
+    /// Random and mutated messages never take the engine down: each is applied, or refused
+    /// with a status that closes only the sender's link.
+    #[test]
+    fn mutated_messages_never_crash_the_hub(flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8), truncate in 0usize..4096, random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let mut fed = Federation::new(&["helsingborg", "malmo"]);
+        fed.connect("helsingborg", 1);
+        fed.connect("malmo", 2);
+        fed.run_until_quiet();
+        let mut message = honest_message();
+        for (at, byte) in flips {
+            let len = message.len();
+            message[at % len] ^= byte;
+        }
+        message.truncate(truncate.max(1));
+        let doc = ShareableDocId::lessons("helsingborg").unwrap();
+        for bytes in [message, random] {
+            let hub = fed.engines.get_mut("hub").unwrap();
+            let out = hub.receive(1, Frame::DocSync { doc: doc.clone(), message: bytes }, 0);
+            for (_, reason) in &out.closes {
+                proptest::prop_assert!(matches!(reason.code, StatusCode::InvalidArgument | StatusCode::PermissionDenied | StatusCode::ResourceExhausted), "{reason:?}");
+            }
+        }
+        // Malmö's link is unaffected.
+        fed.add_lesson("malmo", "m1", "still flowing");
+        fed.run_until_quiet();
+        let lesson = fed.lesson("hub", "malmo", "m1");
+        proptest::prop_assert_eq!(lesson.as_deref(), Some("still flowing"));
+    }
+}
