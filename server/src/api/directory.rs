@@ -5,9 +5,7 @@ use sfs_proto::v1 as pb;
 use sfs_sync::{NodeId, Role};
 use tonic::{Request, Response, Status};
 
-use super::{
-    blocking, doc_error, edit_status, paginate, parse_name, require, today, update_mask, ApiState,
-};
+use super::{blocking, doc_error, paginate, parse_name, require, today, update_mask, ApiState};
 use crate::directory::{self as dir, directory_doc};
 use crate::docmodel as dm;
 use crate::method::{self, method_doc};
@@ -16,19 +14,14 @@ use crate::tokens::ApiRole;
 /// The `Directory` gRPC service.
 pub struct DirectoryService(pub ApiState);
 
-fn not_found(name: &str) -> Status {
-    Status::not_found(format!("{name} does not exist"))
-}
+use super::not_found;
 
 impl DirectoryService {
     async fn edit<R: Send + 'static>(
         &self,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status> + Send + 'static,
     ) -> Result<R, Status> {
-        let sync = self.0.sync.clone();
-        blocking(move || sync.edit(&directory_doc(), change))
-            .await?
-            .map_err(edit_status)
+        self.0.edit_shared(directory_doc(), change).await
     }
 
     /// Adds what only the live links know: whether the city is connected now and, at the hub,
@@ -175,14 +168,8 @@ impl pb::directory_server::Directory for DirectoryService {
         require(&request, ApiRole::Admin)?;
         let name = request.into_inner().name;
         let id = parse_name(&name, "cities", "name")?;
-        self.edit(move |tx| {
-            if dm::delete_record(tx, "cities", &id).map_err(doc_error)? {
-                Ok(())
-            } else {
-                Err(not_found(&name))
-            }
-        })
-        .await?;
+        self.edit(move |tx| super::delete_or_not_found(tx, "cities", &id, &name))
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 }

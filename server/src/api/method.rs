@@ -4,10 +4,7 @@ use automerge::transaction::Transaction;
 use sfs_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{
-    blocking, doc_error, edit_status, new_id, now_ms, paginate, parse_name, require, update_mask,
-    ApiState,
-};
+use super::{doc_error, new_id, now_ms, paginate, parse_name, require, update_mask, ApiState};
 use crate::docmodel as dm;
 use crate::method::{self as m, method_doc};
 use crate::tokens::ApiRole;
@@ -15,9 +12,7 @@ use crate::tokens::ApiRole;
 /// The `Method` gRPC service.
 pub struct MethodService(pub ApiState);
 
-fn not_found(name: &str) -> Status {
-    Status::not_found(format!("{name} does not exist"))
-}
+use super::not_found;
 
 fn has(mask: &[String], field: &str) -> bool {
     mask.iter().any(|m| m == field)
@@ -29,10 +24,7 @@ impl MethodService {
         &self,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status> + Send + 'static,
     ) -> Result<R, Status> {
-        let sync = self.0.sync.clone();
-        blocking(move || sync.edit(&method_doc(), change))
-            .await?
-            .map_err(edit_status)
+        self.0.edit_shared(method_doc(), change).await
     }
 
     fn read<R>(&self, f: impl FnOnce(&automerge::Automerge) -> R) -> R {
@@ -64,11 +56,7 @@ impl MethodService {
                     )));
                 }
             }
-            if dm::delete_record(tx, collection, &id).map_err(doc_error)? {
-                Ok(())
-            } else {
-                Err(not_found(&name))
-            }
+            super::delete_or_not_found(tx, collection, &id, &name)
         })
         .await?;
         Ok(Response::new(pb::Empty {}))

@@ -39,6 +39,33 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// Changes a shareable document this node owns, off the async workers; storage failures
+    /// answer `UNAVAILABLE`, documents owned by another node `FAILED_PRECONDITION`.
+    pub async fn edit_shared<R: Send + 'static>(
+        &self,
+        doc: sfs_sync::ShareableDocId,
+        change: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<R, Status>
+            + Send
+            + 'static,
+    ) -> Result<R, Status> {
+        let sync = self.sync.clone();
+        blocking(move || sync.edit(&doc, change))
+            .await?
+            .map_err(edit_status)
+    }
+
+    /// Changes a local document, off the async workers.
+    pub async fn edit_local<R: Send + 'static>(
+        &self,
+        doc: sfs_sync::DocId,
+        change: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<R, Status>
+            + Send
+            + 'static,
+    ) -> Result<R, Status> {
+        let local = self.local.clone();
+        blocking(move || local.edit(&doc, change)).await?
+    }
+
     /// The privacy guard for text this node shares: the city's contact names and deny list
     /// (none at the hub, which keeps no register), on top of the built-in checks.
     pub fn privacy_guard(&self) -> crate::privacy::Guard {
@@ -246,6 +273,25 @@ pub fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(),
         )));
     }
     Ok(())
+}
+
+/// `NOT_FOUND` for a resource name.
+pub fn not_found(name: &str) -> Status {
+    Status::not_found(format!("{name} does not exist"))
+}
+
+/// Deletes `{collection}/{id}` (named `name` in errors), or answers `NOT_FOUND`.
+pub fn delete_or_not_found(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    collection: &str,
+    id: &str,
+    name: &str,
+) -> Result<(), Status> {
+    if crate::docmodel::delete_record(tx, collection, id).map_err(doc_error)? {
+        Ok(())
+    } else {
+        Err(not_found(name))
+    }
 }
 
 /// Maps a document error to a status.

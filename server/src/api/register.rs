@@ -6,7 +6,7 @@ use sfs_proto::v1 as pb;
 use sfs_sync::Role;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, doc_error, new_id, paginate, parse_name, require, update_mask, ApiState};
+use super::{doc_error, new_id, paginate, parse_name, require, update_mask, ApiState};
 use crate::docmodel as dm;
 use crate::register::{self as reg, network};
 use crate::tokens::ApiRole;
@@ -34,8 +34,7 @@ impl RegisterService {
         &self,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status> + Send + 'static,
     ) -> Result<R, Status> {
-        let local = self.0.local.clone();
-        blocking(move || local.edit(&network(), change)).await?
+        self.0.edit_local(network(), change).await
     }
 
     fn read<R>(&self, f: impl FnOnce(&Automerge) -> R) -> R {
@@ -43,9 +42,7 @@ impl RegisterService {
     }
 }
 
-fn not_found(name: &str) -> Status {
-    Status::not_found(format!("{name} does not exist"))
-}
+use super::not_found;
 
 fn has(mask: &[String], field: &str) -> bool {
     mask.iter().any(|m| m == field)
@@ -69,11 +66,7 @@ async fn delete(
                     )));
                 }
             }
-            if dm::delete_record(tx, collection, &id).map_err(doc_error)? {
-                Ok(())
-            } else {
-                Err(not_found(&name))
-            }
+            super::delete_or_not_found(tx, collection, &id, &name)
         })
         .await?;
     Ok(Response::new(pb::Empty {}))

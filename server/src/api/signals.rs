@@ -66,9 +66,7 @@ impl SignalsService {
     }
 }
 
-fn not_found(name: &str) -> Status {
-    Status::not_found(format!("{name} does not exist"))
-}
+use super::not_found;
 
 #[tonic::async_trait]
 impl pb::signals_server::Signals for SignalsService {
