@@ -153,13 +153,9 @@ key = "pki/nodes/city-lund.key"
                 acknowledged.len()
             );
             last_run.clear();
-            // Write as fast as acknowledgements come until the kill lands.
-            let killer = tokio::spawn(async move {
-                tokio::time::sleep(kill_after).await;
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            });
+            // Write as fast as acknowledgements come; the kill is armed once the first write
+            // is acknowledged, so it always lands while writes are in flight.
+            let mut killer = None;
             for i in 0.. {
                 let title = format!("k{kill}-w{i}");
                 match client.create_lesson(&title, "durable", vec![]).await {
@@ -167,11 +163,19 @@ key = "pki/nodes/city-lund.key"
                         acknowledged.insert(title);
                         last_run.push(lesson.name);
                         writes += 1;
+                        if killer.is_none() {
+                            killer = Some(tokio::spawn(async move {
+                                tokio::time::sleep(kill_after).await;
+                                let _ = Command::new("kill")
+                                    .args(["-KILL", &pid.to_string()])
+                                    .status();
+                            }));
+                        }
                     }
                     Err(_) => break,
                 }
             }
-            killer.await.unwrap();
+            killer.expect("at least one write").await.unwrap();
         });
         let _ = child.wait();
     }
