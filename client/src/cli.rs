@@ -579,6 +579,22 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
     })
 }
 
+/// Prints a list as one JSON array, or one line per item.
+fn emit_lines<T: serde::Serialize>(
+    out: &mut dyn Write,
+    items: &[T],
+    as_json: bool,
+    line: impl Fn(&T) -> String,
+) -> Result<(), CliError> {
+    if as_json {
+        return emit(out, &items, true);
+    }
+    for item in items {
+        writeln!(out, "{}", line(item))?;
+    }
+    Ok(())
+}
+
 /// Prints a message as JSON, or as indented `key: value` lines.
 fn emit<T: serde::Serialize>(
     out: &mut dyn Write,
@@ -845,13 +861,9 @@ async fn register(
                 .map_err(err)?
                 .into_inner()
                 .organisations;
-            if json {
-                emit(out, &list, true)?;
-            } else {
-                for o in &list {
-                    writeln!(out, "{:<32} {:<15} {}", o.name, o.sector, o.display_name)?;
-                }
-            }
+            emit_lines(out, &list, json, |o| {
+                format!("{:<32} {:<15} {}", o.name, o.sector, o.display_name)
+            })?;
         }
         RegisterCommand::AddOrganisation { name, sector } => {
             let organisation = pb::Organisation {
@@ -895,13 +907,9 @@ async fn register(
                 .map_err(err)?
                 .into_inner()
                 .contacts;
-            if json {
-                emit(out, &list, true)?;
-            } else {
-                for c in &list {
-                    writeln!(out, "{:<27} {:<30} {}", c.name, c.full_name, c.organisation)?;
-                }
-            }
+            emit_lines(out, &list, json, |c| {
+                format!("{:<27} {:<30} {}", c.name, c.full_name, c.organisation)
+            })?;
         }
         RegisterCommand::AddContact {
             name,
@@ -1088,21 +1096,16 @@ async fn signals(
                 .map_err(err)?
                 .into_inner()
                 .signals;
-            if json {
-                emit(out, &list, true)?;
-            } else {
-                for signal in &list {
-                    writeln!(
-                        out,
-                        "{:<24} {} {:<10} {:<15} {}",
-                        signal.name,
-                        signal.date,
-                        signal.status,
-                        signal.kind,
-                        signal.reporting_organisation
-                    )?;
-                }
-            }
+            emit_lines(out, &list, json, |signal| {
+                format!(
+                    "{:<24} {} {:<10} {:<15} {}",
+                    signal.name,
+                    signal.date,
+                    signal.status,
+                    signal.kind,
+                    signal.reporting_organisation
+                )
+            })?;
         }
         SignalsCommand::Get { name, json } => {
             let signal = s
@@ -1132,17 +1135,12 @@ async fn signals(
                 .map_err(err)?
                 .into_inner()
                 .entries;
-            if json {
-                emit(out, &entries, true)?;
-            } else {
-                for e in &entries {
-                    writeln!(
-                        out,
-                        "{} {:<7} {:<24} {}",
-                        e.time_ms, e.action, e.resource, e.actor
-                    )?;
-                }
-            }
+            emit_lines(out, &entries, json, |e| {
+                format!(
+                    "{} {:<7} {:<24} {}",
+                    e.time_ms, e.action, e.resource, e.actor
+                )
+            })?;
         }
     }
     Ok(())
@@ -1215,13 +1213,9 @@ async fn handbook(
                 .map_err(err)?
                 .into_inner()
                 .releases;
-            if json {
-                emit(out, &list, true)?;
-            } else {
-                for r in &list {
-                    writeln!(out, "{:<10} {:<32} {}", r.version_label, r.name, r.notes)?;
-                }
-            }
+            emit_lines(out, &list, json, |r| {
+                format!("{:<10} {:<32} {}", r.version_label, r.name, r.notes)
+            })?;
         }
         HandbookCommand::Release { label, notes } => {
             let release = pb::Release {
@@ -1344,13 +1338,9 @@ async fn progress(
                 .map_err(err)?
                 .into_inner()
                 .progress;
-            if json {
-                emit(out, &list, true)?;
-            } else {
-                for p in &list {
-                    writeln!(out, "{:<28} {:<8} {} {}", p.step, p.state, p.date, p.note)?;
-                }
-            }
+            emit_lines(out, &list, json, |p| {
+                format!("{:<28} {:<8} {} {}", p.step, p.state, p.date, p.note)
+            })?;
         }
         ProgressCommand::Adoption { json } => {
             let adoption = client

@@ -4,62 +4,27 @@
 //!
 //! `SFS_CRASH_KILLS` sets the number of kills (default 200; the long mode uses more).
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{sfs_node, Process};
 use rand::Rng;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn sfs_node(args: &[&str]) {
-    let status = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "sfs-node {args:?}");
-}
-
-/// Starts the city and returns it with its API endpoint, once it prints `ready`.
-fn start(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + DEADLINE;
-    let api = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains("ready") => {
-                break line.split_whitespace().nth(3).map(str::to_string)
-            }
-            Ok(_) => continue,
-            Err(_) => break None,
-        }
-    };
-    match api {
-        Some(api) => (child, api),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the node did not print ready: the store may have failed to open after a kill");
-        }
-    }
+/// Starts the city and returns it with its API endpoint, once it prints `ready` (which it
+/// cannot do if its store failed to open after a kill).
+fn start(config: &Path) -> (Process, String) {
+    let node = Process::spawn(&["run", "--config", config.to_str().unwrap()]);
+    let api = node
+        .wait_for_line("ready")
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    (node, api)
 }
 
 #[test]
@@ -127,9 +92,9 @@ key = "pki/nodes/city-lund.key"
     let mut last_run: Vec<String> = Vec::new();
     let mut writes = 0usize;
     for kill in 0..kills {
-        let (mut child, api) = start(&config);
+        let (mut node, api) = start(&config);
         let kill_after = Duration::from_millis(rng.gen_range(0..60));
-        let pid = child.id();
+        let pid = node.child.id();
         runtime.block_on(async {
             let mut client = sfs_client::Client::connect(&api, &token, &ca)
                 .await
@@ -177,10 +142,10 @@ key = "pki/nodes/city-lund.key"
             }
             killer.expect("at least one write").await.unwrap();
         });
-        let _ = child.wait();
+        let _ = node.child.wait();
     }
     // One last start: everything is there, and nothing was written twice.
-    let (mut child, api) = start(&config);
+    let (mut node, api) = start(&config);
     runtime.block_on(async {
         let mut client = sfs_client::Client::connect(&api, &token, &ca)
             .await
@@ -190,8 +155,8 @@ key = "pki/nodes/city-lund.key"
         assert!(acknowledged.is_subset(&titles));
         assert_eq!(titles.len(), lessons.len(), "no lesson appears twice");
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = node.child.kill();
+    let _ = node.child.wait();
     eprintln!("{kills} kills, {writes} acknowledged writes, none lost");
     assert!(
         writes > kills,

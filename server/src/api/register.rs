@@ -1,7 +1,7 @@
 //! The `Register` service: the city's local network register (never leaves the city).
 
 use automerge::transaction::Transaction;
-use automerge::Automerge;
+use automerge::{Automerge, ObjId};
 use sfs_proto::v1 as pb;
 use sfs_sync::Role;
 use tonic::{Request, Response, Status};
@@ -39,6 +39,39 @@ impl RegisterService {
 
     fn read<R>(&self, f: impl FnOnce(&Automerge) -> R) -> R {
         self.0.local.read(&network(), f)
+    }
+
+    /// The record named `{collection}/{id}` in `name`, read with `read`.
+    fn get_record<T>(
+        &self,
+        name: &str,
+        collection: &str,
+        read: impl Fn(&Automerge, &str, &ObjId) -> T,
+    ) -> Result<T, Status> {
+        let id = parse_name(name, collection, "name")?;
+        self.read(|doc| dm::record(doc, collection, &id).map(|obj| read(doc, &id, &obj)))
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Every record of a collection, read with `read` and sorted by `key` (ignoring case),
+    /// then by name.
+    fn all_records<T>(
+        &self,
+        collection: &str,
+        read: impl Fn(&Automerge, &str, &ObjId) -> T,
+        key: impl Fn(&T) -> (String, String),
+    ) -> Vec<T> {
+        let mut all: Vec<T> = self.read(|doc| {
+            dm::records(doc, collection)
+                .into_iter()
+                .map(|(id, obj)| read(doc, &id, &obj))
+                .collect()
+        });
+        all.sort_by_cached_key(|item| {
+            let (sort, name) = key(item);
+            (sort.to_lowercase(), name)
+        });
+        all
     }
 }
 
@@ -101,12 +134,10 @@ impl pb::register_server::Register for RegisterService {
     ) -> Result<Response<pb::Organisation>, Status> {
         self.guard(&request, ApiRole::Reader)?;
         let name = request.into_inner().name;
-        let id = parse_name(&name, "organisations", "name")?;
-        self.read(|doc| {
-            dm::record(doc, "organisations", &id).map(|obj| reg::read_organisation(doc, &id, &obj))
+        self.get_record(&name, "organisations", |doc, id, obj| {
+            reg::read_organisation(doc, id, obj)
         })
         .map(Response::new)
-        .ok_or_else(|| not_found(&name))
     }
 
     async fn list_organisations(
@@ -115,17 +146,8 @@ impl pb::register_server::Register for RegisterService {
     ) -> Result<Response<pb::ListOrganisationsResponse>, Status> {
         self.guard(&request, ApiRole::Reader)?;
         let request = request.into_inner();
-        let mut all = self.read(|doc| {
-            dm::records(doc, "organisations")
-                .into_iter()
-                .map(|(id, obj)| reg::read_organisation(doc, &id, &obj))
-                .collect::<Vec<_>>()
-        });
-        all.sort_by(|a, b| {
-            a.display_name
-                .to_lowercase()
-                .cmp(&b.display_name.to_lowercase())
-                .then(a.name.cmp(&b.name))
+        let all = self.all_records("organisations", reg::read_organisation, |x| {
+            (x.display_name.clone(), x.name.clone())
         });
         let (organisations, next_page_token, total_size) =
             paginate(all, request.page_size, &request.page_token)?;
@@ -200,10 +222,10 @@ impl pb::register_server::Register for RegisterService {
     ) -> Result<Response<pb::Group>, Status> {
         self.guard(&request, ApiRole::Reader)?;
         let name = request.into_inner().name;
-        let id = parse_name(&name, "groups", "name")?;
-        self.read(|doc| dm::record(doc, "groups", &id).map(|obj| reg::read_group(doc, &id, &obj)))
-            .map(Response::new)
-            .ok_or_else(|| not_found(&name))
+        self.get_record(&name, "groups", |doc, id, obj| {
+            reg::read_group(doc, id, obj)
+        })
+        .map(Response::new)
     }
 
     async fn list_groups(
@@ -212,17 +234,8 @@ impl pb::register_server::Register for RegisterService {
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         self.guard(&request, ApiRole::Reader)?;
         let request = request.into_inner();
-        let mut all = self.read(|doc| {
-            dm::records(doc, "groups")
-                .into_iter()
-                .map(|(id, obj)| reg::read_group(doc, &id, &obj))
-                .collect::<Vec<_>>()
-        });
-        all.sort_by(|a, b| {
-            a.display_name
-                .to_lowercase()
-                .cmp(&b.display_name.to_lowercase())
-                .then(a.name.cmp(&b.name))
+        let all = self.all_records("groups", reg::read_group, |x| {
+            (x.display_name.clone(), x.name.clone())
         });
         let (groups, next_page_token, total_size) =
             paginate(all, request.page_size, &request.page_token)?;
@@ -302,12 +315,10 @@ impl pb::register_server::Register for RegisterService {
     ) -> Result<Response<pb::Contact>, Status> {
         self.guard(&request, ApiRole::Reader)?;
         let name = request.into_inner().name;
-        let id = parse_name(&name, "contacts", "name")?;
-        self.read(|doc| {
-            dm::record(doc, "contacts", &id).map(|obj| reg::read_contact(doc, &id, &obj))
+        self.get_record(&name, "contacts", |doc, id, obj| {
+            reg::read_contact(doc, id, obj)
         })
         .map(Response::new)
-        .ok_or_else(|| not_found(&name))
     }
 
     async fn list_contacts(
@@ -316,17 +327,8 @@ impl pb::register_server::Register for RegisterService {
     ) -> Result<Response<pb::ListContactsResponse>, Status> {
         self.guard(&request, ApiRole::Reader)?;
         let request = request.into_inner();
-        let mut all = self.read(|doc| {
-            dm::records(doc, "contacts")
-                .into_iter()
-                .map(|(id, obj)| reg::read_contact(doc, &id, &obj))
-                .collect::<Vec<_>>()
-        });
-        all.sort_by(|a, b| {
-            a.full_name
-                .to_lowercase()
-                .cmp(&b.full_name.to_lowercase())
-                .then(a.name.cmp(&b.name))
+        let all = self.all_records("contacts", reg::read_contact, |x| {
+            (x.full_name.clone(), x.name.clone())
         });
         let (contacts, next_page_token, total_size) =
             paginate(all, request.page_size, &request.page_token)?;
@@ -408,12 +410,10 @@ impl pb::register_server::Register for RegisterService {
     ) -> Result<Response<pb::Meeting>, Status> {
         self.guard(&request, ApiRole::Reader)?;
         let name = request.into_inner().name;
-        let id = parse_name(&name, "meetings", "name")?;
-        self.read(|doc| {
-            dm::record(doc, "meetings", &id).map(|obj| reg::read_meeting(doc, &id, &obj))
+        self.get_record(&name, "meetings", |doc, id, obj| {
+            reg::read_meeting(doc, id, obj)
         })
         .map(Response::new)
-        .ok_or_else(|| not_found(&name))
     }
 
     async fn list_meetings(
