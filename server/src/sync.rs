@@ -21,7 +21,7 @@ use sfs_proto::v1 as pb;
 use sfs_sync::backoff::Backoff;
 use sfs_sync::{
     ConnId, EditError, Engine, EngineConfig, Frame, LogEvent, NodeId, Output, ShareableDocId,
-    StatusCode,
+    StatusCode, Summary,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -422,15 +422,19 @@ pub fn to_pb(frame: Frame) -> pb::Frame {
     use pb::frame::Body;
     let body = match frame {
         Frame::Hello { protocol_version } => Body::Hello(pb::Hello { protocol_version }),
-        Frame::Summary(docs) => Body::Summary(pb::HeadsSummary {
-            docs: docs
+        Frame::Summary(summary) => Body::Summary(pb::HeadsSummary {
+            docs: summary
+                .docs
                 .into_iter()
                 .map(|(doc, heads)| pb::DocHeads {
                     doc_id: doc.as_str().to_string(),
                     heads: heads.iter().map(|h| h.0.to_vec()).collect(),
                 })
                 .collect(),
+            only_changed: summary.only_changed,
+            digest: summary.digest.to_vec(),
         }),
+        Frame::SummaryRequest => Body::SummaryRequest(pb::SummaryRequest {}),
         Frame::DocSync { doc, message } => Body::DocSync(pb::DocSync {
             doc_id: doc.as_str().to_string(),
             message,
@@ -452,8 +456,8 @@ pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
         Body::Hello(hello) => Frame::Hello {
             protocol_version: hello.protocol_version,
         },
-        Body::Summary(summary) => Frame::Summary(
-            summary
+        Body::Summary(summary) => Frame::Summary(Summary {
+            docs: summary
                 .docs
                 .into_iter()
                 .map(|d| {
@@ -468,7 +472,14 @@ pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
                     Ok((doc(&d.doc_id)?, heads))
                 })
                 .collect::<Result<Vec<_>, String>>()?,
-        ),
+            only_changed: summary.only_changed,
+            digest: summary
+                .digest
+                .as_slice()
+                .try_into()
+                .map_err(|_| "the summary digest is not 32 bytes".to_string())?,
+        }),
+        Body::SummaryRequest(_) => Frame::SummaryRequest,
         Body::DocSync(sync) => Frame::DocSync {
             doc: doc(&sync.doc_id)?,
             message: sync.message,

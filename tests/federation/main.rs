@@ -204,7 +204,12 @@ async fn rogue_link(
         protocol_version: sfs_sync::PROTOCOL_VERSION,
     }))
     .unwrap();
-    tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Summary(Vec::new())))
+    let empty = sfs_sync::Summary {
+        docs: Vec::new(),
+        only_changed: false,
+        digest: sfs_sync::summary_digest(std::iter::empty()),
+    };
+    tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Summary(empty)))
         .unwrap();
     let inbound = client
         .sync(UnboundedReceiverStream::new(rx))

@@ -2,7 +2,15 @@
 //!
 //! Each link goes through three phases: both sides send `Hello` and then a `Summary` of their
 //! document heads at once; a document whose heads differ starts Automerge's sync protocol, one
-//! whose heads are equal is marked as in step so that the next change costs one message. After
+//! whose heads are equal is marked as in step so that the next change costs one message.
+//!
+//! **Reconnects cost what changed.** The summary lists only the documents whose heads differ
+//! from the heads both sides had in common when the link last synced them (the `shared_heads`
+//! of the persisted sync states), plus a digest of the sender's complete list. The receiver
+//! rebuilds the sender's complete list from its own persisted states and the changes listed; if
+//! the digest does not match (a crash lost a sync state, a backup was restored) it asks for a
+//! complete summary with `SummaryRequest`. A reconnect with nothing changed is therefore four
+//! small frames whatever the number of documents. After
 //! that, every change (an edit here, or a change accepted from a peer) is offered at once to every
 //! other open link: that is how the hub relays.
 //!
@@ -18,7 +26,7 @@ use automerge::sync::{self, BloomFilter, Have, SyncDoc};
 use automerge::transaction::Transaction;
 use automerge::{ActorId, Automerge, ChangeHash};
 
-use crate::frame::{Frame, PROTOCOL_VERSION};
+use crate::frame::{summary_digest, Frame, Summary, PROTOCOL_VERSION};
 use crate::scope::{accepts_changes_from, shared_on_link, NodeId, ShareableDocId};
 
 /// Identifies one federation link for as long as it is open; chosen by the driver.
@@ -175,6 +183,11 @@ struct Conn {
     /// Sync states persisted from earlier links with the same peer, used when a document's
     /// state is first needed.
     stored: HashMap<ShareableDocId, Vec<u8>>,
+    /// The heads both sides had in common when this peer and this node last synced each
+    /// document (sorted; documents with none left out), from the persisted sync states.
+    last_shared: BTreeMap<ShareableDocId, Vec<ChangeHash>>,
+    /// A complete summary was asked for because the peer's summary of changes did not add up.
+    asked_complete_summary: bool,
     last_sent_ms: u64,
     last_received_ms: u64,
 }
@@ -388,13 +401,21 @@ impl Engine {
         now_ms: u64,
     ) -> Output {
         let mut out = Output::default();
+        let last_shared: BTreeMap<ShareableDocId, Vec<ChangeHash>> = stored_states
+            .iter()
+            .filter_map(|(id, bytes)| {
+                let heads = sorted(sync::State::decode(bytes).ok()?.shared_heads);
+                (!heads.is_empty()).then(|| (id.clone(), heads))
+            })
+            .collect();
         let summary = if shared_on_link(&self.me, &peer) {
-            self.docs
-                .iter()
-                .map(|(id, entry)| (id.clone(), entry.doc.get_heads()))
-                .collect()
+            self.summary_of_changes(&last_shared)
         } else {
-            Vec::new()
+            Summary {
+                docs: Vec::new(),
+                only_changed: false,
+                digest: summary_digest(std::iter::empty()),
+            }
         };
         self.conns.insert(
             conn,
@@ -403,6 +424,8 @@ impl Engine {
                 phase: Phase::AwaitHello,
                 states: HashMap::new(),
                 stored: stored_states.into_iter().collect(),
+                last_shared,
+                asked_complete_summary: false,
                 last_sent_ms: now_ms,
                 last_received_ms: now_ms,
             },
@@ -440,11 +463,38 @@ impl Engine {
                     self.close(conn_id, StatusCode::FailedPrecondition, message, &mut out);
                 }
             }
-            (Phase::AwaitSummary, Frame::Summary(docs)) => {
-                conn.phase = Phase::Open;
-                self.on_summary(conn_id, docs, &mut out);
+            (Phase::AwaitSummary, Frame::Summary(summary)) => {
+                match rebuild_summary(&conn.last_shared, summary) {
+                    Some(theirs) => {
+                        conn.phase = Phase::Open;
+                        self.on_summary(conn_id, theirs, &mut out);
+                    }
+                    None if !conn.asked_complete_summary => {
+                        conn.asked_complete_summary = true;
+                        out.sends.push((conn_id, Frame::SummaryRequest));
+                    }
+                    None => {
+                        let message =
+                            "the peer's complete summary does not match its digest".to_string();
+                        self.close(conn_id, StatusCode::InvalidArgument, message, &mut out);
+                    }
+                }
             }
-            (Phase::Open, Frame::DocSync { doc, message }) => {
+            (Phase::AwaitSummary | Phase::Open, Frame::SummaryRequest) => {
+                let summary = if shared_on_link(&self.me, &conn.peer) {
+                    self.complete_summary()
+                } else {
+                    Summary {
+                        docs: Vec::new(),
+                        only_changed: false,
+                        digest: summary_digest(std::iter::empty()),
+                    }
+                };
+                out.sends.push((conn_id, Frame::Summary(summary)));
+            }
+            // While this side waits for a complete summary it asked for, the peer may already
+            // have started to sync.
+            (Phase::AwaitSummary | Phase::Open, Frame::DocSync { doc, message }) => {
                 self.on_doc_sync(conn_id, doc, message, &mut out);
             }
             (phase, frame) => {
@@ -495,10 +545,58 @@ impl Engine {
         out
     }
 
+    /// Every document this node holds, with its heads.
+    fn complete_summary(&self) -> Summary {
+        let docs: Vec<(ShareableDocId, Vec<ChangeHash>)> = self
+            .docs
+            .iter()
+            .map(|(id, entry)| (id.clone(), sorted(entry.doc.get_heads())))
+            .filter(|(_, heads)| !heads.is_empty())
+            .collect();
+        let digest = summary_digest(docs.iter().map(|(id, heads)| (id, heads.as_slice())));
+        Summary {
+            docs,
+            only_changed: false,
+            digest,
+        }
+    }
+
+    /// The documents whose heads differ from those shared with the peer at the last sync.
+    fn summary_of_changes(
+        &self,
+        last_shared: &BTreeMap<ShareableDocId, Vec<ChangeHash>>,
+    ) -> Summary {
+        let current: Vec<(&ShareableDocId, Vec<ChangeHash>)> = self
+            .docs
+            .iter()
+            .map(|(id, entry)| (id, sorted(entry.doc.get_heads())))
+            .collect();
+        let mut docs: Vec<(ShareableDocId, Vec<ChangeHash>)> = current
+            .iter()
+            .filter(|(id, heads)| match last_shared.get(*id) {
+                Some(shared) => shared != heads,
+                None => !heads.is_empty(),
+            })
+            .map(|(id, heads)| ((*id).clone(), heads.clone()))
+            .collect();
+        docs.extend(
+            last_shared
+                .keys()
+                .filter(|id| !self.docs.contains_key(*id))
+                .map(|id| (id.clone(), Vec::new())),
+        );
+        let digest = summary_digest(current.iter().map(|(id, heads)| (*id, heads.as_slice())));
+        Summary {
+            docs,
+            only_changed: true,
+            digest,
+        }
+    }
+
     fn on_summary(
         &mut self,
         conn_id: ConnId,
-        theirs: Vec<(ShareableDocId, Vec<ChangeHash>)>,
+        theirs: BTreeMap<ShareableDocId, Vec<ChangeHash>>,
         out: &mut Output,
     ) {
         let conn = self.conns.get(&conn_id).expect("link exists");
@@ -506,10 +604,6 @@ impl Engine {
         if !shared_on_link(&self.me, &peer) {
             return;
         }
-        let theirs: BTreeMap<ShareableDocId, Vec<ChangeHash>> = theirs
-            .into_iter()
-            .map(|(id, heads)| (id, sorted(heads)))
-            .collect();
         // A document the peer has and we lack becomes a replica here only if we would accept
         // its changes from this peer.
         for id in theirs.keys() {
@@ -521,14 +615,27 @@ impl Engine {
         let mut to_sync = Vec::new();
         let ids: Vec<ShareableDocId> = self.docs.keys().cloned().collect();
         for id in ids {
-            let ours = sorted(self.docs[&id].doc.get_heads());
-            match theirs.get(&id) {
-                Some(their_heads) if *their_heads == ours => {
-                    let state = self.state_for(conn_id, &id);
-                    prime_in_step(state, ours);
-                }
-                _ => to_sync.push(id),
+            let entry = &self.docs[&id];
+            let ours = sorted(entry.doc.get_heads());
+            let their_heads = theirs.get(&id).cloned().unwrap_or_default();
+            if their_heads == ours {
+                let state = self.state_for(conn_id, &id);
+                prime_in_step(state, ours);
+            } else if accepts_changes_from(&peer, &self.me, &id)
+                && their_heads
+                    .iter()
+                    .all(|h| entry.doc.get_change_meta_by_hash(h).is_some())
+            {
+                // The peer is behind us on this document: what it lacks is exactly our changes
+                // since its heads, sent at once instead of after a round trip.
+                let state = self.state_for(conn_id, &id);
+                prime_in_step(state, their_heads);
+                to_sync.push(id);
+            } else if !ours.is_empty() {
+                // Both sides may have changes the other lacks: Automerge's protocol finds out.
+                to_sync.push(id);
             }
+            // With nothing of the document here, the peer knows all we have and sends first.
         }
         out.events.push(LogEvent::LinkOpen {
             peer,
@@ -703,6 +810,8 @@ impl Engine {
                 .and_then(|bytes| sync::State::decode(&bytes).ok())
                 .unwrap_or_default();
             state.read_only = !accepts_changes_from(me, peer, id);
+            // Never offer changes the peer would refuse (and close the link for).
+            state.peer_read_only = !accepts_changes_from(peer, me, id);
             state
         })
     }
@@ -800,8 +909,31 @@ fn check_message(message: &sync::Message) -> Result<(), String> {
     Ok(())
 }
 
-/// Marks a sync state as in step with a peer whose heads equal ours, so that the next change
-/// is sent in one message instead of after a round trip.
+/// The peer's complete list of documents and heads from its summary, rebuilt from what this
+/// node remembers of the last sync when the summary lists only changes; `None` if the result
+/// does not match the summary's digest.
+fn rebuild_summary(
+    last_shared: &BTreeMap<ShareableDocId, Vec<ChangeHash>>,
+    summary: Summary,
+) -> Option<BTreeMap<ShareableDocId, Vec<ChangeHash>>> {
+    let mut theirs = if summary.only_changed {
+        last_shared.clone()
+    } else {
+        BTreeMap::new()
+    };
+    for (id, heads) in summary.docs {
+        if heads.is_empty() {
+            theirs.remove(&id);
+        } else {
+            theirs.insert(id, sorted(heads));
+        }
+    }
+    let digest = summary_digest(theirs.iter().map(|(id, heads)| (id, heads.as_slice())));
+    (digest == summary.digest).then_some(theirs)
+}
+
+/// Marks a sync state as in step with a peer whose heads are `heads` (ours, or an ancestor of
+/// ours), so that what the peer lacks is sent in one message instead of after a round trip.
 fn prime_in_step(state: &mut sync::State, heads: Vec<ChangeHash>) {
     state.shared_heads = heads.clone();
     state.last_sent_heads = heads.clone();

@@ -5,15 +5,35 @@ use automerge::ChangeHash;
 use crate::scope::ShareableDocId;
 
 /// The protocol version this build speaks. Peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// SHA-256 over a complete list of documents and their heads; see [`Summary::digest`].
+pub type SummaryDigest = [u8; 32];
+
+/// The second frame from each side: its heads of the documents shared on the link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The documents listed. When `only_changed` is false: every document the sender holds.
+    /// When true: only the documents whose heads differ from the heads both sides had in common
+    /// when this link last synced them; every other document is as the receiver last saw it.
+    /// Empty heads mean the sender does not hold the document.
+    pub docs: Vec<(ShareableDocId, Vec<ChangeHash>)>,
+    /// Whether `docs` lists only the documents that changed since the last sync.
+    pub only_changed: bool,
+    /// [`summary_digest`] of the sender's complete list, so the receiver can check that what it
+    /// remembers plus the changes listed adds up to what the sender holds.
+    pub digest: SummaryDigest,
+}
 
 /// One unit on a federation link.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// The first frame from each side.
     Hello { protocol_version: u32 },
-    /// The second frame from each side: heads of every document shared on the link.
-    Summary(Vec<(ShareableDocId, Vec<ChangeHash>)>),
+    /// The second frame from each side: its heads, completely or as changes since the last sync.
+    Summary(Summary),
+    /// Asks the peer for a complete summary because its summary of changes did not add up.
+    SummaryRequest,
     /// One Automerge sync message for one document.
     DocSync {
         doc: ShareableDocId,
@@ -31,9 +51,39 @@ impl Frame {
         match self {
             Frame::Hello { .. } => "hello",
             Frame::Summary(_) => "summary",
+            Frame::SummaryRequest => "summary_request",
             Frame::DocSync { .. } => "doc_sync",
             Frame::Keepalive => "keepalive",
             Frame::Goodbye { .. } => "goodbye",
         }
     }
+}
+
+/// SHA-256 over documents and their heads: for each document with at least one head, in id
+/// order, its id, a zero byte, the number of heads (u32, big endian) and the heads in order.
+/// Documents with no heads are left out: holding an empty document is the same as not holding it.
+pub fn summary_digest<'a>(
+    docs: impl IntoIterator<Item = (&'a ShareableDocId, &'a [ChangeHash])>,
+) -> SummaryDigest {
+    use sha2::{Digest, Sha256};
+    let mut entries: Vec<(&ShareableDocId, Vec<ChangeHash>)> = docs
+        .into_iter()
+        .filter(|(_, heads)| !heads.is_empty())
+        .map(|(id, heads)| {
+            let mut heads = heads.to_vec();
+            heads.sort();
+            (id, heads)
+        })
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let mut hasher = Sha256::new();
+    for (id, heads) in entries {
+        hasher.update(id.as_str().as_bytes());
+        hasher.update([0u8]);
+        hasher.update((heads.len() as u32).to_be_bytes());
+        for head in heads {
+            hasher.update(head.0);
+        }
+    }
+    hasher.finalize().into()
 }

@@ -19,5 +19,5 @@ pub use engine::{
     CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError, LogEvent,
     Output, PersistKind, StatusCode,
 };
-pub use frame::{Frame, PROTOCOL_VERSION};
+pub use frame::{summary_digest, Frame, Summary, SummaryDigest, PROTOCOL_VERSION};
 pub use scope::{DocId, NodeId, Owner, Role, Scope, ScopeError, ShareableDocId};

@@ -17,6 +17,10 @@ struct Federation {
     links: BTreeMap<ConnId, (String, String)>,
     queue: VecDeque<(String, ConnId, Frame)>,
     frames_delivered: usize,
+    /// Encoded size of the frames delivered, counted the way the transport would.
+    bytes_delivered: usize,
+    /// Sync states each node persisted, by (node, peer, document).
+    stored_states: BTreeMap<(String, String, ShareableDocId), Vec<u8>>,
     closes: Vec<(String, ConnId, StatusCode, String)>,
     events: Vec<LogEvent>,
 }
@@ -34,6 +38,8 @@ impl Federation {
             links: BTreeMap::new(),
             queue: VecDeque::new(),
             frames_delivered: 0,
+            bytes_delivered: 0,
+            stored_states: BTreeMap::new(),
             closes: Vec::new(),
             events: Vec::new(),
         }
@@ -44,25 +50,47 @@ impl Federation {
             .insert(link, (city.to_string(), "hub".to_string()));
         let hub_id = self.engines["hub"].me().clone();
         let city_id = self.engines[city].me().clone();
+        let stored = self.states_of(city, "hub");
         let out = self
             .engines
             .get_mut(city)
             .unwrap()
-            .connect(link, hub_id, Vec::new(), 0);
+            .connect(link, hub_id, stored, 0);
         self.absorb(city, out);
+        let stored = self.states_of("hub", city);
         let out = self
             .engines
             .get_mut("hub")
             .unwrap()
-            .connect(link, city_id, Vec::new(), 0);
+            .connect(link, city_id, stored, 0);
         self.absorb("hub", out);
     }
 
     fn disconnect(&mut self, link: ConnId) {
         let (city, hub) = self.links.remove(&link).unwrap();
-        let _ = self.engines.get_mut(&city).unwrap().disconnect(link);
-        let _ = self.engines.get_mut(&hub).unwrap().disconnect(link);
+        let out = self.engines.get_mut(&city).unwrap().disconnect(link);
+        self.absorb(&city, out);
+        let out = self.engines.get_mut(&hub).unwrap().disconnect(link);
+        self.absorb(&hub, out);
         self.queue.retain(|(_, l, _)| *l != link);
+    }
+
+    /// The sync states `node` persisted for links with `peer`.
+    fn states_of(&self, node: &str, peer: &str) -> Vec<(ShareableDocId, Vec<u8>)> {
+        self.stored_states
+            .iter()
+            .filter(|((n, p, _), _)| n == node && p == peer)
+            .map(|((_, _, doc), bytes)| (doc.clone(), bytes.clone()))
+            .collect()
+    }
+
+    /// The name the harness uses for a node id.
+    fn name_of(&self, id: &NodeId) -> String {
+        self.engines
+            .iter()
+            .find(|(_, engine)| engine.me() == id)
+            .map(|(name, _)| name.clone())
+            .unwrap()
     }
 
     fn other_end(&self, from: &str, link: ConnId) -> Option<String> {
@@ -75,6 +103,11 @@ impl Federation {
     }
 
     fn absorb(&mut self, from: &str, out: Output) {
+        for (peer, doc, bytes) in out.persist_sync_states {
+            let peer = self.name_of(&peer);
+            self.stored_states
+                .insert((from.to_string(), peer, doc), bytes);
+        }
         for (link, frame) in out.sends {
             self.queue.push_back((from.to_string(), link, frame));
         }
@@ -95,6 +128,7 @@ impl Federation {
                 continue;
             };
             self.frames_delivered += 1;
+            self.bytes_delivered += frame_size(&frame);
             let out = self.engines.get_mut(&to).unwrap().receive(link, frame, 0);
             self.absorb(&to, out);
         }
@@ -119,6 +153,23 @@ impl Federation {
         let doc = self.engines[node].document(&ShareableDocId::lessons(city).unwrap())?;
         let (value, _) = doc.get(ROOT, key).unwrap()?;
         Some(value.into_string().unwrap())
+    }
+}
+
+/// About the size of a frame on the wire: its payload bytes plus a little framing.
+fn frame_size(frame: &Frame) -> usize {
+    8 + match frame {
+        Frame::Hello { .. } | Frame::Keepalive | Frame::SummaryRequest => 4,
+        Frame::Summary(summary) => {
+            summary.digest.len()
+                + summary
+                    .docs
+                    .iter()
+                    .map(|(doc, heads)| doc.as_str().len() + 32 * heads.len() + 4)
+                    .sum::<usize>()
+        }
+        Frame::DocSync { doc, message } => doc.as_str().len() + message.len(),
+        Frame::Goodbye { message, .. } => 4 + message.len(),
     }
 }
 
@@ -186,6 +237,120 @@ fn a_reconnect_with_nothing_changed_sends_no_sync_messages() {
         fed.lesson("hub", "helsingborg", "h2").as_deref(),
         Some("two")
     );
+}
+
+/// A federation whose one city holds `docs` lesson documents of other cities, all in step.
+fn federation_with_many_documents(docs: usize) -> Federation {
+    let mut fed = Federation::new(&["helsingborg"]);
+    for i in 0..docs {
+        let city = format!("city{i}");
+        let mut engine = engine(NodeId::city(&city).unwrap());
+        let doc = ShareableDocId::lessons(&city).unwrap();
+        let _ = engine
+            .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+                tx.put(ROOT, "first", city.as_str())?;
+                Ok(())
+            })
+            .unwrap();
+        let saved = engine.document(&doc).unwrap().save();
+        fed.engines
+            .get_mut("hub")
+            .unwrap()
+            .load_document(doc, Automerge::load(&saved).unwrap(), 0);
+    }
+    fed.connect("helsingborg", 1);
+    fed.run_until_quiet();
+    fed.disconnect(1);
+    fed
+}
+
+#[test]
+fn a_reconnect_costs_the_same_whatever_the_number_of_unchanged_documents() {
+    let mut costs = Vec::new();
+    for docs in [10, 300] {
+        let mut fed = federation_with_many_documents(docs);
+        assert_eq!(
+            fed.engines["helsingborg"].documents().count(),
+            docs,
+            "the city holds every document"
+        );
+        fed.connect("helsingborg", 2);
+        fed.frames_delivered = 0;
+        fed.bytes_delivered = 0;
+        fed.run_until_quiet();
+        costs.push((fed.frames_delivered, fed.bytes_delivered));
+    }
+    // Hello and a summary of no changes from each side, under 1 KB, for 10 or 300 documents.
+    assert_eq!(costs[0], costs[1]);
+    assert_eq!(costs[1].0, 4);
+    assert!(costs[1].1 < 1024, "{} bytes", costs[1].1);
+}
+
+#[test]
+fn a_reconnect_with_one_changed_document_syncs_that_document_only() {
+    let mut fed = federation_with_many_documents(300);
+    fed.add_lesson("helsingborg", "h1", "written while away");
+    fed.connect("helsingborg", 2);
+    fed.frames_delivered = 0;
+    let mut synced = std::collections::BTreeSet::new();
+    for _ in 0..1000 {
+        let Some((from, link, frame)) = fed.queue.pop_front() else {
+            break;
+        };
+        if let Frame::DocSync { doc, .. } = &frame {
+            synced.insert(doc.clone());
+        }
+        let to = fed.other_end(&from, link).unwrap();
+        fed.frames_delivered += 1;
+        let out = fed.engines.get_mut(&to).unwrap().receive(link, frame, 0);
+        fed.absorb(&to, out);
+    }
+    assert!(fed.queue.is_empty());
+    assert_eq!(
+        synced.into_iter().collect::<Vec<_>>(),
+        vec![ShareableDocId::lessons("helsingborg").unwrap()]
+    );
+    // Hello and summary each way, the change, its acknowledgement.
+    assert_eq!(fed.frames_delivered, 6);
+    assert_eq!(
+        fed.lesson("hub", "helsingborg", "h1").as_deref(),
+        Some("written while away")
+    );
+}
+
+#[test]
+fn a_summary_that_does_not_add_up_is_answered_with_a_complete_one() {
+    let mut fed = federation_with_many_documents(20);
+    // The city lost what it remembered of the last sync (say, a restore from an old backup):
+    // the hub's summary of changes lists nothing, which does not add up at the city.
+    fed.stored_states
+        .retain(|(node, _, _), _| node != "helsingborg");
+    fed.add_lesson("helsingborg", "h1", "after the restore");
+    fed.connect("helsingborg", 2);
+    let mut requests = 0;
+    for _ in 0..10_000 {
+        let Some((from, link, frame)) = fed.queue.pop_front() else {
+            break;
+        };
+        if frame == Frame::SummaryRequest {
+            requests += 1;
+        }
+        let to = fed.other_end(&from, link).unwrap();
+        let out = fed.engines.get_mut(&to).unwrap().receive(link, frame, 0);
+        fed.absorb(&to, out);
+    }
+    assert!(fed.queue.is_empty());
+    assert_eq!(requests, 1);
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+    assert_eq!(
+        fed.lesson("hub", "helsingborg", "h1").as_deref(),
+        Some("after the restore")
+    );
+    // Both sides are in step on every document.
+    for (doc, hub_doc) in fed.engines["hub"].documents() {
+        let city_doc = fed.engines["helsingborg"].document(doc).unwrap();
+        assert_eq!(city_doc.get_heads(), hub_doc.get_heads(), "{doc}");
+    }
 }
 
 #[test]
