@@ -44,6 +44,31 @@ pub struct NodeConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Storage.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// How the node uses its disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Free bytes the data directory must keep: writes are refused with UNAVAILABLE below it,
+    /// so the store never runs into a full disk (0 turns the check off).
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            min_free_bytes: default_min_free_bytes(),
+        }
+    }
+}
+
+fn default_min_free_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 /// Where Prometheus scrapes the node.
@@ -223,6 +248,13 @@ impl NodeConfig {
         }
         if let Some(v) = env("SFS_LOG_LEVEL") {
             self.log.level = v;
+        }
+        if let Some(v) = env("SFS_STORE_MIN_FREE_BYTES") {
+            self.store.min_free_bytes = v.parse().map_err(|_| {
+                format!(
+                    "field `store.min_free_bytes` (from SFS_STORE_MIN_FREE_BYTES): {v:?} is not a number of bytes"
+                )
+            })?;
         }
         Ok(())
     }

@@ -175,6 +175,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     }
     let metrics = Arc::new(crate::metrics::Metrics::new());
     store.durability.observe(metrics.clone());
+    store.durability.set_reserve(config.store.min_free_bytes);
     let durability = store.durability.clone();
     let sync = Arc::new(SyncHandle::open(
         id.clone(),

@@ -13,6 +13,16 @@
 //! **Durability.** sled's `flush()` alone is not an fsync (its log uses `sync_file_range`), so
 //! [`Durability::sync`] flushes and then fsyncs sled's data file. Writers that arrive while a
 //! sync is running share the next one (group commit).
+//!
+//! **A full disk.** sled cannot recover in place from a failed write: once its log hits an I/O
+//! error every later operation returns that error. So every write first checks that the data
+//! directory keeps a reserve of free space ([`Durability::set_reserve`], `store.min_free_bytes`)
+//! and is refused with [`StoreError::DiskFull`] before sled sees it; writes work again as soon
+//! as space returns. Should sled fail anyway (another process took the reserve, the file system
+//! went read-only), the store remembers the first error and refuses every later write with
+//! [`StoreError::Failed`], which tells the operator to restart the node once the cause is fixed;
+//! reads go on meanwhile. Either way nothing acknowledged is lost: an acknowledgement needs a
+//! successful fsync.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -37,6 +47,26 @@ pub enum StoreError {
     },
     #[error("stored document {doc} is damaged: {reason}")]
     Damaged { doc: String, reason: String },
+    #[error(
+        "the data directory has {free} bytes free and writes need at least {reserve} \
+         (store.min_free_bytes); free some space and try again"
+    )]
+    DiskFull { free: u64, reserve: u64 },
+    #[error(
+        "storage failed earlier ({0}) and takes no more writes; restart the node once the \
+         cause is fixed (reads go on)"
+    )]
+    Failed(String),
+}
+
+impl StoreError {
+    /// Whether this error came from the disk (as opposed to damaged or refused data).
+    fn is_io(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sled(sled::Error::Io(_)) | StoreError::Io { .. }
+        )
+    }
 }
 
 /// Flush-and-fsync with group commit; see the module documentation.
@@ -50,9 +80,54 @@ pub struct Durability {
     synced: Mutex<u64>,
     /// Where the time of each sync is recorded, once the node has metrics.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// Free bytes the data directory must keep for a write to be taken.
+    reserve: AtomicU64,
+    /// The first I/O error sled reported; no write is taken after it.
+    failed: std::sync::OnceLock<String>,
 }
 
 impl Durability {
+    /// Sets the free space (bytes) the data directory must keep for writes to be taken.
+    pub fn set_reserve(&self, bytes: u64) {
+        self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Refuses a write when storage failed earlier or the disk is short of its reserve; call
+    /// before handing anything to sled.
+    pub fn check_room(&self) -> Result<(), StoreError> {
+        if let Some(first) = self.failed.get() {
+            return Err(StoreError::Failed(first.clone()));
+        }
+        let reserve = self.reserve.load(Ordering::Relaxed);
+        if reserve > 0 {
+            let dir = self.data_path.parent().unwrap_or(&self.data_path);
+            let free = fs2::available_space(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            if free < reserve {
+                return Err(StoreError::DiskFull { free, reserve });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether storage failed and takes no more writes.
+    pub fn has_failed(&self) -> bool {
+        self.failed.get().is_some()
+    }
+
+    /// Remembers an I/O error from sled: sled takes no writes after one.
+    fn note_error(&self, err: StoreError) -> StoreError {
+        if err.is_io() {
+            let first = err.to_string();
+            if self.failed.set(first).is_ok() {
+                tracing::error!(error = %err, "storage failed; writes are refused until the node restarts");
+            }
+        }
+        err
+    }
+
     /// Notes that a write happened; call before [`Durability::sync`].
     pub fn note_write(&self) -> u64 {
         self.written.fetch_add(1, Ordering::SeqCst) + 1
@@ -67,13 +142,13 @@ impl Durability {
         }
         let target = self.written.load(Ordering::SeqCst);
         let started = Instant::now();
-        self.db.flush()?;
-        self.data_file
-            .sync_data()
-            .map_err(|source| StoreError::Io {
+        self.db.flush().map_err(|err| self.note_error(err.into()))?;
+        self.data_file.sync_data().map_err(|source| {
+            self.note_error(StoreError::Io {
                 path: self.data_path.clone(),
                 source,
-            })?;
+            })
+        })?;
         if let Some(metrics) = self.metrics.get() {
             metrics
                 .fsync_seconds
@@ -145,6 +220,8 @@ impl Store {
             written: AtomicU64::new(0),
             synced: Mutex::new(0),
             metrics: std::sync::OnceLock::new(),
+            reserve: AtomicU64::new(0),
+            failed: std::sync::OnceLock::new(),
         });
         Ok(Store {
             local: LocalDocs(DocTree {
@@ -157,6 +234,7 @@ impl Store {
             }),
             sync_states: SyncStates {
                 tree: db.open_tree("sync_states")?,
+                durability: durability.clone(),
             },
             access_log: AccessLog {
                 tree: db.open_tree("access_log")?,
@@ -201,12 +279,16 @@ impl DocTree {
         bytes: &[u8],
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
-        match kind {
+        self.durability.check_room()?;
+        let written: Result<(), StoreError> = match kind {
             PersistKind::Incremental => {
                 let key = format!("{doc}/change/{}", sha256_hex(bytes));
-                self.tree.insert(key.as_bytes(), bytes)?;
+                self.tree
+                    .insert(key.as_bytes(), bytes)
+                    .map(drop)
+                    .map_err(StoreError::from)
             }
-            PersistKind::Snapshot => {
+            PersistKind::Snapshot => (|| {
                 let mut batch = sled::Batch::default();
                 for key in self.tree.scan_prefix(format!("{doc}/").as_bytes()).keys() {
                     batch.remove(key?);
@@ -214,8 +296,10 @@ impl DocTree {
                 let key = format!("{doc}/snapshot/{}", heads_key(heads));
                 batch.insert(key.as_bytes(), bytes);
                 self.tree.apply_batch(batch)?;
-            }
-        }
+                Ok(())
+            })(),
+        };
+        written.map_err(|err| self.durability.note_error(err))?;
         self.durability.note_write();
         self.durability.sync()
     }
@@ -319,6 +403,7 @@ impl ShareableDocs {
 /// written without an fsync of their own.
 pub struct SyncStates {
     tree: sled::Tree,
+    durability: Arc<Durability>,
 }
 
 impl SyncStates {
@@ -328,7 +413,10 @@ impl SyncStates {
 
     /// Stores the state of `doc` with `peer`.
     pub fn put(&self, peer: &NodeId, doc: &ShareableDocId, state: &[u8]) -> Result<(), StoreError> {
-        self.tree.insert(Self::key(peer, doc).as_bytes(), state)?;
+        self.durability.check_room()?;
+        self.tree
+            .insert(Self::key(peer, doc).as_bytes(), state)
+            .map_err(|err| self.durability.note_error(err.into()))?;
         Ok(())
     }
 
@@ -426,6 +514,7 @@ pub struct AccessLog {
 impl AccessLog {
     /// Appends entries and makes them durable.
     pub fn append(&self, entries: &[AccessEntry]) -> Result<(), StoreError> {
+        self.durability.check_room()?;
         let mut batch = sled::Batch::default();
         for entry in entries {
             let mut key = (entry.time_ms as u64).to_be_bytes().to_vec();
@@ -433,7 +522,9 @@ impl AccessLog {
             let value = serde_json::to_vec(entry).expect("entry serialises");
             batch.insert(key, value);
         }
-        self.tree.apply_batch(batch)?;
+        self.tree
+            .apply_batch(batch)
+            .map_err(|err| self.durability.note_error(err.into()))?;
         self.durability.note_write();
         self.durability.sync()
     }

@@ -229,6 +229,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             listen: Some("127.0.0.1:0".parse().unwrap()),
         },
         log: Default::default(),
+        store: Default::default(),
     };
     TestNode {
         config,
