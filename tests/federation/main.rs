@@ -2,6 +2,7 @@
 //! talking through the real gRPC API.
 
 mod domain;
+mod faults;
 mod integration;
 mod mtls;
 mod python;
