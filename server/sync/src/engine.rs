@@ -58,8 +58,13 @@ pub struct EngineConfig {
     pub peer_timeout_ms: u64,
     /// Largest Automerge sync message accepted from a peer, in bytes.
     pub max_message_bytes: usize,
-    /// Write a full snapshot of a document after this many incremental chunks.
+    /// Write a full snapshot of a document after at most this many incremental chunks.
     pub compact_after_chunks: usize,
+    /// Write a full snapshot once the incremental chunks stored beside the last one add up to
+    /// more than half its size (and at least this many bytes): the stored bytes stay within
+    /// 1.5 × the document's saved size, and the cost of snapshots per write stays constant as
+    /// the document grows.
+    pub compact_min_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -68,7 +73,8 @@ impl Default for EngineConfig {
             keepalive_interval_ms: 15_000,
             peer_timeout_ms: 60_000,
             max_message_bytes: 16 * 1024 * 1024,
-            compact_after_chunks: 64,
+            compact_after_chunks: 1024,
+            compact_min_bytes: 64 * 1024,
         }
     }
 }
@@ -152,6 +158,10 @@ struct DocEntry {
     persisted_heads: Vec<ChangeHash>,
     /// Incremental chunks stored since the last snapshot.
     chunks_since_snapshot: usize,
+    /// Their bytes.
+    chunk_bytes: usize,
+    /// Size of the last snapshot written (0 when unknown).
+    snapshot_bytes: usize,
     /// A write of this document failed; the next persist must be a full snapshot.
     needs_snapshot: bool,
 }
@@ -163,6 +173,8 @@ impl DocEntry {
             doc: Automerge::new().with_actor(actor),
             persisted_heads: Vec::new(),
             chunks_since_snapshot: 0,
+            chunk_bytes: 0,
+            snapshot_bytes: 0,
             needs_snapshot: false,
         }
     }
@@ -229,6 +241,8 @@ impl Engine {
                 doc,
                 persisted_heads: heads,
                 chunks_since_snapshot: stored_chunks,
+                chunk_bytes: 0,
+                snapshot_bytes: 0,
                 needs_snapshot: false,
             },
         );
@@ -740,24 +754,38 @@ impl Engine {
     /// A document changed here: persist it and offer it to every open link but `except`.
     fn document_changed(&mut self, id: &ShareableDocId, except: Option<ConnId>, out: &mut Output) {
         let compact_after = self.config.compact_after_chunks;
+        let compact_min_bytes = self.config.compact_min_bytes;
         let entry = self.docs.get_mut(id).expect("document exists");
         let heads = entry.doc.get_heads();
-        let persist = if entry.needs_snapshot || entry.chunks_since_snapshot + 1 >= compact_after {
-            entry.chunks_since_snapshot = 0;
-            entry.needs_snapshot = false;
-            DocPersist {
-                doc: id.clone(),
-                kind: PersistKind::Snapshot,
-                bytes: entry.doc.save(),
-                heads: heads.clone(),
+        let chunk = (!entry.needs_snapshot).then(|| entry.doc.save_after(&entry.persisted_heads));
+        let chunk = chunk.filter(|chunk| {
+            entry.chunks_since_snapshot + 1 < compact_after
+                && entry.chunk_bytes + chunk.len()
+                    <= compact_min_bytes.max(entry.snapshot_bytes / 2)
+        });
+        let persist = match chunk {
+            Some(bytes) => {
+                entry.chunks_since_snapshot += 1;
+                entry.chunk_bytes += bytes.len();
+                DocPersist {
+                    doc: id.clone(),
+                    kind: PersistKind::Incremental,
+                    bytes,
+                    heads: heads.clone(),
+                }
             }
-        } else {
-            entry.chunks_since_snapshot += 1;
-            DocPersist {
-                doc: id.clone(),
-                kind: PersistKind::Incremental,
-                bytes: entry.doc.save_after(&entry.persisted_heads),
-                heads: heads.clone(),
+            None => {
+                let bytes = entry.doc.save();
+                entry.chunks_since_snapshot = 0;
+                entry.chunk_bytes = 0;
+                entry.snapshot_bytes = bytes.len();
+                entry.needs_snapshot = false;
+                DocPersist {
+                    doc: id.clone(),
+                    kind: PersistKind::Snapshot,
+                    bytes,
+                    heads: heads.clone(),
+                }
             }
         };
         entry.persisted_heads = heads;
@@ -769,8 +797,45 @@ impl Engine {
             .filter(|(conn_id, conn)| Some(**conn_id) != except && conn.phase == Phase::Open)
             .map(|(conn_id, _)| *conn_id)
             .collect();
-        for conn_id in targets {
-            self.sync_to(conn_id, id, out);
+        self.sync_to_many(&targets, id, out);
+    }
+
+    /// Like [`Engine::sync_to`] for several links at once. Links whose sync states are equal
+    /// (every city that was up to date, when the hub relays a change) get the same message, so
+    /// it is generated once and the resulting state copied: fan-out costs one run of the sync
+    /// protocol, not one per city.
+    fn sync_to_many(&mut self, targets: &[ConnId], id: &ShareableDocId, out: &mut Output) {
+        let mut generated: HashMap<sync::State, (sync::State, Option<Vec<u8>>)> = HashMap::new();
+        for &conn_id in targets {
+            let Some(conn) = self.conns.get(&conn_id) else {
+                continue;
+            };
+            if !shared_on_link(&self.me, &conn.peer) || !self.docs.contains_key(id) {
+                continue;
+            }
+            let before = self.state_for(conn_id, id).clone();
+            let (after, message) = match generated.get(&before) {
+                Some(done) => done.clone(),
+                None => {
+                    let mut state = before.clone();
+                    let message = self.docs[id]
+                        .doc
+                        .generate_sync_message(&mut state)
+                        .map(|m| m.encode());
+                    generated.insert(before, (state.clone(), message.clone()));
+                    (state, message)
+                }
+            };
+            *self.state_for(conn_id, id) = after;
+            if let Some(message) = message {
+                out.sends.push((
+                    conn_id,
+                    Frame::DocSync {
+                        doc: id.clone(),
+                        message,
+                    },
+                ));
+            }
         }
     }
 

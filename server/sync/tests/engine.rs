@@ -572,3 +572,39 @@ proptest::proptest! {
         proptest::prop_assert_eq!(lesson.as_deref(), Some("still flowing"));
     }
 }
+
+#[test]
+fn a_change_relayed_to_many_cities_in_step_is_one_message_for_all() {
+    let cities: Vec<String> = (0..30).map(|i| format!("city{i}")).collect();
+    let names: Vec<&str> = cities.iter().map(String::as_str).collect();
+    let mut fed = Federation::new(&names);
+    for (i, city) in names.iter().enumerate() {
+        fed.connect(city, i as ConnId + 1);
+    }
+    fed.add_lesson("city0", "first", "in step");
+    fed.run_until_quiet();
+    fed.add_lesson("city0", "second", "relayed");
+    // Deliver the change to the hub; collect what the hub sends on.
+    let (from, link, frame) = fed.queue.pop_front().unwrap();
+    assert_eq!(from, "city0");
+    let out = fed.engines.get_mut("hub").unwrap().receive(link, frame, 0);
+    let relayed: Vec<&Vec<u8>> = out
+        .sends
+        .iter()
+        .filter(|(to, _)| *to != link)
+        .filter_map(|(_, frame)| match frame {
+            Frame::DocSync { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relayed.len(), 29, "every other city gets the change");
+    assert!(relayed.windows(2).all(|w| w[0] == w[1]), "the same message");
+    fed.absorb("hub", out);
+    fed.run_until_quiet();
+    for city in &names {
+        assert_eq!(
+            fed.lesson(city, "city0", "second").as_deref(),
+            Some("relayed")
+        );
+    }
+}

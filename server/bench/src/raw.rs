@@ -1,0 +1,261 @@
+//! The physical limit: Automerge's own sync protocol run in memory, no network and no disk,
+//! on the same workload as the product (lessons written by the node's own `lessons::create`,
+//! one commit per lesson). Every scenario reports its figure as a ratio to these.
+
+use std::time::{Duration, Instant};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ROOT};
+
+/// The workload's lesson number `i`: a 40-character title, a body of about 500 characters,
+/// three tags. Numbers are spelled in letters so the privacy guard never sees digits.
+pub fn lesson(i: usize) -> (String, String, Vec<String>) {
+    let word = spell(i);
+    let mut title = format!("Lesson {word} on working across agencies");
+    title.truncate(40);
+    while title.chars().count() < 40 {
+        title.push('.');
+    }
+    let body = format!("What the network learnt in case {word}. ")
+        + &"Social services, police and the shelter met within a day and agreed who follows up. "
+            .repeat(6);
+    let tags = vec![
+        "cooperation".into(),
+        "outreach".into(),
+        format!("t{}", i % 7),
+    ];
+    (title, body, tags)
+}
+
+/// `i` written with the letters a to z.
+fn spell(mut i: usize) -> String {
+    let mut word = String::new();
+    loop {
+        word.push((b'a' + (i % 26) as u8) as char);
+        i /= 26;
+        if i == 0 {
+            return word;
+        }
+    }
+}
+
+/// Adds lesson `i` to `doc` in one commit, exactly as the node does.
+pub fn add_lesson(doc: &mut Automerge, i: usize) {
+    let (title, body, tags) = lesson(i);
+    let mut tx = doc.transaction();
+    sfs_node::lessons::create(&mut tx, &format!("l{i}"), &title, &body, &tags, "", 0)
+        .expect("a valid lesson");
+    tx.commit();
+}
+
+/// A document of `n` lessons written by `actor`, one commit each.
+pub fn document(n: usize, actor: &str) -> Automerge {
+    let mut doc = Automerge::new().with_actor(ActorId::from(actor.as_bytes()));
+    for i in 0..n {
+        add_lesson(&mut doc, i);
+    }
+    doc
+}
+
+/// Runs the sync protocol between two documents until neither has anything to say; returns
+/// the messages and bytes exchanged.
+pub fn sync_until_quiet(
+    a: &mut Automerge,
+    b: &mut Automerge,
+    sa: &mut sync::State,
+    sb: &mut sync::State,
+) -> (usize, usize) {
+    let (mut messages, mut bytes) = (0, 0);
+    for _ in 0..10_000 {
+        let mut quiet = true;
+        if let Some(m) = a.generate_sync_message(sa) {
+            let encoded = m.encode();
+            messages += 1;
+            bytes += encoded.len();
+            b.receive_sync_message(sb, sync::Message::decode(&encoded).unwrap())
+                .unwrap();
+            quiet = false;
+        }
+        if let Some(m) = b.generate_sync_message(sb) {
+            let encoded = m.encode();
+            messages += 1;
+            bytes += encoded.len();
+            a.receive_sync_message(sa, sync::Message::decode(&encoded).unwrap())
+                .unwrap();
+            quiet = false;
+        }
+        if quiet {
+            return (messages, bytes);
+        }
+    }
+    panic!("raw sync did not go quiet");
+}
+
+/// A city, a hub and another city holding the same document of `base` lessons, in step.
+pub struct TwoHops {
+    pub city_a: Automerge,
+    pub hub: Automerge,
+    pub city_b: Automerge,
+    a_to_hub: sync::State,
+    hub_to_a: sync::State,
+    hub_to_b: sync::State,
+    b_to_hub: sync::State,
+    next: usize,
+}
+
+impl TwoHops {
+    pub fn new(base: usize) -> TwoHops {
+        let mut hops = TwoHops {
+            city_a: document(base, "city-a"),
+            hub: Automerge::new().with_actor(ActorId::from(&b"hub"[..])),
+            city_b: Automerge::new().with_actor(ActorId::from(&b"city-b"[..])),
+            a_to_hub: sync::State::new(),
+            hub_to_a: sync::State::new(),
+            hub_to_b: sync::State::new(),
+            b_to_hub: sync::State::new(),
+            next: base,
+        };
+        hops.settle();
+        hops
+    }
+
+    fn settle(&mut self) {
+        sync_until_quiet(
+            &mut self.city_a,
+            &mut self.hub,
+            &mut self.a_to_hub,
+            &mut self.hub_to_a,
+        );
+        sync_until_quiet(
+            &mut self.hub,
+            &mut self.city_b,
+            &mut self.hub_to_b,
+            &mut self.b_to_hub,
+        );
+    }
+
+    /// One new lesson at A until B has applied it (A → hub → B); the acknowledgements that
+    /// follow are exchanged outside the timing.
+    pub fn propagate_one(&mut self) -> Duration {
+        let started = Instant::now();
+        add_lesson(&mut self.city_a, self.next);
+        self.next += 1;
+        let m = self
+            .city_a
+            .generate_sync_message(&mut self.a_to_hub)
+            .unwrap();
+        let m = sync::Message::decode(&m.encode()).unwrap();
+        self.hub
+            .receive_sync_message(&mut self.hub_to_a, m)
+            .unwrap();
+        let m = self.hub.generate_sync_message(&mut self.hub_to_b).unwrap();
+        let m = sync::Message::decode(&m.encode()).unwrap();
+        self.city_b
+            .receive_sync_message(&mut self.b_to_hub, m)
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(self.city_b.get_heads(), self.city_a.get_heads());
+        self.settle();
+        took
+    }
+}
+
+/// Time to sync a document of `n` lessons to an empty replica (one hop), and its saved size.
+pub fn to_empty_replica(doc: &Automerge) -> Duration {
+    let mut source = doc.clone();
+    let mut replica = Automerge::new();
+    let started = Instant::now();
+    sync_until_quiet(
+        &mut source,
+        &mut replica,
+        &mut sync::State::new(),
+        &mut sync::State::new(),
+    );
+    let took = started.elapsed();
+    assert_eq!(replica.get_heads(), doc.get_heads());
+    took
+}
+
+/// Time to write `n` lessons one commit each and sync them over two hops to an empty replica.
+pub fn written_and_synced(n: usize) -> Duration {
+    let started = Instant::now();
+    let mut a = document(n, "city-a");
+    let mut hub = Automerge::new();
+    let mut b = Automerge::new();
+    sync_until_quiet(
+        &mut a,
+        &mut hub,
+        &mut sync::State::new(),
+        &mut sync::State::new(),
+    );
+    sync_until_quiet(
+        &mut hub,
+        &mut b,
+        &mut sync::State::new(),
+        &mut sync::State::new(),
+    );
+    started.elapsed()
+}
+
+/// One change to `base` (the hub's copy) until `replicas` replicas in step have applied it.
+pub fn fan_out(base: &Automerge, replicas: usize) -> Duration {
+    let mut hub = base.fork().with_actor(ActorId::from(&b"hub"[..]));
+    let mut cities: Vec<(Automerge, sync::State, sync::State)> = (0..replicas)
+        .map(|_| (Automerge::new(), sync::State::new(), sync::State::new()))
+        .collect();
+    for (city, hub_state, city_state) in &mut cities {
+        sync_until_quiet(&mut hub, city, hub_state, city_state);
+    }
+    let started = Instant::now();
+    {
+        let mut tx = hub.transaction();
+        let release = tx
+            .put_object(ROOT, "bench-release", automerge::ObjType::Map)
+            .unwrap();
+        tx.put(&release, "version_label", "2026.1").unwrap();
+        tx.put(&release, "notes", "The release every city must get")
+            .unwrap();
+        tx.put(&release, "create_time_ms", 0).unwrap();
+        tx.commit();
+    }
+    for (city, hub_state, city_state) in &mut cities {
+        let m = hub.generate_sync_message(hub_state).unwrap();
+        let m = sync::Message::decode(&m.encode()).unwrap();
+        city.receive_sync_message(city_state, m).unwrap();
+    }
+    let took = started.elapsed();
+    assert!(cities
+        .iter()
+        .all(|(c, _, _)| c.get_heads() == hub.get_heads()));
+    took
+}
+
+/// Messages and bytes to resync `docs` unchanged documents between two peers from stored
+/// (encoded) sync states, as a reconnect does with plain Automerge.
+pub fn reconnect_unchanged(docs: usize) -> (usize, usize) {
+    let (mut messages, mut bytes) = (0, 0);
+    for i in 0..docs {
+        let mut a = Automerge::new().with_actor(ActorId::from(format!("c{i}").as_bytes()));
+        add_lesson(&mut a, i);
+        let mut b = Automerge::new();
+        let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
+        sync_until_quiet(&mut a, &mut b, &mut sa, &mut sb);
+        let mut sa = sync::State::decode(&sa.encode()).unwrap();
+        let mut sb = sync::State::decode(&sb.encode()).unwrap();
+        let (m, b2) = sync_until_quiet(&mut a, &mut b, &mut sa, &mut sb);
+        messages += m;
+        bytes += b2;
+    }
+    (messages, bytes)
+}
+
+/// Lessons committed per second into one document growing from `base` lessons, for `n` commits.
+pub fn commit_rate(base: usize, n: usize) -> f64 {
+    let mut doc = document(base, "city-a");
+    let started = Instant::now();
+    for i in base..base + n {
+        add_lesson(&mut doc, i);
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}

@@ -1,0 +1,798 @@
+//! The scenarios of BENCHMARKS.md, each measured against raw Automerge in the same run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use sfs_client::v1 as pb;
+use sfs_node::method;
+use sfs_sync::{DocPersist, PersistKind, ShareableDocId};
+
+use crate::cluster::{self, wait_all_linked, wait_for, Cluster, EmulatedCity, DEADLINE};
+use crate::raw;
+
+/// How big each scenario is.
+pub struct Sizes {
+    pub quick: bool,
+    pub writes_one_client: usize,
+    pub write_clients: usize,
+    pub writes_per_client: usize,
+    pub propagation_samples: usize,
+    pub bulk_lessons: usize,
+    pub cities: usize,
+    pub idle: Duration,
+    pub startup_docs: usize,
+}
+
+impl Sizes {
+    pub fn full() -> Sizes {
+        Sizes {
+            quick: false,
+            writes_one_client: 2_000,
+            write_clients: 16,
+            writes_per_client: 250,
+            propagation_samples: 200,
+            bulk_lessons: 10_000,
+            cities: 290,
+            idle: Duration::from_secs(60),
+            startup_docs: 1_000,
+        }
+    }
+
+    pub fn quick() -> Sizes {
+        Sizes {
+            quick: true,
+            writes_one_client: 40,
+            write_clients: 4,
+            writes_per_client: 10,
+            propagation_samples: 10,
+            bulk_lessons: 200,
+            cities: 8,
+            idle: Duration::from_secs(2),
+            startup_docs: 50,
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub scenario: &'static str,
+    pub figure: String,
+    pub value: f64,
+    pub unit: &'static str,
+    /// Raw Automerge on the same workload, in the same unit, when there is one.
+    pub raw: Option<f64>,
+    /// `value / raw`.
+    pub ratio: Option<f64>,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+struct Report {
+    figures: Vec<Figure>,
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        scenario: &'static str,
+        figure: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        raw: Option<f64>,
+        target: impl Into<String>,
+        met: Option<bool>,
+    ) {
+        let figure = Figure {
+            scenario,
+            figure: figure.into(),
+            value,
+            unit,
+            raw,
+            ratio: raw.filter(|r| *r > 0.0).map(|r| value / r),
+            target: target.into(),
+            met,
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&figure).expect("figures serialise")
+        );
+        self.figures.push(figure);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Runs the scenarios (all, or those named in `only`) and returns every figure.
+pub async fn run(sizes: &Sizes, only: &[String]) -> anyhow::Result<Vec<Figure>> {
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let mut report = Report {
+        figures: Vec::new(),
+    };
+    let ca;
+    if wanted("writes") || wanted("propagation") || wanted("bulk") || wanted("footprint") {
+        let mut cluster = Cluster::with_hub()?;
+        ca = cluster.ca_pem.clone();
+        cluster.add_city("lund")?;
+        cluster.add_city("malmo")?;
+        cluster.start_city("lund").await?;
+        cluster.start_city("malmo").await?;
+        if wanted("writes") {
+            writes(&cluster, &ca, sizes, &mut report).await?;
+        }
+        if wanted("propagation") {
+            let held = lessons_held(&cluster, "lund", "lund").await?;
+            propagation(&cluster, &ca, sizes, held, &mut report).await?;
+        }
+        if wanted("bulk") || wanted("footprint") {
+            bulk(&mut cluster, &ca, sizes, &mut report).await?;
+            if wanted("propagation") {
+                let held = lessons_held(&cluster, "lund", "lund").await?;
+                propagation(&cluster, &ca, sizes, held, &mut report).await?;
+            }
+            let held = lessons_held(&cluster, "lund", "lund").await?;
+            disk_footprint(&cluster, held, &mut report).await?;
+        }
+    }
+    if wanted("reconnect") {
+        reconnect_many_documents(sizes, &mut report).await?;
+    }
+    if wanted("fanout") || wanted("reconnect") || wanted("idle") || wanted("footprint") {
+        national_scale(sizes, &wanted, &mut report).await?;
+    }
+    Ok(report.figures)
+}
+
+/// How many lessons of `of_city` the node `at` lists.
+async fn lessons_held(cluster: &Cluster, at: &str, of_city: &str) -> anyhow::Result<usize> {
+    let mut client = cluster.cities[at].client(&cluster.ca_pem).await?;
+    let page = client
+        .list_lessons_page(&format!("cities/{of_city}"), 1, "")
+        .await?;
+    Ok(page.total_size as usize)
+}
+
+async fn write_lessons(
+    client: &mut sfs_client::Client,
+    from: usize,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::with_capacity(count);
+    for i in from..from + count {
+        let (title, body, tags) = raw::lesson(i);
+        names.push(client.create_lesson(&title, &body, tags).await?.name);
+    }
+    Ok(names)
+}
+
+/// Writes `total` lessons at `node` with `clients` concurrent clients; returns the time taken.
+async fn write_concurrently(
+    node: &cluster::NodeProcess,
+    ca: &str,
+    clients: usize,
+    per_client: usize,
+) -> anyhow::Result<Duration> {
+    let mut tasks = Vec::new();
+    let mut connected = Vec::new();
+    for _ in 0..clients {
+        connected.push(node.client(ca).await?);
+    }
+    let started = Instant::now();
+    for (c, mut client) in connected.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            write_lessons(&mut client, 1_000_000 + c * per_client, per_client).await
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn writes(
+    cluster: &Cluster,
+    ca: &str,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let lund = &cluster.cities["lund"];
+    let mut client = lund.client(ca).await?;
+    let n = sizes.writes_one_client;
+    let started = Instant::now();
+    write_lessons(&mut client, 0, n).await?;
+    let one = n as f64 / started.elapsed().as_secs_f64();
+    let raw_rate = raw::commit_rate(0, n);
+    report.add(
+        "writes",
+        "one client, durable (lessons/s)",
+        one,
+        "1/s",
+        Some(raw_rate),
+        "≥ 0.7 × raw commit rate",
+        Some(one >= 0.7 * raw_rate),
+    );
+    let took = write_concurrently(lund, ca, sizes.write_clients, sizes.writes_per_client).await?;
+    let total = sizes.write_clients * sizes.writes_per_client;
+    let many = total as f64 / took.as_secs_f64();
+    report.add(
+        "writes",
+        format!("{} clients, durable (lessons/s)", sizes.write_clients),
+        many,
+        "1/s",
+        Some(raw_rate),
+        "≥ 0.7 × raw commit rate",
+        Some(many >= 0.7 * raw_rate),
+    );
+    Ok(())
+}
+
+async fn propagation(
+    cluster: &Cluster,
+    ca: &str,
+    sizes: &Sizes,
+    held: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut lund = cluster.cities["lund"].client(ca).await?;
+    let mut malmo = cluster.cities["malmo"].client(ca).await?;
+    let mut times = Vec::new();
+    for i in 0..sizes.propagation_samples {
+        let (title, body, tags) = raw::lesson(2_000_000 + i);
+        let started = Instant::now();
+        let lesson = lund.create_lesson(&title, &body, tags).await?;
+        loop {
+            if malmo.get_lesson(&lesson.name).await.is_ok() {
+                break;
+            }
+            if started.elapsed() > DEADLINE {
+                bail!("lesson {} never reached malmo", lesson.name);
+            }
+            tokio::task::yield_now().await;
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let mut hops = raw::TwoHops::new(held);
+    let mut raw_times: Vec<Duration> = (0..sizes.propagation_samples)
+        .map(|_| hops.propagate_one())
+        .collect();
+    raw_times.sort();
+    let raw_median = ms(percentile(&raw_times, 0.5));
+    let median = ms(percentile(&times, 0.5));
+    let label = format!("document of {held} lessons");
+    report.add(
+        "propagation",
+        format!("median, {label} (ms)"),
+        median,
+        "ms",
+        Some(raw_median),
+        "≤ 2 × raw two hops; ≤ 10 ms (5 × faster than automerge-repo's 50 ms)",
+        Some(median <= 2.0 * raw_median && median <= 10.0),
+    );
+    report.add(
+        "propagation",
+        format!("p90, {label} (ms)"),
+        ms(percentile(&times, 0.9)),
+        "ms",
+        Some(ms(percentile(&raw_times, 0.9))),
+        "",
+        None,
+    );
+    report.add(
+        "propagation",
+        format!("p99, {label} (ms)"),
+        ms(percentile(&times, 0.99)),
+        "ms",
+        Some(ms(percentile(&raw_times, 0.99))),
+        "",
+        None,
+    );
+    Ok(())
+}
+
+async fn bulk(
+    cluster: &mut Cluster,
+    ca: &str,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let before = lessons_held(cluster, "lund", "lund").await?;
+    let n = sizes.bulk_lessons;
+    let clients = 8;
+    let started = Instant::now();
+    write_concurrently(&cluster.cities["lund"], ca, clients, n / clients).await?;
+    let total = before + clients * (n / clients);
+    let mut malmo = cluster.cities["malmo"].client(ca).await?;
+    wait_for("malmo holds every lesson of the bulk run", || {
+        let mut malmo = malmo.clone();
+        async move {
+            let page = malmo.list_lessons_page("cities/lund", 1, "").await.ok()?;
+            (page.total_size as usize >= total).then_some(())
+        }
+    })
+    .await?;
+    let _ = &mut malmo;
+    let took = started.elapsed();
+    let raw_took = raw::written_and_synced(n);
+    report.add(
+        "bulk",
+        format!("{n} lessons written at A until B has them (s)"),
+        took.as_secs_f64(),
+        "s",
+        Some(raw_took.as_secs_f64()),
+        "≤ 1.5 × raw",
+        Some(took.as_secs_f64() <= 1.5 * raw_took.as_secs_f64()),
+    );
+    // A new city joins a federation that already holds them.
+    cluster.add_city("ystad")?;
+    let started = Instant::now();
+    cluster.start_city("ystad").await?;
+    let mut ystad = cluster.cities["ystad"].client(ca).await?;
+    wait_for("the new city holds every lesson", || {
+        let mut ystad = ystad.clone();
+        async move {
+            let page = ystad.list_lessons_page("cities/lund", 1, "").await.ok()?;
+            (page.total_size as usize >= total).then_some(())
+        }
+    })
+    .await?;
+    let _ = &mut ystad;
+    let took = started.elapsed();
+    let doc = raw::document(total, "city-a");
+    let raw_took = raw::to_empty_replica(&doc);
+    report.add(
+        "bulk",
+        format!("bootstrap: new city until it lists all {total} lessons (s)"),
+        took.as_secs_f64(),
+        "s",
+        Some(raw_took.as_secs_f64()),
+        "≤ 1.5 × raw",
+        Some(took.as_secs_f64() <= 1.5 * raw_took.as_secs_f64()),
+    );
+    Ok(())
+}
+
+async fn disk_footprint(cluster: &Cluster, held: usize, report: &mut Report) -> anyhow::Result<()> {
+    let lund = &cluster.cities["lund"];
+    let text = cluster::scrape(lund.metrics.context("metrics")?).await?;
+    let stored = text
+        .lines()
+        .find(|l| l.starts_with("sfs_storage_bytes "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .context("storage bytes metric")?;
+    let saved = raw::document(held, "city-a").save().len() as f64;
+    report.add(
+        "footprint",
+        format!("disk of a city holding {held} lessons (bytes)"),
+        stored,
+        "bytes",
+        Some(saved),
+        "≤ 1.5 × Automerge's saved size",
+        Some(stored <= 1.5 * saved),
+    );
+    Ok(())
+}
+
+/// Every city sees the handbook's release named `label`; returns when each one got it.
+fn watch_release(
+    cities: &[EmulatedCity],
+    label: &str,
+) -> Vec<tokio::task::JoinHandle<Option<Instant>>> {
+    cities
+        .iter()
+        .map(|city| {
+            let sync = city.sync.clone();
+            let mut changes = sync.subscribe_changes();
+            let label = label.to_string();
+            tokio::spawn(async move {
+                let has = |sync: &sfs_node::sync::SyncHandle| {
+                    sync.read(|engine| {
+                        engine.document(&method::method_doc()).is_some_and(|doc| {
+                            method::releases(doc)
+                                .iter()
+                                .any(|r| r.version_label == label)
+                        })
+                    })
+                };
+                let deadline = tokio::time::Instant::now() + DEADLINE;
+                loop {
+                    match tokio::time::timeout_at(deadline, changes.recv()).await {
+                        Err(_) => return None,
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+                        Ok(_) => {
+                            if has(&sync) {
+                                return Some(Instant::now());
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits until the hub's frame counters stop moving; returns them.
+async fn hub_quiet(cluster: &Cluster) -> anyhow::Result<(u64, u64)> {
+    let mut last = cluster.hub.frame_totals().await?;
+    let mut still = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while still < 3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = cluster.hub.frame_totals().await?;
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if Instant::now() > deadline {
+            bail!("the hub never went quiet");
+        }
+    }
+    Ok(last)
+}
+
+async fn wait_none_linked(cities: &[EmulatedCity]) -> anyhow::Result<()> {
+    wait_for("every city noticed the hub left", || async {
+        cities.iter().all(|c| !c.linked()).then_some(())
+    })
+    .await
+}
+
+/// Stores `count` lesson documents of other cities (three lessons each) in a stopped node's
+/// data directory, as if it had synced them.
+fn store_documents(data_dir: &std::path::Path, count: usize, prefix: &str) -> anyhow::Result<()> {
+    let store = sfs_node::store::Store::open(data_dir, Duration::from_secs(10))?;
+    for i in 0..count {
+        let doc = raw::document(3, &format!("{prefix}{i}"));
+        store.shared.persist(&DocPersist {
+            doc: ShareableDocId::lessons(&format!("{prefix}{i:04}"))?,
+            kind: PersistKind::Snapshot,
+            bytes: doc.save(),
+            heads: doc.get_heads(),
+        })?;
+    }
+    Ok(())
+}
+
+/// One city link carrying many documents: the hub restarts, nothing changed.
+async fn reconnect_many_documents(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let docs = sizes.cities;
+    let mut cluster = Cluster::with_hub()?;
+    cluster.hub.stop()?;
+    store_documents(&cluster.hub.config.data_dir, docs, "kommun")?;
+    cluster.hub.start()?;
+    let cities = cluster.emulated_cities(1).await?;
+    wait_all_linked(&cities).await?;
+    wait_for("the city holds every document", || async {
+        (cities[0].sync.read(|e| e.documents().count()) >= docs).then_some(())
+    })
+    .await?;
+    hub_quiet(&cluster).await?;
+    cluster.hub.stop()?;
+    wait_none_linked(&cities).await?;
+    cluster.hub.start()?;
+    wait_all_linked(&cities).await?;
+    let (frames, bytes) = hub_quiet(&cluster).await?;
+    let held = cities[0].sync.read(|e| e.documents().count());
+    let (raw_messages, raw_bytes) = raw::reconnect_unchanged(held);
+    report.add(
+        "reconnect",
+        format!("one city link, {held} unchanged documents: frames"),
+        frames as f64,
+        "frames",
+        Some(raw_messages as f64),
+        "constant, whatever the number of documents",
+        Some(frames == 4),
+    );
+    report.add(
+        "reconnect",
+        format!("one city link, {held} unchanged documents: bytes"),
+        bytes as f64,
+        "bytes",
+        Some(raw_bytes as f64),
+        "< 1 KB",
+        Some(bytes < 1024),
+    );
+    for city in cities {
+        city.stop().await;
+    }
+    Ok(())
+}
+
+/// The scenarios with hundreds of cities: fan-out, reconnect, idle, hub memory, start-up.
+async fn national_scale(
+    sizes: &Sizes,
+    wanted: &dyn Fn(&str) -> bool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut cluster = Cluster::with_hub()?;
+    let ca = cluster.ca_pem.clone();
+    let mut coordinator = cluster.hub.coordinator(&ca).await?;
+    for i in 0..10 {
+        coordinator
+            .method
+            .create_chapter(pb::CreateChapterRequest {
+                chapter: Some(pb::Chapter {
+                    title: format!("Chapter {}", i + 1),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+    }
+    let n = sizes.cities;
+    let cities = cluster.emulated_cities(n).await?;
+    let ticker = {
+        let syncs: Vec<_> = cities.iter().map(|c| c.sync.clone()).collect();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                interval.tick().await;
+                let syncs = syncs.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || syncs.iter().for_each(|s| s.tick())).await;
+            }
+        })
+    };
+    let linked_in = wait_all_linked(&cities).await?;
+    eprintln!("{n} cities linked in {linked_in:?}");
+    let warm = watch_release(&cities, "warm-up");
+    coordinator
+        .method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: "warm-up".into(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    for task in warm {
+        task.await?
+            .context("a city never got the warm-up release")?;
+    }
+    hub_quiet(&cluster).await?;
+
+    if wanted("fanout") {
+        let watchers = watch_release(&cities, "2026.1");
+        for city in &cities {
+            city.arrivals.lock().unwrap().clear();
+        }
+        let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")?;
+        let started = Instant::now();
+        coordinator
+            .method
+            .create_release(pb::CreateReleaseRequest {
+                release: Some(pb::Release {
+                    version_label: "2026.1".into(),
+                    notes: "The release every city must get".into(),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        let mut last = started;
+        for task in watchers {
+            last = last.max(task.await?.context("a city never got the release")?);
+        }
+        let took = last - started;
+        let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")? - hub_cpu;
+        let mut received = started;
+        for city in &cities {
+            let first = city.arrivals.lock().unwrap().first().copied();
+            received = received.max(first.context("a city received nothing")?);
+        }
+        let handbook = cities[0]
+            .sync
+            .read(|engine| engine.document(&method::method_doc()).cloned())
+            .context("the cities hold the handbook")?;
+        let raw_took = raw::fan_out(&handbook, n);
+        report.add(
+            "fanout",
+            format!("one handbook release until all {n} cities received it (ms)"),
+            ms(received - started),
+            "ms",
+            Some(ms(raw_took)),
+            "≤ 1 × raw",
+            Some(received - started <= raw_took),
+        );
+        report.add(
+            "fanout",
+            format!("… until all {n} applied and stored it, on this one machine (ms)"),
+            ms(took),
+            "ms",
+            Some(ms(raw_took)),
+            "≤ 1 × raw",
+            Some(took <= raw_took),
+        );
+        report.add(
+            "fanout",
+            "hub CPU time for the release (ms)",
+            ms(hub_cpu),
+            "ms",
+            None,
+            "",
+            None,
+        );
+        hub_quiet(&cluster).await?;
+    }
+
+    let docs_per_link = cities[0].sync.read(|engine| engine.documents().count());
+    if wanted("reconnect") {
+        for changed in [false, true] {
+            cluster.hub.stop()?;
+            wait_none_linked(&cities).await?;
+            if changed {
+                let city = &cities[0];
+                let doc = ShareableDocId::lessons(city.id.name())?;
+                let (title, body, tags) = raw::lesson(7);
+                city.sync
+                    .edit(&doc, |tx| {
+                        sfs_node::lessons::create(tx, "while-away", &title, &body, &tags, "", 0)
+                    })
+                    .map_err(|_| anyhow::anyhow!("editing a city's lessons failed"))?;
+            }
+            cluster.hub.start()?;
+            let started = Instant::now();
+            wait_all_linked(&cities).await?;
+            let linked = started.elapsed();
+            let (frames, bytes) = hub_quiet(&cluster).await?;
+            let case = if changed {
+                "one document changed"
+            } else {
+                "nothing changed"
+            };
+            let (raw_messages, raw_bytes) = raw::reconnect_unchanged(docs_per_link);
+            report.add(
+                "reconnect",
+                format!("{case}: frames per city link ({docs_per_link} documents each)"),
+                frames as f64 / n as f64,
+                "frames",
+                Some(raw_messages as f64),
+                "constant, whatever the number of documents",
+                Some(changed || frames as usize == 4 * n),
+            );
+            report.add(
+                "reconnect",
+                format!("{case}: bytes per city link"),
+                bytes as f64 / n as f64,
+                "bytes",
+                Some(raw_bytes as f64),
+                "< 1 KB with nothing changed",
+                (!changed).then_some((bytes as f64 / n as f64) < 1024.0),
+            );
+            report.add(
+                "reconnect",
+                format!("{case}: all {n} cities linked after the hub restart (ms)"),
+                ms(linked),
+                "ms",
+                None,
+                "",
+                None,
+            );
+            if changed {
+                report.add(
+                    "reconnect",
+                    "one document changed: frames beyond the handshakes",
+                    frames as f64 - 4.0 * n as f64,
+                    "frames",
+                    None,
+                    "that document only: to the hub, then relayed to every other city",
+                    Some(frames as usize <= 4 * n + 3 * n),
+                );
+            }
+        }
+    }
+
+    if wanted("idle") {
+        let (frames_before, bytes_before) = cluster.hub.frame_totals().await?;
+        let cpu_before = cluster.hub.cpu_time().context("hub cpu time")?;
+        let started = Instant::now();
+        // The measurement window: nothing changes while it runs.
+        tokio::time::sleep(sizes.idle).await;
+        let (frames_after, bytes_after) = cluster.hub.frame_totals().await?;
+        let cpu = cluster.hub.cpu_time().context("hub cpu time")? - cpu_before;
+        let window = started.elapsed();
+        let cpu_percent = 100.0 * cpu.as_secs_f64() / window.as_secs_f64();
+        report.add(
+            "idle",
+            format!("hub CPU with {n} cities, nothing changing, {window:.0?} (%)"),
+            cpu_percent,
+            "%",
+            None,
+            "< 1 %",
+            Some(cpu_percent < 1.0),
+        );
+        report.add(
+            "idle",
+            format!("hub frames in {window:.0?} (keepalives only)"),
+            (frames_after - frames_before) as f64,
+            "frames",
+            None,
+            "keepalives only",
+            None,
+        );
+        report.add(
+            "idle",
+            format!("hub bytes in {window:.0?}"),
+            (bytes_after - bytes_before) as f64,
+            "bytes",
+            None,
+            "",
+            None,
+        );
+    }
+
+    if wanted("footprint") {
+        let rss = cluster.hub.rss_bytes().context("hub memory")? as f64;
+        report.add(
+            "footprint",
+            format!("hub memory (RSS) with {n} cities connected (MiB)"),
+            rss / (1024.0 * 1024.0),
+            "MiB",
+            None,
+            "≤ 64 MiB",
+            Some(rss <= 64.0 * 1024.0 * 1024.0),
+        );
+    }
+    ticker.abort();
+    for city in cities {
+        city.stop().await;
+    }
+
+    if wanted("footprint") {
+        cluster.hub.stop()?;
+        let docs = sizes.startup_docs;
+        store_documents(&cluster.hub.config.data_dir, docs, "start")?;
+        cluster.hub.start()?;
+        let took = cluster.hub.start_time;
+        report.add(
+            "footprint",
+            format!("hub start-up with {} documents (ms)", docs + 1),
+            ms(took),
+            "ms",
+            None,
+            "< 1 s",
+            Some(took < Duration::from_secs(1)),
+        );
+    }
+    drop(coordinator);
+    Ok(())
+}
+
+/// The figures as a table (Markdown).
+pub fn table(figures: &[Figure], sizes: &Sizes) -> String {
+    let mut out = String::new();
+    out += "| scenario | figure | stadforstad | raw Automerge | ratio | target | met |\n";
+    out += "|---|---|---|---|---|---|---|\n";
+    for f in figures {
+        let num = |v: f64| {
+            if v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            f.scenario,
+            f.figure,
+            num(f.value),
+            f.raw.map(num).unwrap_or_default(),
+            f.ratio.map(|r| format!("{r:.2}×")).unwrap_or_default(),
+            f.target,
+            match f.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "",
+            }
+        );
+    }
+    if sizes.quick {
+        out += "\n(quick mode: small numbers that prove the harness works; not the figures of record)\n";
+    }
+    out
+}
