@@ -168,7 +168,10 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         tokio::task::spawn_blocking(move || Store::open(&data_dir, Duration::from_secs(10)))
             .await
             .map_err(|_| NodeError::Config("opening the store failed".into()))??;
-    let mut engine_config = EngineConfig::default();
+    let mut engine_config = EngineConfig {
+        defer_local_pushes: true,
+        ..EngineConfig::default()
+    };
     if let Some(ms) = config.federation.keepalive_ms {
         engine_config.keepalive_interval_ms = ms;
         engine_config.peer_timeout_ms = ms * 4;

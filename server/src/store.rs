@@ -306,8 +306,24 @@ impl DocTree {
 
     /// Every stored document, by its id text.
     fn load_all(&self) -> Result<BTreeMap<String, (Automerge, usize)>, StoreError> {
+        self.load_prefix("")
+    }
+
+    /// One stored document, if anything of it is stored.
+    fn load_one(&self, doc: &str) -> Result<Option<Automerge>, StoreError> {
+        Ok(self
+            .load_prefix(&format!("{doc}/"))?
+            .remove(doc)
+            .map(|(doc, _)| doc))
+    }
+
+    /// The stored documents whose keys start with `prefix`.
+    fn load_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, (Automerge, usize)>, StoreError> {
         let mut parts: BTreeMap<String, (Vec<sled::IVec>, Vec<sled::IVec>)> = BTreeMap::new();
-        for item in self.tree.iter() {
+        for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
             let key = String::from_utf8_lossy(&key).to_string();
             let damaged = |reason: &str| StoreError::Damaged {
@@ -332,8 +348,14 @@ impl DocTree {
                 reason: err.to_string(),
             };
             let mut doc = Automerge::new();
-            for bytes in snapshots.iter().chain(chunks.iter()) {
+            for bytes in &snapshots {
                 doc.load_incremental(bytes).map_err(damaged)?;
+            }
+            // All chunks in one call: Automerge applies them as one batch (in any order),
+            // where one call per chunk would rework the document once per chunk.
+            let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            if !all.is_empty() {
+                doc.load_incremental(&all).map_err(damaged)?;
             }
             docs.insert(id, (doc, chunks.len()));
         }
@@ -381,6 +403,20 @@ impl ShareableDocs {
     pub fn persist(&self, item: &DocPersist) -> Result<(), StoreError> {
         self.0
             .persist(item.doc.as_str(), item.kind, &item.bytes, &item.heads)
+    }
+
+    /// One stored document as the store holds it, `None` if nothing of it is stored.
+    pub fn load_one(&self, doc: &ShareableDocId) -> Result<Option<Automerge>, StoreError> {
+        self.0.load_one(doc.as_str())
+    }
+
+    /// The bytes stored for one document (its snapshot and the chunks beside it).
+    pub fn stored_bytes(&self, doc: &ShareableDocId) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for item in self.0.tree.scan_prefix(format!("{doc}/").as_bytes()) {
+            total += item?.1.len() as u64;
+        }
+        Ok(total)
     }
 
     /// Every stored shareable document.

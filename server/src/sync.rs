@@ -102,10 +102,15 @@ pub struct SyncHandle {
     metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// The Automerge actor id of a node's own edits: stable across restarts, derived from its id.
+/// The Automerge actor id of a node's own edits in this run: 8 bytes derived from its identity,
+/// then 8 random bytes drawn at every start. A fresh actor per run means a change lost with a
+/// disk (a restore from an older backup) can never clash with a new one: Automerge refuses two
+/// different changes with the same actor and sequence number, and a peer may hold the lost one.
 pub fn actor_for(node: &NodeId) -> ActorId {
     let digest = Sha256::digest(node.spiffe_uri().as_bytes());
-    ActorId::from(&digest[..16])
+    let mut bytes = digest[..8].to_vec();
+    bytes.extend_from_slice(&rand::random::<[u8; 8]>());
+    ActorId::from(bytes)
 }
 
 impl SyncHandle {
@@ -206,7 +211,23 @@ impl SyncHandle {
                     EditError::Rejected(err) => EditFailure::Rejected(err),
                 })?;
         self.perform(&mut engine, out)?;
+        drop(engine);
+        self.push_pending();
         Ok(result)
+    }
+
+    /// Offers the documents edited so far to every link. Writers call this after their edit is
+    /// stored and the engine lock released, so a writer that finds its edit already pushed by
+    /// another one returns at once, and a burst of edits costs one sync message per document.
+    pub fn push_pending(&self) {
+        let mut engine = self.engine();
+        if !engine.has_pending_pushes() {
+            return;
+        }
+        let out = engine.push_pending(self.now_ms());
+        if let Err(err) = self.perform(&mut engine, out) {
+            tracing::warn!(error = %err, "storing sync states after a push failed");
+        }
     }
 
     /// Executes an engine output; see the module documentation for the order.
@@ -214,9 +235,19 @@ impl SyncHandle {
         for item in &out.persist_docs {
             if let Err(err) = self.shared.persist(item) {
                 tracing::error!(doc = %item.doc, error = %err, "storing a document failed");
+                // Nothing of this output leaves the node; the engine forgets what is not
+                // stored and closes every link, which resyncs from what is.
+                let mut closing = Output::default();
                 for item in &out.persist_docs {
-                    engine.persist_failed(&item.doc);
+                    // Should reading it back fail too, keep what is in memory (it is stored in
+                    // full with the next write); the links are closed all the same.
+                    let stored = self.shared.load_one(&item.doc).unwrap_or_else(|err| {
+                        tracing::error!(doc = %item.doc, error = %err, "reading a document back failed");
+                        engine.document(&item.doc).cloned()
+                    });
+                    closing.extend(engine.persist_failed(&item.doc, stored));
                 }
+                let _ = self.perform(engine, closing);
                 return Err(err);
             }
         }

@@ -345,7 +345,10 @@ impl EmulatedCity {
             id.clone(),
             store.shared,
             store.sync_states,
-            EngineConfig::default(),
+            EngineConfig {
+                defer_local_pushes: true,
+                ..EngineConfig::default()
+            },
             Some(tap),
             Arc::new(sfs_node::metrics::Metrics::new()),
         )?);

@@ -24,7 +24,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync::{self, BloomFilter, Have, SyncDoc};
 use automerge::transaction::Transaction;
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
 use crate::frame::{summary_digest, Frame, Summary, PROTOCOL_VERSION};
 use crate::scope::{accepts_changes_from, shared_on_link, NodeId, ShareableDocId};
@@ -40,6 +40,7 @@ pub enum StatusCode {
     PermissionDenied = 7,
     ResourceExhausted = 8,
     FailedPrecondition = 9,
+    Unavailable = 14,
 }
 
 /// Why the engine closes a link.
@@ -65,6 +66,10 @@ pub struct EngineConfig {
     /// 1.5 × the document's saved size, and the cost of snapshots per write stays constant as
     /// the document grows.
     pub compact_min_bytes: usize,
+    /// Local edits are not offered to the links at once but marked, and offered together by
+    /// [`Engine::push_pending`]: under a burst of writes the sync protocol (whose message
+    /// generation walks the document's history) then runs once per burst, not once per write.
+    pub defer_local_pushes: bool,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +80,7 @@ impl Default for EngineConfig {
             max_message_bytes: 16 * 1024 * 1024,
             compact_after_chunks: 1024,
             compact_min_bytes: 64 * 1024,
+            defer_local_pushes: false,
         }
     }
 }
@@ -211,6 +217,9 @@ pub struct Engine {
     config: EngineConfig,
     docs: BTreeMap<ShareableDocId, DocEntry>,
     conns: BTreeMap<ConnId, Conn>,
+    /// Documents edited here and not yet offered to the links (see
+    /// [`EngineConfig::defer_local_pushes`]).
+    pending_pushes: std::collections::BTreeSet<ShareableDocId>,
 }
 
 impl Engine {
@@ -222,6 +231,7 @@ impl Engine {
             config,
             docs: BTreeMap::new(),
             conns: BTreeMap::new(),
+            pending_pushes: std::collections::BTreeSet::new(),
         }
     }
 
@@ -390,19 +400,78 @@ impl Engine {
         };
         let (hash, _) = tx.commit();
         let mut out = Output::default();
-        if hash.is_some() {
-            self.document_changed(id, None, &mut out);
+        if let Some(hash) = hash {
+            // The new change alone, when it follows directly on what is stored: taking it by
+            // hash is cheap, while `save_after` walks the document's whole history.
+            let entry = &self.docs[id];
+            let fresh = entry.doc.get_change_by_hash(&hash).and_then(|change| {
+                (sorted(change.deps().to_vec()) == sorted(entry.persisted_heads.clone()))
+                    .then(|| change.raw_bytes().to_vec())
+            });
+            self.document_changed(id, None, fresh, &mut out);
             self.finish(&mut out, now_ms);
         }
         Ok((result, out))
     }
 
-    /// The driver could not store the bytes of `id` it was given: the next persist of this
-    /// document is a full snapshot, so nothing held in memory is skipped on disk.
-    pub fn persist_failed(&mut self, id: &ShareableDocId) {
-        if let Some(entry) = self.docs.get_mut(id) {
-            entry.needs_snapshot = true;
+    /// Whether local edits wait for [`Engine::push_pending`].
+    pub fn has_pending_pushes(&self) -> bool {
+        !self.pending_pushes.is_empty()
+    }
+
+    /// Offers every document edited here since the last push to every open link: one sync
+    /// message per document and link, however many edits it holds.
+    pub fn push_pending(&mut self, now_ms: u64) -> Output {
+        let mut out = Output::default();
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.phase == Phase::Open)
+            .map(|(conn_id, _)| *conn_id)
+            .collect();
+        for id in std::mem::take(&mut self.pending_pushes) {
+            self.sync_to_many(&targets, &id, &mut out);
         }
+        self.finish(&mut out, now_ms);
+        out
+    }
+
+    /// The driver could not store the bytes of `id` it was given. Everything of the document
+    /// that is not on disk is forgotten — `stored` is the document as the store holds it, `None`
+    /// when nothing of it is stored — and every link is closed, so that nothing unsaved is ever
+    /// offered to a peer (a change a peer held but this node lost would come back to haunt it:
+    /// Automerge refuses a second change with the same actor and sequence number). Links
+    /// reconnect and resync from what is stored; the next persist of the document is a full
+    /// snapshot.
+    pub fn persist_failed(&mut self, id: &ShareableDocId, stored: Option<Automerge>) -> Output {
+        let mut out = Output::default();
+        match stored {
+            Some(mut doc) => {
+                doc.set_actor(self.actor.clone());
+                let heads = doc.get_heads();
+                self.docs.insert(
+                    id.clone(),
+                    DocEntry {
+                        doc,
+                        persisted_heads: heads,
+                        chunks_since_snapshot: 0,
+                        chunk_bytes: 0,
+                        snapshot_bytes: 0,
+                        needs_snapshot: true,
+                    },
+                );
+            }
+            None => {
+                self.docs.remove(id);
+            }
+        }
+        self.pending_pushes.remove(id);
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            let message = format!("storing {id} failed; reconnect to resync from what is stored");
+            self.close(conn, StatusCode::Unavailable, message, &mut out);
+        }
+        out
     }
 
     /// A link to `peer` is open at the transport level. `stored_states` are the sync states
@@ -722,11 +791,38 @@ impl Engine {
                 .insert(id.clone(), DocEntry::empty(self.actor.clone()));
         }
         let before = self.docs[&id].doc.get_heads();
+        // The changes received that are new here, when what is stored is up to date: if
+        // exactly these get applied, they are what to store (`save_after` would walk the
+        // document's whole history to find them).
+        let (new_changes, changes_before) = {
+            let entry = &self.docs[&id];
+            let up_to_date = !entry.needs_snapshot
+                && sorted(before.clone()) == sorted(entry.persisted_heads.clone());
+            let new_changes = up_to_date
+                .then(|| {
+                    message
+                        .changes
+                        .iter()
+                        .map(|chunk| automerge::Change::from_bytes(chunk.to_vec()).ok())
+                        .collect::<Option<Vec<automerge::Change>>>()
+                })
+                .flatten()
+                .map(|changes| {
+                    changes
+                        .into_iter()
+                        .filter(|c| entry.doc.get_change_meta_by_hash(&c.hash()).is_none())
+                        .collect::<Vec<_>>()
+                });
+            (new_changes, entry.doc.stats().num_changes)
+        };
         let mut state = std::mem::take(self.state_for(conn_id, &id));
         let entry = self.docs.get_mut(&id).expect("document exists");
         let received = catch_unwind(AssertUnwindSafe(|| {
             entry.doc.receive_sync_message(&mut state, message)
         }));
+        // A peer's message sets `peer_read_only` from its flags, and Automerge's reset message
+        // carries none: the owner-writes rule decides what this node offers, not the peer.
+        state.peer_read_only = !accepts_changes_from(&peer, &self.me, &id);
         *self.state_for(conn_id, &id) = state;
         match received {
             Ok(Ok(())) => {}
@@ -742,8 +838,21 @@ impl Engine {
             }
         }
         let changed = self.docs[&id].doc.get_heads() != before;
+        let fresh = new_changes.and_then(|changes| {
+            let doc = &self.docs[&id].doc;
+            let exactly_these = doc.stats().num_changes == changes_before + changes.len() as u64
+                && changes
+                    .iter()
+                    .all(|c| doc.get_change_meta_by_hash(&c.hash()).is_some());
+            exactly_these.then(|| {
+                changes
+                    .iter()
+                    .flat_map(|c| c.raw_bytes().to_vec())
+                    .collect::<Vec<u8>>()
+            })
+        });
         if changed {
-            self.document_changed(&id, Some(conn_id), out);
+            self.document_changed(&id, Some(conn_id), fresh, out);
         }
         let state = self.state_for(conn_id, &id);
         out.persist_sync_states
@@ -752,12 +861,21 @@ impl Engine {
     }
 
     /// A document changed here: persist it and offer it to every open link but `except`.
-    fn document_changed(&mut self, id: &ShareableDocId, except: Option<ConnId>, out: &mut Output) {
+    /// `fresh` holds the bytes of exactly what changed since the last persist, when the caller
+    /// knows them.
+    fn document_changed(
+        &mut self,
+        id: &ShareableDocId,
+        except: Option<ConnId>,
+        fresh: Option<Vec<u8>>,
+        out: &mut Output,
+    ) {
         let compact_after = self.config.compact_after_chunks;
         let compact_min_bytes = self.config.compact_min_bytes;
         let entry = self.docs.get_mut(id).expect("document exists");
         let heads = entry.doc.get_heads();
-        let chunk = (!entry.needs_snapshot).then(|| entry.doc.save_after(&entry.persisted_heads));
+        let chunk = (!entry.needs_snapshot)
+            .then(|| fresh.unwrap_or_else(|| entry.doc.save_after(&entry.persisted_heads)));
         let chunk = chunk.filter(|chunk| {
             entry.chunks_since_snapshot + 1 < compact_after
                 && entry.chunk_bytes + chunk.len()
@@ -791,6 +909,10 @@ impl Engine {
         entry.persisted_heads = heads;
         out.persist_docs.push(persist);
         out.changed_docs.push(id.clone());
+        if except.is_none() && self.config.defer_local_pushes {
+            self.pending_pushes.insert(id.clone());
+            return;
+        }
         let targets: Vec<ConnId> = self
             .conns
             .iter()

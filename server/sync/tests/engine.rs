@@ -441,23 +441,49 @@ fn quiet_links_get_keepalives_and_silent_peers_are_dropped() {
 }
 
 #[test]
-fn after_a_failed_write_the_next_persist_is_a_full_snapshot() {
-    let mut lund = engine(NodeId::city("lund").unwrap());
+fn a_failed_write_forgets_the_unsaved_change_closes_links_and_snapshots_next() {
+    let mut fed = Federation::new(&["lund"]);
+    fed.connect("lund", 1);
     let doc = ShareableDocId::lessons("lund").unwrap();
-    let mut edit = |key: &str| {
-        let (_, out) = lund
+    let mut stored = Vec::new();
+    for key in ["a", "b"] {
+        let (_, out) = fed
+            .engines
+            .get_mut("lund")
+            .unwrap()
             .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
                 tx.put(ROOT, key, "v")
             })
             .unwrap();
-        out.persist_docs[0].kind
-    };
-    assert_eq!(edit("a"), sfs_sync::PersistKind::Incremental);
-    assert_eq!(edit("b"), sfs_sync::PersistKind::Incremental);
-    lund.persist_failed(&doc);
+        assert_eq!(out.persist_docs[0].kind, sfs_sync::PersistKind::Incremental);
+        stored.extend(out.persist_docs[0].bytes.clone());
+        fed.absorb("lund", out);
+    }
+    fed.run_until_quiet();
+    // The third edit cannot be stored: its output is dropped, as the node does.
+    let lund = fed.engines.get_mut("lund").unwrap();
+    let (_, lost) = lund
+        .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.put(ROOT, "c", "lost")
+        })
+        .unwrap();
+    drop(lost);
+    let out = lund.persist_failed(&doc, Some(Automerge::load(&stored).unwrap()));
+    assert_eq!(out.closes.len(), 1, "every link is closed");
+    assert_eq!(out.closes[0].1.code, StatusCode::Unavailable);
+    let document = lund.document(&doc).unwrap();
+    assert!(
+        document.get(ROOT, "c").unwrap().is_none(),
+        "the unsaved change is forgotten"
+    );
+    assert!(
+        document.get(ROOT, "b").unwrap().is_some(),
+        "what was stored stays"
+    );
+    // The next write stores the whole document, and the link resyncs from what is stored.
     let (_, out) = lund
         .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
-            tx.put(ROOT, "c", "v")
+            tx.put(ROOT, "d", "v")
         })
         .unwrap();
     assert_eq!(out.persist_docs[0].kind, sfs_sync::PersistKind::Snapshot);
@@ -466,6 +492,12 @@ fn after_a_failed_write_the_next_persist_is_a_full_snapshot() {
         reloaded.get_heads(),
         lund.document(&doc).unwrap().get_heads()
     );
+    fed.absorb("lund", out);
+    fed.disconnect(1);
+    fed.connect("lund", 2);
+    fed.run_until_quiet();
+    assert_eq!(fed.lesson("hub", "lund", "d").as_deref(), Some("v"));
+    assert_eq!(fed.lesson("hub", "lund", "c"), None);
 }
 
 #[test]

@@ -1,0 +1,1479 @@
+//! A deterministic fault simulator for the federation: the real sync engine of one hub and
+//! several cities, driven with simulated time, a simulated network and simulated disks.
+//!
+//! # The model
+//!
+//! - **Nodes.** One hub (`national`) and 2–6 cities, each an [`Engine`] with the actor id the
+//!   real node uses. Each node has a simulated durable [`Disk`]: per shareable document the
+//!   chunks persisted so far (an incremental chunk is appended, a snapshot replaces them all),
+//!   per peer and document the last persisted sync state, and — on cities — local documents
+//!   that hold a canary and are never given to the engine.
+//! - **The driver** performs every [`Output`] in the order the real node does: persist
+//!   documents, persist sync states, send frames, close links. An edit is *acknowledged* only
+//!   once its whole output was performed. Cities dial the hub with the real [`Backoff`]; every
+//!   node ticks once per simulated second.
+//! - **The network.** Time is a `u64` of milliseconds. Each link has a [`ConnId`] that is never
+//!   reused; a frame in flight carries its delivery time. Within a link and direction, frames
+//!   arrive in order (like the real HTTP/2 stream) unless a fault says otherwise. When one end
+//!   closes a link, the other end's transport notices after the frames in flight.
+//! - **Faults**, chosen by a seeded RNG during the chaos phase: frame loss, duplication,
+//!   reordering and long delays; link cuts (each end notices at its own time, or only through
+//!   the peer timeout); partitions (a city unreachable for a while); crashes of the hub or a
+//!   city, between events or in the middle of performing an output, followed by a restart
+//!   whose engine is rebuilt from the disk alone. About a third of the seeds are
+//!   *transport-faithful*: frames within a link are delivered in order and exactly once, and the
+//!   only faults are cuts, crashes, partitions and delays.
+//! - **Workload.** Owners edit their own documents (cities `shared/lessons/<city>` and on some
+//!   seeds `shared/progress/<city>`, the hub `national/method` and on some seeds
+//!   `national/directory`), sometimes at an older version ([`Engine::edit_at`]) so that the
+//!   document branches; every edit writes a key of its own. Nodes also try to edit documents
+//!   they do not own, and cities edit their local documents.
+//!
+//! # What is checked
+//!
+//! - During the run: the engine never refuses an honest peer and never closes a link with
+//!   `PermissionDenied`; every edit of a document a node does not own is refused with
+//!   `NotOwner`; no frame names a local document or carries a local canary; after each
+//!   restart, every document reloads at the heads of its last persisted chunk and holds every
+//!   acknowledged edit of its owner.
+//! - After the heal (faults stop, every link is cut at both ends and dialled afresh, frames
+//!   delivered until quiet; transport-faithful seeds are first also required to converge
+//!   without cutting the links that are still up): every replica of every document has its
+//!   owner's heads and every acknowledged edit; every change in every document was made by the
+//!   document's owner (an edit at an older version carries Automerge's *isolated* actor
+//!   derived from the owner's, see [`made_by`]); no canary is in any engine's document.
+//! - Messages per change: in a clean phase, each edit followed by running until quiet costs at
+//!   most `2 · (cities + 1) + 2` `DocSync` frames; after every node restarts from its disk, a
+//!   reconnect costs no `DocSync` frame at all.
+//!
+//! # Running it
+//!
+//! `cargo test -p sfs-sync --test simulation -- --nocapture` runs [`DEFAULT_SEEDS`] seeds and
+//! prints a summary. `SFS_SIM_SEEDS=5000` runs more; `SFS_SIM_SEED=17` replays one seed, and
+//! `SFS_SIM_TRACE=1` prints every event of the run. A failure names its seed and how to replay it.
+//! Seeds are spread over the available cores; each seed runs on one thread from its seed alone.
+//!
+//! Document writes also fail now and then (on seeds that are not transport-faithful); the
+//! driver then does what the real node does: it drops the rest of the output and hands the
+//! engine each document as stored (`Engine::persist_failed`), which forgets the unsaved change
+//! and closes every link. `SFS_SIM_WRITE_FAILURES=0` turns this fault off.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, AutomergeError, ChangeHash, ReadDoc, ROOT};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sfs_sync::backoff::Backoff;
+use sfs_sync::{
+    ConnId, DocId, DocPersist, EditError, Engine, EngineConfig, EngineError, Frame, LogEvent,
+    NodeId, Output, PersistKind, Scope, ShareableDocId, StatusCode,
+};
+
+/// Seeds of the normal run.
+const DEFAULT_SEEDS: u64 = 300;
+/// A run stops starting new seeds after this many failed.
+const MAX_FAILURES: usize = 10;
+/// Cities are taken from the front of this list.
+const CITY_NAMES: [&str; 6] = ["malmo", "lund", "helsingborg", "uppsala", "umea", "kiruna"];
+/// The node index of the hub; cities are `1..`.
+const HUB: usize = 0;
+/// Every node's engine ticks this often, as the real node does.
+const TICK_MS: u64 = 1_000;
+/// Events one seed may process in all; more means a livelock.
+const EVENT_LIMIT: u64 = 500_000;
+/// Events a run-until-quiet may take before the federation counts as not quiet.
+const QUIET_LIMIT: u64 = 50_000;
+/// Simulated time a transport-faithful seed gets to settle with its links left up.
+const SETTLE_MS: u64 = 150_000;
+/// Edits made one at a time in the clean phase, to count messages per change.
+const CLEAN_EDITS: usize = 3;
+/// Marks every value of a local document; it must never appear outside its city.
+const CANARY: &str = "local-canary";
+/// Local documents each city keeps next to the engine.
+const LOCAL_KINDS: [&str; 2] = ["network", "signals"];
+
+#[test]
+fn the_federation_converges_under_faults() {
+    let seeds: Vec<u64> = match (env_u64("SFS_SIM_SEED"), env_u64("SFS_SIM_SEEDS")) {
+        (Some(seed), _) => vec![seed],
+        (None, Some(count)) => (0..count).collect(),
+        (None, None) => (0..DEFAULT_SEEDS).collect(),
+    };
+    let options = Options {
+        write_failures: std::env::var("SFS_SIM_WRITE_FAILURES").map_or(true, |v| v != "0"),
+    };
+    let replay_prefix = if options.write_failures {
+        ""
+    } else {
+        "SFS_SIM_WRITE_FAILURES=0 "
+    };
+    let mut outcomes = run_seeds(&seeds, options);
+    outcomes.sort_by_key(|(seed, _)| *seed);
+    let mut totals = Counters::default();
+    let mut faithful_seeds = 0;
+    let mut failures = Vec::new();
+    for (seed, outcome) in &outcomes {
+        match outcome {
+            Ok((counters, faithful)) => {
+                totals.add(counters);
+                faithful_seeds += usize::from(*faithful);
+            }
+            Err(message) => failures.push(format!(
+                "seed {seed} failed: {message} (replay: {replay_prefix}SFS_SIM_SEED={seed} cargo test -p sfs-sync --test simulation -- --nocapture)"
+            )),
+        }
+    }
+    println!(
+        "simulation: {} seeds run, {} passed ({faithful_seeds} transport-faithful); \
+         {} acknowledged edits, {} unacknowledged, {} refused foreign edits; \
+         {} crashes ({} mid-output), {} failed writes, {} link cuts, {} partitions; \
+         {} frames sent ({:?}), {} lost, {} duplicated, {} reordered, \
+         {} for links already closed; {} links closed by an engine; at most {} DocSync frames per change ({} frames in all)",
+        outcomes.len(),
+        outcomes.len() - failures.len(),
+        totals.edits_acknowledged,
+        totals.edits_unacknowledged,
+        totals.foreign_edits_refused,
+        totals.crashes,
+        totals.mid_output_crashes,
+        totals.write_failures,
+        totals.link_cuts,
+        totals.partitions,
+        totals.frames_sent,
+        totals.frames_by_kind,
+        totals.frames_lost,
+        totals.frames_duplicated,
+        totals.frames_reordered,
+        totals.frames_for_closed_links,
+        totals.engine_closes,
+        totals.max_doc_sync_per_change,
+        totals.max_frames_per_change,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The outcome of one seed: its counters and whether it was transport-faithful, or the message
+/// of the invariant it broke.
+type Outcome = Result<(Counters, bool), String>;
+
+/// Runs the seeds on every available core. Seeds are independent and each runs on one thread
+/// from its seed alone, so the parallelism changes nothing about any run. Stops handing out
+/// seeds after [`MAX_FAILURES`] failures.
+fn run_seeds(seeds: &[u64], options: Options) -> Vec<(u64, Outcome)> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, seeds.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut outcomes = Vec::new();
+                    while failed.load(Ordering::Relaxed) < MAX_FAILURES {
+                        let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let outcome = catch_unwind(AssertUnwindSafe(|| run_seed(seed, options)))
+                            .map_err(|panic| panic_message(&*panic));
+                        if outcome.is_err() {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        outcomes.push((seed, outcome));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("every seed's panic is caught"))
+            .collect()
+    })
+}
+
+/// Switches that change what the simulation models, from the environment.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    /// Document writes fail now and then during the chaos phase, handled as the real node
+    /// does (on by default; `SFS_SIM_WRITE_FAILURES=0` turns it off).
+    write_failures: bool,
+}
+
+/// Runs one seed from start to the last check; panics on the first broken invariant.
+fn run_seed(seed: u64, options: Options) -> (Counters, bool) {
+    let mut sim = Sim::new(seed, options);
+    sim.setup();
+    sim.chaos();
+    if sim.scenario.transport_faithful {
+        sim.settle_with_links_left_up();
+        sim.check_convergence("after settling without cutting live links");
+    }
+    sim.heal();
+    sim.check_convergence("after the heal");
+    sim.check_owner_only();
+    sim.check_no_canary_in_engines();
+    sim.clean_edits();
+    sim.check_convergence("after the clean edits");
+    sim.restart_everything_and_reconnect();
+    sim.check_convergence("after every node restarted");
+    (sim.counters, sim.scenario.transport_faithful)
+}
+
+/// What one seed simulates: the size of the federation and how hostile the network is.
+#[derive(Debug)]
+struct Scenario {
+    cities: usize,
+    /// Frames within a link arrive in order and exactly once.
+    transport_faithful: bool,
+    loss: f64,
+    duplicate: f64,
+    reorder: f64,
+    long_delay: f64,
+    /// Chance that a document write fails (only with [`Options::write_failures`]).
+    write_failure: f64,
+    chaos_actions: usize,
+    /// Cities own `shared/progress/<city>` besides their lessons.
+    cities_own_progress: bool,
+    /// The hub owns `national/directory` besides `national/method`.
+    hub_owns_directory: bool,
+    compact_after_chunks: usize,
+    /// Local edits wait for `push_pending`, as in the real node; several may be pushed at once.
+    defer_local_pushes: bool,
+}
+
+impl Scenario {
+    fn draw(rng: &mut ChaCha8Rng, options: Options) -> Scenario {
+        let cities = rng.gen_range(2..=CITY_NAMES.len());
+        let transport_faithful = rng.gen_bool(0.35);
+        let intensity: f64 = rng.gen_range(0.0..1.0);
+        let in_link = if transport_faithful { 0.0 } else { intensity };
+        Scenario {
+            cities,
+            transport_faithful,
+            loss: 0.08 * in_link,
+            duplicate: 0.05 * in_link,
+            reorder: 0.08 * in_link,
+            long_delay: 0.03 * intensity,
+            // A failed write drops frames from a live link, so not on transport-faithful seeds.
+            write_failure: if options.write_failures && !transport_faithful {
+                0.05
+            } else {
+                0.0
+            },
+            chaos_actions: rng.gen_range(20..=45),
+            cities_own_progress: rng.gen_bool(0.3),
+            hub_owns_directory: rng.gen_bool(0.5),
+            compact_after_chunks: *[2, 3, 8, 64].choose(rng).expect("not empty"),
+            defer_local_pushes: rng.gen_bool(0.5),
+        }
+    }
+}
+
+/// Tallies of one seed, summed over all seeds for the summary line.
+#[derive(Debug, Default)]
+struct Counters {
+    edits_acknowledged: u64,
+    edits_unacknowledged: u64,
+    foreign_edits_refused: u64,
+    crashes: u64,
+    mid_output_crashes: u64,
+    write_failures: u64,
+    link_cuts: u64,
+    partitions: u64,
+    frames_sent: u64,
+    doc_sync_frames: u64,
+    frames_lost: u64,
+    frames_duplicated: u64,
+    frames_reordered: u64,
+    frames_for_closed_links: u64,
+    frames_by_kind: BTreeMap<&'static str, u64>,
+    engine_closes: u64,
+    events: u64,
+    max_doc_sync_per_change: u64,
+    max_frames_per_change: u64,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.edits_acknowledged += other.edits_acknowledged;
+        self.edits_unacknowledged += other.edits_unacknowledged;
+        self.foreign_edits_refused += other.foreign_edits_refused;
+        self.crashes += other.crashes;
+        self.mid_output_crashes += other.mid_output_crashes;
+        self.write_failures += other.write_failures;
+        self.link_cuts += other.link_cuts;
+        self.partitions += other.partitions;
+        self.frames_sent += other.frames_sent;
+        self.doc_sync_frames += other.doc_sync_frames;
+        self.frames_lost += other.frames_lost;
+        self.frames_duplicated += other.frames_duplicated;
+        self.frames_reordered += other.frames_reordered;
+        self.frames_for_closed_links += other.frames_for_closed_links;
+        for (kind, count) in &other.frames_by_kind {
+            *self.frames_by_kind.entry(kind).or_default() += count;
+        }
+        self.engine_closes += other.engine_closes;
+        self.events += other.events;
+        self.max_doc_sync_per_change = self
+            .max_doc_sync_per_change
+            .max(other.max_doc_sync_per_change);
+        self.max_frames_per_change = self.max_frames_per_change.max(other.max_frames_per_change);
+    }
+}
+
+/// A node's durable storage: what survives a crash.
+#[derive(Default)]
+struct Disk {
+    docs: BTreeMap<ShareableDocId, StoredDoc>,
+    sync_states: BTreeMap<(NodeId, ShareableDocId), Vec<u8>>,
+    /// Local documents (cities only), saved Automerge bytes; never given to the engine.
+    local_docs: BTreeMap<DocId, Vec<u8>>,
+}
+
+/// The persisted chunks of one document.
+#[derive(Default)]
+struct StoredDoc {
+    chunks: Vec<Vec<u8>>,
+    incremental_since_snapshot: usize,
+    /// The heads the last persisted chunk brought the document to.
+    heads: Vec<ChangeHash>,
+}
+
+impl Disk {
+    fn store_doc(&mut self, persist: DocPersist) {
+        let stored = self.docs.entry(persist.doc).or_default();
+        match persist.kind {
+            PersistKind::Snapshot => {
+                stored.chunks = vec![persist.bytes];
+                stored.incremental_since_snapshot = 0;
+            }
+            PersistKind::Incremental => {
+                stored.chunks.push(persist.bytes);
+                stored.incremental_since_snapshot += 1;
+            }
+        }
+        stored.heads = sorted(persist.heads);
+    }
+
+    /// A document as stored, if any of it is.
+    fn load(&self, doc: &ShareableDocId) -> Option<Automerge> {
+        let stored = self.docs.get(doc)?;
+        Some(Automerge::load(&stored.chunks.concat()).expect("stored chunks load"))
+    }
+
+    fn sync_states_for(&self, peer: &NodeId) -> Vec<(ShareableDocId, Vec<u8>)> {
+        self.sync_states
+            .iter()
+            .filter(|((stored_peer, _), _)| stored_peer == peer)
+            .map(|((_, doc), state)| (doc.clone(), state.clone()))
+            .collect()
+    }
+}
+
+/// One simulated node: its identity, its engine while it runs, and its disk.
+struct Node {
+    id: NodeId,
+    actor: ActorId,
+    /// `None` while the node is down.
+    engine: Option<Engine>,
+    disk: Disk,
+    owned: Vec<ShareableDocId>,
+    /// Every acknowledged edit: document → key → value.
+    acknowledged: BTreeMap<ShareableDocId, BTreeMap<String, String>>,
+    /// Heads right after each acknowledged edit, to edit at an older version.
+    acknowledged_versions: BTreeMap<ShareableDocId, Vec<Vec<ChangeHash>>>,
+    /// Cities: the reconnect delays.
+    backoff: Backoff,
+    dial_pending: bool,
+    /// Cities: unreachable until this time.
+    partitioned_until: u64,
+    /// Crash while performing the next non-empty output, before its step `k mod steps`.
+    crash_armed: Option<usize>,
+}
+
+impl Node {
+    fn new(id: NodeId, owned: Vec<ShareableDocId>) -> Node {
+        let actor = ActorId::from(id.spiffe_uri().as_bytes());
+        Node {
+            id,
+            actor,
+            engine: None,
+            disk: Disk::default(),
+            owned,
+            acknowledged: BTreeMap::new(),
+            acknowledged_versions: BTreeMap::new(),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            dial_pending: false,
+            partitioned_until: 0,
+            crash_armed: None,
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        self.engine
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is down", self.id))
+    }
+
+    fn open_conns(&self) -> BTreeSet<ConnId> {
+        self.engine
+            .as_ref()
+            .map(|engine| engine.links().map(|(conn, _, _)| conn).collect())
+            .unwrap_or_default()
+    }
+
+    /// Builds a fresh engine from the disk alone, as a restarted node does, and checks that
+    /// nothing persisted or acknowledged was lost.
+    fn boot(&self, config: &EngineConfig) -> Engine {
+        let mut engine = Engine::new(self.id.clone(), self.actor.clone(), config.clone());
+        for (doc, stored) in &self.disk.docs {
+            let bytes = stored.chunks.concat();
+            let loaded = Automerge::load(&bytes).unwrap_or_else(|err| {
+                panic!("{}: the stored chunks of {doc} do not load: {err}", self.id)
+            });
+            assert_eq!(
+                sorted(loaded.get_heads()),
+                stored.heads,
+                "durability: {} reloaded {doc} at other heads than its last persisted chunk",
+                self.id
+            );
+            engine.load_document(doc.clone(), loaded, stored.incremental_since_snapshot);
+        }
+        for (doc, edits) in &self.acknowledged {
+            let reloaded = engine.document(doc).unwrap_or_else(|| {
+                panic!(
+                    "durability: {} acknowledged edits of {doc} but has no document after a restart",
+                    self.id
+                )
+            });
+            for (key, value) in edits {
+                assert_eq!(
+                    read_string(reloaded, key).as_deref(),
+                    Some(value.as_str()),
+                    "durability: {} lost its acknowledged edit {key} of {doc} in a restart",
+                    self.id
+                );
+            }
+        }
+        engine
+    }
+}
+
+/// Something that happens at a simulated time.
+#[derive(Debug)]
+enum Event {
+    /// A frame reaches one end of a link.
+    Deliver {
+        conn: ConnId,
+        to: usize,
+        frame: Frame,
+    },
+    /// The transport of `node` learns that link `conn` is gone.
+    NoticeClose { conn: ConnId, node: usize },
+    /// A city tries to open a link to the hub.
+    Dial { city: usize },
+    /// A crashed node comes back.
+    Restart { node: usize },
+    /// Every running engine ticks.
+    Tick,
+}
+
+/// A link between a city and the hub, for as long as the simulation runs.
+struct Link {
+    city: usize,
+    /// Per direction (to the hub, to the city): the latest delivery time handed out, so that
+    /// frames stay in order.
+    last_arrival: [u64; 2],
+}
+
+impl Link {
+    fn other_end(&self, node: usize) -> usize {
+        if node == HUB {
+            self.city
+        } else {
+            HUB
+        }
+    }
+}
+
+fn direction(to: usize) -> usize {
+    usize::from(to != HUB)
+}
+
+/// The whole simulated federation.
+struct Sim {
+    rng: ChaCha8Rng,
+    scenario: Scenario,
+    config: EngineConfig,
+    now: u64,
+    nodes: Vec<Node>,
+    links: BTreeMap<ConnId, Link>,
+    next_conn: ConnId,
+    queue: BTreeMap<(u64, u64), Event>,
+    next_seq: u64,
+    /// Faults are injected only while this is on.
+    faults: bool,
+    edit_count: u64,
+    counters: Counters,
+    trace: bool,
+}
+
+impl Sim {
+    fn new(seed: u64, options: Options) -> Sim {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let scenario = Scenario::draw(&mut rng, options);
+        let config = EngineConfig {
+            compact_after_chunks: scenario.compact_after_chunks,
+            // Small documents: let the byte rule take snapshots too.
+            compact_min_bytes: 512,
+            defer_local_pushes: scenario.defer_local_pushes,
+            ..EngineConfig::default()
+        };
+        let mut hub_docs = vec![shareable("national/method")];
+        if scenario.hub_owns_directory {
+            hub_docs.push(shareable("national/directory"));
+        }
+        let mut nodes = vec![Node::new(
+            NodeId::hub("national").expect("valid name"),
+            hub_docs,
+        )];
+        for name in &CITY_NAMES[..scenario.cities] {
+            let mut city_docs = vec![shareable(&format!("shared/lessons/{name}"))];
+            if scenario.cities_own_progress {
+                city_docs.push(shareable(&format!("shared/progress/{name}")));
+            }
+            nodes.push(Node::new(
+                NodeId::city(name).expect("valid name"),
+                city_docs,
+            ));
+        }
+        for node in &mut nodes {
+            node.engine = Some(node.boot(&config));
+        }
+        let trace = std::env::var_os("SFS_SIM_TRACE").is_some();
+        if trace {
+            eprintln!("seed {seed}: {scenario:?}");
+        }
+        Sim {
+            rng,
+            scenario,
+            config,
+            now: 0,
+            nodes,
+            links: BTreeMap::new(),
+            next_conn: 1,
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            faults: false,
+            edit_count: 0,
+            counters: Counters::default(),
+            trace,
+        }
+    }
+
+    fn cities(&self) -> std::ops::RangeInclusive<usize> {
+        1..=self.scenario.cities
+    }
+
+    fn name(&self, node: usize) -> String {
+        self.nodes[node].id.to_string()
+    }
+
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("[{:>9} ms] {}", self.now, what());
+        }
+    }
+
+    // ----- phases -------------------------------------------------------------------------
+
+    /// Every city links to the hub and every owner writes its documents once, on a clean
+    /// network, so that every document exists everywhere before the faults start.
+    fn setup(&mut self) {
+        for city in self.cities() {
+            self.connect(city);
+        }
+        for node in 0..self.nodes.len() {
+            for doc in self.nodes[node].owned.clone() {
+                assert!(
+                    self.edit(node, &doc, None),
+                    "an edit without faults is acknowledged"
+                );
+            }
+        }
+        self.run_until_quiet("the setup");
+        self.check_convergence("after the setup");
+    }
+
+    /// Random edits and faults at random times, with every node ticking.
+    fn chaos(&mut self) {
+        self.faults = true;
+        self.schedule(TICK_MS, Event::Tick);
+        for _ in 0..self.scenario.chaos_actions {
+            let gap = self.rng.gen_range(0..1_500);
+            self.run_until(self.now + gap);
+            self.random_action();
+            self.ensure_dials();
+        }
+        self.push_everything_pending();
+        self.stop_faults();
+    }
+
+    /// Pushes the edits every running node has not pushed yet.
+    fn push_everything_pending(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.call(node, |engine, now| engine.push_pending(now));
+        }
+    }
+
+    /// Transport-faithful seeds only: with faults stopped, links that are still up must bring
+    /// everyone in step by themselves once stale links have timed out and cities redialled.
+    fn settle_with_links_left_up(&mut self) {
+        self.schedule(TICK_MS, Event::Tick);
+        self.run_until(self.now + SETTLE_MS);
+        self.queue.retain(|_, event| !matches!(event, Event::Tick));
+        self.run_until_quiet("settling without cutting live links");
+    }
+
+    /// Cuts every link at both ends, drops everything in flight, dials every city afresh and
+    /// delivers frames in order until nothing is left to say.
+    fn heal(&mut self) {
+        self.queue.retain(|_, event| !matches!(event, Event::Tick));
+        for node in 0..self.nodes.len() {
+            for conn in self.nodes[node].open_conns() {
+                self.call(node, |engine, _| engine.disconnect(conn));
+            }
+        }
+        self.queue.clear();
+        for node in &mut self.nodes {
+            node.dial_pending = false;
+        }
+        self.now += 1_000;
+        for city in self.cities() {
+            self.connect(city);
+        }
+        self.run_until_quiet("the heal");
+    }
+
+    /// One edit at a time on a quiet federation; each may cost only a few messages.
+    fn clean_edits(&mut self) {
+        let bound = 2 * (self.scenario.cities as u64 + 1) + 2;
+        for _ in 0..CLEAN_EDITS {
+            let node = self.rng.gen_range(0..self.nodes.len());
+            let doc = self.nodes[node]
+                .owned
+                .choose(&mut self.rng)
+                .expect("every node owns documents")
+                .clone();
+            let doc_sync_before = self.counters.doc_sync_frames;
+            let frames_before = self.counters.frames_sent;
+            assert!(self.edit(node, &doc, None), "a clean edit is acknowledged");
+            self.run_until_quiet("a clean edit");
+            let doc_sync = self.counters.doc_sync_frames - doc_sync_before;
+            let frames = self.counters.frames_sent - frames_before;
+            assert!(
+                doc_sync <= bound,
+                "one edit of {doc} by {} cost {doc_sync} DocSync frames; the bound is {bound}",
+                self.name(node)
+            );
+            self.counters.max_doc_sync_per_change =
+                self.counters.max_doc_sync_per_change.max(doc_sync);
+            self.counters.max_frames_per_change = self.counters.max_frames_per_change.max(frames);
+        }
+    }
+
+    /// Stops every node cleanly, restarts each from its disk alone (checking that it reloads
+    /// exactly what it held), and reconnects: with nothing changed, no `DocSync` is needed.
+    fn restart_everything_and_reconnect(&mut self) {
+        let mut held = Vec::new();
+        for node in 0..self.nodes.len() {
+            let docs: BTreeMap<ShareableDocId, Vec<ChangeHash>> = self.nodes[node]
+                .engine()
+                .documents()
+                .map(|(id, doc)| (id.clone(), sorted(doc.get_heads())))
+                .filter(|(_, heads)| !heads.is_empty())
+                .collect();
+            held.push(docs);
+            for conn in self.nodes[node].open_conns() {
+                self.call(node, |engine, _| engine.disconnect(conn));
+            }
+        }
+        self.queue.clear();
+        for (node, held) in held.into_iter().enumerate() {
+            self.nodes[node].engine = None;
+            self.restart(node);
+            let reloaded: BTreeMap<ShareableDocId, Vec<ChangeHash>> = self.nodes[node]
+                .engine()
+                .documents()
+                .map(|(id, doc)| (id.clone(), sorted(doc.get_heads())))
+                .collect();
+            assert_eq!(
+                reloaded,
+                held,
+                "{} reloaded other documents than it held",
+                self.name(node)
+            );
+        }
+        self.queue.clear();
+        self.now += 1_000;
+        let doc_sync_before = self.counters.doc_sync_frames;
+        for city in self.cities() {
+            self.connect(city);
+        }
+        self.run_until_quiet("the reconnect after restarting every node");
+        let doc_sync = self.counters.doc_sync_frames - doc_sync_before;
+        assert_eq!(
+            doc_sync, 0,
+            "a reconnect with nothing changed cost {doc_sync} DocSync frames"
+        );
+    }
+
+    fn stop_faults(&mut self) {
+        self.faults = false;
+        self.queue.retain(|_, event| !matches!(event, Event::Tick));
+        for node in 0..self.nodes.len() {
+            self.nodes[node].crash_armed = None;
+            self.nodes[node].partitioned_until = 0;
+            if self.nodes[node].engine.is_none() {
+                self.restart(node);
+            }
+        }
+        self.ensure_dials();
+    }
+
+    // ----- the event loop -----------------------------------------------------------------
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.queue.insert((at, self.next_seq), event);
+        self.next_seq += 1;
+    }
+
+    /// Processes every event due up to `until`, then sets the clock there.
+    fn run_until(&mut self, until: u64) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), event) = entry.remove_entry();
+            self.now = self.now.max(at);
+            self.handle(event);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Processes events until none is left; ticks must be off.
+    fn run_until_quiet(&mut self, label: &str) {
+        for _ in 0..QUIET_LIMIT {
+            let Some(((at, _), event)) = self.queue.pop_first() else {
+                return;
+            };
+            assert!(!matches!(event, Event::Tick), "ticks are off in {label}");
+            self.now = self.now.max(at);
+            self.handle(event);
+        }
+        panic!(
+            "{label}: the federation is not quiet after {QUIET_LIMIT} events ({} still queued)",
+            self.queue.len()
+        );
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.counters.events += 1;
+        assert!(
+            self.counters.events <= EVENT_LIMIT,
+            "more than {EVENT_LIMIT} events: a livelock"
+        );
+        match event {
+            Event::Deliver { conn, to, frame } => self.deliver(conn, to, frame),
+            Event::NoticeClose { conn, node } => {
+                self.log(|| format!("{} notices link {conn} is gone", self.name(node)));
+                self.call(node, |engine, _| engine.disconnect(conn));
+            }
+            Event::Dial { city } => self.dial(city),
+            Event::Restart { node } => {
+                if self.nodes[node].engine.is_none() {
+                    self.restart(node);
+                }
+            }
+            Event::Tick => {
+                for node in 0..self.nodes.len() {
+                    self.call(node, |engine, now| engine.tick(now));
+                }
+                self.schedule(self.now + TICK_MS, Event::Tick);
+            }
+        }
+        self.ensure_dials();
+    }
+
+    fn deliver(&mut self, conn: ConnId, to: usize, frame: Frame) {
+        if self.nodes[to].engine.is_none() {
+            return;
+        }
+        if self.faults && !self.scenario.transport_faithful {
+            let city = self.links[&conn].city;
+            if self.partitioned(city) {
+                self.counters.frames_lost += 1;
+                return;
+            }
+        }
+        self.log(|| format!("{} receives {} on {conn}", self.name(to), frame.kind()));
+        if !self.nodes[to].open_conns().contains(&conn) {
+            // A frame that arrives after its link closed at this end must change nothing.
+            self.counters.frames_for_closed_links += 1;
+            let kind = frame.kind();
+            let now = self.now;
+            let engine = self.nodes[to].engine.as_mut().expect("running");
+            let out = engine.receive(conn, frame, now);
+            assert!(
+                out.persist_docs.is_empty()
+                    && out.persist_sync_states.is_empty()
+                    && out.sends.is_empty()
+                    && out.closes.is_empty(),
+                "{} acted on a {kind} frame for link {conn}, which it has closed",
+                self.nodes[to].id
+            );
+            return;
+        }
+        self.call(to, |engine, now| engine.receive(conn, frame, now));
+    }
+
+    /// Runs one engine call on a running node, performs its output, and lets the other end of
+    /// every link the call closed notice it.
+    fn call(&mut self, node: usize, f: impl FnOnce(&mut Engine, u64) -> Output) {
+        let now = self.now;
+        let before = self.nodes[node].open_conns();
+        let Some(engine) = self.nodes[node].engine.as_mut() else {
+            return;
+        };
+        let out = f(engine, now);
+        if !self.perform(node, out) {
+            return;
+        }
+        let after = self.nodes[node].open_conns();
+        for conn in before.difference(&after) {
+            self.end_closed(node, *conn);
+        }
+    }
+
+    /// Performs an output in the real node's order. Returns false if the node crashed or a
+    /// write failed before it finished (then nothing it would have acknowledged is).
+    fn perform(&mut self, node: usize, out: Output) -> bool {
+        for event in &out.events {
+            if let LogEvent::Refused { peer, doc, reason } = event {
+                panic!(
+                    "{} refused honest peer {peer} on {doc:?}: {reason}",
+                    self.name(node)
+                );
+            }
+        }
+        let steps = out.persist_docs.len() + out.persist_sync_states.len() + out.sends.len();
+        let crash_before = match self.nodes[node].crash_armed {
+            Some(k) if steps > 0 => Some(k % steps),
+            _ => None,
+        };
+        let docs_in_output: Vec<ShareableDocId> =
+            out.persist_docs.iter().map(|p| p.doc.clone()).collect();
+        let mut step = 0;
+        let mut crash_due = |sim: &mut Sim| -> bool {
+            let due = crash_before == Some(step);
+            step += 1;
+            if due {
+                sim.counters.mid_output_crashes += 1;
+                sim.crash(node, "in the middle of an output");
+            }
+            due
+        };
+        for persist in out.persist_docs {
+            if crash_due(self) {
+                return false;
+            }
+            if self.faults && self.rng.gen_bool(self.scenario.write_failure) {
+                // What the real node does when a write fails: the rest of the output (sync
+                // states, frames, closes) is dropped, and the engine is handed each document of
+                // the output as stored, to forget what is not, and closes every link.
+                self.counters.write_failures += 1;
+                self.log(|| format!("{} fails to write {}", self.name(node), persist.doc));
+                let stored: Vec<(ShareableDocId, Option<Automerge>)> = docs_in_output
+                    .iter()
+                    .map(|doc| (doc.clone(), self.nodes[node].disk.load(doc)))
+                    .collect();
+                self.call(node, |engine, _| {
+                    let mut out = Output::default();
+                    for (doc, stored) in stored {
+                        out.extend(engine.persist_failed(&doc, stored));
+                    }
+                    out
+                });
+                return false;
+            }
+            self.nodes[node].disk.store_doc(persist);
+        }
+        for (peer, doc, state) in out.persist_sync_states {
+            if crash_due(self) {
+                return false;
+            }
+            self.nodes[node].disk.sync_states.insert((peer, doc), state);
+        }
+        for (conn, frame) in out.sends {
+            if crash_due(self) {
+                return false;
+            }
+            self.transmit(node, conn, frame);
+        }
+        for (conn, reason) in out.closes {
+            self.counters.engine_closes += 1;
+            self.log(|| format!("{} closes {conn}: {reason:?}", self.name(node)));
+            assert_ne!(
+                reason.code,
+                StatusCode::PermissionDenied,
+                "{} closed link {conn} to an honest peer: {}",
+                self.name(node),
+                reason.message
+            );
+        }
+        true
+    }
+
+    /// Puts a frame on the wire: checks it, then schedules its delivery, subject to faults.
+    fn transmit(&mut self, from: usize, conn: ConnId, frame: Frame) {
+        self.check_frame_leaks_nothing(from, &frame);
+        self.counters.frames_sent += 1;
+        *self
+            .counters
+            .frames_by_kind
+            .entry(frame.kind())
+            .or_default() += 1;
+        if matches!(frame, Frame::DocSync { .. }) {
+            self.counters.doc_sync_frames += 1;
+        }
+        let link = &self.links[&conn];
+        let to = link.other_end(from);
+        let city = link.city;
+        let last_arrival = link.last_arrival[direction(to)];
+        let in_link_faults = self.faults && !self.scenario.transport_faithful;
+        if in_link_faults && (self.partitioned(city) || self.rng.gen_bool(self.scenario.loss)) {
+            self.counters.frames_lost += 1;
+            return;
+        }
+        let mut at = self.now + self.rng.gen_range(1..=40);
+        if self.faults && self.rng.gen_bool(self.scenario.long_delay) {
+            at += self.rng.gen_range(500..=20_000);
+        }
+        if self.faults && self.scenario.transport_faithful && self.partitioned(city) {
+            // The transport retransmits until the partition is over.
+            at = at.max(self.nodes[city].partitioned_until + self.rng.gen_range(1..=40));
+        }
+        if in_link_faults && self.rng.gen_bool(self.scenario.reorder) {
+            self.counters.frames_reordered += 1;
+        } else {
+            at = at.max(last_arrival);
+        }
+        if in_link_faults && self.rng.gen_bool(self.scenario.duplicate) {
+            self.counters.frames_duplicated += 1;
+            let again = at + self.rng.gen_range(0..=200);
+            let copy = frame.clone();
+            self.schedule(
+                again,
+                Event::Deliver {
+                    conn,
+                    to,
+                    frame: copy,
+                },
+            );
+        }
+        let slot = &mut self.links.get_mut(&conn).expect("link exists").last_arrival[direction(to)];
+        *slot = (*slot).max(at);
+        self.schedule(at, Event::Deliver { conn, to, frame });
+    }
+
+    /// `node`'s end of `conn` closed; the other end's transport notices after the frames in
+    /// flight to it.
+    fn end_closed(&mut self, node: usize, conn: ConnId) {
+        let link = &self.links[&conn];
+        let other = link.other_end(node);
+        let after = link.last_arrival[direction(other)].max(self.reachable_from(link.city));
+        let at = after + self.rng.gen_range(1..=100);
+        self.schedule(at, Event::NoticeClose { conn, node: other });
+    }
+
+    // ----- links, crashes and restarts -----------------------------------------------------
+
+    fn partitioned(&self, city: usize) -> bool {
+        self.now < self.nodes[city].partitioned_until
+    }
+
+    /// The earliest time news can cross between `city` and the hub: now, or when its
+    /// partition ends.
+    fn reachable_from(&self, city: usize) -> u64 {
+        self.now.max(self.nodes[city].partitioned_until)
+    }
+
+    /// Every running city without a link schedules a dial after its backoff delay.
+    fn ensure_dials(&mut self) {
+        for city in self.cities() {
+            let node = &self.nodes[city];
+            if node.engine.is_none() || node.dial_pending || !node.open_conns().is_empty() {
+                continue;
+            }
+            let unit: f64 = self.rng.gen_range(0.0..1.0);
+            let delay = self.nodes[city].backoff.next_delay(unit).as_millis() as u64;
+            self.nodes[city].dial_pending = true;
+            self.schedule(self.now + delay.max(1), Event::Dial { city });
+        }
+    }
+
+    fn dial(&mut self, city: usize) {
+        self.nodes[city].dial_pending = false;
+        if self.nodes[city].engine.is_none() || !self.nodes[city].open_conns().is_empty() {
+            return;
+        }
+        if self.nodes[HUB].engine.is_none() || self.partitioned(city) {
+            self.log(|| format!("{} fails to reach the hub", self.name(city)));
+            return;
+        }
+        self.connect(city);
+    }
+
+    /// Opens a new link between `city` and the hub: both engines learn of it at once.
+    fn connect(&mut self, city: usize) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.links.insert(
+            conn,
+            Link {
+                city,
+                last_arrival: [self.now; 2],
+            },
+        );
+        self.log(|| format!("{} links to the hub on {conn}", self.name(city)));
+        let city_id = self.nodes[city].id.clone();
+        let hub_id = self.nodes[HUB].id.clone();
+        let hub_states = self.nodes[HUB].disk.sync_states_for(&city_id);
+        let city_states = self.nodes[city].disk.sync_states_for(&hub_id);
+        self.call(HUB, |engine, now| {
+            engine.connect(conn, city_id, hub_states, now)
+        });
+        if self.nodes[HUB].engine.is_none() {
+            return;
+        }
+        self.call(city, |engine, now| {
+            engine.connect(conn, hub_id, city_states, now)
+        });
+        self.nodes[city].backoff.reset();
+    }
+
+    /// The node's process dies: its engine and everything in memory are gone, its disk stays.
+    fn crash(&mut self, node: usize, how: &str) {
+        let conns = self.nodes[node].open_conns();
+        self.log(|| format!("{} crashes {how}", self.name(node)));
+        self.nodes[node].engine = None;
+        self.nodes[node].crash_armed = None;
+        self.nodes[node].dial_pending = false;
+        self.counters.crashes += 1;
+        for conn in conns {
+            // The peer hears of it promptly (a reset), or only through its peer timeout.
+            if self.rng.gen_bool(0.7) {
+                let link = &self.links[&conn];
+                let other = link.other_end(node);
+                let at = self.reachable_from(link.city) + self.rng.gen_range(1..=2_000);
+                self.schedule(at, Event::NoticeClose { conn, node: other });
+            }
+        }
+        let downtime = self.rng.gen_range(100..=45_000);
+        self.schedule(self.now + downtime, Event::Restart { node });
+    }
+
+    fn restart(&mut self, node: usize) {
+        self.log(|| format!("{} restarts from its disk", self.name(node)));
+        let engine = self.nodes[node].boot(&self.config);
+        let node = &mut self.nodes[node];
+        node.engine = Some(engine);
+        node.dial_pending = false;
+        node.backoff.reset();
+    }
+
+    // ----- actions ------------------------------------------------------------------------
+
+    fn random_action(&mut self) {
+        match self.rng.gen_range(0..100) {
+            0..=44 => self.random_edit(),
+            45..=49 => self.foreign_edit(),
+            50..=53 => self.local_edit(),
+            54..=63 => self.cut_random_link(),
+            64..=69 => {
+                let node = self.random_node_for_crash();
+                if self.nodes[node].engine.is_some() {
+                    self.crash(node, "between events");
+                }
+            }
+            70..=74 => {
+                let node = self.random_node_for_crash();
+                self.nodes[node].crash_armed = Some(self.rng.gen_range(0..8));
+            }
+            75..=81 => {
+                let city = self.rng.gen_range(self.cities());
+                let length = self.rng.gen_range(1_000..=90_000);
+                self.nodes[city].partitioned_until = self.now + length;
+                self.counters.partitions += 1;
+                self.log(|| format!("{} is cut off for {length} ms", self.name(city)));
+            }
+            82..=87 => {
+                let idle = self.rng.gen_range(5_000..=70_000);
+                self.run_until(self.now + idle);
+            }
+            _ => self.random_edit(),
+        }
+    }
+
+    /// The hub crashes less often than a city: there is one hub and several cities.
+    fn random_node_for_crash(&mut self) -> usize {
+        if self.rng.gen_bool(0.25) {
+            HUB
+        } else {
+            self.rng.gen_range(self.cities())
+        }
+    }
+
+    fn random_edit(&mut self) {
+        let node = self.rng.gen_range(0..self.nodes.len());
+        if self.nodes[node].engine.is_none() {
+            return;
+        }
+        let doc = self.nodes[node]
+            .owned
+            .choose(&mut self.rng)
+            .expect("every node owns documents")
+            .clone();
+        let older = self.nodes[node]
+            .acknowledged_versions
+            .get(&doc)
+            .and_then(|versions| versions.choose(&mut self.rng))
+            .cloned();
+        let at = older.filter(|_| self.rng.gen_bool(0.25));
+        self.edit(node, &doc, at);
+    }
+
+    /// An owner edits its document (at an older version if `at` is given). Returns whether the
+    /// edit was acknowledged, that is, its whole output was performed.
+    fn edit(&mut self, node: usize, doc: &ShareableDocId, at: Option<Vec<ChangeHash>>) -> bool {
+        self.edit_count += 1;
+        let key = format!("{}-{}", self.nodes[node].id.name(), self.edit_count);
+        let mut value = format!("edit {} of {doc}", self.edit_count);
+        if self.rng.gen_bool(0.05) {
+            value = value.repeat(30);
+        }
+        let now = self.now;
+        let engine = self.nodes[node].engine.as_mut().expect("the editor runs");
+        let result = engine.edit_at(
+            doc,
+            at.as_deref(),
+            now,
+            |tx| -> Result<(), AutomergeError> {
+                tx.put(ROOT, &key, value.as_str())?;
+                tx.put(ROOT, "latest", key.as_str())?;
+                Ok(())
+            },
+        );
+        let out = match result {
+            Ok(((), out)) => out,
+            Err(err) => panic!("{} could not edit its own {doc}: {err:?}", self.name(node)),
+        };
+        assert_eq!(out.persist_docs.len(), 1, "an edit persists its document");
+        let heads = sorted(out.persist_docs[0].heads.clone());
+        self.log(|| format!("{} edits {doc}: {key}", self.name(node)));
+        if !self.perform(node, out) {
+            self.counters.edits_unacknowledged += 1;
+            return false;
+        }
+        self.counters.edits_acknowledged += 1;
+        // The real node pushes right after each edit; here some edits wait for the next one,
+        // so that several are pushed together.
+        if self.scenario.defer_local_pushes && (!self.faults || self.rng.gen_bool(0.6)) {
+            self.call(node, |engine, now| engine.push_pending(now));
+        }
+        let owner = &mut self.nodes[node];
+        owner
+            .acknowledged
+            .entry(doc.clone())
+            .or_default()
+            .insert(key, value);
+        owner
+            .acknowledged_versions
+            .entry(doc.clone())
+            .or_default()
+            .push(heads);
+        true
+    }
+
+    /// A node tries to change a document it does not own; the engine must refuse.
+    fn foreign_edit(&mut self) {
+        let node = self.rng.gen_range(0..self.nodes.len());
+        if self.nodes[node].engine.is_none() {
+            return;
+        }
+        let foreign: Vec<ShareableDocId> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != node)
+            .flat_map(|(_, other)| other.owned.clone())
+            .collect();
+        let doc = foreign.choose(&mut self.rng).expect("others own documents");
+        let now = self.now;
+        let engine = self.nodes[node].engine.as_mut().expect("running");
+        let heads_before = engine.document(doc).map(|d| d.get_heads());
+        let result = engine.edit(doc, now, |tx| -> Result<(), AutomergeError> {
+            tx.put(ROOT, "forged", "by someone who does not own this")
+        });
+        match result {
+            Err(EditError::Engine(EngineError::NotOwner { .. })) => {}
+            Err(other) => panic!(
+                "{} editing {doc}: expected NotOwner, got {other:?}",
+                self.name(node)
+            ),
+            Ok(((), _)) => panic!(
+                "{} was allowed to edit {doc}, which it does not own",
+                self.name(node)
+            ),
+        }
+        let heads_after = engine.document(doc).map(|d| d.get_heads());
+        assert_eq!(
+            heads_before, heads_after,
+            "a refused edit changed {doc} at {}",
+            self.nodes[node].id
+        );
+        self.counters.foreign_edits_refused += 1;
+    }
+
+    /// A city writes a canary into one of its local documents, beside the engine.
+    fn local_edit(&mut self) {
+        let city = self.rng.gen_range(self.cities());
+        let kind = LOCAL_KINDS.choose(&mut self.rng).expect("not empty");
+        let id = DocId::local(kind).expect("a local kind");
+        assert_eq!(id.scope(), Scope::Local);
+        self.edit_count += 1;
+        let name = self.nodes[city].id.name().to_string();
+        let disk = &mut self.nodes[city].disk;
+        let mut doc = match disk.local_docs.get(&id) {
+            Some(bytes) => Automerge::load(bytes).expect("local document loads"),
+            None => Automerge::new(),
+        };
+        let key = format!("entry-{}", self.edit_count);
+        doc.transact(|tx| tx.put(ROOT, &key, format!("{CANARY} {name} {}", self.edit_count)))
+            .expect("local edit");
+        disk.local_docs.insert(id, doc.save());
+    }
+
+    /// Both ends of a random link lose it; each notices at its own time, or only when its
+    /// peer timeout fires.
+    fn cut_random_link(&mut self) {
+        let open: Vec<(ConnId, usize)> = (0..self.nodes.len())
+            .flat_map(|node| {
+                self.nodes[node]
+                    .open_conns()
+                    .into_iter()
+                    .map(move |conn| (conn, node))
+            })
+            .collect();
+        let Some(&(conn, _)) = open.choose(&mut self.rng) else {
+            return;
+        };
+        self.counters.link_cuts += 1;
+        self.log(|| format!("link {conn} is cut"));
+        let city = self.links[&conn].city;
+        for node in [HUB, city] {
+            match self.rng.gen_range(0..10) {
+                0..=3 => self.call(node, |engine, _| engine.disconnect(conn)),
+                4..=8 => {
+                    let at = self.now + self.rng.gen_range(1..=30_000);
+                    self.schedule(at, Event::NoticeClose { conn, node });
+                }
+                _ => {} // only the peer timeout will tell
+            }
+        }
+    }
+
+    // ----- invariants ---------------------------------------------------------------------
+
+    fn owner_of(&self, doc: &ShareableDocId) -> usize {
+        self.nodes
+            .iter()
+            .position(|node| doc.is_owned_by(&node.id))
+            .unwrap_or_else(|| panic!("{doc} has no owner in the federation"))
+    }
+
+    /// Every replica of every document has its owner's heads and every acknowledged edit.
+    fn check_convergence(&self, label: &str) {
+        let mut docs = BTreeSet::new();
+        for node in &self.nodes {
+            for (id, doc) in node.engine().documents() {
+                if !doc.get_heads().is_empty() {
+                    docs.insert(id.clone());
+                }
+            }
+        }
+        for doc in &docs {
+            let owner = self.owner_of(doc);
+            let owner_heads = self.nodes[owner]
+                .engine()
+                .document(doc)
+                .map(|d| sorted(d.get_heads()))
+                .unwrap_or_default();
+            assert!(
+                !owner_heads.is_empty(),
+                "{label}: {doc} has changes somewhere but not at its owner {}",
+                self.name(owner)
+            );
+            for node in &self.nodes {
+                let heads = node
+                    .engine()
+                    .document(doc)
+                    .map(|d| sorted(d.get_heads()))
+                    .unwrap_or_default();
+                assert_eq!(
+                    heads,
+                    owner_heads,
+                    "{label}: {} has {doc} at other heads than its owner {}",
+                    node.id,
+                    self.name(owner)
+                );
+            }
+        }
+        for owner in &self.nodes {
+            for (doc, edits) in &owner.acknowledged {
+                for node in &self.nodes {
+                    let replica = node
+                        .engine()
+                        .document(doc)
+                        .unwrap_or_else(|| panic!("{label}: {} lacks {doc}", node.id));
+                    for (key, value) in edits {
+                        assert_eq!(
+                            read_string(replica, key).as_deref(),
+                            Some(value.as_str()),
+                            "{label}: {} lacks the acknowledged edit {key} of {doc}",
+                            node.id
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every change in every document, on every node, was made by the document's owner.
+    fn check_owner_only(&self) {
+        for node in &self.nodes {
+            for (id, doc) in node.engine().documents() {
+                let owner_actor = &self.nodes[self.owner_of(id)].actor;
+                // The metadata of every change: the actor is the one the change carries.
+                for change in doc.get_changes_meta(&[]) {
+                    assert!(
+                        made_by(&change.actor, owner_actor),
+                        "{} holds a change to {id} by {:?}, not by its owner {owner_actor:?}",
+                        node.id,
+                        change.actor
+                    );
+                }
+            }
+        }
+    }
+
+    /// No frame names a local document or carries anything from one.
+    fn check_frame_leaks_nothing(&self, from: usize, frame: &Frame) {
+        let leaked = match frame {
+            Frame::DocSync { doc, message } => {
+                doc.doc_id().scope() == Scope::Local
+                    || LOCAL_KINDS
+                        .iter()
+                        .any(|kind| doc.as_str() == format!("local/{kind}"))
+                    || contains(message, CANARY.as_bytes())
+            }
+            other => {
+                let text = format!("{other:?}");
+                text.contains("local/") || text.contains(CANARY)
+            }
+        };
+        assert!(
+            !leaked,
+            "{} sent a frame that carries local data: {}",
+            self.name(from),
+            frame.kind()
+        );
+    }
+
+    /// No engine holds anything of a local document.
+    fn check_no_canary_in_engines(&self) {
+        for node in &self.nodes {
+            for (id, doc) in node.engine().documents() {
+                for key in doc.keys(ROOT) {
+                    let value = read_string(doc, &key).unwrap_or_default();
+                    assert!(
+                        !key.contains(CANARY) && !value.contains(CANARY),
+                        "{} holds local data in {id}",
+                        node.id
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn shareable(id: &str) -> ShareableDocId {
+    ShareableDocId::parse(id).expect("a shareable document id")
+}
+
+fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    heads.sort();
+    heads
+}
+
+/// Whether a change with actor `actor` was made by the node whose actor is `owner`: either
+/// directly, or by [`Engine::edit_at`], for which Automerge (`transaction_at`) uses an
+/// *isolated* actor: four magic bytes, the isolation level in LEB128, then the node's actor.
+fn made_by(actor: &ActorId, owner: &ActorId) -> bool {
+    const ISOLATED_ACTOR_MAGIC: [u8; 4] = [0x13, 0xb2, 0x23, 0x09];
+    let (actor, owner) = (actor.to_bytes(), owner.to_bytes());
+    if actor == owner {
+        return true;
+    }
+    let Some(rest) = actor.strip_prefix(&ISOLATED_ACTOR_MAGIC[..]) else {
+        return false;
+    };
+    let level_bytes = rest.iter().take_while(|byte| *byte & 0x80 != 0).count() + 1;
+    rest.len() == level_bytes + owner.len() && rest[level_bytes..] == *owner
+}
+
+fn read_string(doc: &Automerge, key: &str) -> Option<String> {
+    let (value, _) = doc.get(ROOT, key).ok()??;
+    value.into_string().ok()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    Some(
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {text:?}")),
+    )
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else if let Some(text) = panic.downcast_ref::<&str>() {
+        text.to_string()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
