@@ -279,6 +279,19 @@ impl DocTree {
         bytes: &[u8],
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
+        self.insert(doc, kind, bytes, heads)?;
+        self.durability.sync()
+    }
+
+    /// Writes a chunk or snapshot without waiting for it to be durable; [`Durability::sync`]
+    /// makes it so.
+    fn insert(
+        &self,
+        doc: &str,
+        kind: PersistKind,
+        bytes: &[u8],
+        heads: &[ChangeHash],
+    ) -> Result<(), StoreError> {
         self.durability.check_room()?;
         let written: Result<(), StoreError> = match kind {
             PersistKind::Incremental => {
@@ -301,7 +314,7 @@ impl DocTree {
         };
         written.map_err(|err| self.durability.note_error(err))?;
         self.durability.note_write();
-        self.durability.sync()
+        Ok(())
     }
 
     /// Every stored document, by its id text.
@@ -403,6 +416,19 @@ impl ShareableDocs {
     pub fn persist(&self, item: &DocPersist) -> Result<(), StoreError> {
         self.0
             .persist(item.doc.as_str(), item.kind, &item.bytes, &item.heads)
+    }
+
+    /// Stores what the sync engine asked to persist, durable only after the next
+    /// [`ShareableDocs::sync`]: writers that insert under the engine lock and sync after
+    /// releasing it share one fsync.
+    pub fn insert(&self, item: &DocPersist) -> Result<(), StoreError> {
+        self.0
+            .insert(item.doc.as_str(), item.kind, &item.bytes, &item.heads)
+    }
+
+    /// Makes everything inserted so far durable (one sync for all writers waiting).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.0.durability.sync()
     }
 
     /// One stored document as the store holds it, `None` if nothing of it is stored.

@@ -212,6 +212,9 @@ impl SyncHandle {
                 })?;
         self.perform(&mut engine, out)?;
         drop(engine);
+        // Durable before acknowledged, outside the engine lock: writers that arrive together
+        // share one fsync (group commit).
+        self.shared.sync()?;
         self.push_pending();
         Ok(result)
     }
@@ -233,7 +236,7 @@ impl SyncHandle {
     /// Executes an engine output; see the module documentation for the order.
     fn perform(&self, engine: &mut Engine, out: Output) -> Result<(), StoreError> {
         for item in &out.persist_docs {
-            if let Err(err) = self.shared.persist(item) {
+            if let Err(err) = self.shared.insert(item) {
                 tracing::error!(doc = %item.doc, error = %err, "storing a document failed");
                 // Nothing of this output leaves the node; the engine forgets what is not
                 // stored and closes every link, which resyncs from what is.
@@ -247,17 +250,35 @@ impl SyncHandle {
                     });
                     closing.extend(engine.persist_failed(&item.doc, stored));
                 }
-                let _ = self.perform(engine, closing);
+                self.deliver(closing);
+                return Err(err);
+            }
+        }
+        // Nothing leaves the node before everything it may carry is durable: a frame can hold
+        // any change of its document, also one another writer stored a moment ago. (A local
+        // edit has no frames; its writer syncs after releasing the engine lock.)
+        let carries_data = out
+            .sends
+            .iter()
+            .any(|(_, frame)| matches!(frame, Frame::DocSync { .. }));
+        if carries_data {
+            if let Err(err) = self.shared.sync() {
+                tracing::error!(error = %err, "making documents durable failed");
+                let conns: Vec<ConnId> = engine.links().map(|(conn, _, _)| conn).collect();
+                let mut closing = Output::default();
+                for conn in conns {
+                    closing.extend(engine.close_link(
+                        conn,
+                        StatusCode::Unavailable,
+                        format!("storage failed: {err}"),
+                    ));
+                }
+                self.deliver(closing);
                 return Err(err);
             }
         }
         for doc in &out.changed_docs {
             let _ = self.changes.send(doc.clone());
-        }
-        for (peer, doc, state) in &out.persist_sync_states {
-            if let Err(err) = self.sync_states.put(peer, doc, state) {
-                tracing::warn!(%peer, %doc, error = %err, "storing a sync state failed");
-            }
         }
         for event in &out.events {
             match event {
@@ -267,6 +288,18 @@ impl SyncHandle {
                 LogEvent::LinkOpen { peer, docs_to_sync } => {
                     tracing::info!(%peer, docs_to_sync, "federation link open")
                 }
+            }
+        }
+        self.deliver(out);
+        Ok(())
+    }
+
+    /// Stores an output's sync states, queues its frames and closes its links (its documents
+    /// are already stored).
+    fn deliver(&self, out: Output) {
+        for (peer, doc, state) in &out.persist_sync_states {
+            if let Err(err) = self.sync_states.put(peer, doc, state) {
+                tracing::warn!(%peer, %doc, error = %err, "storing a sync state failed");
             }
         }
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,8 +325,6 @@ impl SyncHandle {
                 }
             }
         }
-        drop(links);
-        Ok(())
     }
 
     /// Registers a new link to `peer` and starts its handshake.
