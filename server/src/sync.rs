@@ -107,10 +107,7 @@ pub struct SyncHandle {
 /// disk (a restore from an older backup) can never clash with a new one: Automerge refuses two
 /// different changes with the same actor and sequence number, and a peer may hold the lost one.
 pub fn actor_for(node: &NodeId) -> ActorId {
-    let digest = Sha256::digest(node.spiffe_uri().as_bytes());
-    let mut bytes = digest[..8].to_vec();
-    bytes.extend_from_slice(&rand::random::<[u8; 8]>());
-    ActorId::from(bytes)
+    sfs_sync::run_actor(node, rand::random::<[u8; 8]>())
 }
 
 impl SyncHandle {

@@ -27,7 +27,9 @@ use automerge::transaction::Transaction;
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
 use crate::frame::{summary_digest, Frame, Summary, PROTOCOL_VERSION};
-use crate::scope::{accepts_changes_from, shared_on_link, NodeId, ShareableDocId};
+use crate::scope::{
+    accepts_changes_from, actor_belongs_to, owner_node, shared_on_link, NodeId, ShareableDocId,
+};
 
 /// Identifies one federation link for as long as it is open; chosen by the driver.
 pub type ConnId = u64;
@@ -782,6 +784,18 @@ impl Engine {
             self.close(conn_id, StatusCode::PermissionDenied, reason, out);
             return;
         }
+        if !message.changes.is_empty() {
+            let current = self.docs.get(&id).map(|entry| &entry.doc);
+            if let Err(reason) = check_authors(&message, &id, current, &self.me, &peer) {
+                out.events.push(LogEvent::Refused {
+                    peer: peer.clone(),
+                    doc: Some(id.clone()),
+                    reason: reason.clone(),
+                });
+                self.close(conn_id, StatusCode::PermissionDenied, reason, out);
+                return;
+            }
+        }
         if !self.docs.contains_key(&id) {
             if !may_write {
                 // Nothing to learn from a peer about a document we neither hold nor accept.
@@ -1117,6 +1131,56 @@ fn rebuild_summary(
     }
     let digest = summary_digest(theirs.iter().map(|(id, heads)| (id, heads.as_slice())));
     (digest == summary.digest).then_some(theirs)
+}
+
+/// Checks that every change in a message was written by the owner of `doc` (its actor ids carry
+/// the owner's [`actor_prefix`](crate::scope::actor_prefix)): a city cannot slip a change under
+/// another node's name into its own document, and the hub relays nothing else.
+fn check_authors(
+    message: &sync::Message,
+    doc: &ShareableDocId,
+    current: Option<&Automerge>,
+    me: &NodeId,
+    peer: &NodeId,
+) -> Result<(), String> {
+    let owner =
+        owner_node(doc, me, peer).ok_or_else(|| format!("{doc} has no owner on this link"))?;
+    let refuse = |actor: &ActorId| {
+        format!("a change to {doc} from {peer} is written by actor {actor}, which is not {owner}'s")
+    };
+    let mut bundles = Vec::new();
+    for chunk in message.changes.iter() {
+        match automerge::Change::from_bytes(chunk.to_vec()) {
+            Ok(change) => {
+                if !actor_belongs_to(change.actor_id().to_bytes(), &owner) {
+                    return Err(refuse(change.actor_id()));
+                }
+            }
+            Err(_) => bundles.push(chunk),
+        }
+    }
+    if bundles.is_empty() {
+        return Ok(());
+    }
+    // Several changes in one chunk, or a whole document: read them on a copy of the document
+    // (their dependencies are there) and check every change the copy gains.
+    let base = current.cloned().unwrap_or_default();
+    let before = base.get_heads();
+    let gained = catch_unwind(AssertUnwindSafe(|| {
+        let mut copy = base;
+        for chunk in bundles {
+            copy.load_incremental(chunk)?;
+        }
+        Ok::<_, automerge::AutomergeError>(copy.get_changes(&before))
+    }))
+    .map_err(|_| format!("a chunk for {doc} could not be read"))?
+    .map_err(|err| format!("a chunk for {doc} does not load: {err}"))?;
+    for change in gained {
+        if !actor_belongs_to(change.actor_id().to_bytes(), &owner) {
+            return Err(refuse(change.actor_id()));
+        }
+    }
+    Ok(())
 }
 
 /// Marks a sync state as in step with a peer whose heads are `heads` (ours, or an ancestor of

@@ -20,4 +20,7 @@ pub use engine::{
     Output, PersistKind, StatusCode,
 };
 pub use frame::{summary_digest, Frame, Summary, SummaryDigest, PROTOCOL_VERSION};
-pub use scope::{DocId, NodeId, Owner, Role, Scope, ScopeError, ShareableDocId};
+pub use scope::{
+    actor_belongs_to, actor_prefix, run_actor, DocId, NodeId, Owner, Role, Scope, ScopeError,
+    ShareableDocId,
+};

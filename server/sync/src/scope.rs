@@ -294,6 +294,54 @@ pub fn accepts_changes_from(me: &NodeId, peer: &NodeId, doc: &ShareableDocId) ->
     }
 }
 
+/// The first 8 bytes of every Automerge actor id `node` writes with: SHA-256 of its SPIFFE URI.
+/// The other 8 bytes are random per run of the node (see [`run_actor`]).
+pub fn actor_prefix(node: &NodeId) -> [u8; 8] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(node.spiffe_uri().as_bytes());
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&digest[..8]);
+    prefix
+}
+
+/// The actor id `node` writes with in one run: its [`actor_prefix`] and 8 bytes chosen for the
+/// run (random in a real node).
+pub fn run_actor(node: &NodeId, run: [u8; 8]) -> automerge::ActorId {
+    let mut bytes = actor_prefix(node).to_vec();
+    bytes.extend_from_slice(&run);
+    automerge::ActorId::from(bytes)
+}
+
+/// Automerge's marker for the actor of an edit made at an older version (`transaction_at`):
+/// these bytes, a LEB128 level, then the editor's own actor id.
+const ISOLATED_ACTOR_MAGIC: [u8; 4] = [0x13, 0xb2, 0x23, 0x09];
+
+/// Whether a change with this actor id was written by `node` (directly, or as an edit at an
+/// older version): what the hub checks before it accepts or relays a change.
+pub fn actor_belongs_to(actor: &[u8], node: &NodeId) -> bool {
+    let mut bytes = actor;
+    if let Some(rest) = bytes.strip_prefix(&ISOLATED_ACTOR_MAGIC[..]) {
+        // Skip the LEB128 level: bytes with the high bit set continue it.
+        let level_len = rest.iter().position(|b| b & 0x80 == 0).map(|i| i + 1);
+        match level_len {
+            Some(len) if len <= 10 => bytes = &rest[len..],
+            _ => return false,
+        }
+    }
+    bytes.len() == 16 && bytes[..8] == actor_prefix(node)
+}
+
+/// The node that owns `doc`, seen from `me` on the link with `peer`: a named city, or the hub
+/// (which is `me` or `peer`, whichever is the hub).
+pub fn owner_node(doc: &ShareableDocId, me: &NodeId, peer: &NodeId) -> Option<NodeId> {
+    match doc.owner() {
+        Owner::City(city) => NodeId::city(&city).ok(),
+        Owner::Hub if me.role() == Role::Hub => Some(me.clone()),
+        Owner::Hub if peer.role() == Role::Hub => Some(peer.clone()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

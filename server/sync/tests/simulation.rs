@@ -399,7 +399,7 @@ struct Node {
 
 impl Node {
     fn new(id: NodeId, owned: Vec<ShareableDocId>) -> Node {
-        let actor = ActorId::from(id.spiffe_uri().as_bytes());
+        let actor = sfs_sync::run_actor(&id, [7; 8]);
         Node {
             id,
             actor,
