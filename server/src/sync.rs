@@ -23,7 +23,6 @@ use sfs_sync::{
     ConnId, EditError, Engine, EngineConfig, Frame, LogEvent, NodeId, Output, ShareableDocId,
     StatusCode, Summary,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
