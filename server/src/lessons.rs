@@ -241,6 +241,47 @@ fn read_lesson(doc: &Automerge, city: &str, id: &str, lesson: &automerge::ObjId)
     }
 }
 
+/// What a listing needs to filter and order one lesson, read without its text unless asked.
+#[derive(Debug, Clone)]
+pub struct ListedLesson {
+    pub id: String,
+    pub created_ms: i64,
+    /// The whole record, read only when a filter needs more than the creation time and the
+    /// archived flag.
+    pub record: Option<LessonRecord>,
+    pub archived: bool,
+}
+
+/// Every lesson of a city's lessons document for a listing: creation time and archived flag
+/// for each (cheap), the whole record only when `full` is set (a filter on tags, step or text).
+pub fn list(doc: &Automerge, city: &str, full: bool) -> Vec<ListedLesson> {
+    let Ok(Some((Value::Object(ObjType::Map), lessons))) = doc.get(ROOT, "lessons") else {
+        return Vec::new();
+    };
+    doc.map_range(&lessons, ..)
+        .filter(|item| matches!(item.value, automerge::ValueRef::Object(ObjType::Map)))
+        .map(|item| {
+            let lesson = item.id();
+            if full {
+                let record = read_lesson(doc, city, &item.key, &lesson);
+                ListedLesson {
+                    id: record.id.clone(),
+                    created_ms: record.created_ms,
+                    archived: record.archived,
+                    record: Some(record),
+                }
+            } else {
+                ListedLesson {
+                    id: item.key.to_string(),
+                    created_ms: read_i64(doc, &lesson, "created_ms"),
+                    archived: crate::docmodel::get_bool(doc, &lesson, "archived"),
+                    record: None,
+                }
+            }
+        })
+        .collect()
+}
+
 /// Every lesson in a city's lessons document.
 pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
     let Ok(Some((Value::Object(ObjType::Map), lessons))) = doc.get(ROOT, "lessons") else {

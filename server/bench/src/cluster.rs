@@ -396,7 +396,7 @@ pub async fn wait_all_linked(cities: &[EmulatedCity]) -> anyhow::Result<Duration
     Ok(started.elapsed())
 }
 
-/// Polls `check` (every millisecond) until it returns `Some`, or fails after [`DEADLINE`].
+/// Polls `check` (every 5 ms) until it returns `Some`, or fails after [`DEADLINE`].
 pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -410,7 +410,7 @@ where
         if Instant::now() > deadline {
             bail!("timed out waiting for: {what}");
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -180,7 +180,7 @@ async fn write_concurrently(
     ca: &str,
     clients: usize,
     per_client: usize,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Vec<String>)> {
     let mut tasks = Vec::new();
     let mut connected = Vec::new();
     for _ in 0..clients {
@@ -192,10 +192,42 @@ async fn write_concurrently(
             write_lessons(&mut client, 1_000_000 + c * per_client, per_client).await
         }));
     }
+    let mut last_names = Vec::new();
     for task in tasks {
-        task.await??;
+        last_names.extend(task.await??.pop());
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), last_names))
+}
+
+/// Waits until `node` holds at least `total` lessons of Lund. Changes to one document are
+/// applied in the order they were made, so it first waits (cheaply, by name) for the last
+/// lesson of every writer, then checks the count once with a listing (which reads every lesson,
+/// too costly to poll while the node is busy syncing).
+async fn wait_for_lessons(
+    node: &cluster::NodeProcess,
+    ca: &str,
+    last_names: &[String],
+    total: usize,
+) -> anyhow::Result<()> {
+    let client = node.client(ca).await?;
+    wait_for("the last lesson of every writer arrives", || {
+        let mut client = client.clone();
+        async move {
+            for name in last_names {
+                client.get_lesson(name).await.ok()?;
+            }
+            Some(())
+        }
+    })
+    .await?;
+    wait_for("every lesson is listed", || {
+        let mut client = client.clone();
+        async move {
+            let page = client.list_lessons_page("cities/lund", 1, "").await.ok()?;
+            (page.total_size as usize >= total).then_some(())
+        }
+    })
+    .await
 }
 
 async fn writes(
@@ -220,7 +252,8 @@ async fn writes(
         "≥ 0.7 × raw commit rate",
         Some(one >= 0.7 * raw_rate),
     );
-    let took = write_concurrently(lund, ca, sizes.write_clients, sizes.writes_per_client).await?;
+    let (took, _) =
+        write_concurrently(lund, ca, sizes.write_clients, sizes.writes_per_client).await?;
     let total = sizes.write_clients * sizes.writes_per_client;
     let many = total as f64 / took.as_secs_f64();
     report.add(
@@ -309,18 +342,10 @@ async fn bulk(
     let n = sizes.bulk_lessons;
     let clients = 8;
     let started = Instant::now();
-    write_concurrently(&cluster.cities["lund"], ca, clients, n / clients).await?;
+    let (_, last_names) =
+        write_concurrently(&cluster.cities["lund"], ca, clients, n / clients).await?;
     let total = before + clients * (n / clients);
-    let mut malmo = cluster.cities["malmo"].client(ca).await?;
-    wait_for("malmo holds every lesson of the bulk run", || {
-        let mut malmo = malmo.clone();
-        async move {
-            let page = malmo.list_lessons_page("cities/lund", 1, "").await.ok()?;
-            (page.total_size as usize >= total).then_some(())
-        }
-    })
-    .await?;
-    let _ = &mut malmo;
+    wait_for_lessons(&cluster.cities["malmo"], ca, &last_names, total).await?;
     let took = started.elapsed();
     let raw_took = raw::written_and_synced(n);
     report.add(
@@ -336,16 +361,7 @@ async fn bulk(
     cluster.add_city("ystad")?;
     let started = Instant::now();
     cluster.start_city("ystad").await?;
-    let mut ystad = cluster.cities["ystad"].client(ca).await?;
-    wait_for("the new city holds every lesson", || {
-        let mut ystad = ystad.clone();
-        async move {
-            let page = ystad.list_lessons_page("cities/lund", 1, "").await.ok()?;
-            (page.total_size as usize >= total).then_some(())
-        }
-    })
-    .await?;
-    let _ = &mut ystad;
+    wait_for_lessons(&cluster.cities["ystad"], ca, &last_names, total).await?;
     let took = started.elapsed();
     let doc = raw::document(total, "city-a");
     let raw_took = raw::to_empty_replica(&doc);
@@ -375,13 +391,18 @@ async fn disk_footprint(
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .context("storage bytes metric")?;
     lund.stop()?;
-    let stored = {
+    // The document's stored bytes against Automerge's own saved size of the very same document.
+    let (stored, saved) = {
         let store = sfs_node::store::Store::open(&lund.config.data_dir, Duration::from_secs(10))?;
-        store
+        let doc = ShareableDocId::lessons("lund")?;
+        let saved = store
             .shared
-            .stored_bytes(&ShareableDocId::lessons("lund")?)? as f64
+            .load_one(&doc)?
+            .context("lund's lessons are stored")?
+            .save()
+            .len() as f64;
+        (store.shared.stored_bytes(&doc)? as f64, saved)
     };
-    let saved = raw::document(held, "city-a").save().len() as f64;
     report.add(
         "footprint",
         format!("stored bytes of a {held}-lesson document (snapshot + chunks)"),

@@ -267,8 +267,35 @@ impl pb::lessons_server::Lessons for LessonsService {
             n => (n as usize).min(MAX_PAGE_SIZE),
         };
         let query = request.query.trim().to_lowercase();
-        let mut all: Vec<(LessonRecord, String)> = self.0.sync.read(|engine| {
-            engine
+        // Filters on tags, step or text need whole records; otherwise only the creation time and
+        // the archived flag of each lesson are read, and whole records for the page alone.
+        let full = !request.tag.is_empty() || !request.method_step.is_empty() || !query.is_empty();
+        let keep = |l: &LessonRecord| {
+            (request.tag.is_empty() || l.tags.iter().any(|t| t == &request.tag))
+                && (request.method_step.is_empty() || l.method_step == request.method_step)
+                && (query.is_empty()
+                    || l.title.to_lowercase().contains(&query)
+                    || l.body.to_lowercase().contains(&query)
+                    || l.tags.iter().any(|t| t.to_lowercase().contains(&query)))
+        };
+        let token = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                request
+                    .page_token
+                    .split_once(':')
+                    .and_then(|(c, n)| Some((c.parse::<i64>().ok()?, n.to_string())))
+                    .ok_or_else(|| {
+                        Status::invalid_argument(
+                            "field `page_token`: not a token from a previous page",
+                        )
+                    })?,
+            )
+        };
+        let (total, page, more) = self.0.sync.read(|engine| {
+            // (city, listed lesson, version of its document)
+            let mut all: Vec<(String, lessons::ListedLesson, String)> = engine
                 .documents()
                 .filter_map(|(id, doc)| {
                     let city = id.as_str().strip_prefix("shared/lessons/")?;
@@ -277,52 +304,51 @@ impl pb::lessons_server::Lessons for LessonsService {
                     }
                     let version = crate::docmodel::version_of(&doc.get_heads());
                     Some(
-                        lessons::read_all(doc, city)
+                        lessons::list(doc, city, full)
                             .into_iter()
-                            .map(move |l| (l, version.clone())),
+                            .map(move |l| (city.to_string(), l, version.clone())),
                     )
                 })
                 .flatten()
-                .filter(|(l, _)| request.show_archived || !l.archived)
-                .filter(|(l, _)| request.tag.is_empty() || l.tags.iter().any(|t| t == &request.tag))
-                .filter(|(l, _)| {
-                    request.method_step.is_empty() || l.method_step == request.method_step
+                .filter(|(_, l, _)| request.show_archived || !l.archived)
+                .filter(|(_, l, _)| l.record.as_ref().is_none_or(&keep))
+                .collect();
+            // Newest first; ties broken by name so that pages are stable.
+            all.sort_by(|(ca, a, _), (cb, b, _)| {
+                b.created_ms
+                    .cmp(&a.created_ms)
+                    .then_with(|| (ca, &a.id).cmp(&(cb, &b.id)))
+            });
+            let start = match &token {
+                None => 0,
+                Some((created, name)) => all
+                    .iter()
+                    .position(|(city, l, _)| {
+                        l.created_ms < *created
+                            || (l.created_ms == *created && format!("{city}/{}", l.id) > *name)
+                    })
+                    .unwrap_or(all.len()),
+            };
+            let page: Vec<(LessonRecord, String)> = all
+                .iter()
+                .skip(start)
+                .take(page_size)
+                .filter_map(|(city, l, version)| {
+                    let record = match &l.record {
+                        Some(record) => record.clone(),
+                        None => {
+                            let doc = engine.document(&ShareableDocId::lessons(city).ok()?)?;
+                            lessons::read_one(doc, city, &l.id)?
+                        }
+                    };
+                    Some((record, version.clone()))
                 })
-                .filter(|(l, _)| {
-                    query.is_empty()
-                        || l.title.to_lowercase().contains(&query)
-                        || l.body.to_lowercase().contains(&query)
-                        || l.tags.iter().any(|t| t.to_lowercase().contains(&query))
-                })
-                .collect()
+                .collect();
+            let more = start + page.len() < all.len();
+            (all.len(), page, more)
         });
-        // Newest first; ties broken by name so that pages are stable.
-        all.sort_by(|(a, _), (b, _)| {
-            b.created_ms
-                .cmp(&a.created_ms)
-                .then_with(|| (&a.city, &a.id).cmp(&(&b.city, &b.id)))
-        });
-        let start = if request.page_token.is_empty() {
-            0
-        } else {
-            let (created, name) = request
-                .page_token
-                .split_once(':')
-                .and_then(|(c, n)| Some((c.parse::<i64>().ok()?, n.to_string())))
-                .ok_or_else(|| {
-                    Status::invalid_argument("field `page_token`: not a token from a previous page")
-                })?;
-            all.iter()
-                .position(|(l, _)| {
-                    l.created_ms < created
-                        || (l.created_ms == created && format!("{}/{}", l.city, l.id) > name)
-                })
-                .unwrap_or(all.len())
-        };
-        let total_size = all.len() as i32;
-        let page: Vec<(LessonRecord, String)> =
-            all.iter().skip(start).take(page_size).cloned().collect();
-        let next_page_token = if start + page.len() < all.len() {
+        let total_size = total as i32;
+        let next_page_token = if more {
             page.last()
                 .map(|(l, _)| format!("{}:{}/{}", l.created_ms, l.city, l.id))
                 .unwrap_or_default()
