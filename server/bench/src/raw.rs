@@ -51,7 +51,12 @@ pub fn add_lesson(doc: &mut Automerge, i: usize) {
 
 /// A document of `n` lessons written by `actor`, one commit each.
 pub fn document(n: usize, actor: &str) -> Automerge {
-    let mut doc = Automerge::new().with_actor(ActorId::from(actor.as_bytes()));
+    document_by(n, ActorId::from(actor.as_bytes()))
+}
+
+/// A document of `n` lessons written by `actor`, one commit each.
+pub fn document_by(n: usize, actor: ActorId) -> Automerge {
+    let mut doc = Automerge::new().with_actor(actor);
     for i in 0..n {
         add_lesson(&mut doc, i);
     }
