@@ -152,6 +152,10 @@ pub struct TlsConfig {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Hub only: the revocation list `sfs-node pki revoke` writes (`revoked.txt` beside the
+    /// CA). Re-read every second: a revoked city is refused at once and its open link closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -186,6 +190,11 @@ impl NodeConfig {
             &mut config.tls.cert,
             &mut config.tls.key,
         ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(p) = config.tls.revoked.as_mut() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -96,6 +96,8 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 ca: CaFiles::in_dir(&pki_dir).cert,
                 cert: files.cert,
                 key: files.key,
+                revoked: (id.role() == sfs_sync::Role::Hub)
+                    .then(|| CaFiles::in_dir(&pki_dir).revoked),
             },
             metrics: Default::default(),
             log: Default::default(),

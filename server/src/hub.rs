@@ -5,7 +5,10 @@
 //! refuses the handshake). After that the stream is driven by [`crate::sync`] like any link,
 //! and every change the hub accepts is offered at once to every other connected city.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use sfs_proto::v1 as pb;
 use sfs_sync::Role;
@@ -20,6 +23,62 @@ use crate::sync::{read_link, Outbox, SyncHandle};
 pub struct FederationService {
     pub sync: Arc<SyncHandle>,
     pub shutdown: watch::Receiver<bool>,
+    pub revocations: Arc<Revocations>,
+}
+
+/// The revocation list the hub enforces (`tls.revoked`), re-read when the file changes.
+pub struct Revocations {
+    path: Option<PathBuf>,
+    serials: Mutex<BTreeSet<String>>,
+    /// Modification time and length of the file as last read.
+    seen: Mutex<Option<(SystemTime, u64)>>,
+}
+
+impl Revocations {
+    /// The list at `path` (none: nothing is revoked), read now.
+    pub fn load(path: Option<PathBuf>) -> Result<Revocations, pki::PkiError> {
+        let revocations = Revocations {
+            path,
+            serials: Mutex::new(BTreeSet::new()),
+            seen: Mutex::new(None),
+        };
+        revocations.refresh()?;
+        Ok(revocations)
+    }
+
+    /// Re-reads the list if the file changed; returns whether it did.
+    pub fn refresh(&self) -> Result<bool, pki::PkiError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == stamp && stamp.is_some() {
+            return Ok(false);
+        }
+        let serials = pki::read_revoked(path)?;
+        *seen = stamp;
+        *self.serials.lock().unwrap_or_else(|p| p.into_inner()) = serials;
+        Ok(true)
+    }
+
+    /// The revoked serials.
+    pub fn serials(&self) -> BTreeSet<String> {
+        self.serials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the certificate with this serial is revoked.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.serials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(serial)
+    }
 }
 
 #[tonic::async_trait]
@@ -43,15 +102,25 @@ impl pb::federation_server::Federation for FederationService {
                 "{peer} is not a city; only cities link to the hub"
             )));
         }
+        let serial = pki::serial_of(leaf.as_ref())
+            .map_err(|err| Status::unauthenticated(format!("client certificate: {err}")))?;
+        if self.revocations.is_revoked(&serial) {
+            tracing::warn!(%peer, %serial, "refused a revoked certificate");
+            return Err(Status::permission_denied(format!(
+                "the certificate of {peer} (serial {serial}) is revoked"
+            )));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let inbound = request.into_inner();
         let sync = self.sync.clone();
         let conn = {
             let (sync, peer) = (sync.clone(), peer.clone());
-            tokio::task::spawn_blocking(move || sync.open_link(peer, Outbox::Server(tx), stop_tx))
-                .await
-                .map_err(|_| Status::internal("opening the link failed"))?
+            tokio::task::spawn_blocking(move || {
+                sync.open_link(peer, Some(serial), Outbox::Server(tx), stop_tx)
+            })
+            .await
+            .map_err(|_| Status::internal("opening the link failed"))?
         };
         tracing::info!(%peer, conn, "city connected");
         tokio::spawn(read_link(

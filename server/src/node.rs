@@ -189,6 +189,17 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         metrics.clone(),
     )?);
     let local = Arc::new(LocalReplicas::open(store.local, actor_for(&id))?);
+    // Only the hub enforces revocation: it is the only node others connect to.
+    let revocations = Arc::new(
+        crate::hub::Revocations::load(
+            config
+                .tls
+                .revoked
+                .clone()
+                .filter(|_| id.role() == Role::Hub),
+        )
+        .map_err(|err| NodeError::Config(format!("tls.revoked: {err}")))?,
+    );
     let tokens = Arc::new(TokenRegistry::open(&config.data_dir)?);
     let state = ApiState {
         sync: sync.clone(),
@@ -326,6 +337,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             let service = pb::federation_server::FederationServer::new(FederationService {
                 sync: sync.clone(),
                 shutdown: shutdown_rx.clone(),
+                revocations: revocations.clone(),
             })
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
@@ -397,16 +409,26 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         )));
     }
 
-    // The clock of the sync engine: keepalives and silent-peer detection.
+    // The clock of the sync engine: keepalives and silent-peer detection; at the hub also the
+    // revocation list, so a revoked certificate's open link is closed within about a second.
     let ticker = sync.clone();
+    let ticker_revocations = revocations.clone();
     let mut tick_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = interval.tick() => {
-                    let ticker = ticker.clone();
-                    let _ = tokio::task::spawn_blocking(move || ticker.tick()).await;
+                    let (ticker, revocations) = (ticker.clone(), ticker_revocations.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        match revocations.refresh() {
+                            Ok(true) => ticker.close_revoked_links(&revocations.serials()),
+                            Ok(false) => {}
+                            Err(err) => tracing::error!(error = %err, "reading the revocation list failed"),
+                        }
+                        ticker.tick()
+                    })
+                    .await;
                 }
                 _ = tick_shutdown.changed() => return,
             }

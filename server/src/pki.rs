@@ -43,6 +43,8 @@ pub enum PkiError {
 pub struct CaFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The revocation list: one line per revoked certificate, `<serial> <identity> <unix time>`.
+    pub revoked: PathBuf,
 }
 
 impl CaFiles {
@@ -51,7 +53,64 @@ impl CaFiles {
         CaFiles {
             cert: dir.join("ca.crt"),
             key: dir.join("ca.key"),
+            revoked: dir.join("revoked.txt"),
         }
+    }
+}
+
+/// The serial number of a certificate (DER), as lower-case hex.
+pub fn serial_of(der: &[u8]) -> Result<String, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?;
+    Ok(hex::encode(cert.raw_serial()))
+}
+
+/// Revokes the certificate `pki issue` last made for `node` in the CA directory `dir`: adds its
+/// serial to the revocation list there and returns the serial. A certificate issued afterwards
+/// (rotation) has a new random serial and is not affected.
+pub fn revoke(dir: &Path, node: &NodeId) -> Result<String, PkiError> {
+    use std::io::Write;
+    let cert_path = NodeFiles::in_dir(dir, node).cert;
+    let pem = std::fs::read(&cert_path).map_err(|source| PkiError::Io {
+        path: cert_path.clone(),
+        source,
+    })?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?;
+    let serial = serial_of(&pem.contents)?;
+    let path = CaFiles::in_dir(dir).revoked;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|source| PkiError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    writeln!(file, "{serial} {} {now}", node.spiffe_uri())
+        .and_then(|_| file.sync_all())
+        .map_err(|source| PkiError::Io { path, source })?;
+    Ok(serial)
+}
+
+/// The serials in a revocation list; a missing file is an empty list.
+pub fn read_revoked(path: &Path) -> Result<std::collections::BTreeSet<String>, PkiError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|serial| !serial.starts_with('#'))
+            .map(str::to_lowercase)
+            .collect()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(source) => Err(PkiError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

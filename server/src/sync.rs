@@ -47,6 +47,8 @@ pub enum Outbox {
 
 struct LinkHandle {
     peer: NodeId,
+    /// Serial of the certificate the peer connected with (hub side), for revocation.
+    cert_serial: Option<String>,
     outbox: Outbox,
     /// Dropped to tell the link's reader task to stop.
     _stop: oneshot::Sender<()>,
@@ -324,7 +326,13 @@ impl SyncHandle {
     }
 
     /// Registers a new link to `peer` and starts its handshake.
-    pub fn open_link(&self, peer: NodeId, outbox: Outbox, stop: oneshot::Sender<()>) -> ConnId {
+    pub fn open_link(
+        &self,
+        peer: NodeId,
+        cert_serial: Option<String>,
+        outbox: Outbox,
+        stop: oneshot::Sender<()>,
+    ) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::SeqCst);
         let stored = self.sync_states.for_peer(&peer).unwrap_or_else(|err| {
             tracing::warn!(%peer, error = %err, "reading stored sync states failed");
@@ -334,6 +342,7 @@ impl SyncHandle {
             conn,
             LinkHandle {
                 peer: peer.clone(),
+                cert_serial,
                 outbox,
                 _stop: stop,
             },
@@ -404,6 +413,32 @@ impl SyncHandle {
     }
 
     /// Time passed: keepalives and dead-peer detection.
+    /// Closes every link whose peer connected with a certificate in `revoked` (serials).
+    pub fn close_revoked_links(&self, revoked: &std::collections::BTreeSet<String>) {
+        let conns: Vec<(ConnId, NodeId)> = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, link)| {
+                link.cert_serial
+                    .as_ref()
+                    .is_some_and(|s| revoked.contains(s))
+            })
+            .map(|(conn, link)| (*conn, link.peer.clone()))
+            .collect();
+        let mut engine = self.engine();
+        for (conn, peer) in conns {
+            tracing::warn!(%peer, "closing the link of a revoked certificate");
+            let out = engine.close_link(
+                conn,
+                StatusCode::PermissionDenied,
+                format!("the certificate of {peer} is revoked"),
+            );
+            let _ = self.perform(&mut engine, out);
+        }
+    }
+
     pub fn tick(&self) {
         let mut engine = self.engine();
         let out = engine.tick(self.now_ms());
@@ -688,8 +723,10 @@ async fn link_once(
     let peer = config.hub_id.clone();
     let conn = {
         let (sync, peer) = (sync.clone(), peer.clone());
-        match tokio::task::spawn_blocking(move || sync.open_link(peer, Outbox::Client(tx), stop_tx))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            sync.open_link(peer, None, Outbox::Client(tx), stop_tx)
+        })
+        .await
         {
             Ok(conn) => conn,
             Err(_) => return Some("opening the link failed".to_string()),

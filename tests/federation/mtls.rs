@@ -186,3 +186,61 @@ async fn every_kind_of_wrong_certificate_is_refused() {
     lund.stop().await;
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_city_is_cut_off_at_once_and_a_new_certificate_lets_it_back() {
+    let mut fed = Federation::start(&["lund", "malmo"]).await;
+    let lund = NodeId::city("lund").unwrap();
+    let old_identity = crate::identity_of(&fed, &lund);
+    let serial = sfs_node::pki::revoke(&fed.pki_dir(), &lund).unwrap();
+    // The open link is closed within the hub's one-second check, and stays down.
+    let mut lund_client = fed.client(0).await;
+    eventually("lund's link is closed as revoked", || {
+        let mut client = lund_client.clone();
+        async move {
+            let status = client.status().await.ok()?;
+            let hub = status.peers.iter().find(|p| p.peer_role == "hub")?;
+            (hub.state != "connected" && hub.last_error.contains("revoked")).then_some(())
+        }
+    })
+    .await;
+    // A new connection with the revoked certificate is refused.
+    let refused = try_link(&fed, old_identity).await.unwrap_err();
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+    assert!(refused.contains(&serial), "{refused}");
+    // Malmö is not affected.
+    let mut malmo = fed.client(1).await;
+    malmo
+        .create_lesson("Malmö after the revocation", "still linked", vec![])
+        .await
+        .unwrap();
+    let mut hub = fed.hub_client().await;
+    eventually("the hub gets Malmö's lesson", || {
+        let mut hub = hub.clone();
+        async move {
+            let lessons = hub.list_lessons("cities/malmo").await.ok()?;
+            (!lessons.is_empty()).then_some(())
+        }
+    })
+    .await;
+    // Rotation: Lund gets a new certificate (a new random serial) and is back.
+    fed.stop_city(0).await;
+    sfs_node::pki::issue(&fed.pki_dir(), &lund, &[], 30).unwrap();
+    fed.start_city(0).await;
+    fed.wait_linked(0).await;
+    lund_client = fed.client(0).await;
+    lund_client
+        .create_lesson("Lund with its new certificate", "back", vec![])
+        .await
+        .unwrap();
+    eventually("Lund's lesson reaches the hub again", || {
+        let mut hub = hub.clone();
+        async move {
+            let lessons = hub.list_lessons("cities/lund").await.ok()?;
+            (!lessons.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let _ = &mut hub;
+    fed.stop_all().await;
+}
