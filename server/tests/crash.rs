@@ -7,25 +7,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{sfs_node, Process};
+use common::OfflineCity;
 use rand::Rng;
-
-/// Starts the city and returns it with its API endpoint, once it prints `ready` (which it
-/// cannot do if its store failed to open after a kill).
-fn start(config: &Path) -> (Process, String) {
-    let node = Process::spawn(&["run", "--config", config.to_str().unwrap()]);
-    let api = node
-        .wait_for_line("ready")
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .to_string();
-    (node, api)
-}
 
 #[test]
 fn every_acknowledged_write_survives_sigkill_at_random_moments() {
@@ -34,54 +20,8 @@ fn every_acknowledged_write_survives_sigkill_at_random_moments() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let pki = d.join("pki");
-    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
-    sfs_node(&[
-        "pki",
-        "issue",
-        "--dir",
-        pki.to_str().unwrap(),
-        "--node",
-        "lund",
-        "--role",
-        "city",
-    ]);
-    let token_out = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
-        .args([
-            "token",
-            "create",
-            "--data-dir",
-            d.join("data").to_str().unwrap(),
-            "--role",
-            "editor",
-        ])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token_out.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    // A city whose hub is away: it keeps accepting writes (offline first).
-    let config = d.join("lund.toml");
-    std::fs::write(
-        &config,
-        r#"id = "lund"
-role = "city"
-data_dir = "data"
-[api]
-listen = "127.0.0.1:0"
-[federation]
-hub_url = "https://127.0.0.1:9"
-max_backoff_ms = 60000
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/nodes/city-lund.crt"
-key = "pki/nodes/city-lund.key"
-"#,
-    )
-    .unwrap();
-    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let city = OfflineCity::prepare(dir.path(), &dir.path().join("data"));
+    let (token, ca) = (city.token.clone(), city.ca.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,7 +32,7 @@ key = "pki/nodes/city-lund.key"
     let mut last_run: Vec<String> = Vec::new();
     let mut writes = 0usize;
     for kill in 0..kills {
-        let (mut node, api) = start(&config);
+        let (mut node, api) = city.start(&[]);
         let kill_after = Duration::from_millis(rng.gen_range(0..60));
         let pid = node.child.id();
         runtime.block_on(async {
@@ -145,7 +85,7 @@ key = "pki/nodes/city-lund.key"
         let _ = node.child.wait();
     }
     // One last start: everything is there, and nothing was written twice.
-    let (mut node, api) = start(&config);
+    let (mut node, api) = city.start(&[]);
     runtime.block_on(async {
         let mut client = sfs_client::Client::connect(&api, &token, &ca)
             .await

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{sfs_node, Process};
+use common::{OfflineCity as City, Process};
 
 /// A tmpfs mounted for the test; unmounted on drop.
 struct SmallDisk {
@@ -67,71 +67,6 @@ impl Drop for SmallDisk {
             .arg(&self.mount_point)
             .status();
     }
-}
-
-struct City {
-    config: PathBuf,
-    token: String,
-    ca: String,
-}
-
-fn prepare(dir: &Path, data_dir: &Path) -> City {
-    let pki = dir.join("pki");
-    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
-    sfs_node(&[
-        "pki",
-        "issue",
-        "--dir",
-        pki.to_str().unwrap(),
-        "--node",
-        "lund",
-        "--role",
-        "city",
-    ]);
-    let token = sfs_node(&[
-        "token",
-        "create",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--role",
-        "editor",
-    ])
-    .trim()
-    .to_string();
-    let config = dir.join("lund.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"id = "lund"
-role = "city"
-data_dir = "{}"
-[api]
-listen = "127.0.0.1:0"
-[federation]
-hub_url = "https://127.0.0.1:9"
-max_backoff_ms = 60000
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/nodes/city-lund.crt"
-key = "pki/nodes/city-lund.key"
-"#,
-            data_dir.display()
-        ),
-    )
-    .unwrap();
-    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
-    City { config, token, ca }
-}
-
-fn start_with(config: &Path, env: &[(&str, String)]) -> (Process, String) {
-    let node = Process::spawn_with_env(&["run", "--config", config.to_str().unwrap()], env);
-    let api = node
-        .wait_for_line("ready")
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .to_string();
-    (node, api)
 }
 
 /// A lesson body of about 2 KB that the privacy guard accepts.
@@ -216,7 +151,7 @@ fn restart_and_check(
 ) {
     node.child.kill().unwrap();
     node.child.wait().unwrap();
-    let (_node, api) = start_with(&city.config, env);
+    let (_node, api) = city.start(env);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = sfs_client::Client::connect(&api, &city.token, &city.ca)
@@ -238,9 +173,9 @@ fn a_full_disk_answers_unavailable_loses_nothing_and_recovers_when_space_returns
     let Some(disk) = small_disk(&dir.path().join("disk")) else {
         return;
     };
-    let city = prepare(dir.path(), &disk.mount_point.join("data"));
+    let city = City::prepare(dir.path(), &disk.mount_point.join("data"));
     let env = [("SFS_STORE_MIN_FREE_BYTES", RESERVE.to_string())];
-    let (node, api) = start_with(&city.config, &env);
+    let (node, api) = city.start(&env);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged = BTreeSet::new();
     runtime.block_on(async {
@@ -266,10 +201,10 @@ fn without_a_reserve_a_failed_store_refuses_writes_until_restarted_and_loses_not
     let Some(disk) = small_disk(&dir.path().join("disk")) else {
         return;
     };
-    let city = prepare(dir.path(), &disk.mount_point.join("data"));
+    let city = City::prepare(dir.path(), &disk.mount_point.join("data"));
     // With the reserve turned off, sled itself runs into the full disk.
     let env = [("SFS_STORE_MIN_FREE_BYTES", "0".to_string())];
-    let (node, api) = start_with(&city.config, &env);
+    let (node, api) = city.start(&env);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged = BTreeSet::new();
     runtime.block_on(async {
@@ -295,9 +230,9 @@ fn a_read_only_data_directory_is_refused_at_start_and_its_data_kept() {
     let Some(disk) = small_disk(&dir.path().join("disk")) else {
         return;
     };
-    let city = prepare(dir.path(), &disk.mount_point.join("data"));
+    let city = City::prepare(dir.path(), &disk.mount_point.join("data"));
     let env = [("SFS_STORE_MIN_FREE_BYTES", RESERVE.to_string())];
-    let (node, api) = start_with(&city.config, &env);
+    let (node, api) = city.start(&env);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged = BTreeSet::new();
     runtime.block_on(async {
@@ -320,7 +255,7 @@ fn a_read_only_data_directory_is_refused_at_start_and_its_data_kept() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Read-only file system"), "{stderr}");
     disk.remount("rw");
-    let (node, _) = start_with(&city.config, &env);
+    let (node, _) = city.start(&env);
     restart_and_check(node, &city, &env, &acknowledged);
 }
 

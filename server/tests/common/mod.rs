@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -94,5 +95,78 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A city `lund` whose hub is away (it keeps taking writes: offline first), prepared with its
+/// own CA, certificate, an editor token and a configuration file in `dir`.
+pub struct OfflineCity {
+    pub config: PathBuf,
+    pub token: String,
+    pub ca: String,
+}
+
+impl OfflineCity {
+    /// Prepares the city with its data in `data_dir`.
+    pub fn prepare(dir: &Path, data_dir: &Path) -> OfflineCity {
+        let pki = dir.join("pki");
+        sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
+        sfs_node(&[
+            "pki",
+            "issue",
+            "--dir",
+            pki.to_str().unwrap(),
+            "--node",
+            "lund",
+            "--role",
+            "city",
+        ]);
+        let token = sfs_node(&[
+            "token",
+            "create",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--role",
+            "editor",
+        ])
+        .trim()
+        .to_string();
+        let config = dir.join("lund.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"id = "lund"
+role = "city"
+data_dir = "{}"
+[api]
+listen = "127.0.0.1:0"
+[federation]
+hub_url = "https://127.0.0.1:9"
+max_backoff_ms = 60000
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/city-lund.crt"
+key = "pki/nodes/city-lund.key"
+"#,
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+        OfflineCity { config, token, ca }
+    }
+
+    /// Starts the city with extra environment variables; returns it with its API endpoint once
+    /// it prints `ready` (which it cannot do if its store failed to open).
+    pub fn start(&self, env: &[(&str, String)]) -> (Process, String) {
+        let node =
+            Process::spawn_with_env(&["run", "--config", self.config.to_str().unwrap()], env);
+        let api = node
+            .wait_for_line("ready")
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_string();
+        (node, api)
     }
 }
