@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{sfs_node, Process, DEADLINE};
+use common::{sfs_node, OfflineCity, Process, DEADLINE};
 
 fn write_config(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -267,56 +267,13 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
 fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let pki = d.join("pki");
-    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
-    sfs_node(&[
-        "pki",
-        "issue",
-        "--dir",
-        pki.to_str().unwrap(),
-        "--node",
-        "lund",
-        "--role",
-        "city",
-    ]);
-    let token = sfs_node(&[
-        "token",
-        "create",
-        "--data-dir",
-        d.join("data").to_str().unwrap(),
-        "--role",
-        "admin",
-    ]);
-    let token = token.trim().to_string();
-    let config = |data: &str| {
-        format!(
-            r#"id = "lund"
-role = "city"
-data_dir = "{data}"
-[api]
-listen = "127.0.0.1:0"
-[federation]
-hub_url = "https://127.0.0.1:9"
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/nodes/city-lund.crt"
-key = "pki/nodes/city-lund.key"
-"#
-        )
-    };
-    write_config(&d.join("lund.toml"), &config("data"));
-    write_config(&d.join("restored.toml"), &config("restored"));
-    let ca_path = pki.join("ca.crt");
-    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    let city = OfflineCity::prepare(d, &d.join("data"), "admin");
+    OfflineCity::write_config(&d.join("restored.toml"), &d.join("restored"));
+    let (token, ca) = (city.token.clone(), city.ca.clone());
+    let ca_path = d.join("pki").join("ca.crt");
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
-    let node = Process::spawn(&["run", "--config", d.join("lund.toml").to_str().unwrap()]);
-    let api = node
-        .wait_for_line("ready")
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .to_string();
+    let (node, api) = city.start(&[]);
     runtime.block_on(async {
         let mut client = sfs_client::Client::connect(&api, &token, &ca)
             .await

@@ -20,7 +20,7 @@ fn every_acknowledged_write_survives_sigkill_at_random_moments() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    let city = OfflineCity::prepare(dir.path(), &dir.path().join("data"));
+    let city = OfflineCity::prepare(dir.path(), &dir.path().join("data"), "editor");
     let (token, ca) = (city.token.clone(), city.ca.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -173,7 +173,7 @@ fn a_full_disk_answers_unavailable_loses_nothing_and_recovers_when_space_returns
     let Some(disk) = small_disk(&dir.path().join("disk")) else {
         return;
     };
-    let city = City::prepare(dir.path(), &disk.mount_point.join("data"));
+    let city = City::prepare(dir.path(), &disk.mount_point.join("data"), "editor");
     let env = [("SFS_STORE_MIN_FREE_BYTES", RESERVE.to_string())];
     let (node, api) = city.start(&env);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -201,7 +201,7 @@ fn without_a_reserve_a_failed_store_refuses_writes_until_restarted_and_loses_not
     let Some(disk) = small_disk(&dir.path().join("disk")) else {
         return;
     };
-    let city = City::prepare(dir.path(), &disk.mount_point.join("data"));
+    let city = City::prepare(dir.path(), &disk.mount_point.join("data"), "editor");
     // With the reserve turned off, sled itself runs into the full disk.
     let env = [("SFS_STORE_MIN_FREE_BYTES", "0".to_string())];
     let (node, api) = city.start(&env);
@@ -230,7 +230,7 @@ fn a_read_only_data_directory_is_refused_at_start_and_its_data_kept() {
     let Some(disk) = small_disk(&dir.path().join("disk")) else {
         return;
     };
-    let city = City::prepare(dir.path(), &disk.mount_point.join("data"));
+    let city = City::prepare(dir.path(), &disk.mount_point.join("data"), "editor");
     let env = [("SFS_STORE_MIN_FREE_BYTES", RESERVE.to_string())];
     let (node, api) = city.start(&env);
     let runtime = tokio::runtime::Runtime::new().unwrap();

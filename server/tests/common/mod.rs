@@ -99,7 +99,7 @@ impl Drop for Process {
 }
 
 /// A city `lund` whose hub is away (it keeps taking writes: offline first), prepared with its
-/// own CA, certificate, an editor token and a configuration file in `dir`.
+/// own CA, certificate, a token and a configuration file in `dir`.
 pub struct OfflineCity {
     pub config: PathBuf,
     pub token: String,
@@ -107,8 +107,8 @@ pub struct OfflineCity {
 }
 
 impl OfflineCity {
-    /// Prepares the city with its data in `data_dir`.
-    pub fn prepare(dir: &Path, data_dir: &Path) -> OfflineCity {
+    /// Prepares the city with its data in `data_dir` and a token of `role`.
+    pub fn prepare(dir: &Path, data_dir: &Path, role: &str) -> OfflineCity {
         let pki = dir.join("pki");
         sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
         sfs_node(&[
@@ -127,13 +127,20 @@ impl OfflineCity {
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--role",
-            "editor",
+            role,
         ])
         .trim()
         .to_string();
         let config = dir.join("lund.toml");
+        OfflineCity::write_config(&config, data_dir);
+        let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+        OfflineCity { config, token, ca }
+    }
+
+    /// Writes the city's configuration at `path` (beside `pki/`), with its data in `data_dir`.
+    pub fn write_config(path: &Path, data_dir: &Path) {
         std::fs::write(
-            &config,
+            path,
             format!(
                 r#"id = "lund"
 role = "city"
@@ -152,8 +159,6 @@ key = "pki/nodes/city-lund.key"
             ),
         )
         .unwrap();
-        let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
-        OfflineCity { config, token, ca }
     }
 
     /// Starts the city with extra environment variables; returns it with its API endpoint once
