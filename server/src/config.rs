@@ -156,6 +156,18 @@ pub struct TlsConfig {
     /// CA). Re-read every second: a revoked city is refused at once and its open link closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<PathBuf>,
+    /// A connection that has not finished its TLS handshake after this long is closed, on the
+    /// API and the federation listener (default 10 000 ms), so idle half-open connections
+    /// cannot pile up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout_ms: Option<u64>,
+}
+
+impl TlsConfig {
+    /// The TLS handshake timeout.
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.handshake_timeout_ms.unwrap_or(10_000))
+    }
 }
 
 impl NodeConfig {

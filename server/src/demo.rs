@@ -98,6 +98,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 key: files.key,
                 revoked: (id.role() == sfs_sync::Role::Hub)
                     .then(|| CaFiles::in_dir(&pki_dir).revoked),
+                handshake_timeout_ms: None,
             },
             metrics: Default::default(),
             log: Default::default(),

@@ -245,7 +245,11 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     let api_router = Server::builder()
         // gRPC-Web (HTTP/1.1) for browser tools, next to plain gRPC.
         .accept_http1(true)
-        .tls_config(ServerTlsConfig::new().identity(identity.clone()))?
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(identity.clone())
+                .timeout(config.tls.handshake_timeout()),
+        )?
         .layer(crate::metrics::ApiMetricsLayer(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
@@ -333,7 +337,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             federation_addr = Some(bound);
             let tls = ServerTlsConfig::new()
                 .identity(identity)
-                .client_ca_root(Certificate::from_pem(&ca_pem));
+                .client_ca_root(Certificate::from_pem(&ca_pem))
+                .timeout(config.tls.handshake_timeout());
             let service = pb::federation_server::FederationServer::new(FederationService {
                 sync: sync.clone(),
                 shutdown: shutdown_rx.clone(),

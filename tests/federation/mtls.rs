@@ -244,3 +244,33 @@ async fn a_revoked_city_is_cut_off_at_once_and_a_new_certificate_lets_it_back() 
     let _ = &mut hub;
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_that_never_finish_the_tls_handshake_are_closed() {
+    let mut fed = Federation::start(&[]).await;
+    fed.stop_hub().await;
+    fed.hub.config.tls.handshake_timeout_ms = Some(300);
+    fed.start_hub().await;
+    let api = fed.hub.running.as_ref().unwrap().api_addr;
+    for addr in [fed.hub_federation_addr(), api] {
+        // A client that connects and then says nothing, holding the connection open.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{addr}: the server must close a silent connection, got {read:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{addr}: closed only after {:?}",
+            started.elapsed()
+        );
+    }
+    fed.stop_all().await;
+}

@@ -225,6 +225,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             cert: files.cert,
             key: files.key,
             revoked: (id.role() == Role::Hub).then(|| CaFiles::in_dir(&pki_dir).revoked),
+            handshake_timeout_ms: None,
         },
         metrics: sfs_node::config::MetricsConfig {
             listen: Some("127.0.0.1:0".parse().unwrap()),

@@ -288,6 +288,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
             cert: files.cert,
             key: files.key,
             revoked: (id.role() == Role::Hub).then(|| CaFiles::in_dir(&pki_dir).revoked),
+            handshake_timeout_ms: None,
         },
         metrics: MetricsConfig {
             listen: Some("127.0.0.1:0".parse()?),
