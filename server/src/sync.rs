@@ -262,15 +262,8 @@ impl SyncHandle {
         if carries_data {
             if let Err(err) = self.shared.sync() {
                 tracing::error!(error = %err, "making documents durable failed");
-                let conns: Vec<ConnId> = engine.links().map(|(conn, _, _)| conn).collect();
-                let mut closing = Output::default();
-                for conn in conns {
-                    closing.extend(engine.close_link(
-                        conn,
-                        StatusCode::Unavailable,
-                        format!("storage failed: {err}"),
-                    ));
-                }
+                let closing = engine
+                    .close_all_links(StatusCode::Unavailable, &format!("storage failed: {err}"));
                 self.deliver(closing);
                 return Err(err);
             }

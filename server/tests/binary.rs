@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{sfs_node, OfflineCity, Process, DEADLINE};
+use common::{pki_with_lund, sfs_node, OfflineCity, Process, DEADLINE};
 
 fn write_config(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -127,18 +127,7 @@ key = "pki/nodes/city-lund.key"
 fn a_configuration_naming_another_node_than_its_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let pki = d.join("pki");
-    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
-    sfs_node(&[
-        "pki",
-        "issue",
-        "--dir",
-        pki.to_str().unwrap(),
-        "--node",
-        "lund",
-        "--role",
-        "city",
-    ]);
+    pki_with_lund(d);
     write_config(
         &d.join("malmo.toml"),
         r#"id = "malmo"

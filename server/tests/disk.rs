@@ -167,23 +167,53 @@ fn restart_and_check(
     });
 }
 
+/// A city running with its data directory on a fresh small disk.
+struct CityOnSmallDisk {
+    node: Process,
+    api: String,
+    env: [(&'static str, String); 1],
+    city: City,
+    runtime: tokio::runtime::Runtime,
+    disk: SmallDisk,
+    _dir: tempfile::TempDir,
+}
+
+impl CityOnSmallDisk {
+    /// Starts the city keeping `reserve` bytes free, or `None` where no tmpfs can be mounted.
+    fn start(reserve: &str) -> Option<CityOnSmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = small_disk(&dir.path().join("disk"))?;
+        let city = City::prepare(dir.path(), &disk.mount_point.join("data"), "editor");
+        let env = [("SFS_STORE_MIN_FREE_BYTES", reserve.to_string())];
+        let (node, api) = city.start(&env);
+        Some(CityOnSmallDisk {
+            node,
+            api,
+            env,
+            city,
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+            disk,
+            _dir: dir,
+        })
+    }
+
+    async fn client(&self) -> sfs_client::Client {
+        sfs_client::Client::connect(&self.api, &self.city.token, &self.city.ca)
+            .await
+            .unwrap()
+    }
+}
+
 #[test]
 fn a_full_disk_answers_unavailable_loses_nothing_and_recovers_when_space_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = small_disk(&dir.path().join("disk")) else {
+    let Some(running) = CityOnSmallDisk::start(RESERVE) else {
         return;
     };
-    let city = City::prepare(dir.path(), &disk.mount_point.join("data"), "editor");
-    let env = [("SFS_STORE_MIN_FREE_BYTES", RESERVE.to_string())];
-    let (node, api) = city.start(&env);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged = BTreeSet::new();
-    runtime.block_on(async {
-        let mut client = sfs_client::Client::connect(&api, &city.token, &city.ca)
-            .await
-            .unwrap();
+    running.runtime.block_on(async {
+        let mut client = running.client().await;
         write_lessons(&mut client, "before", 20, &mut acknowledged).await;
-        let filler = disk.fill();
+        let filler = running.disk.fill();
         write_until_refused(&mut client, "bytes free", &mut acknowledged).await;
         // Reads go on, and show every acknowledged lesson.
         let titles = titles(&mut client).await;
@@ -192,27 +222,20 @@ fn a_full_disk_answers_unavailable_loses_nothing_and_recovers_when_space_returns
         std::fs::remove_file(&filler).unwrap();
         write_lessons(&mut client, "after", 5, &mut acknowledged).await;
     });
-    restart_and_check(node, &city, &env, &acknowledged);
+    restart_and_check(running.node, &running.city, &running.env, &acknowledged);
 }
 
 #[test]
 fn without_a_reserve_a_failed_store_refuses_writes_until_restarted_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = small_disk(&dir.path().join("disk")) else {
+    // With the reserve turned off, sled itself runs into the full disk.
+    let Some(running) = CityOnSmallDisk::start("0") else {
         return;
     };
-    let city = City::prepare(dir.path(), &disk.mount_point.join("data"), "editor");
-    // With the reserve turned off, sled itself runs into the full disk.
-    let env = [("SFS_STORE_MIN_FREE_BYTES", "0".to_string())];
-    let (node, api) = city.start(&env);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged = BTreeSet::new();
-    runtime.block_on(async {
-        let mut client = sfs_client::Client::connect(&api, &city.token, &city.ca)
-            .await
-            .unwrap();
+    running.runtime.block_on(async {
+        let mut client = running.client().await;
         write_lessons(&mut client, "before", 20, &mut acknowledged).await;
-        let filler = disk.fill();
+        let filler = running.disk.fill();
         write_until_refused(&mut client, "", &mut acknowledged).await;
         let titles = titles(&mut client).await;
         assert!(acknowledged.is_subset(&titles), "reads after the failure");
@@ -221,27 +244,21 @@ fn without_a_reserve_a_failed_store_refuses_writes_until_restarted_and_loses_not
         let message = write_until_refused(&mut client, "restart the node", &mut acknowledged).await;
         assert!(message.contains("No space left"), "{message}");
     });
-    restart_and_check(node, &city, &env, &acknowledged);
+    restart_and_check(running.node, &running.city, &running.env, &acknowledged);
 }
 
 #[test]
 fn a_read_only_data_directory_is_refused_at_start_and_its_data_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = small_disk(&dir.path().join("disk")) else {
+    let Some(running) = CityOnSmallDisk::start(RESERVE) else {
         return;
     };
-    let city = City::prepare(dir.path(), &disk.mount_point.join("data"), "editor");
-    let env = [("SFS_STORE_MIN_FREE_BYTES", RESERVE.to_string())];
-    let (node, api) = city.start(&env);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged = BTreeSet::new();
-    runtime.block_on(async {
-        let mut client = sfs_client::Client::connect(&api, &city.token, &city.ca)
-            .await
-            .unwrap();
+    running.runtime.block_on(async {
+        let mut client = running.client().await;
         write_lessons(&mut client, "before", 10, &mut acknowledged).await;
     });
-    node.terminate();
+    let (city, env, disk) = (&running.city, &running.env, &running.disk);
+    running.node.terminate();
     disk.remount("ro");
     let output = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
         .args(["run", "--config", city.config.to_str().unwrap()])
@@ -255,8 +272,8 @@ fn a_read_only_data_directory_is_refused_at_start_and_its_data_kept() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Read-only file system"), "{stderr}");
     disk.remount("rw");
-    let (node, _) = city.start(&env);
-    restart_and_check(node, &city, &env, &acknowledged);
+    let (node, _) = city.start(env);
+    restart_and_check(node, city, env, &acknowledged);
 }
 
 async fn titles(client: &mut sfs_client::Client) -> BTreeSet<String> {

@@ -468,10 +468,19 @@ impl Engine {
             }
         }
         self.pending_pushes.remove(id);
+        out.extend(self.close_all_links(
+            StatusCode::Unavailable,
+            &format!("storing {id} failed; reconnect to resync from what is stored"),
+        ));
+        out
+    }
+
+    /// Closes every link with the same reason.
+    pub fn close_all_links(&mut self, code: StatusCode, message: &str) -> Output {
+        let mut out = Output::default();
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
-            let message = format!("storing {id} failed; reconnect to resync from what is stored");
-            self.close(conn, StatusCode::Unavailable, message, &mut out);
+            self.close(conn, code, message.to_string(), &mut out);
         }
         out
     }
@@ -764,35 +773,20 @@ impl Engine {
         if let Err(problem) = check_message(&message) {
             let reason =
                 format!("sync message for {id} is outside what an honest peer sends: {problem}");
-            out.events.push(LogEvent::Refused {
-                peer: peer.clone(),
-                doc: Some(id.clone()),
-                reason: reason.clone(),
-            });
-            self.close(conn_id, StatusCode::InvalidArgument, reason, out);
+            self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
             return;
         }
         let may_write = accepts_changes_from(&self.me, &peer, &id);
         if !message.changes.is_empty() && !may_write {
             let reason =
                 format!("{peer} may not change {id}: only its owner may, or the hub relaying it");
-            out.events.push(LogEvent::Refused {
-                peer: peer.clone(),
-                doc: Some(id.clone()),
-                reason: reason.clone(),
-            });
-            self.close(conn_id, StatusCode::PermissionDenied, reason, out);
+            self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
         if !message.changes.is_empty() {
             let current = self.docs.get(&id).map(|entry| &entry.doc);
             if let Err(reason) = check_authors(&message, &id, current, &self.me, &peer) {
-                out.events.push(LogEvent::Refused {
-                    peer: peer.clone(),
-                    doc: Some(id.clone()),
-                    reason: reason.clone(),
-                });
-                self.close(conn_id, StatusCode::PermissionDenied, reason, out);
+                self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
                 return;
             }
         }
@@ -1015,6 +1009,25 @@ impl Engine {
             state.peer_read_only = !accepts_changes_from(peer, me, id);
             state
         })
+    }
+
+    /// A peer broke the rules for `doc`: log it and close its link.
+    fn refuse(
+        &mut self,
+        conn_id: ConnId,
+        doc: &ShareableDocId,
+        code: StatusCode,
+        reason: String,
+        out: &mut Output,
+    ) {
+        if let Some(conn) = self.conns.get(&conn_id) {
+            out.events.push(LogEvent::Refused {
+                peer: conn.peer.clone(),
+                doc: Some(doc.clone()),
+                reason: reason.clone(),
+            });
+        }
+        self.close(conn_id, code, reason, out);
     }
 
     fn close(&mut self, conn_id: ConnId, code: StatusCode, message: String, out: &mut Output) {

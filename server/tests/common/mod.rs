@@ -98,6 +98,23 @@ impl Drop for Process {
     }
 }
 
+/// A CA in `dir/pki` with a certificate for the city `lund`; returns the CA directory.
+pub fn pki_with_lund(dir: &Path) -> PathBuf {
+    let pki = dir.join("pki");
+    sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
+    sfs_node(&[
+        "pki",
+        "issue",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "lund",
+        "--role",
+        "city",
+    ]);
+    pki
+}
+
 /// A city `lund` whose hub is away (it keeps taking writes: offline first), prepared with its
 /// own CA, certificate, a token and a configuration file in `dir`.
 pub struct OfflineCity {
@@ -109,18 +126,7 @@ pub struct OfflineCity {
 impl OfflineCity {
     /// Prepares the city with its data in `data_dir` and a token of `role`.
     pub fn prepare(dir: &Path, data_dir: &Path, role: &str) -> OfflineCity {
-        let pki = dir.join("pki");
-        sfs_node(&["pki", "init", "--dir", pki.to_str().unwrap()]);
-        sfs_node(&[
-            "pki",
-            "issue",
-            "--dir",
-            pki.to_str().unwrap(),
-            "--node",
-            "lund",
-            "--role",
-            "city",
-        ]);
+        let pki = pki_with_lund(dir);
         let token = sfs_node(&[
             "token",
             "create",
