@@ -47,6 +47,39 @@ pub struct NodeConfig {
     /// Storage.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Personal data.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// How long personal data is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Days after which a closed signal is erased for good (fractions allowed; 0 keeps closed
+    /// signals until they are erased by hand).
+    #[serde(default = "default_closed_signal_retention_days")]
+    pub closed_signal_retention_days: f64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            closed_signal_retention_days: default_closed_signal_retention_days(),
+        }
+    }
+}
+
+fn default_closed_signal_retention_days() -> f64 {
+    365.0
+}
+
+impl PrivacyConfig {
+    /// The retention period of closed signals, if they are erased automatically.
+    pub fn closed_signal_retention(&self) -> Option<Duration> {
+        (self.closed_signal_retention_days > 0.0)
+            .then(|| Duration::from_secs_f64(self.closed_signal_retention_days * 86_400.0))
+    }
 }
 
 /// How the node uses its disk.
@@ -57,12 +90,20 @@ pub struct StoreConfig {
     /// so the store never runs into a full disk (0 turns the check off).
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// The at-rest key that seals the node's local data (register, signals, statistical
+    /// records, access log). It must lie outside the data directory; keep it off the backups
+    /// of the data directory. Created on the node's first start if missing. Default: beside the
+    /// data directory, named after it with `.key` (`/var/lib/stadforstad/lund.key` for
+    /// `/var/lib/stadforstad/lund`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             min_free_bytes: default_min_free_bytes(),
+            key_file: None,
         }
     }
 }
@@ -206,7 +247,10 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = config.tls.revoked.as_mut() {
+        for p in [config.tls.revoked.as_mut(), config.store.key_file.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -277,7 +321,22 @@ impl NodeConfig {
                 )
             })?;
         }
+        if let Some(v) = env("SFS_STORE_KEY_FILE") {
+            self.store.key_file = Some(v.into());
+        }
+        if let Some(v) = env("SFS_PRIVACY_CLOSED_SIGNAL_RETENTION_DAYS") {
+            self.privacy.closed_signal_retention_days = v.parse().map_err(|_| {
+                format!(
+                    "field `privacy.closed_signal_retention_days` (from SFS_PRIVACY_CLOSED_SIGNAL_RETENTION_DAYS): {v:?} is not a number of days"
+                )
+            })?;
+        }
         Ok(())
+    }
+
+    /// The at-rest key file: `store.key_file`, or beside the data directory.
+    pub fn key_file(&self) -> PathBuf {
+        default_key_file(&self.data_dir, self.store.key_file.as_deref())
     }
 
     /// The identity this configuration claims.
@@ -298,6 +357,12 @@ impl NodeConfig {
             return Err(format!(
                 "field `log.format`: expected \"text\" or \"json\", got {:?}",
                 self.log.format
+            ));
+        }
+        let days = self.privacy.closed_signal_retention_days;
+        if !days.is_finite() || !(0.0..=36_500.0).contains(&days) {
+            return Err(format!(
+                "field `privacy.closed_signal_retention_days`: expected 0 to 36500 days, got {days}"
             ));
         }
         match id.role() {
@@ -321,6 +386,21 @@ impl NodeConfig {
     pub fn max_backoff(&self) -> Duration {
         Duration::from_millis(self.federation.max_backoff_ms.unwrap_or(30_000))
     }
+}
+
+/// The at-rest key file for `data_dir`: `configured`, or `<data_dir>.key` beside it.
+pub fn default_key_file(data_dir: &Path, configured: Option<&Path>) -> PathBuf {
+    if let Some(path) = configured {
+        return path.to_path_buf();
+    }
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "data".into());
+    data_dir
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{name}.key"))
 }
 
 #[cfg(test)]
@@ -353,6 +433,11 @@ key = "lund.key"
         assert_eq!(config.data_dir, dir.path().join("data"));
         assert_eq!(config.log.format, "text");
         assert!(config.metrics.listen.is_none());
+        assert_eq!(config.key_file(), dir.path().join("data.key"));
+        assert_eq!(
+            config.privacy.closed_signal_retention(),
+            Some(Duration::from_secs(365 * 86_400))
+        );
     }
 
     #[test]

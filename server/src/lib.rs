@@ -1,7 +1,7 @@
 //! The stadforstad node: a city node or the national hub, in one binary (`sfs-node`).
 //!
 //! Layout: [`config`] reads `node.toml`; [`pki`] makes and reads certificates; [`store`] keeps
-//! documents in sled; [`sync`] drives the sans-IO engine of the `sfs-sync` crate over tonic and
+//! documents in sled, local ones sealed by [`seal`]; [`sync`] drives the sans-IO engine of the `sfs-sync` crate over tonic and
 //! [`hub`] accepts city links; [`api`] serves apps and the CLI; [`lessons`] and [`register`]
 //! are the document models; [`tokens`] holds API tokens; [`node`] starts and stops it all;
 //! [`demo`] runs a whole local federation.
@@ -20,6 +20,7 @@ pub mod pki;
 pub mod privacy;
 pub mod progress;
 pub mod register;
+pub mod seal;
 pub mod signals;
 pub mod stats;
 pub mod store;

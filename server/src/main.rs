@@ -65,6 +65,10 @@ enum Command {
         /// The data directory to fill.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The at-rest key file of the node that made the backup (its `store.key_file`);
+        /// default: beside the data directory, named after it with `.key`.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Run a whole local federation (a hub and some cities) on 127.0.0.1.
     Demo {
@@ -277,14 +281,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Restore { from, data_dir } => {
+        Command::Restore {
+            from,
+            data_dir,
+            key_file,
+        } => {
             let bytes =
                 std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
             let archive: sfs_client::v1::BackupArchive =
                 prost::Message::decode(bytes.as_slice())
                     .context("not a backup made by sfs-node backup")?;
+            let key_file = sfs_node::config::default_key_file(&data_dir, key_file.as_deref());
+            if archive.sealed && !key_file.exists() {
+                anyhow::bail!(
+                    "the backup is sealed with the at-rest key of {}; give that key file with \
+                     --key-file (looked for {})",
+                    archive.node_id,
+                    key_file.display()
+                );
+            }
             std::fs::create_dir_all(&data_dir)?;
-            let count = sfs_node::store::restore(&data_dir, &archive)?;
+            let (key, _) = sfs_node::seal::MasterKey::for_data_dir(&key_file, &data_dir)?;
+            let count = sfs_node::store::restore(&data_dir, &archive, key)?;
             println!(
                 "restored {} ({}): {count} documents into {}",
                 archive.node_id,

@@ -163,11 +163,22 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         path: config.data_dir.clone(),
         source,
     })?;
+    let key_file = config.key_file();
+    let (at_rest, created) = crate::seal::MasterKey::for_data_dir(&key_file, &config.data_dir)
+        .map_err(crate::store::StoreError::from)?;
+    if created {
+        tracing::info!(
+            key_file = %key_file.display(),
+            "created the at-rest key of this node's local data; keep it apart from backups of the data directory"
+        );
+    }
     let data_dir = config.data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, Duration::from_secs(10)))
-            .await
-            .map_err(|_| NodeError::Config("opening the store failed".into()))??;
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(&data_dir, Duration::from_secs(10), at_rest)
+    })
+    .await
+    .map_err(|_| NodeError::Config("opening the store failed".into()))??;
+    let at_rest = store.keyring.master().clone();
     let mut engine_config = EngineConfig {
         defer_local_pushes: true,
         ..EngineConfig::default()
@@ -207,6 +218,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         tokens: tokens.clone(),
         access_log: Arc::new(store.access_log),
         data_dir: config.data_dir.clone(),
+        at_rest,
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -286,6 +298,13 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             api::stats::StatsService(state.clone()),
             auth,
         ));
+    if let (Role::City, Some(retention)) = (id.role(), config.privacy.closed_signal_retention()) {
+        tasks.push(tokio::spawn(api::signals::erase_expired(
+            state.clone(),
+            retention,
+            shutdown_rx.clone(),
+        )));
+    }
     if id.role() == Role::Hub {
         let events = sync.subscribe_links();
         tasks.push(tokio::spawn(api::directory::record_links(

@@ -131,6 +131,116 @@ impl LocalReplicas {
     }
 }
 
+impl LocalReplicas {
+    /// Erases for good what `change` removes from a local document: the change is made on a
+    /// copy, the result is copied into a document *without history*, and that document
+    /// replaces everything stored of the old one under a fresh data key before the old key is
+    /// destroyed ([`LocalDocs::replace_and_forget`]). If storing fails, the answer is
+    /// `UNAVAILABLE` and the document in memory stays as it was (the erasure can be retried).
+    pub fn erase<R>(
+        &self,
+        id: &DocId,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status>,
+    ) -> Result<R, Status> {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = docs.get_mut(id) else {
+            let mut empty = Automerge::new();
+            return empty
+                .transact(|tx| change(tx))
+                .map(|done| done.result)
+                .map_err(|failure| failure.error);
+        };
+        let mut edited = entry.doc.fork();
+        let result = edited
+            .transact(|tx| change(tx))
+            .map_err(|failure| failure.error)?
+            .result;
+        let fresh = without_history(&edited, self.actor.clone()).map_err(doc_error)?;
+        let heads = fresh.get_heads();
+        self.store
+            .replace_and_forget(id, &fresh.save(), &heads)
+            .map_err(|err| Status::unavailable(format!("the erasure was not stored: {err}")))?;
+        *entry = LocalEntry {
+            doc: fresh,
+            persisted_heads: heads,
+            chunks: 0,
+        };
+        Ok(result)
+    }
+}
+
+/// A copy of `source`'s current state as a new document with one change and no history: what
+/// was overwritten or deleted in `source` is not in it.
+pub fn without_history(
+    source: &Automerge,
+    actor: ActorId,
+) -> Result<Automerge, automerge::AutomergeError> {
+    let mut fresh = Automerge::new().with_actor(actor);
+    fresh
+        .transact(|tx| copy_object(source, &automerge::ROOT, tx, &automerge::ROOT))
+        .map_err(|failure| failure.error)?;
+    Ok(fresh)
+}
+
+/// Where a value goes in its new parent.
+enum Slot<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn copy_value(
+    source: &Automerge,
+    value: automerge::Value<'_>,
+    from: &ObjId,
+    tx: &mut Transaction<'_>,
+    parent: &ObjId,
+    slot: Slot<'_>,
+) -> Result<(), automerge::AutomergeError> {
+    match value {
+        automerge::Value::Scalar(scalar) => match slot {
+            Slot::Key(key) => tx.put(parent, key, scalar.into_owned()),
+            Slot::Index(i) => tx.insert(parent, i, scalar.into_owned()),
+        },
+        automerge::Value::Object(kind) => {
+            let to = match slot {
+                Slot::Key(key) => tx.put_object(parent, key, kind)?,
+                Slot::Index(i) => tx.insert_object(parent, i, kind)?,
+            };
+            if kind == automerge::ObjType::Text {
+                tx.splice_text(&to, 0, 0, &source.text(from)?)
+            } else {
+                copy_object(source, from, tx, &to)
+            }
+        }
+    }
+}
+
+fn copy_object(
+    source: &Automerge,
+    from: &ObjId,
+    tx: &mut Transaction<'_>,
+    to: &ObjId,
+) -> Result<(), automerge::AutomergeError> {
+    match source.object_type(from)? {
+        automerge::ObjType::List => {
+            for i in 0..source.length(from) {
+                if let Some((value, id)) = source.get(from, i)? {
+                    copy_value(source, value, &id, tx, to, Slot::Index(i))?;
+                }
+            }
+        }
+        automerge::ObjType::Text => {}
+        automerge::ObjType::Map | automerge::ObjType::Table => {
+            for key in source.keys(from) {
+                if let Some((value, id)) = source.get(from, &key)? {
+                    copy_value(source, value, &id, tx, to, Slot::Key(&key))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The register document.
 pub fn network() -> DocId {
     DocId::local("network").expect("local/network is a document id")

@@ -65,6 +65,14 @@ pub fn write_signal(
     .map_err(doc_error)?;
     tx.put(obj, "kind", signal.kind.as_str())
         .map_err(doc_error)?;
+    let was_closed = !created && dm::get_str(tx, obj, "status") == "closed";
+    if signal.status == "closed" {
+        if !was_closed {
+            tx.put(obj, "closed_ms", now_ms).map_err(doc_error)?;
+        }
+    } else if tx.get(obj, "closed_ms").map_err(doc_error)?.is_some() {
+        tx.delete(obj, "closed_ms").map_err(doc_error)?;
+    }
     dm::put_text(tx, obj, "description", &signal.description).map_err(doc_error)?;
     tx.put(obj, "status", signal.status.as_str())
         .map_err(doc_error)?;
@@ -88,5 +96,26 @@ pub fn read_signal<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Signal {
         follow_ups: read_follow_ups(doc, obj),
         create_time_ms: dm::get_i64(doc, obj, "created_ms"),
         update_time_ms: dm::get_i64(doc, obj, "updated_ms"),
+        close_time_ms: dm::get_i64(doc, obj, "closed_ms"),
     }
+}
+
+/// The closed signals whose retention period is over at `now_ms`: closed for at least
+/// `retention_ms` (signals closed before the close time was recorded count from their last
+/// update).
+pub fn expired<R: ReadDoc>(doc: &R, now_ms: i64, retention_ms: i64) -> Vec<String> {
+    dm::records(doc, "signals")
+        .into_iter()
+        .filter(|(_, obj)| {
+            if dm::get_str(doc, obj, "status") != "closed" {
+                return false;
+            }
+            let closed = match dm::get_i64(doc, obj, "closed_ms") {
+                0 => dm::get_i64(doc, obj, "updated_ms"),
+                at => at,
+            };
+            closed.saturating_add(retention_ms) <= now_ms
+        })
+        .map(|(id, _)| id)
+        .collect()
 }

@@ -1,10 +1,12 @@
 //! Durable storage of documents and sync states in sled, behind our own types.
 //!
 //! Layout (one sled database in `<data_dir>/store`):
-//! - tree `local`: local documents (`local/network`, ...), only reachable through [`LocalDocs`];
+//! - tree `local`: local documents (`local/network`, ...), only reachable through [`LocalDocs`],
+//!   every value sealed with the document's data key (see [`crate::seal`]);
 //! - tree `shared`: shared and national documents, only reachable through [`ShareableDocs`];
 //! - tree `sync_states`: per-peer Automerge sync states, key `<peer spiffe uri> <doc id>`;
-//! - tree `access_log`: who read or changed which personal record, append-only.
+//! - tree `access_log`: who read or changed which personal record, append-only, sealed;
+//! - file `keyring`: the data keys, sealed with the at-rest key kept outside the directory.
 //!
 //! Document keys are named by content: `<doc>/change/<sha256 of the chunk>` for incremental
 //! chunks and `<doc>/snapshot/<sha256 of the heads>` for a compacted document, so writing the
@@ -35,6 +37,8 @@ use automerge::{Automerge, ChangeHash};
 use sfs_sync::{DocId, DocPersist, NodeId, PersistKind, ShareableDocId};
 use sha2::{Digest, Sha256};
 
+use crate::seal::{Keyring, MasterKey};
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +61,8 @@ pub enum StoreError {
          cause is fixed (reads go on)"
     )]
     Failed(String),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
 }
 
 impl StoreError {
@@ -176,12 +182,19 @@ pub struct Store {
     pub sync_states: SyncStates,
     pub access_log: AccessLog,
     pub durability: Arc<Durability>,
+    /// The data keys of local data.
+    pub keyring: Arc<Keyring>,
 }
 
 impl Store {
-    /// Opens (or creates) the store under `data_dir`. Waits up to `lock_wait` for a previous
-    /// process or node on the same directory to release it.
-    pub fn open(data_dir: &Path, lock_wait: Duration) -> Result<Store, StoreError> {
+    /// Opens (or creates) the store under `data_dir`, its local data sealed with keys that
+    /// `master` opens. Waits up to `lock_wait` for a previous process or node on the same
+    /// directory to release it.
+    pub fn open(
+        data_dir: &Path,
+        lock_wait: Duration,
+        master: MasterKey,
+    ) -> Result<Store, StoreError> {
         let path = data_dir.join("store");
         let deadline = Instant::now() + lock_wait;
         let db = loop {
@@ -223,14 +236,17 @@ impl Store {
             reserve: AtomicU64::new(0),
             failed: std::sync::OnceLock::new(),
         });
-        Ok(Store {
+        let keyring = Arc::new(Keyring::open(data_dir, master)?);
+        let store = Store {
             local: LocalDocs(DocTree {
                 tree: db.open_tree("local")?,
                 durability: durability.clone(),
+                sealed: Some(keyring.clone()),
             }),
             shared: ShareableDocs(DocTree {
                 tree: db.open_tree("shared")?,
                 durability: durability.clone(),
+                sealed: None,
             }),
             sync_states: SyncStates {
                 tree: db.open_tree("sync_states")?,
@@ -240,9 +256,31 @@ impl Store {
                 tree: db.open_tree("access_log")?,
                 db: db.clone(),
                 durability: durability.clone(),
+                keyring: keyring.clone(),
             },
             durability,
-        })
+            keyring,
+        };
+        store.destroy_unused_keys()?;
+        Ok(store)
+    }
+
+    /// Destroys data keys no stored value is sealed with (left behind when a node stopped
+    /// between rewriting an erased document and destroying its old key).
+    fn destroy_unused_keys(&self) -> Result<(), StoreError> {
+        let mut used = std::collections::BTreeSet::new();
+        for tree in [&self.local.0.tree, &self.access_log.tree] {
+            for value in tree.iter().values() {
+                if let Some(id) = crate::seal::key_id_of(&value?) {
+                    used.insert(id);
+                }
+            }
+        }
+        let destroyed = self.keyring.keep_only(&used)?;
+        if destroyed > 0 {
+            tracing::info!(destroyed, "destroyed data keys of erased data");
+        }
+        Ok(())
     }
 }
 
@@ -256,6 +294,8 @@ pub struct StoredDoc<Id> {
 struct DocTree {
     tree: sled::Tree,
     durability: Arc<Durability>,
+    /// Seals every value with the document's data key (local documents).
+    sealed: Option<Arc<Keyring>>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -293,6 +333,14 @@ impl DocTree {
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
         self.durability.check_room()?;
+        let sealed;
+        let bytes = match &self.sealed {
+            Some(keyring) => {
+                sealed = keyring.seal(doc, bytes)?;
+                &sealed[..]
+            }
+            None => bytes,
+        };
         let written: Result<(), StoreError> = match kind {
             PersistKind::Incremental => {
                 let key = format!("{doc}/change/{}", sha256_hex(bytes));
@@ -347,6 +395,10 @@ impl DocTree {
                 .rsplit_once('/')
                 .and_then(|(head, _hash)| head.rsplit_once('/'))
                 .ok_or_else(|| damaged("unexpected key"))?;
+            let value = match &self.sealed {
+                Some(keyring) => keyring.open_value(&key, &value)?.into(),
+                None => value,
+            };
             let entry = parts.entry(doc.to_string()).or_default();
             match rest {
                 "snapshot" => entry.0.push(value),
@@ -390,6 +442,23 @@ impl LocalDocs {
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
         self.0.persist(doc.as_str(), kind, bytes, heads)
+    }
+
+    /// Replaces everything stored of a local document by `snapshot` (a document without
+    /// history) under a fresh data key, then destroys the document's older keys: whatever the
+    /// files still hold of earlier versions can no longer be read. For erasure.
+    pub fn replace_and_forget(
+        &self,
+        doc: &DocId,
+        snapshot: &[u8],
+        heads: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        let keyring = self.0.sealed.as_ref().expect("local documents are sealed");
+        keyring.rotate(doc.as_str())?;
+        self.0
+            .persist(doc.as_str(), PersistKind::Snapshot, snapshot, heads)?;
+        keyring.forget_old(doc.as_str())?;
+        Ok(())
     }
 
     /// Every stored local document.
@@ -500,6 +569,23 @@ impl SyncStates {
     }
 }
 
+/// Everything the at-rest key can still read in `path` (a data directory or a backup file):
+/// every sealed value it opens, and for values that are Automerge documents or changes, the
+/// document saved uncompressed, so that every text ever written to it, overwritten or deleted
+/// ones included, appears as plain bytes. The view of an attacker who copied the directory and
+/// holds the key; tests search it for erased data.
+pub fn readable_with_key(path: &Path, master: &MasterKey) -> Result<Vec<u8>, StoreError> {
+    let mut all = Vec::new();
+    for plain in crate::seal::readable_plaintexts(path, master)? {
+        let mut doc = Automerge::new();
+        if doc.load_incremental(&plain).is_ok() {
+            all.extend(doc.save_nocompress());
+        }
+        all.extend(plain);
+    }
+    Ok(all)
+}
+
 /// Errors restoring a backup.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -511,38 +597,71 @@ pub enum RestoreError {
     Store(#[from] StoreError),
 }
 
-/// Writes a backup (documents, token file, access log) into an empty data directory.
+/// Writes a backup (documents, token file, access log) into an empty data directory. A sealed
+/// backup needs the at-rest key of the node that made it; the restored directory is sealed with
+/// the same key.
 pub fn restore(
     data_dir: &Path,
     archive: &sfs_proto::v1::BackupArchive,
+    master: MasterKey,
 ) -> Result<usize, RestoreError> {
     if data_dir.join("store").exists() {
         return Err(RestoreError::NotEmpty(data_dir.to_path_buf()));
     }
-    let store = Store::open(data_dir, Duration::from_secs(5))?;
+    // A wrong key is found before anything is written.
+    if archive.sealed {
+        let local = archive
+            .documents
+            .iter()
+            .find(|d| DocId::parse(&d.doc_id).is_ok_and(|id| id.shareable().is_err()));
+        if let Some(document) = local {
+            master
+                .open_backup(&document.doc_id, &document.data)
+                .map_err(|err| {
+                    RestoreError::Damaged(format!(
+                        "{err}; is this the at-rest key of the node that made the backup?"
+                    ))
+                })?;
+        }
+    }
+    let store = Store::open(data_dir, Duration::from_secs(5), master.clone())?;
     for document in &archive.documents {
         let damaged = |what: String| RestoreError::Damaged(format!("{}: {what}", document.doc_id));
-        let doc = Automerge::load(&document.data).map_err(|e| damaged(e.to_string()))?;
         let id = DocId::parse(&document.doc_id).map_err(|e| damaged(e.to_string()))?;
+        let data = if archive.sealed && id.clone().shareable().is_err() {
+            master
+                .open_backup(&document.doc_id, &document.data)
+                .map_err(|e| damaged(e.to_string()))?
+        } else {
+            document.data.clone()
+        };
+        let doc = Automerge::load(&data).map_err(|e| damaged(e.to_string()))?;
         let heads = doc.get_heads();
         match id.clone().shareable() {
             Ok(shareable) => store.shared.persist(&DocPersist {
                 doc: shareable,
                 kind: PersistKind::Snapshot,
-                bytes: document.data.clone(),
+                bytes: data,
                 heads,
             })?,
             Err(_) => store
                 .local
-                .persist(&id, PersistKind::Snapshot, &document.data, &heads)?,
+                .persist(&id, PersistKind::Snapshot, &data, &heads)?,
         }
     }
     let entries = archive
         .access_log
         .iter()
         .map(|bytes| {
-            serde_json::from_slice::<AccessEntry>(bytes)
-                .map_err(|e| RestoreError::Damaged(format!("access log: {e}")))
+            let damaged = |e: String| RestoreError::Damaged(format!("access log: {e}"));
+            let plain = if archive.sealed {
+                master
+                    .open_backup("access log entry", bytes)
+                    .map_err(|e| damaged(e.to_string()))?
+            } else {
+                bytes.clone()
+            };
+            serde_json::from_slice::<AccessEntry>(&plain).map_err(|e| damaged(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if !entries.is_empty() {
@@ -571,6 +690,7 @@ pub struct AccessLog {
     tree: sled::Tree,
     db: sled::Db,
     durability: Arc<Durability>,
+    keyring: Arc<Keyring>,
 }
 
 impl AccessLog {
@@ -582,7 +702,7 @@ impl AccessLog {
             let mut key = (entry.time_ms as u64).to_be_bytes().to_vec();
             key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
             let value = serde_json::to_vec(entry).expect("entry serialises");
-            batch.insert(key, value);
+            batch.insert(key, self.keyring.seal("access_log", &value)?);
         }
         self.tree
             .apply_batch(batch)
@@ -596,6 +716,9 @@ impl AccessLog {
         let mut entries = Vec::new();
         for item in self.tree.iter().rev() {
             let (key, value) = item?;
+            let value = self
+                .keyring
+                .open_value(&format!("access log entry {}", hex::encode(&key)), &value)?;
             entries.push(
                 serde_json::from_slice(&value).map_err(|err| StoreError::Damaged {
                     doc: format!("access log entry {}", hex::encode(key)),
@@ -619,8 +742,9 @@ mod tests {
         let id = ShareableDocId::lessons("lund").unwrap();
         let mut doc = Automerge::new();
         let mut persisted = Vec::new();
+        let master = MasterKey::generate();
         {
-            let store = Store::open(dir.path(), Duration::from_secs(5)).unwrap();
+            let store = Store::open(dir.path(), Duration::from_secs(5), master.clone()).unwrap();
             for i in 0..5 {
                 doc.transact(|tx| tx.put(ROOT, format!("k{i}"), i as i64))
                     .unwrap();
@@ -646,7 +770,7 @@ mod tests {
                     .unwrap();
             }
         }
-        let store = Store::open(dir.path(), Duration::from_secs(5)).unwrap();
+        let store = Store::open(dir.path(), Duration::from_secs(5), master).unwrap();
         let loaded = store.shared.load_all().unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(
@@ -656,5 +780,124 @@ mod tests {
         assert_eq!(loaded[0].doc.get_heads(), doc.get_heads());
         assert!(loaded[0].doc.get(ROOT, "k4").unwrap().is_some());
         assert!(store.local.load_all().unwrap().is_empty());
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn readable(dir: &Path, master: &MasterKey) -> Vec<u8> {
+        readable_with_key(dir, master).unwrap()
+    }
+
+    fn raw_files(dir: &Path) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                all.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn local_documents_are_sealed_and_a_replaced_history_is_unreadable_even_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let id = DocId::local("signals").unwrap();
+        let secret = "Ingrid Kvarnström-Lindqvist";
+        let mut doc = Automerge::new();
+        {
+            let store = Store::open(dir.path(), Duration::from_secs(5), master.clone()).unwrap();
+            let mut persisted = Vec::new();
+            for i in 0..20 {
+                doc.transact(|tx| {
+                    tx.put(ROOT, format!("k{i}"), format!("{secret} {i}"))?;
+                    tx.put(ROOT, "kept", "nothing personal")
+                })
+                .unwrap();
+                let bytes = doc.save_after(&persisted);
+                persisted = doc.get_heads();
+                store
+                    .local
+                    .persist(&id, PersistKind::Incremental, &bytes, &persisted)
+                    .unwrap();
+            }
+            store
+                .access_log
+                .append(&[AccessEntry {
+                    time_ms: 1,
+                    actor: "admin".into(),
+                    action: "read".into(),
+                    resource: "signals/x".into(),
+                }])
+                .unwrap();
+            store.durability.sync().unwrap();
+            assert!(!contains(&raw_files(dir.path()), secret.as_bytes()));
+            assert!(!contains(&raw_files(dir.path()), b"signals/x"));
+            // With the key, the data (and the access log) can be read back from the files.
+            let before = readable(dir.path(), &master);
+            assert!(contains(&before, secret.as_bytes()));
+            assert!(contains(&before, b"signals/x"));
+
+            // Erase: a document without the secret and without history replaces it.
+            let mut fresh = Automerge::new();
+            fresh
+                .transact(|tx| tx.put(ROOT, "kept", "nothing personal"))
+                .unwrap();
+            store
+                .local
+                .replace_and_forget(&id, &fresh.save(), &fresh.get_heads())
+                .unwrap();
+        }
+        let after = readable(dir.path(), &master);
+        assert!(!contains(&after, secret.as_bytes()));
+        assert!(contains(&after, b"nothing personal"));
+        assert!(contains(&after, b"signals/x"));
+        let store = Store::open(dir.path(), Duration::from_secs(5), master).unwrap();
+        let loaded = store.local.load_all().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].doc.get_heads(), fresh_heads(&loaded[0].doc));
+        assert!(loaded[0].doc.get(ROOT, "k0").unwrap().is_none());
+        assert_eq!(store.access_log.list().unwrap().len(), 1);
+    }
+
+    fn fresh_heads(doc: &Automerge) -> Vec<ChangeHash> {
+        assert_eq!(
+            doc.get_changes(&[]).len(),
+            1,
+            "no history before the erasure"
+        );
+        doc.get_heads()
+    }
+
+    #[test]
+    fn a_wrong_key_opens_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        {
+            let store = Store::open(dir.path(), Duration::from_secs(5), master).unwrap();
+            let mut doc = Automerge::new();
+            doc.transact(|tx| tx.put(ROOT, "a", 1)).unwrap();
+            store
+                .local
+                .persist(
+                    &DocId::local("network").unwrap(),
+                    PersistKind::Snapshot,
+                    &doc.save(),
+                    &doc.get_heads(),
+                )
+                .unwrap();
+        }
+        let err = Store::open(dir.path(), Duration::from_secs(5), MasterKey::generate())
+            .err()
+            .expect("a wrong key is refused");
+        assert!(
+            err.to_string().contains("does not open the keyring"),
+            "{err}"
+        );
     }
 }

@@ -319,6 +319,48 @@ fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
         !refused.status.success(),
         "restoring over an existing store is refused"
     );
+    // The backup is sealed: its personal data is unreadable without the at-rest key, and a
+    // restore without that key is refused before anything is written.
+    let archive = std::fs::read(&backup).unwrap();
+    assert!(!archive.windows(9).any(|w| w == b"backed up"));
+    let key = sfs_node::seal::MasterKey::load(&d.join("data.key")).unwrap();
+    let readable = sfs_node::store::readable_with_key(&backup, &key).unwrap();
+    assert!(readable.windows(9).any(|w| w == b"backed up"));
+    let keyless = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args([
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            d.join("restored").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!keyless.status.success());
+    assert!(
+        String::from_utf8_lossy(&keyless.stderr).contains("--key-file"),
+        "{}",
+        String::from_utf8_lossy(&keyless.stderr)
+    );
+    assert!(!d.join("restored").join("store").exists());
+    let wrong_key = d.join("wrong.key");
+    sfs_node::seal::MasterKey::create(&wrong_key).unwrap();
+    let wrong = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args([
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            d.join("restored").to_str().unwrap(),
+            "--key-file",
+            wrong_key.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(!d.join("restored").join("store").exists());
+    // The restored node is configured with the key at its default place, beside its data.
+    std::fs::copy(d.join("data.key"), d.join("restored.key")).unwrap();
     let out = sfs_node(&[
         "restore",
         "--from",

@@ -2,6 +2,7 @@
 //! talking through the real gRPC API.
 
 mod domain;
+mod erasure;
 mod faults;
 mod integration;
 mod mtls;
@@ -127,10 +128,16 @@ async fn local_canaries_never_reach_the_hub_or_another_city() {
         frames.iter().any(|(_, f)| contains(f, shared_marker)),
         "the tap saw the shared lesson"
     );
+    // Helsingborg stores them sealed: not one in plain bytes, every one readable with its key.
     let own_files = all_files(&helsingborg_dir);
+    let own_readable = util::readable_with_key(&helsingborg_dir);
     for canary in canaries {
         assert!(
-            own_files.iter().any(|(_, b)| contains(b, canary)),
+            own_files.iter().all(|(_, b)| !contains(b, canary)),
+            "{canary} is stored unsealed in Helsingborg"
+        );
+        assert!(
+            contains(&own_readable, canary),
             "{canary} is stored in Helsingborg"
         );
     }

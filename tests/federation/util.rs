@@ -232,6 +232,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         },
         log: Default::default(),
         store: Default::default(),
+        privacy: Default::default(),
     };
     TestNode {
         config,
@@ -243,6 +244,19 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
 /// Certificate and key files of a node, for tests that dial the hub by hand.
 pub fn node_files(pki_dir: &Path, id: &NodeId) -> NodeFiles {
     NodeFiles::in_dir(pki_dir, id)
+}
+
+/// Everything a node's at-rest key can read in its data directory (or in a backup file of
+/// the node whose data directory is `data_dir`), documents expanded with their whole history.
+pub fn readable_with_key_of(data_dir: &Path, path: &Path) -> Vec<u8> {
+    let key_file = sfs_node::config::default_key_file(data_dir, None);
+    let key = sfs_node::seal::MasterKey::load(&key_file).unwrap();
+    sfs_node::store::readable_with_key(path, &key).unwrap()
+}
+
+/// Everything a node's at-rest key can read in its data directory.
+pub fn readable_with_key(data_dir: &Path) -> Vec<u8> {
+    readable_with_key_of(data_dir, data_dir)
 }
 
 /// Every file under `dir`, read whole.

@@ -295,6 +295,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
         },
         log: Default::default(),
         store: Default::default(),
+        privacy: Default::default(),
     };
     let config_path = node_dir.join("node.toml");
     write_config(&config_path, &config)?;
@@ -332,6 +333,7 @@ impl EmulatedCity {
         let store = Store::open(
             &cluster.dir.path().join("emulated").join(id.name()),
             Duration::from_secs(10),
+            sfs_node::seal::MasterKey::generate(),
         )?;
         let arrivals: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
         let tap = {

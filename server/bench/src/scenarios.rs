@@ -393,7 +393,7 @@ async fn disk_footprint(
     lund.stop()?;
     // The document's stored bytes against Automerge's own saved size of the very same document.
     let (stored, saved) = {
-        let store = sfs_node::store::Store::open(&lund.config.data_dir, Duration::from_secs(10))?;
+        let store = open_store(&lund.config.data_dir)?;
         let doc = ShareableDocId::lessons("lund")?;
         let saved = store
             .shared
@@ -486,10 +486,21 @@ async fn wait_none_linked(cities: &[EmulatedCity]) -> anyhow::Result<()> {
     .await
 }
 
+/// Opens a stopped node's store with its at-rest key (beside the data directory).
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<sfs_node::store::Store> {
+    let key_file = sfs_node::config::default_key_file(data_dir, None);
+    let (key, _) = sfs_node::seal::MasterKey::for_data_dir(&key_file, data_dir)?;
+    Ok(sfs_node::store::Store::open(
+        data_dir,
+        Duration::from_secs(10),
+        key,
+    )?)
+}
+
 /// Stores `count` lesson documents of other cities (three lessons each) in a stopped node's
 /// data directory, as if it had synced them.
 fn store_documents(data_dir: &std::path::Path, count: usize, prefix: &str) -> anyhow::Result<()> {
-    let store = sfs_node::store::Store::open(data_dir, Duration::from_secs(10))?;
+    let store = open_store(data_dir)?;
     for i in 0..count {
         // Written under the owner's own actor, as a real city would: the federation accepts a
         // city's changes under no other.

@@ -36,6 +36,8 @@ pub struct ApiState {
     pub access_log: Arc<crate::store::AccessLog>,
     /// The node's data directory (for backups of the token file).
     pub data_dir: std::path::PathBuf,
+    /// The at-rest key, which seals local data in backups too.
+    pub at_rest: crate::seal::MasterKey,
 }
 
 impl ApiState {

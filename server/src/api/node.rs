@@ -15,7 +15,8 @@ pub struct NodeService(pub ApiState);
 const BACKUP_CHUNK: usize = 1024 * 1024;
 
 impl NodeService {
-    /// Every document, the token file and the access log, as one archive.
+    /// Every document, the token file and the access log, as one archive; local documents and
+    /// the access log sealed with the backup key derived from the at-rest key.
     fn archive(&self) -> Result<pb::BackupArchive, Status> {
         let state = &self.0;
         let me = state.sync.me().clone();
@@ -25,7 +26,7 @@ impl NodeService {
             .into_iter()
             .map(|(id, data)| pb::BackupDocument {
                 doc_id: id.to_string(),
-                data,
+                data: state.at_rest.seal_backup(&data),
             })
             .collect();
         documents.extend(state.sync.read(|engine| {
@@ -59,8 +60,13 @@ impl NodeService {
             tokens,
             access_log: entries
                 .iter()
-                .map(|e| serde_json::to_vec(e).expect("entry serialises"))
+                .map(|e| {
+                    state
+                        .at_rest
+                        .seal_backup(&serde_json::to_vec(e).expect("entry serialises"))
+                })
                 .collect(),
+            sealed: true,
         })
     }
 }

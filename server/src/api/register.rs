@@ -383,6 +383,42 @@ impl pb::register_server::Register for RegisterService {
         delete(self, request, "contacts").await
     }
 
+    async fn erase_contact(
+        &self,
+        request: Request<pb::EraseRequest>,
+    ) -> Result<Response<pb::EraseResponse>, Status> {
+        let caller = require(&request, ApiRole::Coordinator)?;
+        self.city_only()?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, "contacts", "name")?;
+        let local = self.0.local.clone();
+        let erased = name.clone();
+        super::blocking(move || {
+            local.erase(&network(), |tx| {
+                super::delete_or_not_found(tx, "contacts", &id, &erased)
+            })
+        })
+        .await??;
+        let entry = crate::store::AccessEntry {
+            time_ms: super::now_ms(),
+            actor: caller.actor,
+            action: "erase".into(),
+            resource: name.clone(),
+        };
+        let log = self.0.access_log.clone();
+        super::blocking(move || log.append(&[entry]))
+            .await?
+            .map_err(|err| {
+                Status::unavailable(format!(
+                    "the contact was erased, but the access log could not be written: {err}"
+                ))
+            })?;
+        Ok(Response::new(pb::EraseResponse {
+            name,
+            erase_time_ms: super::now_ms(),
+        }))
+    }
+
     async fn create_meeting(
         &self,
         request: Request<pb::CreateMeetingRequest>,

@@ -222,6 +222,28 @@ impl pb::signals_server::Signals for SignalsService {
         Ok(Response::new(updated))
     }
 
+    async fn erase_signal(
+        &self,
+        request: Request<pb::EraseRequest>,
+    ) -> Result<Response<pb::EraseResponse>, Status> {
+        let caller = self.guard(&request)?;
+        let name = request.into_inner().name;
+        let id = parse_name(&name, "signals", "name")?;
+        let local = self.0.local.clone();
+        let erased = name.clone();
+        blocking(move || {
+            local.erase(&signals_doc(), |tx| {
+                super::delete_or_not_found(tx, "signals", &id, &erased)
+            })
+        })
+        .await??;
+        self.log(&caller, "erase", vec![name.clone()]).await?;
+        Ok(Response::new(pb::EraseResponse {
+            name,
+            erase_time_ms: now_ms(),
+        }))
+    }
+
     async fn list_access_log(
         &self,
         request: Request<pb::ListRequest>,
@@ -248,5 +270,62 @@ impl pb::signals_server::Signals for SignalsService {
             next_page_token,
             total_size,
         }))
+    }
+}
+
+/// Erases closed signals once their retention period is over, checking a few times per period
+/// (at least every 10 minutes), until `shutdown`. Each erasure is written to the access log
+/// with the actor `retention`.
+pub async fn erase_expired(
+    state: ApiState,
+    retention: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = (retention / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(600),
+    );
+    let retention_ms = retention.as_millis().min(i64::MAX as u128) as i64;
+    loop {
+        let local = state.local.clone();
+        let log = state.access_log.clone();
+        let swept = blocking(move || -> Result<usize, Status> {
+            let now = now_ms();
+            let ids = local.read(&signals_doc(), |doc| sig::expired(doc, now, retention_ms));
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let erased = ids.clone();
+            local.erase(&signals_doc(), |tx| {
+                for id in &erased {
+                    super::delete_or_not_found(tx, "signals", id, &format!("signals/{id}"))?;
+                }
+                Ok(())
+            })?;
+            let entries: Vec<AccessEntry> = ids
+                .iter()
+                .map(|id| AccessEntry {
+                    time_ms: now,
+                    actor: "retention".into(),
+                    action: "erase".into(),
+                    resource: format!("signals/{id}"),
+                })
+                .collect();
+            log.append(&entries)
+                .map_err(|err| Status::unavailable(err.to_string()))?;
+            Ok(ids.len())
+        })
+        .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => tracing::info!(count, "erased closed signals past their retention"),
+            Ok(Err(status)) | Err(status) => {
+                tracing::warn!(error = %status.message(), "erasing expired signals failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
