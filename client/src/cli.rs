@@ -205,6 +205,9 @@ enum RegisterCommand {
         #[arg(long, default_value = "")]
         email: String,
     },
+    /// Erase a contact person for good (contacts/{id}): record, history and the key of its
+    /// earlier versions. Irreversible; needs a coordinator token.
+    EraseContact { name: String },
     /// List meetings, newest first.
     Meetings {
         #[arg(long)]
@@ -278,6 +281,9 @@ enum SignalsCommand {
     },
     /// Change a signal's status: new, referred, in_support or closed.
     SetStatus { name: String, status: String },
+    /// Erase a signal for good (signals/{id}): record, history and the key of its earlier
+    /// versions. Irreversible.
+    Erase { name: String },
     /// The access log of personal data (admin).
     AccessLog {
         #[arg(long)]
@@ -911,6 +917,14 @@ async fn register(
                 format!("{:<27} {:<30} {}", c.name, c.full_name, c.organisation)
             })?;
         }
+        RegisterCommand::EraseContact { name } => {
+            let done = r
+                .erase_contact(pb::EraseRequest { name })
+                .await
+                .map_err(err)?
+                .into_inner();
+            writeln!(out, "erased {}", done.name)?;
+        }
         RegisterCommand::AddContact {
             name,
             organisation,
@@ -1127,6 +1141,14 @@ async fn signals(
             };
             let updated = s.update_signal(request).await.map_err(err)?.into_inner();
             writeln!(out, "{} is {}", updated.name, updated.status)?;
+        }
+        SignalsCommand::Erase { name } => {
+            let done = s
+                .erase_signal(pb::EraseRequest { name })
+                .await
+                .map_err(err)?
+                .into_inner();
+            writeln!(out, "erased {}", done.name)?;
         }
         SignalsCommand::AccessLog { json } => {
             let entries = s

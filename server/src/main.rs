@@ -42,6 +42,13 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Create an at-rest key file (for `store.key_file`), readable by its owner only. A node
+    /// also creates its key on first start; this is for keys kept on other media.
+    AtRestKey {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Back up a running node through its API (admin token) into one file.
     Backup {
         /// The node's API endpoint, for example https://127.0.0.1:7443.
@@ -280,6 +287,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bytes.len(),
                 out.display()
             );
+        }
+        Command::AtRestKey { out } => {
+            sfs_node::seal::MasterKey::create(&out)?;
+            println!("created the at-rest key {}", out.display());
         }
         Command::Restore {
             from,

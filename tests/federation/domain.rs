@@ -425,8 +425,12 @@ async fn signals_are_for_coordinators_every_access_is_logged_and_nothing_leaves_
     ];
     fed.stop_all().await;
     assert!(
-        all_files(&own).iter().any(|(_, b)| contains(b, canary)),
+        contains(&crate::util::readable_with_key(&own), canary),
         "control: the signal is stored in Helsingborg"
+    );
+    assert!(
+        all_files(&own).iter().all(|(_, b)| !contains(b, canary)),
+        "the signal is stored sealed"
     );
     assert!(
         frames.iter().all(|(_, f)| !contains(f, canary)),

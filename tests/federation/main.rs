@@ -639,6 +639,11 @@ async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     let (result, out) = cli(&["--node", "malmo", "signals", "access-log", "--json"]).await;
     result.unwrap();
     assert!(out.contains(&signal), "{out}");
+    let (result, out) = cli(&["--node", "malmo", "signals", "erase", &signal]).await;
+    result.unwrap();
+    assert_eq!(out.trim(), format!("erased {signal}"));
+    let (result, _) = cli(&["--node", "malmo", "signals", "get", &signal]).await;
+    assert!(result.unwrap_err().to_string().contains("NOT_FOUND"));
     let (result, out) = cli(&["--node", "national", "progress", "adoption", "--json"]).await;
     result.unwrap();
     let adoption: serde_json::Value = serde_json::from_str(&out).unwrap();

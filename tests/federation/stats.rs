@@ -533,10 +533,14 @@ async fn published_releases_equal_their_previews_and_sum_into_national_figures()
         "control: the raw records hold the canary"
     );
     assert!(
+        contains(&crate::util::readable_with_key(&lund_dir), canary),
+        "control: stored in Lund"
+    );
+    assert!(
         all_files(&lund_dir)
             .iter()
-            .any(|(_, b)| contains(b, canary)),
-        "control: stored in Lund"
+            .all(|(_, b)| !contains(b, canary)),
+        "raw records are stored sealed"
     );
     assert!(histories.iter().any(|(id, _)| id == "shared/stats/lund"));
     for (id, history) in &histories {
