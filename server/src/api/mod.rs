@@ -36,6 +36,8 @@ pub struct ApiState {
     pub access_log: Arc<crate::store::AccessLog>,
     /// The node's data directory (for backups of the token file).
     pub data_dir: std::path::PathBuf,
+    /// The signed handbook release this node runs.
+    pub releases: Arc<crate::release::ReleaseTracker>,
 }
 
 impl ApiState {
