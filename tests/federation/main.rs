@@ -6,6 +6,7 @@ mod faults;
 mod integration;
 mod mtls;
 mod python;
+mod releases;
 mod stats;
 mod util;
 
