@@ -43,10 +43,8 @@ pub enum Refusal {
     )]
     NotNewer { number: i64, running: i64 },
     /// It had expired when this node checked it.
-    #[error(
-        "it expired (expire_time_ms {expire_time_ms}) before this node checked it at {now_ms}"
-    )]
-    Expired { expire_time_ms: i64, now_ms: i64 },
+    #[error("it had expired (expire_time_ms {expire_time_ms}) when this node checked it")]
+    Expired { expire_time_ms: i64 },
 }
 
 /// Errors keeping the running release on disk.
@@ -136,7 +134,6 @@ pub fn evaluate(
                 },
                 Ok(_) => Refusal::Expired {
                     expire_time_ms: r.expire_time_ms,
-                    now_ms,
                 },
             };
             (r, refusal)
@@ -161,6 +158,8 @@ pub struct ReleaseTracker {
     key: Option<PublicKey>,
     path: PathBuf,
     state: Mutex<TrackerState>,
+    /// Held for a whole refresh, so two refreshes never interleave (the later document wins).
+    refreshing: Mutex<()>,
 }
 
 impl ReleaseTracker {
@@ -193,6 +192,7 @@ impl ReleaseTracker {
                 running,
                 ..Default::default()
             }),
+            refreshing: Mutex::new(()),
         })
     }
 
@@ -216,6 +216,7 @@ impl ReleaseTracker {
         let Some(key) = &self.key else {
             return Ok(());
         };
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.state().running.clone();
         let evaluation = sync.read(|engine| {
             let empty = Automerge::new();
@@ -402,7 +403,8 @@ mod tests {
         let good = signed(&k, &v1, 1, "2027.1");
         let public = k.public_key();
         assert!(check(&public, &good, &doc).is_ok());
-        let tampered: Vec<(&str, Box<dyn Fn(&mut pb::Release)>)> = vec![
+        type Tamper<'a> = Box<dyn Fn(&mut pb::Release) + 'a>;
+        let tampered: Vec<(&str, Tamper)> = vec![
             ("number", Box::new(|r| r.number = 2)),
             ("version", Box::new(|r| r.version = v2.clone())),
             ("label", Box::new(|r| r.version_label = "2027.2".into())),

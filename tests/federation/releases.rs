@@ -294,7 +294,8 @@ async fn an_older_release_number_is_refused() {
     let key = coordinator_key(&fed);
     let mut hub = fed.hub_client().await;
     add_chapter(&mut hub, "Chapter").await;
-    hub.create_signed_release(&key, draft("2027.3", Some(3)))
+    let newest = hub
+        .create_signed_release(&key, draft("2027.3", Some(3)))
         .await
         .unwrap();
     wait_running(&fed, 0, "2027.3").await;
@@ -329,6 +330,35 @@ async fn an_older_release_number_is_refused() {
         check.reason
     );
     assert_eq!(report.release.unwrap().version_label, "2027.3");
+
+    // The hub deletes the newer release's record: the city does not fall back to 2027.2.
+    let newest_id = newest.name.rsplit('/').next().unwrap().to_string();
+    let sync = fed.hub.running.as_ref().unwrap().sync().clone();
+    tokio::task::spawn_blocking(move || {
+        sync.edit(&method_doc(), |tx| {
+            sfs_node::docmodel::delete_record(tx, "releases", &newest_id)
+        })
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let mut city = fed.client(0).await;
+    eventually("Lund has the deletion", || {
+        let mut city = city.clone();
+        async move {
+            let releases = city
+                .method
+                .list_releases(pb::ListRequest::default())
+                .await
+                .ok()?;
+            (releases.into_inner().releases.len() == 1).then_some(())
+        }
+    })
+    .await;
+    let after = city.running_release().await.unwrap();
+    assert_eq!(after.release.as_ref().unwrap().version_label, "2027.3");
+    assert!(check_of(&after, "2027.2").older);
+    assert_eq!(chapter_titles(&city.handbook().await.unwrap()), ["Chapter"]);
     fed.stop_all().await;
 }
 

@@ -396,6 +396,11 @@ impl pb::method_server::Method for MethodService {
         request: Request<pb::GetRunningReleaseRequest>,
     ) -> Result<Response<pb::RunningRelease>, Status> {
         require(&request, ApiRole::Reader)?;
+        // Look at the handbook as it is now, so the answer is never behind what arrived.
+        let (sync, tracker) = (self.0.sync.clone(), self.0.releases.clone());
+        if let Err(err) = super::blocking(move || tracker.refresh(&sync, now_ms())).await? {
+            tracing::error!(error = %err, "storing the running handbook release failed");
+        }
         let now = now_ms();
         Ok(Response::new(
             self.read(|doc| self.0.releases.report(doc, now)),
