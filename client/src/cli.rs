@@ -1780,9 +1780,14 @@ async fn cities(
                     } else {
                         c.handbook_release.as_str()
                     };
+                    let running = if c.running_release.is_empty() {
+                        "-"
+                    } else {
+                        c.running_release.as_str()
+                    };
                     writeln!(
                         out,
-                        "{:<20} {:<16} {:<22} joined {}  handbook {release}  {link}",
+                        "{:<20} {:<16} {:<22} joined {}  handbook {release}  runs {running}  {link}",
                         c.name, c.display_name, c.county, c.joined_date
                     )?;
                 }

@@ -24,6 +24,7 @@ use automerge::{Automerge, ChangeHash};
 use prost::Message;
 use sfs_client::release::{PublicKey, Statement};
 use sfs_proto::v1 as pb;
+use sfs_sync::Role;
 
 use crate::method;
 use crate::sync::SyncHandle;
@@ -253,6 +254,11 @@ impl ReleaseTracker {
         }
         state.running = evaluation.running;
         state.not_running = evaluation.not_running;
+        let running = state.running.clone();
+        drop(state);
+        if sync.me().role() == Role::City {
+            report_to_hub(sync, running.as_ref());
+        }
         Ok(())
     }
 
@@ -310,6 +316,37 @@ impl ReleaseTracker {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The release a city reports it runs in its progress document: `(label, number)`.
+pub fn reported_release(progress: &Automerge) -> (String, i64) {
+    (
+        crate::docmodel::get_str(progress, &automerge::ROOT, "running_release"),
+        crate::docmodel::get_i64(progress, &automerge::ROOT, "running_release_number"),
+    )
+}
+
+/// Writes the running release into the city's own `shared/progress/{city}` (only the city can
+/// change it, so the hub cannot misstate it to other nodes), if it changed.
+fn report_to_hub(sync: &SyncHandle, running: Option<&pb::Release>) {
+    use automerge::transaction::Transactable;
+    let Ok(doc) = crate::progress::progress_doc(sync.me().name()) else {
+        return;
+    };
+    let now = running
+        .map(|r| (r.version_label.clone(), r.number))
+        .unwrap_or_default();
+    let recorded = sync.read(|engine| engine.document(&doc).map(reported_release));
+    if recorded.as_ref() == Some(&now) || (recorded.is_none() && running.is_none()) {
+        return;
+    }
+    let result = sync.edit(&doc, |tx| {
+        tx.put(automerge::ROOT, "running_release", now.0.as_str())?;
+        tx.put(automerge::ROOT, "running_release_number", now.1)
+    });
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "recording the running handbook release in the progress document failed");
     }
 }
 

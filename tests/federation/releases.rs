@@ -150,6 +150,34 @@ async fn a_signed_release_propagates_and_the_city_runs_it_and_serves_its_content
     assert!(!latest.verified);
     assert_eq!(latest.chapters.len(), 2);
 
+    // The city tells the hub, in its own progress document, which release it runs.
+    hub.directory
+        .create_city(pb::CreateCityRequest {
+            city: Some(pb::City {
+                name: "cities/lund".into(),
+                display_name: "Lund".into(),
+                county: "Skåne län".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    eventually("the hub's directory shows the release Lund runs", || {
+        let mut hub = hub.clone();
+        async move {
+            let cities = hub
+                .directory
+                .list_cities(pb::ListRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .cities;
+            let lund = cities.iter().find(|c| c.name == "cities/lund")?;
+            (lund.running_release == "2027.1" && lund.running_release_number == 1).then_some(())
+        }
+    })
+    .await;
+
     // With a release key configured the hub takes only signed releases.
     let unsigned = hub
         .method
