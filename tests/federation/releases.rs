@@ -247,6 +247,21 @@ async fn a_compromised_hub_cannot_make_a_city_run_a_forged_or_altered_release() 
     assert_eq!(status, Code::PermissionDenied, "{message}");
     assert!(message.contains("does not verify"), "{message}");
     inject_release(&fed, forged).await;
+    // Correctly signed, but naming heads the hub's handbook does not have.
+    let mut elsewhere = draft("elsewhere", Some(2));
+    elsewhere.version = Some("cd".repeat(32));
+    let elsewhere = hub.sign_release(&key, elsewhere, now_ms()).await.unwrap();
+    let (status, message) = code(
+        hub.method
+            .create_release(pb::CreateReleaseRequest {
+                release: Some(elsewhere),
+            })
+            .await
+            .map_err(ClientError::from)
+            .unwrap_err(),
+    );
+    assert_eq!(status, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("heads"), "{message}");
 
     // 2. The genuine signature with the heads moved to the planted state.
     let mut moved = genuine.clone();
