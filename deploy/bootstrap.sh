@@ -3,15 +3,17 @@
 #
 #   bootstrap.sh DIR HUB_HOST CITY [CITY ...]
 #
-# DIR gets: pki/ (the CA and one certificate per node), <node>/node.toml, <node>/data/ and
-# <node>/admin.token. HUB_HOST is the name cities use to reach the hub (it goes in the hub's
+# DIR gets: pki/ (the CA and one certificate per node), coordinator/ (the national
+# coordinator's release key pair: move release.key to the coordinator's own machine; every node
+# gets release.pub), <node>/node.toml, <node>/data/ and <node>/admin.token. HUB_HOST is the name cities use to reach the hub (it goes in the hub's
 # certificate). Existing files are kept, so running it again only adds what is missing.
-# Uses only `sfs-node pki`, `sfs-node token` and `sfs-node check-config`.
+# Uses only `sfs-node pki` (init, issue, release-key), `sfs-node token` and `sfs-node check-config`.
 set -eu
 SFS_NODE=${SFS_NODE:-sfs-node}
 dir=$1; hub_host=$2; shift 2
 mkdir -p "$dir/pki"
 [ -f "$dir/pki/ca.crt" ] || "$SFS_NODE" pki init --dir "$dir/pki"
+[ -f "$dir/coordinator/release.pub" ] || "$SFS_NODE" pki release-key --out "$dir/coordinator/release.key"
 
 node() { # name role extra-name
     name=$1; role=$2
@@ -36,6 +38,8 @@ listen = "0.0.0.0:9464"
 ca = "../pki/ca.crt"
 cert = "../pki/nodes/hub-national.crt"
 key = "../pki/nodes/hub-national.key"
+[method]
+release_public_key = "../coordinator/release.pub"
 TOML
 fi
 "$SFS_NODE" check-config --config "$dir/national/node.toml"
@@ -58,6 +62,8 @@ listen = "0.0.0.0:9464"
 ca = "../pki/ca.crt"
 cert = "../pki/nodes/city-$city.crt"
 key = "../pki/nodes/city-$city.key"
+[method]
+release_public_key = "../coordinator/release.pub"
 TOML
     fi
     "$SFS_NODE" check-config --config "$dir/$city/node.toml"

@@ -293,8 +293,16 @@ enum SignalsCommand {
 
 #[derive(Subcommand, Debug)]
 enum HandbookCommand {
-    /// Show the handbook this node has.
+    /// Show the handbook this node serves (with a release key: the verified running release).
     Show {
+        /// Show the newest state instead (at the hub: the working draft).
+        #[arg(long)]
+        latest: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The release this node runs, and every release it does not run with the reason.
+    Running {
         #[arg(long)]
         json: bool,
     },
@@ -312,12 +320,25 @@ enum HandbookCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cut a release (hub, coordinator).
+    /// Cut a release (hub, coordinator). With --key the release is signed on this machine with
+    /// the national coordinator's private key; a hub with a release key accepts only that.
     Release {
         #[arg(long)]
         label: String,
         #[arg(long, default_value = "")]
         notes: String,
+        /// The coordinator's private release key (PEM, from `sfs-node pki release-key`).
+        #[arg(long, env = "SFS_RELEASE_KEY")]
+        key: Option<PathBuf>,
+        /// Days the release is accepted by cities after signing.
+        #[arg(long, default_value_t = 365, requires = "key")]
+        valid_days: i64,
+        /// The release number (default: one more than the highest at the hub).
+        #[arg(long, requires = "key")]
+        number: Option<i64>,
+        /// The handbook version to release (default: the hub's newest state).
+        #[arg(long, requires = "key")]
+        version: Option<String>,
     },
     /// Add a chapter (hub, coordinator).
     AddChapter {
@@ -1175,15 +1196,55 @@ async fn handbook(
 ) -> Result<(), CliError> {
     let err = ClientError::from;
     match command {
-        HandbookCommand::Show { json } => {
-            let handbook = client.handbook().await?;
+        HandbookCommand::Running { json } => {
+            let running = client.running_release().await?;
+            if json {
+                emit(out, &running, true)?;
+            } else {
+                match &running.release {
+                    Some(r) => writeln!(
+                        out,
+                        "running release {} (number {}, {}){}",
+                        r.version_label,
+                        r.number,
+                        if running.verified {
+                            format!("verified with key {}", running.key_id)
+                        } else {
+                            "not verified: no release key configured".to_string()
+                        },
+                        if running.expired { ", EXPIRED" } else { "" }
+                    )?,
+                    None => writeln!(out, "no release running")?,
+                }
+                for check in &running.not_running {
+                    let r = check.release.clone().unwrap_or_default();
+                    let verdict = if check.older { "older" } else { "REFUSED" };
+                    writeln!(
+                        out,
+                        "{verdict:<8} {} (number {}, {}): {}",
+                        r.version_label, r.number, r.name, check.reason
+                    )?;
+                }
+            }
+        }
+        HandbookCommand::Show { latest, json } => {
+            let handbook = if latest {
+                client.handbook_latest().await?
+            } else {
+                client.handbook().await?
+            };
             if json {
                 emit(out, &handbook, true)?;
             } else {
                 let release = if handbook.current_release.is_empty() {
                     "no release yet".to_string()
                 } else {
-                    format!("release {}", handbook.current_release)
+                    let how = if handbook.verified {
+                        ", signature verified"
+                    } else {
+                        ""
+                    };
+                    format!("release {}{how}", handbook.current_release)
                 };
                 writeln!(out, "Handbook ({release}; version {})\n", handbook.version)?;
                 for chapter in &handbook.chapters {
@@ -1239,7 +1300,35 @@ async fn handbook(
                 format!("{:<10} {:<32} {}", r.version_label, r.name, r.notes)
             })?;
         }
-        HandbookCommand::Release { label, notes } => {
+        HandbookCommand::Release {
+            label,
+            notes,
+            key: Some(key),
+            valid_days,
+            number,
+            version,
+        } => {
+            let key = crate::release::SigningKey::read(&key).map_err(ClientError::from)?;
+            let draft = crate::ReleaseDraft {
+                label,
+                notes,
+                valid_for_ms: valid_days.saturating_mul(86_400_000),
+                number,
+                version,
+            };
+            let created = client.create_signed_release(&key, draft).await?;
+            writeln!(
+                out,
+                "{} (number {}, signed with key {})",
+                created.name, created.number, created.key_id
+            )?;
+        }
+        HandbookCommand::Release {
+            label,
+            notes,
+            key: None,
+            ..
+        } => {
             let release = pb::Release {
                 version_label: label,
                 notes,
@@ -1713,9 +1802,14 @@ async fn cities(
                     } else {
                         c.handbook_release.as_str()
                     };
+                    let running = if c.running_release.is_empty() {
+                        "-"
+                    } else {
+                        c.running_release.as_str()
+                    };
                     writeln!(
                         out,
-                        "{:<20} {:<16} {:<22} joined {}  handbook {release}  {link}",
+                        "{:<20} {:<16} {:<22} joined {}  handbook {release}  runs {running}  {link}",
                         c.name, c.display_name, c.county, c.joined_date
                     )?;
                 }

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod cli;
+pub mod release;
 
 use sfs_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
@@ -30,6 +31,23 @@ pub enum ClientError {
     BadToken,
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(#[from] Status),
+    #[error(transparent)]
+    Release(#[from] release::ReleaseError),
+}
+
+/// A release the national coordinator wants to sign; the rest is read from the hub.
+#[derive(Debug, Clone)]
+pub struct ReleaseDraft {
+    /// The version label, for example `2027.1`.
+    pub label: String,
+    /// The release notes.
+    pub notes: String,
+    /// How long cities accept the release after it is signed, in milliseconds.
+    pub valid_for_ms: i64,
+    /// The release number; by default one more than the highest at the hub.
+    pub number: Option<i64>,
+    /// The handbook version (heads) to release; by default the hub's newest state.
+    pub version: Option<String>,
 }
 
 /// The gRPC status code in the words of the gRPC specification.
@@ -292,11 +310,103 @@ impl Client {
             .contacts)
     }
 
-    /// The method handbook as this node has it.
+    /// The method handbook this node serves (on a node with a release key: the content of
+    /// the verified release it runs).
     pub async fn handbook(&mut self) -> Result<pb::Handbook, ClientError> {
         Ok(self
             .method
-            .get_handbook(pb::GetHandbookRequest {})
+            .get_handbook(pb::GetHandbookRequest { latest: false })
+            .await?
+            .into_inner())
+    }
+
+    /// The newest state of the handbook on this node (at the hub: the working draft).
+    pub async fn handbook_latest(&mut self) -> Result<pb::Handbook, ClientError> {
+        Ok(self
+            .method
+            .get_handbook(pb::GetHandbookRequest { latest: true })
+            .await?
+            .into_inner())
+    }
+
+    /// The release this node runs and the releases it does not run, with reasons.
+    pub async fn running_release(&mut self) -> Result<pb::RunningRelease, ClientError> {
+        Ok(self
+            .method
+            .get_running_release(pb::GetRunningReleaseRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Builds and signs a release at the hub's current state (or `draft.version`), numbered
+    /// one above the hub's highest release unless `draft.number` says otherwise. Nothing is
+    /// sent; see [`Client::create_signed_release`].
+    pub async fn sign_release(
+        &mut self,
+        key: &release::SigningKey,
+        draft: ReleaseDraft,
+        now_ms: i64,
+    ) -> Result<pb::Release, ClientError> {
+        let version = match draft.version {
+            Some(version) => version,
+            None => self.handbook_latest().await?.version,
+        };
+        let number = match draft.number {
+            Some(number) => number,
+            None => {
+                let mut highest = 0;
+                let mut page_token = String::new();
+                loop {
+                    let page = self
+                        .method
+                        .list_releases(pb::ListRequest {
+                            page_size: 500,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    highest = page
+                        .releases
+                        .iter()
+                        .map(|r| r.number)
+                        .fold(highest, i64::max);
+                    if page.next_page_token.is_empty() {
+                        break;
+                    }
+                    page_token = page.next_page_token;
+                }
+                highest + 1
+            }
+        };
+        let mut release = pb::Release {
+            version_label: draft.label.trim().to_string(),
+            notes: draft.notes,
+            version,
+            number,
+            issue_time_ms: now_ms,
+            expire_time_ms: now_ms.saturating_add(draft.valid_for_ms),
+            ..Default::default()
+        };
+        key.sign(&mut release)?;
+        Ok(release)
+    }
+
+    /// Signs a release on this machine ([`Client::sign_release`]) and submits it to the hub.
+    pub async fn create_signed_release(
+        &mut self,
+        key: &release::SigningKey,
+        draft: ReleaseDraft,
+    ) -> Result<pb::Release, ClientError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let release = self.sign_release(key, draft, now_ms).await?;
+        Ok(self
+            .method
+            .create_release(pb::CreateReleaseRequest {
+                release: Some(release),
+            })
             .await?
             .into_inner())
     }

@@ -50,6 +50,9 @@ pub struct NodeConfig {
     /// Personal data.
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// The national method handbook.
+    #[serde(default)]
+    pub method: MethodConfig,
 }
 
 /// How long personal data is kept.
@@ -80,6 +83,18 @@ impl PrivacyConfig {
         (self.closed_signal_retention_days > 0.0)
             .then(|| Duration::from_secs_f64(self.closed_signal_retention_days * 86_400.0))
     }
+}
+
+/// How the node treats handbook releases.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    /// The national coordinator's release public key (PEM, made by `sfs-node pki release-key`).
+    /// With it a city runs only releases whose signature verifies and refuses tampered, older
+    /// and expired ones, and the hub accepts only signed releases. Without it releases are not
+    /// verified (development only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_public_key: Option<PathBuf>,
 }
 
 /// How the node uses its disk.
@@ -247,9 +262,13 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
-        for p in [config.tls.revoked.as_mut(), config.store.key_file.as_mut()]
-            .into_iter()
-            .flatten()
+        for p in [
+            config.tls.revoked.as_mut(),
+            config.store.key_file.as_mut(),
+            config.method.release_public_key.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -304,6 +323,9 @@ impl NodeConfig {
         }
         if let Some(v) = env("SFS_TLS_KEY") {
             self.tls.key = v.into();
+        }
+        if let Some(v) = env("SFS_METHOD_RELEASE_PUBLIC_KEY") {
+            self.method.release_public_key = Some(v.into());
         }
         if let Some(v) = env("SFS_METRICS_LISTEN") {
             self.metrics.listen = Some(addr("SFS_METRICS_LISTEN", "metrics.listen", v)?);
@@ -447,9 +469,14 @@ key = "lund.key"
             "SFS_API_LISTEN" => Some("127.0.0.1:9000".to_string()),
             "SFS_METRICS_LISTEN" => Some("127.0.0.1:9464".to_string()),
             "SFS_LOG_FORMAT" => Some("json".to_string()),
+            "SFS_METHOD_RELEASE_PUBLIC_KEY" => Some("keys/release.pub".to_string()),
             _ => None,
         };
         let config = NodeConfig::load_with_env(&write(dir.path(), CITY), env).unwrap();
+        assert_eq!(
+            config.method.release_public_key,
+            Some(dir.path().join("keys/release.pub"))
+        );
         assert_eq!(config.api.listen.port(), 9000);
         assert_eq!(config.metrics.listen.unwrap().port(), 9464);
         assert_eq!(config.log.format, "json");

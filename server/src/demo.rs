@@ -1,8 +1,10 @@
 //! `sfs-node demo`: a whole federation on this machine, a hub and some cities, each a real node
 //! with its own data directory, certificate, token and listeners on 127.0.0.1.
 //!
-//! Layout under the demo directory: `pki/` (the CA and node certificates), `<node>/node.toml`
-//! and `<node>/data/` per node, and `federation.json` describing how to reach each node.
+//! Layout under the demo directory: `pki/` (the CA and node certificates), `coordinator/`
+//! (the national coordinator's release key pair, outside every data directory; every node is
+//! configured with its public key), `<node>/node.toml` and `<node>/data/` per node, and
+//! `federation.json` describing how to reach each node.
 //! Running the demo again on the same directory reuses all of it (ports are chosen anew).
 
 use std::collections::BTreeMap;
@@ -31,6 +33,17 @@ pub struct FederationFile {
     pub hub: FederationNode,
     /// Every city, by name.
     pub cities: BTreeMap<String, FederationNode>,
+    /// The national coordinator's private release key, which signs handbook releases. The demo
+    /// keeps it beside the federation, outside every data directory; a real coordinator keeps
+    /// it on their own machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_key: Option<PathBuf>,
+}
+
+/// Where the demo keeps the coordinator's release key: `(private, public)`.
+pub fn release_key_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let keys = dir.join("coordinator");
+    (keys.join("release.key"), keys.join("release.pub"))
 }
 
 /// One node in `federation.json`.
@@ -53,6 +66,10 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
     let pki_dir = dir.join("pki");
     if !CaFiles::in_dir(&pki_dir).cert.exists() {
         pki::init_ca(&pki_dir)?;
+    }
+    let (release_key, release_public_key) = release_key_files(&dir);
+    if !release_key.exists() {
+        sfs_client::release::generate_key_files(&release_key, &release_public_key)?;
     }
     let mut ids = vec![NodeId::hub(HUB_NAME)?];
     for city in cities {
@@ -104,6 +121,9 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
             log: Default::default(),
             store: Default::default(),
             privacy: Default::default(),
+            method: crate::config::MethodConfig {
+                release_public_key: Some(release_public_key.clone()),
+            },
         };
         prepared.push((config, token));
     }
@@ -153,6 +173,7 @@ pub async fn start(
         ca: CaFiles::in_dir(&dir.join("pki")).cert,
         hub,
         cities,
+        release_key: Some(release_key_files(&dir).0),
     };
     std::fs::write(
         dir.join("federation.json"),
@@ -189,9 +210,14 @@ type SampleChapter = (
     &'static [(&'static str, &'static str, &'static [&'static str])],
 );
 
-/// Writes the sample handbook, a release and the directory at the hub, if it has none yet.
-async fn seed_hub(hub: &mut Client, cities: &[String]) -> anyhow::Result<()> {
-    if !hub.handbook().await?.chapters.is_empty() {
+/// Writes the sample handbook, a release (signed when `release_key` is given) and the directory
+/// at the hub, if it has none yet.
+async fn seed_hub(
+    hub: &mut Client,
+    cities: &[String],
+    release_key: Option<&Path>,
+) -> anyhow::Result<()> {
+    if !hub.handbook_latest().await?.chapters.is_empty() {
         return Ok(());
     }
     let handbook: [SampleChapter; 3] = [
@@ -261,18 +287,34 @@ async fn seed_hub(hub: &mut Client, cities: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    hub.method
-        .create_release(pb::CreateReleaseRequest {
-            release: Some(pb::Release {
-                version_label: "2026.1".into(),
-                notes: "First national release of the handbook.".into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
+    let (label, notes) = ("2026.1", "First national release of the handbook.");
+    match release_key {
+        Some(path) => {
+            let key = sfs_client::release::SigningKey::read(path)?;
+            let draft = sfs_client::ReleaseDraft {
+                label: label.into(),
+                notes: notes.into(),
+                valid_for_ms: 365 * 86_400_000,
+                number: None,
+                version: None,
+            };
+            hub.create_signed_release(&key, draft).await?;
+        }
+        None => {
+            hub.method
+                .create_release(pb::CreateReleaseRequest {
+                    release: Some(pb::Release {
+                        version_label: label.into(),
+                        notes: notes.into(),
+                        ..Default::default()
+                    }),
+                })
+                .await?;
+        }
+    }
     // A change after the release, so that "what changed since 2026.1" has an answer.
     let step = hub
-        .handbook()
+        .handbook_latest()
         .await?
         .chapters
         .last()
@@ -534,9 +576,13 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
 pub async fn seed(file: &FederationFile) -> anyhow::Result<()> {
     let ca_pem = std::fs::read_to_string(&file.ca)?;
     let cities: Vec<String> = file.cities.keys().cloned().collect();
-    seed_hub(&mut connect(&ca_pem, &file.hub).await?, &cities)
-        .await
-        .context("seeding the hub")?;
+    seed_hub(
+        &mut connect(&ca_pem, &file.hub).await?,
+        &cities,
+        file.release_key.as_deref(),
+    )
+    .await
+    .context("seeding the hub")?;
     for (name, node) in &file.cities {
         seed_city(&mut connect(&ca_pem, node).await?, name)
             .await

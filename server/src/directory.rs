@@ -36,6 +36,8 @@ pub fn read<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::City {
         last_seen_ms: dm::get_i64(doc, obj, "last_seen_ms"),
         handbook_release: dm::get_str(doc, obj, "handbook_release"),
         connected: false,
+        running_release: String::new(),
+        running_release_number: 0,
     }
 }
 

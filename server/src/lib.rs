@@ -3,7 +3,7 @@
 //! Layout: [`config`] reads `node.toml`; [`pki`] makes and reads certificates; [`store`] keeps
 //! documents in sled, local ones sealed by [`seal`]; [`sync`] drives the sans-IO engine of the `sfs-sync` crate over tonic and
 //! [`hub`] accepts city links; [`api`] serves apps and the CLI; [`lessons`] and [`register`]
-//! are the document models; [`tokens`] holds API tokens; [`node`] starts and stops it all;
+//! are the document models; [`release`] decides which signed handbook release a node runs; [`tokens`] holds API tokens; [`node`] starts and stops it all;
 //! [`demo`] runs a whole local federation.
 
 pub mod api;
@@ -20,6 +20,7 @@ pub mod pki;
 pub mod privacy;
 pub mod progress;
 pub mod register;
+pub mod release;
 pub mod seal;
 pub mod signals;
 pub mod stats;

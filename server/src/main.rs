@@ -112,6 +112,17 @@ enum PkiCommand {
         #[arg(long, default_value_t = 365)]
         days: i64,
     },
+    /// Make the national coordinator's release signing key (Ed25519): the private key at OUT
+    /// (PKCS#8 PEM, mode 0600; keep it on the coordinator's machine, never on the hub) and the
+    /// public key beside it with the extension `.pub`, for `method.release_public_key` on every
+    /// node.
+    ReleaseKey {
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the public key (default: OUT with the extension `.pub`).
+        #[arg(long)]
+        public: Option<PathBuf>,
+    },
     /// Revoke the certificate last issued for a node: adds its serial to `revoked.txt` in DIR.
     /// The hub (`tls.revoked`) refuses it for new connections at once and closes its open link
     /// within about a second; a certificate issued afterwards works.
@@ -216,6 +227,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 id.spiffe_uri(),
                 files.cert.display(),
                 files.key.display()
+            );
+        }
+        Command::Pki {
+            command: PkiCommand::ReleaseKey { out, public },
+        } => {
+            let public = public.unwrap_or_else(|| out.with_extension("pub"));
+            let key = sfs_client::release::generate_key_files(&out, &public)?;
+            println!("release key {}:", key.key_id());
+            println!(
+                "  private key (coordinator's machine only): {}",
+                out.display()
+            );
+            println!(
+                "  public key (method.release_public_key on every node): {}",
+                public.display()
             );
         }
         Command::Pki {

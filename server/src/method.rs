@@ -62,7 +62,36 @@ pub fn read_release<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Release {
         notes: dm::get_str(doc, obj, "notes"),
         version: dm::get_str(doc, obj, "version"),
         create_time_ms: dm::get_i64(doc, obj, "created_ms"),
+        number: dm::get_i64(doc, obj, "number"),
+        issue_time_ms: dm::get_i64(doc, obj, "issue_time_ms"),
+        expire_time_ms: dm::get_i64(doc, obj, "expire_time_ms"),
+        // Kept as hex text; anything that is not hex reads as no signature (and is refused).
+        signature: hex::decode(dm::get_str(doc, obj, "signature")).unwrap_or_default(),
+        key_id: dm::get_str(doc, obj, "key_id"),
     }
+}
+
+/// Writes the release record `releases/{id}` exactly as given (a signed release is stored as
+/// signed: every field its signature covers, unchanged). `created_ms` is the node's clock.
+pub fn write_release(
+    tx: &mut Transaction<'_>,
+    id: &str,
+    release: &pb::Release,
+) -> Result<pb::Release, automerge::AutomergeError> {
+    use automerge::transaction::Transactable;
+    let obj = dm::new_record(tx, "releases", id)?;
+    tx.put(&obj, "version_label", release.version_label.as_str())?;
+    dm::put_text(tx, &obj, "notes", &release.notes)?;
+    tx.put(&obj, "version", release.version.as_str())?;
+    tx.put(&obj, "created_ms", crate::api::now_ms())?;
+    if !release.signature.is_empty() {
+        tx.put(&obj, "number", release.number)?;
+        tx.put(&obj, "issue_time_ms", release.issue_time_ms)?;
+        tx.put(&obj, "expire_time_ms", release.expire_time_ms)?;
+        tx.put(&obj, "signature", hex::encode(&release.signature))?;
+        tx.put(&obj, "key_id", release.key_id.as_str())?;
+    }
+    Ok(read_release(tx, id, &obj))
 }
 
 /// Every release, newest first.

@@ -212,6 +212,22 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         .map_err(|err| NodeError::Config(format!("tls.revoked: {err}")))?,
     );
     let tokens = Arc::new(TokenRegistry::open(&config.data_dir)?);
+    let release_key = match &config.method.release_public_key {
+        Some(path) => Some(
+            sfs_client::release::PublicKey::read(path)
+                .map_err(|err| NodeError::Config(format!("method.release_public_key: {err}")))?,
+        ),
+        None => {
+            tracing::warn!(
+                "no method.release_public_key configured: handbook releases are not verified"
+            );
+            None
+        }
+    };
+    let releases = Arc::new(
+        crate::release::ReleaseTracker::open(release_key, &config.data_dir)
+            .map_err(|err| NodeError::Config(format!("running handbook release: {err}")))?,
+    );
     let state = ApiState {
         sync: sync.clone(),
         local: local.clone(),
@@ -219,6 +235,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         access_log: Arc::new(store.access_log),
         data_dir: config.data_dir.clone(),
         at_rest,
+        releases: releases.clone(),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -305,6 +322,11 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             shutdown_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::release::track(
+        sync.clone(),
+        releases,
+        shutdown_rx.clone(),
+    )));
     if id.role() == Role::Hub {
         let events = sync.subscribe_links();
         tasks.push(tokio::spawn(api::directory::record_links(

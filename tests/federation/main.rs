@@ -7,6 +7,7 @@ mod faults;
 mod integration;
 mod mtls;
 mod python;
+mod releases;
 mod stats;
 mod util;
 
@@ -613,6 +614,39 @@ async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     })
     .await;
     assert_eq!(diff["changes"][0]["kind"], "added");
+    // The coordinator signs the next release with the CLI; Malmö runs it, verified.
+    let key = file.release_key.clone().unwrap();
+    let (result, out) = cli(&[
+        "--node",
+        "hub",
+        "handbook",
+        "release",
+        "--label",
+        "2026.2",
+        "--notes",
+        "Review after every case",
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    result.unwrap();
+    assert!(out.contains("number 2, signed with key"), "{out}");
+    let (result, _) = cli(&[
+        "--node", "hub", "handbook", "release", "--label", "unsigned",
+    ])
+    .await;
+    let refused = result.unwrap_err().to_string();
+    assert!(refused.contains("FAILED_PRECONDITION"), "{refused}");
+    eventually("Malmö runs release 2026.2", || {
+        let cli = &cli;
+        async move {
+            let (result, out) = cli(&["--node", "malmo", "handbook", "running"]).await;
+            (result.is_ok()
+                && out.starts_with("running release 2026.2 (number 2, verified with key"))
+            .then_some(())
+        }
+    })
+    .await;
     // Signals through the CLI: only with a coordinator token, and every access is logged.
     let organisation = {
         let (result, out) = cli(&["--node", "malmo", "register", "organisations", "--json"]).await;

@@ -50,6 +50,9 @@ pub struct Federation {
     pub hub: TestNode,
     pub cities: Vec<TestNode>,
     pub hub_tap: Tap,
+    /// The national coordinator's private release key, when every node is configured with
+    /// its public key ([`Federation::start_signed`]).
+    pub release_key: Option<PathBuf>,
 }
 
 impl Federation {
@@ -59,16 +62,40 @@ impl Federation {
 
     /// Makes the PKI and configurations, starts the hub and then every city.
     pub async fn start(cities: &[&str]) -> Federation {
+        Federation::start_with(cities, false).await
+    }
+
+    /// Like [`Federation::start`], with a release key made outside every data directory and
+    /// its public key configured on the hub and every city.
+    pub async fn start_signed(cities: &[&str]) -> Federation {
+        Federation::start_with(cities, true).await
+    }
+
+    async fn start_with(cities: &[&str], signed: bool) -> Federation {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("pki");
         pki::init_ca(&pki_dir).unwrap();
         let ca_pem = std::fs::read_to_string(CaFiles::in_dir(&pki_dir).cert).unwrap();
-        let hub = prepare(dir.path(), NodeId::hub("national").unwrap(), None);
+        let (release_key, public_key) = (
+            dir.path().join("coordinator/release.key"),
+            dir.path().join("coordinator/release.pub"),
+        );
+        if signed {
+            sfs_client::release::generate_key_files(&release_key, &public_key).unwrap();
+        }
+        let configure = |mut node: TestNode| {
+            if signed {
+                node.config.method.release_public_key = Some(public_key.clone());
+            }
+            node
+        };
+        let hub = configure(prepare(dir.path(), NodeId::hub("national").unwrap(), None));
         let mut fed = Federation {
             hub,
             cities: Vec::new(),
             ca_pem,
             hub_tap: Arc::new(Mutex::new(Vec::new())),
+            release_key: signed.then_some(release_key),
             dir,
         };
         fed.start_hub().await;
@@ -79,7 +106,7 @@ impl Federation {
                 NodeId::city(city).unwrap(),
                 Some(hub_url.clone()),
             );
-            fed.cities.push(node);
+            fed.cities.push(configure(node));
         }
         for i in 0..fed.cities.len() {
             fed.start_city(i).await;
@@ -233,6 +260,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         log: Default::default(),
         store: Default::default(),
         privacy: Default::default(),
+        method: Default::default(),
     };
     TestNode {
         config,

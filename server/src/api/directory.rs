@@ -31,6 +31,17 @@ impl DirectoryService {
         let Ok(node) = NodeId::city(&id) else {
             return city;
         };
+        if let Ok(progress) = crate::progress::progress_doc(&id) {
+            let reported = self.0.sync.read(|engine| {
+                engine
+                    .document(&progress)
+                    .map(crate::release::reported_release)
+            });
+            if let Some((label, number)) = reported {
+                city.running_release = label;
+                city.running_release_number = number;
+            }
+        }
         city.connected = self
             .0
             .sync

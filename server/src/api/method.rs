@@ -36,6 +36,48 @@ impl MethodService {
             })
     }
 
+    /// Checks a signed release before it is stored: its fields, its signature (with the hub's
+    /// release key, if configured), its heads, and that it has not expired.
+    fn check_signed_release(&self, release: &pb::Release) -> Result<(), Status> {
+        use sfs_client::release::{ReleaseError, Statement};
+        if release.version_label != release.version_label.trim() {
+            return Err(Status::invalid_argument(
+                "field `version_label`: a signed label must not start or end with spaces",
+            ));
+        }
+        let verified = match self.0.releases.key() {
+            Some(key) => key.verify(release),
+            None => {
+                tracing::warn!(
+                    label = %release.version_label,
+                    "storing a signed release without checking it: no method.release_public_key"
+                );
+                Statement::of(release)
+            }
+        };
+        let statement = verified.map_err(|err| match err {
+            ReleaseError::BadSignature { .. } => Status::permission_denied(err.to_string()),
+            _ => Status::invalid_argument(err.to_string()),
+        })?;
+        if release.expire_time_ms <= now_ms() {
+            return Err(Status::failed_precondition(
+                "field `expire_time_ms`: the release has already expired; sign it again",
+            ));
+        }
+        let unknown = self.read(|doc| {
+            statement.heads.iter().any(|h| {
+                doc.get_change_meta_by_hash(&automerge::ChangeHash(*h))
+                    .is_none()
+            })
+        });
+        if unknown {
+            return Err(Status::failed_precondition(
+                "field `version`: the release names heads this hub's handbook does not have",
+            ));
+        }
+        Ok(())
+    }
+
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
@@ -70,6 +112,27 @@ impl pb::method_server::Method for MethodService {
         request: Request<pb::GetHandbookRequest>,
     ) -> Result<Response<pb::Handbook>, Status> {
         require(&request, ApiRole::Reader)?;
+        let latest = request.into_inner().latest;
+        let tracker = &self.0.releases;
+        if tracker.key().is_some() && !latest {
+            // Serve what the national coordinator signed: the handbook at the running release.
+            let Some(running) = tracker.running() else {
+                return Ok(Response::new(pb::Handbook::default()));
+            };
+            let heads = dm::parse_version(&running.version)
+                .ok_or_else(|| Status::internal("the running release has a damaged version"))?;
+            let chapters = self.read(|doc| {
+                doc.fork_at(&heads)
+                    .map(|at| m::read_handbook(&at))
+                    .map_err(doc_error)
+            })?;
+            return Ok(Response::new(pb::Handbook {
+                chapters,
+                version: running.version,
+                current_release: running.version_label,
+                verified: true,
+            }));
+        }
         Ok(Response::new(self.read(|doc| {
             pb::Handbook {
                 chapters: m::read_handbook(doc),
@@ -78,6 +141,7 @@ impl pb::method_server::Method for MethodService {
                     .first()
                     .map(|r| r.version_label.clone())
                     .unwrap_or_default(),
+                verified: false,
             }
         })))
     }
@@ -287,29 +351,60 @@ impl pb::method_server::Method for MethodService {
         ])?;
         super::check_len("version_label", &release.version_label, 1, 50)?;
         super::check_len("notes", &release.notes, 0, 5000)?;
+        let signed = !release.signature.is_empty();
+        if signed {
+            self.check_signed_release(&release)?;
+        } else if self.0.releases.key().is_some() {
+            return Err(Status::failed_precondition(
+                "this hub accepts only signed releases (method.release_public_key is configured): \
+                 sign the release with `sfs handbook release --key <private key file>`",
+            ));
+        }
         let id = new_id();
         let created = self
             .edit(move |tx| {
-                use automerge::transaction::Transactable;
-                let label = release.version_label.trim().to_string();
-                if m::releases(tx).iter().any(|r| r.version_label == label) {
+                let mut release = release;
+                release.version_label = release.version_label.trim().to_string();
+                let existing = m::releases(tx);
+                let label = &release.version_label;
+                if existing.iter().any(|r| &r.version_label == label) {
                     return Err(Status::already_exists(format!(
                         "field `version_label`: release {label} already exists"
                     )));
                 }
-                // The release freezes the handbook as it was before this change.
-                let version = dm::version_of(&tx.get_heads());
-                let obj = dm::new_record(tx, "releases", &id).map_err(doc_error)?;
-                tx.put(&obj, "version_label", label.as_str())
-                    .map_err(doc_error)?;
-                dm::put_text(tx, &obj, "notes", &release.notes).map_err(doc_error)?;
-                tx.put(&obj, "version", version.as_str())
-                    .map_err(doc_error)?;
-                tx.put(&obj, "created_ms", now_ms()).map_err(doc_error)?;
-                Ok(m::read_release(tx, &id, &obj))
+                if signed {
+                    let highest = existing.iter().map(|r| r.number).max().unwrap_or(0);
+                    if release.number <= highest {
+                        return Err(Status::failed_precondition(format!(
+                            "field `number`: release number {} is not greater than {highest}, \
+                             the highest release number at this hub",
+                            release.number
+                        )));
+                    }
+                } else {
+                    // An unsigned release freezes the handbook as it was before this change.
+                    release.version = dm::version_of(&tx.get_heads());
+                }
+                m::write_release(tx, &id, &release).map_err(doc_error)
             })
             .await?;
         Ok(Response::new(created))
+    }
+
+    async fn get_running_release(
+        &self,
+        request: Request<pb::GetRunningReleaseRequest>,
+    ) -> Result<Response<pb::RunningRelease>, Status> {
+        require(&request, ApiRole::Reader)?;
+        // Look at the handbook as it is now, so the answer is never behind what arrived.
+        let (sync, tracker) = (self.0.sync.clone(), self.0.releases.clone());
+        if let Err(err) = super::blocking(move || tracker.refresh(&sync, now_ms())).await? {
+            tracing::error!(error = %err, "storing the running handbook release failed");
+        }
+        let now = now_ms();
+        Ok(Response::new(
+            self.read(|doc| self.0.releases.report(doc, now)),
+        ))
     }
 
     async fn list_releases(

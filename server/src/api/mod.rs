@@ -38,6 +38,8 @@ pub struct ApiState {
     pub data_dir: std::path::PathBuf,
     /// The at-rest key, which seals local data in backups too.
     pub at_rest: crate::seal::MasterKey,
+    /// The signed handbook release this node runs.
+    pub releases: Arc<crate::release::ReleaseTracker>,
 }
 
 impl ApiState {

@@ -1,0 +1,550 @@
+//! Signed handbook releases on a node: which release it runs, and why it runs no other.
+//!
+//! The national coordinator signs each release of `national/method` with a key the hub never
+//! holds (`sfs_client::release`). A node configured with the public key
+//! (`method.release_public_key`) runs only a release that passes every check of [`check`]:
+//! the signature verifies over the release's number, heads, label, notes and times; its heads
+//! are in the node's history of the handbook; and, when it arrives ([`evaluate`]), its number is
+//! greater than the running release's and it has not expired. Everything else is refused,
+//! logged once and reported by `Method.GetRunningRelease`.
+//!
+//! The running release is kept apart from the document: [`ReleaseTracker`] stores the verified
+//! release itself in `<data_dir>/running-release.pb` before it is adopted, so a restart keeps
+//! it, a compromised hub cannot roll a city back to an older release by deleting or altering
+//! records, and an expired running release stays running (reported as expired) rather than
+//! falling back to an older one. [`evaluate`] is pure; [`ReleaseTracker`] and [`track`] do the
+//! I/O.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use automerge::{Automerge, ChangeHash};
+use prost::Message;
+use sfs_client::release::{PublicKey, Statement};
+use sfs_proto::v1 as pb;
+use sfs_sync::Role;
+
+use crate::method;
+use crate::sync::SyncHandle;
+
+/// Why a node does not run a release.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Unsigned, malformed, altered or signed by another key (the verifier's message).
+    #[error("{0}")]
+    Invalid(String),
+    /// The heads it names are not in this node's history of the handbook.
+    #[error("its heads are not in this node's history of the handbook")]
+    UnknownHeads,
+    /// Its number is not greater than the running release's.
+    #[error(
+        "release number {number} is not greater than {running}, the number of the running release"
+    )]
+    NotNewer { number: i64, running: i64 },
+    /// It had expired when this node checked it.
+    #[error("it had expired (expire_time_ms {expire_time_ms}) when this node checked it")]
+    Expired { expire_time_ms: i64 },
+}
+
+/// Errors keeping the running release on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseStateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Checks what does not depend on time or on the running release: the signature over the
+/// release's statement, and that its heads are in `doc`'s history.
+pub fn check(
+    key: &PublicKey,
+    release: &pb::Release,
+    doc: &Automerge,
+) -> Result<Statement, Refusal> {
+    let statement = key
+        .verify(release)
+        .map_err(|err| Refusal::Invalid(err.to_string()))?;
+    if statement
+        .heads
+        .iter()
+        .any(|h| doc.get_change_meta_by_hash(&ChangeHash(*h)).is_none())
+    {
+        return Err(Refusal::UnknownHeads);
+    }
+    Ok(statement)
+}
+
+/// The outcome of looking at every release in the handbook.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// The release to run (the previous one if nothing better arrived).
+    pub running: Option<pb::Release>,
+    /// Every other release with why it is not run.
+    pub not_running: Vec<(pb::Release, Refusal)>,
+}
+
+/// Whether two records are the same release: equal in the signature and every signed field.
+fn same(a: &pb::Release, b: &pb::Release) -> bool {
+    a.signature == b.signature
+        && a.number == b.number
+        && a.version == b.version
+        && a.version_label == b.version_label
+        && a.notes == b.notes
+        && a.issue_time_ms == b.issue_time_ms
+        && a.expire_time_ms == b.expire_time_ms
+}
+
+/// Decides which release runs: the verified release with the greatest number that is greater
+/// than the running one's and not expired at `now_ms`; otherwise the running one stays (if it
+/// still verifies against `doc`). Pure: no clock, no disk.
+pub fn evaluate(
+    doc: &Automerge,
+    key: &PublicKey,
+    running: Option<&pb::Release>,
+    now_ms: i64,
+) -> Evaluation {
+    let running = running.filter(|r| check(key, r, doc).is_ok());
+    let checked: Vec<(pb::Release, Result<Statement, Refusal>)> = method::releases(doc)
+        .into_iter()
+        .map(|r| {
+            let result = check(key, &r, doc);
+            (r, result)
+        })
+        .collect();
+    let floor = running.map(|r| r.number).unwrap_or(0);
+    let best = checked
+        .iter()
+        .filter(|(r, result)| result.is_ok() && r.number > floor && r.expire_time_ms > now_ms)
+        .map(|(r, _)| r)
+        .max_by(|a, b| a.number.cmp(&b.number).then(b.name.cmp(&a.name)));
+    let running = best.or(running).cloned();
+    let number = running.as_ref().map(|r| r.number).unwrap_or(0);
+    let not_running = checked
+        .into_iter()
+        .filter(|(r, _)| !running.as_ref().is_some_and(|run| same(run, r)))
+        .map(|(r, result)| {
+            let refusal = match result {
+                Err(refusal) => refusal,
+                Ok(_) if r.number <= number => Refusal::NotNewer {
+                    number: r.number,
+                    running: number,
+                },
+                Ok(_) => Refusal::Expired {
+                    expire_time_ms: r.expire_time_ms,
+                },
+            };
+            (r, refusal)
+        })
+        .collect();
+    Evaluation {
+        running,
+        not_running,
+    }
+}
+
+#[derive(Default)]
+struct TrackerState {
+    running: Option<pb::Release>,
+    not_running: Vec<(pb::Release, Refusal)>,
+    /// Releases already logged as not run (name and reason), so each is logged once.
+    logged: HashSet<(String, String)>,
+}
+
+/// The release this node runs, kept in memory and in `<data_dir>/running-release.pb`.
+pub struct ReleaseTracker {
+    key: Option<PublicKey>,
+    path: PathBuf,
+    state: Mutex<TrackerState>,
+    /// Held for a whole refresh, so two refreshes never interleave (the later document wins).
+    refreshing: Mutex<()>,
+}
+
+impl ReleaseTracker {
+    /// The file that holds the running release.
+    pub fn file(data_dir: &Path) -> PathBuf {
+        data_dir.join("running-release.pb")
+    }
+
+    /// Opens the tracker; the stored running release is re-verified at the first refresh.
+    pub fn open(
+        key: Option<PublicKey>,
+        data_dir: &Path,
+    ) -> Result<ReleaseTracker, ReleaseStateError> {
+        let path = ReleaseTracker::file(data_dir);
+        let running = match std::fs::read(&path) {
+            Ok(bytes) => match pb::Release::decode(bytes.as_slice()) {
+                Ok(release) => Some(release),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "the stored running release is damaged; choosing again");
+                    None
+                }
+            },
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(ReleaseStateError::Io { path, source }),
+        };
+        Ok(ReleaseTracker {
+            key,
+            path,
+            state: Mutex::new(TrackerState {
+                running,
+                ..Default::default()
+            }),
+            refreshing: Mutex::new(()),
+        })
+    }
+
+    /// The configured release key, if any.
+    pub fn key(&self) -> Option<&PublicKey> {
+        self.key.as_ref()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TrackerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The verified release whose content this node serves (only with a key configured).
+    pub fn running(&self) -> Option<pb::Release> {
+        self.key.as_ref()?;
+        self.state().running.clone()
+    }
+
+    /// Looks at the handbook again; a newly chosen release is stored durably before it runs.
+    pub fn refresh(&self, sync: &SyncHandle, now_ms: i64) -> Result<(), ReleaseStateError> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.state().running.clone();
+        let evaluation = sync.read(|engine| {
+            let empty = Automerge::new();
+            let doc = engine.document(&method::method_doc()).unwrap_or(&empty);
+            evaluate(doc, key, previous.as_ref(), now_ms)
+        });
+        let changed = match (&previous, &evaluation.running) {
+            (Some(a), Some(b)) => !same(a, b),
+            (None, None) => false,
+            _ => true,
+        };
+        if changed {
+            self.store(evaluation.running.as_ref())?;
+            match &evaluation.running {
+                Some(r) => tracing::info!(
+                    release = %r.name, label = %r.version_label, number = r.number,
+                    "running a new verified handbook release"
+                ),
+                None => {
+                    tracing::warn!("the stored running release no longer verifies; running none")
+                }
+            }
+        }
+        let mut state = self.state();
+        for (release, refusal) in &evaluation.not_running {
+            let reason = refusal.to_string();
+            if state.logged.insert((release.name.clone(), reason.clone())) {
+                if matches!(refusal, Refusal::NotNewer { .. }) {
+                    tracing::info!(release = %release.name, label = %release.version_label, number = release.number, %reason, "not running an older handbook release");
+                } else {
+                    tracing::warn!(release = %release.name, label = %release.version_label, number = release.number, %reason, "refused a handbook release");
+                }
+            }
+        }
+        state.running = evaluation.running;
+        state.not_running = evaluation.not_running;
+        let running = state.running.clone();
+        drop(state);
+        if sync.me().role() == Role::City {
+            report_to_hub(sync, running.as_ref());
+        }
+        Ok(())
+    }
+
+    fn store(&self, release: Option<&pb::Release>) -> Result<(), ReleaseStateError> {
+        let io = |source| ReleaseStateError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        match release {
+            None => match std::fs::remove_file(&self.path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io(err)),
+                _ => Ok(()),
+            },
+            Some(release) => {
+                let partial = self.path.with_extension("partial");
+                let mut file = std::fs::File::create(&partial).map_err(io)?;
+                file.write_all(&release.encode_to_vec()).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                std::fs::rename(&partial, &self.path).map_err(io)?;
+                if let Some(dir) = self.path.parent() {
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// What `Method.GetRunningRelease` answers. Without a key, the newest release, unverified.
+    pub fn report(&self, doc: &Automerge, now_ms: i64) -> pb::RunningRelease {
+        let Some(key) = &self.key else {
+            return pb::RunningRelease {
+                release: method::releases(doc).into_iter().next(),
+                ..Default::default()
+            };
+        };
+        let state = self.state();
+        pb::RunningRelease {
+            expired: state
+                .running
+                .as_ref()
+                .is_some_and(|r| r.expire_time_ms <= now_ms),
+            verified: state.running.is_some(),
+            release: state.running.clone(),
+            key_configured: true,
+            key_id: key.key_id(),
+            not_running: state
+                .not_running
+                .iter()
+                .map(|(release, refusal)| pb::ReleaseCheck {
+                    release: Some(release.clone()),
+                    reason: refusal.to_string(),
+                    older: matches!(refusal, Refusal::NotNewer { .. }),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The release a city reports it runs in its progress document: `(label, number)`.
+pub fn reported_release(progress: &Automerge) -> (String, i64) {
+    (
+        crate::docmodel::get_str(progress, &automerge::ROOT, "running_release"),
+        crate::docmodel::get_i64(progress, &automerge::ROOT, "running_release_number"),
+    )
+}
+
+/// Writes the running release into the city's own `shared/progress/{city}` (only the city can
+/// change it, so the hub cannot misstate it to other nodes), if it changed.
+fn report_to_hub(sync: &SyncHandle, running: Option<&pb::Release>) {
+    use automerge::transaction::Transactable;
+    let Ok(doc) = crate::progress::progress_doc(sync.me().name()) else {
+        return;
+    };
+    let now = running
+        .map(|r| (r.version_label.clone(), r.number))
+        .unwrap_or_default();
+    let recorded = sync.read(|engine| engine.document(&doc).map(reported_release));
+    if recorded.as_ref() == Some(&now) || (recorded.is_none() && running.is_none()) {
+        return;
+    }
+    let result = sync.edit(&doc, |tx| {
+        tx.put(automerge::ROOT, "running_release", now.0.as_str())?;
+        tx.put(automerge::ROOT, "running_release_number", now.1)
+    });
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "recording the running handbook release in the progress document failed");
+    }
+}
+
+/// Re-evaluates the releases at start and whenever `national/method` changes, until shutdown.
+pub async fn track(
+    sync: Arc<SyncHandle>,
+    tracker: Arc<ReleaseTracker>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    if tracker.key().is_none() {
+        return;
+    }
+    let mut changes = sync.subscribe_changes();
+    let mut first = true;
+    loop {
+        let relevant = if std::mem::take(&mut first) {
+            true
+        } else {
+            tokio::select! {
+                changed = changes.recv() => match changed {
+                    Ok(doc) => doc == method::method_doc(),
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        };
+        if !relevant {
+            continue;
+        }
+        let (sync, tracker) = (sync.clone(), tracker.clone());
+        let result =
+            tokio::task::spawn_blocking(move || tracker.refresh(&sync, crate::api::now_ms())).await;
+        if let Ok(Err(err)) = result {
+            tracing::error!(error = %err, "storing the running handbook release failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use sfs_client::release::SigningKey;
+
+    fn key(seed: u8) -> SigningKey {
+        // A fixed Ed25519 PKCS#8 v1 document: the RFC 8410 prefix and a 32-byte seed.
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&[seed; 32]);
+        SigningKey::from_pkcs8(&der).unwrap()
+    }
+
+    /// A handbook with one change per call; returns the heads after it.
+    fn edit(doc: &mut Automerge, text: &str) -> String {
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "note", text).unwrap();
+        tx.commit();
+        crate::docmodel::version_of(&doc.get_heads())
+    }
+
+    fn put_release(doc: &mut Automerge, id: &str, release: &pb::Release) {
+        let mut tx = doc.transaction();
+        method::write_release(&mut tx, id, release).unwrap();
+        tx.commit();
+    }
+
+    fn signed(key: &SigningKey, version: &str, number: i64, label: &str) -> pb::Release {
+        let mut release = pb::Release {
+            version_label: label.into(),
+            notes: "notes".into(),
+            version: version.into(),
+            number,
+            issue_time_ms: 1_000,
+            expire_time_ms: 100_000,
+            ..Default::default()
+        };
+        key.sign(&mut release).unwrap();
+        release
+    }
+
+    #[test]
+    fn every_field_is_covered_by_the_signature() {
+        let k = key(1);
+        let mut doc = Automerge::new();
+        let v1 = edit(&mut doc, "a");
+        let v2 = edit(&mut doc, "b");
+        let good = signed(&k, &v1, 1, "2027.1");
+        let public = k.public_key();
+        assert!(check(&public, &good, &doc).is_ok());
+        type Tamper<'a> = Box<dyn Fn(&mut pb::Release) + 'a>;
+        let tampered: Vec<(&str, Tamper)> = vec![
+            ("number", Box::new(|r| r.number = 2)),
+            ("version", Box::new(|r| r.version = v2.clone())),
+            ("label", Box::new(|r| r.version_label = "2027.2".into())),
+            ("notes", Box::new(|r| r.notes = "other".into())),
+            ("issued", Box::new(|r| r.issue_time_ms += 1)),
+            ("expires", Box::new(|r| r.expire_time_ms += 1)),
+            ("signature", Box::new(|r| r.signature[10] ^= 1)),
+        ];
+        for (field, tamper) in tampered {
+            let mut release = good.clone();
+            tamper(&mut release);
+            let err = check(&public, &release, &doc).unwrap_err();
+            assert!(
+                err.to_string().contains("does not verify"),
+                "{field}: {err}"
+            );
+        }
+        let other = check(&key(2).public_key(), &good, &doc).unwrap_err();
+        assert!(other.to_string().contains("does not verify"), "{other}");
+        let mut unsigned = good.clone();
+        unsigned.signature.clear();
+        assert!(check(&public, &unsigned, &doc)
+            .unwrap_err()
+            .to_string()
+            .contains("not signed"));
+        // A release naming heads this document does not have.
+        let unknown = signed(&k, &"cd".repeat(32), 1, "x");
+        assert_eq!(check(&public, &unknown, &doc), Err(Refusal::UnknownHeads));
+    }
+
+    #[test]
+    fn the_newest_valid_release_runs_and_older_expired_or_forged_ones_do_not() {
+        let k = key(1);
+        let public = k.public_key();
+        let mut doc = Automerge::new();
+        let v1 = edit(&mut doc, "a");
+        put_release(&mut doc, "r1", &signed(&k, &v1, 1, "1"));
+        let first = evaluate(&doc, &public, None, 2_000);
+        assert_eq!(first.running.as_ref().unwrap().version_label, "1");
+        assert!(first.not_running.is_empty());
+
+        // Forged (another key), expired, older and newer releases arrive together.
+        let v2 = edit(&mut doc, "b");
+        put_release(&mut doc, "forged", &signed(&key(9), &v2, 5, "forged"));
+        let mut expired = signed(&k, &v2, 4, "expired");
+        expired.expire_time_ms = 1_500;
+        k.sign(&mut expired).unwrap();
+        put_release(&mut doc, "expired", &expired);
+        put_release(&mut doc, "r3", &signed(&k, &v2, 3, "3"));
+        let second = evaluate(&doc, &public, first.running.as_ref(), 2_000);
+        assert_eq!(second.running.as_ref().unwrap().version_label, "3");
+        let reason = |label: &str| {
+            second
+                .not_running
+                .iter()
+                .find(|(r, _)| r.version_label == label)
+                .map(|(_, refusal)| refusal.clone())
+                .unwrap()
+        };
+        assert!(matches!(reason("forged"), Refusal::Invalid(_)));
+        assert!(matches!(reason("expired"), Refusal::Expired { .. }));
+        assert_eq!(
+            reason("1"),
+            Refusal::NotNewer {
+                number: 1,
+                running: 3
+            }
+        );
+
+        // A correctly signed release with a lower number arriving later is not run.
+        put_release(&mut doc, "r2", &signed(&k, &v2, 2, "2"));
+        let third = evaluate(&doc, &public, second.running.as_ref(), 2_000);
+        assert_eq!(third.running.as_ref().unwrap().version_label, "3");
+        assert!(third
+            .not_running
+            .iter()
+            .any(|(r, refusal)| r.version_label == "2"
+                && matches!(refusal, Refusal::NotNewer { number: 2, .. })));
+
+        // The running release stays running after it expires, and after its record is altered.
+        let mut tx = doc.transaction();
+        let obj = crate::docmodel::record(&tx, "releases", "r3").unwrap();
+        tx.put(&obj, "version_label", "altered").unwrap();
+        tx.commit();
+        let later = evaluate(&doc, &public, third.running.as_ref(), 200_000);
+        assert_eq!(later.running.as_ref().unwrap().version_label, "3");
+        assert!(later
+            .not_running
+            .iter()
+            .any(|(r, refusal)| r.version_label == "altered"
+                && matches!(refusal, Refusal::Invalid(_))));
+    }
+
+    #[test]
+    fn the_running_release_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(1);
+        let release = signed(&k, &"ab".repeat(32), 7, "7");
+        let tracker = ReleaseTracker::open(Some(k.public_key()), dir.path()).unwrap();
+        tracker.store(Some(&release)).unwrap();
+        let reopened = ReleaseTracker::open(Some(k.public_key()), dir.path()).unwrap();
+        assert_eq!(reopened.running(), Some(release));
+        let without_key = ReleaseTracker::open(None, dir.path()).unwrap();
+        assert_eq!(without_key.running(), None);
+    }
+}
