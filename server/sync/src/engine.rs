@@ -1107,12 +1107,14 @@ fn check_message(message: &sync::Message) -> Result<(), String> {
                 have.last_sync.len()
             ));
         }
-        let bloom = have.bloom.to_bytes().len();
-        if bloom > MAX_BLOOM_BYTES {
+        let bloom = have.bloom.to_bytes();
+        if bloom.len() > MAX_BLOOM_BYTES {
             return Err(format!(
-                "a {bloom}-byte Bloom filter (at most {MAX_BLOOM_BYTES})"
+                "a {}-byte Bloom filter (at most {MAX_BLOOM_BYTES})",
+                bloom.len()
             ));
         }
+        check_bloom_parameters(&bloom)?;
     }
     if message.changes.len() > MAX_CHUNKS {
         return Err(format!(
@@ -1121,6 +1123,55 @@ fn check_message(message: &sync::Message) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Bits per entry and probes an honest peer's Bloom filter may use (Automerge uses 10 and 7).
+pub const BLOOM_BITS_PER_ENTRY: std::ops::RangeInclusive<u64> = 1..=64;
+pub const BLOOM_PROBES: std::ops::RangeInclusive<u64> = 1..=64;
+
+/// Checks the parameters at the start of an encoded Bloom filter (entries, bits per entry,
+/// probes; LEB128). Automerge divides by the filter's size in bits and loops once per probe,
+/// trusting both: a filter with no bits panics, one with billions of probes allocates and
+/// spins without bound.
+fn check_bloom_parameters(encoded: &[u8]) -> Result<(), String> {
+    if encoded.is_empty() {
+        return Ok(());
+    }
+    let mut fields = [0u64; 3];
+    let mut rest = encoded;
+    for field in &mut fields {
+        let (value, used) = leb128_u64(rest).ok_or("a Bloom filter with a malformed header")?;
+        *field = value;
+        rest = &rest[used..];
+    }
+    let [entries, bits_per_entry, probes] = fields;
+    if entries == 0 {
+        return Ok(());
+    }
+    if !BLOOM_BITS_PER_ENTRY.contains(&bits_per_entry) {
+        return Err(format!(
+            "a Bloom filter with {bits_per_entry} bits per entry (1 to 64)"
+        ));
+    }
+    if !BLOOM_PROBES.contains(&probes) {
+        return Err(format!("a Bloom filter with {probes} probes (1 to 64)"));
+    }
+    if rest.is_empty() {
+        return Err("a Bloom filter with entries but no bits".into());
+    }
+    Ok(())
+}
+
+/// Decodes one unsigned LEB128 number of at most 64 bits: the value and the bytes it took.
+fn leb128_u64(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// The peer's complete list of documents and heads from its summary, rebuilt from what this

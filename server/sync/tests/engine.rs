@@ -559,6 +559,65 @@ fn messages_outside_what_an_honest_peer_sends_are_refused() {
     );
 }
 
+/// Found by the `receive_path` fuzz target: Automerge divides by a Bloom filter's size and
+/// loops once per probe, trusting the sender. A filter with entries but no bits (a panic), or
+/// with four billion probes (gigabytes and minutes under the engine lock), is refused before
+/// Automerge sees it; other cities go on.
+#[test]
+fn bloom_filters_with_parameters_no_honest_peer_uses_are_refused() {
+    let cases: [(&[u8], &str); 3] = [
+        // 1 entry, 0 bits per entry, 0 probes: no bits at all.
+        (&[1, 0, 0], "0 bits per entry"),
+        // 1 entry, 8 bits per entry, 2^32 - 1 probes, one byte of bits.
+        (
+            &[1, 8, 0xff, 0xff, 0xff, 0xff, 0x0f, 0xff],
+            "4294967295 probes",
+        ),
+        // 1 entry, 10 bits per entry, 0 probes.
+        (&[1, 10, 0, 0xff, 0xff], "0 probes"),
+    ];
+    for (bloom, expected) in cases {
+        let mut fed = Federation::new(&["helsingborg", "malmo"]);
+        fed.connect("helsingborg", 1);
+        fed.connect("malmo", 2);
+        // The hub holds changes, so Automerge consults the filter when it answers.
+        fed.add_lesson("helsingborg", "h1", "held by the hub");
+        fed.run_until_quiet();
+        let message = automerge::sync::Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: vec![automerge::sync::Have {
+                last_sync: Vec::new(),
+                bloom: automerge::sync::BloomFilter::try_from(bloom).unwrap(),
+            }],
+            changes: automerge::sync::ChunkList::empty(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        };
+        let out = fed.engines.get_mut("hub").unwrap().receive(
+            1,
+            Frame::DocSync {
+                doc: ShareableDocId::lessons("helsingborg").unwrap(),
+                message: message.encode(),
+            },
+            0,
+        );
+        assert_eq!(out.closes.len(), 1, "{expected}");
+        assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
+        assert!(
+            out.closes[0].1.message.contains(expected),
+            "{}",
+            out.closes[0].1.message
+        );
+        fed.add_lesson("malmo", "m1", "still flowing");
+        fed.run_until_quiet();
+        assert_eq!(
+            fed.lesson("hub", "malmo", "m1").as_deref(),
+            Some("still flowing")
+        );
+    }
+}
+
 /// A real sync message from a city that has a lesson, to mutate.
 fn honest_message() -> Vec<u8> {
     let mut city = Automerge::new();
