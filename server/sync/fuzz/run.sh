@@ -10,9 +10,8 @@
 # The working corpus grows in corpus/<target> (not committed); the committed seeds in
 # seeds/<target> are read as a second corpus directory. A crash leaves its input in
 # artifacts/<target>/; replay it with `cargo fuzz run -s none <target> <file>`, and with
-# SFS_FUZZ_TRACE=1 to see what each step did. SFS_FUZZ_SKIP_KNOWN=1 skips the frames of the
-# issues already reported (see `step_has_known_issue`); SFS_FUZZ_STRICT_PANICS=1 also fails on
-# panics the engine catches by design.
+# SFS_FUZZ_TRACE=1 to see what each step did. SFS_FUZZ_STRICT_PANICS=1 also fails on panics the
+# engine catches by design.
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TARGET_DIR="$PWD/target"

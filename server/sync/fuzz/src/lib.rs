@@ -729,9 +729,6 @@ pub fn run_script(script: &Script) {
 
     // `SFS_FUZZ_TRACE=1 receive_path <input>` prints what each step did.
     let trace = std::env::var_os("SFS_FUZZ_TRACE").is_some();
-    // `SFS_FUZZ_SKIP_KNOWN=1` leaves out frames that hit the reported issues below, so that a
-    // run can look past them until they are fixed.
-    let skip_known = std::env::var_os("SFS_FUZZ_SKIP_KNOWN").is_some();
     let mut conn = ATTACKER_CONN;
     let mut open = true;
     let mut now: u64 = 0;
@@ -746,9 +743,6 @@ pub fn run_script(script: &Script) {
     wire.absorb(me, out);
 
     for step in &script.steps {
-        if skip_known && step_has_known_issue(step) {
-            continue;
-        }
         let engine = wire.engines.get_mut(me).expect("engine");
         let (out, caught) = match step {
             Step::Frame(frame) => {
@@ -837,46 +831,6 @@ pub fn run_script(script: &Script) {
             fx,
         );
     }
-}
-
-/// Known issue (reported, not fixed here): a Bloom filter with entries but no bits, or with
-/// more probes than an honest peer uses, passes `check_message`; the next
-/// `generate_sync_message` for the link divides by zero or allocates 4 bytes per probe.
-fn step_has_known_issue(step: &Step) -> bool {
-    let frame = match step {
-        Step::Frame(frame) => Some(frame.clone()),
-        Step::Wire(bytes) => decode_wire(bytes).ok(),
-        _ => None,
-    };
-    let Some(Frame::DocSync { message, .. }) = frame else {
-        return false;
-    };
-    let (decoded, _) = engine_call(|| catch_unwind(|| automerge::sync::Message::decode(&message)));
-    let Ok(Ok(message)) = decoded else {
-        return false;
-    };
-    message.have.iter().any(|have| {
-        let bytes = have.bloom.to_bytes();
-        let mut fields = bytes.as_slice();
-        let mut next = || {
-            let mut value: u64 = 0;
-            for shift in (0..35).step_by(7) {
-                let (&byte, rest) = fields.split_first()?;
-                fields = rest;
-                value |= u64::from(byte & 0x7f) << shift;
-                if byte & 0x80 == 0 {
-                    return Some(value);
-                }
-            }
-            None
-        };
-        match (next(), next(), next()) {
-            (Some(entries), Some(bits_per_entry), Some(probes)) => {
-                entries != 0 && (bits_per_entry == 0 || probes > 64 || fields.is_empty())
-            }
-            _ => false,
-        }
-    })
 }
 
 fn frame_len(frame: &Frame) -> u64 {
