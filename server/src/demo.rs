@@ -103,6 +103,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
             metrics: Default::default(),
             log: Default::default(),
             store: Default::default(),
+            limits: Default::default(),
         };
         prepared.push((config, token));
     }

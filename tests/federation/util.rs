@@ -232,6 +232,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         },
         log: Default::default(),
         store: Default::default(),
+        limits: Default::default(),
     };
     TestNode {
         config,

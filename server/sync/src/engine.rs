@@ -42,6 +42,7 @@ pub enum StatusCode {
     PermissionDenied = 7,
     ResourceExhausted = 8,
     FailedPrecondition = 9,
+    Aborted = 10,
     Unavailable = 14,
 }
 
