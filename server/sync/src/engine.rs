@@ -1163,7 +1163,6 @@ const CHUNK_TYPE_CHANGE: u8 = 1;
 /// that carries it, which is bounded by `max_message_bytes`.
 fn check_chunks(message: &sync::Message) -> Result<(), String> {
     for chunk in message.changes.iter() {
-        let chunk: &[u8] = chunk.as_ref();
         if chunk.len() < 9 || chunk[..4] != CHUNK_MAGIC {
             return Err("a change chunk that is not an Automerge chunk".into());
         }

@@ -648,7 +648,6 @@ fn engines_send_plain_changes_only_even_when_the_peer_lacks_most_of_a_document()
         if let Frame::DocSync { message, .. } = frame {
             let message = automerge::sync::Message::decode(message).unwrap();
             for chunk in message.changes.iter() {
-                let chunk: &[u8] = chunk.as_ref();
                 assert_eq!(chunk[8], 1, "only plain change chunks are sent");
                 chunks += 1;
             }
