@@ -4,6 +4,7 @@
 mod domain;
 mod faults;
 mod integration;
+mod limits;
 mod mtls;
 mod python;
 mod stats;

@@ -59,11 +59,17 @@ impl Federation {
 
     /// Makes the PKI and configurations, starts the hub and then every city.
     pub async fn start(cities: &[&str]) -> Federation {
+        Federation::start_with(cities, |_| {}).await
+    }
+
+    /// Like [`Federation::start`], with each node's configuration changed by `configure` first.
+    pub async fn start_with(cities: &[&str], configure: impl Fn(&mut NodeConfig)) -> Federation {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("pki");
         pki::init_ca(&pki_dir).unwrap();
         let ca_pem = std::fs::read_to_string(CaFiles::in_dir(&pki_dir).cert).unwrap();
-        let hub = prepare(dir.path(), NodeId::hub("national").unwrap(), None);
+        let mut hub = prepare(dir.path(), NodeId::hub("national").unwrap(), None);
+        configure(&mut hub.config);
         let mut fed = Federation {
             hub,
             cities: Vec::new(),
@@ -74,11 +80,12 @@ impl Federation {
         fed.start_hub().await;
         let hub_url = fed.hub_url();
         for city in cities {
-            let node = prepare(
+            let mut node = prepare(
                 fed.dir.path(),
                 NodeId::city(city).unwrap(),
                 Some(hub_url.clone()),
             );
+            configure(&mut node.config);
             fed.cities.push(node);
         }
         for i in 0..fed.cities.len() {
