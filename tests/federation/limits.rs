@@ -299,8 +299,8 @@ async fn a_newer_link_from_the_same_city_replaces_the_older_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_api_token_over_its_request_rate_is_refused_and_other_tokens_are_not() {
     let mut fed = Federation::start_with(&["lund"], |config| {
-        config.limits.api_requests_per_second = 20;
-        config.limits.api_request_burst = 40;
+        config.limits.api_requests_per_second = 2;
+        config.limits.api_request_burst = 20;
     })
     .await;
     let mut flooder = fed.client_with_role(0, ApiRole::Reader).await;
@@ -318,14 +318,14 @@ async fn an_api_token_over_its_request_rate_is_refused_and_other_tokens_are_not(
     }
     let (at, status) = refused.expect("the flooding token is refused");
     assert!(
-        at >= 40,
-        "the burst of 40 is allowed first (refused at {at})"
+        at >= 20,
+        "the burst of 20 is allowed first (refused at {at})"
     );
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert!(
         status
             .message()
-            .contains("more than 20 requests per second (burst 40) for this API token")
+            .contains("more than 2 requests per second (burst 20) for this API token")
             && status.message().contains("limits.api_requests_per_second"),
         "{}",
         status.message()
@@ -340,5 +340,66 @@ async fn an_api_token_over_its_request_rate_is_refused_and_other_tokens_are_not(
         async move { flooder.list_lessons("cities/-").await.ok() }
     })
     .await;
+    fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_api_request_times_out_but_a_backup_runs_to_its_end() {
+    let mut fed = Federation::start_with(&["lund"], |config| {
+        config.limits.api_request_timeout_ms = 500;
+    })
+    .await;
+    let mut lund = fed.client(0).await;
+    lund.create_lesson("Before", "", vec![]).await.unwrap();
+    // Hold Lund's sync engine, as a long operation would, until the test lets go.
+    let sync = fed.cities[0].running.as_ref().unwrap().sync().clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        sync.read(|_| {
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(DEADLINE);
+        })
+    });
+    tokio::task::spawn_blocking(move || locked_rx.recv_timeout(DEADLINE).unwrap())
+        .await
+        .unwrap();
+    // A backup starts now and waits for the engine longer than the request timeout.
+    let mut backup_client = fed.client(0).await;
+    let backup = tokio::spawn(async move {
+        let mut stream = backup_client
+            .node
+            .backup(pb::BackupRequest {})
+            .await?
+            .into_inner();
+        let mut bytes = 0;
+        while let Some(chunk) = stream.message().await? {
+            bytes += chunk.data.len();
+        }
+        Ok::<usize, tonic::Status>(bytes)
+    });
+    let started = Instant::now();
+    let err = lund
+        .create_lesson("Waits for the engine", "", vec![])
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    let sfs_client::ClientError::Status(status) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+    assert!(status.message().contains("Timeout expired"), "{status:?}");
+    assert!(
+        waited >= Duration::from_millis(500) && waited < DEADLINE,
+        "{waited:?}"
+    );
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let bytes = tokio::time::timeout(DEADLINE, backup)
+        .await
+        .expect("the backup ends")
+        .unwrap()
+        .expect("the backup is not cut by the request timeout");
+    assert!(bytes > 0);
     fed.stop_all().await;
 }
