@@ -4,8 +4,11 @@
 //! node's memory grow: once a push would go over the bound, the sender is told and closes the
 //! link. A frame larger than the byte bound is still accepted when the queue is empty (a large
 //! document must be able to cross), so the bound is one frame or `max_bytes`, whichever is
-//! larger. Aborting a queue drops what is waiting at once and ends the stream with one last
-//! item (the closing status).
+//! larger. Frames pushed as *exempt* (a link's handshake and the catch-up sent right after it,
+//! whose size is what the peer lacks, not what it fails to read) are queued beside the bound and
+//! do not count toward it, so a new peer can catch up with any amount of data, while a peer that
+//! stops reading afterwards still hits the bound. Aborting a queue drops what is waiting at once
+//! and ends the stream with one last item (the closing status).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -32,8 +35,13 @@ pub enum PushError {
 }
 
 struct Queue<T> {
-    items: VecDeque<(T, usize)>,
+    /// Each item with its bytes and whether it is exempt from the bound.
+    items: VecDeque<(T, usize, bool)>,
+    /// Bytes and frames queued that count toward the bound.
     bytes: usize,
+    frames: usize,
+    /// Bytes queued exempt from the bound.
+    exempt_bytes: usize,
     max_frames: usize,
     max_bytes: usize,
     /// No more pushes; the stream ends once `items` (and `last`) are out.
@@ -59,6 +67,8 @@ pub fn outbox<T>(max_frames: usize, max_bytes: usize) -> (OutboxSender<T>, Outbo
     let queue = Arc::new(Mutex::new(Queue {
         items: VecDeque::new(),
         bytes: 0,
+        frames: 0,
+        exempt_bytes: 0,
         max_frames: max_frames.max(1),
         max_bytes,
         closed: false,
@@ -79,6 +89,24 @@ fn lock<T>(queue: &Mutex<Queue<T>>) -> MutexGuard<'_, Queue<T>> {
 }
 
 impl<T> Queue<T> {
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+        self.frames = 0;
+        self.exempt_bytes = 0;
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let (item, bytes, exempt) = self.items.pop_front()?;
+        if exempt {
+            self.exempt_bytes -= bytes;
+        } else {
+            self.bytes -= bytes;
+            self.frames -= 1;
+        }
+        Some(item)
+    }
+
     fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -93,18 +121,31 @@ impl<T> OutboxSender<T> {
         if q.closed || q.receiver_gone {
             return Err(PushError::Closed);
         }
-        let over = q.items.len() + 1 > q.max_frames
-            || (!q.items.is_empty() && q.bytes + bytes > q.max_bytes);
+        let over = q.frames + 1 > q.max_frames || (q.frames > 0 && q.bytes + bytes > q.max_bytes);
         if over {
             return Err(PushError::Full {
-                frames: q.items.len(),
+                frames: q.frames,
                 bytes: q.bytes,
                 max_frames: q.max_frames,
                 max_bytes: q.max_bytes,
             });
         }
         q.bytes += bytes;
-        q.items.push_back((item, bytes));
+        q.frames += 1;
+        q.items.push_back((item, bytes, false));
+        q.wake();
+        Ok(())
+    }
+
+    /// Queues `item` beside the bound (see the module documentation); refused only when the
+    /// outbox is closed.
+    pub fn push_exempt(&self, item: T, bytes: usize) -> Result<(), PushError> {
+        let mut q = lock(&self.queue);
+        if q.closed || q.receiver_gone {
+            return Err(PushError::Closed);
+        }
+        q.exempt_bytes += bytes;
+        q.items.push_back((item, bytes, true));
         q.wake();
         Ok(())
     }
@@ -114,7 +155,7 @@ impl<T> OutboxSender<T> {
         let mut q = lock(&self.queue);
         if let Some(last) = last {
             if !q.closed {
-                q.items.push_back((last, 0));
+                q.items.push_back((last, 0, true));
             }
         }
         q.closed = true;
@@ -124,17 +165,16 @@ impl<T> OutboxSender<T> {
     /// Drops everything queued and ends the stream at once, with `last` as its final item.
     pub fn abort(&self, last: Option<T>) {
         let mut q = lock(&self.queue);
-        q.items.clear();
-        q.bytes = 0;
+        q.clear();
         q.last = last;
         q.closed = true;
         q.wake();
     }
 
-    /// Frames and bytes waiting.
+    /// Frames and bytes waiting (exempt ones included).
     pub fn queued(&self) -> (usize, usize) {
         let q = lock(&self.queue);
-        (q.items.len(), q.bytes)
+        (q.items.len(), q.bytes + q.exempt_bytes)
     }
 }
 
@@ -152,12 +192,10 @@ impl<T> Stream for OutboxStream<T> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut q = lock(&self.queue);
         if let Some(last) = q.last.take() {
-            q.items.clear();
-            q.bytes = 0;
+            q.clear();
             return Poll::Ready(Some(last));
         }
-        if let Some((item, bytes)) = q.items.pop_front() {
-            q.bytes -= bytes;
+        if let Some(item) = q.pop() {
             return Poll::Ready(Some(item));
         }
         if q.closed {
@@ -172,8 +210,7 @@ impl<T> Drop for OutboxStream<T> {
     fn drop(&mut self) {
         let mut q = lock(&self.queue);
         q.receiver_gone = true;
-        q.items.clear();
-        q.bytes = 0;
+        q.clear();
     }
 }
 
@@ -213,6 +250,35 @@ mod tests {
         assert_eq!(tx.push(6, 1), Err(PushError::Closed));
         let rest: Vec<u32> = rx.collect().await;
         assert_eq!(rest, vec![3, 4, 99]);
+    }
+
+    #[tokio::test]
+    async fn exempt_frames_pass_beside_the_bound_and_do_not_count_toward_it() {
+        let (tx, mut rx) = outbox::<u32>(2, 100);
+        for i in 0..10 {
+            tx.push_exempt(i, 1_000).unwrap();
+        }
+        assert_eq!(tx.queued(), (10, 10_000));
+        tx.push(10, 60).unwrap();
+        tx.push(11, 40).unwrap();
+        assert!(
+            matches!(
+                tx.push(12, 1),
+                Err(PushError::Full {
+                    frames: 2,
+                    bytes: 100,
+                    ..
+                })
+            ),
+            "the bound still holds for what follows"
+        );
+        let mut got = Vec::new();
+        for _ in 0..12 {
+            got.push(rx.next().await.unwrap());
+        }
+        assert_eq!(got, (0..12).collect::<Vec<u32>>());
+        assert_eq!(tx.queued(), (0, 0));
+        tx.push(12, 100).unwrap();
     }
 
     #[tokio::test]

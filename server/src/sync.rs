@@ -47,10 +47,12 @@ pub enum Outbox {
 }
 
 impl Outbox {
-    fn push(&self, frame: pb::Frame, bytes: usize) -> Result<(), PushError> {
-        match self {
-            Outbox::Server(tx) => tx.push(Ok(frame), bytes),
-            Outbox::Client(tx) => tx.push(frame, bytes),
+    fn push(&self, frame: pb::Frame, bytes: usize, exempt: bool) -> Result<(), PushError> {
+        match (self, exempt) {
+            (Outbox::Server(tx), false) => tx.push(Ok(frame), bytes),
+            (Outbox::Server(tx), true) => tx.push_exempt(Ok(frame), bytes),
+            (Outbox::Client(tx), false) => tx.push(frame, bytes),
+            (Outbox::Client(tx), true) => tx.push_exempt(frame, bytes),
         }
     }
 
@@ -356,6 +358,23 @@ impl SyncHandle {
                 tracing::warn!(%peer, %doc, error = %err, "storing a sync state failed");
             }
         }
+        // A link's handshake (the output with its Hello) and the catch-up right after it (the
+        // output that opens the link) are sized by what the peer lacks, not by what it fails to
+        // read: they pass beside the outbox bound.
+        let catching_up: Vec<&NodeId> = out
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                LogEvent::LinkOpen { peer, .. } => Some(peer),
+                _ => None,
+            })
+            .collect();
+        let greeted: Vec<ConnId> = out
+            .sends
+            .iter()
+            .filter(|(_, frame)| matches!(frame, Frame::Hello { .. }))
+            .map(|(conn, _)| *conn)
+            .collect();
         let mut overflowed = Vec::new();
         {
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
@@ -363,10 +382,11 @@ impl SyncHandle {
                 let Some(link) = links.get(&conn) else {
                     continue;
                 };
+                let exempt = greeted.contains(&conn) || catching_up.contains(&&link.peer);
                 let frame = to_pb(frame);
                 let bytes = prost::Message::encoded_len(&frame);
                 self.metrics.frame(link.peer.name(), "sent", bytes);
-                match link.outbox.push(frame, bytes) {
+                match link.outbox.push(frame, bytes, exempt) {
                     Ok(()) => {}
                     Err(PushError::Closed) => {}
                     Err(full @ PushError::Full { .. }) => {

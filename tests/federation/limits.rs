@@ -403,3 +403,47 @@ async fn a_slow_api_request_times_out_but_a_backup_runs_to_its_end() {
     assert!(bytes > 0);
     fed.stop_all().await;
 }
+
+/// Letters and spaces only, so the privacy guard has nothing to object to, and varied, so the
+/// text is as large on the wire as it is long.
+fn random_words(len: usize, seed: u64) -> String {
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut text = String::with_capacity(len);
+    while text.len() < len {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let c = (state >> 59) as u8 % 27;
+        text.push(if c == 26 { ' ' } else { (b'a' + c) as char });
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_city_catches_up_with_more_than_its_outbox_bound() {
+    let outbox_bytes = 16 * 1024;
+    let writers = ["helsingborg", "malmo", "uppsala", "umea"];
+    let mut fed = Federation::start_with(&[&writers[..], &["lund"]].concat(), |config| {
+        config.limits.outbox_bytes_per_link = outbox_bytes;
+    })
+    .await;
+    fed.stop_city(writers.len()).await;
+    // While Lund is away, four documents grow well past Lund's outbox bound together.
+    for (i, city) in writers.iter().enumerate() {
+        let body = random_words(12_000, i as u64);
+        fed.client(i)
+            .await
+            .create_lesson(&format!("Long from {city}"), &body, vec![])
+            .await
+            .unwrap();
+    }
+    // Lund comes back: the hub sends what it lacks at once, and Lund is not cut off for it.
+    fed.start_city(writers.len()).await;
+    let lund = fed.client(writers.len()).await;
+    for city in writers {
+        wait_for_title(&lund, &format!("Long from {city}")).await;
+    }
+    let (state, error) = hub_view_of(&fed, "lund").await.unwrap();
+    assert_eq!((state.as_str(), error.as_str()), ("connected", ""));
+    fed.stop_all().await;
+}
