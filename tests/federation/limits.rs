@@ -447,3 +447,51 @@ async fn a_city_catches_up_with_more_than_its_outbox_bound() {
     assert_eq!((state.as_str(), error.as_str()), ("connected", ""));
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_city_over_its_daily_bytes_is_cut_off_before_the_frame_is_handled() {
+    let per_day = 256 * 1024;
+    let mut fed = Federation::start_with(&["helsingborg", "malmo"], |config| {
+        config.limits.peer_bytes_per_day = per_day;
+    })
+    .await;
+    let (tx, mut inbound) = raw_link(&fed, "lund", None).await.unwrap();
+    // One frame larger than Lund's whole daily budget.
+    tx.send(pb::Frame {
+        body: Some(pb::frame::Body::DocSync(pb::DocSync {
+            doc_id: "shared/lessons/lund".into(),
+            message: vec![0x42; 300 * 1024],
+        })),
+    })
+    .await
+    .unwrap();
+    let status = final_status(&mut inbound).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains(&format!(
+            "daily byte limit exceeded: more than {per_day} bytes per day (limits.peer_bytes_per_day)"
+        )),
+        "{}",
+        status.message()
+    );
+    // Cut off before the frame was handled: the hub's tap (which sees every frame handed to
+    // the engine) saw Lund's handshake and nothing of the large frame.
+    let tapped: Vec<usize> = fed
+        .hub_tap
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(peer, _)| peer == "lund")
+        .map(|(_, frame)| frame.len())
+        .collect();
+    assert!(!tapped.is_empty(), "the handshake was handled");
+    assert!(tapped.iter().all(|len| *len < 1024), "{tapped:?}");
+    // The other cities go on.
+    fed.client(0)
+        .await
+        .create_lesson("Still flowing", "", vec![])
+        .await
+        .unwrap();
+    wait_for_title(&fed.client(1).await, "Still flowing").await;
+    fed.stop_all().await;
+}
