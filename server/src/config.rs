@@ -53,6 +53,102 @@ pub struct NodeConfig {
     /// The national method handbook.
     #[serde(default)]
     pub method: MethodConfig,
+    /// Limits that keep one city or one API token from hurting the others.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Limits on peers, links and API tokens (`[limits]`). Every value must be at least 1. The
+/// defaults leave honest traffic far below them: 290 cities syncing against one hub, and the
+/// benchmarks' write bursts, stay well within.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Hub: sustained federation frames per second one city may send (default 1000).
+    pub peer_frames_per_second: u64,
+    /// Hub: frames a city may send at once above the sustained rate (default 20000; a city's
+    /// first sync with a full federation is about one frame per document, ~900 for 290 cities).
+    pub peer_frame_burst: u64,
+    /// Hub: bytes of frames one city may send per day, refilled evenly (default 8 GiB).
+    pub peer_bytes_per_day: u64,
+    /// Hub: after a city was cut off for a rate or byte limit, its new links are refused with
+    /// RESOURCE_EXHAUSTED for this long (default 10000 ms).
+    pub peer_cooldown_ms: u64,
+    /// Documents a peer may list in its summary (default 10000; a full federation has ~900).
+    pub docs_per_peer: u64,
+    /// Bytes waiting to be sent on one link before the link is closed because its peer does
+    /// not read (default 64 MiB; a single larger frame still passes alone).
+    pub outbox_bytes_per_link: u64,
+    /// Frames waiting to be sent on one link before the link is closed (default 100000).
+    pub outbox_frames_per_link: u64,
+    /// Concurrent HTTP/2 streams per connection on the federation listener (default 4; a city
+    /// uses one).
+    pub federation_max_streams: u64,
+    /// Sustained API requests per second per API token (default 1000).
+    pub api_requests_per_second: u64,
+    /// API requests one token may make at once above the sustained rate (default 10000).
+    pub api_request_burst: u64,
+    /// Longest time an API request may take until its response starts (default 30000 ms); a
+    /// streaming response (Backup) is not cut by it once it has started.
+    pub api_request_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per connection on the API listener (default 128).
+    pub api_max_streams: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            peer_frames_per_second: 1_000,
+            peer_frame_burst: 20_000,
+            peer_bytes_per_day: 8 * 1024 * 1024 * 1024,
+            peer_cooldown_ms: 10_000,
+            docs_per_peer: 10_000,
+            outbox_bytes_per_link: 64 * 1024 * 1024,
+            outbox_frames_per_link: 100_000,
+            federation_max_streams: 4,
+            api_requests_per_second: 1_000,
+            api_request_burst: 10_000,
+            api_request_timeout_ms: 30_000,
+            api_max_streams: 128,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Every limit with its field name, for checks and environment overrides.
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 12] {
+        [
+            ("peer_frames_per_second", &mut self.peer_frames_per_second),
+            ("peer_frame_burst", &mut self.peer_frame_burst),
+            ("peer_bytes_per_day", &mut self.peer_bytes_per_day),
+            ("peer_cooldown_ms", &mut self.peer_cooldown_ms),
+            ("docs_per_peer", &mut self.docs_per_peer),
+            ("outbox_bytes_per_link", &mut self.outbox_bytes_per_link),
+            ("outbox_frames_per_link", &mut self.outbox_frames_per_link),
+            ("federation_max_streams", &mut self.federation_max_streams),
+            ("api_requests_per_second", &mut self.api_requests_per_second),
+            ("api_request_burst", &mut self.api_request_burst),
+            ("api_request_timeout_ms", &mut self.api_request_timeout_ms),
+            ("api_max_streams", &mut self.api_max_streams),
+        ]
+    }
+
+    /// The limits on federation peers and links.
+    pub fn peer_limits(&self) -> crate::limits::PeerLimits {
+        crate::limits::PeerLimits {
+            frames_per_second: self.peer_frames_per_second,
+            frame_burst: self.peer_frame_burst,
+            bytes_per_day: self.peer_bytes_per_day,
+            cooldown: Duration::from_millis(self.peer_cooldown_ms),
+            outbox_bytes: usize::try_from(self.outbox_bytes_per_link).unwrap_or(usize::MAX),
+            outbox_frames: usize::try_from(self.outbox_frames_per_link).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The API request timeout.
+    pub fn api_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.api_request_timeout_ms)
+    }
 }
 
 /// How long personal data is kept.
@@ -336,6 +432,14 @@ impl NodeConfig {
         if let Some(v) = env("SFS_LOG_LEVEL") {
             self.log.level = v;
         }
+        for (field, value) in self.limits.fields_mut() {
+            let var = format!("SFS_LIMITS_{}", field.to_uppercase());
+            if let Some(v) = env(&var) {
+                *value = v.parse().map_err(|_| {
+                    format!("field `limits.{field}` (from {var}): {v:?} is not a whole number")
+                })?;
+            }
+        }
         if let Some(v) = env("SFS_STORE_MIN_FREE_BYTES") {
             self.store.min_free_bytes = v.parse().map_err(|_| {
                 format!(
@@ -380,6 +484,17 @@ impl NodeConfig {
                 "field `log.format`: expected \"text\" or \"json\", got {:?}",
                 self.log.format
             ));
+        }
+        let mut limits = self.limits.clone();
+        for (field, value) in limits.fields_mut() {
+            if *value == 0 {
+                return Err(format!("field `limits.{field}`: must be at least 1"));
+            }
+        }
+        if u32::try_from(self.limits.federation_max_streams).is_err()
+            || u32::try_from(self.limits.api_max_streams).is_err()
+        {
+            return Err("field `limits.*_max_streams`: at most 4294967295".into());
         }
         let days = self.privacy.closed_signal_retention_days;
         if !days.is_finite() || !(0.0..=36_500.0).contains(&days) {
@@ -480,6 +595,17 @@ key = "lund.key"
         assert_eq!(config.api.listen.port(), 9000);
         assert_eq!(config.metrics.listen.unwrap().port(), 9464);
         assert_eq!(config.log.format, "json");
+        let env =
+            |name: &str| (name == "SFS_LIMITS_PEER_FRAMES_PER_SECOND").then(|| "250".to_string());
+        let config = NodeConfig::load_with_env(&write(dir.path(), CITY), env).unwrap();
+        assert_eq!(config.limits.peer_frames_per_second, 250);
+        assert_eq!(config.limits.api_requests_per_second, 1_000, "a default");
+        let err = NodeConfig::load_with_env(&write(dir.path(), CITY), |name| {
+            (name == "SFS_LIMITS_API_REQUEST_BURST").then(|| "lots".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.api_request_burst"), "{err}");
     }
 
     #[test]
@@ -504,6 +630,14 @@ key = "lund.key"
             ),
             (format!("{CITY}\n[api]\nlisten = \"nowhere\"\n"), "listen"),
             (format!("{CITY}\nunknown = 1\n"), "unknown"),
+            (
+                format!("{CITY}\n[limits]\napi_requests_per_second = 0\n"),
+                "field `limits.api_requests_per_second`: must be at least 1",
+            ),
+            (
+                format!("{CITY}\n[limits]\nno_such_limit = 1\n"),
+                "no_such_limit",
+            ),
         ];
         for (text, expected) in cases {
             let err = NodeConfig::load_with_env(&write(dir.path(), &text), |_| None)

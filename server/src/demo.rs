@@ -124,6 +124,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
             method: crate::config::MethodConfig {
                 release_public_key: Some(release_public_key.clone()),
             },
+            limits: Default::default(),
         };
         prepared.push((config, token));
     }

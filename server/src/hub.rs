@@ -12,10 +12,10 @@ use std::time::SystemTime;
 
 use sfs_proto::v1 as pb;
 use sfs_sync::Role;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::outbox::OutboxStream;
 use crate::pki;
 use crate::sync::{read_link, Outbox, SyncHandle};
 
@@ -83,7 +83,7 @@ impl Revocations {
 
 #[tonic::async_trait]
 impl pb::federation_server::Federation for FederationService {
-    type SyncStream = UnboundedReceiverStream<Result<pb::Frame, Status>>;
+    type SyncStream = OutboxStream<Result<pb::Frame, Status>>;
 
     async fn sync(
         &self,
@@ -110,7 +110,10 @@ impl pb::federation_server::Federation for FederationService {
                 "the certificate of {peer} (serial {serial}) is revoked"
             )));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        if let Err(err) = self.sync.admit(&peer) {
+            return Err(Status::resource_exhausted(format!("{peer}: {err}")));
+        }
+        let (tx, rx) = self.sync.new_outbox();
         let (stop_tx, stop_rx) = oneshot::channel();
         let inbound = request.into_inner();
         let sync = self.sync.clone();
@@ -131,6 +134,6 @@ impl pb::federation_server::Federation for FederationService {
             stop_rx,
             self.shutdown.clone(),
         ));
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 }

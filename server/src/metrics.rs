@@ -43,6 +43,12 @@ pub struct ApiLabels {
     pub code: String,
 }
 
+/// Labels of limit refusals.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: String,
+}
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -53,6 +59,7 @@ pub struct Metrics {
     pub api_requests: Family<ApiLabels, Counter>,
     pub storage_bytes: Gauge,
     pub fsync_seconds: Histogram,
+    pub limit_refusals: Family<LimitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +79,7 @@ impl Metrics {
             sync_lag: Family::default(),
             api_requests: Family::default(),
             storage_bytes: Gauge::default(),
+            limit_refusals: Family::default(),
             fsync_seconds: Histogram::new([
                 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
@@ -109,6 +117,11 @@ impl Metrics {
                 metrics.storage_bytes.clone(),
             );
             r.register(
+                "limit_refusals",
+                "Peers, links and API requests refused or cut off for a limit, by limit",
+                metrics.limit_refusals.clone(),
+            );
+            r.register(
                 "fsync_seconds",
                 "Time to make writes durable (flush and fsync)",
                 metrics.fsync_seconds.clone(),
@@ -125,6 +138,15 @@ impl Metrics {
         };
         self.frames.get_or_create(&labels).inc();
         self.frame_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    /// Counts one refusal for `limit`.
+    pub fn limit_refused(&self, limit: &str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels {
+                limit: limit.to_string(),
+            })
+            .inc();
     }
 
     /// The metrics in the Prometheus text format.

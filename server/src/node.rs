@@ -183,6 +183,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         defer_local_pushes: true,
         ..EngineConfig::default()
     };
+    engine_config.max_docs_per_peer =
+        usize::try_from(config.limits.docs_per_peer).unwrap_or(usize::MAX);
     if let Some(ms) = config.federation.keepalive_ms {
         engine_config.keepalive_interval_ms = ms;
         engine_config.peer_timeout_ms = ms * 4;
@@ -191,14 +193,17 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     store.durability.observe(metrics.clone());
     store.durability.set_reserve(config.store.min_free_bytes);
     let durability = store.durability.clone();
-    let sync = Arc::new(SyncHandle::open(
-        id.clone(),
-        store.shared,
-        store.sync_states,
-        engine_config,
-        options.frame_tap,
-        metrics.clone(),
-    )?);
+    let sync = Arc::new(
+        SyncHandle::open(
+            id.clone(),
+            store.shared,
+            store.sync_states,
+            engine_config,
+            options.frame_tap,
+            metrics.clone(),
+        )?
+        .with_limits(config.limits.peer_limits()),
+    );
     let local = Arc::new(LocalReplicas::open(store.local, actor_for(&id))?);
     // Only the hub enforces revocation: it is the only node others connect to.
     let revocations = Arc::new(
@@ -255,7 +260,12 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             addr: config.api.listen,
             source,
         })?;
-    let auth = api::authenticate(tokens);
+    let api_limits = Arc::new(api::ApiLimits::new(
+        config.limits.api_requests_per_second,
+        config.limits.api_request_burst,
+        metrics.clone(),
+    ));
+    let auth = api::authenticate(tokens, api_limits);
     // Generic tools (grpcurl, Postman, Evans) list and call the API through reflection, and
     // probes use the standard health service; neither needs a token.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -274,6 +284,9 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     let api_router = Server::builder()
         // gRPC-Web (HTTP/1.1) for browser tools, next to plain gRPC.
         .accept_http1(true)
+        .max_concurrent_streams(Some(config.limits.api_max_streams as u32))
+        // Until the response starts; a streaming response (Backup) then runs to its end.
+        .timeout(config.limits.api_request_timeout())
         .tls_config(
             ServerTlsConfig::new()
                 .identity(identity.clone())
@@ -388,6 +401,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
             let router = Server::builder()
+                .max_concurrent_streams(Some(config.limits.federation_max_streams as u32))
                 .tls_config(tls)?
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(20)))

@@ -24,10 +24,11 @@ use sfs_sync::{
     StatusCode, Summary,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status, Streaming};
 
+use crate::limits::{LimitExceeded, PeerBudgets, PeerLimits};
+use crate::outbox::{outbox, OutboxSender, OutboxStream, PushError};
 use crate::store::{ShareableDocs, StoreError, SyncStates};
 
 /// Largest frame accepted or sent on a federation stream.
@@ -37,12 +38,39 @@ pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
 /// (used by tests that check what crosses the wire).
 pub type FrameTap = Arc<dyn Fn(&NodeId, &[u8]) + Send + Sync>;
 
-/// Where frames for one link go.
+/// Where frames for one link go: a bounded queue (see [`crate::outbox`]).
 pub enum Outbox {
     /// The hub side: the response stream of the peer's `Sync` call.
-    Server(mpsc::UnboundedSender<Result<pb::Frame, Status>>),
+    Server(OutboxSender<Result<pb::Frame, Status>>),
     /// The city side: the request stream of our `Sync` call.
-    Client(mpsc::UnboundedSender<pb::Frame>),
+    Client(OutboxSender<pb::Frame>),
+}
+
+impl Outbox {
+    fn push(&self, frame: pb::Frame, bytes: usize, exempt: bool) -> Result<(), PushError> {
+        match (self, exempt) {
+            (Outbox::Server(tx), false) => tx.push(Ok(frame), bytes),
+            (Outbox::Server(tx), true) => tx.push_exempt(Ok(frame), bytes),
+            (Outbox::Client(tx), false) => tx.push(frame, bytes),
+            (Outbox::Client(tx), true) => tx.push_exempt(frame, bytes),
+        }
+    }
+
+    /// Ends the link after what is queued, with `status` as the server's last word.
+    fn close(&self, status: Status) {
+        match self {
+            Outbox::Server(tx) => tx.close(Some(Err(status))),
+            Outbox::Client(tx) => tx.close(None),
+        }
+    }
+
+    /// Ends the link at once, dropping what is queued.
+    fn abort(&self, status: Status) {
+        match self {
+            Outbox::Server(tx) => tx.abort(Some(Err(status))),
+            Outbox::Client(tx) => tx.abort(None),
+        }
+    }
 }
 
 struct LinkHandle {
@@ -101,6 +129,8 @@ pub struct SyncHandle {
     changes: tokio::sync::broadcast::Sender<ShareableDocId>,
     /// Frame counters.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Rate and byte budgets of every peer (enforced on links from cities), and outbox bounds.
+    budgets: Mutex<PeerBudgets<NodeId>>,
 }
 
 /// The Automerge actor id of a node's own edits in this run: 8 bytes derived from its identity,
@@ -138,7 +168,38 @@ impl SyncHandle {
             link_events: Mutex::new(None),
             changes: tokio::sync::broadcast::channel(1024).0,
             metrics,
+            budgets: Mutex::new(PeerBudgets::new(PeerLimits::default())),
         })
+    }
+
+    /// Sets the limits on peers and links (the defaults otherwise).
+    pub fn with_limits(self, limits: PeerLimits) -> SyncHandle {
+        *self.budgets.lock().unwrap_or_else(|p| p.into_inner()) = PeerBudgets::new(limits);
+        self
+    }
+
+    fn budgets(&self) -> MutexGuard<'_, PeerBudgets<NodeId>> {
+        self.budgets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new bounded outbox for a link, sized by the limits.
+    pub fn new_outbox<T>(&self) -> (OutboxSender<T>, OutboxStream<T>) {
+        let limits = self.budgets().limits().clone();
+        outbox(limits.outbox_frames, limits.outbox_bytes)
+    }
+
+    /// Whether `peer` may open a link now (a city cut off for a limit waits out its cool-down;
+    /// one over its daily bytes waits for the budget to refill).
+    pub fn admit(&self, peer: &NodeId) -> Result<(), LimitExceeded> {
+        if peer.role() != sfs_sync::Role::City {
+            return Ok(());
+        }
+        let admitted = self.budgets().admit(peer, Instant::now());
+        if let Err(err) = &admitted {
+            tracing::warn!(%peer, limit = err.name(), error = %err, "refused a link over a limit");
+            self.metrics.limit_refused(err.name());
+        }
+        admitted
     }
 
     /// Receives the id of every document whose content changes from now on.
@@ -248,7 +309,7 @@ impl SyncHandle {
                     });
                     closing.extend(engine.persist_failed(&item.doc, stored));
                 }
-                self.deliver(closing);
+                self.deliver(engine, closing);
                 return Err(err);
             }
         }
@@ -264,7 +325,7 @@ impl SyncHandle {
                 tracing::error!(error = %err, "making documents durable failed");
                 let closing = engine
                     .close_all_links(StatusCode::Unavailable, &format!("storage failed: {err}"));
-                self.deliver(closing);
+                self.deliver(engine, closing);
                 return Err(err);
             }
         }
@@ -281,40 +342,76 @@ impl SyncHandle {
                 }
             }
         }
-        self.deliver(out);
+        self.deliver(engine, out);
         Ok(())
     }
 
     /// Stores an output's sync states, queues its frames and closes its links (its documents
     /// are already stored).
-    fn deliver(&self, out: Output) {
+    ///
+    /// A link whose outbox is full (its peer does not read) is closed at once with
+    /// `RESOURCE_EXHAUSTED`: what waits for it is dropped and the engine forgets the link; the
+    /// peer reconnects and resumes from the persisted sync states.
+    fn deliver(&self, engine: &mut Engine, out: Output) {
         for (peer, doc, state) in &out.persist_sync_states {
             if let Err(err) = self.sync_states.put(peer, doc, state) {
                 tracing::warn!(%peer, %doc, error = %err, "storing a sync state failed");
             }
         }
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        for (conn, frame) in out.sends {
-            if let Some(link) = links.get(&conn) {
+        // A link's handshake (the output with its Hello) and the catch-up right after it (the
+        // output that opens the link) are sized by what the peer lacks, not by what it fails to
+        // read: they pass beside the outbox bound.
+        let catching_up: Vec<&NodeId> = out
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                LogEvent::LinkOpen { peer, .. } => Some(peer),
+                _ => None,
+            })
+            .collect();
+        let greeted: Vec<ConnId> = out
+            .sends
+            .iter()
+            .filter(|(_, frame)| matches!(frame, Frame::Hello { .. }))
+            .map(|(conn, _)| *conn)
+            .collect();
+        let mut overflowed = Vec::new();
+        {
+            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            for (conn, frame) in out.sends {
+                let Some(link) = links.get(&conn) else {
+                    continue;
+                };
+                let exempt = greeted.contains(&conn) || catching_up.contains(&&link.peer);
                 let frame = to_pb(frame);
-                self.metrics.frame(
-                    link.peer.name(),
-                    "sent",
-                    prost::Message::encoded_len(&frame),
-                );
-                match &link.outbox {
-                    Outbox::Server(tx) => drop(tx.send(Ok(frame))),
-                    Outbox::Client(tx) => drop(tx.send(frame)),
+                let bytes = prost::Message::encoded_len(&frame);
+                self.metrics.frame(link.peer.name(), "sent", bytes);
+                match link.outbox.push(frame, bytes, exempt) {
+                    Ok(()) => {}
+                    Err(PushError::Closed) => {}
+                    Err(full @ PushError::Full { .. }) => {
+                        let message = format!("{}: {full}", link.peer);
+                        tracing::warn!(peer = %link.peer, conn, error = %full, "closing the link of a peer that does not read");
+                        self.metrics.limit_refused("outbox_per_link");
+                        link.outbox
+                            .abort(Status::resource_exhausted(message.clone()));
+                        let peer = link.peer.clone();
+                        links.remove(&conn);
+                        overflowed.push((conn, peer, message));
+                    }
+                }
+            }
+            for (conn, reason) in out.closes {
+                if let Some(link) = links.remove(&conn) {
+                    let code = Code::from_i32(reason.code as i32);
+                    link.outbox.close(Status::new(code, reason.message.clone()));
                 }
             }
         }
-        for (conn, reason) in out.closes {
-            if let Some(link) = links.remove(&conn) {
-                if let Outbox::Server(tx) = &link.outbox {
-                    let code = Code::from_i32(reason.code as i32);
-                    let _ = tx.send(Err(Status::new(code, reason.message.clone())));
-                }
-            }
+        for (conn, peer, message) in overflowed {
+            self.set_peer_state(&peer, "disconnected", Some(message.clone()));
+            let closing = engine.close_link(conn, StatusCode::ResourceExhausted, message);
+            self.deliver(engine, closing);
         }
     }
 
@@ -327,6 +424,28 @@ impl SyncHandle {
         stop: oneshot::Sender<()>,
     ) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::SeqCst);
+        // One link per peer: a newer link replaces an older one (a city that lost its
+        // connection without the hub noticing comes back at once, not after the peer timeout).
+        let older: Vec<ConnId> = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, link)| link.peer == peer)
+            .map(|(conn, _)| *conn)
+            .collect();
+        if !older.is_empty() {
+            let mut engine = self.engine();
+            for old in older {
+                tracing::warn!(%peer, old, new = conn, "a newer link from the same peer replaces the older one");
+                let out = engine.close_link(
+                    old,
+                    StatusCode::Aborted,
+                    format!("replaced by a newer link from {peer}: one link per peer at a time"),
+                );
+                let _ = self.perform(&mut engine, out);
+            }
+        }
         let stored = self.sync_states.for_peer(&peer).unwrap_or_else(|err| {
             tracing::warn!(%peer, error = %err, "reading stored sync states failed");
             Vec::new()
@@ -348,6 +467,29 @@ impl SyncHandle {
             tracing::error!(error = %err, "starting a link failed");
         }
         conn
+    }
+
+    /// Charges a frame of `bytes` received from `peer` to its budgets (cities only: the hub
+    /// protects itself and the other cities from one city); cheap, called before the frame is
+    /// handled.
+    pub fn charge(&self, peer: &NodeId, bytes: usize) -> Result<(), LimitExceeded> {
+        if peer.role() != sfs_sync::Role::City {
+            return Ok(());
+        }
+        self.budgets().charge(peer, bytes, Instant::now())
+    }
+
+    /// Closes a link whose peer went over a limit with `RESOURCE_EXHAUSTED`; returns the status
+    /// message.
+    pub fn cut_off(&self, conn: ConnId, peer: &NodeId, err: &LimitExceeded) -> String {
+        let message = format!("{peer}: {err}");
+        tracing::warn!(%peer, conn, limit = err.name(), error = %err, "cutting off a peer over a limit");
+        self.metrics.limit_refused(err.name());
+        self.set_peer_state(peer, "disconnected", Some(message.clone()));
+        let mut engine = self.engine();
+        let out = engine.close_link(conn, StatusCode::ResourceExhausted, message.clone());
+        let _ = self.perform(&mut engine, out);
+        message
     }
 
     /// Handles one frame received on a link.
@@ -609,6 +751,12 @@ async fn read_link_inner(
             _ = shutdown.changed() => break None,
             message = inbound.message() => match message {
                 Ok(Some(frame)) => {
+                    if let Err(err) = sync.charge(&peer, prost::Message::encoded_len(&frame)) {
+                        // Stop reading at once: nothing more of this peer's is handled.
+                        let (sync, peer) = (sync.clone(), peer.clone());
+                        let message = tokio::task::spawn_blocking(move || sync.cut_off(conn, &peer, &err)).await;
+                        break Some(message.unwrap_or_else(|_| "cut off over a limit".to_string()));
+                    }
                     let (sync, peer) = (sync.clone(), peer.clone());
                     if tokio::task::spawn_blocking(move || sync.frame_in(conn, &peer, frame)).await.is_err() {
                         break Some("frame handling failed".to_string());
@@ -711,7 +859,7 @@ async fn link_once(
     let mut client = pb::federation_client::FederationClient::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = sync.new_outbox();
     let (stop_tx, stop_rx) = oneshot::channel();
     let peer = config.hub_id.clone();
     let conn = {
@@ -725,7 +873,7 @@ async fn link_once(
             Err(_) => return Some("opening the link failed".to_string()),
         }
     };
-    let inbound = match client.sync(UnboundedReceiverStream::new(rx)).await {
+    let inbound = match client.sync(rx).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             let error = format!("{}: {}", code_name(status.code()), status.message());

@@ -75,7 +75,8 @@ struct TokenRecord {
     created_unix: u64,
 }
 
-fn hash(token: &str) -> String {
+/// The SHA-256 of a token, hex (what the token file keeps).
+pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -139,7 +139,7 @@ async fn a_grpc_web_client_creates_and_lists_lessons_over_http1() {
 }
 
 /// Fetches `/metrics` with a plain HTTP/1.1 request.
-async fn scrape(addr: std::net::SocketAddr) -> String {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream

@@ -5,6 +5,7 @@ mod domain;
 mod erasure;
 mod faults;
 mod integration;
+mod limits;
 mod mtls;
 mod python;
 mod releases;

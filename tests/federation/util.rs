@@ -62,16 +62,25 @@ impl Federation {
 
     /// Makes the PKI and configurations, starts the hub and then every city.
     pub async fn start(cities: &[&str]) -> Federation {
-        Federation::start_with(cities, false).await
+        Federation::start_inner(cities, false, |_| {}).await
     }
 
     /// Like [`Federation::start`], with a release key made outside every data directory and
     /// its public key configured on the hub and every city.
     pub async fn start_signed(cities: &[&str]) -> Federation {
-        Federation::start_with(cities, true).await
+        Federation::start_inner(cities, true, |_| {}).await
     }
 
-    async fn start_with(cities: &[&str], signed: bool) -> Federation {
+    /// Like [`Federation::start`], with each node's configuration changed by `configure` first.
+    pub async fn start_with(cities: &[&str], configure: impl Fn(&mut NodeConfig)) -> Federation {
+        Federation::start_inner(cities, false, configure).await
+    }
+
+    async fn start_inner(
+        cities: &[&str],
+        signed: bool,
+        configure: impl Fn(&mut NodeConfig),
+    ) -> Federation {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("pki");
         pki::init_ca(&pki_dir).unwrap();
@@ -83,13 +92,14 @@ impl Federation {
         if signed {
             sfs_client::release::generate_key_files(&release_key, &public_key).unwrap();
         }
-        let configure = |mut node: TestNode| {
+        let configure = |node: &mut TestNode| {
             if signed {
                 node.config.method.release_public_key = Some(public_key.clone());
             }
-            node
+            configure(&mut node.config);
         };
-        let hub = configure(prepare(dir.path(), NodeId::hub("national").unwrap(), None));
+        let mut hub = prepare(dir.path(), NodeId::hub("national").unwrap(), None);
+        configure(&mut hub);
         let mut fed = Federation {
             hub,
             cities: Vec::new(),
@@ -101,12 +111,13 @@ impl Federation {
         fed.start_hub().await;
         let hub_url = fed.hub_url();
         for city in cities {
-            let node = prepare(
+            let mut node = prepare(
                 fed.dir.path(),
                 NodeId::city(city).unwrap(),
                 Some(hub_url.clone()),
             );
-            fed.cities.push(configure(node));
+            configure(&mut node);
+            fed.cities.push(node);
         }
         for i in 0..fed.cities.len() {
             fed.start_city(i).await;
@@ -261,6 +272,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         store: Default::default(),
         privacy: Default::default(),
         method: Default::default(),
+        limits: Default::default(),
     };
     TestNode {
         config,

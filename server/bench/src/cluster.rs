@@ -297,6 +297,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
         store: Default::default(),
         privacy: Default::default(),
         method: Default::default(),
+        limits: Default::default(),
     };
     let config_path = node_dir.join("node.toml");
     write_config(&config_path, &config)?;

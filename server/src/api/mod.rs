@@ -97,9 +97,42 @@ pub struct Caller {
     pub actor: String,
 }
 
-/// Checks the bearer token and records the caller's role; unknown tokens are refused.
+/// Request-rate limits per API token, shared by every service of the API listener.
+pub struct ApiLimits {
+    rates: std::sync::Mutex<crate::limits::TokenRates>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl ApiLimits {
+    /// `per_second` sustained requests per token, `burst` at once.
+    pub fn new(per_second: u64, burst: u64, metrics: Arc<crate::metrics::Metrics>) -> ApiLimits {
+        ApiLimits {
+            rates: std::sync::Mutex::new(crate::limits::TokenRates::new(per_second, burst)),
+            metrics,
+        }
+    }
+
+    /// Charges one request to the token with hash `token_hash`; `RESOURCE_EXHAUSTED` when the
+    /// token is over its rate (other tokens are not affected).
+    fn charge(&self, token_hash: &str, label: &str) -> Result<(), Status> {
+        let charged = self
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .charge(token_hash, std::time::Instant::now());
+        charged.map_err(|err| {
+            tracing::warn!(token = %label, hash_prefix = &token_hash[..8], error = %err, "refused an API request over a limit");
+            self.metrics.limit_refused(err.name());
+            Status::resource_exhausted(err.to_string())
+        })
+    }
+}
+
+/// Checks the bearer token and records the caller's role; unknown tokens are refused, and a
+/// token over its request rate is refused with `RESOURCE_EXHAUSTED`.
 pub fn authenticate(
     tokens: Arc<TokenRegistry>,
+    limits: Arc<ApiLimits>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
         let header = request.metadata().get("authorization").ok_or_else(|| {
@@ -115,6 +148,7 @@ pub fn authenticate(
         let found = tokens
             .lookup(token.trim())
             .ok_or_else(|| Status::unauthenticated("unknown API token"))?;
+        limits.charge(&crate::tokens::hash(token.trim()), &found.label)?;
         request.extensions_mut().insert(Caller {
             role: found.role,
             actor: format!(

@@ -73,21 +73,39 @@ impl NodeService {
 
 #[tonic::async_trait]
 impl pb::node_server::Node for NodeService {
-    type BackupStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::BackupChunk, Status>>>;
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
 
+    /// The response starts at once and the archive is built and sent behind it, so the API's
+    /// request timeout (`limits.api_request_timeout_ms`, which runs until a response starts)
+    /// never cuts a backup of a large node.
     async fn backup(
         &self,
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         require(&request, ApiRole::Admin)?;
         let service = NodeService(self.0.clone());
-        let archive = super::blocking(move || service.archive()).await??;
-        let bytes = prost::Message::encode_to_vec(&archive);
-        let chunks: Vec<Result<pb::BackupChunk, Status>> = bytes
-            .chunks(BACKUP_CHUNK)
-            .map(|c| Ok(pb::BackupChunk { data: c.to_vec() }))
-            .collect();
-        Ok(Response::new(tokio_stream::iter(chunks)))
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let archive = match super::blocking(move || service.archive()).await {
+                Ok(Ok(archive)) => archive,
+                Ok(Err(status)) | Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let bytes = prost::Message::encode_to_vec(&archive);
+            for chunk in bytes.chunks(BACKUP_CHUNK) {
+                let chunk = pb::BackupChunk {
+                    data: chunk.to_vec(),
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn get_status(

@@ -42,6 +42,7 @@ pub enum StatusCode {
     PermissionDenied = 7,
     ResourceExhausted = 8,
     FailedPrecondition = 9,
+    Aborted = 10,
     Unavailable = 14,
 }
 
@@ -72,6 +73,9 @@ pub struct EngineConfig {
     /// [`Engine::push_pending`]: under a burst of writes the sync protocol (whose message
     /// generation walks the document's history) then runs once per burst, not once per write.
     pub defer_local_pushes: bool,
+    /// Most documents a peer may list in one summary (its whole federation view): a summary
+    /// listing more is refused with `ResourceExhausted` and the link closed.
+    pub max_docs_per_peer: usize,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +87,7 @@ impl Default for EngineConfig {
             compact_after_chunks: 1024,
             compact_min_bytes: 64 * 1024,
             defer_local_pushes: false,
+            max_docs_per_peer: 10_000,
         }
     }
 }
@@ -557,6 +562,21 @@ impl Engine {
                     self.close(conn_id, StatusCode::FailedPrecondition, message, &mut out);
                 }
             }
+            (Phase::AwaitSummary, Frame::Summary(summary))
+                if summary.docs.len() > self.config.max_docs_per_peer =>
+            {
+                let reason = format!(
+                    "the summary lists {} documents; the limit is {} documents per peer",
+                    summary.docs.len(),
+                    self.config.max_docs_per_peer
+                );
+                out.events.push(LogEvent::Refused {
+                    peer: conn.peer.clone(),
+                    doc: None,
+                    reason: reason.clone(),
+                });
+                self.close(conn_id, StatusCode::ResourceExhausted, reason, &mut out);
+            }
             (Phase::AwaitSummary, Frame::Summary(summary)) => {
                 match rebuild_summary(&conn.last_shared, summary) {
                     Some(theirs) => {
@@ -783,6 +803,12 @@ impl Engine {
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
+        if let Err(problem) = check_chunks(&message) {
+            let reason =
+                format!("sync message for {id} is outside what an honest peer sends: {problem}");
+            self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
+            return;
+        }
         if !message.changes.is_empty() {
             let current = self.docs.get(&id).map(|entry| &entry.doc);
             if let Err(reason) = check_authors(&message, &id, current, &self.me, &peer) {
@@ -831,6 +857,7 @@ impl Engine {
         // A peer's message sets `peer_read_only` from its flags, and Automerge's reset message
         // carries none: the owner-writes rule decides what this node offers, not the peer.
         state.peer_read_only = !accepts_changes_from(&peer, &self.me, &id);
+        send_changes_only(&mut state);
         *self.state_for(conn_id, &id) = state;
         match received {
             Ok(Ok(())) => {}
@@ -1007,6 +1034,7 @@ impl Engine {
             state.read_only = !accepts_changes_from(me, peer, id);
             // Never offer changes the peer would refuse (and close the link for).
             state.peer_read_only = !accepts_changes_from(peer, me, id);
+            send_changes_only(&mut state);
             state
         })
     }
@@ -1123,6 +1151,47 @@ fn check_message(message: &sync::Message) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The first bytes of every Automerge storage chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// The chunk type of a single, uncompressed change (after the magic and a 4-byte checksum).
+const CHUNK_TYPE_CHANGE: u8 = 1;
+
+/// Checks that every chunk of a message is one plain, uncompressed change, the only kind this
+/// engine sends (see [`send_changes_only`]). Whole saved documents and compressed changes are
+/// refused before Automerge sees them: Automerge inflates their DEFLATE columns without a bound,
+/// so a few kilobytes could claim gigabytes. A plain change is at most as large as the message
+/// that carries it, which is bounded by `max_message_bytes`.
+fn check_chunks(message: &sync::Message) -> Result<(), String> {
+    for chunk in message.changes.iter() {
+        if chunk.len() < 9 || chunk[..4] != CHUNK_MAGIC {
+            return Err("a change chunk that is not an Automerge chunk".into());
+        }
+        let kind = chunk[8];
+        if kind != CHUNK_TYPE_CHANGE {
+            let what = match kind {
+                0 => "a whole (compressed) document",
+                2 => "a compressed change",
+                3 => "a bundle of changes",
+                _ => "a chunk of unknown type",
+            };
+            return Err(format!(
+                "{what} (chunk type {kind}); only plain changes (type {CHUNK_TYPE_CHANGE}) are accepted"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Shapes what this node sends to a peer: individual changes only, never a whole saved document
+/// (Automerge sends one, compressed, to a peer that advertises version-2 messages and has nothing
+/// or lacks a third of the changes). Honest peers therefore never need to accept a compressed
+/// document from anyone, and [`check_chunks`] refuses them.
+fn send_changes_only(state: &mut sync::State) {
+    if let Some(capabilities) = state.their_capabilities.as_mut() {
+        capabilities.retain(|c| *c != sync::Capability::MessageV2);
+    }
 }
 
 /// Bits per entry and probes an honest peer's Bloom filter may use (Automerge uses 10 and 7).

@@ -559,6 +559,189 @@ fn messages_outside_what_an_honest_peer_sends_are_refused() {
     );
 }
 
+#[test]
+fn compressed_documents_and_changes_are_refused_before_automerge_inflates_them() {
+    // A document whose saved form is small but inflates to megabytes: a bomb, as a peer could
+    // send it, once as a whole document and once as a compressed change.
+    let mut bomb = Automerge::new().with_actor(sfs_sync::run_actor(
+        &NodeId::city("helsingborg").unwrap(),
+        [9; 8],
+    ));
+    bomb.transact(|tx| tx.put(ROOT, "l1", "x".repeat(4 * 1024 * 1024)))
+        .unwrap();
+    let whole = bomb.save();
+    assert!(whole.len() < 64 * 1024, "the document compresses well");
+    let mut change = bomb.get_last_local_change().unwrap().clone();
+    let compressed = change.bytes().to_vec();
+    assert!(compressed.len() < 64 * 1024, "the change compresses well");
+    for (chunk, expected) in [
+        (whole, "a whole (compressed) document"),
+        (compressed, "a compressed change"),
+    ] {
+        let mut fed = Federation::new(&["helsingborg", "malmo"]);
+        fed.connect("helsingborg", 1);
+        fed.connect("malmo", 2);
+        fed.run_until_quiet();
+        let message = automerge::sync::Message {
+            heads: bomb.get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![chunk].into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        };
+        let doc = ShareableDocId::lessons("helsingborg").unwrap();
+        let out = fed.engines.get_mut("hub").unwrap().receive(
+            1,
+            Frame::DocSync {
+                doc: doc.clone(),
+                message: message.encode(),
+            },
+            0,
+        );
+        assert_eq!(out.closes.len(), 1, "{expected}");
+        assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
+        assert!(
+            out.closes[0].1.message.contains(expected),
+            "{}",
+            out.closes[0].1.message
+        );
+        assert!(
+            fed.engines["hub"].document(&doc).is_none(),
+            "nothing applied"
+        );
+        fed.add_lesson("malmo", "m1", "still flowing");
+        fed.run_until_quiet();
+        assert_eq!(
+            fed.lesson("hub", "malmo", "m1").as_deref(),
+            Some("still flowing")
+        );
+    }
+}
+
+#[test]
+fn engines_send_plain_changes_only_even_when_the_peer_lacks_most_of_a_document() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    // Local edits wait for a push, as in the node: a burst goes out as one message.
+    let me = NodeId::city("helsingborg").unwrap();
+    let config = EngineConfig {
+        defer_local_pushes: true,
+        ..EngineConfig::default()
+    };
+    let city = Engine::new(me.clone(), sfs_sync::run_actor(&me, [7; 8]), config);
+    fed.engines.insert("helsingborg".to_string(), city);
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    fed.connect("helsingborg", 1);
+    fed.add_lesson("helsingborg", "l0", "first");
+    let out = fed.engines.get_mut("helsingborg").unwrap().push_pending(0);
+    fed.absorb("helsingborg", out);
+    fed.run_until_quiet();
+    // The hub now lacks almost all of the document: Automerge alone would send it whole and
+    // compressed to a peer that advertised version-2 messages, as every peer does.
+    for i in 1..=20 {
+        fed.add_lesson("helsingborg", &format!("l{i}"), &"a lesson ".repeat(100));
+    }
+    let out = fed.engines.get_mut("helsingborg").unwrap().push_pending(0);
+    fed.absorb("helsingborg", out);
+    let mut chunks = 0;
+    for (_, _, frame) in &fed.queue {
+        if let Frame::DocSync { message, .. } = frame {
+            let message = automerge::sync::Message::decode(message).unwrap();
+            for chunk in message.changes.iter() {
+                assert_eq!(chunk[8], 1, "only plain change chunks are sent");
+                chunks += 1;
+            }
+        }
+    }
+    assert_eq!(chunks, 20, "every change went as its own chunk");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.engines["hub"].document(&doc).unwrap().get_heads(),
+        fed.engines["helsingborg"]
+            .document(&doc)
+            .unwrap()
+            .get_heads()
+    );
+}
+
+#[test]
+fn too_many_changes_in_one_message_or_documents_in_one_summary_are_refused() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    fed.connect("helsingborg", 1);
+    fed.run_until_quiet();
+    let message = automerge::sync::Message {
+        heads: Vec::new(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![Vec::new(); sfs_sync::engine::MAX_CHUNKS + 1].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let out = fed.engines.get_mut("hub").unwrap().receive(
+        1,
+        Frame::DocSync {
+            doc: ShareableDocId::lessons("helsingborg").unwrap(),
+            message: message.encode(),
+        },
+        0,
+    );
+    assert_eq!(out.closes.len(), 1);
+    assert!(
+        out.closes[0]
+            .1
+            .message
+            .contains("change chunks (at most 100000)"),
+        "{}",
+        out.closes[0].1.message
+    );
+    // A summary naming more documents than any peer may have.
+    let me = NodeId::hub("national").unwrap();
+    let mut hub = Engine::new(
+        me.clone(),
+        sfs_sync::run_actor(&me, [1; 8]),
+        EngineConfig {
+            max_docs_per_peer: 5,
+            ..EngineConfig::default()
+        },
+    );
+    let _ = hub.connect(7, NodeId::city("lund").unwrap(), Vec::new(), 0);
+    let _ = hub.receive(
+        7,
+        Frame::Hello {
+            protocol_version: sfs_sync::PROTOCOL_VERSION,
+        },
+        0,
+    );
+    let docs: Vec<_> = (0..6)
+        .map(|i| {
+            (
+                ShareableDocId::lessons(&format!("c{i}")).unwrap(),
+                Vec::new(),
+            )
+        })
+        .collect();
+    let out = hub.receive(
+        7,
+        Frame::Summary(sfs_sync::Summary {
+            docs,
+            only_changed: false,
+            digest: [0; 32],
+        }),
+        0,
+    );
+    assert_eq!(out.closes.len(), 1);
+    assert_eq!(out.closes[0].1.code, StatusCode::ResourceExhausted);
+    assert!(
+        out.closes[0]
+            .1
+            .message
+            .contains("6 documents; the limit is 5"),
+        "{}",
+        out.closes[0].1.message
+    );
+    assert!(hub.links().next().is_none());
+}
+
 /// Found by the `receive_path` fuzz target: Automerge divides by a Bloom filter's size and
 /// loops once per probe, trusting the sender. A filter with entries but no bits (a panic), or
 /// with four billion probes (gigabytes and minutes under the engine lock), is refused before
@@ -715,6 +898,11 @@ fn message_with_change_by(base: &Automerge, actor: ActorId) -> Vec<u8> {
         }
         if let Some(m) = receiver.generate_sync_message(&mut received) {
             forged.receive_sync_message(&mut sent, m).unwrap();
+            // Shaped like the engine's own messages (plain changes, never a whole document),
+            // so that it is the author check that refuses it.
+            if let Some(caps) = sent.their_capabilities.as_mut() {
+                caps.retain(|c| *c != automerge::sync::Capability::MessageV2);
+            }
         }
     }
     panic!("no message with the change");

@@ -1,0 +1,301 @@
+//! Limits that keep one peer or one API token from hurting the others: token buckets for
+//! rates and daily byte budgets, and the limits' configured values.
+//!
+//! Pure code: the time is passed in, so every rule is tested without a clock.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// A token bucket: holds at most `capacity` tokens, refills at `per_second`, starts full.
+/// Taking more than is there is refused and takes nothing.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(capacity: u64, per_second: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            capacity: capacity as f64,
+            per_second,
+            tokens: capacity as f64,
+            last: now,
+        }
+    }
+
+    /// A bucket for a daily budget: `per_day` tokens, refilled evenly over a day.
+    pub fn per_day(per_day: u64, now: Instant) -> TokenBucket {
+        TokenBucket::new(per_day, per_day as f64 / 86_400.0, now)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.last = self.last.max(now);
+    }
+
+    /// Takes `n` tokens if there are that many.
+    pub fn try_take(&mut self, n: u64, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= n as f64 {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether at least one token is there.
+    pub fn has_room(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+}
+
+/// Limits on each federation peer (enforced at the hub, on links from cities).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Sustained frames per second a peer may send.
+    pub frames_per_second: u64,
+    /// Frames a peer may send at once above the sustained rate.
+    pub frame_burst: u64,
+    /// Bytes of frames a peer may send per day (a bucket refilled evenly over the day).
+    pub bytes_per_day: u64,
+    /// After a peer was cut off for a rate or byte limit, new links from it are refused this long.
+    pub cooldown: Duration,
+    /// Bytes queued for a peer that does not read, before its link is closed.
+    pub outbox_bytes: usize,
+    /// Frames queued for a peer that does not read, before its link is closed.
+    pub outbox_frames: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            frames_per_second: 1_000,
+            frame_burst: 20_000,
+            bytes_per_day: 8 * 1024 * 1024 * 1024,
+            cooldown: Duration::from_secs(10),
+            outbox_bytes: 64 * 1024 * 1024,
+            outbox_frames: 100_000,
+        }
+    }
+}
+
+/// Why a peer or token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error(
+        "frame rate limit exceeded: more than {per_second} frames per second (burst {burst}) \
+         (limits.peer_frames_per_second)"
+    )]
+    FrameRate { per_second: u64, burst: u64 },
+    #[error(
+        "daily byte limit exceeded: more than {per_day} bytes per day (limits.peer_bytes_per_day)"
+    )]
+    BytesPerDay { per_day: u64 },
+    #[error("cut off for exceeding a limit; try again in {seconds} s")]
+    CoolingDown { seconds: u64 },
+    #[error(
+        "request rate limit exceeded: more than {per_second} requests per second (burst {burst}) \
+         for this API token (limits.api_requests_per_second)"
+    )]
+    RequestRate { per_second: u64, burst: u64 },
+}
+
+impl LimitExceeded {
+    /// A short name of the limit, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LimitExceeded::FrameRate { .. } => "peer_frames_per_second",
+            LimitExceeded::BytesPerDay { .. } => "peer_bytes_per_day",
+            LimitExceeded::CoolingDown { .. } => "peer_cooldown",
+            LimitExceeded::RequestRate { .. } => "api_requests_per_second",
+        }
+    }
+}
+
+struct PeerBudget {
+    frames: TokenBucket,
+    bytes: TokenBucket,
+    blocked_until: Option<Instant>,
+}
+
+/// The budgets of every peer, kept across its links (a reconnect does not refill them).
+pub struct PeerBudgets<K> {
+    limits: PeerLimits,
+    budgets: HashMap<K, PeerBudget>,
+}
+
+impl<K: Eq + Hash + Clone> PeerBudgets<K> {
+    pub fn new(limits: PeerLimits) -> PeerBudgets<K> {
+        PeerBudgets {
+            limits,
+            budgets: HashMap::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &PeerLimits {
+        &self.limits
+    }
+
+    fn budget(&mut self, peer: &K, now: Instant) -> &mut PeerBudget {
+        let limits = &self.limits;
+        self.budgets
+            .entry(peer.clone())
+            .or_insert_with(|| PeerBudget {
+                frames: TokenBucket::new(limits.frame_burst, limits.frames_per_second as f64, now),
+                bytes: TokenBucket::per_day(limits.bytes_per_day, now),
+                blocked_until: None,
+            })
+    }
+
+    /// Whether `peer` may open a link now.
+    pub fn admit(&mut self, peer: &K, now: Instant) -> Result<(), LimitExceeded> {
+        let per_day = self.limits.bytes_per_day;
+        let budget = self.budget(peer, now);
+        if let Some(until) = budget.blocked_until {
+            if now < until {
+                let seconds = until.duration_since(now).as_secs().max(1);
+                return Err(LimitExceeded::CoolingDown { seconds });
+            }
+            budget.blocked_until = None;
+        }
+        if !budget.bytes.has_room(now) {
+            return Err(LimitExceeded::BytesPerDay { per_day });
+        }
+        Ok(())
+    }
+
+    /// Charges one received frame of `bytes` to `peer`; an error cuts the peer off for the
+    /// cool-down.
+    pub fn charge(&mut self, peer: &K, bytes: usize, now: Instant) -> Result<(), LimitExceeded> {
+        let limits = self.limits.clone();
+        let budget = self.budget(peer, now);
+        let refused = if !budget.frames.try_take(1, now) {
+            Some(LimitExceeded::FrameRate {
+                per_second: limits.frames_per_second,
+                burst: limits.frame_burst,
+            })
+        } else if !budget.bytes.try_take(bytes as u64, now) {
+            Some(LimitExceeded::BytesPerDay {
+                per_day: limits.bytes_per_day,
+            })
+        } else {
+            None
+        };
+        match refused {
+            Some(err) => {
+                budget.blocked_until = Some(now + limits.cooldown);
+                Err(err)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Request-rate buckets per API token (keyed by the token's hash).
+pub struct TokenRates {
+    per_second: u64,
+    burst: u64,
+    buckets: HashMap<String, TokenBucket>,
+}
+
+impl TokenRates {
+    pub fn new(per_second: u64, burst: u64) -> TokenRates {
+        TokenRates {
+            per_second,
+            burst,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Charges one request to `token`.
+    pub fn charge(&mut self, token: &str, now: Instant) -> Result<(), LimitExceeded> {
+        let (per_second, burst) = (self.per_second, self.burst);
+        let bucket = self
+            .buckets
+            .entry(token.to_string())
+            .or_insert_with(|| TokenBucket::new(burst, per_second as f64, now));
+        if bucket.try_take(1, now) {
+            Ok(())
+        } else {
+            Err(LimitExceeded::RequestRate { per_second, burst })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10, 5.0, t0);
+        assert!((0..10).all(|_| bucket.try_take(1, t0)));
+        assert!(!bucket.try_take(1, t0), "the burst is used up");
+        let t1 = t0 + Duration::from_millis(400);
+        assert!(bucket.try_take(2, t1), "0.4 s at 5/s refills two");
+        assert!(!bucket.try_take(1, t1));
+        let t2 = t1 + Duration::from_secs(100);
+        assert!(bucket.try_take(10, t2), "refills up to the capacity");
+        assert!(!bucket.try_take(1, t2), "and no further");
+        assert!(
+            !bucket.try_take(11, t2 + Duration::from_secs(100)),
+            "more than capacity never"
+        );
+    }
+
+    #[test]
+    fn a_daily_budget_refills_over_the_day() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::per_day(86_400, t0);
+        assert!(bucket.try_take(86_400, t0));
+        assert!(!bucket.has_room(t0));
+        assert!(bucket.try_take(60, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_flooding_peer_is_cut_off_and_cools_down_while_others_go_on() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            frames_per_second: 10,
+            frame_burst: 20,
+            bytes_per_day: 1_000_000,
+            cooldown: Duration::from_secs(5),
+            ..PeerLimits::default()
+        };
+        let mut budgets = PeerBudgets::new(limits);
+        let refused = (0..100)
+            .map(|_| budgets.charge(&"flood", 10, t0))
+            .position(|r| r.is_err())
+            .unwrap();
+        assert_eq!(refused, 20);
+        assert_eq!(
+            budgets.admit(&"flood", t0 + Duration::from_secs(1)),
+            Err(LimitExceeded::CoolingDown { seconds: 4 })
+        );
+        assert!(budgets.admit(&"flood", t0 + Duration::from_secs(6)).is_ok());
+        assert!((0..20).all(|_| budgets.charge(&"honest", 10, t0).is_ok()));
+        let err = budgets.charge(&"big", 2_000_000, t0).unwrap_err();
+        assert_eq!(err, LimitExceeded::BytesPerDay { per_day: 1_000_000 });
+        assert!(err.to_string().contains("1000000 bytes per day"));
+    }
+
+    #[test]
+    fn tokens_have_their_own_request_rates() {
+        let t0 = Instant::now();
+        let mut rates = TokenRates::new(1, 3);
+        assert!((0..3).all(|_| rates.charge("a", t0).is_ok()));
+        let err = rates.charge("a", t0).unwrap_err();
+        assert!(err.to_string().contains("1 requests per second (burst 3)"));
+        assert!(rates.charge("b", t0).is_ok(), "another token is unaffected");
+        assert!(rates.charge("a", t0 + Duration::from_secs(1)).is_ok());
+    }
+}
