@@ -134,9 +134,13 @@ impl LocalReplicas {
 impl LocalReplicas {
     /// Erases for good what `change` removes from a local document: the change is made on a
     /// copy, the result is copied into a document *without history*, and that document
-    /// replaces everything stored of the old one under a fresh data key before the old key is
-    /// destroyed ([`LocalDocs::replace_and_forget`]). If storing fails, the answer is
-    /// `UNAVAILABLE` and the document in memory stays as it was (the erasure can be retried).
+    /// replaces everything stored of the old one under a fresh data key
+    /// ([`LocalDocs::replace_under_new_key`]) before the old keys are destroyed
+    /// ([`LocalDocs::forget_old_keys`]). If `change` changes nothing, nothing is rewritten. If
+    /// storing fails, the answer is `UNAVAILABLE` and the document stays as it was (the erasure
+    /// can be retried); if only destroying the old keys fails, the record is gone from the
+    /// document and the node destroys the keys at its next start (also `UNAVAILABLE`, saying
+    /// so).
     pub fn erase<R>(
         &self,
         id: &DocId,
@@ -151,21 +155,30 @@ impl LocalReplicas {
                 .map_err(|failure| failure.error);
         };
         let mut edited = entry.doc.fork();
-        let result = edited
+        let done = edited
             .transact(|tx| change(tx))
-            .map_err(|failure| failure.error)?
-            .result;
+            .map_err(|failure| failure.error)?;
+        if done.hash.is_none() {
+            return Ok(done.result);
+        }
         let fresh = without_history(&edited, self.actor.clone()).map_err(doc_error)?;
         let heads = fresh.get_heads();
         self.store
-            .replace_and_forget(id, &fresh.save(), &heads)
+            .replace_under_new_key(id, &fresh.save(), &heads)
             .map_err(|err| Status::unavailable(format!("the erasure was not stored: {err}")))?;
         *entry = LocalEntry {
             doc: fresh,
             persisted_heads: heads,
             chunks: 0,
         };
-        Ok(result)
+        self.store.forget_old_keys(id).map_err(|err| {
+            tracing::error!(doc = %id, error = %err, "destroying the keys of erased data failed");
+            Status::unavailable(format!(
+                "the record is erased from the document, but the key of its earlier versions \
+                 could not be destroyed yet ({err}); the node destroys it at its next start"
+            ))
+        })?;
+        Ok(done.result)
     }
 }
 

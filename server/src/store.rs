@@ -445,20 +445,29 @@ impl LocalDocs {
     }
 
     /// Replaces everything stored of a local document by `snapshot` (a document without
-    /// history) under a fresh data key, then destroys the document's older keys: whatever the
-    /// files still hold of earlier versions can no longer be read. For erasure.
-    pub fn replace_and_forget(
+    /// history), durably, under a fresh data key. For erasure; [`LocalDocs::forget_old_keys`]
+    /// then destroys the keys of what the files still hold of earlier versions.
+    pub fn replace_under_new_key(
         &self,
         doc: &DocId,
         snapshot: &[u8],
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
-        let keyring = self.0.sealed.as_ref().expect("local documents are sealed");
-        keyring.rotate(doc.as_str())?;
+        self.keyring().rotate(doc.as_str())?;
         self.0
-            .persist(doc.as_str(), PersistKind::Snapshot, snapshot, heads)?;
-        keyring.forget_old(doc.as_str())?;
+            .persist(doc.as_str(), PersistKind::Snapshot, snapshot, heads)
+    }
+
+    /// Destroys every key of a local document but its current one: whatever the files still
+    /// hold of values sealed with them can no longer be read. If this fails, the next start of
+    /// the node destroys them (keys no stored value uses).
+    pub fn forget_old_keys(&self, doc: &DocId) -> Result<(), StoreError> {
+        self.keyring().forget_old(doc.as_str())?;
         Ok(())
+    }
+
+    fn keyring(&self) -> &Keyring {
+        self.0.sealed.as_ref().expect("local documents are sealed")
     }
 
     /// Every stored local document.
@@ -850,8 +859,9 @@ mod tests {
                 .unwrap();
             store
                 .local
-                .replace_and_forget(&id, &fresh.save(), &fresh.get_heads())
+                .replace_under_new_key(&id, &fresh.save(), &fresh.get_heads())
                 .unwrap();
+            store.local.forget_old_keys(&id).unwrap();
         }
         let after = readable(dir.path(), &master);
         assert!(!contains(&after, secret.as_bytes()));

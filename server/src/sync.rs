@@ -56,14 +56,6 @@ impl Outbox {
         }
     }
 
-    /// Ends the link after what is queued, with `status` as the server's last word.
-    fn close(&self, status: Status) {
-        match self {
-            Outbox::Server(tx) => tx.close(Some(Err(status))),
-            Outbox::Client(tx) => tx.close(None),
-        }
-    }
-
     /// Ends the link at once, dropping what is queued.
     fn abort(&self, status: Status) {
         match self {
@@ -403,8 +395,11 @@ impl SyncHandle {
             }
             for (conn, reason) in out.closes {
                 if let Some(link) = links.remove(&conn) {
+                    // What still waits for a link the engine ended is dropped, not drained: a
+                    // peer that stopped reading must not keep it in memory (it resyncs from the
+                    // persisted states when it comes back).
                     let code = Code::from_i32(reason.code as i32);
-                    link.outbox.close(Status::new(code, reason.message.clone()));
+                    link.outbox.abort(Status::new(code, reason.message.clone()));
                 }
             }
         }
@@ -426,14 +421,26 @@ impl SyncHandle {
         let conn = self.next_conn.fetch_add(1, Ordering::SeqCst);
         // One link per peer: a newer link replaces an older one (a city that lost its
         // connection without the hub noticing comes back at once, not after the peer timeout).
-        let older: Vec<ConnId> = self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(_, link)| link.peer == peer)
-            .map(|(conn, _)| *conn)
-            .collect();
+        // Finding the older links and registering this one happen under one lock, so two links
+        // opened at once cannot both stay.
+        let older: Vec<ConnId> = {
+            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            let older = links
+                .iter()
+                .filter(|(_, link)| link.peer == peer)
+                .map(|(conn, _)| *conn)
+                .collect();
+            links.insert(
+                conn,
+                LinkHandle {
+                    peer: peer.clone(),
+                    cert_serial,
+                    outbox,
+                    _stop: stop,
+                },
+            );
+            older
+        };
         if !older.is_empty() {
             let mut engine = self.engine();
             for old in older {
@@ -450,15 +457,6 @@ impl SyncHandle {
             tracing::warn!(%peer, error = %err, "reading stored sync states failed");
             Vec::new()
         });
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            conn,
-            LinkHandle {
-                peer: peer.clone(),
-                cert_serial,
-                outbox,
-                _stop: stop,
-            },
-        );
         self.set_peer_state(&peer, "connected", None);
         self.link_event(LinkEvent::Up { peer: peer.clone() });
         let mut engine = self.engine();

@@ -88,6 +88,30 @@ impl ApiState {
     }
 }
 
+/// Writes the erasure of `resources` to the access log, durably. Called while the record is
+/// still there, before it is destroyed, so that no erasure goes unrecorded.
+pub fn log_erasure(
+    log: &crate::store::AccessLog,
+    actor: &str,
+    resources: impl IntoIterator<Item = String>,
+) -> Result<(), Status> {
+    let time_ms = now_ms();
+    let entries: Vec<crate::store::AccessEntry> = resources
+        .into_iter()
+        .map(|resource| crate::store::AccessEntry {
+            time_ms,
+            actor: actor.to_string(),
+            action: "erase".into(),
+            resource,
+        })
+        .collect();
+    log.append(&entries).map_err(|err| {
+        Status::unavailable(format!(
+            "the access log could not be written, so nothing was erased: {err}"
+        ))
+    })
+}
+
 /// The caller of a request, put in the request by [`authenticate`].
 #[derive(Debug, Clone)]
 pub struct Caller {

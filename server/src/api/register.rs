@@ -392,27 +392,18 @@ impl pb::register_server::Register for RegisterService {
         let name = request.into_inner().name;
         let id = parse_name(&name, "contacts", "name")?;
         let local = self.0.local.clone();
+        let log = self.0.access_log.clone();
         let erased = name.clone();
         super::blocking(move || {
             local.erase(&network(), |tx| {
+                if dm::record(tx, "contacts", &id).is_none() {
+                    return Err(super::not_found(&erased));
+                }
+                super::log_erasure(&log, &caller.actor, [erased.clone()])?;
                 super::delete_or_not_found(tx, "contacts", &id, &erased)
             })
         })
         .await??;
-        let entry = crate::store::AccessEntry {
-            time_ms: super::now_ms(),
-            actor: caller.actor,
-            action: "erase".into(),
-            resource: name.clone(),
-        };
-        let log = self.0.access_log.clone();
-        super::blocking(move || log.append(&[entry]))
-            .await?
-            .map_err(|err| {
-                Status::unavailable(format!(
-                    "the contact was erased, but the access log could not be written: {err}"
-                ))
-            })?;
         Ok(Response::new(pb::EraseResponse {
             name,
             erase_time_ms: super::now_ms(),

@@ -230,14 +230,18 @@ impl pb::signals_server::Signals for SignalsService {
         let name = request.into_inner().name;
         let id = parse_name(&name, "signals", "name")?;
         let local = self.0.local.clone();
+        let log = self.0.access_log.clone();
         let erased = name.clone();
         blocking(move || {
             local.erase(&signals_doc(), |tx| {
+                if dm::record(tx, "signals", &id).is_none() {
+                    return Err(not_found(&erased));
+                }
+                super::log_erasure(&log, &caller.actor, [erased.clone()])?;
                 super::delete_or_not_found(tx, "signals", &id, &erased)
             })
         })
         .await??;
-        self.log(&caller, "erase", vec![name.clone()]).await?;
         Ok(Response::new(pb::EraseResponse {
             name,
             erase_time_ms: now_ms(),
@@ -291,29 +295,23 @@ pub async fn erase_expired(
         let log = state.access_log.clone();
         let swept = blocking(move || -> Result<usize, Status> {
             let now = now_ms();
-            let ids = local.read(&signals_doc(), |doc| sig::expired(doc, now, retention_ms));
-            if ids.is_empty() {
+            let due = local.read(&signals_doc(), |doc| sig::expired(doc, now, retention_ms));
+            if due.is_empty() {
                 return Ok(0);
             }
-            let erased = ids.clone();
+            // Decided again under the document's lock, so a signal reopened a moment ago stays.
             local.erase(&signals_doc(), |tx| {
-                for id in &erased {
+                let ids = sig::expired(tx, now, retention_ms);
+                super::log_erasure(
+                    &log,
+                    "retention",
+                    ids.iter().map(|id| format!("signals/{id}")),
+                )?;
+                for id in &ids {
                     super::delete_or_not_found(tx, "signals", id, &format!("signals/{id}"))?;
                 }
-                Ok(())
-            })?;
-            let entries: Vec<AccessEntry> = ids
-                .iter()
-                .map(|id| AccessEntry {
-                    time_ms: now,
-                    actor: "retention".into(),
-                    action: "erase".into(),
-                    resource: format!("signals/{id}"),
-                })
-                .collect();
-            log.append(&entries)
-                .map_err(|err| Status::unavailable(err.to_string()))?;
-            Ok(ids.len())
+                Ok(ids.len())
+            })
         })
         .await;
         match swept {

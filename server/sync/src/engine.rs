@@ -1180,6 +1180,20 @@ fn check_chunks(message: &sync::Message) -> Result<(), String> {
                 "{what} (chunk type {kind}); only plain changes (type {CHUNK_TYPE_CHANGE}) are accepted"
             ));
         }
+        // Exactly one chunk per entry: Automerge reads every chunk in the bytes it is given, so
+        // a plain change with a compressed document behind it would pass the type check above.
+        let (length, used) =
+            leb128_u64(&chunk[9..]).ok_or("a change chunk with a malformed length")?;
+        let expected = length
+            .checked_add((9 + used) as u64)
+            .ok_or("a change chunk with a malformed length")?;
+        if expected != chunk.len() as u64 {
+            return Err(format!(
+                "a change entry of {} bytes whose chunk declares {expected}; one plain change \
+                 per entry is accepted",
+                chunk.len()
+            ));
+        }
     }
     Ok(())
 }

@@ -574,9 +574,18 @@ fn compressed_documents_and_changes_are_refused_before_automerge_inflates_them()
     let mut change = bomb.get_last_local_change().unwrap().clone();
     let compressed = change.bytes().to_vec();
     assert!(compressed.len() < 64 * 1024, "the change compresses well");
+    // A plain change with the bomb hidden behind it in the same entry.
+    let mut small = Automerge::new().with_actor(sfs_sync::run_actor(
+        &NodeId::city("helsingborg").unwrap(),
+        [8; 8],
+    ));
+    small.transact(|tx| tx.put(ROOT, "l0", "plain")).unwrap();
+    let plain = small.get_last_local_change().unwrap().raw_bytes().to_vec();
+    let smuggled = [plain, whole.clone()].concat();
     for (chunk, expected) in [
         (whole, "a whole (compressed) document"),
         (compressed, "a compressed change"),
+        (smuggled, "one plain change per entry"),
     ] {
         let mut fed = Federation::new(&["helsingborg", "malmo"]);
         fed.connect("helsingborg", 1);
