@@ -93,6 +93,9 @@ pub struct LimitsConfig {
     pub api_request_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection on the API listener (default 128).
     pub api_max_streams: u64,
+    /// Bytes of request and response bodies one API token may move per day, refilled evenly
+    /// (default 8 GiB); a token over it is refused with RESOURCE_EXHAUSTED until it refills.
+    pub api_bytes_per_day: u64,
 }
 
 impl Default for LimitsConfig {
@@ -110,13 +113,14 @@ impl Default for LimitsConfig {
             api_request_burst: 10_000,
             api_request_timeout_ms: 30_000,
             api_max_streams: 128,
+            api_bytes_per_day: 8 * 1024 * 1024 * 1024,
         }
     }
 }
 
 impl LimitsConfig {
     /// Every limit with its field name, for checks and environment overrides.
-    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 12] {
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 13] {
         [
             ("peer_frames_per_second", &mut self.peer_frames_per_second),
             ("peer_frame_burst", &mut self.peer_frame_burst),
@@ -130,6 +134,7 @@ impl LimitsConfig {
             ("api_request_burst", &mut self.api_request_burst),
             ("api_request_timeout_ms", &mut self.api_request_timeout_ms),
             ("api_max_streams", &mut self.api_max_streams),
+            ("api_bytes_per_day", &mut self.api_bytes_per_day),
         ]
     }
 

@@ -50,6 +50,12 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens, or all there are if fewer (for usage counted after the fact).
+    pub fn take_saturating(&mut self, n: u64, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - n as f64).max(0.0);
+    }
+
     /// Whether at least one token is there.
     pub fn has_room(&mut self, now: Instant) -> bool {
         self.refill(now);
@@ -106,6 +112,11 @@ pub enum LimitExceeded {
          for this API token (limits.api_requests_per_second)"
     )]
     RequestRate { per_second: u64, burst: u64 },
+    #[error(
+        "daily byte limit exceeded: this API token moved more than {per_day} bytes in the last \
+         day (limits.api_bytes_per_day)"
+    )]
+    TokenBytesPerDay { per_day: u64 },
 }
 
 impl LimitExceeded {
@@ -116,6 +127,7 @@ impl LimitExceeded {
             LimitExceeded::BytesPerDay { .. } => "peer_bytes_per_day",
             LimitExceeded::CoolingDown { .. } => "peer_cooldown",
             LimitExceeded::RequestRate { .. } => "api_requests_per_second",
+            LimitExceeded::TokenBytesPerDay { .. } => "api_bytes_per_day",
         }
     }
 }
@@ -199,24 +211,47 @@ impl<K: Eq + Hash + Clone> PeerBudgets<K> {
     }
 }
 
-/// Request-rate buckets per API token (keyed by the token's hash).
+/// Request-rate buckets and daily byte budgets per API token (keyed by the token's hash).
 pub struct TokenRates {
     per_second: u64,
     burst: u64,
+    bytes_per_day: u64,
     buckets: HashMap<String, TokenBucket>,
+    bytes: HashMap<String, TokenBucket>,
 }
 
 impl TokenRates {
-    pub fn new(per_second: u64, burst: u64) -> TokenRates {
+    pub fn new(per_second: u64, burst: u64, bytes_per_day: u64) -> TokenRates {
         TokenRates {
             per_second,
             burst,
+            bytes_per_day,
             buckets: HashMap::new(),
+            bytes: HashMap::new(),
         }
     }
 
-    /// Charges one request to `token`.
+    /// Counts `n` bytes a request of `token` moved (request and response bodies). A request
+    /// is not cut in the middle; the token's next requests are refused once its budget is
+    /// spent, until it refills.
+    pub fn count_bytes(&mut self, token: &str, n: u64, now: Instant) {
+        let per_day = self.bytes_per_day;
+        self.bytes
+            .entry(token.to_string())
+            .or_insert_with(|| TokenBucket::per_day(per_day, now))
+            .take_saturating(n, now);
+    }
+
+    /// Charges one request to `token`: refused if the token is over its request rate or has
+    /// spent its daily bytes.
     pub fn charge(&mut self, token: &str, now: Instant) -> Result<(), LimitExceeded> {
+        if let Some(bytes) = self.bytes.get_mut(token) {
+            if !bytes.has_room(now) {
+                return Err(LimitExceeded::TokenBytesPerDay {
+                    per_day: self.bytes_per_day,
+                });
+            }
+        }
         let (per_second, burst) = (self.per_second, self.burst);
         let bucket = self
             .buckets
@@ -291,11 +326,28 @@ mod tests {
     #[test]
     fn tokens_have_their_own_request_rates() {
         let t0 = Instant::now();
-        let mut rates = TokenRates::new(1, 3);
+        let mut rates = TokenRates::new(1, 3, 1_000_000);
         assert!((0..3).all(|_| rates.charge("a", t0).is_ok()));
         let err = rates.charge("a", t0).unwrap_err();
         assert!(err.to_string().contains("1 requests per second (burst 3)"));
         assert!(rates.charge("b", t0).is_ok(), "another token is unaffected");
         assert!(rates.charge("a", t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn a_token_that_spent_its_daily_bytes_is_refused_until_they_refill() {
+        let t0 = Instant::now();
+        let mut rates = TokenRates::new(1_000, 1_000, 86_400);
+        rates.count_bytes("a", 50_000, t0);
+        assert!(rates.charge("a", t0).is_ok(), "budget left");
+        rates.count_bytes("a", 50_000, t0);
+        let err = rates.charge("a", t0).unwrap_err();
+        assert_eq!(err, LimitExceeded::TokenBytesPerDay { per_day: 86_400 });
+        assert!(err.to_string().contains("limits.api_bytes_per_day"));
+        assert!(rates.charge("b", t0).is_ok(), "another token is unaffected");
+        assert!(
+            rates.charge("a", t0 + Duration::from_secs(2)).is_ok(),
+            "one byte per second refills"
+        );
     }
 }

@@ -263,9 +263,10 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     let api_limits = Arc::new(api::ApiLimits::new(
         config.limits.api_requests_per_second,
         config.limits.api_request_burst,
+        config.limits.api_bytes_per_day,
         metrics.clone(),
     ));
-    let auth = api::authenticate(tokens, api_limits);
+    let auth = api::authenticate(tokens, api_limits.clone());
     // Generic tools (grpcurl, Postman, Evans) list and call the API through reflection, and
     // probes use the standard health service; neither needs a token.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -292,6 +293,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 .identity(identity.clone())
                 .timeout(config.tls.handshake_timeout()),
         )?
+        .layer(api::ApiBytesLayer(api_limits))
         .layer(crate::metrics::ApiMetricsLayer(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)

@@ -344,6 +344,55 @@ async fn an_api_token_over_its_request_rate_is_refused_and_other_tokens_are_not(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_token_over_its_daily_bytes_is_refused_and_other_tokens_are_not() {
+    // 40 kB a day: a few lessons of 8 kB each, request and response counted.
+    let mut fed = Federation::start_with(&["lund"], |config| {
+        config.limits.api_bytes_per_day = 40_000;
+    })
+    .await;
+    let mut heavy = fed.client_with_role(0, ApiRole::Editor).await;
+    let mut other = fed.client_with_role(0, ApiRole::Editor).await;
+    let body = "Erfarenhet från nattpersonalen. ".repeat(250);
+    let mut refused = None;
+    for i in 0..100 {
+        match heavy
+            .create_lesson(&format!("Heavy {i}"), &body, vec![])
+            .await
+        {
+            Ok(_) => continue,
+            Err(sfs_client::ClientError::Status(status)) => {
+                refused = Some((i, status));
+                break;
+            }
+            Err(err) => panic!("{err}"),
+        }
+    }
+    let (at, status) = refused.expect("the heavy token is refused");
+    assert!(
+        at >= 2,
+        "the first requests fit the budget (refused at {at})"
+    );
+    assert!(at <= 6, "the budget is counted (refused only at {at})");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("limits.api_bytes_per_day"),
+        "{}",
+        status.message()
+    );
+    // Another token is served; the refused request stored nothing.
+    other.create_lesson("Light", "short", vec![]).await.unwrap();
+    let titles: Vec<String> = other
+        .list_lessons("cities/lund")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.title)
+        .collect();
+    assert_eq!(titles.len(), at + 1, "{titles:?}");
+    fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_api_request_times_out_but_a_backup_runs_to_its_end() {
     let mut fed = Federation::start_with(&["lund"], |config| {
         config.limits.api_request_timeout_ms = 500;

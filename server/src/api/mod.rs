@@ -121,19 +121,38 @@ pub struct Caller {
     pub actor: String,
 }
 
-/// Request-rate limits per API token, shared by every service of the API listener.
+/// Request-rate limits and daily byte budgets per API token, shared by every service of the
+/// API listener.
 pub struct ApiLimits {
     rates: std::sync::Mutex<crate::limits::TokenRates>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ApiLimits {
-    /// `per_second` sustained requests per token, `burst` at once.
-    pub fn new(per_second: u64, burst: u64, metrics: Arc<crate::metrics::Metrics>) -> ApiLimits {
+    /// `per_second` sustained requests per token, `burst` at once, `bytes_per_day` of request
+    /// and response bodies.
+    pub fn new(
+        per_second: u64,
+        burst: u64,
+        bytes_per_day: u64,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> ApiLimits {
         ApiLimits {
-            rates: std::sync::Mutex::new(crate::limits::TokenRates::new(per_second, burst)),
+            rates: std::sync::Mutex::new(crate::limits::TokenRates::new(
+                per_second,
+                burst,
+                bytes_per_day,
+            )),
             metrics,
         }
+    }
+
+    /// Counts bytes moved for the token with hash `token_hash`.
+    fn count_bytes(&self, token_hash: &str, bytes: u64) {
+        self.rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count_bytes(token_hash, bytes, std::time::Instant::now());
     }
 
     /// Charges one request to the token with hash `token_hash`; `RESOURCE_EXHAUSTED` when the
@@ -149,6 +168,119 @@ impl ApiLimits {
             self.metrics.limit_refused(err.name());
             Status::resource_exhausted(err.to_string())
         })
+    }
+}
+
+/// Counts the body bytes of every API request and response against the daily budget of the
+/// request's token ([`ApiLimits`]); the token check itself is [`authenticate`]'s.
+#[derive(Clone)]
+pub struct ApiBytesLayer(pub Arc<ApiLimits>);
+
+impl<S> tower::Layer<S> for ApiBytesLayer {
+    type Service = ApiBytesService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiBytesService {
+            inner,
+            limits: self.0.clone(),
+        }
+    }
+}
+
+/// The service made by [`ApiBytesLayer`].
+#[derive(Clone)]
+pub struct ApiBytesService<S> {
+    inner: S,
+    limits: Arc<ApiLimits>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, RB> tower::Service<hyper::Request<tonic::body::Body>> for ApiBytesService<S>
+where
+    S: tower::Service<hyper::Request<tonic::body::Body>, Response = hyper::Response<RB>> + Send,
+    S::Future: Send + 'static,
+    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = hyper::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<tonic::body::Body>) -> Self::Future {
+        let token: Option<Arc<str>> = request
+            .headers()
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|t| crate::tokens::hash(t.trim()).into());
+        let limits = self.limits.clone();
+        let counted = |body: tonic::body::Body| match &token {
+            Some(token) => tonic::body::Body::new(CountedBody {
+                inner: Box::pin(body),
+                limits: limits.clone(),
+                token: token.clone(),
+            }),
+            None => body,
+        };
+        let future = self.inner.call(request.map(counted));
+        let limits = self.limits.clone();
+        let token_after = token.clone();
+        Box::pin(async move {
+            let response = future.await?;
+            Ok(response.map(|body| match token_after {
+                Some(token) => tonic::body::Body::new(CountedBody {
+                    inner: Box::pin(body),
+                    limits,
+                    token,
+                }),
+                None => tonic::body::Body::new(body),
+            }))
+        })
+    }
+}
+
+/// A body that counts its data bytes for a token as they pass.
+struct CountedBody<B> {
+    inner: std::pin::Pin<Box<B>>,
+    limits: Arc<ApiLimits>,
+    token: Arc<str>,
+}
+
+impl<B> http_body::Body for CountedBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.limits.count_bytes(&self.token, data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
