@@ -676,6 +676,11 @@ pub fn restore(
     if !entries.is_empty() {
         store.access_log.append(&entries)?;
     }
+    if !archive.running_release.is_empty() {
+        let path = crate::release::ReleaseTracker::file(data_dir);
+        std::fs::write(&path, &archive.running_release)
+            .map_err(|source| StoreError::Io { path, source })?;
+    }
     if !archive.tokens.is_empty() {
         let path = crate::tokens::token_file(data_dir);
         std::fs::write(&path, &archive.tokens).map_err(|source| StoreError::Io { path, source })?;

@@ -47,6 +47,16 @@ impl NodeService {
                 )))
             }
         };
+        let running_release =
+            match std::fs::read(crate::release::ReleaseTracker::file(&state.data_dir)) {
+                Ok(bytes) => bytes,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(err) => {
+                    return Err(Status::unavailable(format!(
+                        "reading the running release: {err}"
+                    )))
+                }
+            };
         let mut entries = state
             .access_log
             .list()
@@ -67,6 +77,7 @@ impl NodeService {
                 })
                 .collect(),
             sealed: true,
+            running_release,
         })
     }
 }
