@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{pki_with_lund, sfs_node, OfflineCity, Process, DEADLINE};
+use common::{pki_with_lund, sfs_node, sfs_node_fails, OfflineCity, Process, DEADLINE};
 
 fn write_config(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -252,6 +252,13 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
     hub.terminate();
 }
 
+/// The arguments of `sfs-node restore` from `backup` into `data_dir`, and `extra` ones.
+fn restore_args<'a>(backup: &'a str, data_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["restore", "--from", backup, "--data-dir", data_dir];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -305,69 +312,36 @@ fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
     assert!(out.contains("backed up lund"), "{out}");
     node.terminate();
 
-    let refused = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
-        .args([
-            "restore",
-            "--from",
-            backup.to_str().unwrap(),
-            "--data-dir",
-            d.join("data").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        !refused.status.success(),
-        "restoring over an existing store is refused"
-    );
+    let backup_path = backup.to_str().unwrap();
+    // Restoring over an existing store is refused.
+    sfs_node_fails(&restore_args(
+        backup_path,
+        d.join("data").to_str().unwrap(),
+        &[],
+    ));
     // The backup is sealed: its personal data is unreadable without the at-rest key, and a
-    // restore without that key is refused before anything is written.
+    // restore without that key, or with a wrong one, is refused before anything is written.
     let archive = std::fs::read(&backup).unwrap();
     assert!(!archive.windows(9).any(|w| w == b"backed up"));
     let key = sfs_node::seal::MasterKey::load(&d.join("data.key")).unwrap();
     let readable = sfs_node::store::readable_with_key(&backup, &key).unwrap();
     assert!(readable.windows(9).any(|w| w == b"backed up"));
-    let keyless = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
-        .args([
-            "restore",
-            "--from",
-            backup.to_str().unwrap(),
-            "--data-dir",
-            d.join("restored").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!keyless.status.success());
-    assert!(
-        String::from_utf8_lossy(&keyless.stderr).contains("--key-file"),
-        "{}",
-        String::from_utf8_lossy(&keyless.stderr)
-    );
+    let restored = d.join("restored");
+    let restored = restored.to_str().unwrap();
+    let stderr = sfs_node_fails(&restore_args(backup_path, restored, &[]));
+    assert!(stderr.contains("--key-file"), "{stderr}");
     assert!(!d.join("restored").join("store").exists());
     let wrong_key = d.join("wrong.key");
     sfs_node::seal::MasterKey::create(&wrong_key).unwrap();
-    let wrong = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
-        .args([
-            "restore",
-            "--from",
-            backup.to_str().unwrap(),
-            "--data-dir",
-            d.join("restored").to_str().unwrap(),
-            "--key-file",
-            wrong_key.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!wrong.status.success());
+    sfs_node_fails(&restore_args(
+        backup_path,
+        restored,
+        &["--key-file", wrong_key.to_str().unwrap()],
+    ));
     assert!(!d.join("restored").join("store").exists());
     // The restored node is configured with the key at its default place, beside its data.
     std::fs::copy(d.join("data.key"), d.join("restored.key")).unwrap();
-    let out = sfs_node(&[
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data-dir",
-        d.join("restored").to_str().unwrap(),
-    ]);
+    let out = sfs_node(&restore_args(backup_path, restored, &[]));
     assert!(out.contains("restored lund"), "{out}");
 
     let node = Process::spawn(&["run", "--config", d.join("restored.toml").to_str().unwrap()]);

@@ -12,16 +12,7 @@ use crate::util::Federation;
 use crate::util::{all_files, contains, eventually, readable_with_key, readable_with_key_of};
 
 async fn backup(client: &mut sfs_client::Client, to: &Path) -> Vec<u8> {
-    let mut stream = client
-        .node
-        .backup(pb::BackupRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        bytes.extend(chunk.data);
-    }
+    let bytes = crate::util::backup_bytes(client).await;
     std::fs::write(to, &bytes).unwrap();
     bytes
 }

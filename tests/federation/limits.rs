@@ -296,6 +296,23 @@ async fn a_newer_link_from_the_same_city_replaces_the_older_one() {
     fed.stop_all().await;
 }
 
+/// Calls `call` until it is refused with a status, at most `max` times: how many calls
+/// succeeded first, and the status.
+async fn first_refusal<F, Fut>(max: usize, mut call: F) -> Option<(usize, tonic::Status)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), sfs_client::ClientError>>,
+{
+    for i in 0..max {
+        match call().await {
+            Ok(()) => continue,
+            Err(sfs_client::ClientError::Status(status)) => return Some((i, status)),
+            Err(err) => panic!("{err}"),
+        }
+    }
+    None
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_api_token_over_its_request_rate_is_refused_and_other_tokens_are_not() {
     let mut fed = Federation::start_with(&["lund"], |config| {
@@ -303,20 +320,14 @@ async fn an_api_token_over_its_request_rate_is_refused_and_other_tokens_are_not(
         config.limits.api_request_burst = 20;
     })
     .await;
-    let mut flooder = fed.client_with_role(0, ApiRole::Reader).await;
+    let flooder = fed.client_with_role(0, ApiRole::Reader).await;
     let mut other = fed.client_with_role(0, ApiRole::Reader).await;
-    let mut refused = None;
-    for i in 0..200 {
-        match flooder.list_lessons("cities/-").await {
-            Ok(_) => continue,
-            Err(sfs_client::ClientError::Status(status)) => {
-                refused = Some((i, status));
-                break;
-            }
-            Err(err) => panic!("{err}"),
-        }
-    }
-    let (at, status) = refused.expect("the flooding token is refused");
+    let (at, status) = first_refusal(200, || {
+        let mut flooder = flooder.clone();
+        async move { flooder.list_lessons("cities/-").await.map(drop) }
+    })
+    .await
+    .expect("the flooding token is refused");
     assert!(
         at >= 20,
         "the burst of 20 is allowed first (refused at {at})"
@@ -350,24 +361,22 @@ async fn an_api_token_over_its_daily_bytes_is_refused_and_other_tokens_are_not()
         config.limits.api_bytes_per_day = 40_000;
     })
     .await;
-    let mut heavy = fed.client_with_role(0, ApiRole::Editor).await;
+    let heavy = fed.client_with_role(0, ApiRole::Editor).await;
     let mut other = fed.client_with_role(0, ApiRole::Editor).await;
     let body = "Erfarenhet från nattpersonalen. ".repeat(250);
-    let mut refused = None;
-    for i in 0..100 {
-        match heavy
-            .create_lesson(&format!("Heavy {i}"), &body, vec![])
-            .await
-        {
-            Ok(_) => continue,
-            Err(sfs_client::ClientError::Status(status)) => {
-                refused = Some((i, status));
-                break;
-            }
-            Err(err) => panic!("{err}"),
+    let mut i = 0;
+    let (at, status) = first_refusal(100, || {
+        let (mut heavy, body) = (heavy.clone(), body.clone());
+        i += 1;
+        async move {
+            heavy
+                .create_lesson(&format!("Heavy {i}"), &body, vec![])
+                .await
+                .map(drop)
         }
-    }
-    let (at, status) = refused.expect("the heavy token is refused");
+    })
+    .await
+    .expect("the heavy token is refused");
     assert!(
         at >= 2,
         "the first requests fit the budget (refused at {at})"

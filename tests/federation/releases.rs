@@ -206,16 +206,7 @@ async fn a_signed_release_propagates_and_the_city_runs_it_and_serves_its_content
         ["Build the local network"]
     );
     // A backup carries it, so a restored city cannot be made to fall back to an older one.
-    let mut stream = city
-        .node
-        .backup(pb::BackupRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        bytes.extend(chunk.data);
-    }
+    let bytes = crate::util::backup_bytes(&mut city).await;
     let archive = <pb::BackupArchive as prost::Message>::decode(bytes.as_slice()).unwrap();
     let carried =
         <pb::Release as prost::Message>::decode(archive.running_release.as_slice()).unwrap();

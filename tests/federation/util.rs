@@ -286,6 +286,21 @@ pub fn node_files(pki_dir: &Path, id: &NodeId) -> NodeFiles {
     NodeFiles::in_dir(pki_dir, id)
 }
 
+/// A whole backup archive of the node `client` talks to, through the API (admin token).
+pub async fn backup_bytes(client: &mut Client) -> Vec<u8> {
+    let mut stream = client
+        .node
+        .backup(sfs_client::v1::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        bytes.extend(chunk.data);
+    }
+    bytes
+}
+
 /// Everything a node's at-rest key can read in its data directory (or in a backup file of
 /// the node whose data directory is `data_dir`), documents expanded with their whole history.
 pub fn readable_with_key_of(data_dir: &Path, path: &Path) -> Vec<u8> {

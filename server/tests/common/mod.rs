@@ -23,6 +23,16 @@ pub fn sfs_node(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Runs `sfs-node` with `args`, expecting it to fail; returns what it printed to stderr.
+pub fn sfs_node_fails(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args(args)
+        .output()
+        .expect("sfs-node runs");
+    assert!(!output.status.success(), "sfs-node {args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
 /// A running `sfs-node` process whose stdout lines arrive on a channel; stopped on drop.
 pub struct Process {
     pub child: Child,
