@@ -587,10 +587,6 @@ fn compressed_documents_and_changes_are_refused_before_automerge_inflates_them()
         (compressed, "a compressed change"),
         (smuggled, "one plain change per entry"),
     ] {
-        let mut fed = Federation::new(&["helsingborg", "malmo"]);
-        fed.connect("helsingborg", 1);
-        fed.connect("malmo", 2);
-        fed.run_until_quiet();
         let message = automerge::sync::Message {
             heads: bomb.get_heads(),
             need: Vec::new(),
@@ -599,33 +595,50 @@ fn compressed_documents_and_changes_are_refused_before_automerge_inflates_them()
             flags: None,
             version: automerge::sync::MessageVersion::V1,
         };
+        let fed = hub_refuses_and_goes_on(message, expected, |_| {});
         let doc = ShareableDocId::lessons("helsingborg").unwrap();
-        let out = fed.engines.get_mut("hub").unwrap().receive(
-            1,
-            Frame::DocSync {
-                doc: doc.clone(),
-                message: message.encode(),
-            },
-            0,
-        );
-        assert_eq!(out.closes.len(), 1, "{expected}");
-        assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
-        assert!(
-            out.closes[0].1.message.contains(expected),
-            "{}",
-            out.closes[0].1.message
-        );
         assert!(
             fed.engines["hub"].document(&doc).is_none(),
             "nothing applied"
         );
-        fed.add_lesson("malmo", "m1", "still flowing");
-        fed.run_until_quiet();
-        assert_eq!(
-            fed.lesson("hub", "malmo", "m1").as_deref(),
-            Some("still flowing")
-        );
     }
+}
+
+/// Sends `message` for Helsingborg's lessons from Helsingborg to a hub (after `prepare`), and
+/// checks that the hub closes that link with `INVALID_ARGUMENT` naming `expected`, while Malmö
+/// keeps syncing. Returns the federation for further checks.
+fn hub_refuses_and_goes_on(
+    message: automerge::sync::Message,
+    expected: &str,
+    prepare: impl FnOnce(&mut Federation),
+) -> Federation {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    prepare(&mut fed);
+    fed.run_until_quiet();
+    let out = fed.engines.get_mut("hub").unwrap().receive(
+        1,
+        Frame::DocSync {
+            doc: ShareableDocId::lessons("helsingborg").unwrap(),
+            message: message.encode(),
+        },
+        0,
+    );
+    assert_eq!(out.closes.len(), 1, "{expected}");
+    assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
+    assert!(
+        out.closes[0].1.message.contains(expected),
+        "{}",
+        out.closes[0].1.message
+    );
+    fed.add_lesson("malmo", "m1", "still flowing");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("hub", "malmo", "m1").as_deref(),
+        Some("still flowing")
+    );
+    fed
 }
 
 #[test]
@@ -769,12 +782,6 @@ fn bloom_filters_with_parameters_no_honest_peer_uses_are_refused() {
         (&[1, 10, 0, 0xff, 0xff], "0 probes"),
     ];
     for (bloom, expected) in cases {
-        let mut fed = Federation::new(&["helsingborg", "malmo"]);
-        fed.connect("helsingborg", 1);
-        fed.connect("malmo", 2);
-        // The hub holds changes, so Automerge consults the filter when it answers.
-        fed.add_lesson("helsingborg", "h1", "held by the hub");
-        fed.run_until_quiet();
         let message = automerge::sync::Message {
             heads: Vec::new(),
             need: Vec::new(),
@@ -786,27 +793,10 @@ fn bloom_filters_with_parameters_no_honest_peer_uses_are_refused() {
             flags: None,
             version: automerge::sync::MessageVersion::V1,
         };
-        let out = fed.engines.get_mut("hub").unwrap().receive(
-            1,
-            Frame::DocSync {
-                doc: ShareableDocId::lessons("helsingborg").unwrap(),
-                message: message.encode(),
-            },
-            0,
-        );
-        assert_eq!(out.closes.len(), 1, "{expected}");
-        assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
-        assert!(
-            out.closes[0].1.message.contains(expected),
-            "{}",
-            out.closes[0].1.message
-        );
-        fed.add_lesson("malmo", "m1", "still flowing");
-        fed.run_until_quiet();
-        assert_eq!(
-            fed.lesson("hub", "malmo", "m1").as_deref(),
-            Some("still flowing")
-        );
+        // The hub holds changes, so Automerge would consult the filter when it answers.
+        hub_refuses_and_goes_on(message, expected, |fed| {
+            fed.add_lesson("helsingborg", "h1", "held by the hub")
+        });
     }
 }
 
