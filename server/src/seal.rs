@@ -305,7 +305,7 @@ pub fn key_id_of(sealed: &[u8]) -> Option<u32> {
     header(sealed).map(|(id, _)| id)
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct KeyringState {
     next_id: u32,
     /// Key id → (scope, key in hex).
@@ -379,11 +379,8 @@ impl Keyring {
     /// [`Keyring::forget_old`]).
     fn add_key(&self, state: &mut KeyringState, scope: &str) -> Result<u32, SealError> {
         let id = state.next_id;
-        let mut next = KeyringState {
-            next_id: id + 1,
-            keys: state.keys.clone(),
-            current: state.current.clone(),
-        };
+        let mut next = state.clone();
+        next.next_id = id + 1;
         next.keys.insert(
             id,
             (scope.to_string(), hex::encode(random_bytes::<KEY_LEN>())),
@@ -459,11 +456,7 @@ impl Keyring {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut next = KeyringState {
-            next_id: state.next_id,
-            keys: state.keys.clone(),
-            current: state.current.clone(),
-        };
+        let mut next = state.clone();
         for id in ids {
             next.keys.remove(id);
         }

@@ -326,14 +326,14 @@ impl Store {
     }
 
     /// Destroys data keys no stored value is sealed with (left behind when a node stopped
-    /// between rewriting an erased document and destroying its old key).
+    /// between rewriting an erased document and destroying its old key). Only local documents'
+    /// keys rotate; the access log only ever has its current key, which is always kept, so
+    /// its (ever-growing) tree is not read.
     fn destroy_unused_keys(&self) -> Result<(), StoreError> {
         let mut used = std::collections::BTreeSet::new();
-        for tree in [&self.local.0.tree, &self.access_log.tree] {
-            for value in tree.iter().values() {
-                if let Some(id) = crate::seal::key_id_of(&value?) {
-                    used.insert(id);
-                }
+        for value in self.local.0.tree.iter().values() {
+            if let Some(id) = crate::seal::key_id_of(&value?) {
+                used.insert(id);
             }
         }
         let destroyed = self.keyring.keep_only(&used)?;

@@ -88,6 +88,24 @@ impl ApiState {
     }
 }
 
+/// Access-log entries of one `action` by `actor` on `resources`, stamped now.
+pub fn access_entries(
+    actor: &str,
+    action: &str,
+    resources: impl IntoIterator<Item = String>,
+) -> Vec<crate::store::AccessEntry> {
+    let time_ms = now_ms();
+    resources
+        .into_iter()
+        .map(|resource| crate::store::AccessEntry {
+            time_ms,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            resource,
+        })
+        .collect()
+}
+
 /// Writes the erasure of `resources` to the access log, durably. Called while the record is
 /// still there, before it is destroyed, so that no erasure goes unrecorded.
 pub fn log_erasure(
@@ -95,21 +113,12 @@ pub fn log_erasure(
     actor: &str,
     resources: impl IntoIterator<Item = String>,
 ) -> Result<(), Status> {
-    let time_ms = now_ms();
-    let entries: Vec<crate::store::AccessEntry> = resources
-        .into_iter()
-        .map(|resource| crate::store::AccessEntry {
-            time_ms,
-            actor: actor.to_string(),
-            action: "erase".into(),
-            resource,
+    log.append(&access_entries(actor, "erase", resources))
+        .map_err(|err| {
+            Status::unavailable(format!(
+                "the access log could not be written, so nothing was erased: {err}"
+            ))
         })
-        .collect();
-    log.append(&entries).map_err(|err| {
-        Status::unavailable(format!(
-            "the access log could not be written, so nothing was erased: {err}"
-        ))
-    })
 }
 
 /// The caller of a request, put in the request by [`authenticate`].

@@ -38,25 +38,14 @@ impl NodeService {
                 })
                 .collect::<Vec<_>>()
         }));
-        let tokens = match std::fs::read(crate::tokens::token_file(&state.data_dir)) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(err) => {
-                return Err(Status::unavailable(format!(
-                    "reading the token file: {err}"
-                )))
-            }
-        };
-        let running_release =
-            match std::fs::read(crate::release::ReleaseTracker::file(&state.data_dir)) {
-                Ok(bytes) => bytes,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(err) => {
-                    return Err(Status::unavailable(format!(
-                        "reading the running release: {err}"
-                    )))
-                }
-            };
+        let tokens = read_or_empty(
+            &crate::tokens::token_file(&state.data_dir),
+            "the token file",
+        )?;
+        let running_release = read_or_empty(
+            &crate::release::ReleaseTracker::file(&state.data_dir),
+            "the running release",
+        )?;
         let mut entries = state
             .access_log
             .list()
@@ -79,6 +68,15 @@ impl NodeService {
             sealed: true,
             running_release,
         })
+    }
+}
+
+/// A file's bytes, or none if it does not exist.
+fn read_or_empty(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Status> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(Status::unavailable(format!("reading {what}: {err}"))),
     }
 }
 

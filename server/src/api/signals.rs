@@ -11,7 +11,6 @@ use super::{
 use crate::docmodel as dm;
 use crate::register::{self as reg, network};
 use crate::signals::{self as sig, signals_doc};
-use crate::store::AccessEntry;
 use crate::tokens::ApiRole;
 
 /// The `Signals` gRPC service.
@@ -33,16 +32,7 @@ impl SignalsService {
         action: &str,
         resources: Vec<String>,
     ) -> Result<(), Status> {
-        let time_ms = now_ms();
-        let entries: Vec<AccessEntry> = resources
-            .into_iter()
-            .map(|resource| AccessEntry {
-                time_ms,
-                actor: caller.actor.clone(),
-                action: action.to_string(),
-                resource,
-            })
-            .collect();
+        let entries = super::access_entries(&caller.actor, action, resources);
         let log = self.0.access_log.clone();
         blocking(move || log.append(&entries))
             .await?
