@@ -822,6 +822,19 @@ pub fn suppress_jointly(
     ))
 }
 
+/// What a reader holding every one of `releases` (of one city and quarter, oldest first) can
+/// work out, assuming consecutive releases differ by the fewest changed people the published
+/// figures allow: hidden counts pinned to one value, and (for releases whose total is hidden or
+/// below the group threshold) dimensions that show everyone shares one category. For auditors
+/// and tests.
+pub fn findings(layout: &Layout, releases: &[Earlier]) -> BTreeSet<Finding> {
+    let seen: Vec<BTreeMap<CellKey, Seen>> = releases.iter().map(Earlier::seen).collect();
+    let group: Vec<bool> = releases.iter().map(Earlier::zeros_may_hide).collect();
+    Joint::new(layout, &seen, None)
+        .with_fewest_changes()
+        .all_findings(&group)
+}
+
 /// A cell's key in words, for messages: `exploitation sexual, sex male`.
 fn describe_key(key: &CellKey) -> String {
     if key.is_empty() {
@@ -1313,6 +1326,145 @@ mod tests {
         for (key, range) in audit(&values, &hidden, &relations()) {
             assert!(!range.is_exposed(), "{key:?} is exposed: {range:?}");
         }
+    }
+
+    fn person(
+        i: usize,
+        sex: &str,
+        age: &str,
+        citizenship: &str,
+        exploitation: &str,
+    ) -> SupportRecord {
+        SupportRecord {
+            quarter: "2026-Q1".into(),
+            sex: sex.into(),
+            age_band: age.into(),
+            citizenship: citizenship.into(),
+            exploitation: exploitation.into(),
+            referral_source: if i % 2 == 0 {
+                "police"
+            } else {
+                "social_services"
+            }
+            .into(),
+            person_ref: format!("p{i}"),
+        }
+    }
+
+    #[test]
+    fn a_small_release_does_not_show_that_everyone_shares_a_category() {
+        // Six people, all female, adult, non-EU, in sexual exploitation: published with its
+        // zeros this would say all of that about everyone counted.
+        let records: Vec<SupportRecord> = (0..6)
+            .map(|i| person(i, "female", "25-34", "non_eu", "sexual"))
+            .collect();
+        let cells = protect_by_suppression(&tabulate(&records), 5, &[]).unwrap();
+        let release = Earlier::from_cells(&cells, 5);
+        let found = findings(&Layout::standard(), std::slice::from_ref(&release));
+        assert!(found.is_empty(), "{found:?}");
+        // What a reader sees of each dimension: no dimension has every other category shown
+        // as zero (an independent look at the published cells).
+        for (dimension, category) in [
+            ("sex", "female"),
+            ("age_group", "adult"),
+            ("citizenship", "non_eu"),
+            ("exploitation", "sexual"),
+        ] {
+            let others_all_zero = super::super::categories(dimension)
+                .iter()
+                .filter(|c| **c != category)
+                .all(|c| release.cells[&vec![(dimension.to_string(), c.to_string())]] == Some(0));
+            assert!(
+                !others_all_zero,
+                "{dimension}: every other margin is a published zero"
+            );
+        }
+        assert!(cells.iter().any(|c| c.reason == Some(Reason::Group)));
+        // Mixed populations and populations of at least 4k are published as before.
+        let mixed: Vec<SupportRecord> = (0..12)
+            .map(|i| {
+                let sex = if i % 2 == 0 { "female" } else { "male" };
+                let citizenship = ["swedish", "other_eu", "non_eu"][i % 3];
+                let exploitation = ["sexual", "forced_labour"][i / 6];
+                person(
+                    i,
+                    sex,
+                    if i % 4 == 0 { "12-17" } else { "25-34" },
+                    citizenship,
+                    exploitation,
+                )
+            })
+            .collect();
+        let cells = protect_by_suppression(&tabulate(&mixed), 3, &[]).unwrap();
+        assert!(cells.iter().all(|c| c.reason != Some(Reason::Group)));
+        let large: Vec<SupportRecord> = (0..20)
+            .map(|i| person(i, "female", "25-34", "non_eu", "sexual"))
+            .collect();
+        let cells = protect_by_suppression(&tabulate(&large), 5, &[]).unwrap();
+        assert!(
+            cells.iter().all(|c| c.status == CellStatus::Exact),
+            "20 = 4k people are shown"
+        );
+    }
+
+    fn noise_release(quarter: &str, cap: i64) -> super::super::national::PublishedRelease {
+        super::super::national::PublishedRelease {
+            id: format!("{quarter}-r1"),
+            city: "lund".into(),
+            quarter: quarter.into(),
+            number: 1,
+            corrects: String::new(),
+            mode: "noise".into(),
+            k: 0,
+            epsilon_milli: 500,
+            year_spent_milli: 0,
+            year_cap_milli: cap,
+            cells: Vec::new(),
+            activity: BTreeMap::new(),
+            created_ms: 0,
+            draft_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_cap_raised_mid_year_does_not_refill_that_year() {
+        let policy = |cap| Policy {
+            mode: "noise".into(),
+            k: 5,
+            epsilon_milli: 500,
+            year_cap_milli: cap,
+        };
+        let spent: Vec<_> = ["2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4"]
+            .iter()
+            .map(|q| noise_release(q, 2000))
+            .collect();
+        let over = year_budget(&policy(2000), "2026-Q4", &spent).unwrap_err();
+        assert_eq!((over.spent_milli, over.cap_milli), (2000, 2000));
+        let over = year_budget(&policy(4000), "2026-Q4", &spent).unwrap_err();
+        assert_eq!(
+            over.cap_milli, 2000,
+            "the year keeps the cap it was spent under"
+        );
+        assert!(
+            over.to_string().contains("the cap for 2026 is 2.000"),
+            "{over}"
+        );
+        assert_eq!(year_budget(&policy(4000), "2027-Q1", &spent), Ok((0, 4000)));
+        // Half spent, then raised: still the old cap for the rest of the year.
+        assert_eq!(
+            year_budget(&policy(4000), "2026-Q3", &spent[..2]),
+            Ok((1000, 2000))
+        );
+        // Lowered: at once.
+        assert!(year_budget(&policy(1000), "2026-Q3", &spent[..2]).is_err());
+        // Suppression releases spend nothing.
+        let mut suppression = noise_release("2026-Q1", 0);
+        suppression.mode = "suppression".into();
+        suppression.epsilon_milli = 0;
+        assert_eq!(
+            year_budget(&policy(2000), "2026-Q2", &[suppression]),
+            Ok((0, 2000))
+        );
     }
 
     #[test]
