@@ -79,7 +79,7 @@ impl Policy {
 
 /// A noise release that would take a city over its yearly ε budget.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("publishing {quarter} would spend ε {:.3} on top of {:.3} already spent in {year}; the cap for {year} is {:.3}", *.epsilon_milli as f64 / 1000.0, *.spent_milli as f64 / 1000.0, *.cap_milli as f64 / 1000.0)]
+#[error("publishing {quarter} would spend ε {:.3} on top of {:.3} already spent in {year}; the yearly cap for {year} is {:.3}", *.epsilon_milli as f64 / 1000.0, *.spent_milli as f64 / 1000.0, *.cap_milli as f64 / 1000.0)]
 pub struct OverBudget {
     pub quarter: String,
     pub year: i32,
@@ -546,8 +546,22 @@ impl<'a> Joint<'a> {
         }
     }
 
-    /// The first finding not in `known`; `group` says which releases get the group rule.
-    fn first_finding(&self, group: &[bool], known: &BTreeSet<Finding>) -> Option<Finding> {
+    /// Whether a reader cannot rule out that release `release` counts fewer than
+    /// `threshold` people (then the group rule covers it).
+    fn may_count_fewer(&self, release: usize, threshold: i64) -> bool {
+        let total = total_key();
+        match self.solve(
+            OptimizationDirection::Minimize,
+            &[(release, &total, 1.0)],
+            0.0,
+        ) {
+            Lp::Optimum(least) => least < threshold as f64 - 1e-6,
+            _ => true,
+        }
+    }
+
+    /// The first finding not in `known`; `group` holds each release's group threshold.
+    fn first_finding(&self, group: &[i64], known: &BTreeSet<Finding>) -> Option<Finding> {
         for (release, cells) in self.seen.iter().enumerate() {
             for (key, cell) in cells {
                 if !matches!(cell, Seen::Hidden { .. }) {
@@ -561,7 +575,10 @@ impl<'a> Joint<'a> {
                     return Some(finding);
                 }
             }
-            if !group.get(release).copied().unwrap_or(false) {
+            if !group
+                .get(release)
+                .is_some_and(|threshold| self.may_count_fewer(release, *threshold))
+            {
                 continue;
             }
             for (dimension, margins) in &self.layout.dimensions {
@@ -581,7 +598,7 @@ impl<'a> Joint<'a> {
     }
 
     /// Every finding (for the releases already published, which a new one may not worsen).
-    fn all_findings(&self, group: &[bool]) -> BTreeSet<Finding> {
+    fn all_findings(&self, group: &[i64]) -> BTreeSet<Finding> {
         let mut known = BTreeSet::new();
         while let Some(finding) = self.first_finding(group, &known) {
             known.insert(finding);
@@ -635,8 +652,10 @@ pub fn suppress_jointly(
     let zeros_ok = total < group_threshold(k);
     // A zero may be hidden only under the group rule, and only where every total it is part
     // of is not zero or hidden too (in an empty row it is plain that it is zero).
+    // The total of a release of at least the group threshold is always shown: a reader then
+    // knows that the group rule does not apply and that no zero is hidden.
     let hideable_with = |key: &CellKey, hidden: &BTreeMap<CellKey, Reason>| {
-        values[key] > 0
+        (values[key] > 0 && (zeros_ok || !key.is_empty()))
             || (zeros_ok && {
                 let mut totals = layout
                     .relations
@@ -670,11 +689,11 @@ pub fn suppress_jointly(
         }
     }
     let mut seen: Vec<BTreeMap<CellKey, Seen>> = earlier.iter().map(Earlier::seen).collect();
-    let mut group: Vec<bool> = earlier.iter().map(Earlier::zeros_may_hide).collect();
+    let mut group: Vec<i64> = earlier.iter().map(|e| group_threshold(e.k)).collect();
     let known = Joint::new(layout, &seen, None)
         .with_fewest_changes()
         .all_findings(&group);
-    group.push(zeros_ok);
+    group.push(group_threshold(k));
     let current = earlier.len();
     let view = |hidden: &BTreeMap<CellKey, Reason>| -> BTreeMap<CellKey, Seen> {
         values
@@ -824,12 +843,12 @@ pub fn suppress_jointly(
 
 /// What a reader holding every one of `releases` (of one city and quarter, oldest first) can
 /// work out, assuming consecutive releases differ by the fewest changed people the published
-/// figures allow: hidden counts pinned to one value, and (for releases whose total is hidden or
-/// below the group threshold) dimensions that show everyone shares one category. For auditors
-/// and tests.
+/// figures allow: hidden counts pinned to one value, and (for releases that may count fewer
+/// people than the group threshold) dimensions that show everyone shares one category. For
+/// auditors and tests.
 pub fn findings(layout: &Layout, releases: &[Earlier]) -> BTreeSet<Finding> {
     let seen: Vec<BTreeMap<CellKey, Seen>> = releases.iter().map(Earlier::seen).collect();
-    let group: Vec<bool> = releases.iter().map(Earlier::zeros_may_hide).collect();
+    let group: Vec<i64> = releases.iter().map(|e| group_threshold(e.k)).collect();
     Joint::new(layout, &seen, None)
         .with_fewest_changes()
         .all_findings(&group)
@@ -1446,7 +1465,8 @@ mod tests {
             "the year keeps the cap it was spent under"
         );
         assert!(
-            over.to_string().contains("the cap for 2026 is 2.000"),
+            over.to_string()
+                .contains("the yearly cap for 2026 is 2.000"),
             "{over}"
         );
         assert_eq!(year_budget(&policy(4000), "2027-Q1", &spent), Ok((0, 4000)));
