@@ -1032,7 +1032,7 @@ async fn a_quarter_has_one_spelling_and_years_one_range_everywhere() {
     // National queries and the CSV export refuse the same years, with the same message.
     for year in [-1, 0, 1999, 2101, i32::MAX] {
         let request = pb::GetNationalStatsRequest { year };
-        let (code, message) = code_of(hub.stats.get_national_stats(request.clone()).await);
+        let (code, message) = code_of(hub.stats.get_national_stats(request).await);
         assert_eq!(code, Code::InvalidArgument, "{year}");
         let (csv_code, csv_message) = code_of(hub.stats.export_national_stats_csv(request).await);
         assert_eq!(
@@ -1080,7 +1080,7 @@ async fn corrections_reveal_nothing_their_quarter_hid() {
     use sfs_node::stats::disclosure::{findings, Layout};
     let mut fed = Federation::start(&["lund", "malmo"]).await;
     let mut lund = fed.client(0).await;
-    let mut malmo = fed.client(1).await;
+    let malmo = fed.client(1).await;
     // Each case: a quarter of 25 people, then a correction adding one person (to a new or
     // an existing cell) or removing one.
     let cases: [(&str, Option<pb::SupportRecord>, bool); 3] = [

@@ -1360,7 +1360,7 @@ mod tests {
             age_band: age.into(),
             citizenship: citizenship.into(),
             exploitation: exploitation.into(),
-            referral_source: if i % 2 == 0 {
+            referral_source: if i.is_multiple_of(2) {
                 "police"
             } else {
                 "social_services"

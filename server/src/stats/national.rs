@@ -263,7 +263,10 @@ mod tests {
             release("lund", "2026-q1", 1, vec![cell(Some(7))]),
         ];
         let national = combine(&releases, 2026, &BTreeMap::new());
-        assert_eq!(national.releases, vec!["cities/lund/stats/2026-Q1-r1".to_string()]);
+        assert_eq!(
+            national.releases,
+            vec!["cities/lund/stats/2026-Q1-r1".to_string()]
+        );
         let year = national
             .cells
             .iter()
