@@ -10,10 +10,25 @@
 //! cells are identified by what they count, not by table, a margin shared by two tables is
 //! hidden in both or in neither.
 //!
+//! **Corrections** ([`suppress_jointly`]) are audited in one linear system with every earlier
+//! release of the same city and quarter: each release's relations and published cells, and
+//! between consecutive releases at most `m` changed people (in every table the inner cells differ
+//! by at most `m` in total), with `m` the fewest the published figures allow — the strongest
+//! assumption a reader can make, since every range only widens for a larger `m`. Hidden cells
+//! of earlier releases stay hidden; more are hidden until nothing new is exposed, or the
+//! correction is refused ([`Refusal`]).
+//!
+//! **The group rule.** A release that may count fewer than [`GROUP_FACTOR`]·k people may not
+//! show that everyone counted shares one category of a dimension: its zeros may then be hidden
+//! (a reader of such a release knows only that hidden cells are at least 0), and cells are
+//! hidden until no dimension pins "everyone is in category c". A larger release always shows
+//! its grand total and never hides a zero.
+//!
 //! **Noise.** Each inner cell gets discrete Laplace noise drawn with exact rational arithmetic
 //! (the `prio` crate's sampler, after Canonne, Kamath and Steinke); totals are sums of noisy
 //! cells. One person adds one to one inner cell of each of the four tables, so the L1
-//! sensitivity is 4 and the scale is 4/ε. Each release spends ε from the city's yearly budget.
+//! sensitivity is 4 and the scale is 4/ε. Each release spends ε from the city's yearly budget
+//! ([`year_budget`]: a cap raised mid-year applies from the next year).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -605,27 +620,6 @@ impl<'a> Joint<'a> {
         }
         known
     }
-}
-
-/// The cells to hide so that small counts are hidden and none can be worked out, for a
-/// release with exact `values` and no earlier release of its quarter.
-pub fn suppress(
-    values: &BTreeMap<CellKey, i64>,
-    relations: &[Relation],
-    k: i64,
-) -> BTreeMap<CellKey, Reason> {
-    let layout = Layout {
-        relations: relations.to_vec(),
-        tables: Vec::new(),
-        dimensions: Vec::new(),
-    };
-    suppress_jointly(values, &layout, k, &[]).unwrap_or_else(|_| {
-        values
-            .iter()
-            .filter(|(_, v)| **v > 0)
-            .map(|(key, _)| (key.clone(), Reason::Secondary))
-            .collect()
-    })
 }
 
 /// The cells of a release to hide, read together with every `earlier` release of the same
@@ -1263,7 +1257,7 @@ mod tests {
         // One cell of 1 in an otherwise large table: hiding it alone would let its row total
         // give it away, so at least three more cells must go.
         let (values, relations) = small_table(&[1, 10, 12, 9, 11, 13]);
-        let hidden = suppress(&values, &relations, 3);
+        let hidden = suppress_jointly(&values, &small_layout(relations.clone()), 3, &[]).unwrap();
         assert_eq!(
             hidden.values().filter(|r| **r == Reason::Primary).count(),
             1
