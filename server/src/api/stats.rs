@@ -404,13 +404,19 @@ impl pb::statistics_server::Statistics for StatsService {
                 .filter(|r| r.mode == "suppression")
                 .map(|r| disclosure::Earlier::from_cells(&r.cells, r.k))
                 .collect();
-            let k = policy.k;
+            let (k, correction) = (policy.k, !before.is_empty());
             blocking(move || disclosure::protect_by_suppression(&exact, k, &before))
                 .await?
                 .map_err(|refusal| {
-                    Status::failed_precondition(format!(
-                        "{quarter} cannot be published as it stands: {refusal}. The earlier release stays the published figure of {quarter}; preview again once more records of the quarter are corrected (more changes hide more), or ask the hub about the noise policy"
-                    ))
+                    Status::failed_precondition(if correction {
+                        format!(
+                            "{quarter} cannot be published as it stands: {refusal}. The earlier release stays the published figure of {quarter}; preview again once more records of the quarter are corrected (more changes hide more), or ask the hub about the noise policy"
+                        )
+                    } else {
+                        format!(
+                            "{quarter} cannot be published by suppression: {refusal}. Ask the hub about the noise policy"
+                        )
+                    })
                 })?
         };
         let number = earlier.len() as i64 + 1;
