@@ -233,7 +233,16 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         crate::release::ReleaseTracker::open(release_key, &config.data_dir)
             .map_err(|err| NodeError::Config(format!("running handbook release: {err}")))?,
     );
+    // Every edit of a shareable document passes the privacy guard; a city's guard knows its
+    // contact names and deny list and is rebuilt whenever the register changes.
+    let guards = Arc::new(crate::privacy::GuardCache::default());
+    crate::api::refresh_privacy_guard(&local, &guards);
+    {
+        let guards = guards.clone();
+        sync.set_privacy_guard(Arc::new(move || guards.current()));
+    }
     let state = ApiState {
+        guards,
         sync: sync.clone(),
         local: local.clone(),
         tokens: tokens.clone(),
