@@ -549,7 +549,7 @@ fn phone_number(normal: &str) -> bool {
         &DATES,
         r"\b(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4})\b",
     );
-    let text = dates.replace_all(normal, "d");
+    let text = blank_clock_times(&dates.replace_all(normal, "d"));
     let groups = digit_groups(&text);
     const SEPARATORS: &str = " -./()";
     let bytes = text.as_bytes();
@@ -584,6 +584,29 @@ fn phone_number(normal: &str) -> bool {
         }
     }
     false
+}
+
+/// Clock times (`08.00`, `16:30`) made a letter, unless joined to digits before them
+/// (`070.123.12.34` stays a number).
+fn blank_clock_times(text: &str) -> String {
+    static TIME: OnceLock<Regex> = OnceLock::new();
+    let time = regex(&TIME, r"\b(?:[01]?\d|2[0-3])[:.][0-5]\d\b");
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for m in time.find_iter(text) {
+        let joined = m.start() >= 2
+            && b" -./".contains(&bytes[m.start() - 1])
+            && bytes[m.start() - 2].is_ascii_digit();
+        if joined {
+            continue;
+        }
+        out.push_str(&text[last..m.start()]);
+        out.push('t');
+        last = m.end();
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// E-mail addresses, also with `@` spelled out (`(at)`, `[at]`, `snabel-a`, and a plain ` at `
@@ -628,7 +651,7 @@ fn street_address(normal: &str) -> bool {
     static OFFICE: OnceLock<Regex> = OnceLock::new();
     let street = regex(
         &STREET,
-        r"\b[a-z][a-z-]+(?:gatan|gata|vagen|vag|grand|granden|stigen|allen|alle|torget|torg|backen|kajen|esplanaden|promenaden|street|road|avenue|g\.|v\.)\s*(?:nr\.?\s*|nummer\s*)?\d{1,3}(?:\s?[a-z])?\b",
+        r"\b(?:[a-z][a-z-]+ (?:street|road|avenue|lane)|[a-z][a-z-]+(?:gatan|gata|vagen|vag|grand|granden|stigen|allen|alle|torget|torg|backen|kajen|esplanaden|promenaden|street|road|avenue|g\.|v\.))\s*(?:nr\.?\s*|nummer\s*)?\d{1,3}(?:\s?[a-z])?\b",
     );
     let office = regex(
         &OFFICE,
