@@ -305,6 +305,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         .layer(api::ApiBytesLayer(api_limits))
         .layer(crate::metrics::ApiMetricsLayer(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
+        // Innermost: no error leaves with personal data in it, whichever service made it.
+        .layer(api::error_text::ErrorTextLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(pb::lessons_server::LessonsServer::with_interceptor(

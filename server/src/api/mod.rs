@@ -6,6 +6,7 @@
 //! not be stored answers `UNAVAILABLE` and is not acknowledged.
 
 pub mod directory;
+pub mod error_text;
 pub mod lessons;
 pub mod method;
 pub mod node;
