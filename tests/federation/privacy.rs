@@ -860,7 +860,11 @@ async fn many_contacts_and_many_tags_cost_no_stall() {
         .await
         .unwrap();
     }
-    let tags = |n: usize| (0..n).map(|i| format!("tag number {i}")).collect::<Vec<_>>();
+    let tags = |n: usize| {
+        (0..n)
+            .map(|i| format!("tag number {i}"))
+            .collect::<Vec<_>>()
+    };
     let started = std::time::Instant::now();
     let refused = lund
         .lessons
@@ -906,6 +910,9 @@ async fn many_contacts_and_many_tags_cost_no_stall() {
         .create_lesson("Thanks", "Thanks to newly added for the help", vec![])
         .await
         .expect_err("the new contact's name");
-    assert!(format!("{refused:?}").contains("contact persons"), "{refused:?}");
+    assert!(
+        format!("{refused:?}").contains("contact persons"),
+        "{refused:?}"
+    );
     fed.stop_all().await;
 }
