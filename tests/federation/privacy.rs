@@ -828,6 +828,33 @@ async fn every_string_field_bound_for_a_shared_document_is_guarded() {
         .await
         .expect_err("a personal identity number in a city's display name");
     assert_eq!(refused.code(), Code::InvalidArgument);
+
+    // Errors made by code that quotes the value it refuses are cleaned at the API's edge: the
+    // statistics service quotes a bad quarter; the message keeps the field, not the data.
+    let refused = lund
+        .stats
+        .publish_release(pb::PublishReleaseRequest {
+            quarter: PERSONAL.into(),
+        })
+        .await
+        .expect_err("not a quarter");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("field `quarter`") && !refused.message().contains("9876"),
+        "{refused:?}"
+    );
+    // No error repeats a long value in full.
+    let long = "x".repeat(100_000);
+    let refused = lund
+        .lessons
+        .get_lesson(pb::GetLessonRequest { name: long })
+        .await
+        .expect_err("not a lesson name");
+    assert!(
+        refused.message().chars().count() <= 500,
+        "{}",
+        refused.message().len()
+    );
     fed.stop_all().await;
 }
 
