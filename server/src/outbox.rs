@@ -311,14 +311,14 @@ mod tests {
 
     #[tokio::test]
     async fn finishing_drops_what_waits_and_sends_the_last_items_in_order() {
-        let (tx, mut rx) = outbox::<u32>(100, 1000);
+        let (tx, rx) = outbox::<u32>(100, 1000);
         for i in 0..10 {
             tx.push(i, 10).unwrap();
         }
         tx.finish(vec![98, 99]);
         tx.finish(vec![1]);
         assert_eq!(tx.push(5, 1), Err(PushError::Closed));
-        let rest: Vec<u32> = rx.by_ref().collect().await;
+        let rest: Vec<u32> = rx.collect().await;
         assert_eq!(rest, vec![98, 99]);
     }
 
