@@ -909,7 +909,7 @@ async fn read_link_inner(
                     // A frame this node refused to read (over the size limit, or not decodable)
                     // ends the link with a status that says so; a broken stream just ends.
                     let code = match status.code() {
-                        Code::OutOfRange => Some(StatusCode::ResourceExhausted),
+                        Code::OutOfRange | Code::ResourceExhausted => Some(StatusCode::ResourceExhausted),
                         Code::Internal | Code::InvalidArgument => Some(StatusCode::InvalidArgument),
                         _ => None,
                     };

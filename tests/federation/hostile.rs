@@ -321,6 +321,26 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
     let status = end.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     drop((tx, inbound));
+    // A summary of more documents than any federation holds: counted before it is decoded.
+    let (tx, mut inbound) = raw_link(&fed, "malmo", None).await.unwrap();
+    tx.send(pb::Frame {
+        body: Some(pb::frame::Body::Summary(pb::HeadsSummary {
+            docs: vec![pb::DocHeads::default(); sfs_proto::codec::MAX_SUMMARY_DOCS + 1],
+            only_changed: false,
+            digest: vec![0; 32],
+        })),
+    })
+    .await
+    .unwrap();
+    let (end, _) = link_end(&mut inbound).await;
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("refused before decoding"),
+        "{}",
+        status.message()
+    );
+    drop((tx, inbound));
     // The message: need [x, x] of a change of national/directory, with the reset flag.
     let heads = hub
         .status()

@@ -399,6 +399,22 @@ mod tests {
     }
 
     #[test]
+    fn errors_quote_at_most_a_bounded_prefix_of_what_a_peer_sent() {
+        let huge = format!("shared/lessons/{}", "x".repeat(6 * 1024 * 1024));
+        let err = DocId::parse(&huge).unwrap_err();
+        let ScopeError::UnknownDocument(kept) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(kept.len() <= MAX_QUOTED_CHARS + 1, "{}", kept.len());
+        let text = err.to_string();
+        assert!(text.len() < 200 && text.ends_with("…\""), "{text}");
+        let longest = format!("shared/progress/{}", "a".repeat(63));
+        assert!(DocId::parse(&longest).is_ok(), "the longest real id fits");
+        assert_eq!(quote("a\nb"), "a\\nb", "control characters are escaped");
+        assert_eq!(quote("kort"), "kort");
+    }
+
+    #[test]
     fn local_documents_are_never_shareable() {
         for kind in LOCAL_KINDS {
             let err = DocId::local(kind).unwrap().shareable().unwrap_err();

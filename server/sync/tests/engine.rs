@@ -1388,3 +1388,79 @@ fn a_corrupt_change_of_the_senders_own_document_is_invalid_not_forbidden() {
         out.closes[0].1.message
     );
 }
+
+/// Resident memory of this process, and its peak, in kB (Linux).
+fn rss_kb() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A measurement, not a check (BENCHMARKS.md): memory the hub gains per megabyte of text
+/// changes received from a city, each change a new 20,000-character text (the API's longest
+/// field), up to the default limits. Run with
+/// `cargo test -p sfs-sync --release --test engine memory_per_megabyte -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn memory_per_megabyte_of_text_changes_received() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    fed.connect("helsingborg", 1);
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    // Messages made first, off the hub, so only what the hub holds is measured.
+    let mut messages = Vec::new();
+    let mut bytes = 0usize;
+    let mut refused = None;
+    for i in 0.. {
+        let message = city_message_after(&mut fed, |tx| {
+            let text = tx
+                .put_object(ROOT, format!("body{i}"), automerge::ObjType::Text)
+                .unwrap();
+            tx.splice_text(&text, 0, 0, &"lärdom ".repeat(20_000 / 7))
+                .unwrap();
+        });
+        bytes += message.len();
+        messages.push(message);
+        if bytes > 2 * 1024 * 1024 {
+            break;
+        }
+    }
+    let (before, _) = rss_kb();
+    let started = std::time::Instant::now();
+    let mut received = 0usize;
+    for message in messages {
+        let len = message.len();
+        let out = fed.engines.get_mut("hub").unwrap().receive(
+            1,
+            Frame::DocSync {
+                doc: doc.clone(),
+                message,
+            },
+            0,
+        );
+        if let Some((_, reason)) = out.closes.first() {
+            refused = Some(reason.message.clone());
+            break;
+        }
+        received += len;
+    }
+    let elapsed = started.elapsed();
+    let (after, peak) = rss_kb();
+    let ops = fed.engines["hub"]
+        .document(&doc)
+        .map_or(0, |d| d.stats().num_ops);
+    let mb = received as f64 / (1024.0 * 1024.0);
+    println!(
+        "received {mb:.2} MiB ({ops} operations) in {elapsed:?}: resident +{} MiB \
+         ({:.0} MiB per MiB received), peak {} MiB; refused after: {refused:?}",
+        (after.saturating_sub(before)) / 1024,
+        (after.saturating_sub(before)) as f64 / 1024.0 / mb.max(0.001),
+        peak / 1024,
+    );
+}
