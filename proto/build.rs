@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .type_attribute(".stadforstad.v1", "#[derive(serde::Serialize)]")
+        // Prost's codec, plus a count of a federation summary's entries before decoding.
+        .codec_path("crate::codec::BoundedCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -9,6 +9,8 @@ pub mod v1 {
     tonic::include_proto!("stadforstad.v1");
 }
 
+pub mod codec;
+
 /// The encoded `FileDescriptorSet` of every .proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/stadforstad_descriptor.bin"));

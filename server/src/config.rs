@@ -76,6 +76,14 @@ pub struct LimitsConfig {
     pub peer_cooldown_ms: u64,
     /// Documents a peer may list in its summary (default 10000; a full federation has ~900).
     pub docs_per_peer: u64,
+    /// Hub: links one city may open per minute, sustained (default 6); above it (and its burst)
+    /// a new link is refused with RESOURCE_EXHAUSTED. An honest city reconnects with backoff.
+    pub peer_links_per_minute: u64,
+    /// Hub: links one city may open at once above the sustained rate (default 20).
+    pub peer_link_burst: u64,
+    /// Hub: bytes of frames the hub may send one city per day, refilled evenly (default 8 GiB);
+    /// a city over it is cut off like one over its received bytes.
+    pub peer_bytes_sent_per_day: u64,
     /// Bytes waiting to be sent on one link before the link is closed because its peer does
     /// not read (default 64 MiB; a single larger frame still passes alone).
     pub outbox_bytes_per_link: u64,
@@ -106,6 +114,9 @@ impl Default for LimitsConfig {
             peer_bytes_per_day: 8 * 1024 * 1024 * 1024,
             peer_cooldown_ms: 10_000,
             docs_per_peer: 10_000,
+            peer_links_per_minute: 6,
+            peer_link_burst: 20,
+            peer_bytes_sent_per_day: 8 * 1024 * 1024 * 1024,
             outbox_bytes_per_link: 64 * 1024 * 1024,
             outbox_frames_per_link: 100_000,
             federation_max_streams: 4,
@@ -120,13 +131,16 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// Every limit with its field name, for checks and environment overrides.
-    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 13] {
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 16] {
         [
             ("peer_frames_per_second", &mut self.peer_frames_per_second),
             ("peer_frame_burst", &mut self.peer_frame_burst),
             ("peer_bytes_per_day", &mut self.peer_bytes_per_day),
             ("peer_cooldown_ms", &mut self.peer_cooldown_ms),
             ("docs_per_peer", &mut self.docs_per_peer),
+            ("peer_links_per_minute", &mut self.peer_links_per_minute),
+            ("peer_link_burst", &mut self.peer_link_burst),
+            ("peer_bytes_sent_per_day", &mut self.peer_bytes_sent_per_day),
             ("outbox_bytes_per_link", &mut self.outbox_bytes_per_link),
             ("outbox_frames_per_link", &mut self.outbox_frames_per_link),
             ("federation_max_streams", &mut self.federation_max_streams),
@@ -145,6 +159,9 @@ impl LimitsConfig {
             frame_burst: self.peer_frame_burst,
             bytes_per_day: self.peer_bytes_per_day,
             cooldown: Duration::from_millis(self.peer_cooldown_ms),
+            links_per_minute: self.peer_links_per_minute,
+            link_burst: self.peer_link_burst,
+            bytes_sent_per_day: self.peer_bytes_sent_per_day,
             outbox_bytes: usize::try_from(self.outbox_bytes_per_link).unwrap_or(usize::MAX),
             outbox_frames: usize::try_from(self.outbox_frames_per_link).unwrap_or(usize::MAX),
         }

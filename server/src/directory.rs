@@ -26,7 +26,8 @@ pub fn write(tx: &mut Transaction<'_>, obj: &ObjId, city: &pb::City) -> Result<(
     Ok(())
 }
 
-/// Reads a city as stored.
+/// Reads a city as stored. `last_seen_ms` and `handbook_release` are read for documents written
+/// before presence moved to the hub's memory; the API fills both from the live links.
 pub fn read<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::City {
     pb::City {
         name: format!("cities/{id}"),
@@ -39,22 +40,4 @@ pub fn read<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::City {
         running_release: String::new(),
         running_release_number: 0,
     }
-}
-
-/// Records that the hub saw the city's link, and which release it had, if known.
-pub fn record_seen(
-    tx: &mut Transaction<'_>,
-    id: &str,
-    now_ms: i64,
-    release: Option<&str>,
-) -> Result<bool, Status> {
-    let Some(obj) = dm::record(tx, "cities", id) else {
-        return Ok(false);
-    };
-    tx.put(&obj, "last_seen_ms", now_ms).map_err(doc_error)?;
-    if let Some(release) = release {
-        tx.put(&obj, "handbook_release", release)
-            .map_err(doc_error)?;
-    }
-    Ok(true)
 }

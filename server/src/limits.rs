@@ -74,6 +74,13 @@ pub struct PeerLimits {
     pub bytes_per_day: u64,
     /// After a peer was cut off for a rate or byte limit, new links from it are refused this long.
     pub cooldown: Duration,
+    /// Links a peer may open per minute, sustained (reconnects).
+    pub links_per_minute: u64,
+    /// Links a peer may open at once above the sustained rate.
+    pub link_burst: u64,
+    /// Bytes of frames this node may send a peer per day: a few bytes of requests must not buy
+    /// an unbounded amount of answers.
+    pub bytes_sent_per_day: u64,
     /// Bytes queued for a peer that does not read, before its link is closed.
     pub outbox_bytes: usize,
     /// Frames queued for a peer that does not read, before its link is closed.
@@ -87,6 +94,9 @@ impl Default for PeerLimits {
             frame_burst: 20_000,
             bytes_per_day: 8 * 1024 * 1024 * 1024,
             cooldown: Duration::from_secs(10),
+            links_per_minute: 6,
+            link_burst: 20,
+            bytes_sent_per_day: 8 * 1024 * 1024 * 1024,
             outbox_bytes: 64 * 1024 * 1024,
             outbox_frames: 100_000,
         }
@@ -108,6 +118,16 @@ pub enum LimitExceeded {
     #[error("cut off for exceeding a limit; try again in {seconds} s")]
     CoolingDown { seconds: u64 },
     #[error(
+        "too many links: more than {per_minute} new links per minute (burst {burst}) \
+         (limits.peer_links_per_minute); reconnect with backoff"
+    )]
+    LinkRate { per_minute: u64, burst: u64 },
+    #[error(
+        "daily byte limit exceeded: this node sent the peer more than {per_day} bytes in the \
+         last day (limits.peer_bytes_sent_per_day)"
+    )]
+    BytesSentPerDay { per_day: u64 },
+    #[error(
         "request rate limit exceeded: more than {per_second} requests per second (burst {burst}) \
          for this API token (limits.api_requests_per_second)"
     )]
@@ -126,6 +146,8 @@ impl LimitExceeded {
             LimitExceeded::FrameRate { .. } => "peer_frames_per_second",
             LimitExceeded::BytesPerDay { .. } => "peer_bytes_per_day",
             LimitExceeded::CoolingDown { .. } => "peer_cooldown",
+            LimitExceeded::LinkRate { .. } => "peer_links_per_minute",
+            LimitExceeded::BytesSentPerDay { .. } => "peer_bytes_sent_per_day",
             LimitExceeded::RequestRate { .. } => "api_requests_per_second",
             LimitExceeded::TokenBytesPerDay { .. } => "api_bytes_per_day",
         }
@@ -135,6 +157,8 @@ impl LimitExceeded {
 struct PeerBudget {
     frames: TokenBucket,
     bytes: TokenBucket,
+    links: TokenBucket,
+    bytes_sent: TokenBucket,
     blocked_until: Option<Instant>,
 }
 
@@ -163,6 +187,12 @@ impl<K: Eq + Hash + Clone> PeerBudgets<K> {
             .or_insert_with(|| PeerBudget {
                 frames: TokenBucket::new(limits.frame_burst, limits.frames_per_second as f64, now),
                 bytes: TokenBucket::per_day(limits.bytes_per_day, now),
+                links: TokenBucket::new(
+                    limits.link_burst,
+                    limits.links_per_minute as f64 / 60.0,
+                    now,
+                ),
+                bytes_sent: TokenBucket::per_day(limits.bytes_sent_per_day, now),
                 blocked_until: None,
             })
     }
@@ -181,7 +211,39 @@ impl<K: Eq + Hash + Clone> PeerBudgets<K> {
         if !budget.bytes.has_room(now) {
             return Err(LimitExceeded::BytesPerDay { per_day });
         }
+        if !budget.bytes_sent.has_room(now) {
+            return Err(LimitExceeded::BytesSentPerDay {
+                per_day: self.limits.bytes_sent_per_day,
+            });
+        }
+        if !budget.links.try_take(1, now) {
+            return Err(LimitExceeded::LinkRate {
+                per_minute: self.limits.links_per_minute,
+                burst: self.limits.link_burst,
+            });
+        }
         Ok(())
+    }
+
+    /// Charges `bytes` this node sends `peer`; an error means the peer is over its daily
+    /// budget of answers, and is cut off for the cool-down. What was sent is counted even then
+    /// (the frames are already queued).
+    pub fn charge_sent(
+        &mut self,
+        peer: &K,
+        bytes: usize,
+        now: Instant,
+    ) -> Result<(), LimitExceeded> {
+        let limits = self.limits.clone();
+        let budget = self.budget(peer, now);
+        if budget.bytes_sent.try_take(bytes as u64, now) {
+            return Ok(());
+        }
+        budget.bytes_sent.take_saturating(bytes as u64, now);
+        budget.blocked_until = Some(now + limits.cooldown);
+        Err(LimitExceeded::BytesSentPerDay {
+            per_day: limits.bytes_sent_per_day,
+        })
     }
 
     /// Charges one received frame of `bytes` to `peer`; an error cuts the peer off for the
@@ -321,6 +383,51 @@ mod tests {
         let err = budgets.charge(&"big", 2_000_000, t0).unwrap_err();
         assert_eq!(err, LimitExceeded::BytesPerDay { per_day: 1_000_000 });
         assert!(err.to_string().contains("1000000 bytes per day"));
+    }
+
+    #[test]
+    fn reconnects_and_bytes_sent_are_budgeted_per_peer() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            links_per_minute: 6,
+            link_burst: 3,
+            bytes_sent_per_day: 1_000,
+            cooldown: Duration::from_secs(5),
+            ..PeerLimits::default()
+        };
+        let mut budgets = PeerBudgets::new(limits);
+        assert!((0..3).all(|_| budgets.admit(&"a", t0).is_ok()));
+        let err = budgets.admit(&"a", t0).unwrap_err();
+        assert_eq!(
+            err,
+            LimitExceeded::LinkRate {
+                per_minute: 6,
+                burst: 3
+            }
+        );
+        assert!(err.to_string().contains("limits.peer_links_per_minute"));
+        assert!(
+            budgets.admit(&"b", t0).is_ok(),
+            "another peer is unaffected"
+        );
+        assert!(
+            budgets.admit(&"a", t0 + Duration::from_secs(10)).is_ok(),
+            "one link per 10 s refills"
+        );
+        assert!(budgets.charge_sent(&"b", 900, t0).is_ok());
+        let err = budgets.charge_sent(&"b", 200, t0).unwrap_err();
+        assert_eq!(err, LimitExceeded::BytesSentPerDay { per_day: 1_000 });
+        assert!(matches!(
+            budgets.admit(&"b", t0 + Duration::from_secs(1)),
+            Err(LimitExceeded::CoolingDown { .. })
+        ));
+        assert!(
+            matches!(
+                budgets.admit(&"b", t0 + Duration::from_secs(6)),
+                Err(LimitExceeded::BytesSentPerDay { .. })
+            ),
+            "still over its daily answers after the cool-down"
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub frames: Family<PeerLabels, Counter>,
     pub frame_bytes: Family<PeerLabels, Counter>,
     pub peers_connected: Gauge,
+    /// Federation streams being read (a link's reader task runs from its start to its end).
+    pub sync_streams_open: Gauge,
     pub sync_lag: Family<DocPeerLabels, Gauge>,
     pub api_requests: Family<ApiLabels, Counter>,
     pub storage_bytes: Gauge,
@@ -76,6 +78,7 @@ impl Metrics {
             frames: Family::default(),
             frame_bytes: Family::default(),
             peers_connected: Gauge::default(),
+            sync_streams_open: Gauge::default(),
             sync_lag: Family::default(),
             api_requests: Family::default(),
             storage_bytes: Gauge::default(),
@@ -100,6 +103,11 @@ impl Metrics {
                 "peers_connected",
                 "Federation links with the handshake done",
                 metrics.peers_connected.clone(),
+            );
+            r.register(
+                "sync_streams_open",
+                "Federation streams open and read by this node (handshake done or not)",
+                metrics.sync_streams_open.clone(),
             );
             r.register(
                 "sync_lag_changes",

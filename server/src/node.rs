@@ -354,12 +354,6 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         shutdown_rx.clone(),
     )));
     if id.role() == Role::Hub {
-        let events = sync.subscribe_links();
-        tasks.push(tokio::spawn(api::directory::record_links(
-            state.clone(),
-            events,
-            shutdown_rx.clone(),
-        )));
         tasks.push(tokio::spawn(api::stats::aggregate_national(
             state.clone(),
             shutdown_rx.clone(),

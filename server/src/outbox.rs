@@ -171,6 +171,22 @@ impl<T> OutboxSender<T> {
         q.wake();
     }
 
+    /// Drops everything queued and ends the stream after `items` (a Goodbye and the closing
+    /// status): what the peer failed to read is not kept, but it learns why the link ends.
+    pub fn finish(&self, items: Vec<T>) {
+        let mut q = lock(&self.queue);
+        if q.closed {
+            return;
+        }
+        q.clear();
+        q.last = None;
+        for item in items {
+            q.items.push_back((item, 0, true));
+        }
+        q.closed = true;
+        q.wake();
+    }
+
     /// Frames and bytes waiting (exempt ones included).
     pub fn queued(&self) -> (usize, usize) {
         let q = lock(&self.queue);
@@ -291,6 +307,19 @@ mod tests {
         assert_eq!(tx.queued(), (0, 0));
         assert_eq!(rx.next().await, Some(42));
         assert_eq!(rx.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn finishing_drops_what_waits_and_sends_the_last_items_in_order() {
+        let (tx, rx) = outbox::<u32>(100, 1000);
+        for i in 0..10 {
+            tx.push(i, 10).unwrap();
+        }
+        tx.finish(vec![98, 99]);
+        tx.finish(vec![1]);
+        assert_eq!(tx.push(5, 1), Err(PushError::Closed));
+        let rest: Vec<u32> = rx.collect().await;
+        assert_eq!(rest, vec![98, 99]);
     }
 
     #[tokio::test]

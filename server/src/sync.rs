@@ -56,11 +56,24 @@ impl Outbox {
         }
     }
 
-    /// Ends the link at once, dropping what is queued.
-    fn abort(&self, status: Status) {
+    /// Ends the link at once, dropping what is queued: a Goodbye saying why goes last, then
+    /// (on the hub's side, where the stream is a response) the closing status.
+    fn finish(&self, code: Code, message: &str) {
+        let goodbye = to_pb(Frame::Goodbye {
+            code: code as i32,
+            message: message.to_string(),
+        });
         match self {
-            Outbox::Server(tx) => tx.abort(Some(Err(status))),
-            Outbox::Client(tx) => tx.abort(None),
+            Outbox::Server(tx) => tx.finish(vec![Ok(goodbye), Err(Status::new(code, message))]),
+            Outbox::Client(tx) => tx.finish(vec![goodbye]),
+        }
+    }
+
+    /// Ends the link after what is queued (the peer said Goodbye): no status of our own.
+    fn end(&self) {
+        match self {
+            Outbox::Server(tx) => tx.close(None),
+            Outbox::Client(tx) => tx.close(None),
         }
     }
 }
@@ -74,12 +87,17 @@ struct LinkHandle {
     _stop: oneshot::Sender<()>,
 }
 
-/// Connection state of one peer, for `status`.
+/// Connection state of one peer, for `status` and the hub's directory. Presence is kept here,
+/// in memory, never in a synced document: a link going up or down is not a fact to replicate.
 #[derive(Debug, Clone)]
 pub struct PeerState {
     pub state: &'static str,
     pub last_error: String,
     pub since: SystemTime,
+    /// When a link of the peer was last open (its opening, or its end).
+    pub last_seen: Option<SystemTime>,
+    /// The heads the peer announced on its last link that ended, per document.
+    pub last_heads: Vec<(ShareableDocId, Vec<ChangeHash>)>,
 }
 
 /// A federation link came up or went down (for the hub's directory).
@@ -320,6 +338,7 @@ impl SyncHandle {
 
     /// Executes an engine output; see the module documentation for the order.
     fn perform(&self, engine: &mut Engine, out: Output) -> Result<(), StoreError> {
+        self.reload_interrupted(engine, &out.reload_docs);
         for item in &out.persist_docs {
             if let Err(err) = self.shared.insert(item) {
                 tracing::error!(doc = %item.doc, error = %err, "storing a document failed");
@@ -372,6 +391,24 @@ impl SyncHandle {
         Ok(())
     }
 
+    /// Reloads from storage every document a caught panic may have left half-changed, before
+    /// the engine is used again (see [`Output::reload_docs`]). Should reading one back fail, it
+    /// is treated as a failed write: every link closes and the document is stored in full next.
+    fn reload_interrupted(&self, engine: &mut Engine, docs: &[ShareableDocId]) {
+        for doc in docs {
+            tracing::error!(%doc, "reloading a document a caught panic interrupted");
+            match self.shared.load_one(doc) {
+                Ok(stored) => engine.reload_document(doc, stored),
+                Err(err) => {
+                    tracing::error!(%doc, error = %err, "reading a document back failed");
+                    let kept = engine.document(doc).cloned();
+                    let closing = engine.persist_failed(doc, kept);
+                    self.deliver(engine, closing);
+                }
+            }
+        }
+    }
+
     /// Stores an output's sync states, queues its frames and closes its links (its documents
     /// are already stored).
     ///
@@ -404,7 +441,12 @@ impl SyncHandle {
         let mut overflowed = Vec::new();
         {
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            // The Goodbye of a link the engine closes goes out with its status, last (below).
+            let closing: Vec<ConnId> = out.closes.iter().map(|(conn, _)| *conn).collect();
             for (conn, frame) in out.sends {
+                if matches!(frame, Frame::Goodbye { .. }) && closing.contains(&conn) {
+                    continue;
+                }
                 let Some(link) = links.get(&conn) else {
                     continue;
                 };
@@ -412,6 +454,21 @@ impl SyncHandle {
                 let frame = to_pb(frame);
                 let bytes = prost::Message::encoded_len(&frame);
                 self.metrics.frame(link.peer.name(), "sent", bytes);
+                if link.peer.role() == sfs_sync::Role::City {
+                    let charged = self
+                        .budgets()
+                        .charge_sent(&link.peer, bytes, Instant::now());
+                    if let Err(err) = charged {
+                        let message = format!("{}: {err}", link.peer);
+                        tracing::warn!(peer = %link.peer, conn, error = %err, "cutting off a peer over its budget of answers");
+                        self.metrics.limit_refused(err.name());
+                        link.outbox.finish(Code::ResourceExhausted, &message);
+                        let peer = link.peer.clone();
+                        links.remove(&conn);
+                        overflowed.push((conn, peer, message));
+                        continue;
+                    }
+                }
                 match link.outbox.push(frame, bytes, exempt) {
                     Ok(()) => {}
                     Err(PushError::Closed) => {}
@@ -419,8 +476,7 @@ impl SyncHandle {
                         let message = format!("{}: {full}", link.peer);
                         tracing::warn!(peer = %link.peer, conn, error = %full, "closing the link of a peer that does not read");
                         self.metrics.limit_refused("outbox_per_link");
-                        link.outbox
-                            .abort(Status::resource_exhausted(message.clone()));
+                        link.outbox.finish(Code::ResourceExhausted, &message);
                         let peer = link.peer.clone();
                         links.remove(&conn);
                         overflowed.push((conn, peer, message));
@@ -431,9 +487,15 @@ impl SyncHandle {
                 if let Some(link) = links.remove(&conn) {
                     // What still waits for a link the engine ended is dropped, not drained: a
                     // peer that stopped reading must not keep it in memory (it resyncs from the
-                    // persisted states when it comes back).
+                    // persisted states when it comes back). The Goodbye and the status go out;
+                    // dropping the handle stops the link's reader, which ends the stream.
                     let code = Code::from_i32(reason.code as i32);
-                    link.outbox.abort(Status::new(code, reason.message.clone()));
+                    link.outbox.finish(code, &reason.message);
+                }
+            }
+            for conn in out.ended {
+                if let Some(link) = links.remove(&conn) {
+                    link.outbox.end();
                 }
             }
         }
@@ -453,17 +515,28 @@ impl SyncHandle {
         stop: oneshot::Sender<()>,
     ) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::SeqCst);
+        // Everything below happens under the engine lock (taken before the links' lock, as
+        // everywhere), so the transport's links and the engine's never disagree for longer
+        // than one call: `tick` ends any link the engine does not know.
+        let mut engine = self.engine();
         // One link per peer: a newer link replaces an older one (a city that lost its
         // connection without the hub noticing comes back at once, not after the peer timeout).
         // Finding the older links and registering this one happen under one lock, so two links
-        // opened at once cannot both stay.
+        // opened at once cannot both stay. The older links end here, at the transport, whether
+        // or not the engine still knows them.
+        let reason = format!("replaced by a newer link from {peer}: one link per peer at a time");
         let older: Vec<ConnId> = {
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-            let older = links
+            let older: Vec<ConnId> = links
                 .iter()
                 .filter(|(_, link)| link.peer == peer)
                 .map(|(conn, _)| *conn)
                 .collect();
+            for old in &older {
+                if let Some(link) = links.remove(old) {
+                    link.outbox.finish(Code::Aborted, &reason);
+                }
+            }
             links.insert(
                 conn,
                 LinkHandle {
@@ -475,17 +548,10 @@ impl SyncHandle {
             );
             older
         };
-        if !older.is_empty() {
-            let mut engine = self.engine();
-            for old in older {
-                tracing::warn!(%peer, old, new = conn, "a newer link from the same peer replaces the older one");
-                let out = engine.close_link(
-                    old,
-                    StatusCode::Aborted,
-                    format!("replaced by a newer link from {peer}: one link per peer at a time"),
-                );
-                let _ = self.perform(&mut engine, out);
-            }
+        for old in older {
+            tracing::warn!(%peer, old, new = conn, "a newer link from the same peer replaces the older one");
+            let out = engine.close_link(old, StatusCode::Aborted, reason.clone());
+            let _ = self.perform(&mut engine, out);
         }
         let stored = self.sync_states.for_peer(&peer).unwrap_or_else(|err| {
             tracing::warn!(%peer, error = %err, "reading stored sync states failed");
@@ -493,7 +559,6 @@ impl SyncHandle {
         });
         self.set_peer_state(&peer, "connected", None);
         self.link_event(LinkEvent::Up { peer: peer.clone() });
-        let mut engine = self.engine();
         let out = engine.connect(conn, peer, stored, self.now_ms());
         if let Err(err) = self.perform(&mut engine, out) {
             tracing::error!(error = %err, "starting a link failed");
@@ -509,6 +574,14 @@ impl SyncHandle {
             return Ok(());
         }
         self.budgets().charge(peer, bytes, Instant::now())
+    }
+
+    /// Closes a link on this node's side with `code` (the engine's Goodbye and the status go
+    /// out, and the stream ends).
+    pub fn close_link(&self, conn: ConnId, code: StatusCode, message: String) {
+        let mut engine = self.engine();
+        let out = engine.close_link(conn, code, message);
+        let _ = self.perform(&mut engine, out);
     }
 
     /// Closes a link whose peer went over a limit with `RESOURCE_EXHAUSTED`; returns the status
@@ -561,6 +634,17 @@ impl SyncHandle {
         let out = engine.disconnect(conn);
         let _ = self.perform(&mut engine, out);
         drop(engine);
+        if let Some(state) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(peer)
+        {
+            state.last_seen = Some(SystemTime::now());
+            if !peer_heads.is_empty() {
+                state.last_heads = peer_heads.clone();
+            }
+        }
         self.link_event(LinkEvent::Down {
             peer: peer.clone(),
             peer_heads,
@@ -610,6 +694,27 @@ impl SyncHandle {
         let mut engine = self.engine();
         let out = engine.tick(self.now_ms());
         let _ = self.perform(&mut engine, out);
+        // Every link the engine no longer knows ends at the transport too (the engine ends links
+        // through its output; this catches any path that forgot to say so).
+        let known: std::collections::BTreeSet<ConnId> = engine.links().map(|(c, _, _)| c).collect();
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let orphans: Vec<ConnId> = links
+            .keys()
+            .filter(|c| !known.contains(c))
+            .copied()
+            .collect();
+        for conn in orphans {
+            if let Some(link) = links.remove(&conn) {
+                tracing::warn!(peer = %link.peer, conn, "ending a link the engine no longer knows");
+                link.outbox
+                    .finish(Code::Aborted, "the link ended on this node");
+            }
+        }
+    }
+
+    /// Links the transport holds (each with a stream and a reader task).
+    pub fn open_links(&self) -> usize {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Records a peer's connection state for `status`.
@@ -619,13 +724,18 @@ impl SyncHandle {
             state,
             last_error: String::new(),
             since: SystemTime::now(),
+            last_seen: None,
+            last_heads: Vec::new(),
         });
         if entry.state != state {
             entry.since = SystemTime::now();
         }
+        if state == "connected" {
+            entry.last_seen = Some(SystemTime::now());
+        }
         entry.state = state;
         if let Some(error) = error {
-            entry.last_error = error;
+            entry.last_error = bounded(&error, MAX_LAST_ERROR_CHARS);
         }
     }
 
@@ -677,6 +787,18 @@ impl SyncHandle {
     }
 }
 
+/// Longest "last error" kept per peer for `status`, in characters: whatever a peer makes this
+/// node refuse, the status answer stays small.
+pub const MAX_LAST_ERROR_CHARS: usize = 500;
+
+/// At most `max` characters of `text`, with `…` when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 /// Maps an engine frame to protobuf.
 pub fn to_pb(frame: Frame) -> pb::Frame {
     use pb::frame::Body;
@@ -725,8 +847,12 @@ pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
                         .heads
                         .iter()
                         .map(|h| {
-                            ChangeHash::try_from(h.as_slice())
-                                .map_err(|_| format!("a head of {} is not 32 bytes", d.doc_id))
+                            ChangeHash::try_from(h.as_slice()).map_err(|_| {
+                                format!(
+                                    "a head of \"{}\" is not 32 bytes",
+                                    sfs_sync::scope::quote(&d.doc_id)
+                                )
+                            })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     Ok((doc(&d.doc_id)?, heads))
@@ -747,7 +873,7 @@ pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
         Body::Keepalive(_) => Frame::Keepalive,
         Body::Goodbye(bye) => Frame::Goodbye {
             code: bye.code,
-            message: bye.message,
+            message: bounded(&bye.message, MAX_LAST_ERROR_CHARS),
         },
     })
 }
@@ -769,6 +895,22 @@ pub async fn read_link(
     .await
 }
 
+/// Counts a link's reader in `sync_streams_open` for as long as it runs.
+struct StreamGauge(Arc<crate::metrics::Metrics>);
+
+impl StreamGauge {
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> StreamGauge {
+        metrics.sync_streams_open.inc();
+        StreamGauge(metrics)
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.sync_streams_open.dec();
+    }
+}
+
 async fn read_link_inner(
     sync: Arc<SyncHandle>,
     conn: ConnId,
@@ -777,6 +919,7 @@ async fn read_link_inner(
     mut stop: oneshot::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<String> {
+    let _counted = StreamGauge::new(sync.metrics.clone());
     let error = loop {
         tokio::select! {
             _ = &mut stop => break None,
@@ -795,7 +938,25 @@ async fn read_link_inner(
                     }
                 }
                 Ok(None) => break None,
-                Err(status) => break Some(format!("{}: {}", code_name(status.code()), status.message())),
+                Err(status) => {
+                    let text = format!("{}: {}", code_name(status.code()), bounded(status.message(), 200));
+                    // A frame this node refused to read (over the size limit, or not decodable)
+                    // ends the link with a status that says so; a broken stream just ends.
+                    let code = match status.code() {
+                        Code::OutOfRange | Code::ResourceExhausted => Some(StatusCode::ResourceExhausted),
+                        Code::Internal | Code::InvalidArgument => Some(StatusCode::InvalidArgument),
+                        _ => None,
+                    };
+                    if let Some(code) = code {
+                        let message = format!(
+                            "a frame from {peer} was refused: {text} (limit {MAX_FRAME_BYTES} bytes per frame)"
+                        );
+                        let (sync, message2) = (sync.clone(), message.clone());
+                        let _ = tokio::task::spawn_blocking(move || sync.close_link(conn, code, message2)).await;
+                        break Some(message);
+                    }
+                    break Some(text);
+                }
             }
         }
     };

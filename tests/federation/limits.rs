@@ -16,7 +16,7 @@ use crate::wait_for_title;
 
 /// A hand-made federation link as `city` (with a valid certificate), after a correct handshake.
 /// `window` sets the HTTP/2 receive windows, so a link that does not read stalls soon.
-async fn raw_link(
+pub(crate) async fn raw_link(
     fed: &Federation,
     city: &str,
     window: Option<u32>,

@@ -4,6 +4,7 @@
 mod domain;
 mod erasure;
 mod faults;
+mod hostile;
 mod integration;
 mod limits;
 mod mtls;

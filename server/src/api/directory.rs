@@ -2,10 +2,10 @@
 
 use automerge::transaction::Transaction;
 use sfs_proto::v1 as pb;
-use sfs_sync::{NodeId, Role};
+use sfs_sync::NodeId;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, doc_error, paginate, parse_name, require, today, update_mask, ApiState};
+use super::{doc_error, paginate, parse_name, require, today, update_mask, ApiState};
 use crate::directory::{self as dir, directory_doc};
 use crate::docmodel as dm;
 use crate::method::{self, method_doc};
@@ -42,21 +42,43 @@ impl DirectoryService {
                 city.running_release_number = number;
             }
         }
-        city.connected = self
+        // Presence lives in the hub's memory, not in the directory document (a reconnect is
+        // not a fact to replicate to every city forever).
+        let presence = self
             .0
             .sync
             .peer_states()
-            .iter()
-            .any(|(peer, state)| *peer == node && state.state == "connected");
-        if city.connected {
-            let live = self.0.sync.read(|engine| {
-                let heads = engine.peer_heads(&node, &method_doc())?;
-                let doc = engine.document(&method_doc())?;
-                method::newest_release_within(doc, &heads)
-            });
-            if let Some(release) = live {
-                city.handbook_release = release.version_label;
-            }
+            .into_iter()
+            .find(|(peer, _)| *peer == node)
+            .map(|(_, state)| state);
+        city.connected = presence
+            .as_ref()
+            .is_some_and(|state| state.state == "connected");
+        if let Some(seen) = presence.as_ref().and_then(|state| state.last_seen) {
+            let seen = if city.connected {
+                std::time::SystemTime::now()
+            } else {
+                seen
+            };
+            city.last_seen_ms = seen
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+        }
+        let last_heads = presence.map(|state| state.last_heads).unwrap_or_default();
+        let known = self.0.sync.read(|engine| {
+            let heads = if city.connected {
+                engine.peer_heads(&node, &method_doc())?
+            } else {
+                last_heads
+                    .into_iter()
+                    .find(|(doc, _)| *doc == method_doc())
+                    .map(|(_, heads)| heads)?
+            };
+            let doc = engine.document(&method_doc())?;
+            method::newest_release_within(doc, &heads)
+        });
+        if let Some(release) = known {
+            city.handbook_release = release.version_label;
         }
         city
     }
@@ -182,52 +204,5 @@ impl pb::directory_server::Directory for DirectoryService {
         self.edit(move |tx| super::delete_or_not_found(tx, "cities", &id, &name))
             .await?;
         Ok(Response::new(pb::Empty {}))
-    }
-}
-
-/// At the hub: keeps each member city's `last_seen_ms` and `handbook_release` current from
-/// link events. Runs until the node shuts down.
-pub async fn record_links(
-    state: ApiState,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<crate::sync::LinkEvent>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    if state.sync.me().role() != Role::Hub {
-        return;
-    }
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => event,
-                None => return,
-            },
-            _ = shutdown.changed() => return,
-        };
-        let (peer, heads) = match event {
-            crate::sync::LinkEvent::Up { peer } => (peer, None),
-            crate::sync::LinkEvent::Down { peer, peer_heads } => {
-                let heads = peer_heads
-                    .into_iter()
-                    .find(|(doc, _)| *doc == method_doc())
-                    .map(|(_, h)| h);
-                (peer, heads)
-            }
-        };
-        let sync = state.sync.clone();
-        let _ = blocking(move || {
-            let release = heads.and_then(|heads| {
-                sync.read(|engine| engine.document(&method_doc()).and_then(|doc| method::newest_release_within(doc, &heads)))
-            });
-            let label = release.map(|r| r.version_label);
-            let in_directory = sync.read(|engine| {
-                engine.document(&directory_doc()).is_some_and(|doc| dm::record(doc, "cities", peer.name()).is_some())
-            });
-            if in_directory {
-                if let Err(err) = sync.edit(&directory_doc(), |tx| dir::record_seen(tx, peer.name(), super::now_ms(), label.as_deref())) {
-                    tracing::warn!(%peer, error = %err, "recording a city's link in the directory failed");
-                }
-            }
-        })
-        .await;
     }
 }

@@ -76,6 +76,20 @@ pub struct EngineConfig {
     /// Most documents a peer may list in one summary (its whole federation view): a summary
     /// listing more is refused with `ResourceExhausted` and the link closed.
     pub max_docs_per_peer: usize,
+    /// Most operations one change received from a peer may hold (the API's largest edit, a
+    /// record with its longest text fields, stays far below): refused before Automerge applies
+    /// it, counted from the change's header.
+    pub max_change_ops: u64,
+    /// Most operations a document may hold after a peer's changes are applied.
+    pub max_doc_ops: u64,
+    /// Most characters one change may insert into one text field (the API's longest field
+    /// holds 20,000); checked on the change's operations only for changes with more
+    /// operations than this, so small changes cost nothing.
+    pub max_text_insert_chars: u64,
+    /// A peer asking again for a whole document it was sent on this link (a message with no
+    /// heads, or with the reset flag) gets at most one full resend per document per this many
+    /// milliseconds; other such requests are answered with what it has not been sent.
+    pub reset_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +102,10 @@ impl Default for EngineConfig {
             compact_min_bytes: 64 * 1024,
             defer_local_pushes: false,
             max_docs_per_peer: 10_000,
+            max_change_ops: 250_000,
+            max_doc_ops: 5_000_000,
+            max_text_insert_chars: 50_000,
+            reset_interval_ms: 60_000,
         }
     }
 }
@@ -151,6 +169,12 @@ pub struct Output {
     /// Documents whose content changed (by an edit or from a peer).
     pub changed_docs: Vec<ShareableDocId>,
     pub events: Vec<LogEvent>,
+    /// Links the peer ended (it said Goodbye): the driver ends their streams without a status
+    /// of its own, after what is queued for them.
+    pub ended: Vec<ConnId>,
+    /// Documents a caught panic may have left half-changed: the driver must reload each from
+    /// storage at once ([`Engine::reload_document`]) before the engine is used again.
+    pub reload_docs: Vec<ShareableDocId>,
 }
 
 impl Output {
@@ -162,6 +186,8 @@ impl Output {
         self.closes.extend(other.closes);
         self.changed_docs.extend(other.changed_docs);
         self.events.extend(other.events);
+        self.ended.extend(other.ended);
+        self.reload_docs.extend(other.reload_docs);
     }
 }
 
@@ -213,6 +239,8 @@ struct Conn {
     last_shared: BTreeMap<ShareableDocId, Vec<ChangeHash>>,
     /// A complete summary was asked for because the peer's summary of changes did not add up.
     asked_complete_summary: bool,
+    /// When this link last honoured a peer's request to resend a whole document, per document.
+    resets: HashMap<ShareableDocId, u64>,
     last_sent_ms: u64,
     last_received_ms: u64,
 }
@@ -514,6 +542,33 @@ impl Engine {
         out
     }
 
+    /// Replaces a document a caught panic may have left half-changed (see
+    /// [`Output::reload_docs`]) with `stored`, the document as the store holds it (`None` when
+    /// nothing of it is stored). Nothing unsaved of it was ever offered to a peer: a document
+    /// changes in memory and is persisted in the same engine call, before any frame leaves.
+    pub fn reload_document(&mut self, id: &ShareableDocId, stored: Option<Automerge>) {
+        match stored {
+            Some(mut doc) => {
+                doc.set_actor(self.actor.clone());
+                let heads = doc.get_heads();
+                self.docs.insert(
+                    id.clone(),
+                    DocEntry {
+                        doc,
+                        persisted_heads: heads,
+                        chunks_since_snapshot: 0,
+                        chunk_bytes: 0,
+                        snapshot_bytes: 0,
+                        needs_snapshot: true,
+                    },
+                );
+            }
+            None => {
+                self.docs.remove(id);
+            }
+        }
+    }
+
     /// Closes every link with the same reason.
     pub fn close_all_links(&mut self, code: StatusCode, message: &str) -> Output {
         let mut out = Output::default();
@@ -559,6 +614,7 @@ impl Engine {
                 stored: stored_states.into_iter().collect(),
                 last_shared,
                 asked_complete_summary: false,
+                resets: HashMap::new(),
                 last_sent_ms: now_ms,
                 last_received_ms: now_ms,
             },
@@ -583,7 +639,10 @@ impl Engine {
         conn.last_received_ms = now_ms;
         match (conn.phase, frame) {
             (_, Frame::Goodbye { .. }) => {
+                // The peer ends the link: forget it here, and tell the driver to end the stream
+                // (the peer's reason is not kept: it is the peer's text, of any length).
                 self.drop_conn(conn_id, &mut out);
+                out.ended.push(conn_id);
             }
             (_, Frame::Keepalive) => {}
             (Phase::AwaitHello, Frame::Hello { protocol_version }) => {
@@ -843,12 +902,40 @@ impl Engine {
             self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
             return;
         }
-        if !message.changes.is_empty() {
-            let current = self.docs.get(&id).map(|entry| &entry.doc);
-            if let Err(reason) = check_authors(&message, &id, current, &self.me, &peer) {
-                self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
+        // Each chunk is one plain change (checked above); reading it verifies its columns and
+        // counts its operations without applying anything.
+        let parsed = catch_unwind(|| {
+            message
+                .changes
+                .iter()
+                .map(|chunk| automerge::Change::from_bytes(chunk.to_vec()))
+                .collect::<Result<Vec<automerge::Change>, _>>()
+        });
+        let parsed = match parsed {
+            Ok(Ok(changes)) => changes,
+            Ok(Err(err)) => {
+                let reason = format!(
+                    "a change for {id} does not parse: {}",
+                    crate::scope::quote(&err.to_string())
+                );
+                self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
                 return;
             }
+            Err(_) => {
+                let reason = format!("a change for {id} could not be read");
+                self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
+                return;
+            }
+        };
+        if let Err(reason) = check_authors(&parsed, &id, &self.me, &peer) {
+            self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
+            return;
+        }
+        let current = self.docs.get(&id).map(|entry| &entry.doc);
+        if let Err((code, problem)) = check_content(&parsed, current, &self.config) {
+            let reason = format!("sync message for {id} is refused: {problem}");
+            self.refuse(conn_id, &id, code, reason, out);
+            return;
         }
         if !self.docs.contains_key(&id) {
             if !may_write {
@@ -866,43 +953,71 @@ impl Engine {
             let entry = &self.docs[&id];
             let up_to_date = !entry.needs_snapshot
                 && sorted(before.clone()) == sorted(entry.persisted_heads.clone());
-            let new_changes = up_to_date
-                .then(|| {
-                    message
-                        .changes
-                        .iter()
-                        .map(|chunk| automerge::Change::from_bytes(chunk.to_vec()).ok())
-                        .collect::<Option<Vec<automerge::Change>>>()
-                })
-                .flatten()
-                .map(|changes| {
-                    changes
-                        .into_iter()
-                        .filter(|c| entry.doc.get_change_meta_by_hash(&c.hash()).is_none())
-                        .collect::<Vec<_>>()
-                });
+            let new_changes = up_to_date.then(|| {
+                parsed
+                    .into_iter()
+                    .filter(|c| entry.doc.get_change_meta_by_hash(&c.hash()).is_none())
+                    .collect::<Vec<_>>()
+            });
             (new_changes, entry.doc.stats().num_changes)
         };
+        // A request for the whole document (no heads, or the reset flag) makes Automerge forget
+        // what it sent on this link and send everything again: honoured at most once per
+        // document per link and interval, so a few bytes cannot make this node resend a large
+        // document over and over.
+        let asks_reset = message.heads.is_empty()
+            || message
+                .flags
+                .is_some_and(|f| f.contains(sync::MessageFlags::SYNC_RESET));
+        let now_ms = self.conns[&conn_id].last_received_ms;
         let mut state = std::mem::take(self.state_for(conn_id, &id));
+        let throttled_reset = asks_reset && {
+            let conn = self.conns.get_mut(&conn_id).expect("link exists");
+            match conn.resets.get(&id) {
+                Some(at) if now_ms.saturating_sub(*at) < self.config.reset_interval_ms => true,
+                _ => {
+                    conn.resets.insert(id.clone(), now_ms);
+                    false
+                }
+            }
+        };
+        let kept =
+            throttled_reset.then(|| (state.sent_hashes.clone(), state.last_sent_heads.clone()));
         let entry = self.docs.get_mut(&id).expect("document exists");
         let received = catch_unwind(AssertUnwindSafe(|| {
             entry.doc.receive_sync_message(&mut state, message)
         }));
+        if let Some((sent_hashes, last_sent_heads)) = kept {
+            state.sent_hashes = sent_hashes;
+            state.last_sent_heads = last_sent_heads;
+        }
         // A peer's message sets `peer_read_only` from its flags, and Automerge's reset message
         // carries none: the owner-writes rule decides what this node offers, not the peer.
         state.peer_read_only = !accepts_changes_from(&peer, &self.me, &id);
         send_changes_only(&mut state);
-        *self.state_for(conn_id, &id) = state;
         match received {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                *self.state_for(conn_id, &id) = state;
+            }
             Ok(Err(err)) => {
-                let message = format!("sync message for {id} was refused by automerge: {err}");
+                *self.state_for(conn_id, &id) = state;
+                let message = format!(
+                    "sync message for {id} was refused by automerge: {}",
+                    crate::scope::quote(&err.to_string())
+                );
+                // Automerge may have applied part of the message before it failed.
+                if self.docs[&id].doc.get_heads() != before {
+                    out.reload_docs.push(id.clone());
+                }
                 self.close(conn_id, StatusCode::InvalidArgument, message, out);
                 return;
             }
             Err(_) => {
+                // The document may be half-changed: the driver reloads it from storage, and
+                // this link's state for it is dropped, not kept.
+                out.reload_docs.push(id.clone());
                 let message = format!("sync message for {id} could not be applied");
-                self.close(conn_id, StatusCode::InvalidArgument, message, out);
+                self.refuse(conn_id, &id, StatusCode::InvalidArgument, message, out);
                 return;
             }
         }
@@ -1009,10 +1124,14 @@ impl Engine {
                 Some(done) => done.clone(),
                 None => {
                     let mut state = before.clone();
-                    let message = self.docs[id]
-                        .doc
-                        .generate_sync_message(&mut state)
-                        .map(|m| m.encode());
+                    let doc = &self.docs[id].doc;
+                    let message = catch_unwind(AssertUnwindSafe(|| {
+                        doc.generate_sync_message(&mut state).map(|m| m.encode())
+                    }));
+                    let Ok(message) = message else {
+                        self.generation_failed(conn_id, id, out);
+                        continue;
+                    };
                     generated.insert(before, (state.clone(), message.clone()));
                     (state, message)
                 }
@@ -1042,7 +1161,12 @@ impl Engine {
             return;
         }
         let mut state = std::mem::take(self.state_for(conn_id, id));
-        let message = self.docs[id].doc.generate_sync_message(&mut state);
+        let doc = &self.docs[id].doc;
+        let message = catch_unwind(AssertUnwindSafe(|| doc.generate_sync_message(&mut state)));
+        let Ok(message) = message else {
+            self.generation_failed(conn_id, id, out);
+            return;
+        };
         *self.state_for(conn_id, id) = state;
         if let Some(message) = message {
             out.sends.push((
@@ -1053,6 +1177,21 @@ impl Engine {
                 },
             ));
         }
+    }
+
+    /// Automerge panicked while generating a message for a link (the last line of defence:
+    /// `check_message` refuses every message shape known to lead there). Generating reads the
+    /// document without changing it, so only the link's sync state is suspect: it is dropped
+    /// with the link, which is closed as a peer that sent what an honest one never does.
+    fn generation_failed(&mut self, conn_id: ConnId, id: &ShareableDocId, out: &mut Output) {
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            conn.states.remove(id);
+        }
+        let reason = format!(
+            "the peer's sync state for {id} made generating a reply fail; it sent what an honest \
+             peer never does"
+        );
+        self.refuse(conn_id, id, StatusCode::InvalidArgument, reason, out);
     }
 
     fn state_for(&mut self, conn_id: ConnId, id: &ShareableDocId) -> &mut sync::State {
@@ -1137,13 +1276,23 @@ pub enum EditError<E> {
 /// Largest counts an honest peer puts in one sync message.
 pub const MAX_HEADS: usize = 1024;
 pub const MAX_NEED: usize = 100_000;
-pub const MAX_HAVE: usize = 16;
+/// Automerge sends one Bloom filter (or none) per message; it reads only the first one's heads
+/// before it looks up every other one's, which could name changes it lacks.
+pub const MAX_HAVE: usize = 1;
 pub const MAX_BLOOM_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_CHUNKS: usize = 100_000;
 
 /// Checks a decoded sync message against what an honest peer sends, before Automerge acts on
 /// it: Automerge trusts the sender's counts and Bloom-filter parameters.
 fn check_message(message: &sync::Message) -> Result<(), String> {
+    // Automerge sends every list of hashes sorted and without repeats (heads, needs, the heads
+    // of a Bloom filter); a repeated need makes Automerge 0.12 collect the same change twice and
+    // panic on the next message it generates for the link.
+    check_ascending("heads", &message.heads)?;
+    check_ascending("needed changes", &message.need)?;
+    for have in &message.have {
+        check_ascending("last-sync heads", &have.last_sync)?;
+    }
     if message.heads.len() > MAX_HEADS {
         return Err(format!(
             "{} heads (at most {MAX_HEADS})",
@@ -1185,6 +1334,15 @@ fn check_message(message: &sync::Message) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Refuses a list of hashes that is not strictly ascending (unsorted, or with a repeat).
+fn check_ascending(what: &str, hashes: &[ChangeHash]) -> Result<(), String> {
+    match hashes.windows(2).find(|pair| pair[0] >= pair[1]) {
+        Some(pair) if pair[0] == pair[1] => Err(format!("{what} that list {} twice", pair[0])),
+        Some(_) => Err(format!("{what} that are not sorted")),
+        None => Ok(()),
+    }
 }
 
 /// The first bytes of every Automerge storage chunk.
@@ -1318,48 +1476,98 @@ fn rebuild_summary(
 /// the owner's [`actor_prefix`](crate::scope::actor_prefix)): a city cannot slip a change under
 /// another node's name into its own document, and the hub relays nothing else.
 fn check_authors(
-    message: &sync::Message,
+    changes: &[automerge::Change],
     doc: &ShareableDocId,
-    current: Option<&Automerge>,
     me: &NodeId,
     peer: &NodeId,
 ) -> Result<(), String> {
-    let owner =
-        owner_node(doc, me, peer).ok_or_else(|| format!("{doc} has no owner on this link"))?;
-    let refuse = |actor: &ActorId| {
-        format!("a change to {doc} from {peer} is written by actor {actor}, which is not {owner}'s")
-    };
-    let mut bundles = Vec::new();
-    for chunk in message.changes.iter() {
-        match automerge::Change::from_bytes(chunk.to_vec()) {
-            Ok(change) => {
-                if !actor_belongs_to(change.actor_id().to_bytes(), &owner) {
-                    return Err(refuse(change.actor_id()));
-                }
-            }
-            Err(_) => bundles.push(chunk),
-        }
-    }
-    if bundles.is_empty() {
+    if changes.is_empty() {
         return Ok(());
     }
-    // Several changes in one chunk, or a whole document: read them on a copy of the document
-    // (their dependencies are there) and check every change the copy gains.
-    let base = current.cloned().unwrap_or_default();
-    let before = base.get_heads();
-    let gained = catch_unwind(AssertUnwindSafe(|| {
-        let mut copy = base;
-        for chunk in bundles {
-            copy.load_incremental(chunk)?;
-        }
-        Ok::<_, automerge::AutomergeError>(copy.get_changes(&before))
-    }))
-    .map_err(|_| format!("a chunk for {doc} could not be read"))?
-    .map_err(|err| format!("a chunk for {doc} does not load: {err}"))?;
-    for change in gained {
+    let owner =
+        owner_node(doc, me, peer).ok_or_else(|| format!("{doc} has no owner on this link"))?;
+    for change in changes {
         if !actor_belongs_to(change.actor_id().to_bytes(), &owner) {
-            return Err(refuse(change.actor_id()));
+            return Err(format!(
+                "a change to {doc} from {peer} is written by actor {}, which is not {owner}'s",
+                change.actor_id()
+            ));
         }
+    }
+    Ok(())
+}
+
+/// Holds the changes of a message to the content limits an honest node's API enforces, before
+/// Automerge applies them (each character of a text is one operation, so a message of a few
+/// megabytes of text would otherwise cost gigabytes and seconds to apply): operations per
+/// change, characters inserted into one text or list per change, operations per document. The
+/// counts come from the changes' headers and columns; only a change with more operations than
+/// one field may hold is expanded to count per field.
+fn check_content(
+    changes: &[automerge::Change],
+    current: Option<&Automerge>,
+    config: &EngineConfig,
+) -> Result<(), (StatusCode, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut new_ops: u64 = 0;
+    for change in changes {
+        if !seen.insert(change.hash()) {
+            return Err((
+                StatusCode::InvalidArgument,
+                format!("change {} is in the message twice", change.hash()),
+            ));
+        }
+        let ops = change.len() as u64;
+        if ops > config.max_change_ops {
+            return Err((
+                StatusCode::ResourceExhausted,
+                format!(
+                    "a change with {ops} operations (at most {} per change)",
+                    config.max_change_ops
+                ),
+            ));
+        }
+        if ops > config.max_text_insert_chars {
+            let mut inserted: HashMap<automerge::legacy::ObjectId, u64> = HashMap::new();
+            for op in change.decode().operations {
+                if op.insert {
+                    let chars = match &op.action {
+                        automerge::legacy::OpType::Put(automerge::ScalarValue::Str(text)) => {
+                            text.chars().count() as u64
+                        }
+                        _ => 1,
+                    };
+                    let count = inserted.entry(op.obj).or_default();
+                    *count += chars;
+                    if *count > config.max_text_insert_chars {
+                        return Err((
+                            StatusCode::ResourceExhausted,
+                            format!(
+                                "a change inserting more than {} characters or elements into one \
+                                 text or list",
+                                config.max_text_insert_chars
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let known =
+            current.is_some_and(|doc| doc.get_change_meta_by_hash(&change.hash()).is_some());
+        if !known {
+            new_ops += ops;
+        }
+    }
+    let held = current.map_or(0, |doc| doc.stats().num_ops);
+    if held.saturating_add(new_ops) > config.max_doc_ops {
+        return Err((
+            StatusCode::ResourceExhausted,
+            format!(
+                "the document would hold {} operations (at most {} per document)",
+                held.saturating_add(new_ops),
+                config.max_doc_ops
+            ),
+        ));
     }
     Ok(())
 }

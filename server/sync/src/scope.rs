@@ -7,18 +7,40 @@
 
 use std::fmt;
 
+/// Longest text of a peer's (an id, an error it caused) quoted in an error, a log line or a
+/// status, in characters.
+pub const MAX_QUOTED_CHARS: usize = 100;
+
+/// Longest document id in bytes: `shared/progress/` and a 63-character node name.
+pub const MAX_DOC_ID_BYTES: usize = 96;
+
+/// `text` as it may be quoted back: at most [`MAX_QUOTED_CHARS`] characters, control
+/// characters escaped, and `…` when something was cut off.
+pub fn quote(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_QUOTED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(MAX_QUOTED_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Errors from parsing ids.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     #[error(
-        "invalid node name {0:?}: use 1 to 63 characters a-z, 0-9 and '-', starting with a letter"
+        "invalid node name \"{}\": use 1 to 63 characters a-z, 0-9 and '-', starting with a letter",
+        quote(.0)
     )]
     InvalidNodeName(String),
-    #[error("invalid node identity {0:?}: expected spiffe://stadforstad/city/<id> or spiffe://stadforstad/hub/<id>")]
+    #[error("invalid node identity \"{}\": expected spiffe://stadforstad/city/<id> or spiffe://stadforstad/hub/<id>", quote(.0))]
     InvalidIdentity(String),
-    #[error("unknown document id {0:?}")]
+    #[error("unknown document id \"{}\"", quote(.0))]
     UnknownDocument(String),
-    #[error("document {0:?} is local and never leaves its city")]
+    #[error("document \"{}\" is local and never leaves its city", quote(.0))]
     LocalDocument(String),
 }
 
@@ -170,7 +192,17 @@ pub struct DocId(String);
 impl DocId {
     /// Parses and validates a document id.
     pub fn parse(text: &str) -> Result<DocId, ScopeError> {
-        let unknown = || ScopeError::UnknownDocument(text.to_string());
+        // The error keeps at most a quotable prefix of what it was given, never all of it.
+        let unknown = || {
+            let cut = text
+                .char_indices()
+                .nth(MAX_QUOTED_CHARS + 1)
+                .map_or(text.len(), |(i, _)| i);
+            ScopeError::UnknownDocument(text[..cut].to_string())
+        };
+        if text.len() > MAX_DOC_ID_BYTES {
+            return Err(unknown());
+        }
         let parts: Vec<&str> = text.split('/').collect();
         match parts.as_slice() {
             ["local", kind] if LOCAL_KINDS.contains(kind) => {}
@@ -364,6 +396,22 @@ mod tests {
         ] {
             assert!(DocId::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_bounded_prefix_of_what_a_peer_sent() {
+        let huge = format!("shared/lessons/{}", "x".repeat(6 * 1024 * 1024));
+        let err = DocId::parse(&huge).unwrap_err();
+        let ScopeError::UnknownDocument(kept) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(kept.len() <= MAX_QUOTED_CHARS + 1, "{}", kept.len());
+        let text = err.to_string();
+        assert!(text.len() < 200 && text.ends_with("…\""), "{text}");
+        let longest = format!("shared/progress/{}", "a".repeat(63));
+        assert!(DocId::parse(&longest).is_ok(), "the longest real id fits");
+        assert_eq!(quote("a\nb"), "a\\nb", "control characters are escaped");
+        assert_eq!(quote("kort"), "kort");
     }
 
     #[test]

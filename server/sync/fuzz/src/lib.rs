@@ -21,12 +21,15 @@ use sfs_sync::{
 
 pub use sfs_node::sync::MAX_FRAME_BYTES;
 
-/// Decodes one frame as a node does: the size limit of the gRPC stream, protobuf, then the
-/// mapping to an engine frame that refuses ids and hashes that do not parse.
+/// Decodes one frame as a node does: the size limit of the gRPC stream, the count of a summary's
+/// entries, protobuf, then the mapping to an engine frame that refuses ids and hashes that do
+/// not parse.
 pub fn decode_wire(bytes: &[u8]) -> Result<Frame, String> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(format!("{} bytes is over the frame limit", bytes.len()));
     }
+    // The transport's codec counts a summary's entries before prost decodes them.
+    sfs_proto::codec::check_frame(bytes).map_err(|status| status.message().to_string())?;
     let frame = pb::Frame::decode(bytes).map_err(|err| err.to_string())?;
     sfs_node::sync::from_pb(frame)
 }
@@ -139,6 +142,10 @@ pub struct Fixture {
     pub hub_digest: [u8; 32],
     /// The largest operation count of any fixture document.
     pub max_fixture_ops: u64,
+    /// Every change of every fixture document, as raw bytes, for scripted messages to carry.
+    pub change_chunks: Vec<Vec<u8>>,
+    /// Every fixture document as the hub holds it, to write scripted changes on top of.
+    pub hub_docs: Vec<(ShareableDocId, Vec<u8>)>,
 }
 
 /// A document written by `node` alone, one change per entry of `edits`, committed at time 0.
@@ -162,9 +169,20 @@ pub fn build_doc(node: &NodeId, edits: &[&str]) -> Automerge {
     doc
 }
 
+/// The engine's content limits, scaled down so that an input of a few kilobytes can reach them
+/// (`check_documents` holds every accepted change to them).
+pub fn fuzz_config() -> EngineConfig {
+    EngineConfig {
+        max_change_ops: 2_000,
+        max_text_insert_chars: 500,
+        max_doc_ops: 20_000,
+        ..EngineConfig::default()
+    }
+}
+
 fn engine_for(me: NodeId, state: &NodeState) -> Engine {
     let actor = run_actor(&me, [2; 8]);
-    let mut engine = Engine::new(me, actor, EngineConfig::default());
+    let mut engine = Engine::new(me, actor, fuzz_config());
     for (id, bytes) in &state.docs {
         let doc = Automerge::load(bytes).expect("fixture documents load");
         engine.load_document(id.clone(), doc, 0);
@@ -396,10 +414,16 @@ fn build_fixture() -> Fixture {
 
     let mut known_heads = Vec::new();
     let mut max_fixture_ops = 0;
+    let mut change_chunks = Vec::new();
     for (_, bytes) in saved.iter().chain([&malmo_v2, &lund_v2, &method_v2]) {
         let doc = Automerge::load(bytes).expect("loads");
         max_fixture_ops = max_fixture_ops.max(doc.stats().num_ops);
-        known_heads.extend(doc.get_changes(&[]).iter().map(|c| c.hash()));
+        for change in doc.get_changes(&[]) {
+            known_heads.push(change.hash());
+            if !change_chunks.contains(&change.raw_bytes().to_vec()) {
+                change_chunks.push(change.raw_bytes().to_vec());
+            }
+        }
     }
     known_heads.sort();
     known_heads.dedup();
@@ -418,6 +442,7 @@ fn build_fixture() -> Fixture {
     .map(doc)
     .collect();
 
+    let hub_docs = hub_state.docs.clone();
     Fixture {
         hub: hub_state,
         malmo: malmo_state,
@@ -429,6 +454,8 @@ fn build_fixture() -> Fixture {
         malmo_digest,
         hub_digest,
         max_fixture_ops,
+        change_chunks,
+        hub_docs,
     }
 }
 
@@ -474,7 +501,85 @@ const TAG_GOODBYE: u8 = 5;
 const TAG_WIRE: u8 = 6;
 const TAG_TICK: u8 = 7;
 const TAG_RECONNECT: u8 = 8;
-const TAGS: u8 = 9;
+/// A sync message built from parts: flags, heads, needs, haves and fixture changes, in any
+/// order and with repeats (what a hand-written client may send).
+const TAG_MESSAGE: u8 = 9;
+/// A change of the document's owner on top of the hub's copy that inserts `n` characters into
+/// one text, in a sync message.
+const TAG_TEXT: u8 = 10;
+const TAGS: u8 = 11;
+
+/// Encodes a sync message by hand, keeping lists as given (Automerge's own encoder asserts
+/// sorted lists); `flags` adds the version-2 flags section with these bits.
+pub fn raw_sync_message(
+    heads: &[ChangeHash],
+    need: &[ChangeHash],
+    haves: &[Vec<ChangeHash>],
+    changes: &[Vec<u8>],
+    flags: Option<u8>,
+) -> Vec<u8> {
+    fn leb(out: &mut Vec<u8>, mut value: u64) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let hashes = |out: &mut Vec<u8>, list: &[ChangeHash]| {
+        leb(out, list.len() as u64);
+        for h in list {
+            out.extend_from_slice(&h.0);
+        }
+    };
+    let mut out = vec![0x42];
+    hashes(&mut out, heads);
+    hashes(&mut out, need);
+    leb(&mut out, haves.len() as u64);
+    for last_sync in haves {
+        hashes(&mut out, last_sync);
+        out.push(0); // an empty Bloom filter
+    }
+    leb(&mut out, changes.len() as u64);
+    for change in changes {
+        leb(&mut out, change.len() as u64);
+        out.extend_from_slice(change);
+    }
+    if let Some(bits) = flags {
+        out.extend_from_slice(&[2, 2, 0x80 | (bits & 0x7f)]);
+    }
+    out
+}
+
+/// A change by `doc`'s owner on top of the hub's copy of it (or an empty document) inserting
+/// `chars` characters into a new text, as a sync message carrying that change alone.
+pub fn text_change_message(fx: &Fixture, doc: &ShareableDocId, chars: usize) -> Vec<u8> {
+    let owner = match doc.owner() {
+        Owner::City(city) => NodeId::city(&city).expect("valid city"),
+        _ => hub_id(),
+    };
+    let mut base = fx
+        .hub_docs
+        .iter()
+        .find(|(id, _)| id == doc)
+        .map(|(_, bytes)| Automerge::load(bytes).expect("fixture documents load"))
+        .unwrap_or_default()
+        .with_actor(run_actor(&owner, [3; 8]));
+    let mut tx = base.transaction();
+    let text = tx.put_object(ROOT, "long", ObjType::Text).expect("put");
+    tx.splice_text(&text, 0, 0, &"x".repeat(chars))
+        .expect("splice");
+    tx.commit_with(CommitOptions::default().with_time(0));
+    let change = base
+        .get_last_local_change()
+        .expect("a change")
+        .raw_bytes()
+        .to_vec();
+    raw_sync_message(&base.get_heads(), &[], &[], &[change], None)
+}
 
 /// Reads a script's input bytes.
 struct Reader<'a> {
@@ -590,6 +695,42 @@ impl Script {
             }
             TAG_WIRE => Step::Wire(r.bytes16()?),
             TAG_TICK => Step::Tick(r.u32()?),
+            TAG_MESSAGE => {
+                let doc = r.doc(fx)?;
+                let flags = r.u8()?;
+                let list = |r: &mut Reader<'_>, max: u8| -> Option<Vec<ChangeHash>> {
+                    let n = r.u8()? % (max + 1);
+                    (0..n).map(|_| r.head(fx)).collect()
+                };
+                let heads = list(r, 8)?;
+                let need = list(r, 8)?;
+                let haves = (0..r.u8()? % 4)
+                    .map(|_| list(r, 4))
+                    .collect::<Option<Vec<_>>>()?;
+                let changes = (0..r.u8()? % 5)
+                    .map(|_| {
+                        let i = r.u8()? as usize;
+                        Some(fx.change_chunks[i % fx.change_chunks.len()].clone())
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                let flags = (flags & 1 == 1).then_some(flags >> 1);
+                let message = raw_sync_message(&heads, &need, &haves, &changes, flags);
+                match doc {
+                    Ok(doc) => Step::Frame(Frame::DocSync { doc, message }),
+                    Err(err) => bad_id(err),
+                }
+            }
+            TAG_TEXT => {
+                let doc = r.doc(fx)?;
+                let chars = r.u16()? as usize;
+                match doc {
+                    Ok(doc) => Step::Frame(Frame::DocSync {
+                        message: text_change_message(fx, &doc, chars),
+                        doc,
+                    }),
+                    Err(err) => bad_id(err),
+                }
+            }
             _ => Step::Reconnect,
         })
     }
@@ -743,6 +884,7 @@ pub fn run_script(script: &Script) {
     wire.absorb(me, out);
 
     for step in &script.steps {
+        let known_before = wire.engines[me].links().any(|l| l.0 == conn);
         let engine = wire.engines.get_mut(me).expect("engine");
         let (out, caught) = match step {
             Step::Frame(frame) => {
@@ -783,6 +925,16 @@ pub fn run_script(script: &Script) {
                 engine_call(|| engine.connect(conn, attacker.clone(), states, now))
             }
         };
+        // Every link the engine forgets is handed to the driver to end (closed by the engine,
+        // or ended by the peer's Goodbye): a link the transport keeps while the engine forgot
+        // it never closes.
+        let known_after = wire.engines[me].links().any(|l| l.0 == conn);
+        if known_before && !known_after && !matches!(step, Step::Reconnect) {
+            assert!(
+                out.closes.iter().any(|(c, _)| *c == conn) || out.ended.contains(&conn),
+                "the engine forgot the link without telling the driver to end it: {out:?}"
+            );
+        }
         if !open {
             // A closed link is gone: nothing the attacker sends on it reaches the engine.
             let quiet = out.sends.is_empty()
@@ -925,7 +1077,36 @@ fn check_documents(
                 change.actor_id()
             );
         }
+        // The content limits hold for everything accepted from a peer (counted here without
+        // the engine's code): operations per change and per document, characters inserted
+        // into one text or list by one change.
+        let limits = fuzz_config();
+        for change in doc.get_changes(&[]) {
+            assert!(
+                change.len() as u64 <= limits.max_change_ops,
+                "{id} holds a change of {} operations",
+                change.len()
+            );
+            let mut inserted: BTreeMap<String, u64> = BTreeMap::new();
+            for op in change.decode().operations.iter().filter(|op| op.insert) {
+                let chars = match &op.action {
+                    automerge::legacy::OpType::Put(automerge::ScalarValue::Str(text)) => {
+                        text.chars().count() as u64
+                    }
+                    _ => 1,
+                };
+                *inserted.entry(format!("{:?}", op.obj)).or_default() += chars;
+            }
+            assert!(
+                inserted
+                    .values()
+                    .all(|n| *n <= limits.max_text_insert_chars),
+                "{id} holds a change inserting {:?} elements into one text or list",
+                inserted.values().max()
+            );
+        }
         let ops = doc.stats().num_ops;
+        assert!(ops <= limits.max_doc_ops, "{id} holds {ops} operations");
         let budget = fx.max_fixture_ops + MAX_OPS_PER_BYTE * sent_bytes.max(1);
         assert!(
             ops <= budget,

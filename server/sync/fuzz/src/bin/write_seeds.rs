@@ -12,7 +12,8 @@ use automerge::sync::{self, SyncDoc};
 use automerge::Automerge;
 use sfs_sync::{Frame, ShareableDocId};
 use sfs_sync_fuzz::{
-    build_doc, decode_wire, encode_wire, fixture, lund_id, Mode, Script, Step, MAX_FRAME_BYTES,
+    build_doc, decode_wire, encode_wire, fixture, lund_id, raw_sync_message, text_change_message,
+    Fixture, Mode, Script, Step, MAX_FRAME_BYTES,
 };
 
 /// An Automerge sync message that carries the changes of `doc`, as sent to a peer that has none.
@@ -34,6 +35,19 @@ fn message_with_changes(doc: &Automerge) -> Vec<u8> {
         }
     }
     panic!("no message with changes");
+}
+
+/// The hashes of the changes the hub holds of `doc`.
+fn hub_hashes(fx: &Fixture, doc: &str) -> Vec<automerge::ChangeHash> {
+    let id = ShareableDocId::parse(doc).expect("valid");
+    let (_, bytes) = fx.hub_docs.iter().find(|(d, _)| *d == id).expect("held");
+    let doc = Automerge::load(bytes).expect("loads");
+    doc.get_changes(&[]).iter().map(|c| c.hash()).collect()
+}
+
+/// A protobuf frame as bytes, for shapes the engine's frame type cannot hold.
+fn pb_bytes(frame: sfs_proto::v1::Frame) -> Vec<u8> {
+    prost::Message::encode_to_vec(&frame)
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -134,6 +148,142 @@ fn main() {
             steps
         }),
     ];
+    // Hostile peers, round two (issue 16): each attack as a seed.
+    let method = ShareableDocId::parse("national/method").expect("valid");
+    let malmo_lessons = ShareableDocId::lessons("malmo").expect("valid");
+    let x = hub_hashes(fx, "national/method")[0];
+    let (lo, hi) = {
+        let mut h = hub_hashes(fx, "shared/lessons/malmo");
+        h.sort();
+        (h[0], h[h.len() - 1])
+    };
+    let after_handshake = |extra: Vec<Step>| {
+        let mut steps = honest[..2].to_vec();
+        steps.extend(extra);
+        steps
+    };
+    let doc_sync = |doc: &ShareableDocId, message: Vec<u8>| {
+        Step::Frame(Frame::DocSync {
+            doc: doc.clone(),
+            message,
+        })
+    };
+    // malmo's newer change, which the hub lacks: a valid change to carry beside an attack.
+    let malmo_change = {
+        let doc = build_doc(
+            &sfs_sync::NodeId::city("malmo").expect("valid"),
+            &["Hotel staff training", " works"],
+        );
+        doc.get_changes(&[])
+            .last()
+            .expect("a change")
+            .raw_bytes()
+            .to_vec()
+    };
+    let mut corrupt = malmo_change.clone();
+    let at = corrupt.len() - 3;
+    corrupt[at] ^= 0x5a;
+    let huge_id = pb_bytes(sfs_proto::v1::Frame {
+        body: Some(sfs_proto::v1::frame::Body::DocSync(
+            sfs_proto::v1::DocSync {
+                doc_id: format!("shared/lessons/{}", "x".repeat(60_000)),
+                message: Vec::new(),
+            },
+        )),
+    });
+    let huge_summary = pb_bytes(sfs_proto::v1::Frame {
+        body: Some(sfs_proto::v1::frame::Body::Summary(
+            sfs_proto::v1::HeadsSummary {
+                docs: vec![sfs_proto::v1::DocHeads::default(); 12_000],
+                only_changed: false,
+                digest: vec![0; 32],
+            },
+        )),
+    });
+    let reset = raw_sync_message(&[], &[], &[vec![]], &[], Some(0x05));
+    let round_two = [
+        (
+            "hub-repeated-need",
+            after_handshake(vec![doc_sync(
+                &method,
+                raw_sync_message(&[], &[x, x], &[], &[], Some(0x05)),
+            )]),
+        ),
+        (
+            "hub-repeated-need-with-change",
+            after_handshake(vec![doc_sync(
+                &malmo_lessons,
+                raw_sync_message(&[], &[lo, lo], &[], &[malmo_change.clone()], None),
+            )]),
+        ),
+        (
+            "hub-unsorted-heads-and-needs",
+            after_handshake(vec![
+                doc_sync(
+                    &malmo_lessons,
+                    raw_sync_message(&[hi, lo], &[], &[], &[], None),
+                ),
+                Step::Reconnect,
+                doc_sync(
+                    &malmo_lessons,
+                    raw_sync_message(&[], &[hi, lo], &[], &[], None),
+                ),
+            ]),
+        ),
+        (
+            "hub-two-haves",
+            after_handshake(vec![doc_sync(
+                &method,
+                raw_sync_message(&[], &[], &[vec![], vec![x]], &[], None),
+            )]),
+        ),
+        (
+            "hub-duplicate-change",
+            after_handshake(vec![doc_sync(
+                &malmo_lessons,
+                raw_sync_message(&[], &[], &[], &[malmo_change.clone(), malmo_change], None),
+            )]),
+        ),
+        (
+            "hub-corrupt-own-change",
+            after_handshake(vec![doc_sync(
+                &malmo_lessons,
+                raw_sync_message(&[], &[], &[], &[corrupt], None),
+            )]),
+        ),
+        (
+            "hub-goodbye-then-more",
+            after_handshake(vec![
+                Step::Frame(Frame::Goodbye {
+                    code: 0,
+                    message: "bye".into(),
+                }),
+                Step::Frame(Frame::Keepalive),
+                Step::Tick(70_000),
+            ]),
+        ),
+        (
+            "hub-text-bomb",
+            after_handshake(vec![doc_sync(
+                &malmo_lessons,
+                text_change_message(fx, &malmo_lessons, 5_000),
+            )]),
+        ),
+        (
+            "hub-reset-storm",
+            after_handshake((0..8).map(|_| doc_sync(&method, reset.clone())).collect()),
+        ),
+        ("hub-huge-id", after_handshake(vec![Step::Wire(huge_id)])),
+        (
+            "hub-huge-summary",
+            vec![honest[0].clone(), Step::Wire(huge_summary)],
+        ),
+    ];
+    let seeds = seeds.into_iter().chain(
+        round_two
+            .into_iter()
+            .map(|(name, steps)| (name, Mode::Hub, steps)),
+    );
     let mut total = 0;
     for (name, mode, steps) in seeds {
         let bytes = Script { mode, steps }.encode(fx);
