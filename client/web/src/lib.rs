@@ -9,7 +9,7 @@
 //! Security: sessions live server-side behind an HttpOnly, Secure, SameSite=Strict cookie with
 //! an idle timeout; every POST must carry the session's CSRF token (checked in one middleware
 //! before any handler runs); every response carries a strict Content-Security-Policy (no
-//! inline script or style), `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
+//! inline script or style), `X-Frame-Options: DENY` and `Referrer-Policy: same-origin` (a sign-in code in a URL never leaves the site; the browser still sends the `Origin` that the CSRF check compares).
 
 pub mod format;
 pub mod i18n;
@@ -83,6 +83,10 @@ impl WebOptions {
 
 /// What the handlers share.
 pub(crate) struct App {
+    /// Cookie names carry the listener's port: browsers keep cookies per host, not per port,
+    /// so two nodes on one machine (the demo) would otherwise share one session cookie.
+    pub session_cookie: String,
+    pub pre_cookie: String,
     pub api_endpoint: String,
     pub ca_pem: String,
     pub sessions: Sessions,
@@ -144,6 +148,8 @@ pub async fn bind(
         source,
     })?;
     let app = Arc::new(App {
+        session_cookie: format!("{SESSION_COOKIE}_{}", addr.port()),
+        pre_cookie: format!("{PRE_COOKIE}_{}", addr.port()),
         api_endpoint: options.api_endpoint,
         ca_pem: options.ca_pem,
         sessions: Sessions::new(options.session_idle, options.code_ttl),
@@ -256,7 +262,7 @@ async fn security_headers(mut response: Response) -> Response {
         ),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cross-origin-opener-policy", "same-origin"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
@@ -286,7 +292,7 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 
 /// The session of the request, if signed in.
 pub(crate) fn session(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
-    let id = cookie(headers, SESSION_COOKIE)?;
+    let id = cookie(headers, &app.session_cookie)?;
     app.sessions.get(id).map(|s| (id.to_string(), s))
 }
 
@@ -321,9 +327,12 @@ async fn check_csrf(State(app): State<AppState>, request: Request, next: Next) -
             return refuse("error-csrf");
         }
     }
-    let expected = match session(&app, request.headers()) {
-        Some((_, s)) => Some(s.csrf),
-        None => cookie(request.headers(), PRE_COOKIE).map(str::to_string),
+    // The sign-in form is checked against the pre-session cookie it came with; every other
+    // form against the session's token.
+    let expected = if request.uri().path() == "/login" {
+        cookie(request.headers(), &app.pre_cookie).map(str::to_string)
+    } else {
+        session(&app, request.headers()).map(|(_, s)| s.csrf)
     };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::Ctx;
 use crate::i18n::{Lang, Tr};
 use crate::session::{secret, Role};
-use crate::{html, AppState, LANG_COOKIE, PRE_COOKIE, SESSION_COOKIE};
+use crate::{html, AppState, LANG_COOKIE};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -42,7 +42,13 @@ fn cookie_header(name: &str, value: &str, path: &str, max_age: Option<u64>) -> H
     .expect("cookie values are URL-safe")
 }
 
-fn login_form(t: Tr, code: String, error: String, status: StatusCode) -> Response {
+fn login_form(
+    app: &crate::App,
+    t: Tr,
+    code: String,
+    error: String,
+    status: StatusCode,
+) -> Response {
     let pre = secret();
     let page = LoginPage {
         t,
@@ -54,16 +60,20 @@ fn login_form(t: Tr, code: String, error: String, status: StatusCode) -> Respons
     let mut response = (status, html(page.render())).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(PRE_COOKIE, &pre, "/", None),
+        cookie_header(&app.pre_cookie, &pre, "/", None),
     );
     response
 }
 
 /// The sign-in page; with `?code=` it offers to use the one-time code (a button, so link
 /// scanners that follow links do not use up the code).
-pub(crate) async fn login_page(headers: HeaderMap, Query(query): Query<LoginQuery>) -> Response {
+pub(crate) async fn login_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let t = Tr::new(crate::lang(&headers));
-    login_form(t, query.code, String::new(), StatusCode::OK)
+    login_form(&app, t, query.code, String::new(), StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -87,6 +97,7 @@ pub(crate) async fn login(
             Some(token) => token,
             None => {
                 return login_form(
+                    &app,
                     t,
                     String::new(),
                     t.get("login-code-invalid"),
@@ -97,7 +108,8 @@ pub(crate) async fn login(
     } else {
         form.token.trim().to_string()
     };
-    let refused = |id: &str| login_form(t, String::new(), t.get(id), StatusCode::UNAUTHORIZED);
+    let refused =
+        |id: &str| login_form(&app, t, String::new(), t.get(id), StatusCode::UNAUTHORIZED);
     if token.is_empty() {
         return refused("login-token-missing");
     }
@@ -134,11 +146,11 @@ pub(crate) async fn login(
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        cookie_header(SESSION_COOKIE, &id, "/", None),
+        cookie_header(&app.session_cookie, &id, "/", None),
     );
     headers.append(
         header::SET_COOKIE,
-        cookie_header(PRE_COOKIE, "", "/", Some(0)),
+        cookie_header(&app.pre_cookie, "", "/", Some(0)),
     );
     response
 }
@@ -156,7 +168,7 @@ pub(crate) async fn logout(State(app): State<AppState>, headers: HeaderMap) -> R
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(SESSION_COOKIE, "", "/", Some(0)),
+        cookie_header(&app.session_cookie, "", "/", Some(0)),
     );
     response
 }

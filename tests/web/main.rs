@@ -1,0 +1,627 @@
+//! The coordinators' web app in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver, through fantoccini) against real nodes on 127.0.0.1 with real TLS between the
+//! web app and the node's API, ports chosen by the OS, data in temporary directories.
+//!
+//! axe-core checks every page visited (WCAG 2.1 A and AA rules): no serious or critical
+//! violation. Screenshots go to `target/web-screenshots/` (not committed).
+//!
+//! Chromium and chromedriver come from Debian (`apt-get install chromium chromium-driver`),
+//! axe-core from npm into `target/web-axe/`; `.ci/run` installs all three. Where they are
+//! missing the test says so loudly and passes, except in CI (`CI` set), where it fails.
+
+#[path = "../federation/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use serde_json::json;
+use sfs_node::tokens::{self, ApiRole};
+use util::{Federation, DEADLINE};
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    })
+}
+
+/// Skips loudly where the browser is missing, fails in CI.
+fn missing(what: &str) {
+    let message = format!(
+        "SKIP: {what}; install with `apt-get install -y chromium chromium-driver` and \
+         `npm install --prefix target/web-axe axe-core` (.ci/run does)"
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message} (CI is set, so this fails)");
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    );
+    eprintln!("!!! {message}");
+    eprintln!(
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
+/// axe-core's browser script, installed from npm under `target/web-axe/` if needed.
+fn axe_source() -> Option<String> {
+    let dir = target_dir().join("web-axe");
+    let file = dir.join("node_modules/axe-core/axe.min.js");
+    if !file.exists() {
+        let _ = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("axe-core@4")
+            .stdout(Stdio::null())
+            .status();
+    }
+    std::fs::read_to_string(file).ok()
+}
+
+/// A chromedriver process on a free port; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    _profiles: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start(chromedriver: &Path) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Driver {
+            child,
+            url,
+            _profiles: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A new headless Chromium with a fresh profile, 1366×768 like an office laptop.
+    async fn browser(&self, chromium: &Path, name: &str) -> Browser {
+        let profile = self._profiles.path().join(name);
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    "--window-size=1366,768",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+/// What a page check needs: the axe script and where screenshots go.
+struct Checks {
+    axe: String,
+    shots: PathBuf,
+}
+
+impl Checks {
+    /// Runs axe-core on the page: no serious or critical WCAG 2.1 A/AA violation. Saves a
+    /// screenshot named `name`.
+    async fn page(&self, browser: &Browser, name: &str) {
+        let png = browser.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+        browser.execute(&self.axe, vec![]).await.unwrap();
+        let result = browser
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   axe.run(document, { runOnly: { type: "tag",
+                       values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } })
+                     .then(r => done(r.violations
+                       .filter(v => v.impact === "serious" || v.impact === "critical")
+                       .map(v => v.id + " (" + v.impact + "): " +
+                            v.nodes.map(n => n.target.join(" ")).join(", "))))
+                     .catch(e => done(["axe failed: " + e]));"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let violations: Vec<String> = serde_json::from_value(result).unwrap();
+        assert!(
+            violations.is_empty(),
+            "{name}: accessibility violations: {violations:#?}"
+        );
+    }
+}
+
+async fn text_of(browser: &Browser, css: &str) -> String {
+    match browser.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Polls until the element `css` shows `needle` (no reload: what the page does by itself).
+async fn wait_for_text(browser: &Browser, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = text_of(browser, css).await;
+        if text.contains(needle) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            let main = text_of(browser, "main").await;
+            let url = browser.current_url().await.map(|u| u.to_string());
+            panic!("timed out waiting for {needle:?} in {css}; it shows {text:?}; at {url:?} the page says {main:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn path(browser: &Browser) -> String {
+    browser.current_url().await.unwrap().path().to_string()
+}
+
+async fn fill(browser: &Browser, css: &str, value: &str) {
+    let field = browser.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+async fn submit(browser: &Browser, form_css: &str) {
+    browser
+        .find(Locator::Css(&format!("{form_css} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Posts a form built in the page by script, as a forger would, with the given fields.
+async fn forge_post(browser: &Browser, action: &str, fields: serde_json::Value) {
+    browser
+        .execute(
+            r#"const [action, fields] = arguments;
+               const form = document.createElement("form");
+               form.method = "post"; form.action = action;
+               for (const [name, value] of Object.entries(fields)) {
+                 const input = document.createElement("input");
+                 input.type = "hidden"; input.name = name; input.value = value;
+                 form.appendChild(input);
+               }
+               document.body.appendChild(form); form.submit();"#,
+            vec![json!(action), fields],
+        )
+        .await
+        .unwrap();
+}
+
+/// The CSRF token of the signed-in page (the sign-out form carries it).
+async fn csrf(browser: &Browser) -> String {
+    browser
+        .find(Locator::Css("form[action='/logout'] input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Signs in through a one-time link: the page offers a button, which uses the code.
+async fn sign_in_with_link(browser: &Browser, link: &str) {
+    browser.goto(link).await.unwrap();
+    submit(browser, "form:has(input[name=code])").await;
+    wait_for_text(browser, "h1", "Start").await;
+}
+
+/// Signs in with a token in the form.
+async fn sign_in_with_token(browser: &Browser, base: &str, token: &str) {
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    fill(browser, "#token", token).await;
+    submit(browser, "form:has(#token)").await;
+    wait_for_text(browser, "h1", "Start").await;
+}
+
+fn swedish_date(text: &str) -> bool {
+    let months = [
+        "jan.", "feb.", "mars", "apr.", "maj", "juni", "juli", "aug.", "sep.", "okt.", "nov.",
+        "dec.",
+    ];
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.windows(3).any(|w| {
+        w[0].parse::<u8>().is_ok_and(|d| (1..=31).contains(&d))
+            && months.contains(&w[1])
+            && w[2].len() == 4
+            && w[2].chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinators_use_the_web_app_in_a_real_browser() {
+    let (Some(chromium), Some(chromedriver)) = (
+        which("chromium").or_else(|| which("chromium-browser")),
+        which("chromedriver"),
+    ) else {
+        return missing("chromium or chromedriver is not installed");
+    };
+    let Some(axe) = axe_source() else {
+        return missing("axe-core is not installed and npm could not install it");
+    };
+    let shots = target_dir().join("web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let checks = Checks { axe, shots };
+
+    let fed = Federation::start_with(&["helsingborg", "malmo"], |config| {
+        config.web.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (hbg, malmo) = (&fed.cities[0], &fed.cities[1]);
+    let web = |node: &util::TestNode| node.running.as_ref().unwrap().web.clone().unwrap();
+    let (hbg_web, malmo_web) = (web(hbg), web(malmo));
+    let token = |node: &util::TestNode, role| {
+        tokens::create_token(&node.config.data_dir, role, "web test").unwrap()
+    };
+    let hbg_editor = token(hbg, ApiRole::Editor);
+    let malmo_reader = token(malmo, ApiRole::Reader);
+    let mut hbg_api = fed.client(0).await;
+    let organisation = hbg_api
+        .create_organisation("Socialtjänsten Helsingborg", "municipality")
+        .await
+        .unwrap();
+
+    let driver = Driver::start(&chromedriver).await;
+    let malmo_browser = driver.browser(&chromium, "malmo").await;
+    let hbg_browser = driver.browser(&chromium, "helsingborg").await;
+
+    // Malmö's reader signs in with a one-time link and opens the national feed.
+    let link = malmo_web.sign_in_link(&malmo_reader);
+    sign_in_with_link(&malmo_browser, &link).await;
+    checks.page(&malmo_browser, "01-malmo-start").await;
+    // The link was used once; a second use is refused.
+    malmo_browser.goto(&link).await.unwrap();
+    submit(&malmo_browser, "form:has(input[name=code])").await;
+    wait_for_text(&malmo_browser, "main", "redan använd").await;
+    sign_in_with_link(&malmo_browser, &malmo_web.sign_in_link(&malmo_reader)).await;
+    malmo_browser
+        .goto(&format!("{}/lessons", malmo_web.url()))
+        .await
+        .unwrap();
+    wait_for_text(&malmo_browser, "h1", "Lärdomar").await;
+    assert_eq!(
+        malmo_browser
+            .execute("return document.documentElement.lang", vec![])
+            .await
+            .unwrap(),
+        json!("sv"),
+        "Swedish is the default"
+    );
+    // A reader is not offered write actions.
+    assert!(
+        malmo_browser
+            .find_all(Locator::Css("a[href='/lessons/new']"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a reader is offered to write a lesson"
+    );
+    checks.page(&malmo_browser, "02-malmo-lessons-empty").await;
+
+    // Helsingborg's editor signs in with a token and writes a lesson.
+    sign_in_with_token(&hbg_browser, &hbg_web.url(), &hbg_editor).await;
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    hbg_browser
+        .find(Locator::Css("a[href='/lessons/new']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "h1", "Skriv en lärdom").await;
+    checks.page(&hbg_browser, "03-helsingborg-new-lesson").await;
+    let title = "Nattpersonalen ser mest";
+    fill(&hbg_browser, "#title", title).await;
+    fill(
+        &hbg_browser,
+        "#body",
+        "Vi utbildade hela hotellets personal samtidigt; flest signaler kom från städpersonalen.",
+    )
+    .await;
+    fill(&hbg_browser, "#tags", "hotell, utbildning").await;
+    submit(&hbg_browser, "form:has(#title)").await;
+    let feed = wait_for_text(&hbg_browser, "#feed", title).await;
+    assert!(feed.contains("Helsingborg"), "author city shown: {feed}");
+    assert!(
+        swedish_date(&feed),
+        "a Swedish date such as `2 nov. 2026`: {feed}"
+    );
+    checks.page(&hbg_browser, "04-helsingborg-lessons").await;
+
+    // Malmö's open feed shows it without a reload (server-sent events).
+    let feed = wait_for_text(&malmo_browser, "#feed", title).await;
+    assert!(
+        feed.contains("Helsingborg") && feed.contains("hotell"),
+        "{feed}"
+    );
+    wait_for_text(&malmo_browser, "#live-status", "Nya lärdomar").await;
+    checks.page(&malmo_browser, "05-malmo-live-update").await;
+
+    // The privacy guard's refusal is shown at the field, in Swedish, naming the kind of data
+    // and never the data; nothing is stored.
+    let refusals = [
+        (
+            "#body",
+            "Ring henne, personnummer 19811218-9876.",
+            "#body-error",
+            "ett personnummer",
+            "9876",
+        ),
+        (
+            "#title",
+            "Ring 070-123 45 67",
+            "#title-error",
+            "ett telefonnummer",
+            "45 67",
+        ),
+        (
+            "#tags",
+            "anna.svensson@example.se",
+            "#tags-error",
+            "en e-postadress",
+            "svensson",
+        ),
+    ];
+    for (field, value, error_css, kind, secret) in refusals {
+        hbg_browser
+            .goto(&format!("{}/lessons/new", hbg_web.url()))
+            .await
+            .unwrap();
+        fill(&hbg_browser, "#title", "En rubrik").await;
+        fill(&hbg_browser, "#body", "En text utan personuppgifter.").await;
+        fill(&hbg_browser, field, value).await;
+        submit(&hbg_browser, "form:has(#title)").await;
+        let error = wait_for_text(&hbg_browser, error_css, kind).await;
+        assert!(
+            !error.contains(secret),
+            "the refusal repeats the data: {error}"
+        );
+        let invalid = hbg_browser
+            .find(Locator::Css(field))
+            .await
+            .unwrap()
+            .attr("aria-invalid")
+            .await
+            .unwrap();
+        assert_eq!(invalid.as_deref(), Some("true"), "{field} marked invalid");
+        if kind == "ett personnummer" {
+            checks
+                .page(&hbg_browser, "06-helsingborg-refused-personnummer")
+                .await;
+        }
+    }
+    let stored = hbg_api.list_lessons("cities/helsingborg").await.unwrap();
+    assert_eq!(stored.len(), 1, "no refused lesson was stored");
+
+    // Edit (with the version read, so the API merges) and archive.
+    let lesson = &stored[0];
+    let id = lesson.name.rsplit('/').next().unwrap();
+    hbg_browser
+        .goto(&format!("{}/lessons/helsingborg/{id}/edit", hbg_web.url()))
+        .await
+        .unwrap();
+    let etag = hbg_browser
+        .find(Locator::Css("input[name=etag]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(
+        etag, lesson.etag,
+        "the form carries the version it was read at"
+    );
+    // Someone else changes the body meanwhile; the edit of the title keeps their change.
+    let mut other = lesson.clone();
+    other.body = format!("{} Tillägg från en kollega.", lesson.body);
+    other.etag = String::new();
+    hbg_api
+        .update_lesson(other, vec!["body".into()])
+        .await
+        .unwrap();
+    fill(
+        &hbg_browser,
+        "#title",
+        "Nattpersonalen ser mest – hela skiftet",
+    )
+    .await;
+    submit(&hbg_browser, "form:has(#title)").await;
+    wait_for_text(&hbg_browser, "h1", "hela skiftet").await;
+    let merged = hbg_api.get_lesson(&lesson.name).await.unwrap();
+    assert!(
+        merged.body.contains("Tillägg från en kollega"),
+        "{merged:?}"
+    );
+    checks.page(&hbg_browser, "07-helsingborg-lesson").await;
+    submit(&hbg_browser, "form[action$='/archive']").await;
+    wait_for_text(&hbg_browser, "#feed", "0 lärdomar").await;
+    assert!(hbg_api.get_lesson(&lesson.name).await.unwrap().archived);
+
+    // A reader's forged form post (with a valid CSRF token) is refused by the API, and a post
+    // without a CSRF token, or with a wrong one, is refused before anything runs.
+    let token = csrf(&malmo_browser).await;
+    forge_post(
+        &malmo_browser,
+        "/lessons",
+        json!({ "csrf": token, "title": "Förfalskad", "body": "Text" }),
+    )
+    .await;
+    wait_for_text(&malmo_browser, "main", "Din roll får inte göra detta").await;
+    for fields in [
+        json!({ "title": "Utan token", "body": "Text" }),
+        json!({ "csrf": "fel", "title": "Fel token", "body": "Text" }),
+    ] {
+        malmo_browser
+            .goto(&format!("{}/lessons", malmo_web.url()))
+            .await
+            .unwrap();
+        forge_post(&malmo_browser, "/lessons", fields).await;
+        wait_for_text(&malmo_browser, "main", "kontrolltoken saknas").await;
+    }
+    checks.page(&malmo_browser, "08-malmo-csrf-refused").await;
+    let mut malmo_api = fed.client(1).await;
+    assert!(
+        malmo_api
+            .list_lessons("cities/malmo")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing forged was stored"
+    );
+
+    // Sign-out ends the session: the pages ask to sign in again.
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/logout']").await;
+    wait_for_text(&hbg_browser, "h1", "Logga in").await;
+    checks.page(&hbg_browser, "09-signed-out").await;
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    assert_eq!(path(&hbg_browser).await, "/login");
+
+    // Helsingborg's admin (a coordinator and more) adds a signal and finds it in the access log.
+    sign_in_with_link(&hbg_browser, &hbg_web.sign_in_link(&hbg.admin_token)).await;
+    hbg_browser
+        .goto(&format!("{}/signals/new", hbg_web.url()))
+        .await
+        .unwrap();
+    checks.page(&hbg_browser, "10-helsingborg-new-signal").await;
+    hbg_browser
+        .find(Locator::Css("#organisation"))
+        .await
+        .unwrap()
+        .select_by_value(&organisation.name)
+        .await
+        .unwrap();
+    fill(
+        &hbg_browser,
+        "#description",
+        "Hotellet såg tecken på tvång.",
+    )
+    .await;
+    submit(&hbg_browser, "form:has(#description)").await;
+    wait_for_text(&hbg_browser, "main", "Socialtjänsten Helsingborg").await;
+    let signal_path = path(&hbg_browser).await;
+    assert!(signal_path.starts_with("/signals/"), "{signal_path}");
+    checks.page(&hbg_browser, "11-helsingborg-signal").await;
+    fill(&hbg_browser, "#action", "Kontakta hotellet").await;
+    hbg_browser
+        .find(Locator::Css("#status"))
+        .await
+        .unwrap()
+        .select_by_value("referred")
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form:has(#action)").await;
+    wait_for_text(&hbg_browser, "main", "Kontakta hotellet").await;
+    wait_for_text(&hbg_browser, "h1", "Hänvisad").await;
+    hbg_browser
+        .goto(&format!("{}/access-log", hbg_web.url()))
+        .await
+        .unwrap();
+    let resource = signal_path.trim_start_matches('/');
+    let log = wait_for_text(&hbg_browser, "table", resource).await;
+    assert!(
+        log.contains("skapade") && log.contains("läste") && log.contains("ändrade"),
+        "{log}"
+    );
+    assert!(swedish_date(&log), "local dates: {log}");
+    checks.page(&hbg_browser, "12-helsingborg-access-log").await;
+
+    // English on request, remembered for the next page.
+    hbg_browser
+        .find(Locator::Css("a[hreflang=en]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "h1", "Access log").await;
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "h1", "Lessons").await;
+    checks
+        .page(&hbg_browser, "13-helsingborg-lessons-english")
+        .await;
+
+    // A phone's width: nothing wider than the screen.
+    malmo_browser.set_window_size(375, 812).await.unwrap();
+    malmo_browser
+        .goto(&format!("{}/lessons?tag=hotell", malmo_web.url()))
+        .await
+        .unwrap();
+    let fits = malmo_browser
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the page scrolls sideways at 375 px");
+    checks.page(&malmo_browser, "14-malmo-phone").await;
+
+    malmo_browser.close().await.unwrap();
+    hbg_browser.close().await.unwrap();
+    drop(driver);
+    let mut fed = fed;
+    fed.stop_all().await;
+}
