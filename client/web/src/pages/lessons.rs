@@ -125,7 +125,7 @@ pub(crate) async fn list(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let parent = if filters.city.is_empty() {
         "cities/-".to_string()
@@ -213,7 +213,7 @@ pub(crate) async fn show(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let lesson = match session
         .client
@@ -328,7 +328,7 @@ fn lesson_from(form: &LessonForm) -> pb::Lesson {
 pub(crate) async fn new_form(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let (t, session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     if session.hub || session.role < Role::Editor {
         return super::error_page_with(
@@ -358,7 +358,7 @@ pub(crate) async fn create(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let request = pb::CreateLessonRequest {
         lesson: Some(lesson_from(&form)),
@@ -390,7 +390,7 @@ pub(crate) async fn edit_form(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let lesson = match session
         .client
@@ -431,7 +431,7 @@ pub(crate) async fn update(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let mut lesson = lesson_from(&form);
     lesson.name = format!("cities/{city}/lessons/{id}");
@@ -456,7 +456,7 @@ pub(crate) async fn archive(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let lesson = pb::Lesson {
         name: format!("cities/{city}/lessons/{id}"),

@@ -246,11 +246,11 @@ pub(crate) fn api_error(t: &Tr, session: &Session, status: &tonic::Status) -> Re
 pub(crate) fn require_session(
     app: &crate::App,
     headers: &HeaderMap,
-) -> Result<(Tr, Session), Response> {
+) -> Result<(Tr, Session), Redirect> {
     let t = Tr::new(crate::lang(headers));
     match crate::session(app, headers) {
         Some((_, s)) => Ok((t, s)),
-        None => Err(Redirect::to("/login").into_response()),
+        None => Err(Redirect::to("/login")),
     }
 }
 

@@ -113,7 +113,7 @@ pub(crate) async fn list(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     if let Some(refused) = refuse_below(&t, &session, Role::Coordinator) {
         return refused;
@@ -227,7 +227,7 @@ async fn form_page(
 pub(crate) async fn new_form(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let (t, session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     if let Some(refused) = refuse_below(&t, &session, Role::Coordinator) {
         return refused;
@@ -248,7 +248,7 @@ pub(crate) async fn create(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let signal = pb::Signal {
         date: form.date.clone(),
@@ -297,7 +297,7 @@ pub(crate) async fn show(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     if let Some(refused) = refuse_below(&t, &session, Role::Coordinator) {
         return refused;
@@ -346,7 +346,7 @@ pub(crate) async fn update(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let name = format!("signals/{id}");
     let mut signal = match session
@@ -437,7 +437,7 @@ pub(crate) async fn access_log(
 ) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     if let Some(refused) = refuse_below(&t, &session, Role::Admin) {
         return refused;

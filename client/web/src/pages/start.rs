@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use sfs_client::v1 as pb;
 
 use super::lessons::{steps, view, LessonView};
@@ -29,7 +29,7 @@ struct StartPage {
 pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let (t, mut session) = match require_session(&app, &headers) {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(redirect) => return redirect.into_response(),
     };
     let since_ms = session.previous_visit_ms;
     let cities = city_names(&mut session).await;
