@@ -186,14 +186,8 @@ mod tests {
     fn untranslated(template: &str) -> Vec<String> {
         let mut found = Vec::new();
         let without_logic = strip(&strip(template, "{#", "#}"), "{%", "%}");
-        for attribute in [
-            "aria-label",
-            "title",
-            "placeholder",
-            "alt",
-            "data-message",
-            "value",
-        ] {
+        // `value` shows only on input buttons, which the templates do not use (below).
+        for attribute in ["aria-label", "title", "placeholder", "alt", "data-message"] {
             let marker = format!(" {attribute}=\"");
             let mut rest = without_logic.as_str();
             while let Some(start) = rest.find(&marker) {
@@ -219,6 +213,11 @@ mod tests {
                     found.push(format!("{attribute}={value:?}"));
                 }
                 rest = &rest[end..];
+            }
+        }
+        for button in ["type=\"submit\"", "type=\"button\"", "type=\"reset\""] {
+            if without_logic.contains(&format!("<input {button}")) {
+                found.push(format!("<input {button}> (use <button>)"));
             }
         }
         let text = strip(&strip(&without_logic, "{{", "}}"), "<", ">");
@@ -325,6 +324,46 @@ mod tests {
         }
         for action in ["read", "list", "create", "update", "erase"] {
             used.push(format!("access-action-{action}"));
+        }
+        for category in [
+            "female",
+            "male",
+            "other_or_unknown",
+            "unknown",
+            "child",
+            "adult",
+            "swedish",
+            "other_eu",
+            "non_eu",
+            "sexual",
+            "forced_labour",
+            "forced_criminality",
+            "begging",
+            "other",
+            "police",
+            "social_services",
+            "civil_society",
+            "business",
+            "self_or_other",
+        ] {
+            used.push(format!("cat-{category}"));
+        }
+        for table in [
+            "exploitation_by_sex",
+            "exploitation_by_age_group",
+            "citizenship_by_sex",
+            "referral_source",
+        ] {
+            used.push(format!("table-{table}"));
+        }
+        for kind in [
+            "trainings_held",
+            "people_trained",
+            "outreach_sessions",
+            "network_meetings",
+            "businesses_enrolled",
+        ] {
+            used.push(format!("activity-{kind}"));
         }
         assert!(used.len() > 100, "ids found: {}", used.len());
         for lang in [Lang::Sv, Lang::En] {

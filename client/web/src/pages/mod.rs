@@ -4,6 +4,7 @@ mod auth;
 mod lessons;
 mod signals;
 mod start;
+mod stats;
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/signals/new", get(signals::new_form))
         .route("/signals/{id}", get(signals::show).post(signals::update))
         .route("/access-log", get(signals::access_log))
+        .route("/statistics", get(stats::page))
+        .route("/statistics/records", post(stats::create_record))
+        .route("/statistics/preview", post(stats::preview))
+        .route("/statistics/publish", post(stats::publish))
+        .route("/national", get(stats::national))
+        .route("/national.csv", get(stats::national_csv))
         .fallback(not_found)
 }
 
@@ -114,6 +121,10 @@ impl Ctx {
         };
         let mut items: Vec<(&'static str, &str)> =
             vec![("/", "nav-start"), ("/lessons", "nav-lessons")];
+        if !s.hub && s.role >= Role::Coordinator {
+            items.push(("/statistics", "nav-statistics"));
+        }
+        items.push(("/national", "nav-national"));
         if !s.hub && s.role >= Role::Coordinator {
             items.push(("/signals", "nav-signals"));
         }
