@@ -492,11 +492,11 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
 
     // A reader's forged form post (with a valid CSRF token) is refused by the API, and a post
     // without a CSRF token, or with a wrong one, is refused before anything runs.
-    let token = csrf(&malmo_browser).await;
+    let csrf_token = csrf(&malmo_browser).await;
     forge_post(
         &malmo_browser,
         "/lessons",
-        json!({ "csrf": token, "title": "Förfalskad", "body": "Text" }),
+        json!({ "csrf": csrf_token, "title": "Förfalskad", "body": "Text" }),
     )
     .await;
     wait_for_text(&malmo_browser, "main", "Din roll får inte göra detta").await;
@@ -585,6 +585,92 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     assert!(swedish_date(&log), "local dates: {log}");
     checks.page(&hbg_browser, "12-helsingborg-access-log").await;
 
+    // Statistics: the coordinator enters records, previews the quarter as tables, publishes it
+    // after confirming, and the national figures at the hub change.
+    let hub_web = fed.hub.running.as_ref().unwrap().web.clone().unwrap();
+    let hub_reader = token(&fed.hub, ApiRole::Reader);
+    let hub_browser = driver.browser(&chromium, "hub").await;
+    sign_in_with_link(&hub_browser, &hub_web.sign_in_link(&hub_reader)).await;
+    hbg_browser
+        .goto(&format!("{}/statistics", hbg_web.url()))
+        .await
+        .unwrap();
+    let quarter = hbg_browser
+        .find(Locator::Css("#quarter"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let year = quarter[..4].to_string();
+    let national = format!("{}/national?year={year}", hub_web.url());
+    hub_browser.goto(&national).await.unwrap();
+    wait_for_text(&hub_browser, "main", "Inga publicerade siffror").await;
+    checks
+        .page(&hbg_browser, "12b-helsingborg-statistics")
+        .await;
+    for i in 0..6 {
+        for (select, value) in [
+            ("#sex", "female"),
+            ("#age_band", "25-34"),
+            ("#citizenship", "non_eu"),
+            ("#exploitation", "sexual"),
+            ("#referral_source", "police"),
+        ] {
+            hbg_browser
+                .find(Locator::Css(select))
+                .await
+                .unwrap()
+                .select_by_value(value)
+                .await
+                .unwrap();
+        }
+        fill(&hbg_browser, "#person_ref", &format!("case-{i}")).await;
+        submit(&hbg_browser, "form:has(#person_ref)").await;
+        wait_for_text(&hbg_browser, "main", "Uppgiften är sparad").await;
+    }
+    fill(&hbg_browser, "#count", "3").await;
+    submit(&hbg_browser, "form:has(#count)").await;
+    wait_for_text(&hbg_browser, ".count", "6 stödinsatser").await;
+    submit(&hbg_browser, "form[action='/statistics/preview']").await;
+    let preview = wait_for_text(&hbg_browser, "main", "Form av exploatering efter kön").await;
+    assert!(preview.contains("Dolda celler visas inte"), "{preview}");
+    assert!(
+        preview.contains("Kvinna") && preview.contains("Utbildningar"),
+        "{preview}"
+    );
+    checks
+        .page(&hbg_browser, "12c-helsingborg-statistics-preview")
+        .await;
+    hbg_browser
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/statistics/publish']").await;
+    wait_for_text(&hbg_browser, "main", "är publicerat").await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        hub_browser.goto(&national).await.unwrap();
+        let text = text_of(&hub_browser, "main").await;
+        if text.contains("Form av exploatering efter kön") {
+            assert!(text.contains("Kvinna"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hub's figures did not change: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    checks
+        .page(&hub_browser, "12d-hub-national-statistics")
+        .await;
+    hub_browser.close().await.unwrap();
+
     // English on request, remembered for the next page.
     hbg_browser
         .find(Locator::Css("a[hreflang=en]"))
@@ -593,7 +679,7 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    wait_for_text(&hbg_browser, "h1", "Access log").await;
+    wait_for_text(&hbg_browser, "h1", "Statistics").await;
     hbg_browser
         .goto(&format!("{}/lessons", hbg_web.url()))
         .await
