@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::json;
+use sfs_client::v1 as pb;
 use sfs_node::tokens::{self, ApiRole};
 use util::{Federation, DEADLINE};
 
@@ -669,6 +670,32 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     checks
         .page(&hub_browser, "12d-hub-national-statistics")
         .await;
+    // The national overview names the member cities and how far each has come.
+    let mut hub_api = fed.hub_client().await;
+    for (id, name) in [("helsingborg", "Helsingborg"), ("malmo", "Malmö")] {
+        hub_api
+            .directory
+            .create_city(pb::CreateCityRequest {
+                city: Some(pb::City {
+                    name: format!("cities/{id}"),
+                    display_name: name.into(),
+                    county: "Skåne län".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    hub_browser
+        .goto(&format!("{}/overview", hub_web.url()))
+        .await
+        .unwrap();
+    let overview = wait_for_text(&hub_browser, "main", "Malmö").await;
+    assert!(
+        overview.contains("Skåne län") && overview.contains("Helsingborg"),
+        "{overview}"
+    );
+    checks.page(&hub_browser, "12e-hub-overview").await;
     hub_browser.close().await.unwrap();
 
     // English on request, remembered for the next page.

@@ -325,6 +325,8 @@ mod tests {
         for action in ["read", "list", "create", "update", "erase"] {
             used.push(format!("access-action-{action}"));
         }
+        used.push("yes".to_string());
+        used.push("no".to_string());
         for category in [
             "female",
             "male",

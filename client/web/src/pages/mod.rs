@@ -2,6 +2,7 @@
 
 mod auth;
 mod lessons;
+mod overview;
 mod signals;
 mod start;
 mod stats;
@@ -46,6 +47,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/statistics/records", post(stats::create_record))
         .route("/statistics/preview", post(stats::preview))
         .route("/statistics/publish", post(stats::publish))
+        .route("/overview", get(overview::page))
         .route("/national", get(stats::national))
         .route("/national.csv", get(stats::national_csv))
         .fallback(not_found)
@@ -123,6 +125,9 @@ impl Ctx {
             vec![("/", "nav-start"), ("/lessons", "nav-lessons")];
         if !s.hub && s.role >= Role::Coordinator {
             items.push(("/statistics", "nav-statistics"));
+        }
+        if s.hub {
+            items.push(("/overview", "nav-overview"));
         }
         items.push(("/national", "nav-national"));
         if !s.hub && s.role >= Role::Coordinator {
