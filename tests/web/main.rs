@@ -698,6 +698,80 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     checks.page(&hub_browser, "12e-hub-overview").await;
     hub_browser.close().await.unwrap();
 
+    // The handbook: the chapters and steps the city runs, progress set per step, and what
+    // changed since a release.
+    let chapter = hub_api
+        .method
+        .create_chapter(pb::CreateChapterRequest {
+            chapter: Some(pb::Chapter {
+                title: "Bygg det lokala nätverket".into(),
+                introduction: "Metoden börjar med dem som redan möter problemet.".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let step = |title: &str| pb::CreateStepRequest {
+        step: Some(pb::Step {
+            chapter: chapter.name.clone(),
+            title: title.into(),
+            description: "Ta reda på vem som möter personer i riskzonen.".into(),
+            ..Default::default()
+        }),
+    };
+    let first = hub_api
+        .method
+        .create_step(step("Kartlägg aktörerna"))
+        .await
+        .unwrap()
+        .into_inner();
+    hub_api
+        .method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: "2026.1".into(),
+                notes: "Första versionen.".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    hub_api
+        .method
+        .create_step(step("Bilda en kärngrupp"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        hbg_browser
+            .goto(&format!("{}/handbook?since=2026.1", hbg_web.url()))
+            .await
+            .unwrap();
+        let text = text_of(&hbg_browser, "main").await;
+        if text.contains("Bilda en kärngrupp") {
+            assert!(text.contains("Ändrat sedan version 2026.1"), "{text}");
+            assert!(text.contains("Nytt steg: Bilda en kärngrupp"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the handbook did not arrive: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let anchor = first.name.replace('/', "-");
+    hbg_browser
+        .find(Locator::Css(&format!("#state-{anchor}")))
+        .await
+        .unwrap()
+        .select_by_value("done")
+        .await
+        .unwrap();
+    submit(&hbg_browser, &format!("#{anchor} form")).await;
+    wait_for_text(&hbg_browser, &format!("#{anchor} h3"), "Klart").await;
+    checks.page(&hbg_browser, "12f-helsingborg-handbook").await;
+
     // English on request, remembered for the next page.
     hbg_browser
         .find(Locator::Css("a[hreflang=en]"))
@@ -706,7 +780,7 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    wait_for_text(&hbg_browser, "h1", "Statistics").await;
+    wait_for_text(&hbg_browser, "h1", "The handbook").await;
     hbg_browser
         .goto(&format!("{}/lessons", hbg_web.url()))
         .await

@@ -325,6 +325,16 @@ mod tests {
         for action in ["read", "list", "create", "update", "erase"] {
             used.push(format!("access-action-{action}"));
         }
+        for id in [
+            "progress-not_started",
+            "progress-started",
+            "progress-done",
+            "change-added",
+            "change-changed",
+            "change-removed",
+        ] {
+            used.push(id.to_string());
+        }
         used.push("yes".to_string());
         used.push("no".to_string());
         for category in [

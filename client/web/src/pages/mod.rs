@@ -1,6 +1,7 @@
 //! The pages: one module per area, the layout's context and shared helpers here.
 
 mod auth;
+mod handbook;
 mod lessons;
 mod overview;
 mod signals;
@@ -48,6 +49,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/statistics/preview", post(stats::preview))
         .route("/statistics/publish", post(stats::publish))
         .route("/overview", get(overview::page))
+        .route("/handbook", get(handbook::page))
+        .route("/handbook/progress", post(handbook::set_progress))
         .route("/national", get(stats::national))
         .route("/national.csv", get(stats::national_csv))
         .fallback(not_found)
@@ -121,8 +124,11 @@ impl Ctx {
                 lang_code: other.code(),
             };
         };
-        let mut items: Vec<(&'static str, &str)> =
-            vec![("/", "nav-start"), ("/lessons", "nav-lessons")];
+        let mut items: Vec<(&'static str, &str)> = vec![
+            ("/", "nav-start"),
+            ("/lessons", "nav-lessons"),
+            ("/handbook", "nav-handbook"),
+        ];
         if !s.hub && s.role >= Role::Coordinator {
             items.push(("/statistics", "nav-statistics"));
         }
