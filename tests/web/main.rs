@@ -812,3 +812,143 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     let mut fed = fed;
     fed.stop_all().await;
 }
+
+/// One HTTP/1.1 request to the web app; the status line, the headers and the body.
+async fn http(addr: std::net::SocketAddr, request: String) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.to_string(), body.to_string())
+}
+
+fn set_cookie<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie {name} in {head}"))
+}
+
+/// The server time of the lessons page on a city with many lessons (BENCHMARKS.md): run with
+/// `cargo test --release -p sfs-tests --test web -- --ignored --nocapture`; the number of
+/// lessons is `SFS_WEB_BENCH_LESSONS` (default 16000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn lessons_page_render_time_with_many_lessons() {
+    let count: usize = std::env::var("SFS_WEB_BENCH_LESSONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16_000);
+    let fed = Federation::start_with(&["helsingborg"], |config| {
+        config.web.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let client = fed.client(0).await;
+    let started = Instant::now();
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..count).step_by(workers) {
+                client
+                    .create_lesson(
+                        &format!("Lärdom nummer {i} om hotellutbildning"),
+                        "Vi utbildade hela skiftet samtidigt och fick fler signaler efteråt.",
+                        vec![format!("tagg{}", i % 40)],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    eprintln!("created {count} lessons in {:?}", started.elapsed());
+    let web = fed.cities[0].running.as_ref().unwrap().web.clone().unwrap();
+    let addr = web.addr();
+    let port = addr.port();
+    let link = web.sign_in_link(&fed.cities[0].admin_token);
+    let code = link.split("code=").nth(1).unwrap();
+    let (head, body) = http(
+        addr,
+        format!("GET /login?code={code} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let pre = set_cookie(&head, &format!("sfs_pre_{port}")).to_string();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let form = format!("csrf={csrf}&code={code}");
+    let (head, _) = http(
+        addr,
+        format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: sfs_pre_{port}={pre}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    let session = set_cookie(&head, &format!("sfs_session_{port}")).to_string();
+    for (what, path) in [
+        ("feed, first page", "/lessons"),
+        ("search", "/lessons?q=nummer+1234"),
+        ("tag", "/lessons?tag=tagg7"),
+        ("start page", "/"),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let start = Instant::now();
+            let (head, body) = http(
+                addr,
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: sfs_session_{port}={session}\r\n\r\n"
+                ),
+            )
+            .await;
+            times.push(start.elapsed());
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert!(body.contains("</html>"));
+        }
+        times.sort();
+        eprintln!(
+            "{what:<18} {path:<28} median {:>7.1} ms  max {:>7.1} ms  ({count} lessons)",
+            times[10].as_secs_f64() * 1000.0,
+            times[20].as_secs_f64() * 1000.0
+        );
+    }
+    // The same calls the feed makes, straight to the API, to tell the API's time from the app's.
+    let mut api = client.clone();
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let start = Instant::now();
+        api.list_lessons_page("cities/-", 20, "").await.unwrap();
+        api.handbook().await.unwrap();
+        api.directory
+            .list_cities(pb::ListRequest {
+                page_size: 500,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "{:<18} {:<28} median {:>7.1} ms  max {:>7.1} ms  ({count} lessons)",
+        "API calls alone",
+        "ListLessons+GetHandbook+ListCities",
+        times[10].as_secs_f64() * 1000.0,
+        times[20].as_secs_f64() * 1000.0
+    );
+    let mut fed = fed;
+    fed.stop_all().await;
+}

@@ -474,26 +474,18 @@ pub(crate) async fn archive(
     }
 }
 
-/// What the live feed compares: the newest lesson and how many there are.
-async fn fingerprint(session: &mut Session) -> Option<(i32, String, i64)> {
-    let page = session
-        .client
-        .lessons
-        .list_lessons(pb::ListLessonsRequest {
-            parent: "cities/-".into(),
-            page_size: 1,
-            show_archived: true,
-            ..Default::default()
-        })
-        .await
-        .ok()?
-        .into_inner();
-    let newest = page.lessons.first();
-    Some((
-        page.total_size,
-        newest.map(|l| l.name.clone()).unwrap_or_default(),
-        newest.map(|l| l.update_time_ms).unwrap_or(0),
-    ))
+/// What the live feed compares: the heads of every city's lessons document, from the node's
+/// status (cheap: no lesson is read, however many there are).
+async fn fingerprint(session: &mut Session) -> Option<Vec<(String, Vec<String>)>> {
+    let status = session.client.status().await.ok()?;
+    Some(
+        status
+            .documents
+            .into_iter()
+            .filter(|d| d.doc_id.starts_with("shared/lessons/"))
+            .map(|d| (d.doc_id, d.heads))
+            .collect(),
+    )
 }
 
 /// `GET /lessons/events`: a server-sent event `lessons` whenever a lesson arrives or changes
