@@ -313,3 +313,56 @@ pub(crate) fn field_error(t: &Tr, status: &tonic::Status) -> Option<(String, Str
     };
     Some((field.to_string(), text))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::i18n::Lang;
+
+    #[test]
+    fn privacy_refusals_name_the_field_and_the_kind_in_swedish() {
+        let sv = Tr::new(Lang::Sv);
+        let cases = [
+            ("body", "a personal identity number", "ett personnummer"),
+            ("title", "a coordination number", "ett samordningsnummer"),
+            ("tags", "a phone number", "ett telefonnummer"),
+            ("body", "an e-mail address", "en e-postadress"),
+            ("body", "a street address", "en gatuadress"),
+            (
+                "body",
+                "the name of one of the city's contact persons",
+                "kontaktpersoner",
+            ),
+            ("body", "a word on the city's deny list", "spärrlista"),
+        ];
+        for (field, kind, swedish) in cases {
+            let status = tonic::Status::invalid_argument(format!(
+                "field `{field}`: contains what looks like {kind}; shared text is kept forever and must not hold personal data"
+            ));
+            let (named, text) = field_error(&sv, &status).unwrap();
+            assert_eq!(named, field);
+            assert!(text.contains(swedish), "{kind}: {text}");
+        }
+        let empty = tonic::Status::invalid_argument("field `title`: must not be empty");
+        assert_eq!(
+            field_error(&sv, &empty),
+            Some(("title".into(), sv.get("error-empty")))
+        );
+        assert_eq!(
+            field_error(&sv, &tonic::Status::permission_denied("no")),
+            None
+        );
+        assert_eq!(
+            field_error(&sv, &tonic::Status::invalid_argument("no field")),
+            None
+        );
+    }
+
+    #[test]
+    fn city_names_read_well_without_the_directory() {
+        assert_eq!(city_name("malmo"), "Malmö");
+        assert_eq!(city_name("helsingborg"), "Helsingborg");
+        assert_eq!(city_name(""), "");
+        assert_eq!(encode("/lessons?q=a b"), "%2Flessons%3Fq%3Da+b");
+    }
+}
