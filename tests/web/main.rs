@@ -698,6 +698,32 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     checks.page(&hub_browser, "12e-hub-overview").await;
     hub_browser.close().await.unwrap();
 
+    // The network register: the routine reads as steps with names, not ids.
+    hbg_api
+        .register
+        .update_routine(pb::UpdateRoutineRequest {
+            routine: Some(pb::Routine {
+                name: "routine".into(),
+                steps: vec![pb::RoutineStep {
+                    description: "Den som får veta något ringer socialjouren".into(),
+                    organisation: organisation.name.clone(),
+                    how_to_reach: "Socialjourens nummer, dygnet runt".into(),
+                }],
+            }),
+        })
+        .await
+        .unwrap();
+    hbg_browser
+        .goto(&format!("{}/register", hbg_web.url()))
+        .await
+        .unwrap();
+    let register = wait_for_text(&hbg_browser, "main", "ringer socialjouren").await;
+    assert!(
+        register.contains("Socialtjänsten Helsingborg") && !register.contains("organisations/"),
+        "{register}"
+    );
+    checks.page(&hbg_browser, "12g-helsingborg-register").await;
+
     // The handbook: the chapters and steps the city runs, progress set per step, and what
     // changed since a release.
     let chapter = hub_api

@@ -335,6 +335,17 @@ mod tests {
         ] {
             used.push(id.to_string());
         }
+        for sector in [
+            "municipality",
+            "police",
+            "region",
+            "county_board",
+            "civil_society",
+            "business",
+            "other",
+        ] {
+            used.push(format!("sector-{sector}"));
+        }
         used.push("yes".to_string());
         used.push("no".to_string());
         for category in [

@@ -4,6 +4,7 @@ mod auth;
 mod handbook;
 mod lessons;
 mod overview;
+mod register;
 mod signals;
 mod start;
 mod stats;
@@ -49,6 +50,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/statistics/preview", post(stats::preview))
         .route("/statistics/publish", post(stats::publish))
         .route("/overview", get(overview::page))
+        .route("/register", get(register::page))
         .route("/handbook", get(handbook::page))
         .route("/handbook/progress", post(handbook::set_progress))
         .route("/national", get(stats::national))
@@ -129,6 +131,9 @@ impl Ctx {
             ("/lessons", "nav-lessons"),
             ("/handbook", "nav-handbook"),
         ];
+        if !s.hub {
+            items.push(("/register", "nav-register"));
+        }
         if !s.hub && s.role >= Role::Coordinator {
             items.push(("/statistics", "nav-statistics"));
         }
