@@ -56,6 +56,29 @@ pub struct NodeConfig {
     /// Limits that keep one city or one API token from hurting the others.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The coordinators' web app.
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+/// The coordinators' web app (`[web]`), off unless `listen` is set. It talks to the node only
+/// through the node's own API, with the signed-in person's token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address of the web app's listener. Without `cert` and `key` it must be a loopback
+    /// address (plain HTTP, which browsers treat as a secure context only on loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) to serve HTTPS with, for a listener others reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Minutes without a request after which a session ends (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_minutes: Option<u64>,
 }
 
 /// Limits on peers, links and API tokens (`[limits]`). Every value must be at least 1. The
@@ -384,6 +407,8 @@ impl NodeConfig {
             config.tls.revoked.as_mut(),
             config.store.key_file.as_mut(),
             config.method.release_public_key.as_mut(),
+            config.web.cert.as_mut(),
+            config.web.key.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -447,6 +472,15 @@ impl NodeConfig {
         }
         if let Some(v) = env("SFS_METRICS_LISTEN") {
             self.metrics.listen = Some(addr("SFS_METRICS_LISTEN", "metrics.listen", v)?);
+        }
+        if let Some(v) = env("SFS_WEB_LISTEN") {
+            self.web.listen = Some(addr("SFS_WEB_LISTEN", "web.listen", v)?);
+        }
+        if let Some(v) = env("SFS_WEB_CERT") {
+            self.web.cert = Some(v.into());
+        }
+        if let Some(v) = env("SFS_WEB_KEY") {
+            self.web.key = Some(v.into());
         }
         if let Some(v) = env("SFS_LOG_FORMAT") {
             self.log.format = v;
@@ -517,6 +551,19 @@ impl NodeConfig {
             || u32::try_from(self.limits.api_max_streams).is_err()
         {
             return Err("field `limits.*_max_streams`: at most 4294967295".into());
+        }
+        if self.web.cert.is_some() != self.web.key.is_some() {
+            return Err("field `web.cert` and `web.key`: give both or neither".into());
+        }
+        if let Some(listen) = self.web.listen {
+            if self.web.cert.is_none() && !listen.ip().is_loopback() {
+                return Err(format!(
+                    "field `web.listen`: {listen} is not a loopback address; serving the web app to others needs HTTPS (web.cert and web.key)"
+                ));
+            }
+        }
+        if self.web.session_idle_minutes == Some(0) {
+            return Err("field `web.session_idle_minutes`: must be at least 1".into());
         }
         let days = self.privacy.closed_signal_retention_days;
         if !days.is_finite() || !(0.0..=36_500.0).contains(&days) {
@@ -617,6 +664,18 @@ key = "lund.key"
         assert_eq!(config.api.listen.port(), 9000);
         assert_eq!(config.metrics.listen.unwrap().port(), 9464);
         assert_eq!(config.log.format, "json");
+        assert!(
+            config.web.listen.is_none(),
+            "the web app is off unless configured"
+        );
+        let env = |name: &str| (name == "SFS_WEB_LISTEN").then(|| "127.0.0.1:8080".to_string());
+        let config = NodeConfig::load_with_env(&write(dir.path(), CITY), env).unwrap();
+        assert_eq!(config.web.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        let with_tls = format!(
+            "{CITY}\n[web]\nlisten = \"0.0.0.0:443\"\ncert = \"web.crt\"\nkey = \"web.key\"\n"
+        );
+        let config = NodeConfig::load_with_env(&write(dir.path(), &with_tls), |_| None).unwrap();
+        assert_eq!(config.web.cert, Some(dir.path().join("web.crt")));
         let env =
             |name: &str| (name == "SFS_LIMITS_PEER_FRAMES_PER_SECOND").then(|| "250".to_string());
         let config = NodeConfig::load_with_env(&write(dir.path(), CITY), env).unwrap();
@@ -659,6 +718,18 @@ key = "lund.key"
             (
                 format!("{CITY}\n[limits]\nno_such_limit = 1\n"),
                 "no_such_limit",
+            ),
+            (
+                format!("{CITY}\n[web]\nlisten = \"0.0.0.0:8080\"\n"),
+                "field `web.listen`: 0.0.0.0:8080 is not a loopback address",
+            ),
+            (
+                format!("{CITY}\n[web]\nlisten = \"192.168.1.5:8080\"\n"),
+                "needs HTTPS",
+            ),
+            (
+                format!("{CITY}\n[web]\nlisten = \"127.0.0.1:8080\"\ncert = \"web.crt\"\n"),
+                "field `web.cert` and `web.key`",
             ),
         ];
         for (text, expected) in cases {

@@ -53,6 +53,9 @@ pub struct FederationNode {
     pub name: String,
     /// The API endpoint, for example `https://127.0.0.1:40123`.
     pub api: String,
+    /// The coordinators' web app, for example `http://127.0.0.1:40124`; empty if not served.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub web: String,
     /// An admin API token.
     pub token: String,
     /// The node's data directory.
@@ -125,6 +128,11 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 release_public_key: Some(release_public_key.clone()),
             },
             limits: Default::default(),
+            // Every demo node serves the web app, on loopback (plain HTTP).
+            web: crate::config::WebConfig {
+                listen: Some("127.0.0.1:0".parse()?),
+                ..Default::default()
+            },
         };
         prepared.push((config, token));
     }
@@ -157,6 +165,7 @@ pub async fn start(
         let entry = FederationNode {
             name: config.id.clone(),
             api: format!("https://{}", node.api_addr),
+            web: node.web.as_ref().map(|w| w.url()).unwrap_or_default(),
             token,
             data_dir: config.data_dir.clone(),
         };
@@ -598,9 +607,27 @@ pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
     let (running, file) = start(dir, cities).await?;
     seed(&file).await?;
     let federation = dir.canonicalize()?.join("federation.json");
-    println!("{:<14} hub   {}", file.hub.name, file.hub.api);
+    // A one-time sign-in link per node, for its admin token (single use, valid 15 minutes).
+    let sign_in = |name: &str, token: &str| {
+        running
+            .iter()
+            .find(|n| n.id.name() == name)
+            .and_then(|n| n.web.as_ref())
+            .map(|web| web.sign_in_link(token))
+            .unwrap_or_default()
+    };
+    println!(
+        "{:<14} hub   {}   web {}",
+        file.hub.name, file.hub.api, file.hub.web
+    );
+    println!(
+        "{:<14}       sign in: {}",
+        "",
+        sign_in(&file.hub.name, &file.hub.token)
+    );
     for (name, node) in &file.cities {
-        println!("{name:<14} city  {}", node.api);
+        println!("{name:<14} city  {}   web {}", node.api, node.web);
+        println!("{:<14}       sign in: {}", "", sign_in(name, &node.token));
     }
     println!(
         "federation ready: {} (try: sfs --federation {} --node {} lessons list --all-cities)",

@@ -63,6 +63,8 @@ pub enum NodeError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] tonic::transport::Error),
+    #[error("web app: {0}")]
+    Web(#[from] sfs_web::WebError),
 }
 
 /// Extra hooks for tests and tools.
@@ -82,6 +84,8 @@ pub struct RunningNode {
     pub federation_addr: Option<SocketAddr>,
     /// The bound metrics address, if metrics are served.
     pub metrics_addr: Option<SocketAddr>,
+    /// The coordinators' web app, if configured (`[web] listen`).
+    pub web: Option<sfs_web::WebHandle>,
     shutdown: watch::Sender<bool>,
     sync: Arc<SyncHandle>,
     local: Arc<LocalReplicas>,
@@ -377,6 +381,33 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         }
     }));
 
+    // The coordinators' web app, if configured: it reaches this node only through the API
+    // above, over TLS with each signed-in person's own token.
+    let mut web = None;
+    if let Some(listen) = config.web.listen {
+        let api_host = match api_addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => {
+                SocketAddr::from(([127, 0, 0, 1], api_addr.port()))
+            }
+            ip if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, api_addr.port()))
+            }
+            _ => api_addr,
+        };
+        let mut options =
+            sfs_web::WebOptions::new(listen, format!("https://{api_host}"), ca_pem.clone());
+        if let (Some(cert), Some(key)) = (&config.web.cert, &config.web.key) {
+            options.tls = Some((read(cert)?, read(key)?));
+        }
+        if let Some(minutes) = config.web.session_idle_minutes {
+            options.session_idle = Duration::from_secs(minutes.saturating_mul(60));
+        }
+        let (handle, serve) = sfs_web::bind(options, shutdown_rx.clone()).await?;
+        tracing::info!(node = %id, web = %handle.url(), "web app listening");
+        tasks.push(tokio::spawn(serve));
+        web = Some(handle);
+    }
+
     // The federation: the hub listens with mutual TLS, a city dials the hub.
     let mut federation_addr = None;
     match id.role() {
@@ -508,6 +539,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         api_addr,
         federation_addr,
         metrics_addr,
+        web,
         shutdown: shutdown_tx,
         sync,
         local,

@@ -174,6 +174,32 @@ fn the_demo_prints_ready_and_stops_on_sigterm() {
         .as_str()
         .unwrap()
         .starts_with("https://127.0.0.1:"));
+    // Every node serves the web app; its sign-in page answers in Swedish.
+    let web = file["cities"]["malmo"]["web"].as_str().unwrap();
+    let addr = web
+        .strip_prefix("http://127.0.0.1:")
+        .map(|port| format!("127.0.0.1:{port}"));
+    let addr = addr.unwrap_or_else(|| panic!("web address {web:?}"));
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("<html lang=\"sv\">") && page.contains("Logga in"),
+        "{page}"
+    );
+    assert!(file["hub"]["web"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
     demo.terminate();
 }
 

@@ -273,6 +273,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         privacy: Default::default(),
         method: Default::default(),
         limits: Default::default(),
+        web: Default::default(),
     };
     TestNode {
         config,

@@ -298,6 +298,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
         privacy: Default::default(),
         method: Default::default(),
         limits: Default::default(),
+        web: Default::default(),
     };
     let config_path = node_dir.join("node.toml");
     write_config(&config_path, &config)?;

@@ -121,7 +121,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
-        require(&request, ApiRole::Reader)?;
+        let caller = require(&request, ApiRole::Reader)?;
         let sync = &self.0.sync;
         let me = sync.me().clone();
         let peers = sync
@@ -161,6 +161,7 @@ impl pb::node_server::Node for NodeService {
             role: me.role().as_str().to_string(),
             peers,
             documents,
+            caller_role: caller.role.as_str().to_string(),
         }))
     }
 }

@@ -1,0 +1,980 @@
+//! The coordinators' web app in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver, through fantoccini) against real nodes on 127.0.0.1 with real TLS between the
+//! web app and the node's API, ports chosen by the OS, data in temporary directories.
+//!
+//! axe-core checks every page visited (WCAG 2.1 A and AA rules): no serious or critical
+//! violation. Screenshots go to `target/web-screenshots/` (not committed).
+//!
+//! Chromium and chromedriver come from Debian (`apt-get install chromium chromium-driver`),
+//! axe-core from npm into `target/web-axe/`; `.ci/run` installs all three. Where they are
+//! missing the test says so loudly and passes, except in CI (`CI` set), where it fails.
+
+#[path = "../federation/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use serde_json::json;
+use sfs_client::v1 as pb;
+use sfs_node::tokens::{self, ApiRole};
+use util::{Federation, DEADLINE};
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    })
+}
+
+/// Skips loudly where the browser is missing, fails in CI.
+fn missing(what: &str) {
+    let message = format!(
+        "SKIP: {what}; install with `apt-get install -y chromium chromium-driver` and \
+         `npm install --prefix target/web-axe axe-core` (.ci/run does)"
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message} (CI is set, so this fails)");
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    );
+    eprintln!("!!! {message}");
+    eprintln!(
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
+/// axe-core's browser script, installed from npm under `target/web-axe/` if needed.
+fn axe_source() -> Option<String> {
+    let dir = target_dir().join("web-axe");
+    let file = dir.join("node_modules/axe-core/axe.min.js");
+    if !file.exists() {
+        let _ = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("axe-core@4")
+            .stdout(Stdio::null())
+            .status();
+    }
+    std::fs::read_to_string(file).ok()
+}
+
+/// A chromedriver process on a free port; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    _profiles: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start(chromedriver: &Path) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Driver {
+            child,
+            url,
+            _profiles: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A new headless Chromium with a fresh profile, 1366×768 like an office laptop.
+    async fn browser(&self, chromium: &Path, name: &str) -> Browser {
+        let profile = self._profiles.path().join(name);
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    "--window-size=1366,768",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+/// What a page check needs: the axe script and where screenshots go.
+struct Checks {
+    axe: String,
+    shots: PathBuf,
+}
+
+impl Checks {
+    /// Runs axe-core on the page: no serious or critical WCAG 2.1 A/AA violation. Saves a
+    /// screenshot named `name`.
+    async fn page(&self, browser: &Browser, name: &str) {
+        let png = browser.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+        browser.execute(&self.axe, vec![]).await.unwrap();
+        let result = browser
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   axe.run(document, { runOnly: { type: "tag",
+                       values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } })
+                     .then(r => done(r.violations
+                       .filter(v => v.impact === "serious" || v.impact === "critical")
+                       .map(v => v.id + " (" + v.impact + "): " +
+                            v.nodes.map(n => n.target.join(" ")).join(", "))))
+                     .catch(e => done(["axe failed: " + e]));"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let violations: Vec<String> = serde_json::from_value(result).unwrap();
+        assert!(
+            violations.is_empty(),
+            "{name}: accessibility violations: {violations:#?}"
+        );
+    }
+}
+
+async fn text_of(browser: &Browser, css: &str) -> String {
+    match browser.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Polls until the element `css` shows `needle` (no reload: what the page does by itself).
+async fn wait_for_text(browser: &Browser, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = text_of(browser, css).await;
+        if text.contains(needle) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            let main = text_of(browser, "main").await;
+            let url = browser.current_url().await.map(|u| u.to_string());
+            panic!("timed out waiting for {needle:?} in {css}; it shows {text:?}; at {url:?} the page says {main:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn path(browser: &Browser) -> String {
+    browser.current_url().await.unwrap().path().to_string()
+}
+
+async fn fill(browser: &Browser, css: &str, value: &str) {
+    let field = browser.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+async fn submit(browser: &Browser, form_css: &str) {
+    browser
+        .find(Locator::Css(&format!("{form_css} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Posts a form built in the page by script, as a forger would, with the given fields.
+async fn forge_post(browser: &Browser, action: &str, fields: serde_json::Value) {
+    browser
+        .execute(
+            r#"const [action, fields] = arguments;
+               const form = document.createElement("form");
+               form.method = "post"; form.action = action;
+               for (const [name, value] of Object.entries(fields)) {
+                 const input = document.createElement("input");
+                 input.type = "hidden"; input.name = name; input.value = value;
+                 form.appendChild(input);
+               }
+               document.body.appendChild(form); form.submit();"#,
+            vec![json!(action), fields],
+        )
+        .await
+        .unwrap();
+}
+
+/// The CSRF token of the signed-in page (the sign-out form carries it).
+async fn csrf(browser: &Browser) -> String {
+    browser
+        .find(Locator::Css("form[action='/logout'] input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Signs in through a one-time link: the page offers a button, which uses the code.
+async fn sign_in_with_link(browser: &Browser, link: &str) {
+    browser.goto(link).await.unwrap();
+    submit(browser, "form:has(input[name=code])").await;
+    wait_for_text(browser, "h1", "Start").await;
+}
+
+/// Signs in with a token in the form.
+async fn sign_in_with_token(browser: &Browser, base: &str, token: &str) {
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    fill(browser, "#token", token).await;
+    submit(browser, "form:has(#token)").await;
+    wait_for_text(browser, "h1", "Start").await;
+}
+
+fn swedish_date(text: &str) -> bool {
+    let months = [
+        "jan.", "feb.", "mars", "apr.", "maj", "juni", "juli", "aug.", "sep.", "okt.", "nov.",
+        "dec.",
+    ];
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.windows(3).any(|w| {
+        w[0].parse::<u8>().is_ok_and(|d| (1..=31).contains(&d))
+            && months.contains(&w[1])
+            && w[2].len() == 4
+            && w[2].chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinators_use_the_web_app_in_a_real_browser() {
+    let (Some(chromium), Some(chromedriver)) = (
+        which("chromium").or_else(|| which("chromium-browser")),
+        which("chromedriver"),
+    ) else {
+        return missing("chromium or chromedriver is not installed");
+    };
+    let Some(axe) = axe_source() else {
+        return missing("axe-core is not installed and npm could not install it");
+    };
+    let shots = target_dir().join("web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let checks = Checks { axe, shots };
+
+    let fed = Federation::start_with(&["helsingborg", "malmo"], |config| {
+        config.web.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (hbg, malmo) = (&fed.cities[0], &fed.cities[1]);
+    let web = |node: &util::TestNode| node.running.as_ref().unwrap().web.clone().unwrap();
+    let (hbg_web, malmo_web) = (web(hbg), web(malmo));
+    let token = |node: &util::TestNode, role| {
+        tokens::create_token(&node.config.data_dir, role, "web test").unwrap()
+    };
+    let hbg_editor = token(hbg, ApiRole::Editor);
+    let malmo_reader = token(malmo, ApiRole::Reader);
+    let mut hbg_api = fed.client(0).await;
+    let organisation = hbg_api
+        .create_organisation("Socialtjänsten Helsingborg", "municipality")
+        .await
+        .unwrap();
+
+    let driver = Driver::start(&chromedriver).await;
+    let malmo_browser = driver.browser(&chromium, "malmo").await;
+    let hbg_browser = driver.browser(&chromium, "helsingborg").await;
+
+    // Malmö's reader signs in with a one-time link and opens the national feed.
+    let link = malmo_web.sign_in_link(&malmo_reader);
+    sign_in_with_link(&malmo_browser, &link).await;
+    checks.page(&malmo_browser, "01-malmo-start").await;
+    // The link was used once; a second use is refused.
+    malmo_browser.goto(&link).await.unwrap();
+    submit(&malmo_browser, "form:has(input[name=code])").await;
+    wait_for_text(&malmo_browser, "main", "redan använd").await;
+    sign_in_with_link(&malmo_browser, &malmo_web.sign_in_link(&malmo_reader)).await;
+    malmo_browser
+        .goto(&format!("{}/lessons", malmo_web.url()))
+        .await
+        .unwrap();
+    wait_for_text(&malmo_browser, "h1", "Lärdomar").await;
+    assert_eq!(
+        malmo_browser
+            .execute("return document.documentElement.lang", vec![])
+            .await
+            .unwrap(),
+        json!("sv"),
+        "Swedish is the default"
+    );
+    // A reader is not offered write actions.
+    assert!(
+        malmo_browser
+            .find_all(Locator::Css("a[href='/lessons/new']"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a reader is offered to write a lesson"
+    );
+    checks.page(&malmo_browser, "02-malmo-lessons-empty").await;
+
+    // Helsingborg's editor signs in with a token and writes a lesson.
+    sign_in_with_token(&hbg_browser, &hbg_web.url(), &hbg_editor).await;
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    hbg_browser
+        .find(Locator::Css("a[href='/lessons/new']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "h1", "Skriv en lärdom").await;
+    checks.page(&hbg_browser, "03-helsingborg-new-lesson").await;
+    let title = "Nattpersonalen ser mest";
+    fill(&hbg_browser, "#title", title).await;
+    fill(
+        &hbg_browser,
+        "#body",
+        "Vi utbildade hela hotellets personal samtidigt; flest signaler kom från städpersonalen.",
+    )
+    .await;
+    fill(&hbg_browser, "#tags", "hotell, utbildning").await;
+    submit(&hbg_browser, "form:has(#title)").await;
+    let feed = wait_for_text(&hbg_browser, "#feed", title).await;
+    assert!(feed.contains("Helsingborg"), "author city shown: {feed}");
+    assert!(
+        swedish_date(&feed),
+        "a Swedish date such as `2 nov. 2026`: {feed}"
+    );
+    checks.page(&hbg_browser, "04-helsingborg-lessons").await;
+
+    // Malmö's open feed shows it without a reload (server-sent events).
+    let feed = wait_for_text(&malmo_browser, "#feed", title).await;
+    assert!(
+        feed.contains("Helsingborg") && feed.contains("hotell"),
+        "{feed}"
+    );
+    wait_for_text(&malmo_browser, "#live-status", "Nya lärdomar").await;
+    checks.page(&malmo_browser, "05-malmo-live-update").await;
+
+    // The privacy guard's refusal is shown at the field, in Swedish, naming the kind of data
+    // and never the data; nothing is stored.
+    let refusals = [
+        (
+            "#body",
+            "Ring henne, personnummer 19811218-9876.",
+            "#body-error",
+            "ett personnummer",
+            "9876",
+        ),
+        (
+            "#title",
+            "Ring 070-123 45 67",
+            "#title-error",
+            "ett telefonnummer",
+            "45 67",
+        ),
+        (
+            "#tags",
+            "anna.svensson@example.se",
+            "#tags-error",
+            "en e-postadress",
+            "svensson",
+        ),
+    ];
+    for (field, value, error_css, kind, secret) in refusals {
+        hbg_browser
+            .goto(&format!("{}/lessons/new", hbg_web.url()))
+            .await
+            .unwrap();
+        fill(&hbg_browser, "#title", "En rubrik").await;
+        fill(&hbg_browser, "#body", "En text utan personuppgifter.").await;
+        fill(&hbg_browser, field, value).await;
+        submit(&hbg_browser, "form:has(#title)").await;
+        let error = wait_for_text(&hbg_browser, error_css, kind).await;
+        assert!(
+            !error.contains(secret),
+            "the refusal repeats the data: {error}"
+        );
+        let invalid = hbg_browser
+            .find(Locator::Css(field))
+            .await
+            .unwrap()
+            .attr("aria-invalid")
+            .await
+            .unwrap();
+        assert_eq!(invalid.as_deref(), Some("true"), "{field} marked invalid");
+        if kind == "ett personnummer" {
+            checks
+                .page(&hbg_browser, "06-helsingborg-refused-personnummer")
+                .await;
+        }
+    }
+    let stored = hbg_api.list_lessons("cities/helsingborg").await.unwrap();
+    assert_eq!(stored.len(), 1, "no refused lesson was stored");
+
+    // Edit (with the version read, so the API merges) and archive.
+    let lesson = &stored[0];
+    let id = lesson.name.rsplit('/').next().unwrap();
+    hbg_browser
+        .goto(&format!("{}/lessons/helsingborg/{id}/edit", hbg_web.url()))
+        .await
+        .unwrap();
+    let etag = hbg_browser
+        .find(Locator::Css("input[name=etag]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(
+        etag, lesson.etag,
+        "the form carries the version it was read at"
+    );
+    // Someone else changes the body meanwhile; the edit of the title keeps their change.
+    let mut other = lesson.clone();
+    other.body = format!("{} Tillägg från en kollega.", lesson.body);
+    other.etag = String::new();
+    hbg_api
+        .update_lesson(other, vec!["body".into()])
+        .await
+        .unwrap();
+    fill(
+        &hbg_browser,
+        "#title",
+        "Nattpersonalen ser mest – hela skiftet",
+    )
+    .await;
+    submit(&hbg_browser, "form:has(#title)").await;
+    wait_for_text(&hbg_browser, "h1", "hela skiftet").await;
+    let merged = hbg_api.get_lesson(&lesson.name).await.unwrap();
+    assert!(
+        merged.body.contains("Tillägg från en kollega"),
+        "{merged:?}"
+    );
+    checks.page(&hbg_browser, "07-helsingborg-lesson").await;
+    submit(&hbg_browser, "form[action$='/archive']").await;
+    wait_for_text(&hbg_browser, "#feed", "0 lärdomar").await;
+    assert!(hbg_api.get_lesson(&lesson.name).await.unwrap().archived);
+
+    // A reader's forged form post (with a valid CSRF token) is refused by the API, and a post
+    // without a CSRF token, or with a wrong one, is refused before anything runs.
+    let csrf_token = csrf(&malmo_browser).await;
+    forge_post(
+        &malmo_browser,
+        "/lessons",
+        json!({ "csrf": csrf_token, "title": "Förfalskad", "body": "Text" }),
+    )
+    .await;
+    wait_for_text(&malmo_browser, "main", "Din roll får inte göra detta").await;
+    for fields in [
+        json!({ "title": "Utan token", "body": "Text" }),
+        json!({ "csrf": "fel", "title": "Fel token", "body": "Text" }),
+    ] {
+        malmo_browser
+            .goto(&format!("{}/lessons", malmo_web.url()))
+            .await
+            .unwrap();
+        forge_post(&malmo_browser, "/lessons", fields).await;
+        wait_for_text(&malmo_browser, "main", "kontrolltoken saknas").await;
+    }
+    checks.page(&malmo_browser, "08-malmo-csrf-refused").await;
+    let mut malmo_api = fed.client(1).await;
+    assert!(
+        malmo_api
+            .list_lessons("cities/malmo")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing forged was stored"
+    );
+
+    // Sign-out ends the session: the pages ask to sign in again.
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/logout']").await;
+    wait_for_text(&hbg_browser, "h1", "Logga in").await;
+    checks.page(&hbg_browser, "09-signed-out").await;
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    assert_eq!(path(&hbg_browser).await, "/login");
+
+    // Helsingborg's admin (a coordinator and more) adds a signal and finds it in the access log.
+    sign_in_with_link(&hbg_browser, &hbg_web.sign_in_link(&hbg.admin_token)).await;
+    hbg_browser
+        .goto(&format!("{}/signals/new", hbg_web.url()))
+        .await
+        .unwrap();
+    checks.page(&hbg_browser, "10-helsingborg-new-signal").await;
+    hbg_browser
+        .find(Locator::Css("#organisation"))
+        .await
+        .unwrap()
+        .select_by_value(&organisation.name)
+        .await
+        .unwrap();
+    fill(
+        &hbg_browser,
+        "#description",
+        "Hotellet såg tecken på tvång.",
+    )
+    .await;
+    submit(&hbg_browser, "form:has(#description)").await;
+    wait_for_text(&hbg_browser, "main", "Socialtjänsten Helsingborg").await;
+    let signal_path = path(&hbg_browser).await;
+    assert!(signal_path.starts_with("/signals/"), "{signal_path}");
+    checks.page(&hbg_browser, "11-helsingborg-signal").await;
+    fill(&hbg_browser, "#action", "Kontakta hotellet").await;
+    hbg_browser
+        .find(Locator::Css("#status"))
+        .await
+        .unwrap()
+        .select_by_value("referred")
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form:has(#action)").await;
+    wait_for_text(&hbg_browser, "main", "Kontakta hotellet").await;
+    wait_for_text(&hbg_browser, "h1", "Hänvisad").await;
+    hbg_browser
+        .goto(&format!("{}/access-log", hbg_web.url()))
+        .await
+        .unwrap();
+    let resource = signal_path.trim_start_matches('/');
+    let log = wait_for_text(&hbg_browser, "table", resource).await;
+    assert!(
+        log.contains("skapade") && log.contains("läste") && log.contains("ändrade"),
+        "{log}"
+    );
+    assert!(swedish_date(&log), "local dates: {log}");
+    checks.page(&hbg_browser, "12-helsingborg-access-log").await;
+
+    // Statistics: the coordinator enters records, previews the quarter as tables, publishes it
+    // after confirming, and the national figures at the hub change.
+    let hub_web = fed.hub.running.as_ref().unwrap().web.clone().unwrap();
+    let hub_reader = token(&fed.hub, ApiRole::Reader);
+    let hub_browser = driver.browser(&chromium, "hub").await;
+    sign_in_with_link(&hub_browser, &hub_web.sign_in_link(&hub_reader)).await;
+    hbg_browser
+        .goto(&format!("{}/statistics", hbg_web.url()))
+        .await
+        .unwrap();
+    let quarter = hbg_browser
+        .find(Locator::Css("#quarter"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let year = quarter[..4].to_string();
+    let national = format!("{}/national?year={year}", hub_web.url());
+    hub_browser.goto(&national).await.unwrap();
+    wait_for_text(&hub_browser, "main", "Inga publicerade siffror").await;
+    checks
+        .page(&hbg_browser, "12b-helsingborg-statistics")
+        .await;
+    for i in 0..6 {
+        for (select, value) in [
+            ("#sex", "female"),
+            ("#age_band", "25-34"),
+            ("#citizenship", "non_eu"),
+            ("#exploitation", "sexual"),
+            ("#referral_source", "police"),
+        ] {
+            hbg_browser
+                .find(Locator::Css(select))
+                .await
+                .unwrap()
+                .select_by_value(value)
+                .await
+                .unwrap();
+        }
+        fill(&hbg_browser, "#person_ref", &format!("case-{i}")).await;
+        submit(&hbg_browser, "form:has(#person_ref)").await;
+        wait_for_text(&hbg_browser, "main", "Uppgiften är sparad").await;
+    }
+    fill(&hbg_browser, "#count", "3").await;
+    submit(&hbg_browser, "form:has(#count)").await;
+    wait_for_text(&hbg_browser, ".count", "6 stödinsatser").await;
+    submit(&hbg_browser, "form[action='/statistics/preview']").await;
+    let preview = wait_for_text(&hbg_browser, "main", "Form av exploatering efter kön").await;
+    assert!(preview.contains("Dolda celler visas inte"), "{preview}");
+    assert!(
+        preview.contains("Kvinna") && preview.contains("Utbildningar"),
+        "{preview}"
+    );
+    checks
+        .page(&hbg_browser, "12c-helsingborg-statistics-preview")
+        .await;
+    hbg_browser
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/statistics/publish']").await;
+    wait_for_text(&hbg_browser, "main", "är publicerat").await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        hub_browser.goto(&national).await.unwrap();
+        let text = text_of(&hub_browser, "main").await;
+        if text.contains("Form av exploatering efter kön") {
+            assert!(text.contains("Kvinna"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hub's figures did not change: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    checks
+        .page(&hub_browser, "12d-hub-national-statistics")
+        .await;
+    // The national overview names the member cities and how far each has come.
+    let mut hub_api = fed.hub_client().await;
+    for (id, name) in [("helsingborg", "Helsingborg"), ("malmo", "Malmö")] {
+        hub_api
+            .directory
+            .create_city(pb::CreateCityRequest {
+                city: Some(pb::City {
+                    name: format!("cities/{id}"),
+                    display_name: name.into(),
+                    county: "Skåne län".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    hub_browser
+        .goto(&format!("{}/overview", hub_web.url()))
+        .await
+        .unwrap();
+    let overview = wait_for_text(&hub_browser, "main", "Malmö").await;
+    assert!(
+        overview.contains("Skåne län") && overview.contains("Helsingborg"),
+        "{overview}"
+    );
+    checks.page(&hub_browser, "12e-hub-overview").await;
+    hub_browser.close().await.unwrap();
+
+    // The network register: the routine reads as steps with names, not ids.
+    hbg_api
+        .register
+        .update_routine(pb::UpdateRoutineRequest {
+            routine: Some(pb::Routine {
+                name: "routine".into(),
+                steps: vec![pb::RoutineStep {
+                    description: "Den som får veta något ringer socialjouren".into(),
+                    organisation: organisation.name.clone(),
+                    how_to_reach: "Socialjourens nummer, dygnet runt".into(),
+                }],
+            }),
+        })
+        .await
+        .unwrap();
+    hbg_browser
+        .goto(&format!("{}/register", hbg_web.url()))
+        .await
+        .unwrap();
+    let register = wait_for_text(&hbg_browser, "main", "ringer socialjouren").await;
+    assert!(
+        register.contains("Socialtjänsten Helsingborg") && !register.contains("organisations/"),
+        "{register}"
+    );
+    checks.page(&hbg_browser, "12g-helsingborg-register").await;
+
+    // The handbook: the chapters and steps the city runs, progress set per step, and what
+    // changed since a release.
+    let chapter = hub_api
+        .method
+        .create_chapter(pb::CreateChapterRequest {
+            chapter: Some(pb::Chapter {
+                title: "Bygg det lokala nätverket".into(),
+                introduction: "Metoden börjar med dem som redan möter problemet.".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let step = |title: &str| pb::CreateStepRequest {
+        step: Some(pb::Step {
+            chapter: chapter.name.clone(),
+            title: title.into(),
+            description: "Ta reda på vem som möter personer i riskzonen.".into(),
+            ..Default::default()
+        }),
+    };
+    let first = hub_api
+        .method
+        .create_step(step("Kartlägg aktörerna"))
+        .await
+        .unwrap()
+        .into_inner();
+    hub_api
+        .method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: "2026.1".into(),
+                notes: "Första versionen.".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    hub_api
+        .method
+        .create_step(step("Bilda en kärngrupp"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        hbg_browser
+            .goto(&format!("{}/handbook?since=2026.1", hbg_web.url()))
+            .await
+            .unwrap();
+        let text = text_of(&hbg_browser, "main").await;
+        if text.contains("Bilda en kärngrupp") {
+            assert!(text.contains("Ändrat sedan version 2026.1"), "{text}");
+            assert!(text.contains("Nytt steg: Bilda en kärngrupp"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the handbook did not arrive: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let anchor = first.name.replace('/', "-");
+    hbg_browser
+        .find(Locator::Css(&format!("#state-{anchor}")))
+        .await
+        .unwrap()
+        .select_by_value("done")
+        .await
+        .unwrap();
+    submit(&hbg_browser, &format!("#{anchor} form")).await;
+    wait_for_text(&hbg_browser, &format!("#{anchor} h3"), "Klart").await;
+    checks.page(&hbg_browser, "12f-helsingborg-handbook").await;
+
+    // English on request, remembered for the next page.
+    hbg_browser
+        .find(Locator::Css("a[hreflang=en]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "h1", "The handbook").await;
+    hbg_browser
+        .goto(&format!("{}/lessons", hbg_web.url()))
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "h1", "Lessons").await;
+    checks
+        .page(&hbg_browser, "13-helsingborg-lessons-english")
+        .await;
+
+    // A phone's width: nothing wider than the screen.
+    malmo_browser.set_window_size(375, 812).await.unwrap();
+    malmo_browser
+        .goto(&format!("{}/lessons?tag=hotell", malmo_web.url()))
+        .await
+        .unwrap();
+    let fits = malmo_browser
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the page scrolls sideways at 375 px");
+    checks.page(&malmo_browser, "14-malmo-phone").await;
+
+    malmo_browser.close().await.unwrap();
+    hbg_browser.close().await.unwrap();
+    drop(driver);
+    let mut fed = fed;
+    fed.stop_all().await;
+}
+
+/// One HTTP/1.1 request to the web app; the status line, the headers and the body.
+async fn http(addr: std::net::SocketAddr, request: String) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.to_string(), body.to_string())
+}
+
+fn set_cookie<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie {name} in {head}"))
+}
+
+/// The server time of the lessons page on a city with many lessons (BENCHMARKS.md): run with
+/// `cargo test --release -p sfs-tests --test web -- --ignored --nocapture`; the number of
+/// lessons is `SFS_WEB_BENCH_LESSONS` (default 16000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn lessons_page_render_time_with_many_lessons() {
+    let count: usize = std::env::var("SFS_WEB_BENCH_LESSONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16_000);
+    let fed = Federation::start_with(&["helsingborg"], |config| {
+        config.web.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let client = fed.client(0).await;
+    let started = Instant::now();
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..count).step_by(workers) {
+                client
+                    .create_lesson(
+                        &format!("Lärdom nummer {i} om hotellutbildning"),
+                        "Vi utbildade hela skiftet samtidigt och fick fler signaler efteråt.",
+                        vec![format!("tagg{}", i % 40)],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    eprintln!("created {count} lessons in {:?}", started.elapsed());
+    let web = fed.cities[0].running.as_ref().unwrap().web.clone().unwrap();
+    let addr = web.addr();
+    let port = addr.port();
+    let link = web.sign_in_link(&fed.cities[0].admin_token);
+    let code = link.split("code=").nth(1).unwrap();
+    let (head, body) = http(
+        addr,
+        format!("GET /login?code={code} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let pre = set_cookie(&head, &format!("sfs_pre_{port}")).to_string();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let form = format!("csrf={csrf}&code={code}");
+    let (head, _) = http(
+        addr,
+        format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: sfs_pre_{port}={pre}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    let session = set_cookie(&head, &format!("sfs_session_{port}")).to_string();
+    for (what, path) in [
+        ("feed, first page", "/lessons"),
+        ("search", "/lessons?q=nummer+1234"),
+        ("tag", "/lessons?tag=tagg7"),
+        ("start page", "/"),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let start = Instant::now();
+            let (head, body) = http(
+                addr,
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: sfs_session_{port}={session}\r\n\r\n"
+                ),
+            )
+            .await;
+            times.push(start.elapsed());
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert!(body.contains("</html>"));
+        }
+        times.sort();
+        eprintln!(
+            "{what:<18} {path:<28} median {:>7.1} ms  max {:>7.1} ms  ({count} lessons)",
+            times[10].as_secs_f64() * 1000.0,
+            times[20].as_secs_f64() * 1000.0
+        );
+    }
+    // The same calls the feed makes, straight to the API, to tell the API's time from the app's.
+    let mut api = client.clone();
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let start = Instant::now();
+        api.list_lessons_page("cities/-", 20, "").await.unwrap();
+        api.handbook().await.unwrap();
+        api.directory
+            .list_cities(pb::ListRequest {
+                page_size: 500,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "{:<18} {:<28} median {:>7.1} ms  max {:>7.1} ms  ({count} lessons)",
+        "API calls alone",
+        "ListLessons+GetHandbook+ListCities",
+        times[10].as_secs_f64() * 1000.0,
+        times[20].as_secs_f64() * 1000.0
+    );
+    let mut fed = fed;
+    fed.stop_all().await;
+}
