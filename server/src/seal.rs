@@ -37,6 +37,8 @@ const BACKUP_KEY_ID: u32 = u32::MAX;
 /// Magic, key id, ciphertext length, nonce.
 const HEADER_LEN: usize = 4 + 4 + 4 + NONCE_LEN;
 const TAG_LEN: usize = 16;
+/// How many bytes sealing adds to a value.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of every key.
 pub const KEY_LEN: usize = 32;
 /// The keyring's file name inside the data directory.
