@@ -418,7 +418,9 @@ impl DocTree {
         &self,
         prefix: &str,
     ) -> Result<BTreeMap<String, (Automerge, usize)>, StoreError> {
-        let mut parts: BTreeMap<String, (Vec<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+        // Document id → (snapshots, chunks).
+        type Parts = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+        let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
             if crate::pieces::is_piece_key(&key) {
@@ -643,8 +645,9 @@ pub fn readable_with_key(path: &Path, master: &MasterKey) -> Result<Vec<u8>, Sto
         }
         all.extend_from_slice(plain);
     };
-    // Pieces of values sealed piece by piece, by value id: index → data.
-    let mut pieces: BTreeMap<[u8; 8], (u32, BTreeMap<u32, Vec<u8>>)> = BTreeMap::new();
+    // Pieces of values sealed piece by piece, by value id: (count, index → data).
+    type Found = (u32, BTreeMap<u32, Vec<u8>>);
+    let mut pieces: BTreeMap<[u8; 8], Found> = BTreeMap::new();
     for plain in crate::seal::readable_plaintexts(path, master)? {
         match crate::pieces::tag_of(&plain) {
             Some((id, index, count, data)) => {
