@@ -147,7 +147,11 @@ pub async fn start(
             *url = hub_url.clone();
         }
         let node_dir = dir.join(&config.id);
-        std::fs::write(node_dir.join("node.toml"), toml::to_string_pretty(&config)?)?;
+        sfs_durable::write(
+            &node_dir.join("node.toml"),
+            toml::to_string_pretty(&config)?.as_bytes(),
+            sfs_durable::Access::Public,
+        )?;
         let node = node::start(config.clone(), StartOptions::default())
             .await
             .with_context(|| format!("starting {}", config.id))?;
@@ -176,9 +180,11 @@ pub async fn start(
         cities,
         release_key: Some(release_key_files(&dir).0),
     };
-    std::fs::write(
-        dir.join("federation.json"),
-        serde_json::to_string_pretty(&file)?,
+    // It holds every node's API token.
+    sfs_durable::write(
+        &dir.join("federation.json"),
+        serde_json::to_string_pretty(&file)?.as_bytes(),
+        sfs_durable::Access::Private,
     )?;
     Ok((running, file))
 }

@@ -232,6 +232,13 @@ impl Store {
                 Err(err) => return Err(err.into()),
             }
         };
+        // sled writes its `conf` file once, without an fsync: make it (and the names in the
+        // directory) durable, or a power cut soon after the first start leaves it empty.
+        for file in [path.join("conf"), path.clone()] {
+            File::open(&file)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| StoreError::Io { path: file, source })?;
+        }
         let data_path = path.join("db");
         let data_file = File::open(&data_path).map_err(|source| StoreError::Io {
             path: data_path.clone(),
@@ -753,12 +760,13 @@ pub fn restore(
     }
     if !archive.running_release.is_empty() {
         let path = crate::release::ReleaseTracker::file(data_dir);
-        std::fs::write(&path, &archive.running_release)
+        sfs_durable::write(&path, &archive.running_release, sfs_durable::Access::Public)
             .map_err(|source| StoreError::Io { path, source })?;
     }
     if !archive.tokens.is_empty() {
         let path = crate::tokens::token_file(data_dir);
-        std::fs::write(&path, &archive.tokens).map_err(|source| StoreError::Io { path, source })?;
+        sfs_durable::write(&path, &archive.tokens, sfs_durable::Access::Private)
+            .map_err(|source| StoreError::Io { path, source })?;
     }
     store.durability.sync()?;
     Ok(archive.documents.len())
