@@ -101,6 +101,8 @@ pub struct Durability {
     reserve: AtomicU64,
     /// The first I/O error sled reported; no write is taken after it.
     failed: std::sync::OnceLock<String>,
+    /// Syncs still to fail on purpose (fault-injection tests).
+    injected_failures: AtomicU64,
 }
 
 impl Durability {
@@ -127,6 +129,14 @@ impl Durability {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a write once storage has failed.
+    pub fn check_not_failed(&self) -> Result<(), StoreError> {
+        match self.failed.get() {
+            Some(first) => Err(StoreError::Failed(first.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Whether storage failed and takes no more writes.
@@ -157,8 +167,23 @@ impl Durability {
         if *synced >= mine {
             return Ok(());
         }
+        // After a failed fsync the kernel may have dropped the dirty pages and a second fsync
+        // would succeed without them: nothing written since is ever reported durable.
+        if let Some(first) = self.failed.get() {
+            return Err(StoreError::Failed(first.clone()));
+        }
         let target = self.written.load(Ordering::SeqCst);
         let started = Instant::now();
+        let injected = self
+            .injected_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            return Err(self.note_error(StoreError::Io {
+                path: self.data_path.clone(),
+                source: std::io::Error::other("injected fsync failure"),
+            }));
+        }
         self.db.flush().map_err(|err| self.note_error(err.into()))?;
         self.data_file.sync_data().map_err(|source| {
             self.note_error(StoreError::Io {
@@ -173,6 +198,13 @@ impl Durability {
         }
         *synced = target;
         Ok(())
+    }
+
+    /// Makes the next `count` syncs fail as an fsync failing with an I/O error would (the store
+    /// then refuses writes until restarted). For fault-injection tests.
+    #[doc(hidden)]
+    pub fn inject_sync_failures(&self, count: u64) {
+        self.injected_failures.store(count, Ordering::SeqCst);
     }
 
     /// Records sync times in `metrics` from now on.
@@ -253,6 +285,7 @@ impl Store {
             metrics: std::sync::OnceLock::new(),
             reserve: AtomicU64::new(0),
             failed: std::sync::OnceLock::new(),
+            injected_failures: AtomicU64::new(0),
         });
         let keyring = Arc::new(Keyring::open(data_dir, master)?);
         let store = Store {
@@ -551,6 +584,11 @@ impl ShareableDocs {
     /// Makes everything inserted so far durable (one sync for all writers waiting).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.0.durability.sync()
+    }
+
+    /// The durability the writes of this store go through.
+    pub fn durability(&self) -> &Arc<Durability> {
+        &self.0.durability
     }
 
     /// One stored document as the store holds it, `None` if nothing of it is stored.

@@ -1,0 +1,413 @@
+//! Power loss, simulated with LazyFS: a FUSE file system that keeps every write in its own cache
+//! until the writer fsyncs it, and on `clear-cache` throws away whatever was not fsynced. A
+//! SIGKILL leaves the kernel's page cache intact, so only this shows a missing fsync.
+//!
+//! Each cycle: the real `sfs-node` runs with its data directory, at-rest key, certificates and
+//! tokens on the mount (free-space reserve 0: LazyFS reports no free space), clients write and
+//! record what was acknowledged, the node is killed with SIGKILL, the unsynced data is dropped,
+//! and the node starts again: it must start, and everything acknowledged must be there.
+//!
+//! LazyFS comes from `LAZYFS_DIR` (default: `shared/tools/lazyfs` beside the checkout) and
+//! `LAZYFS_BIN` (default: `target/lazyfs-build/bin/lazyfs`, where `.ci/run` builds it). Without
+//! them (or without /dev/fuse and root) the tests print SKIPPED and pass, except in CI (`CI`
+//! set), where they fail. `SFS_POWERLOSS_CYCLES` multiplies the cycles (the long mode).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::{sfs_node, Process};
+
+/// LazyFS, ready to mount.
+struct LazyFs {
+    ctl: PathBuf,
+    bin: PathBuf,
+}
+
+/// Finds LazyFS; `None` (after a loud SKIPPED line) when it is not there, a panic in CI.
+fn lazyfs(test: &str) -> Option<LazyFs> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("LAZYFS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("../shared/tools/lazyfs"));
+    let bin = std::env::var_os("LAZYFS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target/lazyfs-build/bin/lazyfs"));
+    let ctl = dir.join("lazyfs-ctl");
+    let missing = if !ctl.exists() {
+        Some(format!("{} not found (set LAZYFS_DIR)", ctl.display()))
+    } else if !bin.exists() {
+        Some(format!(
+            "{} not found (build it: LAZYFS_BIN=$(bash {}/build.sh \"$PWD/target/lazyfs-build\" | tail -n1))",
+            bin.display(),
+            dir.display()
+        ))
+    } else if !Path::new("/dev/fuse").exists() {
+        Some("/dev/fuse is missing".to_string())
+    } else {
+        None
+    };
+    match missing {
+        None => Some(LazyFs { ctl, bin }),
+        Some(why) => {
+            skip(test, &why);
+            None
+        }
+    }
+}
+
+fn skip(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: LazyFS is needed in CI: {why}");
+    }
+    eprintln!("SKIPPED {test}: LazyFS is not available: {why}");
+}
+
+/// A LazyFS mount in a temporary directory; unmounted on drop.
+struct Mount {
+    lazy: LazyFs,
+    mnt: PathBuf,
+    _base: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(test: &str) -> Option<Mount> {
+        let lazy = lazyfs(test)?;
+        let base = tempfile::tempdir().unwrap();
+        let mnt = base.path().join("mnt");
+        let root = base.path().join("root");
+        std::fs::create_dir_all(&mnt).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        let mount = Mount {
+            lazy,
+            mnt,
+            _base: base,
+        };
+        let out = mount.ctl(&[
+            "mount",
+            mount.mnt.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "--cache-size",
+            "128mb",
+        ]);
+        if let Err(why) = out {
+            skip(test, &format!("mounting failed: {why}"));
+            return None;
+        }
+        Some(mount)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("bash")
+            .arg(&self.lazy.ctl)
+            .args(args)
+            .env("LAZYFS_BIN", &self.lazy.bin)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    /// The power fails: everything not fsynced is gone. Every process writing here must be
+    /// gone first.
+    fn power_cut(&self) {
+        self.ctl(&["clear-cache", self.mnt.to_str().unwrap()])
+            .expect("clear-cache");
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Err(err) = self.ctl(&["umount", self.mnt.to_str().unwrap()]) {
+            eprintln!("unmounting {} failed: {err}", self.mnt.display());
+        }
+    }
+}
+
+/// How many times the normal number of cycles to run (`SFS_POWERLOSS_CYCLES`, the long mode).
+fn cycles(normal: usize) -> usize {
+    std::env::var("SFS_POWERLOSS_CYCLES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map(|n| n.max(1))
+        .unwrap_or(normal)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Words of random letters: text that does not compress (so lessons documents grow past
+/// sled's blob threshold) and that the privacy guard has no reason to refuse.
+fn words(rng: &mut impl Rng, chars: usize) -> String {
+    let mut out = String::with_capacity(chars);
+    while out.len() < chars {
+        let len = rng.gen_range(3..10);
+        for _ in 0..len {
+            out.push(char::from(b'a' + rng.gen_range(0..26u8)));
+        }
+        out.push(' ');
+    }
+    out
+}
+
+/// A CA and the certificates of `nodes` (`(name, role)`) in `pki`, made by the real binary.
+fn pki(pki: &Path, nodes: &[(&str, &str)]) {
+    let dir = pki.to_str().unwrap();
+    sfs_node(&["pki", "init", "--dir", dir]);
+    for (name, role) in nodes {
+        sfs_node(&["pki", "issue", "--dir", dir, "--node", name, "--role", role]);
+    }
+}
+
+/// A node whose files all lie on the mount (its configuration file beside the mount: the test
+/// writes it, not the node).
+struct Node {
+    config: PathBuf,
+    data: PathBuf,
+    token: String,
+    ca: String,
+}
+
+impl Node {
+    /// Prepares `name` (`role`), with data directory `data` and key file `key` on the mount
+    /// (`pki` made there before). `federation` is the hub's listen address or a city's hub URL.
+    fn prepare(mount: &Mount, name: &str, role: &str, data: &str, federation: &str) -> Node {
+        let data = mount.path(data);
+        let key = data.with_extension("key");
+        let token = sfs_node(&[
+            "token",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--role",
+            "admin",
+        ])
+        .trim()
+        .to_string();
+        let pki = mount.path("pki");
+        let config = mount.mnt.parent().unwrap().join(format!(
+            "{}.toml",
+            data.file_name().unwrap().to_str().unwrap()
+        ));
+        std::fs::write(
+            &config,
+            format!(
+                r#"id = "{name}"
+role = "{role}"
+data_dir = "{data}"
+[api]
+listen = "127.0.0.1:0"
+[federation]
+{federation}
+[tls]
+ca = "{pki}/ca.crt"
+cert = "{pki}/nodes/{role}-{name}.crt"
+key = "{pki}/nodes/{role}-{name}.key"
+[store]
+min_free_bytes = 0
+key_file = "{key}"
+"#,
+                data = data.display(),
+                pki = pki.display(),
+                key = key.display(),
+            ),
+        )
+        .unwrap();
+        let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+        Node {
+            config,
+            data,
+            token,
+            ca,
+        }
+    }
+
+    /// Starts the node; returns it and its API endpoint once it is ready.
+    fn start(&self) -> (Process, String) {
+        let node = Process::spawn(&["run", "--config", self.config.to_str().unwrap()]);
+        let api = node
+            .wait_for_line("ready")
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_string();
+        (node, api)
+    }
+
+    async fn client(&self, api: &str) -> sfs_client::Client {
+        sfs_client::Client::connect(api, &self.token, &self.ca)
+            .await
+            .unwrap()
+    }
+}
+
+/// SIGKILL, and wait until the process is gone.
+fn kill(node: &mut Process) {
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+}
+
+/// The titles of every lesson of `city` at the node, checking that none appears twice.
+async fn titles(client: &mut sfs_client::Client, city: &str) -> BTreeSet<String> {
+    let lessons = client
+        .list_lessons(&format!("cities/{city}"))
+        .await
+        .unwrap();
+    let titles: BTreeSet<String> = lessons.iter().map(|l| l.title.clone()).collect();
+    assert_eq!(titles.len(), lessons.len(), "a lesson appears twice");
+    titles
+}
+
+/// Clients that write lessons as fast as they are acknowledged until the node dies, each
+/// recording the titles acknowledged.
+async fn write_until_killed(
+    clients: Vec<sfs_client::Client>,
+    prefix: &str,
+    body_chars: usize,
+    acknowledged: Arc<Mutex<BTreeSet<String>>>,
+    first_ack: Arc<tokio::sync::Notify>,
+) -> usize {
+    let mut writers = Vec::new();
+    for (w, mut client) in clients.into_iter().enumerate() {
+        let acknowledged = acknowledged.clone();
+        let first_ack = first_ack.clone();
+        let prefix = prefix.to_string();
+        writers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::from_entropy();
+            let mut acked = 0;
+            for i in 0.. {
+                let title = format!("{prefix}-w{w}-{i}");
+                let body = words(&mut rng, body_chars);
+                match client.create_lesson(&title, &body, vec![]).await {
+                    Ok(_) => {
+                        acknowledged.lock().unwrap().insert(title);
+                        acked += 1;
+                        first_ack.notify_one();
+                    }
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    let mut total = 0;
+    for writer in writers {
+        total += writer.await.unwrap();
+    }
+    total
+}
+
+#[test]
+fn a_city_under_concurrent_writers_loses_no_acknowledged_lesson_at_a_power_cut() {
+    const TEST: &str =
+        "a_city_under_concurrent_writers_loses_no_acknowledged_lesson_at_a_power_cut";
+    let Some(mount) = Mount::new(TEST) else {
+        return;
+    };
+    let cycles = cycles(70);
+    // A fresh data directory every so many cycles keeps start-up quick; the lessons
+    // document still grows far past sled's blob threshold (131,052 bytes) in each.
+    const CYCLES_PER_DIRECTORY: usize = 10;
+    pki(&mount.path("pki"), &[("lund", "city")]);
+    let runtime = runtime();
+    let mut rng = rand::thread_rng();
+    let started = Instant::now();
+    let mut writes = 0;
+    let mut node_files = None;
+    let mut acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    for cycle in 0..cycles {
+        if cycle % CYCLES_PER_DIRECTORY == 0 {
+            node_files = Some(Node::prepare(
+                &mount,
+                "lund",
+                "city",
+                &format!("data{}", cycle / CYCLES_PER_DIRECTORY),
+                r#"hub_url = "https://127.0.0.1:9"
+max_backoff_ms = 60000"#,
+            ));
+            acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+            // The certificates, keys and token file were written just now: a power cut keeps
+            // them (a node whose certificates a cut had emptied refused to start).
+            mount.power_cut();
+        }
+        let files = node_files.as_ref().unwrap();
+        let (mut node, api) = files.start();
+        let kill_after = Duration::from_millis(rng.gen_range(50..400));
+        writes += runtime.block_on(async {
+            let mut client = files.client(&api).await;
+            let stored = titles(&mut client, "lund").await;
+            let expected = acknowledged.lock().unwrap().clone();
+            let lost: Vec<_> = expected.difference(&stored).collect();
+            assert!(
+                lost.is_empty(),
+                "after power cut {cycle}: {} acknowledged lessons lost, e.g. {:?}",
+                lost.len(),
+                lost.iter().take(5).collect::<Vec<_>>()
+            );
+            let mut clients = vec![client];
+            for _ in 0..2 {
+                clients.push(files.client(&api).await);
+            }
+            let first_ack = Arc::new(tokio::sync::Notify::new());
+            let pid = node.child.id();
+            let killer = {
+                let first_ack = first_ack.clone();
+                tokio::spawn(async move {
+                    // Bounded: writers that get nothing in are killed all the same.
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(30), first_ack.notified()).await;
+                    tokio::time::sleep(kill_after).await;
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                })
+            };
+            let n = write_until_killed(
+                clients,
+                &format!("c{cycle}"),
+                1500,
+                acknowledged.clone(),
+                first_ack,
+            )
+            .await;
+            killer.await.unwrap();
+            n
+        });
+        kill(&mut node);
+        mount.power_cut();
+    }
+    // The last cut, checked.
+    let files = node_files.as_ref().unwrap();
+    let (mut node, api) = files.start();
+    runtime.block_on(async {
+        let mut client = files.client(&api).await;
+        let stored = titles(&mut client, "lund").await;
+        assert!(acknowledged.lock().unwrap().is_subset(&stored));
+    });
+    kill(&mut node);
+    let blobs = std::fs::read_dir(files.data.join("store/blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "sled wrote blob files");
+    eprintln!(
+        "{cycles} power cuts, {writes} acknowledged lessons from 3 concurrent writers, none lost, in {:.1?}",
+        started.elapsed()
+    );
+    assert!(writes > cycles, "the writers got writes in ({writes})");
+}
