@@ -262,6 +262,51 @@ key_file = "{key}"
     }
 }
 
+/// Stores `city`'s lessons document with `bytes` of random letters beside the lessons (one
+/// operation: quick to load in a debug build), so that every snapshot of it, and every page of
+/// sled's tree holding one unsplit, is far past sled's blob threshold (131,052 bytes).
+fn pad_lessons(node: &Node, city: &str, bytes: usize) {
+    use automerge::transaction::Transactable;
+    let key = node.data.with_extension("key");
+    let (master, _) = sfs_node::seal::MasterKey::for_data_dir(&key, &node.data).unwrap();
+    let store = sfs_node::store::Store::open(&node.data, Duration::from_secs(5), master).unwrap();
+    let mut doc = automerge::Automerge::new();
+    let padding = letters(&mut rand::thread_rng(), bytes);
+    doc.transact(|tx| tx.put(automerge::ROOT, "padding", padding.as_str()))
+        .unwrap();
+    store
+        .shared
+        .persist(&sfs_sync::DocPersist {
+            doc: sfs_sync::ShareableDocId::lessons(city).unwrap(),
+            kind: sfs_sync::PersistKind::Snapshot,
+            bytes: doc.save(),
+            heads: doc.get_heads(),
+        })
+        .unwrap();
+}
+
+/// Opens the store as the node would (the node must be stopped) and checks that the padding
+/// [`pad_lessons`] stored is still there: sled acknowledged it like any write.
+fn check_padding(node: &Node, city: &str, bytes: usize, after: &str) {
+    use automerge::ReadDoc;
+    let key = node.data.with_extension("key");
+    let master = sfs_node::seal::MasterKey::load(&key).unwrap();
+    let store = sfs_node::store::Store::open(&node.data, Duration::from_secs(5), master)
+        .unwrap_or_else(|err| panic!("{after}: the store does not open: {err}"));
+    let doc = store
+        .shared
+        .load_one(&sfs_sync::ShareableDocId::lessons(city).unwrap())
+        .unwrap_or_else(|err| panic!("{after}: the lessons document does not load: {err}"))
+        .unwrap_or_else(|| panic!("{after}: the lessons document is gone"));
+    let padding = doc.get(automerge::ROOT, "padding").unwrap();
+    let len = padding.and_then(|(v, _)| v.to_str().map(str::len));
+    assert_eq!(
+        len,
+        Some(bytes),
+        "{after}: the large value stored durably is lost"
+    );
+}
+
 /// SIGKILL, and wait until the process is gone.
 fn kill(node: &mut Process) {
     let _ = node.child.kill();
@@ -323,10 +368,12 @@ fn a_city_under_concurrent_writers_loses_no_acknowledged_lesson_at_a_power_cut()
     let Some(mount) = Mount::new(TEST) else {
         return;
     };
-    let cycles = cycles(70);
+    let cycles = cycles(50);
     // A fresh data directory every so many cycles keeps start-up quick; the lessons
     // document still grows far past sled's blob threshold (131,052 bytes) in each.
     const CYCLES_PER_DIRECTORY: usize = 30;
+    // Saved, about 145 KB: past the threshold, and quick to load.
+    const PADDING: usize = 200_000;
     pki(&mount.path("pki"), &[("lund", "city")]);
     let runtime = runtime();
     let mut rng = rand::thread_rng();
@@ -345,6 +392,7 @@ fn a_city_under_concurrent_writers_loses_no_acknowledged_lesson_at_a_power_cut()
 max_backoff_ms = 60000"#,
             ));
             acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+            pad_lessons(node_files.as_ref().unwrap(), "lund", PADDING);
             // The certificates, keys and token file were written just now: a power cut keeps
             // them (a node whose certificates a cut had emptied refused to start).
             mount.power_cut();
@@ -355,13 +403,7 @@ max_backoff_ms = 60000"#,
         if std::env::var_os("SFS_POWERLOSS_TRACE").is_some() {
             eprintln!("cycle {cycle}: start {:?}", t0.elapsed());
         }
-        // The first run on a directory writes longer, so that the lessons document is past
-        // sled's blob threshold for most cuts.
-        let kill_after = if cycle % CYCLES_PER_DIRECTORY == 0 {
-            Duration::from_secs(4)
-        } else {
-            Duration::from_millis(rng.gen_range(50..400))
-        };
+        let kill_after = Duration::from_millis(rng.gen_range(50..400));
         writes += runtime.block_on(async {
             let mut client = files.client(&api).await;
             let stored = titles(&mut client, "lund").await;
@@ -404,6 +446,9 @@ max_backoff_ms = 60000"#,
         kill(&mut node);
         let t1 = Instant::now();
         mount.power_cut();
+        if cycle % 5 == 0 {
+            check_padding(files, "lund", PADDING, &format!("after power cut {cycle}"));
+        }
         if std::env::var_os("SFS_POWERLOSS_TRACE").is_some() {
             eprintln!(
                 "cycle {cycle}: whole {:?}, cut {:?}",
