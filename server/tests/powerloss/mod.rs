@@ -487,7 +487,7 @@ fn an_erasure_or_a_backup_acknowledged_just_before_a_power_cut_is_kept() {
     let Some(mount) = Mount::new(TEST) else {
         return;
     };
-    let cycles = cycles(24);
+    let cycles = cycles(16);
     pki(&mount.path("pki"), &[("lund", "city")]);
     let files = Node::prepare(
         &mount,
@@ -595,6 +595,7 @@ max_backoff_ms = 60000"#,
                 "cut {cycle}: erased {name} is readable with the key"
             );
         }
+        let t = Instant::now();
         if backup.exists() {
             // The backup file is complete and restores.
             let restored = mount.path(&format!("restored-{cycle}"));
