@@ -193,8 +193,8 @@ struct Node {
 impl Node {
     /// Prepares `name` (`role`), with data directory `data` and key file `key` on the mount
     /// (`pki` made there before). `federation` is the hub's listen address or a city's hub URL.
-    fn prepare(mount: &Mount, name: &str, role: &str, data: &str, federation: &str) -> Node {
-        let data = mount.path(data);
+    fn prepare(mount: &Mount, name: &str, role: &str, data: &Path, federation: &str) -> Node {
+        let data = data.to_path_buf();
         let key = data.with_extension("key");
         let token = sfs_node(&[
             "token",
@@ -271,7 +271,12 @@ fn pad_lessons(node: &Node, city: &str, bytes: usize) {
     let key = node.data.with_extension("key");
     let (master, _) = sfs_node::seal::MasterKey::for_data_dir(&key, &node.data).unwrap();
     let store = sfs_node::store::Store::open(&node.data, Duration::from_secs(5), master).unwrap();
+    // Written under the city's own actor, as the node would: the hub takes a city's changes
+    // only from the city's actors.
     let mut doc = automerge::Automerge::new();
+    doc.set_actor(sfs_node::sync::actor_for(
+        &sfs_sync::NodeId::city(city).unwrap(),
+    ));
     let padding = letters(&mut rand::thread_rng(), bytes);
     doc.transact(|tx| tx.put(automerge::ROOT, "padding", padding.as_str()))
         .unwrap();
@@ -325,6 +330,15 @@ async fn titles(client: &mut sfs_client::Client, city: &str) -> BTreeSet<String>
     titles
 }
 
+/// How many lessons of `city` the node has (one small page read).
+async fn count(client: &mut sfs_client::Client, city: &str) -> i32 {
+    client
+        .list_lessons_page(&format!("cities/{city}"), 1, "")
+        .await
+        .unwrap()
+        .total_size
+}
+
 /// Clients that write lessons as fast as they are acknowledged until the node dies, each
 /// recording the titles acknowledged.
 async fn write_until_killed(
@@ -369,7 +383,7 @@ fn a_city_under_concurrent_writers_loses_no_acknowledged_lesson_at_a_power_cut()
     let Some(mount) = Mount::new(TEST) else {
         return;
     };
-    let cycles = cycles(50);
+    let cycles = cycles(64);
     // A fresh data directory every so many cycles keeps start-up quick; the lessons
     // document still grows far past sled's blob threshold (131,052 bytes) in each.
     const CYCLES_PER_DIRECTORY: usize = 30;
@@ -388,7 +402,7 @@ fn a_city_under_concurrent_writers_loses_no_acknowledged_lesson_at_a_power_cut()
                 &mount,
                 "lund",
                 "city",
-                &format!("data{}", cycle / CYCLES_PER_DIRECTORY),
+                &mount.path(&format!("data{}", cycle / CYCLES_PER_DIRECTORY)),
                 r#"hub_url = "https://127.0.0.1:9"
 max_backoff_ms = 60000"#,
             ));
@@ -493,7 +507,7 @@ fn an_erasure_or_a_backup_acknowledged_just_before_a_power_cut_is_kept() {
         &mount,
         "lund",
         "city",
-        "data",
+        &mount.path("data"),
         r#"hub_url = "https://127.0.0.1:9"
 max_backoff_ms = 60000"#,
     );
@@ -595,7 +609,6 @@ max_backoff_ms = 60000"#,
                 "cut {cycle}: erased {name} is readable with the key"
             );
         }
-        let t = Instant::now();
         if backup.exists() {
             // The backup file is complete and restores.
             let restored = mount.path(&format!("restored-{cycle}"));
@@ -627,5 +640,145 @@ max_backoff_ms = 60000"#,
     }
     eprintln!(
         "{cycles} power cuts: {erasures} erasures and {backups} backups just before them, all kept"
+    );
+}
+
+/// Sends a signal to a process (STOP and CONT freeze and thaw a node).
+fn signal(node: &Process, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn the_hub_cut_off_in_the_middle_of_relaying_keeps_everything_it_relayed() {
+    const TEST: &str = "the_hub_cut_off_in_the_middle_of_relaying_keeps_everything_it_relayed";
+    let Some(mount) = Mount::new(TEST) else {
+        return;
+    };
+    let cycles = cycles(10);
+    pki(
+        &mount.path("pki"),
+        &[("national", "hub"), ("malmo", "city"), ("lund", "city")],
+    );
+    // The hub's files on the mount; the cities' beside it (they keep running across the cuts).
+    let cities = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = Node::prepare(
+        &mount,
+        "national",
+        "hub",
+        &mount.path("hub"),
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let city = |name: &str| {
+        Node::prepare(
+            &mount,
+            name,
+            "city",
+            &cities.path().join(name),
+            &format!("hub_url = \"https://127.0.0.1:{port}\"\nmax_backoff_ms = 300"),
+        )
+    };
+    let (malmo, lund) = (city("malmo"), city("lund"));
+    // Malmö's lessons document is past sled's blob threshold before anything is relayed.
+    pad_lessons(&malmo, "malmo", 200_000);
+    mount.power_cut();
+    let (malmo_node, malmo_api) = malmo.start();
+    let (_lund_node, lund_api) = lund.start();
+    let runtime = runtime();
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut rng = rand::thread_rng();
+    let started = Instant::now();
+    let mut relayed_total = 0;
+    runtime.block_on(async {
+        // Malmö writes all along (offline first: the hub being away does not stop it).
+        let writer = {
+            let mut client = malmo.client(&malmo_api).await;
+            let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::from_entropy();
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let (title, body, tags) = lesson(&mut rng, &format!("m{i}"));
+                    client.create_lesson(&title, &body, tags).await.unwrap();
+                    acknowledged.lock().unwrap().insert(title);
+                    // A steady stream rather than a flood: the documents stay quick to load.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            })
+        };
+        let mut lund_client = lund.client(&lund_api).await;
+        for cycle in 0..cycles {
+            let (mut hub_node, _) = hub.start();
+            // The cut comes while the hub relays: once Lund has got something new from it.
+            let before = count(&mut lund_client, "malmo").await;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while count(&mut lund_client, "malmo").await <= before {
+                assert!(
+                    Instant::now() < deadline,
+                    "cycle {cycle}: the hub relays nothing"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
+            kill(&mut hub_node);
+            // Everything Lund got from the hub before the cut must still be at the hub: the hub
+            // relays nothing before it is durable. Malmö is frozen meanwhile, so that it cannot
+            // send it again.
+            signal(&malmo_node, "STOP");
+            let relayed = titles(&mut lund_client, "malmo").await;
+            mount.power_cut();
+            let (mut hub_node, hub_api) = hub.start();
+            let mut hub_client = hub.client(&hub_api).await;
+            let kept = titles(&mut hub_client, "malmo").await;
+            signal(&malmo_node, "CONT");
+            let lost: Vec<_> = relayed.difference(&kept).collect();
+            assert!(
+                lost.is_empty(),
+                "cut {cycle}: the hub relayed {} lessons it lost, e.g. {:?}",
+                lost.len(),
+                lost.iter()
+                    .take(3)
+                    .map(|t| t.split(' ').next())
+                    .collect::<Vec<_>>()
+            );
+            relayed_total = relayed.len().max(relayed_total);
+            kill(&mut hub_node);
+            mount.power_cut();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        writer.await.unwrap();
+        // Once the hub is back for good, every lesson Malmö acknowledged reaches Lund.
+        let (_hub_node, _) = hub.start();
+        let expected = acknowledged.lock().unwrap().clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = titles(&mut lund_client, "malmo").await;
+            if expected.is_subset(&got) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Lund has {} of Malmö's {} lessons",
+                got.len(),
+                expected.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    eprintln!(
+        "{} hub power cuts while relaying ({relayed_total} lessons relayed in all), nothing relayed was lost, in {:.1?}",
+        cycles * 2,
+        started.elapsed()
     );
 }
