@@ -88,7 +88,10 @@ pub fn check_tags(tags: &[String]) -> Result<(), LessonError> {
         if chars == 0 || chars > MAX_TAG_CHARS {
             return Err(invalid(
                 "tags",
-                format!("each tag needs 1 to {MAX_TAG_CHARS} characters; {tag:?} has {chars}"),
+                format!(
+                    "each tag needs 1 to {MAX_TAG_CHARS} characters; {} has {chars}",
+                    crate::api::quote(tag)
+                ),
             ));
         }
     }

@@ -169,8 +169,8 @@ pub fn write_step(tx: &mut Transaction<'_>, obj: &ObjId, step: &pb::Step) -> Res
         .unwrap_or_default();
     if dm::record(tx, "chapters", chapter).is_none() {
         return Err(Status::invalid_argument(format!(
-            "field `chapter`: {:?} is not an existing chapter",
-            step.chapter
+            "field `chapter`: {} is not an existing chapter",
+            crate::api::quote(&step.chapter)
         )));
     }
     tx.put(obj, "chapter", step.chapter.as_str())
@@ -191,8 +191,8 @@ pub fn write_item(
     check_len("text", &item.text, 1, 1000)?;
     if !has_step(tx, &item.step) {
         return Err(Status::invalid_argument(format!(
-            "field `step`: {:?} is not an existing step",
-            item.step
+            "field `step`: {} is not an existing step",
+            crate::api::quote(&item.step)
         )));
     }
     tx.put(obj, "step", item.step.as_str()).map_err(doc_error)?;

@@ -233,7 +233,16 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         crate::release::ReleaseTracker::open(release_key, &config.data_dir)
             .map_err(|err| NodeError::Config(format!("running handbook release: {err}")))?,
     );
+    // Every edit of a shareable document passes the privacy guard; a city's guard knows its
+    // contact names and deny list and is rebuilt whenever the register changes.
+    let guards = Arc::new(crate::privacy::GuardCache::default());
+    crate::api::refresh_privacy_guard(&local, &guards);
+    {
+        let guards = guards.clone();
+        sync.set_privacy_guard(Arc::new(move || guards.current()));
+    }
     let state = ApiState {
+        guards,
         sync: sync.clone(),
         local: local.clone(),
         tokens: tokens.clone(),
@@ -296,6 +305,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         .layer(api::ApiBytesLayer(api_limits))
         .layer(crate::metrics::ApiMetricsLayer(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
+        // Innermost: no error leaves with personal data in it, whichever service made it.
+        .layer(api::error_text::ErrorTextLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(pb::lessons_server::LessonsServer::with_interceptor(

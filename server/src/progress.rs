@@ -23,8 +23,8 @@ pub fn progress_doc(city: &str) -> Result<ShareableDocId, Status> {
 pub fn check(progress: &pb::StepProgress) -> Result<(), Status> {
     if !STATES.contains(&progress.state.as_str()) {
         return Err(Status::invalid_argument(format!(
-            "field `state`: {:?} is not one of {}",
-            progress.state,
+            "field `state`: {} is not one of {}",
+            crate::api::quote(&progress.state),
             STATES.join(", ")
         )));
     }

@@ -600,8 +600,5 @@ pub fn deny_words<R: ReadDoc>(doc: &R) -> Vec<String> {
 
 /// The privacy guard of this city: its contact names and its deny list.
 pub fn privacy_guard<R: ReadDoc>(doc: &R) -> crate::privacy::Guard {
-    crate::privacy::Guard {
-        contact_names: contact_names(doc),
-        denied_words: deny_words(doc),
-    }
+    crate::privacy::Guard::new(&contact_names(doc), &deny_words(doc))
 }

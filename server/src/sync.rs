@@ -103,6 +103,19 @@ pub enum EditFailure<E> {
     Storage(#[from] StoreError),
     #[error("rejected")]
     Rejected(E),
+    /// The privacy guard refused the text as it would stand after the edit (promise 7).
+    #[error(transparent)]
+    Private(crate::privacy::Finding),
+}
+
+/// Where the guard for shared text comes from: called before every edit of a shareable
+/// document (cheap: a city caches its guard per version of its register).
+pub type GuardSource = Arc<dyn Fn() -> Arc<crate::privacy::Guard> + Send + Sync>;
+
+/// Why an edit was taken back: the caller's own reason, or the privacy guard's.
+enum Refusal<E> {
+    Handler(E),
+    Private(crate::privacy::Finding),
 }
 
 /// The engine plus the storage and links it drives. See the module documentation.
@@ -123,6 +136,9 @@ pub struct SyncHandle {
     metrics: Arc<crate::metrics::Metrics>,
     /// Rate and byte budgets of every peer (enforced on links from cities), and outbox bounds.
     budgets: Mutex<PeerBudgets<NodeId>>,
+    /// The privacy guard every edit passes (built-in checks only until the node sets one with
+    /// the city's contact names and deny list).
+    guard: Mutex<GuardSource>,
 }
 
 /// The Automerge actor id of a node's own edits in this run: 8 bytes derived from its identity,
@@ -161,7 +177,13 @@ impl SyncHandle {
             changes: tokio::sync::broadcast::channel(1024).0,
             metrics,
             budgets: Mutex::new(PeerBudgets::new(PeerLimits::default())),
+            guard: Mutex::new(Arc::new(crate::privacy::Guard::builtin)),
         })
+    }
+
+    /// Sets where the privacy guard of every edit comes from (the city's register).
+    pub fn set_privacy_guard(&self, source: GuardSource) {
+        *self.guard.lock().unwrap_or_else(|p| p.into_inner()) = source;
     }
 
     /// Sets the limits on peers and links (the defaults otherwise).
@@ -255,13 +277,26 @@ impl SyncHandle {
     ) -> Result<R, EditFailure<E>> {
         // Once storage failed, an edit is refused before the engine makes it.
         self.shared.durability().check_not_failed()?;
+        // The guard judges every string the change wrote, as it stands after the merge, before
+        // anything is stored: one choke point for every shared and national document.
+        let source = self.guard.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let guard = source();
         let mut engine = self.engine();
         let before = engine.document(doc).map(|d| d.get_heads());
         let (result, mut out) = engine
-            .edit_at(doc, at, self.now_ms(), change)
+            .edit_verified(
+                doc,
+                at,
+                self.now_ms(),
+                |tx| change(tx).map_err(Refusal::Handler),
+                |doc, change| {
+                    crate::privacy::check_change(doc, change, &guard).map_err(Refusal::Private)
+                },
+            )
             .map_err(|err| match err {
                 EditError::Engine(err) => EditFailure::Engine(err),
-                EditError::Rejected(err) => EditFailure::Rejected(err),
+                EditError::Rejected(Refusal::Handler(err)) => EditFailure::Rejected(err),
+                EditError::Rejected(Refusal::Private(finding)) => EditFailure::Private(finding),
             })?;
         // Nobody hears of the change before it is durable.
         let changed = std::mem::take(&mut out.changed_docs);

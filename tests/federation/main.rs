@@ -7,6 +7,7 @@ mod faults;
 mod integration;
 mod limits;
 mod mtls;
+mod privacy;
 mod python;
 mod releases;
 mod stats;

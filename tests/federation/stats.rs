@@ -743,3 +743,457 @@ async fn noise_releases_spend_a_yearly_budget_and_are_refused_beyond_it() {
     assert!((year.sd - (q1.sd.powi(2) + q2.sd.powi(2)).sqrt()).abs() < 1e-9);
     fed.stop_all().await;
 }
+
+/// Sets the national policy at the hub and waits until city 0 applies it.
+async fn set_policy(fed: &Federation, policy: pb::DisclosurePolicy) {
+    let mut hub = fed.hub_client().await;
+    hub.stats
+        .update_disclosure_policy(pb::UpdateDisclosurePolicyRequest {
+            policy: Some(policy.clone()),
+        })
+        .await
+        .unwrap();
+    let city = fed.client(0).await;
+    eventually("the city applies the national policy", || {
+        let mut city = city.clone();
+        let want = policy.clone();
+        async move {
+            let have = city
+                .stats
+                .get_disclosure_policy(pb::GetDisclosurePolicyRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (have.mode == want.mode && have.year_cap_milli == want.year_cap_milli).then_some(())
+        }
+    })
+    .await;
+}
+
+async fn preview(client: &mut Client, quarter: &str) -> Result<pb::StatsRelease, tonic::Status> {
+    client
+        .stats
+        .preview_release(pb::PreviewReleaseRequest {
+            quarter: quarter.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn publish(client: &mut Client, quarter: &str) -> Result<pb::StatsRelease, tonic::Status> {
+    client
+        .stats
+        .publish_release(pb::PublishReleaseRequest {
+            quarter: quarter.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn releases_of(client: &mut Client, parent: &str, period: &str) -> Vec<pb::StatsRelease> {
+    client
+        .stats
+        .list_stats_releases(pb::ListStatsReleasesRequest {
+            parent: parent.into(),
+            period: period.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .releases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_never_spend_more_than_the_yearly_cap() {
+    let mut fed = Federation::start(&["lund"]).await;
+    let mut lund = fed.client(0).await;
+    let noise = |cap: i32| pb::DisclosurePolicy {
+        mode: "noise".into(),
+        k: 5,
+        epsilon_milli: 500,
+        year_cap_milli: cap,
+        ..Default::default()
+    };
+    set_policy(&fed, noise(2000)).await;
+    // One trial per year: Q1–Q3 spend 1.5 of 2.0; then Q4 and a Q1 correction, each fine on
+    // its own, are published at the same moment. Exactly one may go through.
+    for year in 2021..=2025 {
+        for q in 1..=4 {
+            let quarter = format!("{year}-Q{q}");
+            record(
+                &mut lund,
+                support(
+                    &quarter,
+                    "female",
+                    "25-34",
+                    "sexual",
+                    "police",
+                    &format!("{quarter}-a"),
+                ),
+            )
+            .await;
+            if q < 4 {
+                preview(&mut lund, &quarter).await.unwrap();
+                publish(&mut lund, &quarter).await.unwrap();
+            }
+        }
+        let (q4, q1) = (format!("{year}-Q4"), format!("{year}-Q1"));
+        assert_eq!(
+            preview(&mut lund, &q4).await.unwrap().year_spent_milli,
+            1500
+        );
+        let correction = preview(&mut lund, &q1).await.unwrap();
+        assert_eq!(correction.number, 2);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let racers: Vec<_> = [q4.clone(), q1.clone()]
+            .into_iter()
+            .map(|quarter| {
+                let (mut client, barrier) = (lund.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    publish(&mut client, &quarter).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for racer in racers {
+            outcomes.push(racer.await.unwrap());
+        }
+        let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(
+            accepted, 1,
+            "{year}: exactly one of two publishers over the cap: {outcomes:?}"
+        );
+        for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert!(
+                matches!(
+                    refused.code(),
+                    Code::ResourceExhausted | Code::FailedPrecondition
+                ),
+                "{refused:?}"
+            );
+            assert!(
+                refused.message().contains("preview again")
+                    || refused.message().contains("yearly cap"),
+                "{refused:?}"
+            );
+        }
+        let of_year = releases_of(&mut lund, "cities/lund", &year.to_string()).await;
+        let spent: i32 = of_year.iter().map(|r| r.epsilon_milli).sum();
+        assert_eq!((of_year.len(), spent), (4, 2000), "{year}");
+        // The loser cannot get through on a second try either.
+        let loser = if outcomes[0].is_ok() { &q1 } else { &q4 };
+        let (code, message) = code_of(preview(&mut lund, loser).await);
+        assert_eq!(code, Code::ResourceExhausted, "{message}");
+    }
+
+    // The cap raised mid-year: 2025 stays spent under the cap it was spent under; the new
+    // cap holds from the next year on.
+    set_policy(&fed, noise(4000)).await;
+    record(
+        &mut lund,
+        support(
+            "2025-Q2",
+            "male",
+            "35-44",
+            "begging",
+            "police",
+            "2025-Q2-late",
+        ),
+    )
+    .await;
+    let (code, message) = code_of(preview(&mut lund, "2025-Q2").await);
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(
+        message.contains("the yearly cap for 2025 is 2.000"),
+        "{message}"
+    );
+    record(
+        &mut lund,
+        support("2026-Q1", "male", "35-44", "begging", "police", "2026-Q1-a"),
+    )
+    .await;
+    let fresh = preview(&mut lund, "2026-Q1").await.unwrap();
+    assert_eq!((fresh.year_spent_milli, fresh.year_cap_milli), (0, 4000));
+    publish(&mut lund, "2026-Q1").await.unwrap();
+    fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quarter_has_one_spelling_and_years_one_range_everywhere() {
+    let mut fed = Federation::start(&["lund"]).await;
+    let mut lund = fed.client(0).await;
+    let mut hub = fed.hub_client().await;
+    record(
+        &mut lund,
+        support(
+            "2025-Q4",
+            "female",
+            "25-34",
+            "sexual",
+            "police",
+            "same-person",
+        ),
+    )
+    .await;
+    let spellings = [
+        "+2025-Q4",
+        "02025-Q4",
+        "2025-q4",
+        "2025-Q04",
+        "2025-Q+4",
+        " 2025-Q4",
+        "2025-Q4 ",
+        "２０２５-Q4",
+        "2025-Ｑ4",
+        "2025\u{200b}-Q4",
+        "-2025-Q4",
+        "1999-Q4",
+        "2101-Q1",
+        "2025-Q4\n",
+    ];
+    for spelling in spellings {
+        let (code, message) = code_of(
+            lund.stats
+                .create_support_record(pb::CreateSupportRecordRequest {
+                    record: Some(support(
+                        spelling,
+                        "female",
+                        "25-34",
+                        "sexual",
+                        "police",
+                        "same-person",
+                    )),
+                })
+                .await,
+        );
+        assert_eq!(code, Code::InvalidArgument, "{spelling:?}: {message}");
+        assert!(
+            message.contains("field `quarter`") && message.contains("YYYY-Qn"),
+            "{message}"
+        );
+        let (code, _) = code_of(
+            lund.stats
+                .create_activity_record(pb::CreateActivityRecordRequest {
+                    record: Some(pb::ActivityRecord {
+                        quarter: spelling.into(),
+                        kind: "trainings_held".into(),
+                        count: 1,
+                        ..Default::default()
+                    }),
+                })
+                .await,
+        );
+        assert_eq!(code, Code::InvalidArgument, "activity {spelling:?}");
+        for result in [
+            preview(&mut lund, spelling).await.map(|_| ()),
+            publish(&mut lund, spelling).await.map(|_| ()),
+            lund.stats
+                .list_support_records(pb::ListStatsRecordsRequest {
+                    quarter: spelling.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            lund.stats
+                .list_activity_records(pb::ListStatsRecordsRequest {
+                    quarter: spelling.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ] {
+            let (code, message) = code_of(result);
+            assert_eq!(code, Code::InvalidArgument, "{spelling:?}: {message}");
+            assert!(message.contains("field `quarter`"), "{message}");
+        }
+    }
+    // The person is counted once, under the one spelling.
+    let records = lund
+        .stats
+        .list_support_records(pb::ListStatsRecordsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(records.len(), 1);
+    for period in ["+2025", "02025", "2025-q4", "25", "1999"] {
+        let (code, message) = code_of(
+            lund.stats
+                .list_stats_releases(pb::ListStatsReleasesRequest {
+                    parent: "cities/-".into(),
+                    period: period.into(),
+                })
+                .await,
+        );
+        assert_eq!(code, Code::InvalidArgument, "{period:?}: {message}");
+        assert!(message.contains("field `period`"), "{message}");
+    }
+    // National queries and the CSV export refuse the same years, with the same message.
+    for year in [-1, 0, 1999, 2101, i32::MAX] {
+        let request = pb::GetNationalStatsRequest { year };
+        let (code, message) = code_of(hub.stats.get_national_stats(request).await);
+        assert_eq!(code, Code::InvalidArgument, "{year}");
+        let (csv_code, csv_message) = code_of(hub.stats.export_national_stats_csv(request).await);
+        assert_eq!(
+            (csv_code, csv_message.as_str()),
+            (code, message.as_str()),
+            "{year}"
+        );
+        assert!(message.contains("field `year`"), "{message}");
+    }
+    assert!(hub
+        .stats
+        .export_national_stats_csv(pb::GetNationalStatsRequest { year: 2025 })
+        .await
+        .is_ok());
+    fed.stop_all().await;
+}
+
+fn as_earlier(release: &pb::StatsRelease) -> sfs_node::stats::disclosure::Earlier {
+    use sfs_node::stats::disclosure::{CellStatus, Earlier, ProtectedCell};
+    use sfs_node::stats::CellPos;
+    let cells: Vec<ProtectedCell> = release
+        .cells
+        .iter()
+        .map(|c| ProtectedCell {
+            pos: CellPos {
+                table: c.table.clone(),
+                row: c.row.clone(),
+                col: c.col.clone(),
+            },
+            value: c.value,
+            status: if c.value.is_some() {
+                CellStatus::Exact
+            } else {
+                CellStatus::Suppressed
+            },
+            sd: 0.0,
+            reason: None,
+        })
+        .collect();
+    Earlier::from_cells(&cells, release.k as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrections_reveal_nothing_their_quarter_hid() {
+    use sfs_node::stats::disclosure::{findings, Layout};
+    let mut fed = Federation::start(&["lund", "malmo"]).await;
+    let mut lund = fed.client(0).await;
+    let malmo = fed.client(1).await;
+    // Each case: a quarter of 25 people, then a correction adding one person (to a new or
+    // an existing cell) or removing one.
+    let cases: [(&str, Option<pb::SupportRecord>, bool); 3] = [
+        (
+            "2024-Q1",
+            Some(support(
+                "2024-Q1",
+                "male",
+                "18-24",
+                "forced_labour",
+                "business",
+                "added",
+            )),
+            false,
+        ),
+        (
+            "2024-Q2",
+            Some(support(
+                "2024-Q2", "female", "25-34", "sexual", "police", "added",
+            )),
+            false,
+        ),
+        ("2024-Q3", None, true),
+    ];
+    let (mut published, mut refused) = (0, 0);
+    for (quarter, added, remove) in cases {
+        let mut names = Vec::new();
+        for i in 0..25 {
+            let (sex, age, exploitation, referral) = match i % 5 {
+                0 | 1 => ("female", "25-34", "sexual", "police"),
+                2 => ("female", "18-24", "sexual", "civil_society"),
+                3 => ("male", "35-44", "forced_labour", "social_services"),
+                _ => (
+                    ["male", "female", "other_or_unknown"][i % 3],
+                    "12-17",
+                    ["begging", "forced_criminality"][i % 2],
+                    "self_or_other",
+                ),
+            };
+            let created = lund
+                .stats
+                .create_support_record(pb::CreateSupportRecordRequest {
+                    record: Some(support(
+                        quarter,
+                        sex,
+                        age,
+                        exploitation,
+                        referral,
+                        &format!("{quarter}-{i}"),
+                    )),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            names.push(created.name);
+        }
+        preview(&mut lund, quarter).await.unwrap();
+        let first = publish(&mut lund, quarter).await.unwrap();
+        if let Some(added) = added {
+            record(&mut lund, added).await;
+        }
+        if remove {
+            // Remove one of the small group (a hidden cell of the first release).
+            lund.stats
+                .delete_support_record(pb::DeleteRequest {
+                    name: names[4].clone(),
+                })
+                .await
+                .unwrap();
+        }
+        match preview(&mut lund, quarter).await {
+            Ok(correction) => {
+                assert_eq!(correction.number, 2);
+                assert!(correction
+                    .cells
+                    .iter()
+                    .all(|c| c.value.is_none_or(|v| v == 0 || v >= 5)));
+                publish(&mut lund, quarter).await.unwrap();
+                // What another city holds: both releases, as published.
+                let both = eventually("Malmö has both releases", || {
+                    let mut malmo = malmo.clone();
+                    async move {
+                        let all = releases_of(&mut malmo, "cities/lund", quarter).await;
+                        (all.len() == 2).then_some(all)
+                    }
+                })
+                .await;
+                assert_eq!(comparable(&both[0]), comparable(&first));
+                let alone = findings(&Layout::standard(), &[as_earlier(&both[0])]);
+                let together = findings(
+                    &Layout::standard(),
+                    &[as_earlier(&both[0]), as_earlier(&both[1])],
+                );
+                assert!(
+                    together.is_subset(&alone),
+                    "{quarter}: read together the releases give away {:?}",
+                    together.difference(&alone).collect::<Vec<_>>()
+                );
+                published += 1;
+            }
+            Err(status) => {
+                eprintln!("{quarter}: {}", status.message());
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(
+                    status.message().contains("stays the published figure"),
+                    "a plain explanation that says what to do: {}",
+                    status.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("corrections published {published}, refused {refused}");
+    assert!(published >= 1, "some correction can be published");
+    fed.stop_all().await;
+}

@@ -11,6 +11,7 @@
 //! ```
 
 mod cluster;
+mod privacy;
 mod raw;
 mod scenarios;
 
@@ -28,7 +29,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated): writes, propagation, bulk, fanout,
-    /// reconnect, idle, footprint.
+    /// reconnect, idle, footprint, privacy.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also write the JSON lines to this file.

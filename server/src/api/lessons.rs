@@ -37,7 +37,8 @@ fn parse_name(name: &str) -> Result<(String, String), Status> {
             Ok((city.to_string(), id.to_string()))
         }
         _ => Err(Status::invalid_argument(format!(
-            "field `name`: {name:?} is not of the form cities/{{city}}/lessons/{{lesson}}"
+            "field `name`: {} is not of the form cities/{{city}}/lessons/{{lesson}}",
+            super::quote(name)
         ))),
     }
 }
@@ -56,6 +57,7 @@ fn edit_status(err: EditFailure<LessonError>) -> Status {
             Status::invalid_argument(err.to_string())
         }
         EditFailure::Rejected(err) => Status::internal(err.to_string()),
+        EditFailure::Private(finding) => Status::invalid_argument(finding.to_string()),
     }
 }
 
@@ -100,7 +102,8 @@ impl LessonsService {
             Ok(())
         } else {
             Err(Status::invalid_argument(format!(
-                "field `method_step`: {step:?} is not a step of the handbook this node has"
+                "field `method_step`: {} is not a step of the handbook this node has",
+                super::quote(step)
             )))
         }
     }
@@ -119,15 +122,6 @@ impl pb::lessons_server::Lessons for LessonsService {
             .ok_or_else(|| Status::invalid_argument("field `lesson`: is required"))?;
         let (city, doc) = self.own_lessons()?;
         self.check_method_step(&lesson.method_step)?;
-        let tags = lesson.tags.iter().map(|t| ("tags", t.as_str()));
-        self.0.check_shared_text(
-            [
-                ("title", lesson.title.as_str()),
-                ("body", lesson.body.as_str()),
-            ]
-            .into_iter()
-            .chain(tags),
-        )?;
         let id = new_id();
         let sync = self.0.sync.clone();
         let lesson_id = id.clone();
@@ -192,17 +186,6 @@ impl pb::lessons_server::Lessons for LessonsService {
         if has("method_step") {
             self.check_method_step(&lesson.method_step)?;
         }
-        let mut texts: Vec<(&str, &str)> = Vec::new();
-        if has("title") {
-            texts.push(("title", lesson.title.as_str()));
-        }
-        if has("body") {
-            texts.push(("body", lesson.body.as_str()));
-        }
-        if has("tags") {
-            texts.extend(lesson.tags.iter().map(|t| ("tags", t.as_str())));
-        }
-        self.0.check_shared_text(texts)?;
         let (set_title, set_body, set_tags, set_step, set_archived) = (
             has("title"),
             has("body"),
@@ -215,8 +198,8 @@ impl pb::lessons_server::Lessons for LessonsService {
         } else {
             Some(crate::docmodel::parse_version(&lesson.etag).ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "field `lesson.etag`: {:?} is not a version from this API",
-                    lesson.etag
+                    "field `lesson.etag`: {} is not a version from this API",
+                    super::quote(&lesson.etag)
                 ))
             })?)
         };
@@ -252,8 +235,8 @@ impl pb::lessons_server::Lessons for LessonsService {
             }
             _ => {
                 return Err(Status::invalid_argument(format!(
-                    "field `parent`: {:?} must be cities/{{city}} or cities/-",
-                    request.parent
+                    "field `parent`: {} must be cities/{{city}} or cities/-",
+                    super::quote(&request.parent)
                 )))
             }
         };

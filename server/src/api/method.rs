@@ -155,10 +155,6 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .chapter
             .ok_or_else(|| Status::invalid_argument("field `chapter`: is required"))?;
-        self.0.check_shared_text([
-            ("title", chapter.title.as_str()),
-            ("introduction", chapter.introduction.as_str()),
-        ])?;
         let id = new_id();
         let created = self
             .edit(move |tx| {
@@ -179,10 +175,6 @@ impl pb::method_server::Method for MethodService {
         let new = request
             .chapter
             .ok_or_else(|| Status::invalid_argument("field `chapter`: is required"))?;
-        self.0.check_shared_text([
-            ("title", new.title.as_str()),
-            ("introduction", new.introduction.as_str()),
-        ])?;
         let mask = update_mask(request.update_mask, &["title", "introduction", "position"])?;
         let id = parse_name(&new.name, "method/chapters", "chapter.name")?;
         let updated = self
@@ -222,10 +214,6 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .step
             .ok_or_else(|| Status::invalid_argument("field `step`: is required"))?;
-        self.0.check_shared_text([
-            ("title", step.title.as_str()),
-            ("description", step.description.as_str()),
-        ])?;
         let id = new_id();
         let created = self
             .edit(move |tx| {
@@ -246,10 +234,6 @@ impl pb::method_server::Method for MethodService {
         let new = request
             .step
             .ok_or_else(|| Status::invalid_argument("field `step`: is required"))?;
-        self.0.check_shared_text([
-            ("title", new.title.as_str()),
-            ("description", new.description.as_str()),
-        ])?;
         let mask = update_mask(request.update_mask, &["title", "description", "position"])?;
         let id = parse_name(&new.name, "method/steps", "step.name")?;
         let updated = self
@@ -288,7 +272,6 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .item
             .ok_or_else(|| Status::invalid_argument("field `item`: is required"))?;
-        self.0.check_shared_text([("text", item.text.as_str())])?;
         let id = new_id();
         let created = self
             .edit(move |tx| {
@@ -309,7 +292,6 @@ impl pb::method_server::Method for MethodService {
         let new = request
             .item
             .ok_or_else(|| Status::invalid_argument("field `item`: is required"))?;
-        self.0.check_shared_text([("text", new.text.as_str())])?;
         let mask = update_mask(request.update_mask, &["text", "position"])?;
         let id = parse_name(&new.name, "method/items", "item.name")?;
         let updated = self
@@ -345,10 +327,6 @@ impl pb::method_server::Method for MethodService {
             .into_inner()
             .release
             .ok_or_else(|| Status::invalid_argument("field `release`: is required"))?;
-        self.0.check_shared_text([
-            ("version_label", release.version_label.as_str()),
-            ("notes", release.notes.as_str()),
-        ])?;
         super::check_len("version_label", &release.version_label, 1, 50)?;
         super::check_len("notes", &release.notes, 0, 5000)?;
         let signed = !release.signature.is_empty();
@@ -439,7 +417,8 @@ impl pb::method_server::Method for MethodService {
                         .find(|r| r.version_label == release || r.name == release)
                         .ok_or_else(|| {
                             Status::not_found(format!(
-                                "field `since_release`: no release {release:?} on this node"
+                                "field `since_release`: no release {} on this node",
+                                super::quote(&release)
                             ))
                         })?;
                     dm::parse_version(&found.version)
@@ -448,7 +427,8 @@ impl pb::method_server::Method for MethodService {
                 pb::diff_handbook_request::Since::SinceVersion(version) => {
                     dm::parse_version(&version).ok_or_else(|| {
                         Status::invalid_argument(format!(
-                            "field `since_version`: {version:?} is not a version"
+                            "field `since_version`: {} is not a version",
+                            super::quote(&version)
                         ))
                     })?
                 }

@@ -6,6 +6,7 @@
 //! not be stored answers `UNAVAILABLE` and is not acknowledged.
 
 pub mod directory;
+pub mod error_text;
 pub mod lessons;
 pub mod method;
 pub mod node;
@@ -40,6 +41,9 @@ pub struct ApiState {
     pub at_rest: crate::seal::MasterKey,
     /// The signed handbook release this node runs.
     pub releases: Arc<crate::release::ReleaseTracker>,
+    /// The privacy guard built from the register's contact names and deny list, rebuilt after
+    /// every change of the register; every edit of a shareable document reads it.
+    pub guards: Arc<crate::privacy::GuardCache>,
 }
 
 impl ApiState {
@@ -66,25 +70,46 @@ impl ApiState {
             + Send
             + 'static,
     ) -> Result<R, Status> {
-        let local = self.local.clone();
-        blocking(move || local.edit(&doc, change)).await?
+        let (local, guards) = (self.local.clone(), self.guards.clone());
+        blocking(move || {
+            let edited = local.edit(&doc, change);
+            if doc == crate::register::network() {
+                refresh_privacy_guard(&local, &guards);
+            }
+            edited
+        })
+        .await?
     }
+}
 
-    /// The privacy guard for text this node shares: the city's contact names and deny list
-    /// (none at the hub, which keeps no register), on top of the built-in checks.
-    pub fn privacy_guard(&self) -> crate::privacy::Guard {
-        self.local
-            .read(&crate::register::network(), crate::register::privacy_guard)
+/// Rebuilds the privacy guard from the register's contact names and deny list if the register
+/// changed since it was built. Called without any document lock held (the guard is read by
+/// every edit of a shareable document, which must never wait for a local document).
+pub fn refresh_privacy_guard(local: &LocalReplicas, guards: &crate::privacy::GuardCache) {
+    local.read(&crate::register::network(), |doc| {
+        let version = crate::docmodel::version_of(&doc.get_heads());
+        guards.get(&version, || crate::register::privacy_guard(doc));
+    });
+}
+
+/// Longest part of a client's value an error message repeats (characters).
+pub const MAX_QUOTED_CHARS: usize = 100;
+
+/// A client's value for an error message: quoted, cut after [`MAX_QUOTED_CHARS`] characters,
+/// and never repeated at all when it looks like personal data.
+pub fn quote(value: &str) -> String {
+    if let Some(kind) = crate::privacy::looks_personal(value) {
+        return format!(
+            "(the value is not repeated: it looks like {})",
+            kind.describe()
+        );
     }
-
-    /// Refuses text bound for a shared document that holds personal data.
-    pub fn check_shared_text<'a>(
-        &self,
-        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<(), Status> {
-        self.privacy_guard()
-            .check_all(fields)
-            .map_err(|finding| Status::invalid_argument(finding.to_string()))
+    let chars = value.chars().count();
+    if chars <= MAX_QUOTED_CHARS {
+        format!("{value:?}")
+    } else {
+        let cut: String = value.chars().take(MAX_QUOTED_CHARS).collect();
+        format!("{cut:?}… ({chars} characters)")
     }
 }
 
@@ -416,7 +441,8 @@ pub fn parse_name(name: &str, collection: &str, field: &str) -> Result<String, S
     {
         Some(id) if !id.is_empty() && !id.contains('/') && id.len() <= 64 => Ok(id.to_string()),
         _ => Err(Status::invalid_argument(format!(
-            "field `{field}`: {name:?} is not of the form {collection}/{{id}}"
+            "field `{field}`: {} is not of the form {collection}/{{id}}",
+            quote(name)
         ))),
     }
 }
@@ -429,7 +455,8 @@ pub fn update_mask(mask: Vec<String>, allowed: &[&str]) -> Result<Vec<String>, S
     for path in &mask {
         if !allowed.contains(&path.as_str()) {
             return Err(Status::invalid_argument(format!(
-                "field `update_mask`: {path:?} cannot be updated; use {}",
+                "field `update_mask`: {} cannot be updated; use {}",
+                quote(path),
                 allowed.join(", ")
             )));
         }
@@ -442,7 +469,8 @@ pub fn check_date(field: &str, value: &str, not_future: bool) -> Result<(), Stat
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(value, &format).map_err(|_| {
         Status::invalid_argument(format!(
-            "field `{field}`: {value:?} is not a date of the form YYYY-MM-DD"
+            "field `{field}`: {} is not a date of the form YYYY-MM-DD",
+            quote(value)
         ))
     })?;
     if not_future && date > time::OffsetDateTime::now_utc().date() {
@@ -510,5 +538,6 @@ pub fn edit_status(err: crate::sync::EditFailure<Status>) -> Status {
             Status::unavailable(format!("the change was not stored: {err}"))
         }
         crate::sync::EditFailure::Rejected(status) => status,
+        crate::sync::EditFailure::Private(finding) => Status::invalid_argument(finding.to_string()),
     }
 }

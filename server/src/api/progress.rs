@@ -33,8 +33,6 @@ impl pb::progress_server::Progress for ProgressService {
             .progress
             .ok_or_else(|| Status::invalid_argument("field `progress`: is required"))?;
         progress::check(&progress)?;
-        self.0
-            .check_shared_text([("note", progress.note.as_str())])?;
         let step_known = self.0.sync.read(|engine| {
             engine
                 .document(&method_doc())
@@ -42,8 +40,8 @@ impl pb::progress_server::Progress for ProgressService {
         });
         if !step_known {
             return Err(Status::invalid_argument(format!(
-                "field `step`: {:?} is not a step of the handbook this node has",
-                progress.step
+                "field `step`: {} is not a step of the handbook this node has",
+                super::quote(&progress.step)
             )));
         }
         let step_id = progress
@@ -79,7 +77,8 @@ impl pb::progress_server::Progress for ProgressService {
             .filter(|c| sfs_sync::scope::validate_node_name(c).is_ok())
             .ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "field `parent`: {parent:?} must be cities/{{city}}"
+                    "field `parent`: {} must be cities/{{city}}",
+                    super::quote(&parent)
                 ))
             })?
             .to_string();

@@ -394,14 +394,18 @@ impl pb::register_server::Register for RegisterService {
         let local = self.0.local.clone();
         let log = self.0.access_log.clone();
         let erased = name.clone();
+        let guards = self.0.guards.clone();
         super::blocking(move || {
-            local.erase(&network(), |tx| {
+            let result = local.erase(&network(), |tx| {
                 if dm::record(tx, "contacts", &id).is_none() {
                     return Err(super::not_found(&erased));
                 }
                 super::log_erasure(&log, &caller.actor, [erased.clone()])?;
                 super::delete_or_not_found(tx, "contacts", &id, &erased)
-            })
+            });
+            // The erased name leaves the guard too.
+            super::refresh_privacy_guard(&local, &guards);
+            result
         })
         .await??;
         Ok(Response::new(pb::EraseResponse {
@@ -589,7 +593,8 @@ impl pb::register_server::Register for RegisterService {
             .edit(move |tx| {
                 if !dm::delete_record(tx, "deny_words", &word).map_err(doc_error)? {
                     return Err(Status::not_found(format!(
-                        "field `word`: {word:?} is not on the deny list"
+                        "field `word`: {} is not on the deny list",
+                        super::quote(&word)
                     )));
                 }
                 Ok(reg::deny_words(tx))

@@ -116,8 +116,8 @@ impl pb::signals_server::Signals for SignalsService {
         let request = request.into_inner();
         if !request.status.is_empty() && !sig::STATUSES.contains(&request.status.as_str()) {
             return Err(Status::invalid_argument(format!(
-                "field `status`: {:?} is not one of {}",
-                request.status,
+                "field `status`: {} is not one of {}",
+                super::quote(&request.status),
                 sig::STATUSES.join(", ")
             )));
         }

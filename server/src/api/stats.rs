@@ -23,6 +23,21 @@ fn invalid(err: InvalidField) -> Status {
     Status::invalid_argument(err.to_string())
 }
 
+/// Checks an optional quarter filter (empty for every quarter).
+fn check_quarter_filter(quarter: &str) -> Result<(), Status> {
+    if quarter.is_empty() || stats::parse_quarter(quarter).is_some() {
+        Ok(())
+    } else {
+        Err(invalid(InvalidField {
+            field: "quarter",
+            message: format!(
+                "{:?} is not a quarter YYYY-Qn (or empty for every quarter)",
+                quarter.chars().take(40).collect::<String>()
+            ),
+        }))
+    }
+}
+
 /// Today as (year, month), for refusing quarters that have not begun.
 fn today() -> (i32, u8) {
     let now = time::OffsetDateTime::now_utc();
@@ -58,6 +73,8 @@ fn cell_to_pb(c: &ProtectedCell) -> pb::StatsCell {
         reason: match c.reason {
             Some(disclosure::Reason::Primary) => "primary".into(),
             Some(disclosure::Reason::Secondary) => "secondary".into(),
+            Some(disclosure::Reason::Correction) => "correction".into(),
+            Some(disclosure::Reason::Group) => "group".into(),
             None => String::new(),
         },
     }
@@ -183,30 +200,17 @@ impl StatsService {
     }
 
     /// Refuses a noise release that would take the city over its yearly budget; returns what
-    /// the city has spent in the quarter's year.
+    /// the city has spent in the quarter's year and the year's cap (zeros for suppression).
     fn check_budget(
         policy: &Policy,
         quarter: &str,
         releases: &[PublishedRelease],
-    ) -> Result<i64, Status> {
+    ) -> Result<(i64, i64), Status> {
         if policy.mode != "noise" {
-            return Ok(0);
+            return Ok((0, 0));
         }
-        let year = stats::parse_quarter(quarter).map(|(y, _)| y);
-        let spent: i64 = releases
-            .iter()
-            .filter(|r| stats::parse_quarter(&r.quarter).map(|(y, _)| y) == year)
-            .map(|r| r.epsilon_milli)
-            .sum();
-        if spent + policy.epsilon_milli > policy.year_cap_milli {
-            return Err(Status::resource_exhausted(format!(
-                "publishing {quarter} would spend ε {:.3} on top of {:.3} already spent this year; the yearly cap is {:.3}",
-                policy.epsilon_milli as f64 / 1000.0,
-                spent as f64 / 1000.0,
-                policy.year_cap_milli as f64 / 1000.0
-            )));
-        }
-        Ok(spent)
+        disclosure::year_budget(policy, quarter, releases)
+            .map_err(|err| Status::resource_exhausted(err.to_string()))
     }
 }
 
@@ -259,6 +263,7 @@ impl pb::statistics_server::Statistics for StatsService {
         require(&request, ApiRole::Coordinator)?;
         self.city()?;
         let request = request.into_inner();
+        check_quarter_filter(&request.quarter)?;
         let quarter = (!request.quarter.is_empty()).then_some(request.quarter.as_str());
         let all: Vec<pb::SupportRecord> = self
             .0
@@ -340,6 +345,7 @@ impl pb::statistics_server::Statistics for StatsService {
         require(&request, ApiRole::Reader)?;
         self.city()?;
         let request = request.into_inner();
+        check_quarter_filter(&request.quarter)?;
         let quarter = (!request.quarter.is_empty()).then_some(request.quarter.as_str());
         let all: Vec<pb::ActivityRecord> = self
             .0
@@ -374,7 +380,7 @@ impl pb::statistics_server::Statistics for StatsService {
         stats::check_quarter(&quarter, today()).map_err(invalid)?;
         let policy = self.policy();
         let releases = self.own_releases(&city);
-        let spent = Self::check_budget(&policy, &quarter, &releases)?;
+        let (spent, cap) = Self::check_budget(&policy, &quarter, &releases)?;
         let (digest, support, activity) = self.digest(&quarter, &policy, &releases);
         if let Some(draft) = self
             .0
@@ -386,14 +392,33 @@ impl pb::statistics_server::Statistics for StatsService {
                 return Ok(Response::new(release_to_pb(&draft.release, true)));
             }
         }
+        let earlier: Vec<&PublishedRelease> =
+            releases.iter().filter(|r| r.quarter == quarter).collect();
         let exact = stats::tabulate(&support);
         let cells = if policy.mode == "noise" {
             disclosure::protect_by_noise(&exact, policy.epsilon_milli, &mut rand_dp::rng())
         } else {
-            disclosure::protect_by_suppression(&exact, policy.k)
+            // Every earlier suppression release of the quarter is read together with this one.
+            let before: Vec<disclosure::Earlier> = earlier
+                .iter()
+                .filter(|r| r.mode == "suppression")
+                .map(|r| disclosure::Earlier::from_cells(&r.cells, r.k))
+                .collect();
+            let (k, correction) = (policy.k, !before.is_empty());
+            blocking(move || disclosure::protect_by_suppression(&exact, k, &before))
+                .await?
+                .map_err(|refusal| {
+                    Status::failed_precondition(if correction {
+                        format!(
+                            "{quarter} cannot be published as it stands: {refusal}. The earlier release stays the published figure of {quarter}; preview again once more records of the quarter are corrected (more changes hide more), or ask the hub about the noise policy"
+                        )
+                    } else {
+                        format!(
+                            "{quarter} cannot be published by suppression: {refusal}. Ask the hub about the noise policy"
+                        )
+                    })
+                })?
         };
-        let earlier: Vec<&PublishedRelease> =
-            releases.iter().filter(|r| r.quarter == quarter).collect();
         let number = earlier.len() as i64 + 1;
         let release = PublishedRelease {
             id: format!("{quarter}-r{number}"),
@@ -416,11 +441,7 @@ impl pb::statistics_server::Statistics for StatsService {
                 0
             },
             year_spent_milli: spent,
-            year_cap_milli: if policy.mode == "noise" {
-                policy.year_cap_milli
-            } else {
-                0
-            },
+            year_cap_milli: cap,
             cells,
             activity: stats::activity_totals(&activity),
             created_ms: 0,
@@ -475,17 +496,39 @@ impl pb::statistics_server::Statistics for StatsService {
             self.clear_draft(&quarter).await?;
             return Ok(Response::new(release_to_pb(done, false)));
         }
-        Self::check_budget(&policy, &quarter, &releases)?;
         let mut release = draft.release.clone();
         release.created_ms = now_ms();
         for cell in &mut release.cells {
             cell.reason = None;
         }
         let doc = docs::city_stats_doc(&city).expect("a city name makes a document id");
-        let (sync, stored) = (self.0.sync.clone(), release.clone());
-        blocking(move || {
+        let (sync, stored) = (self.0.sync.clone(), release);
+        // Check and spend in one step: the checks read the releases inside the transaction
+        // that writes the new one, under the lock every edit of the document takes, so two
+        // publishers cannot both pass them.
+        let release = blocking(move || {
             sync.edit(&doc, |tx| {
-                docs::write_release(tx, &stored).map_err(doc_error)
+                let now = docs::releases(tx);
+                if let Some(done) = now.iter().find(|r| r.draft_id == stored.draft_id) {
+                    return Ok(done.clone());
+                }
+                if now.iter().any(|r| r.id == stored.id) {
+                    return Err(Status::failed_precondition(format!(
+                        "{} was published meanwhile; preview {} again",
+                        stored.id, stored.quarter
+                    )));
+                }
+                if stored.mode == "noise" {
+                    let (spent, cap) = Self::check_budget(&policy, &stored.quarter, &now)?;
+                    if (spent, cap) != (stored.year_spent_milli, stored.year_cap_milli) {
+                        return Err(Status::failed_precondition(format!(
+                            "the ε spent in the year of {} changed since the preview; preview again",
+                            stored.quarter
+                        )));
+                    }
+                }
+                docs::write_release(tx, &stored).map_err(doc_error)?;
+                Ok(stored)
             })
         })
         .await?
@@ -512,6 +555,7 @@ impl pb::statistics_server::Statistics for StatsService {
                 )))
             }
         };
+        stats::check_period("period", &request.period).map_err(invalid)?;
         let releases: Vec<PublishedRelease> = self.0.sync.read(|engine| {
             engine
                 .documents()
@@ -575,12 +619,7 @@ impl pb::statistics_server::Statistics for StatsService {
         request: Request<pb::GetNationalStatsRequest>,
     ) -> Result<Response<pb::NationalStats>, Status> {
         require(&request, ApiRole::Reader)?;
-        let year = request.into_inner().year;
-        if !(2000..=2999).contains(&year) {
-            return Err(Status::invalid_argument(format!(
-                "field `year`: {year} is not a year"
-            )));
-        }
+        let year = stats::check_year(request.into_inner().year).map_err(invalid)?;
         let national = self.national_year(year);
         Ok(Response::new(pb::NationalStats {
             year,
@@ -617,7 +656,7 @@ impl pb::statistics_server::Statistics for StatsService {
         request: Request<pb::GetNationalStatsRequest>,
     ) -> Result<Response<pb::CsvExport>, Status> {
         require(&request, ApiRole::Reader)?;
-        let year = request.into_inner().year;
+        let year = stats::check_year(request.into_inner().year).map_err(invalid)?;
         let national = self.national_year(year);
         Ok(Response::new(pb::CsvExport {
             filename: format!("national-stats-{year}.csv"),

@@ -10,10 +10,25 @@
 //! cells are identified by what they count, not by table, a margin shared by two tables is
 //! hidden in both or in neither.
 //!
+//! **Corrections** ([`suppress_jointly`]) are audited in one linear system with every earlier
+//! release of the same city and quarter: each release's relations and published cells, and
+//! between consecutive releases at most `m` changed people (in every table the inner cells differ
+//! by at most `m` in total), with `m` the fewest the published figures allow — the strongest
+//! assumption a reader can make, since every range only widens for a larger `m`. Hidden cells
+//! of earlier releases stay hidden; more are hidden until nothing new is exposed, or the
+//! correction is refused ([`Refusal`]).
+//!
+//! **The group rule.** A release that may count fewer than [`GROUP_FACTOR`]·k people may not
+//! show that everyone counted shares one category of a dimension: its zeros may then be hidden
+//! (a reader of such a release knows only that hidden cells are at least 0), and cells are
+//! hidden until no dimension pins "everyone is in category c". A larger release always shows
+//! its grand total and never hides a zero.
+//!
 //! **Noise.** Each inner cell gets discrete Laplace noise drawn with exact rational arithmetic
 //! (the `prio` crate's sampler, after Canonne, Kamath and Steinke); totals are sums of noisy
 //! cells. One person adds one to one inner cell of each of the four tables, so the L1
-//! sensitivity is 4 and the scale is 4/ε. Each release spends ε from the city's yearly budget.
+//! sensitivity is 4 and the scale is 4/ε. Each release spends ε from the city's yearly budget
+//! ([`year_budget`]: a cap raised mid-year applies from the next year).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +92,50 @@ impl Policy {
     }
 }
 
+/// A noise release that would take a city over its yearly ε budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("publishing {quarter} would spend ε {:.3} on top of {:.3} already spent in {year}; the yearly cap for {year} is {:.3}", *.epsilon_milli as f64 / 1000.0, *.spent_milli as f64 / 1000.0, *.cap_milli as f64 / 1000.0)]
+pub struct OverBudget {
+    pub quarter: String,
+    pub year: i32,
+    pub epsilon_milli: i64,
+    pub spent_milli: i64,
+    pub cap_milli: i64,
+}
+
+/// The ε a city has spent in the year of `quarter` and that year's cap, both in thousandths,
+/// given the city's `releases`; refused if one more release under `policy` would exceed the
+/// cap. The cap of a year is the policy's cap, but never more than the cap any noise release
+/// of that year was published under: raising the cap takes effect the next year (a city that
+/// has spent its budget stays spent), lowering it takes effect at once.
+pub fn year_budget(
+    policy: &Policy,
+    quarter: &str,
+    releases: &[super::national::PublishedRelease],
+) -> Result<(i64, i64), OverBudget> {
+    let year = super::parse_quarter(quarter).map(|(y, _)| y).unwrap_or(0);
+    let of_year: Vec<_> = releases
+        .iter()
+        .filter(|r| r.mode == "noise")
+        .filter(|r| super::parse_quarter(&r.quarter).map(|(y, _)| y) == Some(year))
+        .collect();
+    let spent: i64 = of_year.iter().map(|r| r.epsilon_milli).sum();
+    let cap = of_year
+        .iter()
+        .map(|r| r.year_cap_milli)
+        .fold(policy.year_cap_milli, i64::min);
+    if spent + policy.epsilon_milli > cap {
+        return Err(OverBudget {
+            quarter: quarter.to_string(),
+            year,
+            epsilon_milli: policy.epsilon_milli,
+            spent_milli: spent,
+            cap_milli: cap,
+        });
+    }
+    Ok((spent, cap))
+}
+
 /// How a published cell stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,8 +149,14 @@ pub enum CellStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// A count from 1 to k−1.
     Primary,
+    /// Hidden so that another hidden cell cannot be worked out.
     Secondary,
+    /// Hidden because an earlier release of the quarter hid it.
+    Correction,
+    /// Hidden so that the release does not show that everyone counted shares a category.
+    Group,
 }
 
 /// One cell as it would leave the city.
@@ -124,108 +189,692 @@ impl Range {
     }
 }
 
-/// The range of every hidden cell given the published ones, by linear programming.
+impl Range {
+    /// Whether the range pins the cell to one whole value of at least 1: a count of people
+    /// worked out. (A hidden zero pinned at zero says that nobody is there; the group rule is
+    /// what keeps a release from saying that of a whole dimension.)
+    pub fn pins_someone(&self) -> bool {
+        self.is_exposed() && self.max.is_some_and(|max| max >= 0.5)
+    }
+}
+
+/// The range of every hidden cell of one release given the published ones, by linear
+/// programming, with every hidden cell at least 1.
 pub fn audit(
     values: &BTreeMap<CellKey, i64>,
     hidden: &BTreeSet<CellKey>,
     relations: &[Relation],
 ) -> BTreeMap<CellKey, Range> {
-    let keys: Vec<&CellKey> = values.keys().collect();
-    let index: BTreeMap<&CellKey, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    let solve = |target: &CellKey, direction: OptimizationDirection| -> Option<f64> {
-        let mut problem = Problem::new(direction);
-        let vars: Vec<_> = keys
-            .iter()
-            .map(|key| {
-                let objective = if *key == target { 1.0 } else { 0.0 };
-                if hidden.contains(*key) {
-                    problem.add_var(objective, (1.0, f64::INFINITY))
-                } else {
-                    let v = values[*key] as f64;
-                    problem.add_var(objective, (v, v))
-                }
-            })
-            .collect();
-        for (total, parts) in relations {
-            let mut expr = LinearExpr::empty();
-            expr.add(vars[index[total]], 1.0);
-            for part in parts {
-                expr.add(vars[index[part]], -1.0);
-            }
-            problem.add_constraint(expr, ComparisonOp::Eq, 0.0);
-        }
-        match problem.solve() {
-            Ok(outcome) => outcome.solution().map(|s| s.objective()),
-            Err(microlp::Error::Unbounded) => None,
-            // Infeasible cannot happen for the true counts; treat as unknown (not exposed).
-            Err(_) => None,
-        }
+    let layout = Layout {
+        relations: relations.to_vec(),
+        tables: Vec::new(),
+        dimensions: Vec::new(),
     };
+    let seen = vec![values
+        .iter()
+        .map(|(key, v)| {
+            let cell = if hidden.contains(key) {
+                Seen::Hidden { floor: 1 }
+            } else {
+                Seen::Shown(*v)
+            };
+            (key.clone(), cell)
+        })
+        .collect()];
+    let joint = Joint::new(&layout, &seen, None);
     hidden
         .iter()
-        .map(|key| {
-            let min = solve(key, OptimizationDirection::Minimize).unwrap_or(1.0);
-            let max = solve(key, OptimizationDirection::Maximize);
-            (key.clone(), Range { min, max })
-        })
+        .map(|key| (key.clone(), joint.range(0, key)))
         .collect()
 }
 
-/// The cells to hide so that small counts are hidden and none can be worked out.
-pub fn suppress(
+/// What a reader knows about how cells hang together.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The additive relations between cells.
+    pub relations: Vec<Relation>,
+    /// The inner cells of each table: every person counted is in exactly one of each.
+    pub tables: Vec<Vec<CellKey>>,
+    /// Each dimension with its margins (one per category): every person is in exactly one.
+    pub dimensions: Vec<(String, Vec<CellKey>)>,
+}
+
+impl Layout {
+    /// The layout of the four published tables.
+    pub fn standard() -> Layout {
+        let tables = TABLES
+            .iter()
+            .map(|spec| {
+                let rows = super::categories(spec.rows);
+                let cols: Vec<&str> = spec
+                    .cols
+                    .map(super::categories)
+                    .unwrap_or_default()
+                    .to_vec();
+                rows.iter()
+                    .flat_map(|r| {
+                        let cols = if cols.is_empty() {
+                            vec![""]
+                        } else {
+                            cols.clone()
+                        };
+                        cols.into_iter().map(move |c| {
+                            CellPos {
+                                table: spec.id.to_string(),
+                                row: r.to_string(),
+                                col: c.to_string(),
+                            }
+                            .key(spec)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let dimensions = [
+            "sex",
+            "age_group",
+            "citizenship",
+            "exploitation",
+            "referral_source",
+        ]
+        .iter()
+        .map(|d| {
+            let margins = super::categories(d)
+                .iter()
+                .map(|c| vec![(d.to_string(), c.to_string())])
+                .collect();
+            (d.to_string(), margins)
+        })
+        .collect();
+        Layout {
+            relations: super::relations(),
+            tables,
+            dimensions,
+        }
+    }
+}
+
+/// The grand total's key.
+fn total_key() -> CellKey {
+    Vec::new()
+}
+
+/// A release population smaller than this many times k gets the group rule: no dimension may
+/// show that every counted person shares one category.
+pub const GROUP_FACTOR: i64 = 4;
+
+/// The population below which the group rule applies, for threshold `k`.
+pub fn group_threshold(k: i64) -> i64 {
+    GROUP_FACTOR * k
+}
+
+/// One cell of a release as a reader has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    Shown(i64),
+    /// Hidden; `floor` is the least value a reader can be sure of (1, or 0 where the rules
+    /// allow hiding zeros).
+    Hidden {
+        floor: i64,
+    },
+}
+
+/// A release already published of the same quarter, as a reader has it.
+#[derive(Debug, Clone)]
+pub struct Earlier {
+    pub cells: BTreeMap<CellKey, Option<i64>>,
+    /// The threshold it was published with.
+    pub k: i64,
+}
+
+impl Earlier {
+    /// From the published cells of a suppression release.
+    pub fn from_cells(cells: &[ProtectedCell], k: i64) -> Earlier {
+        Earlier {
+            cells: cells
+                .iter()
+                .filter_map(|c| Some((c.pos.key(spec(&c.pos.table)?), c.value)))
+                .collect(),
+            k,
+        }
+    }
+
+    /// Whether a reader must allow for hidden zeros in it: its total is hidden or below the
+    /// group threshold (only there are zeros ever hidden).
+    fn zeros_may_hide(&self) -> bool {
+        self.cells
+            .get(&total_key())
+            .copied()
+            .flatten()
+            .is_none_or(|total| total < group_threshold(self.k))
+    }
+
+    fn seen(&self) -> BTreeMap<CellKey, Seen> {
+        let floor = if self.zeros_may_hide() { 0 } else { 1 };
+        self.cells
+            .iter()
+            .map(|(key, v)| {
+                let cell = match v {
+                    Some(v) => Seen::Shown(*v),
+                    None => Seen::Hidden { floor },
+                };
+                (key.clone(), cell)
+            })
+            .collect()
+    }
+}
+
+/// Something a reader could work out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Finding {
+    /// A hidden cell of release `release` (0 the first) has fewer than two possible values.
+    Cell { release: usize, key: CellKey },
+    /// Every person counted in release `release` shares `category` of `dimension`.
+    Group {
+        release: usize,
+        dimension: String,
+        category: String,
+    },
+}
+
+/// Why a release cannot be published by suppression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+enum Lp {
+    Optimum(f64),
+    Unbounded,
+    Infeasible,
+}
+
+/// The linear system a reader holding releases `seen` (of one city and quarter) can solve:
+/// each release's relations, its published cells, hidden cells at least their floor, and
+/// between consecutive releases at most `m` people changed (in every table the inner cells
+/// differ by at most `m` in total).
+struct Joint<'a> {
+    layout: &'a Layout,
+    keys: Vec<CellKey>,
+    index: BTreeMap<CellKey, usize>,
+    seen: &'a [BTreeMap<CellKey, Seen>],
+    changes: Option<f64>,
+}
+
+impl<'a> Joint<'a> {
+    fn new(layout: &'a Layout, seen: &'a [BTreeMap<CellKey, Seen>], changes: Option<f64>) -> Self {
+        let keys: Vec<CellKey> = seen
+            .iter()
+            .flat_map(|release| release.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let index = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
+        Joint {
+            layout,
+            keys,
+            index,
+            seen,
+            changes,
+        }
+    }
+
+    /// Optimises `objective` (release, key, coefficient) plus `m_coefficient` × the number
+    /// of changed people (a variable when `changes` is `None`).
+    fn solve(
+        &self,
+        direction: OptimizationDirection,
+        objective: &[(usize, &CellKey, f64)],
+        m_coefficient: f64,
+    ) -> Lp {
+        let mut problem = Problem::new(direction);
+        let mut vars = Vec::with_capacity(self.seen.len());
+        for (r, release) in self.seen.iter().enumerate() {
+            let row: Vec<_> = self
+                .keys
+                .iter()
+                .map(|key| {
+                    let coefficient: f64 = objective
+                        .iter()
+                        .filter(|(o, k, _)| *o == r && *k == key)
+                        .map(|(_, _, c)| c)
+                        .sum();
+                    match release.get(key) {
+                        Some(Seen::Shown(v)) => {
+                            problem.add_var(coefficient, (*v as f64, *v as f64))
+                        }
+                        Some(Seen::Hidden { floor }) => {
+                            problem.add_var(coefficient, (*floor as f64, f64::INFINITY))
+                        }
+                        None => problem.add_var(coefficient, (0.0, f64::INFINITY)),
+                    }
+                })
+                .collect();
+            for (total, parts) in &self.layout.relations {
+                let mut expr = LinearExpr::empty();
+                expr.add(row[self.index[total]], 1.0);
+                for part in parts {
+                    expr.add(row[self.index[part]], -1.0);
+                }
+                problem.add_constraint(expr, ComparisonOp::Eq, 0.0);
+            }
+            vars.push(row);
+        }
+        if self.seen.len() > 1 {
+            let m = match self.changes {
+                Some(m) => problem.add_var(0.0, (m, m)),
+                None => problem.add_var(m_coefficient, (0.0, f64::INFINITY)),
+            };
+            for pair in vars.windows(2) {
+                for table in &self.layout.tables {
+                    let mut sum = LinearExpr::empty();
+                    for key in table {
+                        let i = self.index[key];
+                        let d = problem.add_var(0.0, (0.0, f64::INFINITY));
+                        for sign in [1.0, -1.0] {
+                            let mut expr = LinearExpr::empty();
+                            expr.add(d, 1.0);
+                            expr.add(pair[1][i], -sign);
+                            expr.add(pair[0][i], sign);
+                            problem.add_constraint(expr, ComparisonOp::Ge, 0.0);
+                        }
+                        sum.add(d, 1.0);
+                    }
+                    sum.add(m, -1.0);
+                    problem.add_constraint(sum, ComparisonOp::Le, 0.0);
+                }
+            }
+        }
+        match problem.solve() {
+            Ok(outcome) => match outcome.solution() {
+                Some(s) => Lp::Optimum(s.objective()),
+                None => Lp::Infeasible,
+            },
+            Err(microlp::Error::Unbounded) => Lp::Unbounded,
+            Err(_) => Lp::Infeasible,
+        }
+    }
+
+    /// The same system with the number of changed people fixed at the least whole number the
+    /// releases allow: a reader assumes as few changes as possible, which pins the most.
+    fn with_fewest_changes(mut self) -> Self {
+        if self.seen.len() > 1 {
+            self.changes = match self.solve(OptimizationDirection::Minimize, &[], 1.0) {
+                Lp::Optimum(m) => Some((m - 1e-6).ceil().max(0.0)),
+                _ => None,
+            };
+        }
+        self
+    }
+
+    fn range(&self, release: usize, key: &CellKey) -> Range {
+        let floor = match self.seen[release].get(key) {
+            Some(Seen::Hidden { floor }) => *floor as f64,
+            _ => 0.0,
+        };
+        let objective = [(release, key, 1.0)];
+        let min = match self.solve(OptimizationDirection::Minimize, &objective, 0.0) {
+            Lp::Optimum(v) => v,
+            _ => floor,
+        };
+        let max = match self.solve(OptimizationDirection::Maximize, &objective, 0.0) {
+            Lp::Optimum(v) => Some(v),
+            // Unbounded; infeasible cannot happen for true counts: treat as unknown.
+            _ => None,
+        };
+        Range { min, max }
+    }
+
+    /// Whether every person of release `release` may be shown to share `margin`: the total
+    /// less that margin cannot be 1 or more while the total can.
+    fn all_share(&self, release: usize, margin: &CellKey) -> bool {
+        let total = total_key();
+        let rest = [(release, &total, 1.0), (release, margin, -1.0)];
+        let most_outside = match self.solve(OptimizationDirection::Maximize, &rest, 0.0) {
+            Lp::Optimum(v) => v,
+            _ => return false,
+        };
+        let most_total = match self.solve(
+            OptimizationDirection::Maximize,
+            &[(release, &total, 1.0)],
+            0.0,
+        ) {
+            Lp::Optimum(v) => v,
+            Lp::Unbounded => f64::INFINITY,
+            Lp::Infeasible => return false,
+        };
+        most_outside < 1.0 - 1e-6 && most_total >= 1.0 - 1e-6
+    }
+
+    /// Whether `finding` holds in this system.
+    fn holds(&self, finding: &Finding) -> bool {
+        match finding {
+            Finding::Cell { release, key } => self.range(*release, key).pins_someone(),
+            Finding::Group {
+                release,
+                dimension,
+                category,
+            } => self.all_share(*release, &vec![(dimension.clone(), category.clone())]),
+        }
+    }
+
+    /// Whether a reader cannot rule out that release `release` counts fewer than
+    /// `threshold` people (then the group rule covers it).
+    fn may_count_fewer(&self, release: usize, threshold: i64) -> bool {
+        let total = total_key();
+        match self.solve(
+            OptimizationDirection::Minimize,
+            &[(release, &total, 1.0)],
+            0.0,
+        ) {
+            Lp::Optimum(least) => least < threshold as f64 - 1e-6,
+            _ => true,
+        }
+    }
+
+    /// The first finding not in `known`; `group` holds each release's group threshold.
+    fn first_finding(&self, group: &[i64], known: &BTreeSet<Finding>) -> Option<Finding> {
+        for (release, cells) in self.seen.iter().enumerate() {
+            for (key, cell) in cells {
+                if !matches!(cell, Seen::Hidden { .. }) {
+                    continue;
+                }
+                let finding = Finding::Cell {
+                    release,
+                    key: key.clone(),
+                };
+                if !known.contains(&finding) && self.range(release, key).pins_someone() {
+                    return Some(finding);
+                }
+            }
+            if !group
+                .get(release)
+                .is_some_and(|threshold| self.may_count_fewer(release, *threshold))
+            {
+                continue;
+            }
+            for (dimension, margins) in &self.layout.dimensions {
+                for margin in margins {
+                    let finding = Finding::Group {
+                        release,
+                        dimension: dimension.clone(),
+                        category: margin.first().map(|(_, c)| c.clone()).unwrap_or_default(),
+                    };
+                    if !known.contains(&finding) && self.all_share(release, margin) {
+                        return Some(finding);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Every finding (for the releases already published, which a new one may not worsen).
+    fn all_findings(&self, group: &[i64]) -> BTreeSet<Finding> {
+        let mut known = BTreeSet::new();
+        while let Some(finding) = self.first_finding(group, &known) {
+            known.insert(finding);
+        }
+        known
+    }
+}
+
+/// The cells of a release to hide, read together with every `earlier` release of the same
+/// city and quarter (a reader has them all):
+/// - cells from 1 to k−1 (primary);
+/// - in a correction, the cells an earlier release hid;
+/// - when fewer than [`group_threshold`] people are counted and every one of them shares a
+///   category of a dimension, that dimension's margins, zeros included (the group rule);
+/// - then, one at a time, more cells until no hidden cell of any release is left with fewer
+///   than two possible values, and (under the group rule) no dimension shows that everyone
+///   shares one category, assuming consecutive releases differ by the fewest changed people
+///   the published figures allow. Only what the earlier releases did not already give away
+///   counts.
+///
+/// Zeros are hidden only under the group rule; elsewhere a reader knows hidden cells are at
+/// least 1. Refused when no choice of cells to hide in this release protects the earlier ones.
+pub fn suppress_jointly(
     values: &BTreeMap<CellKey, i64>,
-    relations: &[Relation],
+    layout: &Layout,
     k: i64,
-) -> BTreeMap<CellKey, Reason> {
+    earlier: &[Earlier],
+) -> Result<BTreeMap<CellKey, Reason>, Refusal> {
+    let total = values.get(&total_key()).copied().unwrap_or(0);
+    let zeros_ok = total < group_threshold(k);
+    // A zero may be hidden only under the group rule, and only where every total it is part
+    // of is not zero or hidden too (in an empty row it is plain that it is zero).
+    // The total of a release of at least the group threshold is always shown: a reader then
+    // knows that the group rule does not apply and that no zero is hidden.
+    let hideable_with = |key: &CellKey, hidden: &BTreeMap<CellKey, Reason>| {
+        (values[key] > 0 && (zeros_ok || !key.is_empty()))
+            || (zeros_ok && {
+                let mut totals = layout
+                    .relations
+                    .iter()
+                    .filter(|(_, parts)| parts.contains(key))
+                    .map(|(t, _)| t)
+                    .peekable();
+                totals.peek().is_some() && totals.all(|t| values[t] > 0 || hidden.contains_key(t))
+            })
+    };
+    let hideable = |key: &CellKey| hideable_with(key, &BTreeMap::new());
     let mut hidden: BTreeMap<CellKey, Reason> = values
         .iter()
         .filter(|(_, v)| (1..k).contains(*v))
         .map(|(key, _)| (key.clone(), Reason::Primary))
         .collect();
-    // Each round hides one more cell, so this ends after at most one round per cell.
-    for _ in 0..=values.len() {
-        let set: BTreeSet<CellKey> = hidden.keys().cloned().collect();
-        let ranges = audit(values, &set, relations);
-        let Some((exposed, _)) = ranges.iter().find(|(_, range)| range.is_exposed()) else {
-            break;
-        };
-        let published_nonzero = |key: &CellKey| !hidden.contains_key(key) && values[key] > 0;
-        // Prefer an inner cell (a long key: totals are worth more to readers), the smallest first,
-        // in a relation with the exposed cell.
-        let neighbours: BTreeSet<&CellKey> = relations
-            .iter()
-            .filter(|(total, parts)| total == exposed || parts.contains(exposed))
-            .flat_map(|(total, parts)| std::iter::once(total).chain(parts.iter()))
-            .filter(|key| published_nonzero(key))
-            .collect();
-        let choose = |candidates: Vec<&CellKey>| {
-            candidates
-                .into_iter()
-                .min_by_key(|key| (std::cmp::Reverse(key.len()), values[*key], (*key).clone()))
-                .cloned()
-        };
-        let pick = choose(neighbours.into_iter().collect())
-            .or_else(|| choose(values.keys().filter(|key| published_nonzero(key)).collect()));
-        match pick {
-            Some(key) => {
-                hidden.insert(key, Reason::Secondary);
+    for before in earlier {
+        for (key, v) in &before.cells {
+            if v.is_none() && values.contains_key(key) && hideable(key) {
+                hidden.entry(key.clone()).or_insert(Reason::Correction);
             }
-            None => break,
         }
     }
-    hidden
+    if zeros_ok && total > 0 {
+        for (_, margins) in &layout.dimensions {
+            if margins.iter().any(|m| values.get(m) == Some(&total)) {
+                for m in margins.iter().filter(|m| hideable(m)) {
+                    hidden.entry(m.clone()).or_insert(Reason::Group);
+                }
+            }
+        }
+    }
+    let mut seen: Vec<BTreeMap<CellKey, Seen>> = earlier.iter().map(Earlier::seen).collect();
+    let mut group: Vec<i64> = earlier.iter().map(|e| group_threshold(e.k)).collect();
+    let known = Joint::new(layout, &seen, None)
+        .with_fewest_changes()
+        .all_findings(&group);
+    group.push(group_threshold(k));
+    let current = earlier.len();
+    let view = |hidden: &BTreeMap<CellKey, Reason>| -> BTreeMap<CellKey, Seen> {
+        values
+            .iter()
+            .map(|(key, v)| {
+                // A reader knows hidden cells are at least 1 unless the group rule may have
+                // hidden zeros.
+                let cell = if hidden.contains_key(key) {
+                    Seen::Hidden {
+                        floor: if zeros_ok { 0 } else { 1 },
+                    }
+                } else {
+                    Seen::Shown(*v)
+                };
+                (key.clone(), cell)
+            })
+            .collect()
+    };
+    let describe = |finding: &Finding| match finding {
+        Finding::Cell { release, key } => format!(
+            "the hidden count of {} in {}",
+            describe_key(key),
+            if *release == current {
+                "this release".to_string()
+            } else {
+                format!("release {}", release + 1)
+            }
+        ),
+        Finding::Group {
+            release,
+            dimension,
+            category,
+        } => format!(
+            "that everyone counted in {} has {dimension} {category}",
+            if *release == current {
+                "this release".to_string()
+            } else {
+                format!("release {}", release + 1)
+            }
+        ),
+    };
+    // Each round hides one more cell, so this ends after at most one round per cell.
+    for _ in 0..=values.len() {
+        seen.truncate(current);
+        seen.push(view(&hidden));
+        let Some(finding) = Joint::new(layout, &seen, None)
+            .with_fewest_changes()
+            .first_finding(&group, &known)
+        else {
+            return Ok(hidden);
+        };
+        let open = |key: &CellKey| !hidden.contains_key(key) && hideable_with(key, &hidden);
+        // What is given away may not be curable here (an earlier release is fixed; one person
+        // added to a cell that was empty shows): if hiding everything that may be hidden still
+        // leaves it, refuse at once.
+        {
+            let mut all = hidden.clone();
+            for key in values.keys().filter(|key| open(key)) {
+                all.insert(key.clone(), Reason::Correction);
+            }
+            seen.truncate(current);
+            seen.push(view(&all));
+            if Joint::new(layout, &seen, None)
+                .with_fewest_changes()
+                .holds(&finding)
+            {
+                return Err(Refusal(format!(
+                    "publishing it would let a reader{} work out {}, whatever else of it is hidden",
+                    if current > 0 {
+                        " who also has the earlier releases of the quarter"
+                    } else {
+                        ""
+                    },
+                    describe(&finding)
+                )));
+            }
+        }
+        let pick = match &finding {
+            Finding::Cell { release, key } => {
+                let near = |key: &CellKey| -> Vec<CellKey> {
+                    layout
+                        .relations
+                        .iter()
+                        .filter(|(total, parts)| total == key || parts.contains(key))
+                        .flat_map(|(total, parts)| std::iter::once(total).chain(parts.iter()))
+                        .filter(|key| open(key))
+                        .cloned()
+                        .collect()
+                };
+                let direct = if *release != current && open(key) {
+                    vec![key.clone()]
+                } else {
+                    Vec::new()
+                };
+                // Prefer an inner cell (a long key: totals are worth more to readers), the
+                // smallest first, in a relation with the exposed cell.
+                let choose = |candidates: Vec<CellKey>| {
+                    candidates
+                        .into_iter()
+                        .min_by_key(|key| (std::cmp::Reverse(key.len()), values[key], key.clone()))
+                };
+                choose(direct).or_else(|| choose(near(key))).or_else(|| {
+                    choose(
+                        values
+                            .keys()
+                            .filter(|key| open(key) && values[*key] > 0)
+                            .cloned()
+                            .collect(),
+                    )
+                })
+            }
+            Finding::Group {
+                dimension,
+                category,
+                ..
+            } => values
+                .keys()
+                .filter(|key| open(key))
+                .filter_map(|key| {
+                    let cat = key.iter().find(|(d, _)| d == dimension)?.1.clone();
+                    Some((cat == *category, key.len(), values[key], key.clone()))
+                })
+                .min()
+                .map(|(_, _, _, key)| key),
+        };
+        match pick {
+            Some(key) => {
+                let reason = if matches!(finding, Finding::Group { .. }) {
+                    Reason::Group
+                } else {
+                    Reason::Secondary
+                };
+                hidden.insert(key, reason);
+            }
+            None => {
+                return Err(Refusal(format!(
+                    "publishing it would let a reader work out {}, and hiding more cells of it does not prevent that",
+                    describe(&finding)
+                )))
+            }
+        }
+    }
+    Err(Refusal(
+        "no set of cells to hide was found that protects every release of the quarter".into(),
+    ))
 }
 
-/// Protects a quarter's exact cells by suppression.
-pub fn protect_by_suppression(cells: &[(CellPos, i64)], k: i64) -> Vec<ProtectedCell> {
+/// What a reader holding every one of `releases` (of one city and quarter, oldest first) can
+/// work out, assuming consecutive releases differ by the fewest changed people the published
+/// figures allow: hidden counts pinned to one value, and (for releases that may count fewer
+/// people than the group threshold) dimensions that show everyone shares one category. For
+/// auditors and tests.
+pub fn findings(layout: &Layout, releases: &[Earlier]) -> BTreeSet<Finding> {
+    let seen: Vec<BTreeMap<CellKey, Seen>> = releases.iter().map(Earlier::seen).collect();
+    let group: Vec<i64> = releases.iter().map(|e| group_threshold(e.k)).collect();
+    Joint::new(layout, &seen, None)
+        .with_fewest_changes()
+        .all_findings(&group)
+}
+
+/// A cell's key in words, for messages: `exploitation sexual, sex male`.
+fn describe_key(key: &CellKey) -> String {
+    if key.is_empty() {
+        "the grand total".into()
+    } else {
+        key.iter()
+            .map(|(d, c)| format!("{d} {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Protects a quarter's exact cells by suppression, read together with the `earlier`
+/// suppression releases of the same quarter.
+pub fn protect_by_suppression(
+    cells: &[(CellPos, i64)],
+    k: i64,
+    earlier: &[Earlier],
+) -> Result<Vec<ProtectedCell>, Refusal> {
     let keyed: Vec<(CellKey, &CellPos, i64)> = cells
         .iter()
         .map(|(pos, v)| (pos.key(spec(&pos.table).expect("known table")), pos, *v))
         .collect();
     let values: BTreeMap<CellKey, i64> =
         keyed.iter().map(|(key, _, v)| (key.clone(), *v)).collect();
-    let hidden = suppress(&values, &super::relations(), k);
-    keyed
+    let hidden = suppress_jointly(&values, &Layout::standard(), k, earlier)?;
+    Ok(keyed
         .into_iter()
         .map(|(key, pos, v)| match hidden.get(&key) {
             Some(reason) => ProtectedCell {
@@ -243,7 +892,7 @@ pub fn protect_by_suppression(cells: &[(CellPos, i64)], k: i64) -> Vec<Protected
                 reason: None,
             },
         })
-        .collect()
+        .collect())
 }
 
 /// The L1 sensitivity of a release: one person is in one inner cell of every table.
@@ -307,90 +956,82 @@ mod tests {
     use proptest::prelude::*;
     use rand_dp::SeedableRng;
 
-    /// For each cell of a 2 × 3 table with margins, the whole values it takes in some filling
-    /// of the hidden inner cells (each from 1 to `limit`) that agrees with every published cell
-    /// (hidden totals must be at least 1). Plain enumeration, row by row: a check that shares
-    /// nothing with the linear programs above.
-    fn possible_values(
-        inner: &[i64; 6],
-        hidden: &BTreeMap<CellKey, Reason>,
-        limit: i64,
-    ) -> BTreeMap<CellKey, BTreeSet<i64>> {
-        // Cells by index: inner (r, c) at 3r + c, row totals at 6 + r, column totals at 8 + c,
-        // the grand total at 11.
-        let key = |i: usize| {
-            let (r, c) = match i {
-                0..=5 => (Some(i / 3), Some(i % 3)),
-                6 | 7 => (Some(i - 6), None),
-                8..=10 => (None, Some(i - 8)),
-                _ => (None, None),
-            };
-            let mut k = Vec::new();
-            if let Some(r) = r {
-                k.push(("r".to_string(), r.to_string()));
-            }
-            if let Some(c) = c {
-                k.push(("s".to_string(), c.to_string()));
-            }
-            k
+    /// The key of cell `i` of a 2 × 3 table with margins: inner (r, c) at 3r + c, row totals
+    /// at 6 + r, column totals at 8 + c, the grand total at 11.
+    fn small_key(i: usize) -> CellKey {
+        let (r, c) = match i {
+            0..=5 => (Some(i / 3), Some(i % 3)),
+            6 | 7 => (Some(i - 6), None),
+            8..=10 => (None, Some(i - 8)),
+            _ => (None, None),
         };
-        let hidden_at: Vec<bool> = (0..12).map(|i| hidden.contains_key(&key(i))).collect();
-        let fill = |cells: &[i64; 6]| -> [i64; 12] {
-            let mut all = [0i64; 12];
-            all[..6].copy_from_slice(cells);
-            for r in 0..2 {
-                all[6 + r] = (0..3).map(|c| cells[3 * r + c]).sum();
-            }
-            for c in 0..3 {
-                all[8 + c] = cells[c] + cells[3 + c];
-            }
-            all[11] = cells.iter().sum();
-            all
-        };
-        let truth = fill(inner);
+        let mut k = Vec::new();
+        if let Some(r) = r {
+            k.push(("r".to_string(), r.to_string()));
+        }
+        if let Some(c) = c {
+            k.push(("s".to_string(), c.to_string()));
+        }
+        k
+    }
+
+    /// All twelve cells from the six inner ones.
+    fn fill(inner: &[i64; 6]) -> [i64; 12] {
+        let mut all = [0i64; 12];
+        all[..6].copy_from_slice(inner);
+        for r in 0..2 {
+            all[6 + r] = (0..3).map(|c| inner[3 * r + c]).sum();
+        }
+        for c in 0..3 {
+            all[8 + c] = inner[c] + inner[3 + c];
+        }
+        all[11] = inner.iter().sum();
+        all
+    }
+
+    /// A release of the small table as a reader has it: each cell's value or `None`.
+    type Shown = [Option<i64>; 12];
+
+    fn shown(inner: &[i64; 6], hidden: &BTreeMap<CellKey, Reason>) -> Shown {
+        let all = fill(inner);
+        std::array::from_fn(|i| (!hidden.contains_key(&small_key(i))).then_some(all[i]))
+    }
+
+    /// The least value a reader can be sure a hidden cell has, by the published rule: zeros
+    /// are hidden only in releases whose total is hidden or below the group threshold.
+    fn reader_floor(release: &Shown, k: i64) -> i64 {
+        match release[11] {
+            Some(total) if total >= group_threshold(k) => 1,
+            _ => 0,
+        }
+    }
+
+    /// Every filling of the inner cells (hidden ones from the floor to `limit`) that agrees
+    /// with what the release shows. Plain enumeration, sharing nothing with the linear
+    /// programs above.
+    fn fillings(release: &Shown, k: i64, limit: i64) -> Vec<[i64; 12]> {
+        let floor = reader_floor(release, k);
         let choices: Vec<Vec<i64>> = (0..6)
-            .map(|i| {
-                if hidden_at[i] {
-                    (1..=limit).collect()
-                } else {
-                    vec![inner[i]]
-                }
+            .map(|i| match release[i] {
+                Some(v) => vec![v],
+                None => (floor..=limit).collect(),
             })
             .collect();
-        // Bit v of seen[i] is set when cell i can be v.
-        let mut seen = [0u128; 12];
-        let mut cells = [0i64; 6];
+        let mut out = Vec::new();
         let mut counters = [0usize; 6];
         loop {
-            for i in 0..6 {
-                cells[i] = choices[i][counters[i]];
-            }
-            let all = fill(&cells);
-            if (6..12).all(|i| {
-                if hidden_at[i] {
-                    all[i] >= 1
-                } else {
-                    all[i] == truth[i]
-                }
+            let inner: [i64; 6] = std::array::from_fn(|i| choices[i][counters[i]]);
+            let all = fill(&inner);
+            if (6..12).all(|i| match release[i] {
+                Some(v) => all[i] == v,
+                None => all[i] >= floor,
             }) {
-                for i in 0..12 {
-                    seen[i] |= 1u128 << all[i];
-                }
+                out.push(all);
             }
             let mut i = 0;
             loop {
                 if i == 6 {
-                    return (0..12)
-                        .map(|i| {
-                            (
-                                key(i),
-                                (0..128)
-                                    .filter(|v| seen[i] >> v & 1 == 1)
-                                    .map(|v| v as i64)
-                                    .collect(),
-                            )
-                        })
-                        .collect();
+                    return out;
                 }
                 counters[i] += 1;
                 if counters[i] < choices[i].len() {
@@ -402,51 +1043,128 @@ mod tests {
         }
     }
 
+    /// What a reader holding `releases` (a release and its corrections, oldest first) can say:
+    /// for each release, the fillings that take part in some chain of fillings, one per
+    /// release, where consecutive ones differ in their inner cells by at most `changes` people
+    /// (by default the fewest any chain allows). `None` when the enumeration would be too
+    /// large to run.
+    fn possible(
+        releases: &[Shown],
+        k: i64,
+        limit: i64,
+        changes: Option<i64>,
+    ) -> Option<Vec<BTreeSet<[i64; 12]>>> {
+        let sets: Vec<Vec<[i64; 12]>> = releases.iter().map(|r| fillings(r, k, limit)).collect();
+        let pairs: usize = sets.windows(2).map(|w| w[0].len() * w[1].len()).sum();
+        if pairs > 4_000_000 {
+            return None;
+        }
+        let change =
+            |x: &[i64; 12], y: &[i64; 12]| -> i64 { (0..6).map(|i| (x[i] - y[i]).abs()).sum() };
+        // Keeps, for a bound m, only fillings with a neighbour in the previous release (a
+        // forward pass) and then in the next (a backward pass): what is left is exactly what
+        // lies on some whole chain.
+        let chains = |m: i64| -> Vec<Vec<[i64; 12]>> {
+            let mut kept = sets.clone();
+            for j in 1..kept.len() {
+                let before = kept[j - 1].clone();
+                kept[j].retain(|y| before.iter().any(|x| change(x, y) <= m));
+            }
+            for j in (0..kept.len().saturating_sub(1)).rev() {
+                let after = kept[j + 1].clone();
+                kept[j].retain(|x| after.iter().any(|y| change(x, y) <= m));
+            }
+            kept
+        };
+        let m = match changes {
+            Some(m) => m,
+            None => (0..=6 * limit).find(|m| chains(*m).iter().all(|s| !s.is_empty()))?,
+        };
+        Some(
+            chains(m)
+                .into_iter()
+                .map(|s| s.into_iter().collect())
+                .collect(),
+        )
+    }
+
+    /// Checks that no hidden count of people (a cell of 1 or more) of any release is pinned to
+    /// its true value, and that no release under the group threshold shows that everyone
+    /// shares a row or a column: for a reader assuming the fewest changes the releases allow,
+    /// and for one who knows the true number of changes (any assumption in between sees at
+    /// least what the first sees and at most what the second sees).
+    fn assert_protected(releases: &[Shown], truths: &[[i64; 6]], k: i64) -> Result<bool, String> {
+        let limit = truths.iter().flatten().copied().max().unwrap_or(0) + 3;
+        let true_changes = truths
+            .windows(2)
+            .map(|w| (0..6).map(|i| (w[0][i] - w[1][i]).abs()).sum::<i64>())
+            .max();
+        for changes in [None, true_changes] {
+            let Some(possible) = possible(releases, k, limit, changes) else {
+                return Ok(false);
+            };
+            for (j, release) in releases.iter().enumerate() {
+                let truth = fill(&truths[j]);
+                for i in 0..12 {
+                    if release[i].is_some() || truth[i] == 0 {
+                        continue;
+                    }
+                    let values: BTreeSet<i64> = possible[j].iter().map(|f| f[i]).collect();
+                    if values.len() == 1 && values.contains(&truth[i]) {
+                        return Err(format!(
+                            "release {j} (changes {changes:?}): cell {i} = {} is the only possible value; releases {releases:?}",
+                            truth[i]
+                        ));
+                    }
+                }
+                // The group rule: rows {6, 7} and columns {8, 9, 10} each split the population.
+                if (1..group_threshold(k)).contains(&truth[11]) {
+                    for m in [6usize, 7, 8, 9, 10] {
+                        if truth[11] == truth[m] && possible[j].iter().all(|f| f[11] == f[m]) {
+                            return Err(format!(
+                                "release {j} (changes {changes:?}) shows that everyone counted is in cell {m}; releases {releases:?}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// A small 2 × 3 table with margins, as keys and relations.
     fn small_table(inner: &[i64; 6]) -> (BTreeMap<CellKey, i64>, Vec<Relation>) {
-        let key = |r: Option<usize>, c: Option<usize>| {
-            let mut k = Vec::new();
-            if let Some(r) = r {
-                k.push(("r".to_string(), r.to_string()));
-            }
-            if let Some(c) = c {
-                k.push(("s".to_string(), c.to_string()));
-            }
-            k
-        };
-        let mut values = BTreeMap::new();
-        for r in 0..2 {
-            for c in 0..3 {
-                values.insert(key(Some(r), Some(c)), inner[r * 3 + c]);
-            }
-            values.insert(key(Some(r), None), (0..3).map(|c| inner[r * 3 + c]).sum());
-        }
-        for c in 0..3 {
-            values.insert(key(None, Some(c)), (0..2).map(|r| inner[r * 3 + c]).sum());
-        }
-        values.insert(key(None, None), inner.iter().sum());
+        let values = (0..12).map(|i| (small_key(i), fill(inner)[i])).collect();
         let mut relations = Vec::new();
         for r in 0..2 {
             relations.push((
-                key(Some(r), None),
-                (0..3).map(|c| key(Some(r), Some(c))).collect(),
+                small_key(6 + r),
+                (0..3).map(|c| small_key(3 * r + c)).collect(),
             ));
         }
         for c in 0..3 {
             relations.push((
-                key(None, Some(c)),
-                (0..2).map(|r| key(Some(r), Some(c))).collect(),
+                small_key(8 + c),
+                (0..2).map(|r| small_key(3 * r + c)).collect(),
             ));
         }
+        relations.push((small_key(11), vec![small_key(6), small_key(7)]));
         relations.push((
-            key(None, None),
-            (0..2).map(|r| key(Some(r), None)).collect(),
-        ));
-        relations.push((
-            key(None, None),
-            (0..3).map(|c| key(None, Some(c))).collect(),
+            small_key(11),
+            vec![small_key(8), small_key(9), small_key(10)],
         ));
         (values, relations)
+    }
+
+    fn small_layout(relations: Vec<Relation>) -> Layout {
+        Layout {
+            relations,
+            tables: vec![(0..6).map(small_key).collect()],
+            dimensions: vec![
+                ("r".into(), vec![small_key(6), small_key(7)]),
+                ("s".into(), vec![small_key(8), small_key(9), small_key(10)]),
+            ],
+        }
     }
 
     proptest! {
@@ -456,23 +1174,144 @@ mod tests {
         #[test]
         fn no_hidden_cell_can_be_solved_for(inner in proptest::array::uniform6(0i64..7)) {
             let (values, relations) = small_table(&inner);
-            let hidden = suppress(&values, &relations, 3);
+            let hidden = suppress_jointly(&values, &small_layout(relations), 3, &[]).unwrap();
+            let total = values[&small_key(11)];
             for (key, value) in &values {
                 if (1..3).contains(value) {
                     prop_assert!(hidden.contains_key(key), "small cell {key:?} shown");
                 }
-                if hidden.contains_key(key) {
-                    prop_assert!(*value > 0, "a zero was hidden");
+                if hidden.contains_key(key) && total >= group_threshold(3) {
+                    prop_assert!(*value > 0, "a zero was hidden above the group threshold");
                 }
             }
-            let limit = inner.iter().copied().max().unwrap_or(0) + 2;
-            let possible = possible_values(&inner, &hidden, limit);
-            for key in hidden.keys() {
-                let values_of_key = possible.get(key).cloned().unwrap_or_default();
-                prop_assert!(values_of_key.contains(&values[key]), "the true value of {key:?} must be possible");
-                prop_assert!(values_of_key.len() >= 2, "{key:?} = {} is the only possible value", values[key]);
+            let checked = assert_protected(&[shown(&inner, &hidden)], &[inner], 3);
+            prop_assert!(checked.is_ok(), "{}", checked.unwrap_err());
+        }
+    }
+
+    /// Releases and corrections of random small tables, each correction adding or removing
+    /// one to three people: read together, no hidden cell of either is pinned and no group is
+    /// given away, by exhaustive enumeration. Seeded; a failure names its seed.
+    #[test]
+    fn corrections_read_with_their_releases_pin_no_hidden_cell() {
+        use rand_dp::RngExt;
+        let k = 3;
+        let (mut published, mut refused, mut skipped) = (0, 0, 0);
+        for seed in 0..150u64 {
+            let mut rng = rand_dp::rngs::StdRng::seed_from_u64(0x5eed_0000 + seed);
+            let first: [i64; 6] = std::array::from_fn(|_| {
+                if rng.random_range(0..3) == 0 {
+                    0
+                } else {
+                    rng.random_range(1..6)
+                }
+            });
+            let mut second = first;
+            for _ in 0..rng.random_range(1..=3) {
+                let i = rng.random_range(0..6);
+                if rng.random::<bool>() || second[i] == 0 {
+                    second[i] += 1;
+                } else {
+                    second[i] -= 1;
+                }
+            }
+            let (values, relations) = small_table(&first);
+            let layout = small_layout(relations);
+            let hidden = suppress_jointly(&values, &layout, k, &[]).unwrap();
+            let one = shown(&first, &hidden);
+            let earlier = Earlier {
+                cells: (0..12).map(|i| (small_key(i), one[i])).collect(),
+                k,
+            };
+            let (values2, _) = small_table(&second);
+            match suppress_jointly(&values2, &layout, k, &[earlier]) {
+                Err(refusal) => {
+                    assert!(!refusal.0.is_empty());
+                    eprintln!(
+                        "seed {seed}: refused: {refusal}; first {first:?}, second {second:?}"
+                    );
+                    refused += 1;
+                }
+                Ok(hidden2) => {
+                    for (key, v) in &values2 {
+                        if (1..k).contains(v) {
+                            assert!(hidden2.contains_key(key), "seed {seed}: small cell shown");
+                        }
+                    }
+                    let two = shown(&second, &hidden2);
+                    match assert_protected(&[one, two], &[first, second], k) {
+                        Ok(true) => published += 1,
+                        Ok(false) => skipped += 1,
+                        Err(err) => {
+                            panic!("seed {seed}: {err}; first {first:?}, second {second:?}")
+                        }
+                    }
+                }
             }
         }
+        eprintln!("corrections: {published} published and checked, {refused} refused, {skipped} too large to enumerate");
+        assert!(
+            published >= 75,
+            "at least half the corrections can be published: {published}"
+        );
+    }
+
+    /// A release and two corrections of random small tables, each correction changing one or
+    /// two people: read all together, nothing is pinned or given away (exhaustive check as
+    /// above, one bound on the changes between consecutive releases).
+    #[test]
+    fn two_corrections_read_with_their_release_pin_no_hidden_cell() {
+        use rand_dp::RngExt;
+        let k = 3;
+        let (mut checked, mut refused) = (0, 0);
+        for seed in 0..40u64 {
+            let mut rng = rand_dp::rngs::StdRng::seed_from_u64(0x0007_0000 + seed);
+            let mut truths: Vec<[i64; 6]> = vec![std::array::from_fn(|_| rng.random_range(0..6))];
+            for _ in 0..2 {
+                let mut next = *truths.last().unwrap();
+                for _ in 0..rng.random_range(1..=2) {
+                    let i = rng.random_range(0..6);
+                    if rng.random::<bool>() || next[i] == 0 {
+                        next[i] += 1;
+                    } else {
+                        next[i] -= 1;
+                    }
+                }
+                truths.push(next);
+            }
+            let layout = small_layout(small_table(&truths[0]).1);
+            let mut shown_so_far: Vec<Shown> = Vec::new();
+            let mut earlier: Vec<Earlier> = Vec::new();
+            let mut ok = true;
+            for truth in &truths {
+                let (values, _) = small_table(truth);
+                match suppress_jointly(&values, &layout, k, &earlier) {
+                    Ok(hidden) => {
+                        let one = shown(truth, &hidden);
+                        earlier.push(Earlier {
+                            cells: (0..12).map(|i| (small_key(i), one[i])).collect(),
+                            k,
+                        });
+                        shown_so_far.push(one);
+                    }
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                refused += 1;
+                continue;
+            }
+            match assert_protected(&shown_so_far, &truths, k) {
+                Ok(true) => checked += 1,
+                Ok(false) => {}
+                Err(err) => panic!("seed {seed}: {err}; truths {truths:?}"),
+            }
+        }
+        eprintln!("two corrections: {checked} checked, {refused} refused");
+        assert!(checked >= 15, "{checked}");
     }
 
     #[test]
@@ -480,7 +1319,7 @@ mod tests {
         // One cell of 1 in an otherwise large table: hiding it alone would let its row total
         // give it away, so at least three more cells must go.
         let (values, relations) = small_table(&[1, 10, 12, 9, 11, 13]);
-        let hidden = suppress(&values, &relations, 3);
+        let hidden = suppress_jointly(&values, &small_layout(relations.clone()), 3, &[]).unwrap();
         assert_eq!(
             hidden.values().filter(|r| **r == Reason::Primary).count(),
             1
@@ -521,7 +1360,7 @@ mod tests {
                 person_ref: format!("p{i}"),
             });
         }
-        let cells = protect_by_suppression(&tabulate(&records), 5);
+        let cells = protect_by_suppression(&tabulate(&records), 5, &[]).unwrap();
         let status = |table: &str, row: &str, col: &str| {
             cells
                 .iter()
@@ -562,6 +1401,146 @@ mod tests {
         for (key, range) in audit(&values, &hidden, &relations()) {
             assert!(!range.is_exposed(), "{key:?} is exposed: {range:?}");
         }
+    }
+
+    fn person(
+        i: usize,
+        sex: &str,
+        age: &str,
+        citizenship: &str,
+        exploitation: &str,
+    ) -> SupportRecord {
+        SupportRecord {
+            quarter: "2026-Q1".into(),
+            sex: sex.into(),
+            age_band: age.into(),
+            citizenship: citizenship.into(),
+            exploitation: exploitation.into(),
+            referral_source: if i.is_multiple_of(2) {
+                "police"
+            } else {
+                "social_services"
+            }
+            .into(),
+            person_ref: format!("p{i}"),
+        }
+    }
+
+    #[test]
+    fn a_small_release_does_not_show_that_everyone_shares_a_category() {
+        // Six people, all female, adult, non-EU, in sexual exploitation: published with its
+        // zeros this would say all of that about everyone counted.
+        let records: Vec<SupportRecord> = (0..6)
+            .map(|i| person(i, "female", "25-34", "non_eu", "sexual"))
+            .collect();
+        let cells = protect_by_suppression(&tabulate(&records), 5, &[]).unwrap();
+        let release = Earlier::from_cells(&cells, 5);
+        let found = findings(&Layout::standard(), std::slice::from_ref(&release));
+        assert!(found.is_empty(), "{found:?}");
+        // What a reader sees of each dimension: no dimension has every other category shown
+        // as zero (an independent look at the published cells).
+        for (dimension, category) in [
+            ("sex", "female"),
+            ("age_group", "adult"),
+            ("citizenship", "non_eu"),
+            ("exploitation", "sexual"),
+        ] {
+            let others_all_zero = super::super::categories(dimension)
+                .iter()
+                .filter(|c| **c != category)
+                .all(|c| release.cells[&vec![(dimension.to_string(), c.to_string())]] == Some(0));
+            assert!(
+                !others_all_zero,
+                "{dimension}: every other margin is a published zero"
+            );
+        }
+        assert!(cells.iter().any(|c| c.reason == Some(Reason::Group)));
+        // Mixed populations and populations of at least 4k are published as before.
+        let mixed: Vec<SupportRecord> = (0..12)
+            .map(|i| {
+                let sex = if i % 2 == 0 { "female" } else { "male" };
+                let citizenship = ["swedish", "other_eu", "non_eu"][i % 3];
+                let exploitation = ["sexual", "forced_labour"][i / 6];
+                person(
+                    i,
+                    sex,
+                    if i % 4 == 0 { "12-17" } else { "25-34" },
+                    citizenship,
+                    exploitation,
+                )
+            })
+            .collect();
+        let cells = protect_by_suppression(&tabulate(&mixed), 3, &[]).unwrap();
+        assert!(cells.iter().all(|c| c.reason != Some(Reason::Group)));
+        let large: Vec<SupportRecord> = (0..20)
+            .map(|i| person(i, "female", "25-34", "non_eu", "sexual"))
+            .collect();
+        let cells = protect_by_suppression(&tabulate(&large), 5, &[]).unwrap();
+        assert!(
+            cells.iter().all(|c| c.status == CellStatus::Exact),
+            "20 = 4k people are shown"
+        );
+    }
+
+    fn noise_release(quarter: &str, cap: i64) -> super::super::national::PublishedRelease {
+        super::super::national::PublishedRelease {
+            id: format!("{quarter}-r1"),
+            city: "lund".into(),
+            quarter: quarter.into(),
+            number: 1,
+            corrects: String::new(),
+            mode: "noise".into(),
+            k: 0,
+            epsilon_milli: 500,
+            year_spent_milli: 0,
+            year_cap_milli: cap,
+            cells: Vec::new(),
+            activity: BTreeMap::new(),
+            created_ms: 0,
+            draft_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_cap_raised_mid_year_does_not_refill_that_year() {
+        let policy = |cap| Policy {
+            mode: "noise".into(),
+            k: 5,
+            epsilon_milli: 500,
+            year_cap_milli: cap,
+        };
+        let spent: Vec<_> = ["2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4"]
+            .iter()
+            .map(|q| noise_release(q, 2000))
+            .collect();
+        let over = year_budget(&policy(2000), "2026-Q4", &spent).unwrap_err();
+        assert_eq!((over.spent_milli, over.cap_milli), (2000, 2000));
+        let over = year_budget(&policy(4000), "2026-Q4", &spent).unwrap_err();
+        assert_eq!(
+            over.cap_milli, 2000,
+            "the year keeps the cap it was spent under"
+        );
+        assert!(
+            over.to_string()
+                .contains("the yearly cap for 2026 is 2.000"),
+            "{over}"
+        );
+        assert_eq!(year_budget(&policy(4000), "2027-Q1", &spent), Ok((0, 4000)));
+        // Half spent, then raised: still the old cap for the rest of the year.
+        assert_eq!(
+            year_budget(&policy(4000), "2026-Q3", &spent[..2]),
+            Ok((1000, 2000))
+        );
+        // Lowered: at once.
+        assert!(year_budget(&policy(1000), "2026-Q3", &spent[..2]).is_err());
+        // Suppression releases spend nothing.
+        let mut suppression = noise_release("2026-Q1", 0);
+        suppression.mode = "suppression".into();
+        suppression.epsilon_milli = 0;
+        assert_eq!(
+            year_budget(&policy(2000), "2026-Q2", &[suppression]),
+            Ok((0, 2000))
+        );
     }
 
     #[test]

@@ -96,18 +96,74 @@ fn one_of(field: &'static str, value: &str, allowed: &[&str]) -> Result<(), Inva
     }
 }
 
-/// A quarter `YYYY-Qn`: (year, n).
+/// The years a quarter or a national query may name.
+pub const YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
+
+/// A quarter in its one canonical form `YYYY-Qn`: four ASCII digits of a year in [`YEARS`], `-Q`
+/// and one digit from 1 to 4, nothing else (no sign, no leading zero, no lower-case `q`, no
+/// spaces). Every spelling of a quarter maps to at most one accepted string, so the same people
+/// cannot be counted under two spellings of one quarter. Returns (year, n).
 pub fn parse_quarter(quarter: &str) -> Option<(i32, u8)> {
-    let (year, q) = quarter.split_once("-Q")?;
-    let year: i32 = year.parse().ok().filter(|y| (2000..=2999).contains(y))?;
-    let q: u8 = q.parse().ok().filter(|q| (1..=4).contains(q))?;
-    (year.to_string().len() == 4).then_some((year, q))
+    let bytes = quarter.as_bytes();
+    if bytes.len() != 7 || &bytes[4..6] != b"-Q" {
+        return None;
+    }
+    if !bytes[..4].iter().all(u8::is_ascii_digit) || !(b'1'..=b'4').contains(&bytes[6]) {
+        return None;
+    }
+    let year: i32 = quarter[..4].parse().ok().filter(|y| YEARS.contains(y))?;
+    Some((year, bytes[6] - b'0'))
+}
+
+/// Checks a year of national figures (the same years quarters may name).
+pub fn check_year(year: i32) -> Result<i32, InvalidField> {
+    if YEARS.contains(&year) {
+        Ok(year)
+    } else {
+        Err(invalid(
+            "year",
+            format!(
+                "{year} is not a year from {} to {}",
+                YEARS.start(),
+                YEARS.end()
+            ),
+        ))
+    }
+}
+
+/// Checks a period filter: empty (every period), a year `YYYY` or a quarter `YYYY-Qn`.
+pub fn check_period(field: &'static str, period: &str) -> Result<(), InvalidField> {
+    let year_ok = period.len() == 4
+        && period.bytes().all(|b| b.is_ascii_digit())
+        && period.parse().is_ok_and(|y: i32| YEARS.contains(&y));
+    if period.is_empty() || year_ok || parse_quarter(period).is_some() {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{:?} is not a year YYYY or a quarter YYYY-Qn from {} to {}",
+                period.chars().take(40).collect::<String>(),
+                YEARS.start(),
+                YEARS.end()
+            ),
+        ))
+    }
 }
 
 /// Checks a quarter; `today` is (year, month) and a quarter that has not begun is refused.
 pub fn check_quarter(quarter: &str, today: (i32, u8)) -> Result<(i32, u8), InvalidField> {
-    let (year, q) = parse_quarter(quarter)
-        .ok_or_else(|| invalid("quarter", format!("{quarter:?} is not of the form YYYY-Qn")))?;
+    let (year, q) = parse_quarter(quarter).ok_or_else(|| {
+        invalid(
+            "quarter",
+            format!(
+                "{:?} is not a quarter: write it as YYYY-Qn (for example 2026-Q1), with a year from {} to {}",
+                quarter.chars().take(40).collect::<String>(),
+                YEARS.start(),
+                YEARS.end()
+            ),
+        )
+    })?;
     let current_q = (today.1 - 1) / 3 + 1;
     if (year, q) > (today.0, current_q) {
         return Err(invalid("quarter", format!("{quarter} has not begun yet")));
@@ -364,8 +420,40 @@ mod tests {
             .message
             .contains("not begun"));
         assert!(check_quarter("2026-Q4", (2026, 9)).is_err());
-        for bad in ["2026Q1", "2026-Q5", "26-Q1", "2026-Q0", ""] {
-            assert!(check_quarter(bad, (2026, 11)).is_err(), "{bad}");
+        for bad in [
+            "2026Q1",
+            "2026-Q5",
+            "26-Q1",
+            "2026-Q0",
+            "",
+            "+2026-Q1",
+            "02026-Q1",
+            "2026-q1",
+            "2026-Q01",
+            "2026-Q+1",
+            " 2026-Q1",
+            "2026-Q1 ",
+            "1999-Q4",
+            "2101-Q1",
+            "-2026-Q1",
+            "２０２６-Q1",
+            "2026-Q１",
+            "2026–Q1",
+            "2026_Q1",
+        ] {
+            assert!(check_quarter(bad, (2126, 11)).is_err(), "{bad}");
+            assert_eq!(parse_quarter(bad), None, "{bad}");
+        }
+        assert_eq!(parse_quarter("2100-Q4"), Some((2100, 4)));
+        assert_eq!(parse_quarter("2000-Q1"), Some((2000, 1)));
+        assert!(check_year(-1).is_err());
+        assert!(check_year(2101).is_err());
+        assert_eq!(check_year(2026), Ok(2026));
+        for good in ["", "2026", "2026-Q2"] {
+            assert!(check_period("period", good).is_ok(), "{good}");
+        }
+        for bad in ["+2026", "02026", "2026-q2", "20", "2026-", "1999"] {
+            assert!(check_period("period", bad).is_err(), "{bad}");
         }
     }
 

@@ -253,6 +253,29 @@ mod tests {
     }
 
     #[test]
+    fn releases_under_another_spelling_of_a_quarter_are_not_summed() {
+        // A release stored under a non-canonical quarter (by an older or hostile node) counts
+        // nowhere: the same people cannot be added twice under two spellings.
+        let releases = vec![
+            release("lund", "2026-Q1", 1, vec![cell(Some(7))]),
+            release("lund", "+2026-Q1", 1, vec![cell(Some(7))]),
+            release("lund", "02026-Q1", 1, vec![cell(Some(7))]),
+            release("lund", "2026-q1", 1, vec![cell(Some(7))]),
+        ];
+        let national = combine(&releases, 2026, &BTreeMap::new());
+        assert_eq!(
+            national.releases,
+            vec!["cities/lund/stats/2026-Q1-r1".to_string()]
+        );
+        let year = national
+            .cells
+            .iter()
+            .find(|c| c.period == "2026" && c.county.is_empty())
+            .unwrap();
+        assert_eq!((year.value, year.status.as_str()), (7, "exact"));
+    }
+
+    #[test]
     fn national_cells_sum_the_latest_releases_and_flag_lower_bounds() {
         let releases = vec![
             release("lund", "2026-Q1", 1, vec![cell(Some(7))]),

@@ -371,6 +371,21 @@ impl Engine {
         now_ms: u64,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Output), EditError<E>> {
+        self.edit_verified(id, at, now_ms, change, |_, _| Ok(()))
+    }
+
+    /// Like [`Engine::edit_at`], and before anything is stored or sent, `verify` judges the
+    /// document as it stands after the edit — merged with whatever changed since `at` — and the
+    /// new change. If it refuses, the change is taken back (the document returns to the heads
+    /// it had before the edit) and nothing leaves the engine.
+    pub fn edit_verified<R, E>(
+        &mut self,
+        id: &ShareableDocId,
+        at: Option<&[ChangeHash]>,
+        now_ms: u64,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+        verify: impl FnOnce(&Automerge, &automerge::Change) -> Result<(), E>,
+    ) -> Result<(R, Output), EditError<E>> {
         if !id.is_owned_by(&self.me) {
             return Err(EditError::Engine(EngineError::NotOwner {
                 doc: id.clone(),
@@ -383,6 +398,7 @@ impl Engine {
             .docs
             .entry(id.clone())
             .or_insert_with(|| DocEntry::empty(actor));
+        let before = entry.doc.get_heads();
         let mut tx = match at {
             Some(heads) => {
                 if let Some(missing) = heads
@@ -408,6 +424,24 @@ impl Engine {
         let (hash, _) = tx.commit();
         let mut out = Output::default();
         if let Some(hash) = hash {
+            let entry = self
+                .docs
+                .get_mut(id)
+                .expect("the document was edited above");
+            let verdict = match entry.doc.get_change_by_hash(&hash) {
+                Some(change) => verify(&entry.doc, &change),
+                None => Ok(()),
+            };
+            if let Err(err) = verdict {
+                // Automerge cannot drop a committed change; the document is rebuilt without
+                // it. Only refused edits pay for this.
+                let back = entry
+                    .doc
+                    .fork_at(&before)
+                    .expect("the heads before the edit are in the document");
+                entry.doc = back.with_actor(self.actor.clone());
+                return Err(EditError::Rejected(err));
+            }
             // The new change alone, when it follows directly on what is stored: taking it by
             // hash is cheap, while `save_after` walks the document's whole history.
             let entry = &self.docs[id];
