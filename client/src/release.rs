@@ -17,7 +17,6 @@
 //! Key files are PEM: the private key as PKCS#8 (`PRIVATE KEY`, written with mode 0600), the
 //! public key as SubjectPublicKeyInfo (`PUBLIC KEY`), so OpenSSL can read and make both.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -262,18 +261,12 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), ReleaseErro
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)
+    let access = if private {
+        sfs_durable::Access::Private
+    } else {
+        sfs_durable::Access::Public
+    };
+    sfs_durable::write_new(path, bytes, access).map_err(io)
 }
 
 fn pem(label: &str, der: &[u8]) -> String {

@@ -122,7 +122,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
             },
             metrics: Default::default(),
             log: Default::default(),
-            store: Default::default(),
+            store: demo_store()?,
             privacy: Default::default(),
             method: crate::config::MethodConfig {
                 release_public_key: Some(release_public_key.clone()),
@@ -155,7 +155,11 @@ pub async fn start(
             *url = hub_url.clone();
         }
         let node_dir = dir.join(&config.id);
-        std::fs::write(node_dir.join("node.toml"), toml::to_string_pretty(&config)?)?;
+        sfs_durable::write(
+            &node_dir.join("node.toml"),
+            toml::to_string_pretty(&config)?.as_bytes(),
+            sfs_durable::Access::Public,
+        )?;
         let node = node::start(config.clone(), StartOptions::default())
             .await
             .with_context(|| format!("starting {}", config.id))?;
@@ -185,11 +189,25 @@ pub async fn start(
         cities,
         release_key: Some(release_key_files(&dir).0),
     };
-    std::fs::write(
-        dir.join("federation.json"),
-        serde_json::to_string_pretty(&file)?,
+    // It holds every node's API token.
+    sfs_durable::write(
+        &dir.join("federation.json"),
+        serde_json::to_string_pretty(&file)?.as_bytes(),
+        sfs_durable::Access::Private,
     )?;
     Ok((running, file))
+}
+
+/// The demo's store settings: the defaults, with `SFS_STORE_MIN_FREE_BYTES` honoured as by
+/// `sfs-node run` (0 runs the demo on a file system that reports no free space, such as LazyFS).
+fn demo_store() -> anyhow::Result<crate::config::StoreConfig> {
+    let mut store = crate::config::StoreConfig::default();
+    if let Ok(value) = std::env::var("SFS_STORE_MIN_FREE_BYTES") {
+        store.min_free_bytes = value.trim().parse().with_context(|| {
+            format!("SFS_STORE_MIN_FREE_BYTES={value:?} is not a number of bytes")
+        })?;
+    }
+    Ok(store)
 }
 
 /// Display name and county of well-known cities; others get their id and "unknown county".
@@ -640,4 +658,30 @@ pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
         node.stop().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_honours_the_free_space_reserve_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        // Only this test reads the variable in this process (the configuration's own tests
+        // pass their environment in).
+        std::env::set_var("SFS_STORE_MIN_FREE_BYTES", "0");
+        let prepared = prepare(dir.path(), &["lund".to_string()]);
+        std::env::set_var("SFS_STORE_MIN_FREE_BYTES", "many");
+        let refused = prepare(dir.path(), &["lund".to_string()]).unwrap_err();
+        std::env::remove_var("SFS_STORE_MIN_FREE_BYTES");
+        let prepared = prepared.unwrap();
+        assert_eq!(prepared.len(), 2);
+        assert!(prepared.iter().all(|(c, _)| c.store.min_free_bytes == 0));
+        assert!(
+            refused.to_string().contains("SFS_STORE_MIN_FREE_BYTES"),
+            "{refused}"
+        );
+        let defaults = prepare(dir.path(), &["lund".to_string()]).unwrap();
+        assert!(defaults.iter().all(|(c, _)| c.store.min_free_bytes > 0));
+    }
 }

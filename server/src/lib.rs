@@ -18,6 +18,7 @@ pub mod method;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod pieces;
 pub mod pki;
 pub mod privacy;
 pub mod progress;

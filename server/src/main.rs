@@ -299,11 +299,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let archive: sfs_client::v1::BackupArchive =
                 prost::Message::decode(bytes.as_slice())
                     .context("the node sent a damaged backup")?;
-            let partial = out.with_extension("partial");
-            std::fs::write(&partial, &bytes)
-                .with_context(|| format!("writing {}", partial.display()))?;
-            std::fs::File::open(&partial)?.sync_all()?;
-            std::fs::rename(&partial, &out)?;
+            sfs_durable::write(&out, &bytes, sfs_durable::Access::Private)
+                .with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "backed up {} ({}): {} documents, {} access-log entries, {} bytes to {}",
                 archive.node_id,

@@ -6,7 +6,6 @@
 //! `<id>.<role>.stadforstad` lets TLS server-name checks pin that a city really reached the hub.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -69,7 +68,6 @@ pub fn serial_of(der: &[u8]) -> Result<String, PkiError> {
 /// serial to the revocation list there and returns the serial. A certificate issued afterwards
 /// (rotation) has a new random serial and is not affected.
 pub fn revoke(dir: &Path, node: &NodeId) -> Result<String, PkiError> {
-    use std::io::Write;
     let cert_path = NodeFiles::in_dir(dir, node).cert;
     let pem = std::fs::read(&cert_path).map_err(|source| PkiError::Io {
         path: cert_path.clone(),
@@ -83,16 +81,8 @@ pub fn revoke(dir: &Path, node: &NodeId) -> Result<String, PkiError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|source| PkiError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    writeln!(file, "{serial} {} {now}", node.spiffe_uri())
-        .and_then(|_| file.sync_all())
+    let line = format!("{serial} {} {now}\n", node.spiffe_uri());
+    sfs_durable::append(&path, line.as_bytes(), sfs_durable::Access::Public)
         .map_err(|source| PkiError::Io { path, source })?;
     Ok(serial)
 }
@@ -148,15 +138,15 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Writes a file readable only by its owner (for keys).
+/// Writes a file readable only by its owner (for keys), durably.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io_err(path))?;
-    file.write_all(contents.as_bytes()).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))
+    sfs_durable::write(path, contents.as_bytes(), sfs_durable::Access::Private)
+        .map_err(io_err(path))
+}
+
+/// Writes a certificate (readable by anyone), durably.
+fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+    sfs_durable::write(path, contents.as_bytes(), sfs_durable::Access::Public).map_err(io_err(path))
 }
 
 /// Makes the national CA in `dir`. Refuses to overwrite an existing one.
@@ -183,7 +173,7 @@ pub fn init_ca(dir: &Path) -> Result<CaFiles, PkiError> {
     params.not_after = now + Duration::days(3650);
     params.serial_number = Some(random_serial());
     let cert = params.self_signed(&key)?;
-    fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
+    write_public(&files.cert, &cert.pem())?;
     write_private(&files.key, &key.serialize_pem())?;
     Ok(files)
 }
@@ -236,7 +226,7 @@ pub fn issue(
     let files = NodeFiles::in_dir(dir, node);
     let nodes_dir = files.cert.parent().expect("nodes dir").to_path_buf();
     fs::create_dir_all(&nodes_dir).map_err(io_err(&nodes_dir))?;
-    fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
+    write_public(&files.cert, &cert.pem())?;
     write_private(&files.key, &key.serialize_pem())?;
     Ok(files)
 }

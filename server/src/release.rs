@@ -16,7 +16,6 @@
 //! I/O.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -272,19 +271,12 @@ impl ReleaseTracker {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io(err)),
                 _ => Ok(()),
             },
-            Some(release) => {
-                let partial = self.path.with_extension("partial");
-                let mut file = std::fs::File::create(&partial).map_err(io)?;
-                file.write_all(&release.encode_to_vec()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                std::fs::rename(&partial, &self.path).map_err(io)?;
-                if let Some(dir) = self.path.parent() {
-                    std::fs::File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(io)?;
-                }
-                Ok(())
-            }
+            Some(release) => sfs_durable::write(
+                &self.path,
+                &release.encode_to_vec(),
+                sfs_durable::Access::Public,
+            )
+            .map_err(io),
         }
     }
 

@@ -19,7 +19,6 @@
 //! the at-rest key can still open.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +36,8 @@ const BACKUP_KEY_ID: u32 = u32::MAX;
 /// Magic, key id, ciphertext length, nonce.
 const HEADER_LEN: usize = 4 + 4 + 4 + NONCE_LEN;
 const TAG_LEN: usize = 16;
+/// How many bytes sealing adds to a value.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of every key.
 pub const KEY_LEN: usize = 32;
 /// The keyring's file name inside the data directory.
@@ -139,18 +140,12 @@ impl MasterKey {
             std::fs::create_dir_all(parent).map_err(io_error(parent))?;
         }
         let key = MasterKey::generate();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).map_err(io_error(path))?;
-        file.write_all(format!("{}\n", hex::encode(key.0.as_ref())).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_error(path))?;
-        sync_parent(path)?;
+        sfs_durable::write_new(
+            path,
+            format!("{}\n", hex::encode(key.0.as_ref())).as_bytes(),
+            sfs_durable::Access::Private,
+        )
+        .map_err(io_error(path))?;
         Ok(key)
     }
 
@@ -239,15 +234,6 @@ fn check_outside(key_file: &Path, data_dir: &Path) -> Result<(), SealError> {
                 data_dir.display()
             ),
         });
-    }
-    Ok(())
-}
-
-fn sync_parent(path: &Path) -> Result<(), SealError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error(parent))?;
     }
     Ok(())
 }
@@ -364,15 +350,8 @@ impl Keyring {
         let json = serde_json::to_vec(state).expect("the keyring serialises");
         let mut bytes = KEYRING_MAGIC.to_vec();
         bytes.extend_from_slice(&seal(&self.master.derive(b"keyring"), 0, &json));
-        let tmp = self.path.with_extension("new");
-        let written = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()
-        })();
-        written.map_err(io_error(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io_error(&self.path))?;
-        sync_parent(&self.path)
+        sfs_durable::write(&self.path, &bytes, sfs_durable::Access::Private)
+            .map_err(io_error(&self.path))
     }
 
     /// Adds a new key for `scope` as its current key (the old one is kept until

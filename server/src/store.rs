@@ -65,6 +65,17 @@ pub enum StoreError {
     Seal(#[from] crate::seal::SealError),
 }
 
+/// A value whose pieces do not add up is damaged (or sled failed reading them).
+fn piece_error(what: &str) -> impl FnOnce(crate::pieces::PieceError) -> StoreError + '_ {
+    move |err| match err {
+        crate::pieces::PieceError::Sled(err) => StoreError::Sled(err),
+        other => StoreError::Damaged {
+            doc: what.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 impl StoreError {
     /// Whether this error came from the disk (as opposed to damaged or refused data).
     fn is_io(&self) -> bool {
@@ -90,9 +101,8 @@ pub struct Durability {
     reserve: AtomicU64,
     /// The first I/O error sled reported; no write is taken after it.
     failed: std::sync::OnceLock<String>,
-    /// Blob files (sled keeps values over about 128 KiB in `store/blobs/`, one file each,
-    /// written without an fsync of their own) already made durable.
-    synced_blobs: Mutex<std::collections::HashSet<std::ffi::OsString>>,
+    /// Syncs still to fail on purpose (fault-injection tests).
+    injected_failures: AtomicU64,
 }
 
 impl Durability {
@@ -119,6 +129,14 @@ impl Durability {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a write once storage has failed.
+    pub fn check_not_failed(&self) -> Result<(), StoreError> {
+        match self.failed.get() {
+            Some(first) => Err(StoreError::Failed(first.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Whether storage failed and takes no more writes.
@@ -149,10 +167,24 @@ impl Durability {
         if *synced >= mine {
             return Ok(());
         }
+        // After a failed fsync the kernel may have dropped the dirty pages and a second fsync
+        // would succeed without them: nothing written since is ever reported durable.
+        if let Some(first) = self.failed.get() {
+            return Err(StoreError::Failed(first.clone()));
+        }
         let target = self.written.load(Ordering::SeqCst);
         let started = Instant::now();
+        let injected = self
+            .injected_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            return Err(self.note_error(StoreError::Io {
+                path: self.data_path.clone(),
+                source: std::io::Error::other("injected fsync failure"),
+            }));
+        }
         self.db.flush().map_err(|err| self.note_error(err.into()))?;
-        self.sync_blobs().map_err(|err| self.note_error(err))?;
         self.data_file.sync_data().map_err(|source| {
             self.note_error(StoreError::Io {
                 path: self.data_path.clone(),
@@ -168,59 +200,11 @@ impl Durability {
         Ok(())
     }
 
-    /// Fsyncs the blob files sled wrote since the last sync, and their directory: sled 0.34
-    /// writes a large value into its own file and never syncs it, so without this a power
-    /// loss could keep the log's reference and lose the value. (sled's own flush may make the
-    /// log durable a moment before this runs; that window is sled's and cannot be closed here.)
-    fn sync_blobs(&self) -> Result<(), StoreError> {
-        let dir = self.blobs_dir();
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(io(&dir)(err)),
-        };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut present = std::collections::HashSet::new();
-        let mut new = false;
-        for entry in entries {
-            let name = entry.map_err(io(&dir))?.file_name();
-            if !synced.contains(&name) {
-                let path = dir.join(&name);
-                match File::open(&path).and_then(|f| f.sync_all()) {
-                    Ok(()) => new = true,
-                    // Collected by sled in the meantime.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(io(&path)(err)),
-                }
-            }
-            present.insert(name);
-        }
-        if new {
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&dir))?;
-        }
-        *synced = present;
-        Ok(())
-    }
-
-    fn blobs_dir(&self) -> PathBuf {
-        self.data_path
-            .parent()
-            .unwrap_or(&self.data_path)
-            .join("blobs")
-    }
-
-    /// How many of sled's blob files have been made durable (for tests).
-    pub fn synced_blobs(&self) -> usize {
-        self.synced_blobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+    /// Makes the next `count` syncs fail as an fsync failing with an I/O error would (the store
+    /// then refuses writes until restarted). For fault-injection tests.
+    #[doc(hidden)]
+    pub fn inject_sync_failures(&self, count: u64) {
+        self.injected_failures.store(count, Ordering::SeqCst);
     }
 
     /// Records sync times in `metrics` from now on.
@@ -280,6 +264,13 @@ impl Store {
                 Err(err) => return Err(err.into()),
             }
         };
+        // sled writes its `conf` file once, without an fsync: make it (and the names in the
+        // directory) durable, or a power cut soon after the first start leaves it empty.
+        for file in [path.join("conf"), path.clone()] {
+            File::open(&file)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| StoreError::Io { path: file, source })?;
+        }
         let data_path = path.join("db");
         let data_file = File::open(&data_path).map_err(|source| StoreError::Io {
             path: data_path.clone(),
@@ -294,7 +285,7 @@ impl Store {
             metrics: std::sync::OnceLock::new(),
             reserve: AtomicU64::new(0),
             failed: std::sync::OnceLock::new(),
-            synced_blobs: Mutex::new(std::collections::HashSet::new()),
+            injected_failures: AtomicU64::new(0),
         });
         let keyring = Arc::new(Keyring::open(data_dir, master)?);
         let store = Store {
@@ -358,10 +349,6 @@ struct DocTree {
     sealed: Option<Arc<Keyring>>,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn heads_key(heads: &[ChangeHash]) -> String {
     let mut hasher = Sha256::new();
     for head in heads {
@@ -393,36 +380,64 @@ impl DocTree {
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
         self.durability.check_room()?;
-        let sealed;
-        let bytes = match &self.sealed {
-            Some(keyring) => {
-                sealed = keyring.seal(doc, bytes)?;
-                &sealed[..]
-            }
-            None => bytes,
-        };
-        let written: Result<(), StoreError> = match kind {
-            PersistKind::Incremental => {
-                let key = format!("{doc}/change/{}", sha256_hex(bytes));
-                self.tree
-                    .insert(key.as_bytes(), bytes)
-                    .map(drop)
-                    .map_err(StoreError::from)
-            }
-            PersistKind::Snapshot => (|| {
-                let mut batch = sled::Batch::default();
-                for key in self.tree.scan_prefix(format!("{doc}/").as_bytes()).keys() {
-                    batch.remove(key?);
+        let pieces = self.stored_pieces(doc, bytes)?;
+        let mut name = Sha256::new();
+        for piece in &pieces {
+            name.update(piece);
+        }
+        let name = hex::encode(name.finalize());
+        let written: Result<(), StoreError> = (|| {
+            let mut batch = sled::Batch::default();
+            let key = match kind {
+                PersistKind::Incremental => format!("{doc}/change/{name}"),
+                PersistKind::Snapshot => {
+                    for key in self.tree.scan_prefix(format!("{doc}/").as_bytes()).keys() {
+                        batch.remove(key?);
+                    }
+                    format!("{doc}/snapshot/{}", heads_key(heads))
                 }
-                let key = format!("{doc}/snapshot/{}", heads_key(heads));
-                batch.insert(key.as_bytes(), bytes);
-                self.tree.apply_batch(batch)?;
-                Ok(())
-            })(),
-        };
+            };
+            crate::pieces::put(&mut batch, key.as_bytes(), pieces);
+            self.tree.apply_batch(batch)?;
+            Ok(())
+        })();
         written.map_err(|err| self.durability.note_error(err))?;
         self.durability.note_write();
         Ok(())
+    }
+
+    /// `bytes` as the pieces to store (see [`crate::pieces`]): each sealed on its own with the
+    /// document's data key in a sealed tree, so that every stored value names its key.
+    fn stored_pieces(&self, doc: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        match &self.sealed {
+            Some(keyring) => crate::pieces::split_tagged(
+                bytes,
+                crate::pieces::PIECE_BYTES - crate::seal::OVERHEAD,
+            )
+            .into_iter()
+            .map(|piece| Ok(keyring.seal(doc, &piece)?))
+            .collect(),
+            None => Ok(crate::pieces::split(bytes, crate::pieces::PIECE_BYTES)
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect()),
+        }
+    }
+
+    /// The value stored under `key`, reassembled from its pieces and opened.
+    fn value(&self, key: &str, value: sled::IVec) -> Result<Vec<u8>, StoreError> {
+        let pieces =
+            crate::pieces::read(&self.tree, key.as_bytes(), value).map_err(piece_error(key))?;
+        match &self.sealed {
+            Some(keyring) => {
+                let opened = pieces
+                    .iter()
+                    .map(|piece| keyring.open_value(key, piece))
+                    .collect::<Result<Vec<_>, _>>()?;
+                crate::pieces::join_tagged(opened).map_err(piece_error(key))
+            }
+            None => Ok(pieces.concat()),
+        }
     }
 
     /// Every stored document, by its id text.
@@ -443,9 +458,14 @@ impl DocTree {
         &self,
         prefix: &str,
     ) -> Result<BTreeMap<String, (Automerge, usize)>, StoreError> {
-        let mut parts: BTreeMap<String, (Vec<sled::IVec>, Vec<sled::IVec>)> = BTreeMap::new();
+        // Document id → (snapshots, chunks).
+        type Parts = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+        let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
+            if crate::pieces::is_piece_key(&key) {
+                continue;
+            }
             let key = String::from_utf8_lossy(&key).to_string();
             let damaged = |reason: &str| StoreError::Damaged {
                 doc: key.clone(),
@@ -455,10 +475,7 @@ impl DocTree {
                 .rsplit_once('/')
                 .and_then(|(head, _hash)| head.rsplit_once('/'))
                 .ok_or_else(|| damaged("unexpected key"))?;
-            let value = match &self.sealed {
-                Some(keyring) => keyring.open_value(&key, &value)?.into(),
-                None => value,
-            };
+            let value = self.value(&key, value)?;
             let entry = parts.entry(doc.to_string()).or_default();
             match rest {
                 "snapshot" => entry.0.push(value),
@@ -569,6 +586,11 @@ impl ShareableDocs {
         self.0.durability.sync()
     }
 
+    /// The durability the writes of this store go through.
+    pub fn durability(&self) -> &Arc<Durability> {
+        &self.0.durability
+    }
+
     /// One stored document as the store holds it, `None` if nothing of it is stored.
     pub fn load_one(&self, doc: &ShareableDocId) -> Result<Option<Automerge>, StoreError> {
         self.0.load_one(doc.as_str())
@@ -614,8 +636,17 @@ impl SyncStates {
     /// Stores the state of `doc` with `peer`.
     pub fn put(&self, peer: &NodeId, doc: &ShareableDocId, state: &[u8]) -> Result<(), StoreError> {
         self.durability.check_room()?;
+        let key = Self::key(peer, doc);
+        let mut batch = sled::Batch::default();
+        crate::pieces::remove(&self.tree, &mut batch, key.as_bytes()).map_err(piece_error(&key))?;
+        let pieces = crate::pieces::split(state, crate::pieces::PIECE_BYTES);
+        crate::pieces::put(
+            &mut batch,
+            key.as_bytes(),
+            pieces.into_iter().map(<[u8]>::to_vec).collect(),
+        );
         self.tree
-            .insert(Self::key(peer, doc).as_bytes(), state)
+            .apply_batch(batch)
             .map_err(|err| self.durability.note_error(err.into()))?;
         Ok(())
     }
@@ -626,12 +657,18 @@ impl SyncStates {
         let mut states = Vec::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
-            let key = String::from_utf8_lossy(&key);
-            if let Some(doc) = key
+            if crate::pieces::is_piece_key(&key) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&key);
+            if let Some(doc) = text
                 .strip_prefix(&prefix)
                 .and_then(|doc| ShareableDocId::parse(doc).ok())
             {
-                states.push((doc, value.to_vec()));
+                let value = crate::pieces::read(&self.tree, &key, value)
+                    .map_err(piece_error(&text))?
+                    .concat();
+                states.push((doc, value));
             }
         }
         Ok(states)
@@ -642,15 +679,38 @@ impl SyncStates {
 /// every sealed value it opens, and for values that are Automerge documents or changes, the
 /// document saved uncompressed, so that every text ever written to it, overwritten or deleted
 /// ones included, appears as plain bytes. The view of an attacker who copied the directory and
-/// holds the key; tests search it for erased data.
+/// holds the key; tests search it for erased data. Values sealed piece by piece (see
+/// [`crate::pieces`]) are put together again by their tags.
 pub fn readable_with_key(path: &Path, master: &MasterKey) -> Result<Vec<u8>, StoreError> {
     let mut all = Vec::new();
-    for plain in crate::seal::readable_plaintexts(path, master)? {
+    let add = |all: &mut Vec<u8>, plain: &[u8]| {
         let mut doc = Automerge::new();
-        if doc.load_incremental(&plain).is_ok() {
+        if doc.load_incremental(plain).is_ok() {
             all.extend(doc.save_nocompress());
         }
-        all.extend(plain);
+        all.extend_from_slice(plain);
+    };
+    // Pieces of values sealed piece by piece, by value id: (count, index → data).
+    type Found = (u32, BTreeMap<u32, Vec<u8>>);
+    let mut pieces: BTreeMap<[u8; 8], Found> = BTreeMap::new();
+    for plain in crate::seal::readable_plaintexts(path, master)? {
+        match crate::pieces::tag_of(&plain) {
+            Some((id, index, count, data)) => {
+                let entry = pieces.entry(id).or_insert_with(|| (count, BTreeMap::new()));
+                entry.1.insert(index, data.to_vec());
+            }
+            None => add(&mut all, &plain),
+        }
+    }
+    for (count, found) in pieces.into_values() {
+        // What is there of the value; a complete one is also read as a document.
+        let complete = found.len() as u32 == count;
+        let joined: Vec<u8> = found.into_values().flatten().collect();
+        if complete {
+            add(&mut all, &joined);
+        } else {
+            all.extend(joined);
+        }
     }
     Ok(all)
 }
@@ -738,12 +798,13 @@ pub fn restore(
     }
     if !archive.running_release.is_empty() {
         let path = crate::release::ReleaseTracker::file(data_dir);
-        std::fs::write(&path, &archive.running_release)
+        sfs_durable::write(&path, &archive.running_release, sfs_durable::Access::Public)
             .map_err(|source| StoreError::Io { path, source })?;
     }
     if !archive.tokens.is_empty() {
         let path = crate::tokens::token_file(data_dir);
-        std::fs::write(&path, &archive.tokens).map_err(|source| StoreError::Io { path, source })?;
+        sfs_durable::write(&path, &archive.tokens, sfs_durable::Access::Private)
+            .map_err(|source| StoreError::Io { path, source })?;
     }
     store.durability.sync()?;
     Ok(archive.documents.len())
@@ -776,7 +837,14 @@ impl AccessLog {
             let mut key = (entry.time_ms as u64).to_be_bytes().to_vec();
             key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
             let value = serde_json::to_vec(entry).expect("entry serialises");
-            batch.insert(key, self.keyring.seal("access_log", &value)?);
+            let pieces = crate::pieces::split_tagged(
+                &value,
+                crate::pieces::PIECE_BYTES - crate::seal::OVERHEAD,
+            )
+            .into_iter()
+            .map(|piece| self.keyring.seal("access_log", &piece))
+            .collect::<Result<Vec<_>, _>>()?;
+            crate::pieces::put(&mut batch, &key, pieces);
         }
         self.tree
             .apply_batch(batch)
@@ -790,9 +858,16 @@ impl AccessLog {
         let mut entries = Vec::new();
         for item in self.tree.iter().rev() {
             let (key, value) = item?;
-            let value = self
-                .keyring
-                .open_value(&format!("access log entry {}", hex::encode(&key)), &value)?;
+            if crate::pieces::is_piece_key(&key) {
+                continue;
+            }
+            let what = format!("access log entry {}", hex::encode(&key));
+            let opened = crate::pieces::read(&self.tree, &key, value)
+                .map_err(piece_error(&what))?
+                .iter()
+                .map(|piece| self.keyring.open_value(&what, piece))
+                .collect::<Result<Vec<_>, _>>()?;
+            let value = crate::pieces::join_tagged(opened).map_err(piece_error(&what))?;
             entries.push(
                 serde_json::from_slice(&value).map_err(|err| StoreError::Damaged {
                     doc: format!("access log entry {}", hex::encode(key)),
@@ -949,37 +1024,200 @@ mod tests {
         doc.get_heads()
     }
 
-    #[test]
-    fn values_sled_keeps_in_blob_files_are_fsynced_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Duration::from_secs(5), MasterKey::generate()).unwrap();
-        let mut doc = Automerge::new();
-        // Random bytes do not compress: the saved document stays over sled's blob threshold.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let noise: String = (0..400_000)
+    /// Letters that do not compress: a document holding them stays as large as they are.
+    fn noise(len: usize, seed: u64) -> String {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
+        (0..len)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
                 char::from(b'a' + (state >> 59) as u8 % 26)
             })
-            .collect();
-        doc.transact(|tx| tx.put(ROOT, "big", noise.as_str()))
+            .collect()
+    }
+
+    fn blob_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("store/blobs"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn values_far_over_sleds_blob_threshold_leave_no_blob_file_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let shared_id = ShareableDocId::lessons("lund").unwrap();
+        let local_id = DocId::local("signals").unwrap();
+        let peer = NodeId::hub("national").unwrap();
+        let mut shared = Automerge::new();
+        let mut local = Automerge::new();
+        let state: Vec<u8> = noise(300_000, 3).into_bytes();
+        {
+            let store =
+                Arc::new(Store::open(dir.path(), Duration::from_secs(5), master.clone()).unwrap());
+            // Snapshots of 1 MB (far over the 131,052 bytes of sled 0.34's threshold), large
+            // changes, a large sealed local document, a large sync state and an access-log
+            // entry, from several writers at once (sled logs whole leaves when it
+            // consolidates them, so many large values side by side are the hard case).
+            shared
+                .transact(|tx| tx.put(ROOT, "big", noise(1_000_000, 1).as_str()))
+                .unwrap();
+            store
+                .shared
+                .persist(&DocPersist {
+                    doc: shared_id.clone(),
+                    kind: PersistKind::Snapshot,
+                    bytes: shared.save(),
+                    heads: shared.get_heads(),
+                })
+                .unwrap();
+            let writers: Vec<_> = (0..4u64)
+                .map(|w| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        let id = ShareableDocId::lessons(&format!("city{w}")).unwrap();
+                        let mut doc = Automerge::new();
+                        let mut persisted = Vec::new();
+                        for i in 0..6 {
+                            doc.transact(|tx| {
+                                tx.put(ROOT, format!("k{i}"), noise(150_000, w * 100 + i).as_str())
+                            })
+                            .unwrap();
+                            let bytes = doc.save_after(&persisted);
+                            persisted = doc.get_heads();
+                            store
+                                .shared
+                                .persist(&DocPersist {
+                                    doc: id.clone(),
+                                    kind: PersistKind::Incremental,
+                                    bytes,
+                                    heads: persisted.clone(),
+                                })
+                                .unwrap();
+                        }
+                        doc.get_heads()
+                    })
+                })
+                .collect();
+            local
+                .transact(|tx| tx.put(ROOT, "big", noise(500_000, 2).as_str()))
+                .unwrap();
+            store
+                .local
+                .persist(
+                    &local_id,
+                    PersistKind::Snapshot,
+                    &local.save(),
+                    &local.get_heads(),
+                )
+                .unwrap();
+            store.sync_states.put(&peer, &shared_id, &state).unwrap();
+            // A shorter state replaces it without leaving pieces behind.
+            store
+                .sync_states
+                .put(&peer, &ShareableDocId::lessons("x").unwrap(), &state[..10])
+                .unwrap();
+            store
+                .access_log
+                .append(&[AccessEntry {
+                    time_ms: 1,
+                    actor: "admin".into(),
+                    action: "read".into(),
+                    resource: noise(200_000, 4),
+                }])
+                .unwrap();
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            store.durability.sync().unwrap();
+            assert_eq!(blob_files(dir.path()), 0, "sled wrote no blob file");
+        }
+        let store = Store::open(dir.path(), Duration::from_secs(5), master.clone()).unwrap();
+        let loaded = store.shared.load_all().unwrap();
+        assert_eq!(loaded.len(), 5);
+        let lund = loaded.iter().find(|d| d.id == shared_id).unwrap();
+        assert_eq!(lund.doc.get_heads(), shared.get_heads());
+        for doc in &loaded {
+            assert!(!doc.doc.get_heads().is_empty());
+        }
+        let locals = store.local.load_all().unwrap();
+        assert_eq!(locals[0].doc.get_heads(), local.get_heads());
+        let states = store.sync_states.for_peer(&peer).unwrap();
+        assert_eq!(states.len(), 2);
+        assert!(states.contains(&(shared_id.clone(), state.clone())));
+        assert_eq!(
+            store.access_log.list().unwrap()[0].resource,
+            noise(200_000, 4)
+        );
+        // The auditor's scan still sees inside a large sealed document.
+        let big = noise(500_000, 2);
+        assert!(contains(
+            &readable(dir.path(), &master),
+            &big.as_bytes()[..1000]
+        ));
+        assert_eq!(blob_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn values_stored_whole_by_an_older_node_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let shared_id = ShareableDocId::lessons("lund").unwrap();
+        let mut doc = Automerge::new();
+        doc.transact(|tx| tx.put(ROOT, "big", noise(300_000, 5).as_str()))
             .unwrap();
-        store
-            .shared
-            .persist(&DocPersist {
-                doc: ShareableDocId::lessons("lund").unwrap(),
-                kind: PersistKind::Snapshot,
-                bytes: doc.save(),
-                heads: doc.get_heads(),
-            })
+        let change = {
+            let before = doc.get_heads();
+            doc.transact(|tx| tx.put(ROOT, "more", "x")).unwrap();
+            doc.save_after(&before)
+        };
+        let mut local = Automerge::new();
+        local
+            .transact(|tx| tx.put(ROOT, "big", noise(200_000, 6).as_str()))
             .unwrap();
-        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("store/blobs"))
-            .unwrap()
-            .collect();
-        assert!(!blobs.is_empty(), "sled kept the value in a blob file");
-        assert_eq!(store.durability.synced_blobs(), blobs.len());
+        {
+            let store = Store::open(dir.path(), Duration::from_secs(5), master.clone()).unwrap();
+            // The form of earlier versions: one value per key, whatever its size.
+            let whole = doc.save();
+            store
+                .shared
+                .0
+                .tree
+                .insert(
+                    format!("{shared_id}/snapshot/{}", heads_key(&doc.get_heads())),
+                    whole.as_slice(),
+                )
+                .unwrap();
+            store
+                .shared
+                .0
+                .tree
+                .insert(
+                    format!(
+                        "{shared_id}/change/{}",
+                        hex::encode(Sha256::digest(&change))
+                    ),
+                    change.as_slice(),
+                )
+                .unwrap();
+            let sealed = store.keyring.seal("local/network", &local.save()).unwrap();
+            store
+                .local
+                .0
+                .tree
+                .insert("local/network/snapshot/x", sealed)
+                .unwrap();
+            store.durability.note_write();
+            store.durability.sync().unwrap();
+        }
+        let store = Store::open(dir.path(), Duration::from_secs(5), master).unwrap();
+        let loaded = store.shared.load_all().unwrap();
+        assert_eq!(loaded[0].doc.get_heads(), doc.get_heads());
+        assert_eq!(
+            store.local.load_all().unwrap()[0].doc.get_heads(),
+            local.get_heads()
+        );
     }
 
     #[test]

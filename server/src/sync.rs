@@ -293,12 +293,15 @@ impl SyncHandle {
         at: Option<&[ChangeHash]>,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, EditFailure<E>> {
+        // Once storage failed, an edit is refused before the engine makes it.
+        self.shared.durability().check_not_failed()?;
         // The guard judges every string the change wrote, as it stands after the merge, before
         // anything is stored: one choke point for every shared and national document.
         let source = self.guard.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let guard = source();
         let mut engine = self.engine();
-        let (result, out) = engine
+        let before = engine.document(doc).map(|d| d.get_heads());
+        let (result, mut out) = engine
             .edit_verified(
                 doc,
                 at,
@@ -313,13 +316,43 @@ impl SyncHandle {
                 EditError::Rejected(Refusal::Handler(err)) => EditFailure::Rejected(err),
                 EditError::Rejected(Refusal::Private(finding)) => EditFailure::Private(finding),
             })?;
+        // Nobody hears of the change before it is durable.
+        let changed = std::mem::take(&mut out.changed_docs);
         self.perform(&mut engine, out)?;
         drop(engine);
         // Durable before acknowledged, outside the engine lock: writers that arrive together
         // share one fsync (group commit).
-        self.shared.sync()?;
+        if let Err(err) = self.shared.sync() {
+            tracing::error!(%doc, error = %err, "making an edit durable failed");
+            self.forget_unsynced_edit(doc, before);
+            return Err(err.into());
+        }
+        for doc in changed {
+            let _ = self.changes.send(doc);
+        }
         self.push_pending();
         Ok(result)
+    }
+
+    /// After the sync of an edit failed: the engine goes back to the document as it was before
+    /// the edit (`Engine::persist_failed`), forgetting the change, which the API refused, and
+    /// closes every link, like a failed write. An earlier writer's failure may already have
+    /// taken the document back further; then it stays there.
+    fn forget_unsynced_edit(&self, doc: &ShareableDocId, before: Option<Vec<ChangeHash>>) {
+        use automerge::ReadDoc;
+        let mut engine = self.engine();
+        let stored = match (engine.document(doc), before) {
+            (Some(now), Some(before)) => {
+                if before.iter().all(|h| now.get_change_by_hash(h).is_some()) {
+                    now.fork_at(&before).ok().or_else(|| Some(now.clone()))
+                } else {
+                    Some(now.clone())
+                }
+            }
+            _ => None,
+        };
+        let out = engine.persist_failed(doc, stored);
+        self.deliver(&mut engine, out);
     }
 
     /// Offers the documents edited so far to every link. Writers call this after their edit is
@@ -347,7 +380,14 @@ impl SyncHandle {
                 let mut closing = Output::default();
                 for item in &out.persist_docs {
                     // Should reading it back fail too, keep what is in memory (it is stored in
-                    // full with the next write); the links are closed all the same.
+                    // full with the next write); the links are closed all the same. Once a
+                    // sync failed, sled may hold writes that never became durable (and were
+                    // forgotten by `forget_unsynced_edit`): it is not read back then.
+                    if self.shared.durability().has_failed() {
+                        let memory = engine.document(&item.doc).cloned();
+                        closing.extend(engine.persist_failed(&item.doc, memory));
+                        continue;
+                    }
                     let stored = self.shared.load_one(&item.doc).unwrap_or_else(|err| {
                         tracing::error!(doc = %item.doc, error = %err, "reading a document back failed");
                         engine.document(&item.doc).cloned()

@@ -3,8 +3,6 @@
 //! The file is append-only (one JSON line per token) so `sfs-node token create` works while the
 //! node runs: the node re-reads the file when a presented token is unknown and the file changed.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -110,13 +108,7 @@ pub fn create_token(data_dir: &Path, role: ApiRole, label: &str) -> Result<Strin
     };
     let mut line = serde_json::to_string(&record).expect("record serialises");
     line.push('\n');
-    let mut options = OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).map_err(io)?;
-    file.write_all(line.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    sfs_durable::append(&path, line.as_bytes(), sfs_durable::Access::Private).map_err(io)?;
     Ok(token)
 }
 
