@@ -266,7 +266,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         config.limits.api_bytes_per_day,
         metrics.clone(),
     ));
-    let auth = api::authenticate(tokens, api_limits.clone());
+    let auth = api::authenticate(tokens.clone(), api_limits.clone());
     // Generic tools (grpcurl, Postman, Evans) list and call the API through reflection, and
     // probes use the standard health service; neither needs a token.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -470,6 +470,30 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             shutdown_rx.clone(),
         )));
     }
+
+    // Last-use times of API tokens: kept in memory, written at most once a minute and when
+    // the node stops.
+    let used_tokens = tokens.clone();
+    let mut used_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(crate::tokens::LAST_USED_FLUSH);
+        interval.tick().await;
+        loop {
+            let stopping = tokio::select! {
+                _ = interval.tick() => false,
+                _ = used_shutdown.wait_for(|stop| *stop) => true,
+            };
+            let registry = used_tokens.clone();
+            if let Ok(Err(err)) =
+                tokio::task::spawn_blocking(move || registry.flush_last_used()).await
+            {
+                tracing::warn!(error = %err, "writing the last use of API tokens failed");
+            }
+            if stopping {
+                return;
+            }
+        }
+    }));
 
     // The clock of the sync engine: keepalives and silent-peer detection; at the hub also the
     // revocation list, so a revoked certificate's open link is closed within about a second.
