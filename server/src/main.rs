@@ -196,7 +196,11 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use s, m, h, d or w")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use s, m, h, d or w"
+            ))
+        }
     };
     if number == 0 {
         return Err("the expiry must be longer than zero".to_string());

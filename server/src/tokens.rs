@@ -353,7 +353,11 @@ pub fn create_token_expiring(
         } else {
             label_hash(&salt, label)
         },
-        label_salt: if label.is_empty() { String::new() } else { salt },
+        label_salt: if label.is_empty() {
+            String::new()
+        } else {
+            salt
+        },
         created_unix,
         expires_unix: expires_in.map(|d| created_unix.saturating_add(d.as_secs())),
         revoked_unix: None,
@@ -682,7 +686,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = TokenRegistry::open(dir.path()).unwrap();
         let token = create_token(dir.path(), ApiRole::Reader, "").unwrap();
-        assert_eq!(list_tokens(dir.path(), None).unwrap()[0].last_used_unix, None);
+        assert_eq!(
+            list_tokens(dir.path(), None).unwrap()[0].last_used_unix,
+            None
+        );
         registry.check(&token).unwrap();
         assert!(registry.list().unwrap()[0].last_used_unix.is_some());
         assert!(!used_file(dir.path()).exists(), "no write per request");

@@ -140,7 +140,6 @@ impl pb::node_server::Node for NodeService {
         Ok(Response::new(token_message(&info)))
     }
 
-
     type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
 
     /// The response starts at once and the archive is built and sent behind it, so the API's
