@@ -10,6 +10,7 @@ mod mtls;
 mod python;
 mod releases;
 mod stats;
+mod tokens;
 mod util;
 
 use std::time::Duration;
