@@ -234,21 +234,56 @@ pub fn check_data_dir(data_dir: &Path) -> Result<(), TokenError> {
     ))
 }
 
-/// Holds `tokens.lock` exclusively while the token file is changed.
+/// Holds `tokens.lock` exclusively while the token file is changed. The lock file is opened
+/// for reading when it exists, so one made by root does not keep the service user out.
 fn lock(data_dir: &Path) -> Result<File, TokenError> {
     let path = data_dir.join("tokens.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| TokenError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    file.lock()
-        .map_err(|source| TokenError::Io { path, source })?;
+    let io = |source| TokenError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            owned_like_dir(&path, data_dir).map_err(io)?;
+            file
+        }
+        Err(err) => return Err(io(err)),
+    };
+    file.lock().map_err(io)?;
     Ok(file)
+}
+
+/// Gives `path` the owner and group of `dir`, so a file written by root (`sudo sfs-node token
+/// create`) stays readable by the service user that owns the data directory. Changing the
+/// owner fails for anyone else than root; it is needed only when the owners differ.
+fn owned_like_dir(path: &Path, dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let want = std::fs::metadata(dir)?;
+        let have = std::fs::metadata(path)?;
+        if (have.uid(), have.gid()) != (want.uid(), want.gid()) {
+            std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid())).map_err(|err| {
+                std::io::Error::new(
+                    err.kind(),
+                    format!(
+                        "the data directory belongs to user {} and this file would not: run the command as that user ({err})",
+                        want.uid()
+                    ),
+                )
+            })?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, dir);
+    Ok(())
 }
 
 /// Replaces `path` with `bytes`, readable by the owner only: a new file, fsynced, renamed over
@@ -268,6 +303,9 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), TokenError> {
     #[cfg(unix)]
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(io)?;
+    if let Some(dir) = path.parent() {
+        owned_like_dir(&tmp, dir).map_err(io)?;
+    }
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
@@ -336,6 +374,10 @@ pub fn create_token_expiring(
     };
     std::fs::create_dir_all(data_dir).map_err(io)?;
     let _lock = lock(data_dir)?;
+    if !path.exists() {
+        // A new file is made owned like the data directory before the first line goes in.
+        replace_file(&path, b"")?;
+    }
     let mut secret = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut secret);
     let token = format!(
@@ -697,6 +739,32 @@ mod tests {
         assert!(list_tokens(dir.path(), None).unwrap()[0]
             .last_used_unix
             .is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_made_by_root_belong_to_the_owner_of_the_data_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, "").unwrap();
+        if std::fs::metadata(&probe).unwrap().uid() != 0 {
+            return; // only root can hand a file to another user
+        }
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+        let token = create_token(&data, ApiRole::Admin, "").unwrap();
+        for name in ["tokens.jsonl", "tokens.lock"] {
+            let meta = std::fs::metadata(data.join(name)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{name}");
+        }
+        revoke_token(&data, &hash(&token)[..8]).unwrap();
+        let meta = std::fs::metadata(token_file(&data)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (65534, 65534, 0o600)
+        );
     }
 
     #[test]
