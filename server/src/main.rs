@@ -123,6 +123,13 @@ enum PkiCommand {
         #[arg(long)]
         public: Option<PathBuf>,
     },
+    /// List every certificate in DIR (the CA and the last one issued for each node) with its
+    /// expiry and whether it is revoked, soonest first; flags those within 30 days of expiry.
+    Status {
+        /// The CA directory (`pki init --dir`).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Revoke the certificate last issued for a node: adds its serial to `revoked.txt` in DIR.
     /// The hub (`tls.revoked`) refuses it for new connections at once and closes its open link
     /// within about a second; a certificate issued afterwards works.
@@ -315,6 +322,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "  public key (method.release_public_key on every node): {}",
                 public.display()
             );
+        }
+        Command::Pki {
+            command: PkiCommand::Status { dir },
+        } => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            println!(
+                "{:<40}  {:<17}  {:<10}  {:<7}  SERIAL",
+                "CERTIFICATE", "EXPIRES", "DAYS LEFT", "STATE"
+            );
+            for cert in pki::status(&dir)? {
+                let days = pki::days_left(cert.not_after_unix, now);
+                let state = if cert.revoked {
+                    "revoked"
+                } else if days < 0 {
+                    "EXPIRED"
+                } else if days < pki::EXPIRY_WARNING_DAYS {
+                    "RENEW"
+                } else {
+                    "ok"
+                };
+                println!(
+                    "{:<40}  {:<17}  {:<10}  {:<7}  {}",
+                    cert.identity,
+                    show_time(u64::try_from(cert.not_after_unix).ok()),
+                    days,
+                    state,
+                    cert.serial
+                );
+            }
         }
         Command::Pki {
             command: PkiCommand::Revoke { dir, node, role },

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub storage_bytes: Gauge,
     pub fsync_seconds: Histogram,
     pub limit_refusals: Family<LimitLabels, Counter>,
+    /// When the node's own certificate expires.
+    pub certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -80,6 +82,7 @@ impl Metrics {
             api_requests: Family::default(),
             storage_bytes: Gauge::default(),
             limit_refusals: Family::default(),
+            certificate_expiry: Gauge::default(),
             fsync_seconds: Histogram::new([
                 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
@@ -120,6 +123,11 @@ impl Metrics {
                 "limit_refusals",
                 "Peers, links and API requests refused or cut off for a limit, by limit",
                 metrics.limit_refusals.clone(),
+            );
+            r.register(
+                "certificate_expiry_timestamp_seconds",
+                "When the node's own certificate (tls.cert) expires, seconds since the Unix epoch",
+                metrics.certificate_expiry.clone(),
             );
             r.register(
                 "fsync_seconds",

@@ -30,6 +30,30 @@ fn a_hub_and_a_city_run_as_processes_from_their_configuration() {
         issued.contains("spiffe://stadforstad/city/lund"),
         "{issued}"
     );
+    // `pki status` lists every certificate with its expiry, soonest first: one due for renewal,
+    // one renewed after revocation, the rest fine.
+    sfs_node(&[
+        "pki", "issue", "--dir", pki_s, "--node", "kalmar", "--role", "city", "--days", "10",
+    ]);
+    sfs_node(&[
+        "pki", "issue", "--dir", pki_s, "--node", "ystad", "--role", "city", "--days", "20",
+    ]);
+    sfs_node(&["pki", "revoke", "--dir", pki_s, "--node", "ystad"]);
+    let status = sfs_node(&["pki", "status", "--dir", pki_s]);
+    let rows: Vec<&str> = status.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{status}");
+    assert!(
+        rows[0].starts_with("spiffe://stadforstad/city/kalmar") && rows[0].contains(" RENEW "),
+        "{status}"
+    );
+    assert!(
+        rows[1].starts_with("spiffe://stadforstad/city/ystad") && rows[1].contains(" revoked "),
+        "{status}"
+    );
+    assert!(rows[2..4].iter().all(|r| r.contains(" ok ")), "{status}");
+    assert!(rows[4].starts_with("ca "), "{status}");
+    let none = sfs_node_fails(&["pki", "status", "--dir", d.to_str().unwrap()]);
+    assert!(none.contains("no CA in"), "{none}");
     // A missing directory or one that is not a node's is refused, not filled with a token the
     // node would never see.
     let missing = sfs_node_fails(&[
