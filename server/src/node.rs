@@ -402,6 +402,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 sync: sync.clone(),
                 shutdown: shutdown_rx.clone(),
                 revocations: revocations.clone(),
+                metrics: metrics.clone(),
             })
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);

@@ -253,6 +253,13 @@ pub fn not_after_of_pem(pem: &[u8]) -> Result<i64, PkiError> {
     Ok(cert.validity().not_after.timestamp())
 }
 
+/// The end of a DER certificate's validity, in seconds since the Unix epoch.
+pub fn not_after_of_der(der: &[u8]) -> Result<i64, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 /// Whole days from `now_unix` until `not_after_unix` (negative once expired).
 pub fn days_left(not_after_unix: i64, now_unix: i64) -> i64 {
     (not_after_unix - now_unix).div_euclid(86_400)

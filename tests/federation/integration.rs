@@ -204,6 +204,22 @@ async fn prometheus_metrics_describe_links_frames_api_calls_storage_and_fsyncs()
         (29..=30).contains(&sfs_node::pki::days_left(expiry, now)),
         "{expiry}"
     );
+    // The hub shows each linked city's certificate expiry.
+    for city in ["lund", "malmo"] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    r#"sfs_city_certificate_expiry_timestamp_seconds{{city="{city}"}} "#
+                ))
+            })
+            .unwrap_or_else(|| panic!("no certificate expiry of {city} in {text}"));
+        let at: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(
+            (29..=30).contains(&sfs_node::pki::days_left(at, now)),
+            "{line}"
+        );
+    }
     let storage: f64 = lund_text
         .lines()
         .find(|l| l.starts_with("sfs_storage_bytes "))
