@@ -85,10 +85,30 @@ enum Command {
         #[command(subcommand)]
         command: CitiesCommand,
     },
+    /// The node's API tokens (admin): list them, revoke a leaked one.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// The node's peers, links and per-document sync state.
     Status {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokensCommand {
+    /// Every token: id, role, state, creation, expiry and last use (never a secret).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id; the node refuses it from its next request on.
+    Revoke {
+        /// The token's id, as `sfs tokens list` shows it.
+        id: String,
     },
 }
 
@@ -732,6 +752,7 @@ pub async fn run(
         Command::Progress { command } => progress(&mut client, command, out).await?,
         Command::Cities { command } => cities(&mut client, command, out).await?,
         Command::Stats { command } => stats(&mut client, command, out).await?,
+        Command::Tokens { command } => tokens(&mut client, command, out).await?,
         Command::Status { json } => status(&mut client, json, out).await?,
     }
     Ok(())
@@ -1839,6 +1860,71 @@ async fn cities(
             .await
             .map_err(err)?;
             writeln!(out, "removed cities/{id}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch as an ISO date and time (UTC); `-` for 0.
+fn iso_ms(ms: i64) -> String {
+    if ms == 0 {
+        return "-".to_string();
+    }
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+async fn tokens(
+    client: &mut Client,
+    command: TokensCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let err = ClientError::from;
+    match command {
+        TokensCommand::List { json } => {
+            let list = client
+                .node
+                .list_tokens(pb::ListTokensRequest {})
+                .await
+                .map_err(err)?
+                .into_inner()
+                .tokens;
+            if json {
+                return emit(out, &list, true);
+            }
+            writeln!(
+                out,
+                "{:<8}  {:<11}  {:<7}  {:<17}  {:<17}  {:<17}",
+                "ID", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED"
+            )?;
+            for t in &list {
+                writeln!(
+                    out,
+                    "{:<8}  {:<11}  {:<7}  {:<17}  {:<17}  {:<17}",
+                    t.id,
+                    t.role,
+                    t.state,
+                    iso_ms(t.create_time_ms),
+                    iso_ms(t.expire_time_ms),
+                    iso_ms(t.last_use_time_ms)
+                )?;
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let token = client
+                .node
+                .revoke_token(pb::RevokeTokenRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            writeln!(out, "token {} ({}) revoked", token.id, token.role)?;
         }
     }
     Ok(())

@@ -24,6 +24,8 @@ pub struct FederationService {
     pub sync: Arc<SyncHandle>,
     pub shutdown: watch::Receiver<bool>,
     pub revocations: Arc<Revocations>,
+    /// Where each city's certificate expiry is shown.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The revocation list the hub enforces (`tls.revoked`), re-read when the file changes.
@@ -109,6 +111,22 @@ impl pb::federation_server::Federation for FederationService {
             return Err(Status::permission_denied(format!(
                 "the certificate of {peer} (serial {serial}) is revoked"
             )));
+        }
+        if let Ok(not_after) = pki::not_after_of_der(leaf.as_ref()) {
+            self.metrics
+                .city_certificate_expiry
+                .get_or_create(&crate::metrics::CityLabels {
+                    city: peer.name().to_string(),
+                })
+                .set(not_after);
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let days = pki::days_left(not_after, now);
+            if days < pki::EXPIRY_WARNING_DAYS {
+                tracing::warn!(%peer, days_left = days, "a city's certificate expires soon: issue it a new one (`sfs-node pki issue`)");
+            }
         }
         if let Err(err) = self.sync.admit(&peer) {
             return Err(Status::resource_exhausted(format!("{peer}: {err}")));

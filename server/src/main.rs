@@ -123,6 +123,13 @@ enum PkiCommand {
         #[arg(long)]
         public: Option<PathBuf>,
     },
+    /// List every certificate in DIR (the CA and the last one issued for each node) with its
+    /// expiry and whether it is revoked, soonest first; flags those within 30 days of expiry.
+    Status {
+        /// The CA directory (`pki init --dir`).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Revoke the certificate last issued for a node: adds its serial to `revoked.txt` in DIR.
     /// The hub (`tls.revoked`) refuses it for new connections at once and closes its open link
     /// within about a second; a certificate issued afterwards works.
@@ -140,15 +147,87 @@ enum PkiCommand {
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Create a token and print it (it is stored only as a hash).
+    ///
+    /// Run it as the user the node runs as (for example `sudo -u stadforstad sfs-node token
+    /// create ...` under systemd), so the node can read the token file.
     Create {
+        /// The node's data directory (`data_dir` of its configuration).
         #[arg(long)]
         data_dir: PathBuf,
         /// reader, editor, coordinator or admin.
         #[arg(long)]
         role: String,
+        /// What the token is for. Stored only as a salted hash (a label may name a person);
+        /// `token list --label` finds it again.
         #[arg(long, default_value = "")]
         label: String,
+        /// Refuse the token after this long: a number and a unit, `s`, `m`, `h`, `d` or `w`
+        /// (for example `90d`). Without it the token works until revoked.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
+    /// List the tokens (ids, roles, state, times; never a secret). Works while the node runs;
+    /// the last use is as the node last wrote it (at most a minute old).
+    List {
+        /// The node's data directory (`data_dir` of its configuration).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only tokens created with this label.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Revoke a token by its id (from `token list`). A running node refuses it from its next
+    /// request on.
+    Revoke {
+        /// The node's data directory (`data_dir` of its configuration).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The token's id: the first 8 hex digits of its hash, as `token list` shows it.
+        id: String,
+    },
+}
+
+/// Parses `90d`, `12h`, `30m`, `45s` or `2w`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: write for example 90d (s, m, h, d or w)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number, as in 90d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use s, m, h, d or w"
+            ))
+        }
+    };
+    if number == 0 {
+        return Err("the expiry must be longer than zero".to_string());
+    }
+    number
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// A Unix time as an ISO date and time (UTC), or `-`.
+fn show_time(secs: Option<u64>) -> String {
+    secs.and_then(|s| time::OffsetDateTime::from_unix_timestamp(s as i64).ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| "-".to_string())
 }
 
 /// Logs to standard error as text or JSON; `RUST_LOG` overrides the configured level.
@@ -245,6 +324,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Pki {
+            command: PkiCommand::Status { dir },
+        } => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            println!(
+                "{:<40}  {:<17}  {:<10}  {:<7}  SERIAL",
+                "CERTIFICATE", "EXPIRES", "DAYS LEFT", "STATE"
+            );
+            for cert in pki::status(&dir)? {
+                let days = pki::days_left(cert.not_after_unix, now);
+                let state = if cert.revoked {
+                    "revoked"
+                } else if days < 0 {
+                    "EXPIRED"
+                } else if days < pki::EXPIRY_WARNING_DAYS {
+                    "RENEW"
+                } else {
+                    "ok"
+                };
+                println!(
+                    "{:<40}  {:<17}  {:<10}  {:<7}  {}",
+                    cert.identity,
+                    show_time(u64::try_from(cert.not_after_unix).ok()),
+                    days,
+                    state,
+                    cert.serial
+                );
+            }
+        }
+        Command::Pki {
             command: PkiCommand::Revoke { dir, node, role },
         } => {
             let role = Role::parse(&role)
@@ -263,14 +371,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data_dir,
                     role,
                     label,
+                    expires_in,
                 },
         } => {
             let role = ApiRole::parse(&role).with_context(|| {
                 format!("--role must be reader, editor, coordinator or admin, not {role:?}")
             })?;
+            sfs_node::tokens::check_data_dir(&data_dir)?;
             println!(
                 "{}",
-                sfs_node::tokens::create_token(&data_dir, role, &label)?
+                sfs_node::tokens::create_token_expiring(&data_dir, role, &label, expires_in)?
+            );
+        }
+        Command::Token {
+            command: TokenCommand::List { data_dir, label },
+        } => {
+            sfs_node::tokens::check_data_dir(&data_dir)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let tokens = sfs_node::tokens::list_tokens(&data_dir, label.as_deref())?;
+            println!(
+                "{:<8}  {:<11}  {:<7}  {:<17}  {:<17}  {:<17}",
+                "ID", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED"
+            );
+            for t in &tokens {
+                println!(
+                    "{:<8}  {:<11}  {:<7}  {:<17}  {:<17}  {:<17}",
+                    t.id,
+                    t.role.as_str(),
+                    t.state(now),
+                    show_time(Some(t.created_unix)),
+                    show_time(t.expires_unix),
+                    show_time(t.last_used_unix)
+                );
+            }
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { data_dir, id },
+        } => {
+            sfs_node::tokens::check_data_dir(&data_dir)?;
+            let info = sfs_node::tokens::revoke_token(&data_dir, &id)?;
+            println!(
+                "token {} ({}) revoked; a running node refuses it from its next request on",
+                info.id,
+                info.role.as_str()
             );
         }
         Command::Backup {

@@ -29,6 +29,12 @@ pub struct PeerLabels {
     pub direction: String,
 }
 
+/// Labels of per-city metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CityLabels {
+    pub city: String,
+}
+
 /// Labels of per-document, per-peer metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DocPeerLabels {
@@ -62,6 +68,10 @@ pub struct Metrics {
     pub storage_bytes: Gauge,
     pub fsync_seconds: Histogram,
     pub limit_refusals: Family<LimitLabels, Counter>,
+    /// When the node's own certificate expires.
+    pub certificate_expiry: Gauge,
+    /// At the hub: when the certificate each city last linked with expires.
+    pub city_certificate_expiry: Family<CityLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -83,6 +93,8 @@ impl Metrics {
             api_requests: Family::default(),
             storage_bytes: Gauge::default(),
             limit_refusals: Family::default(),
+            certificate_expiry: Gauge::default(),
+            city_certificate_expiry: Family::default(),
             fsync_seconds: Histogram::new([
                 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
@@ -128,6 +140,16 @@ impl Metrics {
                 "limit_refusals",
                 "Peers, links and API requests refused or cut off for a limit, by limit",
                 metrics.limit_refusals.clone(),
+            );
+            r.register(
+                "certificate_expiry_timestamp_seconds",
+                "When the node's own certificate (tls.cert) expires, seconds since the Unix epoch",
+                metrics.certificate_expiry.clone(),
+            );
+            r.register(
+                "city_certificate_expiry_timestamp_seconds",
+                "At the hub: when the certificate each city last linked with expires, seconds since the Unix epoch",
+                metrics.city_certificate_expiry.clone(),
             );
             r.register(
                 "fsync_seconds",

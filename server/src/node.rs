@@ -194,6 +194,9 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         engine_config.peer_timeout_ms = ms * 4;
     }
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let cert_expiry = crate::pki::not_after_of_pem(cert_pem.as_bytes())
+        .map_err(|err| NodeError::Config(format!("tls.cert: {err}")))?;
+    metrics.certificate_expiry.set(cert_expiry);
     store.durability.observe(metrics.clone());
     store.durability.set_reserve(config.store.min_free_bytes);
     let durability = store.durability.clone();
@@ -279,7 +282,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         config.limits.api_bytes_per_day,
         metrics.clone(),
     ));
-    let auth = api::authenticate(tokens, api_limits.clone());
+    let auth = api::authenticate(tokens.clone(), api_limits.clone());
     // Generic tools (grpcurl, Postman, Evans) list and call the API through reflection, and
     // probes use the standard health service; neither needs a token.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -435,6 +438,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 sync: sync.clone(),
                 shutdown: shutdown_rx.clone(),
                 revocations: revocations.clone(),
+                metrics: metrics.clone(),
             })
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
@@ -507,6 +511,44 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         )));
     }
 
+    // The node's own certificate: a warning from 30 days before it expires, again every
+    // 12 hours, so an expiry never takes the node off the federation silently.
+    let mut expiry_shutdown = shutdown_rx.clone();
+    let cert_path = config.tls.cert.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(12 * 3600));
+        loop {
+            tokio::select! {
+                _ = interval.tick() => warn_if_expiring(&cert_path, cert_expiry),
+                _ = expiry_shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }));
+
+    // Last-use times of API tokens: kept in memory, written at most once a minute and when
+    // the node stops.
+    let used_tokens = tokens.clone();
+    let mut used_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(crate::tokens::LAST_USED_FLUSH);
+        interval.tick().await;
+        loop {
+            let stopping = tokio::select! {
+                _ = interval.tick() => false,
+                _ = used_shutdown.wait_for(|stop| *stop) => true,
+            };
+            let registry = used_tokens.clone();
+            if let Ok(Err(err)) =
+                tokio::task::spawn_blocking(move || registry.flush_last_used()).await
+            {
+                tracing::warn!(error = %err, "writing the last use of API tokens failed");
+            }
+            if stopping {
+                return;
+            }
+        }
+    }));
+
     // The clock of the sync engine: keepalives and silent-peer detection; at the hub also the
     // revocation list, so a revoked certificate's open link is closed within about a second.
     let ticker = sync.clone();
@@ -568,4 +610,19 @@ fn check_certificate_identity(
         )));
     }
     Ok(())
+}
+
+/// Logs a warning when the certificate at `path` expires within
+/// [`crate::pki::EXPIRY_WARNING_DAYS`], an error once it has expired.
+fn warn_if_expiring(path: &std::path::Path, not_after_unix: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = crate::pki::days_left(not_after_unix, now);
+    if now >= not_after_unix {
+        tracing::error!(cert = %path.display(), "the node's certificate has expired: peers refuse it; issue a new one (`sfs-node pki issue`) and restart");
+    } else if days < crate::pki::EXPIRY_WARNING_DAYS {
+        tracing::warn!(cert = %path.display(), days_left = days, "the node's certificate expires soon: issue a new one (`sfs-node pki issue`) and restart before it does");
+    }
 }

@@ -231,6 +231,82 @@ pub fn issue(
     Ok(files)
 }
 
+/// How many days before a certificate expires the node and `pki status` warn.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// The end of a PEM certificate's validity, in seconds since the Unix epoch.
+pub fn not_after_of_pem(pem: &[u8]) -> Result<i64, PkiError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// The end of a DER certificate's validity, in seconds since the Unix epoch.
+pub fn not_after_of_der(der: &[u8]) -> Result<i64, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|err| PkiError::BadCertificate(err.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Whole days from `now_unix` until `not_after_unix` (negative once expired).
+pub fn days_left(not_after_unix: i64, now_unix: i64) -> i64 {
+    (not_after_unix - now_unix).div_euclid(86_400)
+}
+
+/// One certificate in a CA directory, as `pki status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertStatus {
+    /// `ca` or the node's SPIFFE identity.
+    pub identity: String,
+    pub serial: String,
+    pub not_after_unix: i64,
+    /// On the directory's revocation list.
+    pub revoked: bool,
+}
+
+/// The CA certificate and every node certificate `pki issue` made in `dir` (the last one of
+/// each node), with expiry and revocation, sorted by expiry.
+pub fn status(dir: &Path) -> Result<Vec<CertStatus>, PkiError> {
+    let ca = CaFiles::in_dir(dir);
+    if !ca.cert.exists() {
+        return Err(PkiError::NoCa(dir.to_path_buf()));
+    }
+    let revoked = read_revoked(&ca.revoked)?;
+    let mut paths = vec![ca.cert.clone()];
+    let nodes = dir.join("nodes");
+    if nodes.exists() {
+        for entry in fs::read_dir(&nodes).map_err(io_err(&nodes))? {
+            let path = entry.map_err(io_err(&nodes))?.path();
+            if path.extension().is_some_and(|e| e == "crt") {
+                paths.push(path);
+            }
+        }
+    }
+    let mut list = Vec::new();
+    for path in paths {
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let bad = |err: PkiError| PkiError::BadCertificate(format!("{}: {err}", path.display()));
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes)
+            .map_err(|err| bad(PkiError::BadCertificate(err.to_string())))?;
+        let serial = serial_of(&pem.contents).map_err(bad)?;
+        let identity = if path == ca.cert {
+            "ca".to_string()
+        } else {
+            identity_of(&pem.contents).map_err(bad)?.spiffe_uri()
+        };
+        list.push(CertStatus {
+            revoked: revoked.contains(&serial),
+            identity,
+            serial,
+            not_after_unix: not_after_of_pem(&bytes).map_err(bad)?,
+        });
+    }
+    list.sort_by(|a, b| (a.not_after_unix, &a.identity).cmp(&(b.not_after_unix, &b.identity)));
+    Ok(list)
+}
+
 /// The stadforstad identity in a DER certificate (already verified by TLS against the CA).
 pub fn identity_of(der: &[u8]) -> Result<NodeId, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -261,6 +337,30 @@ pub fn identity_of(der: &[u8]) -> Result<NodeId, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lists_every_certificate_with_expiry_and_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path()).unwrap();
+        let lund = NodeId::city("lund").unwrap();
+        issue(dir.path(), &NodeId::hub("national").unwrap(), &[], 365).unwrap();
+        issue(dir.path(), &lund, &[], 10).unwrap();
+        revoke(dir.path(), &lund).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let list = status(dir.path()).unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(list[0].identity, lund.spiffe_uri(), "the soonest first");
+        assert!(list[0].revoked);
+        assert!((9..=10).contains(&days_left(list[0].not_after_unix, now)));
+        assert!(!list[1].revoked && list[1].identity.ends_with("/hub/national"));
+        assert!((364..=365).contains(&days_left(list[1].not_after_unix, now)));
+        assert_eq!(list[2].identity, "ca");
+        assert!(days_left(0, now) < 0);
+        assert!(matches!(
+            status(&dir.path().join("none")),
+            Err(PkiError::NoCa(_))
+        ));
+    }
 
     #[test]
     fn issued_certificates_carry_the_node_identity() {

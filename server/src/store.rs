@@ -802,9 +802,13 @@ pub fn restore(
             .map_err(|source| StoreError::Io { path, source })?;
     }
     if !archive.tokens.is_empty() {
-        let path = crate::tokens::token_file(data_dir);
-        sfs_durable::write(&path, &archive.tokens, sfs_durable::Access::Private)
-            .map_err(|source| StoreError::Io { path, source })?;
+        crate::tokens::restore_file(data_dir, &archive.tokens).map_err(|err| match err {
+            crate::tokens::TokenError::Io { path, source } => StoreError::Io { path, source },
+            other => StoreError::Io {
+                path: crate::tokens::token_file(data_dir),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
     }
     store.durability.sync()?;
     Ok(archive.documents.len())

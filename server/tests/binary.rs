@@ -30,6 +30,52 @@ fn a_hub_and_a_city_run_as_processes_from_their_configuration() {
         issued.contains("spiffe://stadforstad/city/lund"),
         "{issued}"
     );
+    // `pki status` lists every certificate with its expiry, soonest first: one due for renewal,
+    // one renewed after revocation, the rest fine.
+    sfs_node(&[
+        "pki", "issue", "--dir", pki_s, "--node", "kalmar", "--role", "city", "--days", "10",
+    ]);
+    sfs_node(&[
+        "pki", "issue", "--dir", pki_s, "--node", "ystad", "--role", "city", "--days", "20",
+    ]);
+    sfs_node(&["pki", "revoke", "--dir", pki_s, "--node", "ystad"]);
+    let status = sfs_node(&["pki", "status", "--dir", pki_s]);
+    let rows: Vec<&str> = status.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{status}");
+    assert!(
+        rows[0].starts_with("spiffe://stadforstad/city/kalmar") && rows[0].contains(" RENEW "),
+        "{status}"
+    );
+    assert!(
+        rows[1].starts_with("spiffe://stadforstad/city/ystad") && rows[1].contains(" revoked "),
+        "{status}"
+    );
+    assert!(rows[2..4].iter().all(|r| r.contains(" ok ")), "{status}");
+    assert!(rows[4].starts_with("ca "), "{status}");
+    let none = sfs_node_fails(&["pki", "status", "--dir", d.to_str().unwrap()]);
+    assert!(none.contains("no CA in"), "{none}");
+    // A missing directory or one that is not a node's is refused, not filled with a token the
+    // node would never see.
+    let missing = sfs_node_fails(&[
+        "token",
+        "create",
+        "--data-dir",
+        d.join("hub").to_str().unwrap(),
+        "--role",
+        "reader",
+    ]);
+    assert!(
+        missing.contains("is not a node's data directory: it does not exist"),
+        "{missing}"
+    );
+    let foreign = sfs_node_fails(&["token", "create", "--data-dir", pki_s, "--role", "reader"]);
+    assert!(
+        foreign.contains("is not a node's data directory"),
+        "{foreign}"
+    );
+    assert!(!pki.join("tokens.jsonl").exists());
+    std::fs::create_dir(d.join("hub")).unwrap();
+    std::fs::create_dir(d.join("lund")).unwrap();
     let hub_token = sfs_node(&[
         "token",
         "create",
@@ -118,6 +164,67 @@ key = "pki/nodes/city-lund.key"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        // `token list` and `token revoke` work on the running node's directory; the revoked
+        // token is refused at its next request, a token created afterwards works.
+        let lund_dir = d.join("lund");
+        let lund_dir = lund_dir.to_str().unwrap();
+        let listed = sfs_node(&["token", "list", "--data-dir", lund_dir]);
+        let id = sfs_node::tokens::hash(city_token.trim())[..8].to_string();
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains("editor") && l.contains("active")),
+            "{listed}"
+        );
+        assert!(!listed.contains(city_token.trim()), "no secret in the list");
+        let revoked = sfs_node(&["token", "revoke", "--data-dir", lund_dir, &id]);
+        assert!(
+            revoked.contains(&format!("token {id} (editor) revoked")),
+            "{revoked}"
+        );
+        let err = lund
+            .list_lessons("cities/lund")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("UNAUTHENTICATED") && err.contains("revoked"),
+            "{err}"
+        );
+        let listed = sfs_node(&["token", "list", "--data-dir", lund_dir]);
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains("revoked")),
+            "{listed}"
+        );
+        let fresh = sfs_node(&[
+            "token",
+            "create",
+            "--data-dir",
+            lund_dir,
+            "--role",
+            "reader",
+            "--expires-in",
+            "90d",
+        ]);
+        let mut fresh = sfs_client::Client::connect(&city_api, fresh.trim(), &ca)
+            .await
+            .unwrap();
+        assert_eq!(fresh.list_lessons("cities/lund").await.unwrap().len(), 1);
+        let bad = sfs_node_fails(&[
+            "token",
+            "create",
+            "--data-dir",
+            lund_dir,
+            "--role",
+            "reader",
+            "--expires-in",
+            "90",
+        ]);
+        assert!(bad.contains("no unit"), "{bad}");
+        let unknown = sfs_node_fails(&["token", "revoke", "--data-dir", lund_dir, "00000000"]);
+        assert!(unknown.contains("no token has the id"), "{unknown}");
     });
     city.terminate();
     hub.terminate();
@@ -369,6 +476,19 @@ fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
     std::fs::copy(d.join("data.key"), d.join("restored.key")).unwrap();
     let out = sfs_node(&restore_args(backup_path, restored, &[]));
     assert!(out.contains("restored lund"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("restored").join("tokens.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the restored token file is the owner's only"
+        );
+    }
 
     let node = Process::spawn(&["run", "--config", d.join("restored.toml").to_str().unwrap()]);
     let api = node

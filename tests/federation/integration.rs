@@ -189,6 +189,37 @@ async fn prometheus_metrics_describe_links_frames_api_calls_storage_and_fsyncs()
     );
     assert!(lund_text.contains(r#"sfs_api_requests_total{method="stadforstad.v1.Lessons/GetLesson",code="InvalidArgument"} 1"#), "{lund_text}");
     assert!(lund_text.contains("sfs_fsync_seconds_count"), "{lund_text}");
+    // The node's own certificate expiry, as issued (30 days in these tests).
+    let expiry: i64 = lund_text
+        .lines()
+        .find(|l| l.starts_with("sfs_certificate_expiry_timestamp_seconds "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no certificate expiry in {lund_text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (29..=30).contains(&sfs_node::pki::days_left(expiry, now)),
+        "{expiry}"
+    );
+    // The hub shows each linked city's certificate expiry.
+    for city in ["lund", "malmo"] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    r#"sfs_city_certificate_expiry_timestamp_seconds{{city="{city}"}} "#
+                ))
+            })
+            .unwrap_or_else(|| panic!("no certificate expiry of {city} in {text}"));
+        let at: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(
+            (29..=30).contains(&sfs_node::pki::days_left(at, now)),
+            "{line}"
+        );
+    }
     let storage: f64 = lund_text
         .lines()
         .find(|l| l.starts_with("sfs_storage_bytes "))

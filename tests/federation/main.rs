@@ -12,6 +12,7 @@ mod privacy;
 mod python;
 mod releases;
 mod stats;
+mod tokens;
 mod util;
 
 use std::time::Duration;

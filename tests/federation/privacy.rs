@@ -310,6 +310,8 @@ const NOT_SHARED: &[&str] = &[
     "Register.RemoveDenyWord",
     "Node.GetStatus",
     "Node.Backup",
+    "Node.ListTokens",
+    "Node.RevokeToken",
     "Signals.CreateSignal",
     "Signals.GetSignal",
     "Signals.ListSignals",

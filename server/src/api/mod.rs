@@ -336,17 +336,12 @@ pub fn authenticate(
                 Status::unauthenticated("the authorization header must be `Bearer <token>`")
             })?;
         let found = tokens
-            .lookup(token.trim())
-            .ok_or_else(|| Status::unauthenticated("unknown API token"))?;
+            .check(token.trim())
+            .map_err(|refused| Status::unauthenticated(refused.to_string()))?;
         limits.charge(&crate::tokens::hash(token.trim()), &found.label)?;
         request.extensions_mut().insert(Caller {
             role: found.role,
-            actor: format!(
-                "{} ({}, token {})",
-                found.label,
-                found.role.as_str(),
-                found.hash_prefix
-            ),
+            actor: format!("{} ({})", found.label, found.role.as_str()),
         });
         Ok(request)
     }

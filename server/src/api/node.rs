@@ -80,8 +80,66 @@ fn read_or_empty(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Status> 
     }
 }
 
+/// What the API shows of a token.
+fn token_message(info: &crate::tokens::TokenInfo) -> pb::ApiToken {
+    let ms = |secs: Option<u64>| secs.map(|s| (s as i64).saturating_mul(1000)).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    pb::ApiToken {
+        id: info.id.clone(),
+        role: info.role.as_str().to_string(),
+        state: info.state(now).to_string(),
+        create_time_ms: ms(Some(info.created_unix)),
+        expire_time_ms: ms(info.expires_unix),
+        revoke_time_ms: ms(info.revoked_unix),
+        last_use_time_ms: ms(info.last_used_unix),
+        labelled: info.labelled,
+    }
+}
+
+/// A token-file error as a status.
+fn token_status(err: crate::tokens::TokenError) -> Status {
+    use crate::tokens::TokenError;
+    match err {
+        TokenError::BadId(_) => Status::invalid_argument(format!("field `id`: {err}")),
+        TokenError::Ambiguous { .. } => Status::invalid_argument(format!("field `id`: {err}")),
+        TokenError::Unknown(_) => Status::not_found(err.to_string()),
+        other => Status::unavailable(format!("the token file: {other}")),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::node_server::Node for NodeService {
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        require(&request, ApiRole::Admin)?;
+        let tokens = self.0.tokens.clone();
+        let list = super::blocking(move || tokens.list())
+            .await?
+            .map_err(token_status)?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: list.iter().map(token_message).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::ApiToken>, Status> {
+        let caller = require(&request, ApiRole::Admin)?;
+        let id = request.into_inner().id;
+        let tokens = self.0.tokens.clone();
+        let info = super::blocking(move || tokens.revoke(&id))
+            .await?
+            .map_err(token_status)?;
+        tracing::info!(token = %info.id, by = %caller.actor, "revoked an API token");
+        Ok(Response::new(token_message(&info)))
+    }
+
     type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
 
     /// The response starts at once and the archive is built and sent behind it, so the API's

@@ -137,6 +137,7 @@ impl OfflineCity {
     /// Prepares the city with its data in `data_dir` and a token of `role`.
     pub fn prepare(dir: &Path, data_dir: &Path, role: &str) -> OfflineCity {
         let pki = pki_with_lund(dir);
+        std::fs::create_dir_all(data_dir).unwrap();
         let token = sfs_node(&[
             "token",
             "create",
