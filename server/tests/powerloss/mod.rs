@@ -196,6 +196,8 @@ impl Node {
     fn prepare(mount: &Mount, name: &str, role: &str, data: &Path, federation: &str) -> Node {
         let data = data.to_path_buf();
         let key = data.with_extension("key");
+        // `token create` takes only a node's data directory, or a new empty one.
+        std::fs::create_dir_all(&data).expect("create the data directory");
         let token = sfs_node(&[
             "token",
             "create",
