@@ -23,7 +23,7 @@ use sfs_sync::{
     ConnId, EditError, Engine, EngineConfig, Frame, LogEvent, NodeId, Output, ShareableDocId,
     StatusCode, Summary,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status, Streaming};
 
@@ -100,18 +100,6 @@ pub struct PeerState {
     pub last_heads: Vec<(ShareableDocId, Vec<ChangeHash>)>,
 }
 
-/// A federation link came up or went down (for the hub's directory).
-#[derive(Debug, Clone)]
-pub enum LinkEvent {
-    Up {
-        peer: NodeId,
-    },
-    Down {
-        peer: NodeId,
-        peer_heads: Vec<(ShareableDocId, Vec<ChangeHash>)>,
-    },
-}
-
 /// Failure of a local edit.
 #[derive(Debug, thiserror::Error)]
 pub enum EditFailure<E> {
@@ -147,7 +135,6 @@ pub struct SyncHandle {
     next_conn: AtomicU64,
     started: Instant,
     frame_tap: Option<FrameTap>,
-    link_events: Mutex<Option<mpsc::UnboundedSender<LinkEvent>>>,
     /// Announces every document whose content changed (by an edit or from a peer).
     changes: tokio::sync::broadcast::Sender<ShareableDocId>,
     /// Frame counters.
@@ -191,7 +178,6 @@ impl SyncHandle {
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
             frame_tap,
-            link_events: Mutex::new(None),
             changes: tokio::sync::broadcast::channel(1024).0,
             metrics,
             budgets: Mutex::new(PeerBudgets::new(PeerLimits::default())),
@@ -237,24 +223,6 @@ impl SyncHandle {
     /// Receives the id of every document whose content changes from now on.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ShareableDocId> {
         self.changes.subscribe()
-    }
-
-    /// Receives an event each time a link comes up or goes down.
-    pub fn subscribe_links(&self) -> mpsc::UnboundedReceiver<LinkEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        *self.link_events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        rx
-    }
-
-    fn link_event(&self, event: LinkEvent) {
-        if let Some(tx) = self
-            .link_events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let _ = tx.send(event);
-        }
     }
 
     /// This node's identity.
@@ -598,7 +566,6 @@ impl SyncHandle {
             Vec::new()
         });
         self.set_peer_state(&peer, "connected", None);
-        self.link_event(LinkEvent::Up { peer: peer.clone() });
         let out = engine.connect(conn, peer, stored, self.now_ms());
         if let Err(err) = self.perform(&mut engine, out) {
             tracing::error!(error = %err, "starting a link failed");
@@ -682,13 +649,9 @@ impl SyncHandle {
         {
             state.last_seen = Some(SystemTime::now());
             if !peer_heads.is_empty() {
-                state.last_heads = peer_heads.clone();
+                state.last_heads = peer_heads;
             }
         }
-        self.link_event(LinkEvent::Down {
-            peer: peer.clone(),
-            peer_heads,
-        });
         let still_linked = self.read(|e| e.links().any(|(_, p, _)| p == peer));
         if !still_linked {
             let current_error = error.or_else(|| {
