@@ -291,11 +291,7 @@ async fn form_page(
         step_error: String::new(),
         other_error: String::new(),
     };
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = super::form_status(error.is_some());
     if let Some((field, text)) = error {
         match field.as_str() {
             "title" | "lesson.title" => page.title_error = text,

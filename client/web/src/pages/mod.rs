@@ -281,6 +281,15 @@ pub(crate) fn require_session(
     }
 }
 
+/// The status of a form page: 422 when it is shown again with an error, else 200.
+pub(crate) fn form_status(has_error: bool) -> StatusCode {
+    if has_error {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// A field error from the API (`INVALID_ARGUMENT` naming a field), in the person's language,
 /// or none if the error names no field of the form. The privacy guard's refusal names the kind
 /// of data; the data itself is never in the API's message nor in ours.

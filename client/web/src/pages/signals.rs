@@ -207,11 +207,7 @@ async fn form_page(
         description_error: String::new(),
         other_error: String::new(),
     };
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = super::form_status(error.is_some());
     if let Some((field, text)) = error {
         match field.trim_start_matches("signal.") {
             "date" => page.date_error = text,

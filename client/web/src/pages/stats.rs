@@ -263,11 +263,7 @@ async fn stats_page(
             .collect(),
         Err(_) => Vec::new(),
     };
-    let status = if error.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = super::form_status(!error.is_empty());
     let page = StatsPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/statistics"),
@@ -479,11 +475,7 @@ async fn preview_page(t: Tr, mut session: Session, quarter: String, error: Strin
         .map(|(kind, n)| (t.get(&format!("activity-{kind}")), format::number(*n)))
         .collect();
     activity.sort();
-    let status = if error.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = super::form_status(!error.is_empty());
     let page = PreviewPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/statistics"),
