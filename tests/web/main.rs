@@ -198,6 +198,22 @@ async fn wait_for_text(browser: &Browser, css: &str, needle: &str) -> String {
     }
 }
 
+/// Waits until the page has an element matching `css`; on time-out, says what the page shows.
+async fn wait_for_element(browser: &Browser, css: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if browser.find(Locator::Css(css)).await.is_ok() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let main = text_of(browser, "main").await;
+            let url = browser.current_url().await.map(|u| u.to_string());
+            panic!("timed out waiting for {css}; at {url:?} the page says {main:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn path(browser: &Browser) -> String {
     browser.current_url().await.unwrap().path().to_string()
 }
@@ -558,6 +574,9 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     )
     .await;
     submit(&hbg_browser, "form:has(#description)").await;
+    // The new-signal form names the organisation too: wait for the signal's own page (it has
+    // the follow-up form), so a form shown again with an error fails here with its text.
+    wait_for_element(&hbg_browser, "form:has(#action)").await;
     wait_for_text(&hbg_browser, "main", "Socialtjänsten Helsingborg").await;
     let signal_path = path(&hbg_browser).await;
     assert!(signal_path.starts_with("/signals/"), "{signal_path}");

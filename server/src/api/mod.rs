@@ -459,7 +459,15 @@ pub fn update_mask(mask: Vec<String>, allowed: &[&str]) -> Result<Vec<String>, S
     Ok(mask)
 }
 
-/// Checks a `YYYY-MM-DD` date; `not_future` refuses dates after today (UTC).
+/// The latest date that is "today" somewhere on Earth (UTC+14). A date a person types is
+/// their own local date: just after midnight in Stockholm it is still yesterday in UTC, and
+/// that person's today must not be refused as a date in the future.
+pub fn latest_today() -> time::Date {
+    (time::OffsetDateTime::now_utc() + time::Duration::hours(14)).date()
+}
+
+/// Checks a `YYYY-MM-DD` date; `not_future` refuses dates after today in every time zone
+/// (see [`latest_today`]).
 pub fn check_date(field: &str, value: &str, not_future: bool) -> Result<(), Status> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(value, &format).map_err(|_| {
@@ -468,7 +476,7 @@ pub fn check_date(field: &str, value: &str, not_future: bool) -> Result<(), Stat
             quote(value)
         ))
     })?;
-    if not_future && date > time::OffsetDateTime::now_utc().date() {
+    if not_future && date > latest_today() {
         return Err(Status::invalid_argument(format!(
             "field `{field}`: {value} is in the future"
         )));
@@ -534,5 +542,36 @@ pub fn edit_status(err: crate::sync::EditFailure<Status>) -> Status {
         }
         crate::sync::EditFailure::Rejected(status) => status,
         crate::sync::EditFailure::Private(finding) => Status::invalid_argument(finding.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ymd(date: time::Date) -> String {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        date.format(&format).unwrap()
+    }
+
+    #[test]
+    fn today_in_stockholm_and_further_east_is_not_the_future() {
+        let now = time::OffsetDateTime::now_utc();
+        // Stockholm in summer (UTC+2), then the easternmost zone (UTC+14).
+        for hours in [1, 2, 10, 14] {
+            let local_today = ymd((now + time::Duration::hours(hours)).date());
+            assert!(
+                check_date("date", &local_today, true).is_ok(),
+                "{local_today} (today at UTC+{hours}) was refused"
+            );
+        }
+    }
+
+    #[test]
+    fn a_date_after_today_everywhere_is_refused() {
+        let tomorrow_everywhere = latest_today().next_day().unwrap();
+        let error = check_date("date", &ymd(tomorrow_everywhere), true).unwrap_err();
+        assert!(error.message().contains("in the future"), "{error:?}");
+        assert!(check_date("date", &ymd(tomorrow_everywhere), false).is_ok());
     }
 }
