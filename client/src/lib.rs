@@ -10,7 +10,6 @@
 //! ```
 
 pub mod cli;
-pub mod release;
 
 use sfs_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
@@ -19,6 +18,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 pub use sfs_proto::v1;
+/// Signed handbook releases (the crate both the `sfs` command line and every node use).
+pub use sfs_release as release;
 
 /// Errors of the client.
 #[derive(Debug, thiserror::Error)]

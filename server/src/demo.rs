@@ -72,7 +72,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
     }
     let (release_key, release_public_key) = release_key_files(&dir);
     if !release_key.exists() {
-        sfs_client::release::generate_key_files(&release_key, &release_public_key)?;
+        sfs_release::generate_key_files(&release_key, &release_public_key)?;
     }
     let mut ids = vec![NodeId::hub(HUB_NAME)?];
     for city in cities {
@@ -318,7 +318,7 @@ async fn seed_hub(
     let (label, notes) = ("2026.1", "First national release of the handbook.");
     match release_key {
         Some(path) => {
-            let key = sfs_client::release::SigningKey::read(path)?;
+            let key = sfs_release::SigningKey::read(path)?;
             let draft = sfs_client::ReleaseDraft {
                 label: label.into(),
                 notes: notes.into(),

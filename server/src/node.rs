@@ -226,7 +226,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     let tokens = Arc::new(TokenRegistry::open(&config.data_dir)?);
     let release_key = match &config.method.release_public_key {
         Some(path) => Some(
-            sfs_client::release::PublicKey::read(path)
+            sfs_release::PublicKey::read(path)
                 .map_err(|err| NodeError::Config(format!("method.release_public_key: {err}")))?,
         ),
         None => {

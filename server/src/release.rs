@@ -1,7 +1,7 @@
 //! Signed handbook releases on a node: which release it runs, and why it runs no other.
 //!
 //! The national coordinator signs each release of `national/method` with a key the hub never
-//! holds (`sfs_client::release`). A node configured with the public key
+//! holds (`sfs_release`). A node configured with the public key
 //! (`method.release_public_key`) runs only a release that passes every check of [`check`]:
 //! the signature verifies over the release's number, heads, label, notes and times; its heads
 //! are in the node's history of the handbook; and, when it arrives ([`evaluate`]), its number is
@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, ChangeHash};
 use prost::Message;
-use sfs_client::release::{PublicKey, Statement};
 use sfs_proto::v1 as pb;
+use sfs_release::{PublicKey, Statement};
 use sfs_sync::Role;
 
 use crate::method;
@@ -383,7 +383,7 @@ pub async fn track(
 mod tests {
     use super::*;
     use automerge::transaction::Transactable;
-    use sfs_client::release::SigningKey;
+    use sfs_release::SigningKey;
 
     fn key(seed: u8) -> SigningKey {
         // A fixed Ed25519 PKCS#8 v1 document: the RFC 8410 prefix and a 32-byte seed.

@@ -39,7 +39,7 @@ impl MethodService {
     /// Checks a signed release before it is stored: its fields, its signature (with the hub's
     /// release key, if configured), its heads, and that it has not expired.
     fn check_signed_release(&self, release: &pb::Release) -> Result<(), Status> {
-        use sfs_client::release::{ReleaseError, Statement};
+        use sfs_release::{ReleaseError, Statement};
         if release.version_label != release.version_label.trim() {
             return Err(Status::invalid_argument(
                 "field `version_label`: a signed label must not start or end with spaces",

@@ -1,7 +1,7 @@
 //! Signed handbook releases: the statement the national coordinator signs, signing and
 //! verifying it with Ed25519 (`ring`), and the coordinator's key files.
 //!
-//! Both sides use this module: `sfs handbook release --key` signs on the coordinator's own
+//! Both sides use this crate: `sfs handbook release --key` signs on the coordinator's own
 //! machine, and every node verifies with the public key only. The statement is a byte string
 //! built without I/O or a clock (all integers big-endian, `str` = `u32` length then UTF-8):
 //!
@@ -23,7 +23,7 @@ use base64::Engine as _;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
 
-use crate::v1 as pb;
+use sfs_proto::v1 as pb;
 
 /// The domain-separation prefix of every release statement.
 pub const DOMAIN: &[u8] = b"stadforstad/national-method/release/v1\0";
