@@ -429,7 +429,7 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
     city.register
         .create_meeting(pb::CreateMeetingRequest {
             meeting: Some(pb::Meeting {
-                date: crate::api::today(),
+                date: crate::model::today(),
                 organisations: orgs[..3].to_vec(),
                 agenda: "Routine review; hotel training plan".into(),
                 notes: "The routine worked in both cases this quarter.".into(),
@@ -590,7 +590,7 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
                 progress: Some(pb::StepProgress {
                     step: steps[step].name.clone(),
                     state: state.into(),
-                    date: crate::api::today(),
+                    date: crate::model::today(),
                     note: String::new(),
                     ..Default::default()
                 }),

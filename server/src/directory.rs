@@ -5,10 +5,9 @@ use automerge::transaction::{Transactable, Transaction};
 use automerge::{ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
 use sfs_sync::ShareableDocId;
-use tonic::Status;
 
-use crate::api::{check_len, doc_error};
 use crate::docmodel as dm;
+use crate::model::{check_len, doc_error, ModelError};
 
 /// The directory document.
 pub fn directory_doc() -> ShareableDocId {
@@ -16,7 +15,7 @@ pub fn directory_doc() -> ShareableDocId {
 }
 
 /// Checks and writes a city's editable fields.
-pub fn write(tx: &mut Transaction<'_>, obj: &ObjId, city: &pb::City) -> Result<(), Status> {
+pub fn write(tx: &mut Transaction<'_>, obj: &ObjId, city: &pb::City) -> Result<(), ModelError> {
     check_len("display_name", &city.display_name, 1, 200)?;
     check_len("county", &city.county, 1, 100)?;
     tx.put(obj, "display_name", city.display_name.trim())

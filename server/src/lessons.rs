@@ -90,7 +90,7 @@ pub fn check_tags(tags: &[String]) -> Result<(), LessonError> {
                 "tags",
                 format!(
                     "each tag needs 1 to {MAX_TAG_CHARS} characters; {} has {chars}",
-                    crate::api::quote(tag)
+                    crate::model::quote(tag)
                 ),
             ));
         }

@@ -3,7 +3,7 @@
 //! Layout: [`config`] reads `node.toml`; [`pki`] makes and reads certificates; [`store`] keeps
 //! documents in sled, local ones sealed by [`seal`]; [`sync`] drives the sans-IO engine of the `sfs-sync` crate over tonic and
 //! [`hub`] accepts city links; [`api`] serves apps and the CLI; [`lessons`] and [`register`]
-//! are the document models; [`release`] decides which signed handbook release a node runs; [`tokens`] holds API tokens; [`node`] starts and stops it all;
+//! are the document models, sharing [`model`] (typed errors, input checks; no gRPC); [`release`] decides which signed handbook release a node runs; [`tokens`] holds API tokens; [`node`] starts and stops it all;
 //! [`demo`] runs a whole local federation.
 
 pub mod api;
@@ -16,6 +16,7 @@ pub mod lessons;
 pub mod limits;
 pub mod method;
 pub mod metrics;
+pub mod model;
 pub mod node;
 pub mod outbox;
 pub mod pieces;

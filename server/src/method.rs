@@ -11,10 +11,9 @@ use automerge::transaction::{Transactable, Transaction};
 use automerge::{Automerge, ChangeHash, ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
 use sfs_sync::ShareableDocId;
-use tonic::Status;
 
-use crate::api::{check_len, doc_error};
 use crate::docmodel as dm;
+use crate::model::{check_len, doc_error, ModelError};
 
 /// The handbook document.
 pub fn method_doc() -> ShareableDocId {
@@ -83,7 +82,7 @@ pub fn write_release(
     tx.put(&obj, "version_label", release.version_label.as_str())?;
     dm::put_text(tx, &obj, "notes", &release.notes)?;
     tx.put(&obj, "version", release.version.as_str())?;
-    tx.put(&obj, "created_ms", crate::api::now_ms())?;
+    tx.put(&obj, "created_ms", crate::model::now_ms())?;
     if !release.signature.is_empty() {
         tx.put(&obj, "number", release.number)?;
         tx.put(&obj, "issue_time_ms", release.issue_time_ms)?;
@@ -148,7 +147,7 @@ pub fn write_chapter(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     chapter: &pb::Chapter,
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     check_len("title", &chapter.title, 1, 200)?;
     check_len("introduction", &chapter.introduction, 0, 20_000)?;
     tx.put(obj, "title", chapter.title.trim())
@@ -160,7 +159,11 @@ pub fn write_chapter(
 }
 
 /// Checks and writes a step's fields; its chapter must exist.
-pub fn write_step(tx: &mut Transaction<'_>, obj: &ObjId, step: &pb::Step) -> Result<(), Status> {
+pub fn write_step(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    step: &pb::Step,
+) -> Result<(), ModelError> {
     check_len("title", &step.title, 1, 200)?;
     check_len("description", &step.description, 0, 20_000)?;
     let chapter = step
@@ -168,9 +171,9 @@ pub fn write_step(tx: &mut Transaction<'_>, obj: &ObjId, step: &pb::Step) -> Res
         .strip_prefix("method/chapters/")
         .unwrap_or_default();
     if dm::record(tx, "chapters", chapter).is_none() {
-        return Err(Status::invalid_argument(format!(
+        return Err(ModelError::Invalid(format!(
             "field `chapter`: {} is not an existing chapter",
-            crate::api::quote(&step.chapter)
+            crate::model::quote(&step.chapter)
         )));
     }
     tx.put(obj, "chapter", step.chapter.as_str())
@@ -187,12 +190,12 @@ pub fn write_item(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     item: &pb::ChecklistItem,
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     check_len("text", &item.text, 1, 1000)?;
     if !has_step(tx, &item.step) {
-        return Err(Status::invalid_argument(format!(
+        return Err(ModelError::Invalid(format!(
             "field `step`: {} is not an existing step",
-            crate::api::quote(&item.step)
+            crate::model::quote(&item.step)
         )));
     }
     tx.put(obj, "step", item.step.as_str()).map_err(doc_error)?;
@@ -257,10 +260,10 @@ fn snapshot<R: ReadDoc>(
 }
 
 /// What changed in the handbook between `since` (older heads) and the document's current state.
-pub fn diff(doc: &Automerge, since: &[ChangeHash]) -> Result<Vec<pb::HandbookChange>, Status> {
+pub fn diff(doc: &Automerge, since: &[ChangeHash]) -> Result<Vec<pb::HandbookChange>, ModelError> {
     for head in since {
         if doc.get_change_meta_by_hash(head).is_none() {
-            return Err(Status::invalid_argument(format!(
+            return Err(ModelError::Invalid(format!(
                 "field `since_version`: this node does not know version {head}"
             )));
         }

@@ -5,26 +5,25 @@ use automerge::transaction::{Transactable, Transaction};
 use automerge::ReadDoc;
 use sfs_proto::v1 as pb;
 use sfs_sync::ShareableDocId;
-use tonic::Status;
 
-use crate::api::{check_date, check_len, doc_error, now_ms};
 use crate::docmodel as dm;
+use crate::model::{check_date, check_len, doc_error, now_ms, ModelError};
 
 /// The progress states.
 pub const STATES: &[&str] = &["started", "done"];
 
 /// The progress document of `city`.
-pub fn progress_doc(city: &str) -> Result<ShareableDocId, Status> {
+pub fn progress_doc(city: &str) -> Result<ShareableDocId, ModelError> {
     ShareableDocId::parse(&format!("shared/progress/{city}"))
-        .map_err(|e| Status::invalid_argument(e.to_string()))
+        .map_err(|e| ModelError::Invalid(e.to_string()))
 }
 
 /// Checks a progress entry's own fields.
-pub fn check(progress: &pb::StepProgress) -> Result<(), Status> {
+pub fn check(progress: &pb::StepProgress) -> Result<(), ModelError> {
     if !STATES.contains(&progress.state.as_str()) {
-        return Err(Status::invalid_argument(format!(
+        return Err(ModelError::Invalid(format!(
             "field `state`: {} is not one of {}",
-            crate::api::quote(&progress.state),
+            crate::model::quote(&progress.state),
             STATES.join(", ")
         )));
     }
@@ -37,7 +36,7 @@ pub fn write(
     tx: &mut Transaction<'_>,
     step_id: &str,
     progress: &pb::StepProgress,
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     let obj = dm::new_record(tx, "steps", step_id).map_err(doc_error)?;
     tx.put(&obj, "state", progress.state.as_str())
         .map_err(doc_error)?;

@@ -12,10 +12,9 @@ use automerge::transaction::{Transactable, Transaction};
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
 use sfs_sync::{DocId, PersistKind};
-use tonic::Status;
 
-use crate::api::{check_date, check_len, doc_error};
 use crate::docmodel::{self as dm};
+use crate::model::{check_date, check_len, doc_error, invalid, ModelError};
 use crate::store::{LocalDocs, StoreError};
 
 /// Sectors a member organisation can belong to.
@@ -87,11 +86,11 @@ impl LocalReplicas {
 
     /// Changes a local document in one transaction and stores it durably before returning.
     /// If `change` fails, nothing is changed; if storing fails, the answer is `UNAVAILABLE`.
-    pub fn edit<R>(
+    pub fn edit<R, E: From<ModelError>>(
         &self,
         id: &DocId,
-        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status>,
-    ) -> Result<R, Status> {
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
         let entry = docs.entry(id.clone()).or_insert_with(|| LocalEntry {
             doc: Automerge::new().with_actor(self.actor.clone()),
@@ -117,9 +116,7 @@ impl LocalReplicas {
         if let Err(err) = self.store.persist(id, kind, &bytes, &heads) {
             // The next write of this document stores all of it, so nothing is skipped on disk.
             entry.chunks = COMPACT_AFTER_CHUNKS;
-            return Err(Status::unavailable(format!(
-                "the change was not stored: {err}"
-            )));
+            return Err(ModelError::Storage(format!("the change was not stored: {err}")).into());
         }
         entry.chunks = if kind == PersistKind::Snapshot {
             0
@@ -141,11 +138,11 @@ impl LocalReplicas {
     /// can be retried); if only destroying the old keys fails, the record is gone from the
     /// document and the node destroys the keys at its next start (also `UNAVAILABLE`, saying
     /// so).
-    pub fn erase<R>(
+    pub fn erase<R, E: From<ModelError>>(
         &self,
         id: &DocId,
-        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, Status>,
-    ) -> Result<R, Status> {
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
         let Some(entry) = docs.get_mut(id) else {
             let mut empty = Automerge::new();
@@ -165,7 +162,7 @@ impl LocalReplicas {
         let heads = fresh.get_heads();
         self.store
             .replace_under_new_key(id, &fresh.save(), &heads)
-            .map_err(|err| Status::unavailable(format!("the erasure was not stored: {err}")))?;
+            .map_err(|err| ModelError::Storage(format!("the erasure was not stored: {err}")))?;
         *entry = LocalEntry {
             doc: fresh,
             persisted_heads: heads,
@@ -173,7 +170,7 @@ impl LocalReplicas {
         };
         self.store.forget_old_keys(id).map_err(|err| {
             tracing::error!(doc = %id, error = %err, "destroying the keys of erased data failed");
-            Status::unavailable(format!(
+            ModelError::Storage(format!(
                 "the record is erased from the document, but the key of its earlier versions \
                  could not be destroyed yet ({err}); the node destroys it at its next start"
             ))
@@ -259,24 +256,20 @@ pub fn network() -> DocId {
     DocId::local("network").expect("local/network is a document id")
 }
 
-fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("field `{field}`: {message}"))
-}
-
 /// The id of `organisations/{id}` if that organisation exists in `doc`.
 pub fn existing_organisation<R: ReadDoc>(
     doc: &R,
     field: &str,
     name: &str,
-) -> Result<String, Status> {
-    let id = crate::api::parse_name(name, "organisations", field)?;
+) -> Result<String, ModelError> {
+    let id = crate::model::parse_name(name, "organisations", field)?;
     if dm::record(doc, "organisations", &id).is_none() {
         return Err(invalid(field, format!("{name} does not exist")));
     }
     Ok(id)
 }
 
-fn existing_owner<R: ReadDoc>(doc: &R, field: &str, name: &str) -> Result<(), Status> {
+fn existing_owner<R: ReadDoc>(doc: &R, field: &str, name: &str) -> Result<(), ModelError> {
     let (collection, id) = name
         .split_once('/')
         .ok_or_else(|| invalid(field, "must be organisations/{id} or contacts/{id}"))?;
@@ -294,7 +287,7 @@ fn existing_owner<R: ReadDoc>(doc: &R, field: &str, name: &str) -> Result<(), St
 // Organisations.
 
 /// Checks an organisation's fields.
-pub fn check_organisation(org: &pb::Organisation) -> Result<(), Status> {
+pub fn check_organisation(org: &pb::Organisation) -> Result<(), ModelError> {
     check_len("display_name", &org.display_name, 1, 200)?;
     if !SECTORS.contains(&org.sector.as_str()) {
         return Err(invalid(
@@ -310,7 +303,7 @@ pub fn write_organisation(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     org: &pb::Organisation,
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     tx.put(obj, "display_name", org.display_name.trim())
         .map_err(doc_error)?;
     tx.put(obj, "sector", org.sector.as_str())
@@ -355,7 +348,7 @@ pub fn organisation_in_use<R: ReadDoc>(doc: &R, name: &str) -> Option<String> {
 // Groups.
 
 /// Checks a group's fields against the register.
-pub fn check_group<R: ReadDoc>(doc: &R, group: &pb::Group) -> Result<(), Status> {
+pub fn check_group<R: ReadDoc>(doc: &R, group: &pb::Group) -> Result<(), ModelError> {
     check_len("display_name", &group.display_name, 1, 200)?;
     check_len("description", &group.description, 0, 2000)?;
     for org in &group.organisations {
@@ -365,7 +358,11 @@ pub fn check_group<R: ReadDoc>(doc: &R, group: &pb::Group) -> Result<(), Status>
 }
 
 /// Writes a group's fields.
-pub fn write_group(tx: &mut Transaction<'_>, obj: &ObjId, group: &pb::Group) -> Result<(), Status> {
+pub fn write_group(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    group: &pb::Group,
+) -> Result<(), ModelError> {
     tx.put(obj, "display_name", group.display_name.trim())
         .map_err(doc_error)?;
     dm::put_text(tx, obj, "description", &group.description).map_err(doc_error)?;
@@ -386,7 +383,7 @@ pub fn read_group<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Group {
 // Contacts.
 
 /// Checks a contact's fields against the register.
-pub fn check_contact<R: ReadDoc>(doc: &R, contact: &pb::Contact) -> Result<(), Status> {
+pub fn check_contact<R: ReadDoc>(doc: &R, contact: &pb::Contact) -> Result<(), ModelError> {
     check_len("full_name", &contact.full_name, 1, 200)?;
     check_len("role", &contact.role, 0, 200)?;
     check_len("phone", &contact.phone, 0, 50)?;
@@ -403,7 +400,7 @@ pub fn write_contact(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     contact: &pb::Contact,
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     for (key, value) in [
         ("full_name", &contact.full_name),
         ("role", &contact.role),
@@ -439,7 +436,10 @@ pub fn contact_names<R: ReadDoc>(doc: &R) -> Vec<String> {
 // Follow-ups (meetings and signals).
 
 /// Checks follow-ups; owners must exist in the register `doc`.
-pub fn check_follow_ups<R: ReadDoc>(doc: &R, follow_ups: &[pb::FollowUp]) -> Result<(), Status> {
+pub fn check_follow_ups<R: ReadDoc>(
+    doc: &R,
+    follow_ups: &[pb::FollowUp],
+) -> Result<(), ModelError> {
     if follow_ups.len() > 100 {
         return Err(invalid("follow_ups", "at most 100 follow-ups"));
     }
@@ -460,7 +460,7 @@ pub fn write_follow_ups(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     follow_ups: &[pb::FollowUp],
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     let list = dm::put_list(tx, obj, "follow_ups").map_err(doc_error)?;
     for (i, f) in follow_ups.iter().enumerate() {
         let item = tx
@@ -493,7 +493,7 @@ pub fn read_follow_ups<R: ReadDoc>(doc: &R, obj: &ObjId) -> Vec<pb::FollowUp> {
 // Meetings.
 
 /// Checks a meeting's fields against the register.
-pub fn check_meeting<R: ReadDoc>(doc: &R, meeting: &pb::Meeting) -> Result<(), Status> {
+pub fn check_meeting<R: ReadDoc>(doc: &R, meeting: &pb::Meeting) -> Result<(), ModelError> {
     check_date("date", &meeting.date, false)?;
     for org in &meeting.organisations {
         existing_organisation(doc, "organisations", org)?;
@@ -514,7 +514,7 @@ pub fn write_meeting(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     meeting: &pb::Meeting,
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     tx.put(obj, "date", meeting.date.as_str())
         .map_err(doc_error)?;
     dm::put_str_list(tx, obj, "organisations", &meeting.organisations).map_err(doc_error)?;
@@ -540,7 +540,7 @@ pub fn read_meeting<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::Meeting {
 // The referral routine.
 
 /// Checks the routine's steps against the register.
-pub fn check_routine<R: ReadDoc>(doc: &R, routine: &pb::Routine) -> Result<(), Status> {
+pub fn check_routine<R: ReadDoc>(doc: &R, routine: &pb::Routine) -> Result<(), ModelError> {
     if routine.steps.len() > 50 {
         return Err(invalid("steps", "at most 50 steps"));
     }
@@ -553,7 +553,7 @@ pub fn check_routine<R: ReadDoc>(doc: &R, routine: &pb::Routine) -> Result<(), S
 }
 
 /// Replaces the routine.
-pub fn write_routine(tx: &mut Transaction<'_>, routine: &pb::Routine) -> Result<(), Status> {
+pub fn write_routine(tx: &mut Transaction<'_>, routine: &pb::Routine) -> Result<(), ModelError> {
     let list = tx
         .put_object(automerge::ROOT, "routine", automerge::ObjType::List)
         .map_err(doc_error)?;

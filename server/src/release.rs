@@ -372,7 +372,8 @@ pub async fn track(
         }
         let (sync, tracker) = (sync.clone(), tracker.clone());
         let result =
-            tokio::task::spawn_blocking(move || tracker.refresh(&sync, crate::api::now_ms())).await;
+            tokio::task::spawn_blocking(move || tracker.refresh(&sync, crate::model::now_ms()))
+                .await;
         if let Ok(Err(err)) = result {
             tracing::error!(error = %err, "storing the running handbook release failed");
         }

@@ -7,10 +7,9 @@ use automerge::transaction::{Transactable, Transaction};
 use automerge::{ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
 use sfs_sync::DocId;
-use tonic::Status;
 
-use crate::api::{check_date, check_len, doc_error};
 use crate::docmodel as dm;
+use crate::model::{check_date, check_len, doc_error, invalid, ModelError};
 use crate::register::read_follow_ups;
 
 /// Kinds of signal.
@@ -23,13 +22,9 @@ pub fn signals_doc() -> DocId {
     DocId::local("signals").expect("local/signals is a document id")
 }
 
-fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("field `{field}`: {message}"))
-}
-
 /// Checks the fields a signal carries by itself (references are checked against the register
 /// by the caller).
-pub fn check_signal(signal: &pb::Signal) -> Result<(), Status> {
+pub fn check_signal(signal: &pb::Signal) -> Result<(), ModelError> {
     check_date("date", &signal.date, true)?;
     if !KINDS.contains(&signal.kind.as_str()) {
         return Err(invalid(
@@ -54,7 +49,7 @@ pub fn write_signal(
     signal: &pb::Signal,
     now_ms: i64,
     created: bool,
-) -> Result<(), Status> {
+) -> Result<(), ModelError> {
     tx.put(obj, "date", signal.date.as_str())
         .map_err(doc_error)?;
     tx.put(

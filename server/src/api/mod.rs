@@ -16,10 +16,13 @@ pub mod signals;
 pub mod stats;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Status};
 
+pub use crate::model::{
+    check_date, check_len, new_id, now_ms, parse_name, quote, today, update_mask, ModelError,
+    MAX_QUOTED_CHARS,
+};
 use crate::register::LocalReplicas;
 use crate::sync::SyncHandle;
 use crate::tokens::{ApiRole, TokenRegistry};
@@ -90,27 +93,6 @@ pub fn refresh_privacy_guard(local: &LocalReplicas, guards: &crate::privacy::Gua
         let version = crate::docmodel::version_of(&doc.get_heads());
         guards.get(&version, || crate::register::privacy_guard(doc));
     });
-}
-
-/// Longest part of a client's value an error message repeats (characters).
-pub const MAX_QUOTED_CHARS: usize = 100;
-
-/// A client's value for an error message: quoted, cut after [`MAX_QUOTED_CHARS`] characters,
-/// and never repeated at all when it looks like personal data.
-pub fn quote(value: &str) -> String {
-    if let Some(kind) = crate::privacy::looks_personal(value) {
-        return format!(
-            "(the value is not repeated: it looks like {})",
-            kind.describe()
-        );
-    }
-    let chars = value.chars().count();
-    if chars <= MAX_QUOTED_CHARS {
-        format!("{value:?}")
-    } else {
-        let cut: String = value.chars().take(MAX_QUOTED_CHARS).collect();
-        format!("{cut:?}… ({chars} characters)")
-    }
 }
 
 /// Access-log entries of one `action` by `actor` on `resources`, stamped now.
@@ -366,19 +348,6 @@ pub fn require<T>(request: &Request<T>, needed: ApiRole) -> Result<Caller, Statu
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// A short random resource id.
-pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
-}
-
 /// Runs blocking work (document edits that fsync) off the async workers.
 pub async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
@@ -428,90 +397,14 @@ pub fn paginate<T>(
     Ok((page, next, total as i32))
 }
 
-/// The id in a resource name `{collection}/{id}`, or an error naming `field`.
-pub fn parse_name(name: &str, collection: &str, field: &str) -> Result<String, Status> {
-    match name
-        .strip_prefix(collection)
-        .and_then(|rest| rest.strip_prefix('/'))
-    {
-        Some(id) if !id.is_empty() && !id.contains('/') && id.len() <= 64 => Ok(id.to_string()),
-        _ => Err(Status::invalid_argument(format!(
-            "field `{field}`: {} is not of the form {collection}/{{id}}",
-            quote(name)
-        ))),
-    }
-}
-
-/// Checks an update mask against the fields that may be updated; empty means all of them.
-pub fn update_mask(mask: Vec<String>, allowed: &[&str]) -> Result<Vec<String>, Status> {
-    if mask.is_empty() {
-        return Ok(allowed.iter().map(|f| f.to_string()).collect());
-    }
-    for path in &mask {
-        if !allowed.contains(&path.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "field `update_mask`: {} cannot be updated; use {}",
-                quote(path),
-                allowed.join(", ")
-            )));
-        }
-    }
-    Ok(mask)
-}
-
-/// The latest date that is "today" somewhere on Earth (UTC+14). A date a person types is
-/// their own local date: just after midnight in Stockholm it is still yesterday in UTC, and
-/// that person's today must not be refused as a date in the future.
-pub fn latest_today() -> time::Date {
-    (time::OffsetDateTime::now_utc() + time::Duration::hours(14)).date()
-}
-
-/// Checks a `YYYY-MM-DD` date; `not_future` refuses dates after today in every time zone
-/// (see [`latest_today`]).
-pub fn check_date(field: &str, value: &str, not_future: bool) -> Result<(), Status> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(value, &format).map_err(|_| {
-        Status::invalid_argument(format!(
-            "field `{field}`: {} is not a date of the form YYYY-MM-DD",
-            quote(value)
-        ))
-    })?;
-    if not_future && date > latest_today() {
-        return Err(Status::invalid_argument(format!(
-            "field `{field}`: {value} is in the future"
-        )));
-    }
-    Ok(())
-}
-
-/// Today's date, `YYYY-MM-DD` (UTC).
-pub fn today() -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::OffsetDateTime::now_utc()
-        .date()
-        .format(&format)
-        .unwrap_or_default()
-}
-
-/// Checks a text field's length in characters.
-pub fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Status> {
-    let chars = value.trim().chars().count();
-    if chars < min {
-        return Err(Status::invalid_argument(format!(
-            "field `{field}`: must not be empty"
-        )));
-    }
-    if chars > max {
-        return Err(Status::invalid_argument(format!(
-            "field `{field}`: has {chars} characters; at most {max} are allowed"
-        )));
-    }
-    Ok(())
+/// A document error as a status (for handlers that edit documents themselves).
+pub fn doc_error(err: automerge::AutomergeError) -> Status {
+    ModelError::from(err).into()
 }
 
 /// `NOT_FOUND` for a resource name.
 pub fn not_found(name: &str) -> Status {
-    Status::not_found(format!("{name} does not exist"))
+    crate::model::not_found(name).into()
 }
 
 /// Deletes `{collection}/{id}` (named `name` in errors), or answers `NOT_FOUND`.
@@ -521,16 +414,20 @@ pub fn delete_or_not_found(
     id: &str,
     name: &str,
 ) -> Result<(), Status> {
-    if crate::docmodel::delete_record(tx, collection, id).map_err(doc_error)? {
-        Ok(())
-    } else {
-        Err(not_found(name))
-    }
+    Ok(crate::model::delete_or_not_found(tx, collection, id, name)?)
 }
 
-/// Maps a document error to a status.
-pub fn doc_error(err: automerge::AutomergeError) -> Status {
-    Status::internal(format!("document: {err}"))
+/// The one mapping of a model's typed error to a gRPC status.
+impl From<ModelError> for Status {
+    fn from(err: ModelError) -> Status {
+        match err {
+            ModelError::Invalid(message) => Status::invalid_argument(message),
+            ModelError::NotFound(message) => Status::not_found(message),
+            ModelError::Precondition(message) => Status::failed_precondition(message),
+            ModelError::Storage(message) => Status::unavailable(message),
+            err @ ModelError::Document(_) => Status::internal(err.to_string()),
+        }
+    }
 }
 
 /// Maps a failed edit of a shareable document to a status.
@@ -542,36 +439,5 @@ pub fn edit_status(err: crate::sync::EditFailure<Status>) -> Status {
         }
         crate::sync::EditFailure::Rejected(status) => status,
         crate::sync::EditFailure::Private(finding) => Status::invalid_argument(finding.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ymd(date: time::Date) -> String {
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        date.format(&format).unwrap()
-    }
-
-    #[test]
-    fn today_in_stockholm_and_further_east_is_not_the_future() {
-        let now = time::OffsetDateTime::now_utc();
-        // Stockholm in summer (UTC+2), then the easternmost zone (UTC+14).
-        for hours in [1, 2, 10, 14] {
-            let local_today = ymd((now + time::Duration::hours(hours)).date());
-            assert!(
-                check_date("date", &local_today, true).is_ok(),
-                "{local_today} (today at UTC+{hours}) was refused"
-            );
-        }
-    }
-
-    #[test]
-    fn a_date_after_today_everywhere_is_refused() {
-        let tomorrow_everywhere = latest_today().next_day().unwrap();
-        let error = check_date("date", &ymd(tomorrow_everywhere), true).unwrap_err();
-        assert!(error.message().contains("in the future"), "{error:?}");
-        assert!(check_date("date", &ymd(tomorrow_everywhere), false).is_ok());
     }
 }

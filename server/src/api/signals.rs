@@ -52,7 +52,8 @@ impl SignalsService {
                 &signal.reporting_organisation,
             )?;
             reg::check_follow_ups(doc, &signal.follow_ups)
-        })
+        })?;
+        Ok(())
     }
 }
 
@@ -81,7 +82,7 @@ impl pb::signals_server::Signals for SignalsService {
             local.edit(&signals_doc(), |tx| {
                 let obj = dm::new_record(tx, "signals", &signal_id).map_err(doc_error)?;
                 sig::write_signal(tx, &obj, &signal, now_ms(), true)?;
-                Ok(sig::read_signal(tx, &signal_id, &obj))
+                Ok::<_, Status>(sig::read_signal(tx, &signal_id, &obj))
             })
         })
         .await??;
@@ -204,7 +205,7 @@ impl pb::signals_server::Signals for SignalsService {
             local.edit(&signals_doc(), |tx| {
                 let obj = dm::record(tx, "signals", &id).ok_or_else(|| not_found(&signal.name))?;
                 sig::write_signal(tx, &obj, &signal, now_ms(), false)?;
-                Ok(sig::read_signal(tx, &id, &obj))
+                Ok::<_, Status>(sig::read_signal(tx, &id, &obj))
             })
         })
         .await??;
