@@ -482,7 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             std::fs::create_dir_all(&data_dir)?;
             let (key, _) = sfs_node::seal::MasterKey::for_data_dir(&key_file, &data_dir)?;
-            let count = sfs_node::store::restore(&data_dir, &archive, key)?;
+            let count = sfs_node::node::restore(&data_dir, &archive, key)?;
             println!(
                 "restored {} ({}): {count} documents into {}",
                 archive.node_id,

@@ -626,3 +626,30 @@ fn warn_if_expiring(path: &std::path::Path, not_after_unix: i64) {
         tracing::warn!(cert = %path.display(), days_left = days, "the node's certificate expires soon: issue a new one (`sfs-node pki issue`) and restart before it does");
     }
 }
+
+/// Restores a backup into an empty data directory: the store (documents and access log, see
+/// [`crate::store::restore`]), then the token file and the running handbook release, each
+/// written durably. Returns the number of documents restored.
+pub fn restore(
+    data_dir: &std::path::Path,
+    archive: &pb::BackupArchive,
+    key: crate::seal::MasterKey,
+) -> Result<usize, crate::store::RestoreError> {
+    use crate::store::StoreError;
+    let count = crate::store::restore(data_dir, archive, key)?;
+    if !archive.running_release.is_empty() {
+        let path = crate::release::ReleaseTracker::file(data_dir);
+        sfs_durable::write(&path, &archive.running_release, sfs_durable::Access::Public)
+            .map_err(|source| StoreError::Io { path, source })?;
+    }
+    if !archive.tokens.is_empty() {
+        crate::tokens::restore_file(data_dir, &archive.tokens).map_err(|err| match err {
+            crate::tokens::TokenError::Io { path, source } => StoreError::Io { path, source },
+            other => StoreError::Io {
+                path: crate::tokens::token_file(data_dir),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+    }
+    Ok(count)
+}

@@ -726,7 +726,8 @@ pub enum RestoreError {
     Store(#[from] StoreError),
 }
 
-/// Writes a backup (documents, token file, access log) into an empty data directory. A sealed
+/// Writes a backup's documents and access log into the store of an empty data directory (the
+/// node's files beside the store — tokens, running release — are `node::restore`'s). A sealed
 /// backup needs the at-rest key of the node that made it; the restored directory is sealed with
 /// the same key.
 pub fn restore(
@@ -795,20 +796,6 @@ pub fn restore(
         .collect::<Result<Vec<_>, _>>()?;
     if !entries.is_empty() {
         store.access_log.append(&entries)?;
-    }
-    if !archive.running_release.is_empty() {
-        let path = crate::release::ReleaseTracker::file(data_dir);
-        sfs_durable::write(&path, &archive.running_release, sfs_durable::Access::Public)
-            .map_err(|source| StoreError::Io { path, source })?;
-    }
-    if !archive.tokens.is_empty() {
-        crate::tokens::restore_file(data_dir, &archive.tokens).map_err(|err| match err {
-            crate::tokens::TokenError::Io { path, source } => StoreError::Io { path, source },
-            other => StoreError::Io {
-                path: crate::tokens::token_file(data_dir),
-                source: std::io::Error::other(other.to_string()),
-            },
-        })?;
     }
     store.durability.sync()?;
     Ok(archive.documents.len())
