@@ -156,12 +156,12 @@ fn read(path: &std::path::Path) -> Result<String, NodeError> {
 
 /// Starts a node as configured.
 pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningNode, NodeError> {
-    let id = config.node_id().map_err(NodeError::Config)?;
-    config.check().map_err(NodeError::Config)?;
-    let ca_pem = read(&config.tls.ca)?;
-    let cert_pem = read(&config.tls.cert)?;
-    let key_pem = read(&config.tls.key)?;
-    check_certificate_identity(&config, &cert_pem, &id)?;
+    let Preflight {
+        id,
+        ca_pem,
+        cert_pem,
+        key_pem,
+    } = preflight(&config)?;
 
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Read {
         path: config.data_dir.clone(),
@@ -586,6 +586,39 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         sync,
         local,
         tasks,
+    })
+}
+
+/// What [`preflight`] read.
+pub struct Preflight {
+    /// The node's identity.
+    pub id: NodeId,
+    /// The CA certificate, the node's certificate and its key (PEM).
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Every check of a configuration before a node opens its data directory, shared by
+/// `sfs-node check-config` and `run`: the fields ([`NodeConfig::check`], the at-rest key file
+/// outside the data directory among them), the certificate files readable and naming this
+/// node, and the release public key readable.
+pub fn preflight(config: &NodeConfig) -> Result<Preflight, NodeError> {
+    let id = config.node_id().map_err(NodeError::Config)?;
+    config.check().map_err(NodeError::Config)?;
+    let ca_pem = read(&config.tls.ca)?;
+    let cert_pem = read(&config.tls.cert)?;
+    let key_pem = read(&config.tls.key)?;
+    check_certificate_identity(config, &cert_pem, &id)?;
+    if let Some(path) = &config.method.release_public_key {
+        sfs_client::release::PublicKey::read(path)
+            .map_err(|err| NodeError::Config(format!("method.release_public_key: {err}")))?;
+    }
+    Ok(Preflight {
+        id,
+        ca_pem,
+        cert_pem,
+        key_pem,
     })
 }
 

@@ -263,6 +263,45 @@ key = "pki/nodes/city-lund.key"
 }
 
 #[test]
+fn check_config_refuses_what_run_refuses_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki_with_lund(d);
+    let config = d.join("lund.toml");
+    OfflineCity::write_config(&config, &d.join("data"));
+    let config = config.to_str().unwrap();
+    let ok = sfs_node(&["check-config", "--config", config]);
+    assert!(ok.contains("configuration is valid"), "{ok}");
+    // A key file inside the data directory, and a certificate naming another node: both
+    // refused by check-config exactly as by run, and run writes nothing.
+    let cases = [
+        (
+            vec![("SFS_STORE_KEY_FILE", d.join("data/lund.key"))],
+            "inside the data directory",
+        ),
+        (
+            vec![("SFS_ID", std::path::PathBuf::from("malmo"))],
+            "the certificate is for city/lund",
+        ),
+    ];
+    for (env, expected) in cases {
+        let refused = |command: &str| {
+            let output = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+                .args([command, "--config", config])
+                .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
+                .output()
+                .unwrap();
+            assert!(!output.status.success(), "{command} accepted {env:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+            assert!(stderr.contains(expected), "{command}: {stderr}");
+            stderr
+        };
+        assert_eq!(refused("check-config"), refused("run"));
+        assert!(!d.join("data").exists(), "run refused before writing");
+    }
+}
+
+#[test]
 fn the_demo_prints_ready_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
