@@ -361,7 +361,10 @@ fn sfs_cli() -> Option<std::path::PathBuf> {
         "{} is required in CI: cargo build -p sfs-client --bin sfs",
         path.display()
     );
-    eprintln!("SKIPPED: no {} (cargo build -p sfs-client --bin sfs)", path.display());
+    eprintln!(
+        "SKIPPED: no {} (cargo build -p sfs-client --bin sfs)",
+        path.display()
+    );
     None
 }
 
@@ -435,7 +438,11 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(federation).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "federation.json holds admin tokens: {mode:o}");
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "federation.json holds admin tokens: {mode:o}"
+        );
     }
     let hub_config = std::fs::read_to_string(fed.join("national/node.toml")).unwrap();
     assert!(
@@ -461,7 +468,17 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
     for line in &metrics {
         assert!(line.contains("http://127.0.0.1:"), "{line}");
     }
-    let listed = sfs(&cli, &["--federation", federation, "--node", "hub", "cities", "list"]);
+    let listed = sfs(
+        &cli,
+        &[
+            "--federation",
+            federation,
+            "--node",
+            "hub",
+            "cities",
+            "list",
+        ],
+    );
     assert!(
         listed.contains("lund") && listed.contains("Malmö") && listed.contains("Skåne län"),
         "{listed}"
@@ -470,13 +487,30 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
     // Onboard Ystad exactly as deploy/RUNBOOK.md says, with the template deploy/city.toml.
     let pki = fed.join("pki");
     sfs_node(&[
-        "pki", "issue", "--dir", pki.to_str().unwrap(), "--node", "ystad", "--role", "city",
+        "pki",
+        "issue",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "ystad",
+        "--role",
+        "city",
     ]);
     sfs(
         &cli,
         &[
-            "--federation", federation, "--node", "hub", "cities", "add", "--id", "ystad",
-            "--display-name", "Ystad", "--county", "Skåne län",
+            "--federation",
+            federation,
+            "--node",
+            "hub",
+            "cities",
+            "add",
+            "--id",
+            "ystad",
+            "--display-name",
+            "Ystad",
+            "--county",
+            "Skåne län",
         ],
     );
     let template = std::fs::read_to_string(
@@ -500,7 +534,10 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
             "hub_url = \"https://hub.stadforstad.example:7444\"",
             format!("hub_url = \"https://127.0.0.1:{}\"", base + 1),
         ),
-        ("\"/etc/stadforstad/ca.crt\"", format!("\"{}\"", at("pki/ca.crt"))),
+        (
+            "\"/etc/stadforstad/ca.crt\"",
+            format!("\"{}\"", at("pki/ca.crt")),
+        ),
         (
             "\"/etc/stadforstad/city-helsingborg.crt\"",
             format!("\"{}\"", at("pki/nodes/city-ystad.crt")),
@@ -522,14 +559,23 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
             format!("\"{}\"", at("coordinator/release.pub")),
         ),
     ] {
-        assert!(config.contains(from), "deploy/city.toml no longer has {from}");
+        assert!(
+            config.contains(from),
+            "deploy/city.toml no longer has {from}"
+        );
         config = config.replace(from, &to);
     }
     let ystad_config = fed.join("ystad.toml");
     write_config(&ystad_config, &config);
     std::fs::create_dir_all(fed.join("ystad/data")).unwrap();
     let ystad_token = sfs_node(&[
-        "token", "create", "--data-dir", &at("ystad/data"), "--role", "admin", "--label",
+        "token",
+        "create",
+        "--data-dir",
+        &at("ystad/data"),
+        "--role",
+        "admin",
+        "--label",
         "it desk",
     ]);
     let ystad_token = ystad_token.trim();
@@ -553,7 +599,13 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
         let lessons = sfs(
             &cli,
             &[
-                "--federation", federation, "--node", "lund", "lessons", "list", "--all-cities",
+                "--federation",
+                federation,
+                "--node",
+                "lund",
+                "lessons",
+                "list",
+                "--all-cities",
             ],
         );
         if lessons.contains("Ystads första lärdom") {
@@ -565,7 +617,17 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let listed = sfs(&cli, &["--federation", federation, "--node", "hub", "cities", "list"]);
+    let listed = sfs(
+        &cli,
+        &[
+            "--federation",
+            federation,
+            "--node",
+            "hub",
+            "cities",
+            "list",
+        ],
+    );
     assert!(listed.contains("Ystad"), "{listed}");
     ystad.terminate();
     for city in cities {

@@ -207,3 +207,100 @@ async fn python_reflection_v1alpha_grpc_web_over_http1_and_cors_preflights() {
     assert!(refused["allow_origin"].is_null(), "{refused}");
     fed.stop_all().await;
 }
+
+/// The ```python blocks of docs/API.md, in order, as one program.
+fn api_doc_python() -> String {
+    let doc =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/API.md"))
+            .unwrap();
+    let mut program = String::new();
+    let mut inside = false;
+    for line in doc.lines() {
+        if inside && line.trim_start().starts_with("```") {
+            inside = false;
+            program.push('\n');
+        } else if inside {
+            program.push_str(line);
+            program.push('\n');
+        } else if line.trim() == "```python" {
+            inside = true;
+        }
+    }
+    program
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_examples_of_the_api_document_run_against_a_demo_federation() {
+    if !python_available("grpc, grpc_tools, grpc_reflection") {
+        return;
+    }
+    let program = api_doc_python();
+    assert!(
+        program.contains("secure_channel") && program.contains("ListCities"),
+        "docs/API.md lost its Python examples:\n{program}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cities = vec!["lund".to_string(), "malmo".to_string()];
+    let (running, file) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
+    sfs_node::demo::seed(&file).await.unwrap();
+    let gen = dir.path().join("gen");
+    std::fs::create_dir_all(&gen).unwrap();
+    let script = dir.path().join("api_examples.py");
+    std::fs::write(&script, &program).unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lund = file.cities["lund"].clone();
+    let (hub, ca) = (file.hub.clone(), file.ca.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        // The generation step exactly as the document gives it, from the repository's root.
+        let generated = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "python3 -m grpc_tools.protoc -Iproto --python_out={0} --grpc_python_out={0} proto/stadforstad/v1/*.proto",
+                gen.display()
+            ))
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            generated.status.success(),
+            "{}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
+        let host = |api: &str| api.trim_start_matches("https://").to_string();
+        Command::new("python3")
+            .arg(&script)
+            .env("PYTHONPATH", &gen)
+            .env("CA", &ca)
+            .env("NODE", host(&lund.api))
+            .env("TOKEN", &lund.token)
+            .env("HUB", host(&hub.api))
+            .env("HUB_TOKEN", &hub.token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the examples of docs/API.md failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("created cities/lund/lessons/"), "{stdout}");
+    assert!(
+        stdout.contains("refused: INVALID_ARGUMENT field `parent`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("national figures from 2 releases"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("member cities:") && stdout.contains("Lund"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("grpc.health.v1.Health"), "{stdout}");
+    for node in running {
+        node.stop().await;
+    }
+}
