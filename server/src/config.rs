@@ -312,12 +312,18 @@ pub struct ApiConfig {
     /// Address of the gRPC API; loopback unless an operator opens it on purpose.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// Web origins (`https://app.example.se`) whose pages may call the API from a browser with
+    /// gRPC-Web (CORS); empty (the default) allows none, which leaves gRPC-Web to clients that
+    /// are not browsers and to pages served by the node itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: default_api_listen(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -428,90 +434,83 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Applies the environment variables that override fields (listed in `deploy/README.md`).
+    /// Applies the environment variables that override fields (every one in [`env_overrides`]).
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
-        fn addr(var: &str, field: &str, value: String) -> Result<SocketAddr, String> {
-            value.parse().map_err(|_| {
-                format!(
-                    "field `{field}` (from {var}): {value:?} is not an address like 127.0.0.1:7443"
-                )
-            })
-        }
-        if let Some(v) = env("SFS_ID") {
-            self.id = v;
-        }
-        if let Some(v) = env("SFS_ROLE") {
-            self.role = v;
-        }
-        if let Some(v) = env("SFS_DATA_DIR") {
-            self.data_dir = v.into();
-        }
-        if let Some(v) = env("SFS_API_LISTEN") {
-            self.api.listen = addr("SFS_API_LISTEN", "api.listen", v)?;
-        }
-        if let Some(v) = env("SFS_FEDERATION_LISTEN") {
-            self.federation.listen = Some(addr("SFS_FEDERATION_LISTEN", "federation.listen", v)?);
-        }
-        if let Some(v) = env("SFS_HUB_URL") {
-            self.federation.hub_url = Some(v);
-        }
-        if let Some(v) = env("SFS_HUB_ID") {
-            self.federation.hub_id = Some(v);
-        }
-        if let Some(v) = env("SFS_TLS_CA") {
-            self.tls.ca = v.into();
-        }
-        if let Some(v) = env("SFS_TLS_CERT") {
-            self.tls.cert = v.into();
-        }
-        if let Some(v) = env("SFS_TLS_KEY") {
-            self.tls.key = v.into();
-        }
-        if let Some(v) = env("SFS_METHOD_RELEASE_PUBLIC_KEY") {
-            self.method.release_public_key = Some(v.into());
-        }
-        if let Some(v) = env("SFS_METRICS_LISTEN") {
-            self.metrics.listen = Some(addr("SFS_METRICS_LISTEN", "metrics.listen", v)?);
-        }
-        if let Some(v) = env("SFS_WEB_LISTEN") {
-            self.web.listen = Some(addr("SFS_WEB_LISTEN", "web.listen", v)?);
-        }
-        if let Some(v) = env("SFS_WEB_CERT") {
-            self.web.cert = Some(v.into());
-        }
-        if let Some(v) = env("SFS_WEB_KEY") {
-            self.web.key = Some(v.into());
-        }
-        if let Some(v) = env("SFS_LOG_FORMAT") {
-            self.log.format = v;
-        }
-        if let Some(v) = env("SFS_LOG_LEVEL") {
-            self.log.level = v;
-        }
-        for (field, value) in self.limits.fields_mut() {
-            let var = format!("SFS_LIMITS_{}", field.to_uppercase());
-            if let Some(v) = env(&var) {
-                *value = v.parse().map_err(|_| {
-                    format!("field `limits.{field}` (from {var}): {v:?} is not a whole number")
-                })?;
+        for (var, field) in env_overrides() {
+            if let Some(value) = env(&var) {
+                self.set_field(&field, value)
+                    .map_err(|problem| format!("field `{field}` (from {var}): {problem}"))?;
             }
         }
-        if let Some(v) = env("SFS_STORE_MIN_FREE_BYTES") {
-            self.store.min_free_bytes = v.parse().map_err(|_| {
-                format!(
-                    "field `store.min_free_bytes` (from SFS_STORE_MIN_FREE_BYTES): {v:?} is not a number of bytes"
-                )
-            })?;
+        Ok(())
+    }
+
+    /// Sets one field, named by its path (`api.listen`), from the text of an environment
+    /// variable.
+    fn set_field(&mut self, field: &str, value: String) -> Result<(), String> {
+        fn addr(value: &str) -> Result<SocketAddr, String> {
+            value
+                .parse()
+                .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:7443"))
         }
-        if let Some(v) = env("SFS_STORE_KEY_FILE") {
-            self.store.key_file = Some(v.into());
+        fn whole(value: &str) -> Result<u64, String> {
+            value
+                .parse()
+                .map_err(|_| format!("{value:?} is not a whole number"))
         }
-        if let Some(v) = env("SFS_PRIVACY_CLOSED_SIGNAL_RETENTION_DAYS") {
-            self.privacy.closed_signal_retention_days = v.parse().map_err(|_| {
-                format!(
-                    "field `privacy.closed_signal_retention_days` (from SFS_PRIVACY_CLOSED_SIGNAL_RETENTION_DAYS): {v:?} is not a number of days"
-                )
-            })?;
+        if let Some(limit) = field.strip_prefix("limits.") {
+            let parsed = whole(&value)?;
+            for (name, slot) in self.limits.fields_mut() {
+                if name == limit {
+                    *slot = parsed;
+                    return Ok(());
+                }
+            }
+            return Err("no such limit".into());
+        }
+        match field {
+            "id" => self.id = value,
+            "role" => self.role = value,
+            "data_dir" => self.data_dir = value.into(),
+            "api.listen" => self.api.listen = addr(&value)?,
+            "api.cors_allowed_origins" => {
+                self.api.cors_allowed_origins = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|origin| !origin.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
+            "federation.listen" => self.federation.listen = Some(addr(&value)?),
+            "federation.hub_url" => self.federation.hub_url = Some(value),
+            "federation.hub_id" => self.federation.hub_id = Some(value),
+            "federation.max_backoff_ms" => self.federation.max_backoff_ms = Some(whole(&value)?),
+            "federation.keepalive_ms" => self.federation.keepalive_ms = Some(whole(&value)?),
+            "tls.ca" => self.tls.ca = value.into(),
+            "tls.cert" => self.tls.cert = value.into(),
+            "tls.key" => self.tls.key = value.into(),
+            "tls.revoked" => self.tls.revoked = Some(value.into()),
+            "tls.handshake_timeout_ms" => self.tls.handshake_timeout_ms = Some(whole(&value)?),
+            "metrics.listen" => self.metrics.listen = Some(addr(&value)?),
+            "log.format" => self.log.format = value,
+            "log.level" => self.log.level = value,
+            "store.min_free_bytes" => {
+                self.store.min_free_bytes = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a number of bytes"))?;
+            }
+            "store.key_file" => self.store.key_file = Some(value.into()),
+            "privacy.closed_signal_retention_days" => {
+                self.privacy.closed_signal_retention_days = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a number of days"))?;
+            }
+            "method.release_public_key" => self.method.release_public_key = Some(value.into()),
+            "web.listen" => self.web.listen = Some(addr(&value)?),
+            "web.cert" => self.web.cert = Some(value.into()),
+            "web.key" => self.web.key = Some(value.into()),
+            "web.session_idle_minutes" => self.web.session_idle_minutes = Some(whole(&value)?),
+            _ => return Err("no environment variable sets this field".into()),
         }
         Ok(())
     }
@@ -562,6 +561,12 @@ impl NodeConfig {
                 ));
             }
         }
+        crate::seal::check_outside(&self.key_file(), &self.data_dir)
+            .map_err(|err| format!("field `store.key_file`: {err}"))?;
+        for origin in &self.api.cors_allowed_origins {
+            check_origin(origin)
+                .map_err(|problem| format!("field `api.cors_allowed_origins`: {problem}"))?;
+        }
         if self.web.session_idle_minutes == Some(0) {
             return Err("field `web.session_idle_minutes`: must be at least 1".into());
         }
@@ -594,6 +599,19 @@ impl NodeConfig {
     }
 }
 
+/// Checks a web origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '*', ' ']) => Ok(()),
+        _ => Err(format!(
+            "{origin:?} is not an origin like https://app.example.se (scheme, host and port only; no wildcards)"
+        )),
+    }
+}
+
 /// The at-rest key file for `data_dir`: `configured`, or `<data_dir>.key` beside it.
 pub fn default_key_file(data_dir: &Path, configured: Option<&Path>) -> PathBuf {
     if let Some(path) = configured {
@@ -607,6 +625,72 @@ pub fn default_key_file(data_dir: &Path, configured: Option<&Path>) -> PathBuf {
         .parent()
         .unwrap_or(Path::new("."))
         .join(format!("{name}.key"))
+}
+
+/// The fields an environment variable can set, by path (`api.listen`); every field of
+/// [`NodeConfig`] is here (a test derives the fields from the type and compares).
+const ENV_FIELDS: &[&str] = &[
+    "id",
+    "role",
+    "data_dir",
+    "api.listen",
+    "api.cors_allowed_origins",
+    "federation.listen",
+    "federation.hub_url",
+    "federation.hub_id",
+    "federation.max_backoff_ms",
+    "federation.keepalive_ms",
+    "tls.ca",
+    "tls.cert",
+    "tls.key",
+    "tls.revoked",
+    "tls.handshake_timeout_ms",
+    "metrics.listen",
+    "log.format",
+    "log.level",
+    "store.min_free_bytes",
+    "store.key_file",
+    "privacy.closed_signal_retention_days",
+    "method.release_public_key",
+    "web.listen",
+    "web.cert",
+    "web.key",
+    "web.session_idle_minutes",
+];
+
+/// The environment variable of a field: `SFS_` and the field's path in capitals with `_` for
+/// `.` (`api.listen` is `SFS_API_LISTEN`), except the hub's URL and name, which are
+/// `SFS_HUB_URL` and `SFS_HUB_ID`.
+pub fn env_var_of(field: &str) -> String {
+    match field {
+        "federation.hub_url" => "SFS_HUB_URL".into(),
+        "federation.hub_id" => "SFS_HUB_ID".into(),
+        _ => format!("SFS_{}", field.replace('.', "_").to_uppercase()),
+    }
+}
+
+/// Every environment variable that overrides a configuration field, with the field it sets:
+/// `(SFS_API_LISTEN, api.listen)`. `sfs-node config env` prints this list.
+pub fn env_overrides() -> Vec<(String, String)> {
+    let limits = LimitsConfig::default()
+        .fields_mut()
+        .map(|(name, _)| format!("limits.{name}"))
+        .to_vec();
+    ENV_FIELDS
+        .iter()
+        .map(|field| field.to_string())
+        .chain(limits)
+        .map(|field| (env_var_of(&field), field))
+        .collect()
+}
+
+/// The list of environment variables as the Markdown table in `deploy/README.md`.
+pub fn env_overrides_markdown() -> String {
+    let mut out = String::from("| variable | field |\n| --- | --- |\n");
+    for (var, field) in env_overrides() {
+        out.push_str(&format!("| `{var}` | `{field}` |\n"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -747,5 +831,167 @@ key = "lund.key"
             err.contains("SFS_API_LISTEN") && err.contains("api.listen"),
             "{err}"
         );
+    }
+
+    /// A configuration with every optional field set, so that serialising it shows every field.
+    fn every_field_set() -> NodeConfig {
+        NodeConfig {
+            id: "lund".into(),
+            role: "city".into(),
+            data_dir: "data".into(),
+            api: ApiConfig {
+                listen: default_api_listen(),
+                cors_allowed_origins: vec!["https://app.example".into()],
+            },
+            federation: FederationConfig {
+                listen: Some(default_api_listen()),
+                hub_url: Some("https://hub.example:7444".into()),
+                hub_id: Some("national".into()),
+                max_backoff_ms: Some(1),
+                keepalive_ms: Some(1),
+            },
+            tls: TlsConfig {
+                ca: "ca".into(),
+                cert: "cert".into(),
+                key: "key".into(),
+                revoked: Some("revoked".into()),
+                handshake_timeout_ms: Some(1),
+            },
+            metrics: MetricsConfig {
+                listen: Some(default_api_listen()),
+            },
+            log: LogConfig::default(),
+            store: StoreConfig {
+                min_free_bytes: 1,
+                key_file: Some("key".into()),
+            },
+            privacy: PrivacyConfig::default(),
+            method: MethodConfig {
+                release_public_key: Some("release.pub".into()),
+            },
+            limits: LimitsConfig::default(),
+            web: WebConfig {
+                listen: Some(default_api_listen()),
+                cert: Some("web.crt".into()),
+                key: Some("web.key".into()),
+                session_idle_minutes: Some(1),
+            },
+        }
+    }
+
+    fn leaf_paths(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaf_paths(&path, value, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_configuration_type_has_an_environment_variable() {
+        let value = toml::Value::try_from(every_field_set()).unwrap();
+        let mut fields = Vec::new();
+        leaf_paths("", &value, &mut fields);
+        fields.sort();
+        let mut with_env: Vec<String> = env_overrides().into_iter().map(|(_, f)| f).collect();
+        with_env.sort();
+        assert_eq!(
+            fields, with_env,
+            "fields of NodeConfig vs fields with a variable"
+        );
+        // Each variable really sets its field (a bad value is refused naming the field and
+        // the variable, never "no variable sets this field").
+        for (var, field) in env_overrides() {
+            let mut config = every_field_set();
+            if let Err(problem) = config.set_field(&field, "not-a-value".into()) {
+                assert!(!problem.contains("no "), "{var} ({field}): {problem}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_environment_variables_are_the_generated_list() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/README.md"))
+                .unwrap();
+        assert!(
+            readme.contains(&env_overrides_markdown()),
+            "deploy/README.md must hold the table `sfs-node config env --markdown` prints"
+        );
+        for doc in ["/../deploy/RUNBOOK.md", "/../README.md"] {
+            let text =
+                std::fs::read_to_string(format!("{}{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            assert!(
+                !text.contains("`SFS_TLS_CERT`"),
+                "{doc}: a second, hand-kept list of environment variables; link deploy/README.md"
+            );
+        }
+    }
+
+    #[test]
+    fn the_variables_added_for_every_field_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = |name: &str| match name {
+            "SFS_TLS_REVOKED" => Some("revoked.txt".to_string()),
+            "SFS_FEDERATION_KEEPALIVE_MS" => Some("5000".to_string()),
+            "SFS_TLS_HANDSHAKE_TIMEOUT_MS" => Some("2000".to_string()),
+            "SFS_FEDERATION_MAX_BACKOFF_MS" => Some("1000".to_string()),
+            "SFS_API_CORS_ALLOWED_ORIGINS" => {
+                Some("https://a.example, https://b.example:8443".to_string())
+            }
+            _ => None,
+        };
+        let config = NodeConfig::load_with_env(&write(dir.path(), CITY), env).unwrap();
+        assert_eq!(config.tls.revoked, Some(dir.path().join("revoked.txt")));
+        assert_eq!(config.federation.keepalive_ms, Some(5000));
+        assert_eq!(config.tls.handshake_timeout(), Duration::from_secs(2));
+        assert_eq!(config.max_backoff(), Duration::from_secs(1));
+        assert_eq!(
+            config.api.cors_allowed_origins,
+            vec!["https://a.example", "https://b.example:8443"]
+        );
+        let err = NodeConfig::load_with_env(&write(dir.path(), CITY), |name| {
+            (name == "SFS_FEDERATION_KEEPALIVE_MS").then(|| "soon".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("federation.keepalive_ms") && err.contains("SFS_FEDERATION_KEEPALIVE_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_file_inside_the_data_directory_is_refused_when_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        for key_file in ["data/lund.key", "data/../data/sub/lund.key"] {
+            let text = format!("{CITY}\n[store]\nkey_file = \"{key_file}\"\n");
+            let err = NodeConfig::load_with_env(&write(dir.path(), &text), |_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("field `store.key_file`") && err.contains("inside the data directory"),
+                "{err}"
+            );
+        }
+        let err = NodeConfig::load_with_env(&write(dir.path(), CITY), |name| {
+            (name == "SFS_STORE_KEY_FILE").then(|| "data/keys/lund.key".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("inside the data directory"), "{err}");
+        let text = format!("{CITY}\n[api]\ncors_allowed_origins = [\"https://*.example\"]\n");
+        let err = NodeConfig::load_with_env(&write(dir.path(), &text), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `api.cors_allowed_origins`"), "{err}");
     }
 }

@@ -102,6 +102,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
             data_dir,
             api: ApiConfig {
                 listen: "127.0.0.1:0".parse()?,
+                cors_allowed_origins: Vec::new(),
             },
             federation: FederationConfig {
                 listen: (id.role() == sfs_sync::Role::Hub)

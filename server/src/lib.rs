@@ -7,6 +7,7 @@
 //! [`demo`] runs a whole local federation.
 
 pub mod api;
+pub mod api_listener;
 pub mod config;
 pub mod demo;
 pub mod directory;

@@ -32,6 +32,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// What a configuration can hold.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Manage the national CA and node certificates.
     Pki {
         #[command(subcommand)]
@@ -85,6 +90,16 @@ enum Command {
         /// The cities to run, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "helsingborg,malmo,lund")]
         cities: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// List every environment variable that overrides a configuration field, with the field.
+    Env {
+        /// Print the Markdown table of deploy/README.md.
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
@@ -275,10 +290,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let config = NodeConfig::load(&config)?;
-            println!(
-                "{}: configuration is valid",
-                config.node_id().map_err(anyhow::Error::msg)?
-            );
+            let checked = node::preflight(&config)?;
+            println!("{}: configuration is valid", checked.id);
+        }
+        Command::Config {
+            command: ConfigCommand::Env { markdown },
+        } => {
+            if markdown {
+                print!("{}", sfs_node::config::env_overrides_markdown());
+            } else {
+                for (var, field) in sfs_node::config::env_overrides() {
+                    println!("{var:<45} {field}");
+                }
+            }
         }
         Command::Pki {
             command: PkiCommand::Init { dir },

@@ -156,12 +156,12 @@ fn read(path: &std::path::Path) -> Result<String, NodeError> {
 
 /// Starts a node as configured.
 pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningNode, NodeError> {
-    let id = config.node_id().map_err(NodeError::Config)?;
-    config.check().map_err(NodeError::Config)?;
-    let ca_pem = read(&config.tls.ca)?;
-    let cert_pem = read(&config.tls.cert)?;
-    let key_pem = read(&config.tls.key)?;
-    check_certificate_identity(&config, &cert_pem, &id)?;
+    let Preflight {
+        id,
+        ca_pem,
+        cert_pem,
+        key_pem,
+    } = preflight(&config)?;
 
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Read {
         path: config.data_dir.clone(),
@@ -283,12 +283,19 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         metrics.clone(),
     ));
     let auth = api::authenticate(tokens.clone(), api_limits.clone());
-    // Generic tools (grpcurl, Postman, Evans) list and call the API through reflection, and
-    // probes use the standard health service; neither needs a token.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sfs_proto::FILE_DESCRIPTOR_SET)
+    // Generic tools (grpcurl, Postman, Evans, grpcio-reflection) list and call the API through
+    // reflection, v1 and the older v1alpha, which lists exactly what this port serves; probes
+    // use the standard health service. Neither needs a token.
+    let reflection_v1 = crate::api_listener::reflection()
         .build_v1()
         .map_err(|err| NodeError::Config(format!("reflection: {err}")))?;
+    let reflection_v1alpha = crate::api_listener::reflection()
+        .build_v1alpha()
+        .map_err(|err| NodeError::Config(format!("reflection: {err}")))?;
+    let cors =
+        crate::api_listener::cors(&config.api.cors_allowed_origins).map_err(NodeError::Config)?;
+    let api_tls = crate::api_listener::tls_acceptor(&cert_pem, &key_pem)
+        .map_err(|err| NodeError::Config(format!("API TLS: {err}")))?;
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in API_SERVICES {
         health
@@ -299,23 +306,22 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let api_router = Server::builder()
-        // gRPC-Web (HTTP/1.1) for browser tools, next to plain gRPC.
+        // gRPC-Web over HTTP/1.1 (TLS offers h2 and http/1.1, see api_listener) for browsers
+        // and tools, next to plain gRPC over HTTP/2.
         .accept_http1(true)
         .max_concurrent_streams(Some(config.limits.api_max_streams as u32))
         // Until the response starts; a streaming response (Backup) then runs to its end.
         .timeout(config.limits.api_request_timeout())
-        .tls_config(
-            ServerTlsConfig::new()
-                .identity(identity.clone())
-                .timeout(config.tls.handshake_timeout()),
-        )?
+        // Outermost: answers CORS preflights for the allowed origins before anything else.
+        .layer(cors)
         .layer(api::ApiBytesLayer(api_limits))
         .layer(crate::metrics::ApiMetricsLayer(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
         // Innermost: no error leaves with personal data in it, whichever service made it.
         .layer(api::error_text::ErrorTextLayer)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(pb::lessons_server::LessonsServer::with_interceptor(
             api::lessons::LessonsService(state.clone()),
             auth.clone(),
@@ -367,9 +373,14 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         )));
     }
     let mut api_shutdown = shutdown_rx.clone();
+    let (incoming, accept_loop) = crate::api_listener::incoming(
+        api_listener,
+        api_tls,
+        config.tls.handshake_timeout(),
+        shutdown_rx.clone(),
+    );
+    tasks.push(tokio::spawn(accept_loop));
     tasks.push(tokio::spawn(async move {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(api_listener).with_nodelay(Some(true));
         let health = health;
         let result = api_router
             .serve_with_incoming_shutdown(incoming, async move {
@@ -586,6 +597,39 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         sync,
         local,
         tasks,
+    })
+}
+
+/// What [`preflight`] read.
+pub struct Preflight {
+    /// The node's identity.
+    pub id: NodeId,
+    /// The CA certificate, the node's certificate and its key (PEM).
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Every check of a configuration before a node opens its data directory, shared by
+/// `sfs-node check-config` and `run`: the fields ([`NodeConfig::check`], the at-rest key file
+/// outside the data directory among them), the certificate files readable and naming this
+/// node, and the release public key readable.
+pub fn preflight(config: &NodeConfig) -> Result<Preflight, NodeError> {
+    let id = config.node_id().map_err(NodeError::Config)?;
+    config.check().map_err(NodeError::Config)?;
+    let ca_pem = read(&config.tls.ca)?;
+    let cert_pem = read(&config.tls.cert)?;
+    let key_pem = read(&config.tls.key)?;
+    check_certificate_identity(config, &cert_pem, &id)?;
+    if let Some(path) = &config.method.release_public_key {
+        sfs_client::release::PublicKey::read(path)
+            .map_err(|err| NodeError::Config(format!("method.release_public_key: {err}")))?;
+    }
+    Ok(Preflight {
+        id,
+        ca_pem,
+        cert_pem,
+        key_pem,
     })
 }
 

@@ -205,7 +205,10 @@ impl MasterKey {
 }
 
 /// Refuses a key file inside the data directory (a copy of the directory would carry the key).
-fn check_outside(key_file: &Path, data_dir: &Path) -> Result<(), SealError> {
+/// Refuses an at-rest key file inside the data directory it seals (symbolic links and `..`
+/// resolved): a copy of the directory, or a backup of it, must reveal nothing. The one check
+/// behind `check-config`, `run` and `restore`.
+pub fn check_outside(key_file: &Path, data_dir: &Path) -> Result<(), SealError> {
     let absolute = |p: &Path| -> PathBuf {
         // Canonicalise the deepest existing ancestor, keep the rest as written.
         let mut existing = p.to_path_buf();

@@ -263,6 +263,45 @@ key = "pki/nodes/city-lund.key"
 }
 
 #[test]
+fn check_config_refuses_what_run_refuses_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki_with_lund(d);
+    let config = d.join("lund.toml");
+    OfflineCity::write_config(&config, &d.join("data"));
+    let config = config.to_str().unwrap();
+    let ok = sfs_node(&["check-config", "--config", config]);
+    assert!(ok.contains("configuration is valid"), "{ok}");
+    // A key file inside the data directory, and a certificate naming another node: both
+    // refused by check-config exactly as by run, and run writes nothing.
+    let cases = [
+        (
+            vec![("SFS_STORE_KEY_FILE", d.join("data/lund.key"))],
+            "inside the data directory",
+        ),
+        (
+            vec![("SFS_ID", std::path::PathBuf::from("malmo"))],
+            "the certificate is for city/lund",
+        ),
+    ];
+    for (env, expected) in cases {
+        let refused = |command: &str| {
+            let output = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+                .args([command, "--config", config])
+                .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
+                .output()
+                .unwrap();
+            assert!(!output.status.success(), "{command} accepted {env:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+            assert!(stderr.contains(expected), "{command}: {stderr}");
+            stderr
+        };
+        assert_eq!(refused("check-config"), refused("run"));
+        assert!(!d.join("data").exists(), "run refused before writing");
+    }
+}
+
+#[test]
 fn the_demo_prints_ready_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
@@ -310,23 +349,79 @@ fn the_demo_prints_ready_and_stops_on_sigterm() {
     demo.terminate();
 }
 
+/// The `sfs` command line beside `sfs-node` in the target directory (`.ci/run` builds it
+/// before the tests; `cargo build -p sfs-client --bin sfs` does on a developer's machine).
+fn sfs_cli() -> Option<std::path::PathBuf> {
+    let path = Path::new(env!("CARGO_BIN_EXE_sfs-node")).with_file_name("sfs");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is required in CI: cargo build -p sfs-client --bin sfs",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: no {} (cargo build -p sfs-client --bin sfs)",
+        path.display()
+    );
+    None
+}
+
+/// Runs `sfs` with `args`; returns its stdout, or panics with its stderr.
+fn sfs(cli: &Path, args: &[&str]) -> String {
+    let output = Command::new(cli).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "sfs {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A base port with `count` free ports from it on 127.0.0.1 (found by binding them; another
+/// process may still take one before the node does, which would fail the test loudly).
+fn free_port_range(count: u16) -> u16 {
+    for _ in 0..50 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        if base > u16::MAX - count {
+            continue;
+        }
+        let all_free = (base..base + count)
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} free ports in a row on 127.0.0.1");
+}
+
 #[test]
-fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides() {
+fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_runbook_says() {
+    let Some(cli) = sfs_cli() else { return };
     let dir = tempfile::tempdir().unwrap();
     let fed = dir.path().join("federation");
+    let base = free_port_range(40);
     let script =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bootstrap.sh");
     let bootstrap = || {
         let output = Command::new("sh")
             .arg(&script)
-            .arg(&fed)
-            .args(["localhost", "lund"])
+            .args(["--base-port", &base.to_string(), "--federation-host"])
+            .args(["127.0.0.1", fed.to_str().unwrap(), "127.0.0.1"])
+            .args(["lund:Lund:Skåne län", "malmo:Malmö:Skåne län"])
             .env("SFS_NODE", env!("CARGO_BIN_EXE_sfs-node"))
+            .env("SFS_CLI", &cli)
             .output()
             .unwrap();
         assert!(
             output.status.success(),
-            "{}",
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     };
@@ -338,50 +433,206 @@ fn the_deploy_bootstrap_makes_a_federation_that_runs_with_environment_overrides(
         token,
         "a second run keeps what exists"
     );
-
-    // The generated configurations, with listeners moved to OS-assigned loopback ports by
-    // environment variables, as an operator would override them.
-    let spawn = |node: &str, extra: &[(&str, String)]| {
-        let config = fed.join(node).join("node.toml");
-        let mut env = vec![
-            ("SFS_API_LISTEN", "127.0.0.1:0".to_string()),
-            ("SFS_METRICS_LISTEN", "127.0.0.1:0".to_string()),
-        ];
-        env.extend(extra.iter().cloned());
-        Process::spawn_with_env(&["run", "--config", config.to_str().unwrap()], &env)
-    };
-    let hub = spawn(
-        "national",
-        &[("SFS_FEDERATION_LISTEN", "127.0.0.1:0".to_string())],
+    let federation = fed.join("federation.json");
+    let federation = federation.to_str().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(federation).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "federation.json holds admin tokens: {mode:o}"
+        );
+    }
+    let hub_config = std::fs::read_to_string(fed.join("national/node.toml")).unwrap();
+    assert!(
+        hub_config.contains("revoked = \"../pki/revoked.txt\""),
+        "{hub_config}"
     );
-    let line = hub.wait_for_line("ready");
-    let hub_federation = line.split_whitespace().nth(5).unwrap().to_string();
-    let city = spawn("lund", &[("SFS_HUB_URL", hub_federation)]);
-    let line = city.wait_for_line("ready");
-    let city_api = line.split_whitespace().nth(3).unwrap().to_string();
-    let ca = std::fs::read_to_string(fed.join("pki/ca.crt")).unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut client = sfs_client::Client::connect(&city_api, token.trim(), &ca)
-            .await
-            .unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let status = client.status().await.unwrap();
-            if status
-                .peers
-                .iter()
-                .any(|p| p.peer_role == "hub" && p.state == "connected")
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the bootstrapped city never linked to the hub"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+
+    // Every node runs from its generated configuration, unchanged, on one host: its own API
+    // and metrics ports, metrics on loopback only.
+    let run = |node: &str| {
+        let config = fed.join(node).join("node.toml");
+        Process::spawn(&["run", "--config", config.to_str().unwrap()])
+    };
+    let hub = run("national");
+    let hub_metrics = hub.wait_for_line("metrics:");
+    hub.wait_for_line("ready");
+    let cities: Vec<Process> = ["lund", "malmo"].iter().map(|c| run(c)).collect();
+    let mut metrics = vec![hub_metrics];
+    for city in &cities {
+        metrics.push(city.wait_for_line("metrics:"));
+        city.wait_for_line("ready");
+    }
+    for line in &metrics {
+        assert!(line.contains("http://127.0.0.1:"), "{line}");
+    }
+    let listed = sfs(
+        &cli,
+        &[
+            "--federation",
+            federation,
+            "--node",
+            "hub",
+            "cities",
+            "list",
+        ],
+    );
+    assert!(
+        listed.contains("lund") && listed.contains("Malmö") && listed.contains("Skåne län"),
+        "{listed}"
+    );
+
+    // Onboard Ystad exactly as deploy/RUNBOOK.md says, with the template deploy/city.toml.
+    let pki = fed.join("pki");
+    sfs_node(&[
+        "pki",
+        "issue",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "ystad",
+        "--role",
+        "city",
+    ]);
+    sfs(
+        &cli,
+        &[
+            "--federation",
+            federation,
+            "--node",
+            "hub",
+            "cities",
+            "add",
+            "--id",
+            "ystad",
+            "--display-name",
+            "Ystad",
+            "--county",
+            "Skåne län",
+        ],
+    );
+    let template = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/city.toml"),
+    )
+    .unwrap();
+    let at = |rel: &str| fed.join(rel).to_str().unwrap().to_string();
+    let (api, metrics_port) = (base + 30, base + 32);
+    let mut config = template.clone();
+    for (from, to) in [
+        ("id = \"helsingborg\"", "id = \"ystad\"".to_string()),
+        (
+            "data_dir = \"/var/lib/stadforstad/helsingborg\"",
+            format!("data_dir = \"{}\"", at("ystad/data")),
+        ),
+        (
+            "listen = \"127.0.0.1:7443\"",
+            format!("listen = \"127.0.0.1:{api}\""),
+        ),
+        (
+            "hub_url = \"https://hub.stadforstad.example:7444\"",
+            format!("hub_url = \"https://127.0.0.1:{}\"", base + 1),
+        ),
+        (
+            "\"/etc/stadforstad/ca.crt\"",
+            format!("\"{}\"", at("pki/ca.crt")),
+        ),
+        (
+            "\"/etc/stadforstad/city-helsingborg.crt\"",
+            format!("\"{}\"", at("pki/nodes/city-ystad.crt")),
+        ),
+        (
+            "\"/etc/stadforstad/city-helsingborg.key\"",
+            format!("\"{}\"", at("pki/nodes/city-ystad.key")),
+        ),
+        (
+            "listen = \"127.0.0.1:9464\"",
+            format!("listen = \"127.0.0.1:{metrics_port}\""),
+        ),
+        (
+            "key_file = \"/var/lib/stadforstad/helsingborg.key\"",
+            format!("key_file = \"{}\"", at("ystad/data.key")),
+        ),
+        (
+            "\"/etc/stadforstad/release.pub\"",
+            format!("\"{}\"", at("coordinator/release.pub")),
+        ),
+    ] {
+        assert!(
+            config.contains(from),
+            "deploy/city.toml no longer has {from}"
+        );
+        config = config.replace(from, &to);
+    }
+    let ystad_config = fed.join("ystad.toml");
+    write_config(&ystad_config, &config);
+    std::fs::create_dir_all(fed.join("ystad/data")).unwrap();
+    let ystad_token = sfs_node(&[
+        "token",
+        "create",
+        "--data-dir",
+        &at("ystad/data"),
+        "--role",
+        "admin",
+        "--label",
+        "it desk",
+    ]);
+    let ystad_token = ystad_token.trim();
+    sfs_node(&["check-config", "--config", ystad_config.to_str().unwrap()]);
+    let ystad = Process::spawn(&["run", "--config", ystad_config.to_str().unwrap()]);
+    ystad.wait_for_line("ready");
+    let ystad_target = [
+        "--endpoint".to_string(),
+        format!("https://127.0.0.1:{api}"),
+        "--token".into(),
+        ystad_token.to_string(),
+        "--ca".into(),
+        at("pki/ca.crt"),
+    ];
+    let mut add: Vec<&str> = ystad_target.iter().map(String::as_str).collect();
+    add.extend(["lessons", "add", "--title", "Ystads första lärdom"]);
+    sfs(&cli, &add);
+    // The first lesson crosses the federation: Lund reads it.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lessons = sfs(
+            &cli,
+            &[
+                "--federation",
+                federation,
+                "--node",
+                "lund",
+                "lessons",
+                "list",
+                "--all-cities",
+            ],
+        );
+        if lessons.contains("Ystads första lärdom") {
+            break;
         }
-    });
-    city.terminate();
+        assert!(
+            Instant::now() < deadline,
+            "Ystad's first lesson never reached Lund: {lessons}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = sfs(
+        &cli,
+        &[
+            "--federation",
+            federation,
+            "--node",
+            "hub",
+            "cities",
+            "list",
+        ],
+    );
+    assert!(listed.contains("Ystad"), "{listed}");
+    ystad.terminate();
+    for city in cities {
+        city.terminate();
+    }
     hub.terminate();
 }
 

@@ -36,33 +36,74 @@ async fn generic_tools_find_the_services_and_their_health_without_a_token() {
         );
     }
 
+    // Reflection v1 and v1alpha list exactly what this port serves: the API, health and
+    // reflection; not the federation service, which only the hub's federation port serves.
+    let mut expected: Vec<String> = sfs_node::api_listener::served_services()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    expected.sort();
+    assert!(expected.contains(&"grpc.health.v1.Health".to_string()));
+    let v1 = reflection_v1_services(channel.clone()).await;
+    assert_eq!(v1, expected, "reflection v1");
+    let v1alpha = reflection_v1alpha_services(channel).await;
+    assert_eq!(v1alpha, expected, "reflection v1alpha");
+    assert!(!v1.iter().any(|s| s.contains("Federation")), "{v1:?}");
+    fed.stop_all().await;
+}
+
+async fn reflection_v1_services(channel: tonic::transport::Channel) -> Vec<String> {
     use tonic_reflection::pb::v1::{
         server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,
     };
-    let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = reflection
+    let response = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::iter(vec![request]))
         .await
         .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer {response:?}");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in sfs_node::node::API_SERVICES {
-        assert!(
-            names.contains(&service.to_string()),
-            "{service} missing from {names:?}"
-        );
-    }
-    fed.stop_all().await;
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+async fn reflection_v1alpha_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let response = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -250,6 +250,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         data_dir,
         api: ApiConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            cors_allowed_origins: Vec::new(),
         },
         federation: FederationConfig {
             listen: (id.role() == Role::Hub).then(|| "127.0.0.1:0".parse().unwrap()),

@@ -275,6 +275,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
         data_dir,
         api: ApiConfig {
             listen: "127.0.0.1:0".parse()?,
+            cors_allowed_origins: Vec::new(),
         },
         federation: FederationConfig {
             listen: (id.role() == Role::Hub).then(|| "127.0.0.1:0".parse().expect("address")),
