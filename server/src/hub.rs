@@ -26,6 +26,8 @@ pub struct FederationService {
     pub revocations: Arc<Revocations>,
     /// Where each city's certificate expiry is shown.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each link's reader runs here, so that stopping the node waits for every one of them.
+    pub link_tasks: tokio_util::task::TaskTracker,
 }
 
 /// The revocation list the hub enforces (`tls.revoked`), re-read when the file changes.
@@ -144,7 +146,7 @@ impl pb::federation_server::Federation for FederationService {
             .map_err(|_| Status::internal("opening the link failed"))?
         };
         tracing::info!(%peer, conn, "city connected");
-        tokio::spawn(read_link(
+        self.link_tasks.spawn(read_link(
             sync,
             conn,
             peer,

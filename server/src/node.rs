@@ -14,6 +14,7 @@ use sfs_sync::{EngineConfig, NodeId, Role};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::{self, ApiState};
@@ -90,6 +91,8 @@ pub struct RunningNode {
     sync: Arc<SyncHandle>,
     local: Arc<LocalReplicas>,
     tasks: Vec<JoinHandle<()>>,
+    /// Tasks started per request or per link (hub link readers, backups): joined on stop too.
+    request_tasks: TaskTracker,
 }
 
 impl RunningNode {
@@ -115,6 +118,14 @@ impl RunningNode {
             {
                 tracing::error!(node = %self.id, task = i, "a task did not stop within 10 s");
             }
+        }
+        // With the listeners gone no new link or request starts: wait for the ones running.
+        self.request_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.request_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(node = %self.id, running = self.request_tasks.len(), "link or request tasks did not stop within 10 s");
         }
     }
 
@@ -248,6 +259,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         let guards = guards.clone();
         sync.set_privacy_guard(Arc::new(move || guards.current()));
     }
+    let request_tasks = TaskTracker::new();
     let state = ApiState {
         guards,
         sync: sync.clone(),
@@ -257,6 +269,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         data_dir: config.data_dir.clone(),
         at_rest,
         releases: releases.clone(),
+        request_tasks: request_tasks.clone(),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -450,6 +463,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 shutdown: shutdown_rx.clone(),
                 revocations: revocations.clone(),
                 metrics: metrics.clone(),
+                link_tasks: request_tasks.clone(),
             })
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
@@ -597,6 +611,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         sync,
         local,
         tasks,
+        request_tasks,
     })
 }
 

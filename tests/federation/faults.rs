@@ -234,3 +234,24 @@ async fn three_cities_writing_while_the_hub_flaps_converge_with_nothing_lost_or_
     );
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_hub_has_joined_every_link_reader_and_released_its_data_directory() {
+    let mut fed = Federation::start(&["lund", "malmo"]).await;
+    fed.wait_linked(0).await;
+    fed.wait_linked(1).await;
+    let data_dir = fed.hub.config.data_dir.clone();
+    fed.stop_hub().await;
+    // No wait at all: every task that held the store (each city's link reader included) has
+    // ended when `stop` returns, so the store opens at once.
+    let key_file = sfs_node::config::default_key_file(&data_dir, None);
+    let key = sfs_node::seal::MasterKey::load(&key_file).unwrap();
+    let reopened = sfs_node::store::Store::open(&data_dir, std::time::Duration::ZERO, key);
+    assert!(
+        reopened.is_ok(),
+        "the hub's store is still held after stop: {:?}",
+        reopened.err()
+    );
+    drop(reopened);
+    fed.stop_all().await;
+}

@@ -47,6 +47,9 @@ pub struct ApiState {
     /// The privacy guard built from the register's contact names and deny list, rebuilt after
     /// every change of the register; every edit of a shareable document reads it.
     pub guards: Arc<crate::privacy::GuardCache>,
+    /// Work a request starts that outlives its handler (a backup streaming behind its
+    /// response): the node waits for it on stop.
+    pub request_tasks: tokio_util::task::TaskTracker,
 }
 
 impl ApiState {

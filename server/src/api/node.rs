@@ -152,7 +152,7 @@ impl pb::node_server::Node for NodeService {
         require(&request, ApiRole::Admin)?;
         let service = NodeService(self.0.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
+        self.0.request_tasks.spawn(async move {
             let archive = match super::blocking(move || service.archive()).await {
                 Ok(Ok(archive)) => archive,
                 Ok(Err(status)) | Err(status) => {
