@@ -307,7 +307,11 @@ mod tests {
         assert_eq!((year.value, year.status.as_str()), (14, "lower_bound"));
         assert_eq!(find("2026", "Skåne län").value, 8);
         assert_eq!(year.cities, 2, "lund and malmo, however many quarters each");
-        assert_eq!(find("2026", "unknown county").cities, 1, "malmo's two quarters");
+        assert_eq!(
+            find("2026", "unknown county").cities,
+            1,
+            "malmo's two quarters"
+        );
         assert_eq!(find("2026", "unknown county").value, 6);
         assert!(national
             .activity
