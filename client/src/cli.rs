@@ -1681,7 +1681,11 @@ async fn handbook(
                     };
                     format!("release {}{how}", handbook.current_release)
                 };
-                writeln!(out, "Handbook ({release}; version {})\n", handbook.version)?;
+                if handbook.version.is_empty() {
+                    writeln!(out, "Handbook ({release}; empty)\n")?;
+                } else {
+                    writeln!(out, "Handbook ({release}; version {})\n", handbook.version)?;
+                }
                 for chapter in &handbook.chapters {
                     writeln!(out, "{}  [{}]", chapter.title, chapter.name)?;
                     for step in &chapter.steps {

@@ -260,7 +260,8 @@ fn init_logging(format: &str, level: &str) {
 async fn main() {
     let cli = Cli::parse();
     if let Err(err) = run(cli).await {
-        eprintln!("error: {err:#}");
+        // Each cause once: many errors already repeat their source in their own message.
+        eprintln!("error: {}", sfs_client::error_chain(err.as_ref()));
         std::process::exit(1);
     }
 }

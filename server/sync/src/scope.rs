@@ -181,6 +181,17 @@ pub enum Owner {
     Hub,
 }
 
+impl std::fmt::Display for Owner {
+    /// The owner in plain words, for messages people read.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::ThisCity => f.write_str("the city's own node"),
+            Owner::City(city) => write!(f, "the city {city}"),
+            Owner::Hub => f.write_str("the national hub"),
+        }
+    }
+}
+
 const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records"];
 const SHARED_KINDS: &[&str] = &["lessons", "stats", "progress"];
 const NATIONAL_KINDS: &[&str] = &["method", "directory", "stats", "policy"];
