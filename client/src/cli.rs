@@ -2266,37 +2266,83 @@ async fn stats(
     Ok(())
 }
 
+/// How a city is linked, as the node sees it: `revoked` (its certificate is on the hub's
+/// revocation list), `connected`, `disconnected` (seen before), or `never seen`.
+fn link_state(city: &pb::City) -> &'static str {
+    if city.revoked {
+        "revoked"
+    } else if city.connected {
+        "connected"
+    } else if city.last_seen_ms != 0 {
+        "disconnected"
+    } else {
+        "never seen"
+    }
+}
+
 async fn cities(
     client: &mut Client,
     command: CitiesCommand,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let d = &mut client.directory;
     let err = ClientError::from;
+    // Only the hub sees every city's link; a city sees none but its own.
+    let at_hub = matches!(command, CitiesCommand::List { json: false })
+        && client.status().await.is_ok_and(|s| s.role == "hub");
+    let d = &mut client.directory;
     match command {
         CitiesCommand::List { json } => {
             let list = d.list_cities(all()).await.map_err(err)?.into_inner().cities;
             if json {
                 emit(out, &list, true)?;
             } else {
+                let now = now_ms();
+                let mut table = Table::new(&[
+                    "ID",
+                    "NAME",
+                    "COUNTY",
+                    "JOINED",
+                    "LINK",
+                    "LAST SEEN",
+                    "HANDBOOK",
+                    "RUNS",
+                    "CERTIFICATE EXPIRES",
+                ]);
                 for c in &list {
-                    let link = if c.connected { "connected" } else { "" };
-                    let release = if c.handbook_release.is_empty() {
-                        "-"
-                    } else {
-                        c.handbook_release.as_str()
+                    let dash = |s: &str| {
+                        if s.is_empty() {
+                            "-".to_string()
+                        } else {
+                            s.to_string()
+                        }
                     };
-                    let running = if c.running_release.is_empty() {
-                        "-"
+                    let certificate = if c.certificate_expire_time_ms == 0 {
+                        "-".to_string()
                     } else {
-                        c.running_release.as_str()
+                        let warn = if expiring(c.certificate_expire_time_ms, now).is_some() {
+                            " RENEW"
+                        } else {
+                            ""
+                        };
+                        format!("{}{warn}", local_time(c.certificate_expire_time_ms))
                     };
-                    writeln!(
-                        out,
-                        "{:<20} {:<16} {:<22} joined {}  handbook {release}  runs {running}  {link}",
-                        c.name, c.display_name, c.county, c.joined_date
-                    )?;
+                    table.row(vec![
+                        c.name.trim_start_matches("cities/").to_string(),
+                        c.display_name.clone(),
+                        c.county.clone(),
+                        c.joined_date.clone(),
+                        if at_hub { link_state(c) } else { "-" }.to_string(),
+                        if at_hub {
+                            local_time(c.last_seen_ms)
+                        } else {
+                            "-".to_string()
+                        },
+                        dash(&c.handbook_release),
+                        dash(&c.running_release),
+                        certificate,
+                    ]);
                 }
+                table.print(out, "no cities")?;
             }
         }
         CitiesCommand::Add {
@@ -2372,12 +2418,88 @@ async fn tokens(
     Ok(())
 }
 
+/// Days from `now` before which a certificate expiry is warned about.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Whole days left until `expire_ms` (negative once past), when that is fewer than
+/// [`EXPIRY_WARNING_DAYS`]; `None` when unknown (0) or further away.
+fn expiring(expire_ms: i64, now_ms: i64) -> Option<i64> {
+    if expire_ms == 0 {
+        return None;
+    }
+    let days = (expire_ms - now_ms).div_euclid(86_400_000);
+    (days < EXPIRY_WARNING_DAYS).then_some(days)
+}
+
+fn in_days(days: i64) -> String {
+    match days {
+        d if d < 0 => "has expired".to_string(),
+        0 => "expires within a day".to_string(),
+        1 => "expires in 1 day".to_string(),
+        d => format!("expires in {d} days"),
+    }
+}
+
+/// ` (in N days)`, or ` (EXPIRED)`.
+fn expiry_note(expire_ms: i64, now_ms: i64) -> String {
+    let days = (expire_ms - now_ms).div_euclid(86_400_000);
+    if days < 0 {
+        " (EXPIRED)".to_string()
+    } else {
+        format!(" (in {days} days)")
+    }
+}
+
 async fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let status = client.status().await?;
     if json {
         return emit(out, &status, true);
     }
     writeln!(out, "node {} ({})", status.node_id, status.role)?;
+    let now = now_ms();
+    if status.certificate_expire_time_ms != 0 {
+        writeln!(
+            out,
+            "certificate expires {}{}",
+            local_time(status.certificate_expire_time_ms),
+            expiry_note(status.certificate_expire_time_ms, now)
+        )?;
+    }
+    let mut warnings = Vec::new();
+    if let Some(days) = expiring(status.certificate_expire_time_ms, now) {
+        warnings.push(format!(
+            "this node's certificate {}: issue a new one (`sfs-node pki issue`) and restart the \
+             node before then",
+            in_days(days)
+        ));
+    }
+    if status.role == "hub" {
+        if let Ok(cities) = client.directory.list_cities(all()).await {
+            for city in cities.into_inner().cities {
+                let id = city.name.trim_start_matches("cities/");
+                if city.revoked {
+                    warnings.push(format!(
+                        "{id}'s certificate is revoked: it cannot link until it has a new one"
+                    ));
+                } else if let Some(days) = expiring(city.certificate_expire_time_ms, now) {
+                    warnings.push(format!(
+                        "{id}'s certificate {}: issue it a new one (`sfs-node pki issue --node \
+                         {id}`)",
+                        in_days(days)
+                    ));
+                }
+            }
+        }
+    }
+    for warning in &warnings {
+        writeln!(out, "WARNING: {warning}")?;
+    }
     writeln!(out, "peers:")?;
     for p in &status.peers {
         let error = if p.last_error.is_empty() {

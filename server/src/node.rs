@@ -274,7 +274,12 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         let guards = guards.clone();
         sync.set_privacy_guard(Arc::new(move || guards.current()));
     }
+    let certificates = Arc::new(crate::hub::CertificateWatch::new(
+        cert_expiry,
+        revocations.clone(),
+    ));
     let state = ApiState {
+        certificates: certificates.clone(),
         guards,
         sync: sync.clone(),
         local: local.clone(),
@@ -481,6 +486,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 shutdown: shutdown_rx.clone(),
                 revocations: revocations.clone(),
                 metrics: metrics.clone(),
+                certificates: certificates.clone(),
             })
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);

@@ -44,6 +44,8 @@ pub struct ApiState {
     /// The privacy guard built from the register's contact names and deny list, rebuilt after
     /// every change of the register; every edit of a shareable document reads it.
     pub guards: Arc<crate::privacy::GuardCache>,
+    /// This node's certificate expiry and, at the hub, the certificates cities presented.
+    pub certificates: Arc<crate::hub::CertificateWatch>,
 }
 
 impl ApiState {
