@@ -116,11 +116,69 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Export for other programs, as CSV or JSON on standard output: lessons, the register,
+    /// progress, published statistics. Holds what the token may read, nothing more.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// The node's peers, links and per-document sync state.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Which cities an export covers.
+#[derive(Args, Debug)]
+struct ExportCities {
+    /// Every city, not only this node's.
+    #[arg(long)]
+    all_cities: bool,
+    /// One city, by id (for example `malmo`); default: this node's city.
+    #[arg(long, conflicts_with = "all_cities")]
+    city: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// Lessons, one row each (tags separated by `;`).
+    Lessons {
+        #[command(flatten)]
+        cities: ExportCities,
+        /// Include archived lessons.
+        #[arg(long)]
+        archived: bool,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
+    },
+    /// The city's own register, read from its own node (it never leaves the city): one table
+    /// in CSV (--table), every table in JSON unless --table is given.
+    Register {
+        /// organisations, groups, contacts, meetings or routine.
+        #[arg(long, value_enum)]
+        table: Option<crate::export::RegisterTable>,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
+    },
+    /// Progress through the method, one row per step a city started or finished.
+    Progress {
+        #[command(flatten)]
+        cities: ExportCities,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
+    },
+    /// Published statistics releases (never previews): one row per cell, then per activity.
+    Stats {
+        #[command(flatten)]
+        cities: ExportCities,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
     },
 }
 
@@ -994,6 +1052,7 @@ pub async fn run(
         Command::Stats { command } => stats(&mut client, command, out).await?,
         Command::Tokens { command } => tokens(&mut client, command, out).await?,
         Command::Status { json } => status(&mut client, json, out).await?,
+        Command::Export { command } => export(&mut client, command, out).await?,
     }
     Ok(())
 }
@@ -2263,6 +2322,177 @@ async fn stats(
             }
         }
     }
+    Ok(())
+}
+
+/// Titles of the handbook's steps by name, from the newest handbook on the node; empty if it
+/// cannot be read.
+async fn step_titles(client: &mut Client) -> std::collections::BTreeMap<String, String> {
+    match client.handbook_latest().await {
+        Ok(handbook) => handbook
+            .chapters
+            .into_iter()
+            .flat_map(|c| c.steps)
+            .map(|s| (s.name, s.title))
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+/// The ids of the cities an export covers.
+async fn export_cities(
+    client: &mut Client,
+    cities: &ExportCities,
+) -> Result<Vec<String>, CliError> {
+    if cities.all_cities {
+        let list = client
+            .directory
+            .list_cities(all())
+            .await
+            .map_err(ClientError::from)?
+            .into_inner()
+            .cities;
+        return Ok(list
+            .into_iter()
+            .map(|c| c.name.trim_start_matches("cities/").to_string())
+            .collect());
+    }
+    Ok(vec![match &cities.city {
+        Some(city) => city.clone(),
+        None => client.status().await?.node_id,
+    }])
+}
+
+/// The `cities/{city}` or `cities/-` parent an export covers.
+async fn export_parent(client: &mut Client, cities: &ExportCities) -> Result<String, CliError> {
+    if cities.all_cities {
+        return Ok("cities/-".to_string());
+    }
+    Ok(format!(
+        "cities/{}",
+        export_cities(client, cities).await?[0]
+    ))
+}
+
+async fn export(
+    client: &mut Client,
+    command: ExportCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    use crate::export::{self as ex, Format, RegisterTable};
+    let err = ClientError::from;
+    let text = match command {
+        ExportCommand::Lessons {
+            cities,
+            archived,
+            format,
+        } => {
+            let parent = export_parent(client, &cities).await?;
+            let mut lessons = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .lessons
+                    .list_lessons(pb::ListLessonsRequest {
+                        parent: parent.clone(),
+                        page_size: 500,
+                        page_token: token,
+                        show_archived: archived,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                lessons.extend(page.lessons);
+                token = page.next_page_token;
+                if token.is_empty() {
+                    break;
+                }
+            }
+            let titles = step_titles(client).await;
+            ex::lessons(&lessons, &titles).render(format)
+        }
+        ExportCommand::Register { table, format } => {
+            let r = &mut client.register;
+            let register = ex::Register {
+                organisations: r
+                    .list_organisations(all())
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .organisations,
+                groups: r.list_groups(all()).await.map_err(err)?.into_inner().groups,
+                contacts: r
+                    .list_contacts(all())
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .contacts,
+                meetings: r
+                    .list_meetings(all())
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .meetings,
+                routine: r
+                    .get_routine(pb::GetRoutineRequest {})
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .steps,
+            };
+            match (table, format) {
+                (Some(table), format) => register.table(table).render(format),
+                (None, Format::Json) => format!("{}\n", register.to_json()),
+                (None, Format::Csv) => {
+                    let names: Vec<&str> = RegisterTable::ALL.iter().map(|t| t.as_str()).collect();
+                    return Err(CliError::Usage(format!(
+                        "CSV holds one table: give --table {}, or --format json for all",
+                        names.join("|")
+                    )));
+                }
+            }
+        }
+        ExportCommand::Progress { cities, format } => {
+            let ids = export_cities(client, &cities).await?;
+            let titles = step_titles(client).await;
+            let mut export: Option<ex::Export> = None;
+            for city in ids {
+                let list = client
+                    .progress
+                    .list_progress(pb::ListProgressRequest {
+                        parent: format!("cities/{city}"),
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .progress;
+                let part = ex::progress(&city, &list, &titles);
+                match &mut export {
+                    Some(export) => export.rows.extend(part.rows),
+                    None => export = Some(part),
+                }
+            }
+            export
+                .unwrap_or_else(|| ex::progress("", &[], &titles))
+                .render(format)
+        }
+        ExportCommand::Stats { cities, format } => {
+            let parent = export_parent(client, &cities).await?;
+            let releases = client
+                .stats
+                .list_stats_releases(pb::ListStatsReleasesRequest {
+                    parent,
+                    period: String::new(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner()
+                .releases;
+            ex::statistics(&releases).render(format)
+        }
+    };
+    out.write_all(text.as_bytes())?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod cli;
+pub mod export;
 pub mod release;
 
 use sfs_proto::v1 as pb;
