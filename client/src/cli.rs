@@ -714,9 +714,9 @@ enum CitiesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Add a member city (hub, admin).
+    /// Add a member city (hub, admin). Warns when no city of that id has linked to the hub.
     Add {
-        /// The city's id, as in its certificate.
+        /// The city's id, exactly the name in its certificate: a-z, 0-9 and '-' (`goteborg`).
         #[arg(long)]
         id: String,
         /// The name shown to people; any letters (Göteborg).
@@ -1022,10 +1022,20 @@ fn print_lesson(out: &mut dyn Write, l: &pb::Lesson, as_json: bool) -> Result<()
     Ok(())
 }
 
-/// Runs the command line with `args` (the first being the program name), writing to `out`.
+/// Runs the command line with `args` (the first being the program name), writing to `out` and
+/// warnings to standard error.
 pub async fn run(
     args: impl IntoIterator<Item = String>,
     out: &mut dyn Write,
+) -> Result<(), CliError> {
+    run_with_warnings(args, out, &mut std::io::stderr()).await
+}
+
+/// Like [`run`], with warnings (things done that may not be what was meant) written to `warn`.
+pub async fn run_with_warnings(
+    args: impl IntoIterator<Item = String>,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
 ) -> Result<(), CliError> {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -1048,7 +1058,7 @@ pub async fn run(
         Command::Signals { command } => signals(&mut client, command, out).await?,
         Command::Handbook { command } => handbook(&mut client, command, out).await?,
         Command::Progress { command } => progress(&mut client, command, out).await?,
-        Command::Cities { command } => cities(&mut client, command, out).await?,
+        Command::Cities { command } => cities(&mut client, command, out, warn).await?,
         Command::Stats { command } => stats(&mut client, command, out).await?,
         Command::Tokens { command } => tokens(&mut client, command, out).await?,
         Command::Status { json } => status(&mut client, json, out).await?,
@@ -2510,10 +2520,68 @@ fn link_state(city: &pb::City) -> &'static str {
     }
 }
 
+/// Edit distance between two short ids (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// After `cities add` at the hub: a warning when no city of that id has linked (a typo of the
+/// name in the city's certificate leaves the city outside the directory).
+async fn warn_if_unknown_city(
+    client: &mut Client,
+    id: &str,
+    warn: &mut dyn Write,
+) -> Result<(), CliError> {
+    let Ok(status) = client.status().await else {
+        return Ok(());
+    };
+    if status.role != "hub" {
+        return Ok(());
+    }
+    let linked: Vec<String> = status
+        .peers
+        .iter()
+        .filter(|p| p.peer_role == "city")
+        .map(|p| p.peer_id.clone())
+        .collect();
+    if linked.iter().any(|p| p == id) {
+        return Ok(());
+    }
+    let mut near: Vec<&String> = linked
+        .iter()
+        .filter(|p| edit_distance(p, id) <= 2)
+        .collect();
+    near.sort_by_key(|p| edit_distance(p, id));
+    let hint = match near.first() {
+        Some(near) => format!(" Did you mean {near}? (`sfs cities remove {id}` undoes this)"),
+        None => String::new(),
+    };
+    writeln!(
+        warn,
+        "warning: no city {id} has linked to this hub since it started: check that {id} is \
+         exactly the name in the city's certificate (spiffe://stadforstad/city/{id}).{hint}"
+    )?;
+    Ok(())
+}
+
 async fn cities(
     client: &mut Client,
     command: CitiesCommand,
     out: &mut dyn Write,
+    warn: &mut dyn Write,
 ) -> Result<(), CliError> {
     let err = ClientError::from;
     // Only the hub sees every city's link; a city sees none but its own.
@@ -2591,6 +2659,7 @@ async fn cities(
                 .await
                 .map_err(err)?;
             writeln!(out, "{}", created.into_inner().name)?;
+            warn_if_unknown_city(client, &id, warn).await?;
         }
         CitiesCommand::Remove { id } => {
             d.delete_city(pb::DeleteRequest {

@@ -28,6 +28,33 @@ async fn sfs_as(
     }
 }
 
+/// Runs `sfs` with `args` against `node` with its admin token; its output and its warnings.
+async fn sfs_warned(fed: &Federation, node: &TestNode, args: &[&str]) -> (String, String) {
+    let api = format!("https://{}", node.running.as_ref().unwrap().api_addr);
+    let ca = fed.pki_dir().join("ca.crt").display().to_string();
+    let mut argv: Vec<String> = [
+        "sfs",
+        "--endpoint",
+        &api,
+        "--token",
+        &node.admin_token,
+        "--ca",
+        &ca,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let (mut out, mut warn) = (Vec::new(), Vec::new());
+    sfs_client::cli::run_with_warnings(argv, &mut out, &mut warn)
+        .await
+        .unwrap_or_else(|err| panic!("sfs {args:?}: {}", err.one_line()));
+    (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(warn).unwrap(),
+    )
+}
+
 /// Runs `sfs` with `args` against `node` with its admin token; panics on failure.
 async fn sfs(fed: &Federation, node: &TestNode, args: &[&str]) -> String {
     sfs_as(fed, node, &node.admin_token, args)
@@ -81,6 +108,73 @@ async fn status_warns_of_expiring_certificates_and_the_hub_shows_each_citys_link
     }
     let list = sfs(&fed, &fed.hub, &["cities", "list"]).await;
     assert!(row(&list, "lund").contains(" connected "), "{list}");
+
+    // An id with letters an id cannot hold is refused with what to write instead; a typo of a
+    // linked city is added, with a warning.
+    let refused = sfs_as(
+        &fed,
+        &fed.hub,
+        &fed.hub.admin_token,
+        &[
+            "cities",
+            "add",
+            "--id",
+            "göteborg",
+            "--display-name",
+            "Göteborg",
+            "--county",
+            "Västra Götalands län",
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.contains("use \"goteborg\" as the id and \"Göteborg\" as the display name"),
+        "{refused}"
+    );
+    let (added, warning) = sfs_warned(
+        &fed,
+        &fed.hub,
+        &[
+            "cities",
+            "add",
+            "--id",
+            "lnud",
+            "--display-name",
+            "Lund",
+            "--county",
+            "Skåne län",
+        ],
+    )
+    .await;
+    assert_eq!(added, "cities/lnud\n");
+    assert!(
+        warning.starts_with("warning: no city lnud has linked to this hub since it started")
+            && warning.contains("Did you mean lund?"),
+        "{warning}"
+    );
+    let (_, silent) = sfs_warned(
+        &fed,
+        &fed.hub,
+        &[
+            "cities",
+            "add",
+            "--id",
+            "goteborg",
+            "--display-name",
+            "Göteborg",
+            "--county",
+            "Västra Götalands län",
+        ],
+    )
+    .await;
+    assert!(
+        silent.starts_with("warning: no city goteborg") && !silent.contains("Did you mean"),
+        "{silent}"
+    );
+    let list = sfs(&fed, &fed.hub, &["cities", "list"]).await;
+    assert!(row(&list, "goteborg").contains(" Göteborg "), "{list}");
+    assert!(row(&list, "lnud").contains(" never seen "), "{list}");
 
     // Malmö goes away; Lund's certificate is revoked.
     fed.stop_city(1).await;
