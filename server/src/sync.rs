@@ -1015,7 +1015,7 @@ pub async fn run_hub_link(
         match &error {
             // The hub restarting (or this node stopping) ends links normally.
             Some(error) if error.contains(SHUTTING_DOWN) => {
-                tracing::info!(hub = %config.hub_id, "the hub closed the link as it stopped; reconnecting")
+                tracing::info!(hub = %config.hub_id, "hub link closed: the hub or this node is stopping")
             }
             Some(error) => tracing::warn!(hub = %config.hub_id, %error, "hub link ended"),
             None => {}
