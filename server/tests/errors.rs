@@ -67,3 +67,23 @@ fn a_data_directory_in_use_is_said_once_with_what_to_do() {
     );
     running.terminate();
 }
+
+#[test]
+fn logs_that_go_to_a_file_or_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = OfflineCity::prepare(dir.path(), &dir.path().join("data"), "admin");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sfs-node"))
+        .args(["run", "--config", city.config.to_str().unwrap()])
+        .env("SFS_API_LISTEN", busy.local_addr().unwrap().to_string())
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("sfs-node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The first start logs that it created the at-rest key, then fails to bind.
+    assert!(stderr.contains(" INFO "), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape codes in: {stderr:?}"
+    );
+}
