@@ -20,8 +20,31 @@ pub enum CliError {
     Output(#[from] std::io::Error),
 }
 
+impl CliError {
+    /// Whether the error is only that the reader of the output went away (`sfs … | head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(err) if err.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// The error as one line for standard error, without a leading `error: `; clap's usage
+    /// errors carry their own hint lines, only the first is kept.
+    pub fn one_line(&self) -> String {
+        let text = self.to_string();
+        text.lines()
+            .next()
+            .unwrap_or("failed")
+            .trim_start_matches("error: ")
+            .to_string()
+    }
+}
+
 #[derive(Parser, Debug)]
-#[command(name = "sfs", version, about = "Command line for stadforstad nodes")]
+#[command(
+    name = "sfs",
+    version,
+    about = "Command line for stadforstad nodes",
+    after_help = "Times are shown in this machine's local time zone (TZ)."
+)]
 pub struct Cli {
     #[command(flatten)]
     target: Target,
@@ -29,18 +52,21 @@ pub struct Cli {
     command: Command,
 }
 
+/// Which node to talk to; given before or after the subcommand.
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Connection (every command)")]
 struct Target {
-    /// A federation.json written by `sfs-node demo`.
-    #[arg(long, global = true)]
+    /// A federation.json written by `sfs-node demo` (or by hand): endpoint, token and CA of
+    /// each node.
+    #[arg(long, env = "SFS_FEDERATION", global = true)]
     federation: Option<PathBuf>,
     /// The node to talk to, by name, in the federation file (`hub` also names the hub).
-    #[arg(long, global = true)]
+    #[arg(long, env = "SFS_NODE", global = true)]
     node: Option<String>,
-    /// The node's API endpoint, for example https://127.0.0.1:7443.
+    /// The node's API endpoint, for example https://127.0.0.1:7443 (always https).
     #[arg(long, env = "SFS_ENDPOINT", global = true)]
     endpoint: Option<String>,
-    /// An API token.
+    /// An API token (from `sfs-node token create`).
     #[arg(long, env = "SFS_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     /// The CA certificate (PEM) that signed the node's certificate.
@@ -90,10 +116,69 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Export for other programs, as CSV or JSON on standard output: lessons, the register,
+    /// progress, published statistics. Holds what the token may read, nothing more.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// The node's peers, links and per-document sync state.
     Status {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Which cities an export covers.
+#[derive(Args, Debug)]
+struct ExportCities {
+    /// Every city, not only this node's.
+    #[arg(long)]
+    all_cities: bool,
+    /// One city, by id (for example `malmo`); default: this node's city.
+    #[arg(long, conflicts_with = "all_cities")]
+    city: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// Lessons, one row each (tags separated by `;`).
+    Lessons {
+        #[command(flatten)]
+        cities: ExportCities,
+        /// Include archived lessons.
+        #[arg(long)]
+        archived: bool,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
+    },
+    /// The city's own register, read from its own node (it never leaves the city): one table
+    /// in CSV (--table), every table in JSON unless --table is given.
+    Register {
+        /// organisations, groups, contacts, meetings or routine.
+        #[arg(long, value_enum)]
+        table: Option<crate::export::RegisterTable>,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
+    },
+    /// Progress through the method, one row per step a city started or finished.
+    Progress {
+        #[command(flatten)]
+        cities: ExportCities,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
+    },
+    /// Published statistics releases (never previews): one row per cell, then per activity.
+    Stats {
+        #[command(flatten)]
+        cities: ExportCities,
+        /// csv or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::export::Format,
     },
 }
 
@@ -116,8 +201,10 @@ enum TokensCommand {
 enum LessonsCommand {
     /// Write a new lesson; prints its name.
     Add {
+        /// The title.
         #[arg(long)]
         title: String,
+        /// The text.
         #[arg(long, default_value = "")]
         body: String,
         /// A tag; repeat for more.
@@ -126,15 +213,19 @@ enum LessonsCommand {
         /// The method step it is about (method/steps/{id}).
         #[arg(long)]
         step: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// List lessons of this node's city, of one city, or of all cities.
     List {
+        /// Every city, not only this node's.
         #[arg(long)]
         all_cities: bool,
+        /// One city, by id (for example `malmo`); default: this node's city.
         #[arg(long, conflicts_with = "all_cities")]
         city: Option<String>,
+        /// Only lessons with this tag.
         #[arg(long)]
         tag: Option<String>,
         /// Only lessons about this method step (method/steps/{id}).
@@ -146,31 +237,41 @@ enum LessonsCommand {
         /// Include archived lessons.
         #[arg(long)]
         archived: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one lesson by name (cities/{city}/lessons/{id}).
     Get {
+        /// The lesson, `cities/{city}/lessons/{id}`.
         name: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Change a lesson of this node's city.
     Update {
+        /// The lesson, `cities/{city}/lessons/{id}`.
         name: String,
+        /// The title.
         #[arg(long)]
         title: Option<String>,
+        /// The text.
         #[arg(long)]
         body: Option<String>,
         /// Replaces all tags; repeat for more.
         #[arg(long = "tag")]
         tags: Option<Vec<String>>,
+        /// The method step it is about (method/steps/{id}).
         #[arg(long)]
         step: Option<String>,
+        /// Archive the lesson (hidden from lists unless --archived).
         #[arg(long, conflicts_with = "unarchive")]
         archive: bool,
+        /// Bring an archived lesson back.
         #[arg(long)]
         unarchive: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -180,11 +281,13 @@ enum LessonsCommand {
 enum RegisterCommand {
     /// List member organisations.
     Organisations {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Add a member organisation.
     AddOrganisation {
+        /// The resource name, as the lists show it.
         #[arg(long)]
         name: String,
         /// municipality, police, region, county_board, civil_society, business or other.
@@ -193,13 +296,16 @@ enum RegisterCommand {
     },
     /// List groups.
     Groups {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Add a group.
     AddGroup {
+        /// The resource name, as the lists show it.
         #[arg(long)]
         name: String,
+        /// The description.
         #[arg(long, default_value = "")]
         description: String,
         /// A member organisation (organisations/{id}); repeat for more.
@@ -208,28 +314,37 @@ enum RegisterCommand {
     },
     /// List contact persons.
     Contacts {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Add a contact person.
     AddContact {
+        /// The resource name, as the lists show it.
         #[arg(long)]
         name: String,
         /// organisations/{id}
         #[arg(long)]
         organisation: String,
+        /// The person's role in the organisation.
         #[arg(long, default_value = "")]
         role: String,
+        /// Phone number.
         #[arg(long, default_value = "")]
         phone: String,
+        /// E-mail address.
         #[arg(long, default_value = "")]
         email: String,
     },
     /// Erase a contact person for good (contacts/{id}): record, history and the key of its
     /// earlier versions. Irreversible; needs a coordinator token.
-    EraseContact { name: String },
+    EraseContact {
+        /// The contact, `contacts/{id}`.
+        name: String,
+    },
     /// List meetings, newest first.
     Meetings {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -238,36 +353,52 @@ enum RegisterCommand {
         /// YYYY-MM-DD
         #[arg(long)]
         date: String,
+        /// An organisation (organisations/{id}); repeat for more.
         #[arg(long = "organisation")]
         organisations: Vec<String>,
+        /// The agenda.
         #[arg(long, default_value = "")]
         agenda: String,
+        /// Release notes.
         #[arg(long, default_value = "")]
         notes: String,
+        /// A decision taken; repeat for more.
         #[arg(long = "decision")]
         decisions: Vec<String>,
     },
     /// Show the referral routine.
     Routine {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Replace the referral routine; each --step is "description|organisations/{id}|how to reach".
     SetRoutine {
+        /// One step, "description|organisations/{id}|how to reach"; repeat in order.
         #[arg(long = "step")]
         steps: Vec<String>,
     },
     /// Delete an organisation, group, contact or meeting by name.
-    Delete { name: String },
+    Delete {
+        /// `organisations/{id}`, `groups/{id}`, `contacts/{id}` or `meetings/{id}`.
+        name: String,
+    },
     /// Show the deny list: words the city's shared text must never contain (admin).
     DenyWords {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Add a word to the deny list (admin).
-    DenyWord { word: String },
+    DenyWord {
+        /// The word (any case; matched after Unicode normalisation).
+        word: String,
+    },
     /// Remove a word from the deny list (admin).
-    AllowWord { word: String },
+    AllowWord {
+        /// The word to remove.
+        word: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,29 +414,43 @@ enum SignalsCommand {
         /// signal or support_contact.
         #[arg(long, default_value = "signal")]
         kind: String,
+        /// The description.
         #[arg(long)]
         description: String,
     },
     /// List signals (each listed signal is written to the access log).
     List {
+        /// new, referred, in_support or closed.
         #[arg(long)]
         status: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one signal (written to the access log).
     Get {
+        /// The signal, `signals/{id}`.
         name: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Change a signal's status: new, referred, in_support or closed.
-    SetStatus { name: String, status: String },
+    SetStatus {
+        /// The signal, `signals/{id}`.
+        name: String,
+        /// new, referred, in_support or closed.
+        status: String,
+    },
     /// Erase a signal for good (signals/{id}): record, history and the key of its earlier
     /// versions. Irreversible.
-    Erase { name: String },
+    Erase {
+        /// The signal, `signals/{id}`.
+        name: String,
+    },
     /// The access log of personal data (admin).
     AccessLog {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -318,33 +463,41 @@ enum HandbookCommand {
         /// Show the newest state instead (at the hub: the working draft).
         #[arg(long)]
         latest: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// The release this node runs, and every release it does not run with the reason.
     Running {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// What changed since a release, or since a version shown earlier.
     Changes {
+        /// A release, by name or label.
         #[arg(long, conflicts_with = "since_version")]
         since_release: Option<String>,
+        /// A handbook version shown earlier (`handbook show`).
         #[arg(long)]
         since_version: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// List releases.
     Releases {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Cut a release (hub, coordinator). With --key the release is signed on this machine with
     /// the national coordinator's private key; a hub with a release key accepts only that.
     Release {
+        /// The version label, for example 2027.1.
         #[arg(long)]
         label: String,
+        /// Release notes.
         #[arg(long, default_value = "")]
         notes: String,
         /// The coordinator's private release key (PEM, from `sfs-node pki release-key`).
@@ -362,10 +515,13 @@ enum HandbookCommand {
     },
     /// Add a chapter (hub, coordinator).
     AddChapter {
+        /// The title.
         #[arg(long)]
         title: String,
+        /// The chapter's introduction.
         #[arg(long, default_value = "")]
         introduction: String,
+        /// Where it goes among its siblings (lower first).
         #[arg(long, default_value_t = 0)]
         position: i32,
     },
@@ -374,10 +530,13 @@ enum HandbookCommand {
         /// method/chapters/{id}
         #[arg(long)]
         chapter: String,
+        /// The title.
         #[arg(long)]
         title: String,
+        /// The description.
         #[arg(long, default_value = "")]
         description: String,
+        /// Where it goes among its siblings (lower first).
         #[arg(long, default_value_t = 0)]
         position: i32,
     },
@@ -386,8 +545,10 @@ enum HandbookCommand {
         /// method/steps/{id}
         #[arg(long)]
         step: String,
+        /// The item's text.
         #[arg(long)]
         text: String,
+        /// Where it goes among its siblings (lower first).
         #[arg(long, default_value_t = 0)]
         position: i32,
     },
@@ -406,18 +567,22 @@ enum ProgressCommand {
         /// YYYY-MM-DD
         #[arg(long)]
         date: String,
+        /// A short public note (shared with every city).
         #[arg(long, default_value = "")]
         note: String,
     },
     /// A city's progress (this node's city unless --city).
     List {
+        /// One city, by id (for example `malmo`); default: this node's city.
         #[arg(long)]
         city: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Per method step, which cities are where.
     Adoption {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -432,8 +597,10 @@ enum StatsCommand {
     },
     /// List this city's support records of a quarter (coordinator).
     Records {
+        /// The quarter, `YYYY-Qn` (for example 2026-Q3).
         #[arg(long, default_value = "")]
         quarter: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -442,22 +609,28 @@ enum StatsCommand {
         /// YYYY-Qn
         #[arg(long)]
         quarter: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Publish the previewed release of a quarter (coordinator).
     Publish {
+        /// The quarter, `YYYY-Qn` (for example 2026-Q3).
         #[arg(long)]
         quarter: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Published releases of this city, one city, or all cities.
     Releases {
+        /// Every city, not only this node's.
         #[arg(long)]
         all_cities: bool,
+        /// One city, by id (for example `malmo`); default: this node's city.
         #[arg(long, conflicts_with = "all_cities")]
         city: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -466,6 +639,7 @@ enum StatsCommand {
         /// suppression or noise.
         #[arg(long)]
         mode: Option<String>,
+        /// Suppress counts from 1 to k-1.
         #[arg(long)]
         k: Option<i32>,
         /// ε per release, in thousandths.
@@ -474,13 +648,16 @@ enum StatsCommand {
         /// Yearly ε cap, in thousandths.
         #[arg(long)]
         year_cap_milli: Option<i32>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// National figures for a year.
     National {
+        /// The year, for example 2026.
         #[arg(long)]
         year: i32,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// Print CSV instead.
@@ -493,6 +670,7 @@ enum StatsCommand {
 enum RecordCommand {
     /// One person supported or identified as a possible victim in a quarter (coordinator).
     Support {
+        /// The quarter, `YYYY-Qn` (for example 2026-Q3).
         #[arg(long)]
         quarter: String,
         /// female, male, other_or_unknown
@@ -516,11 +694,13 @@ enum RecordCommand {
     },
     /// An activity count (editor).
     Activity {
+        /// The quarter, `YYYY-Qn` (for example 2026-Q3).
         #[arg(long)]
         quarter: String,
         /// trainings_held, people_trained, outreach_sessions, network_meetings, businesses_enrolled
         #[arg(long)]
         kind: String,
+        /// How many.
         #[arg(long)]
         count: i64,
     },
@@ -530,21 +710,27 @@ enum RecordCommand {
 enum CitiesCommand {
     /// List member cities.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Add a member city (hub, admin).
+    /// Add a member city (hub, admin). Warns when no city of that id has linked to the hub.
     Add {
-        /// The city's id, as in its certificate.
+        /// The city's id, exactly the name in its certificate: a-z, 0-9 and '-' (`goteborg`).
         #[arg(long)]
         id: String,
+        /// The name shown to people; any letters (Göteborg).
         #[arg(long)]
         display_name: String,
+        /// The county (län), for example "Skåne län".
         #[arg(long)]
         county: String,
     },
     /// Remove a member city (hub, admin).
-    Remove { id: String },
+    Remove {
+        /// The city's id, for example `kalmar`.
+        id: String,
+    },
 }
 
 struct Resolved {
@@ -624,6 +810,118 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
         token,
         ca_pem,
     })
+}
+
+/// Milliseconds since the Unix epoch as a date and time in this machine's time zone (`TZ`, else
+/// the system's); `-` for 0.
+pub fn local_time(ms: i64) -> String {
+    if ms == 0 {
+        return "-".to_string();
+    }
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// A table: a header line and aligned columns; the last column is not padded.
+struct Table {
+    head: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(head: &[&'static str]) -> Table {
+        Table {
+            head: head.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Prints the table, or `empty` alone when it has no rows.
+    fn print(&self, out: &mut dyn Write, empty: &str) -> Result<(), CliError> {
+        if self.rows.is_empty() {
+            writeln!(out, "{empty}")?;
+            return Ok(());
+        }
+        let mut widths: Vec<usize> = self.head.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+        }
+        let line = |cells: Vec<&str>| -> String {
+            let last = cells.len().saturating_sub(1);
+            let mut text = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i == last {
+                    text.push_str(cell);
+                } else {
+                    let pad = widths[i].saturating_sub(cell.chars().count());
+                    text.push_str(cell);
+                    text.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            text.trim_end().to_string()
+        };
+        writeln!(out, "{}", line(self.head.clone()))?;
+        for row in &self.rows {
+            writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Display names of the register's organisations by resource name; empty when the token may
+/// not read them (the ids are shown alone then).
+async fn organisation_names(client: &mut Client) -> std::collections::BTreeMap<String, String> {
+    match client.register.list_organisations(all()).await {
+        Ok(list) => list
+            .into_inner()
+            .organisations
+            .into_iter()
+            .map(|o| (o.name, o.display_name))
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+/// `Name (organisations/{id})`, or the id alone when the name is unknown.
+fn named(names: &std::collections::BTreeMap<String, String>, id: &str) -> String {
+    match names.get(id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_string(),
+    }
+}
+
+/// Just the names, separated by semicolons (names hold commas); ids where a name is unknown.
+fn names_only(names: &std::collections::BTreeMap<String, String>, ids: &[String]) -> String {
+    if ids.is_empty() {
+        return "-".to_string();
+    }
+    ids.iter()
+        .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The first line of `text`, at most `max` characters, marked with … when shortened.
+fn short(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() <= max && line.len() == text.trim_end().len() {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
 }
 
 /// Prints a list as one JSON array, or one line per item.
@@ -724,10 +1022,20 @@ fn print_lesson(out: &mut dyn Write, l: &pb::Lesson, as_json: bool) -> Result<()
     Ok(())
 }
 
-/// Runs the command line with `args` (the first being the program name), writing to `out`.
+/// Runs the command line with `args` (the first being the program name), writing to `out` and
+/// warnings to standard error.
 pub async fn run(
     args: impl IntoIterator<Item = String>,
     out: &mut dyn Write,
+) -> Result<(), CliError> {
+    run_with_warnings(args, out, &mut std::io::stderr()).await
+}
+
+/// Like [`run`], with warnings (things done that may not be what was meant) written to `warn`.
+pub async fn run_with_warnings(
+    args: impl IntoIterator<Item = String>,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
 ) -> Result<(), CliError> {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -750,10 +1058,11 @@ pub async fn run(
         Command::Signals { command } => signals(&mut client, command, out).await?,
         Command::Handbook { command } => handbook(&mut client, command, out).await?,
         Command::Progress { command } => progress(&mut client, command, out).await?,
-        Command::Cities { command } => cities(&mut client, command, out).await?,
+        Command::Cities { command } => cities(&mut client, command, out, warn).await?,
         Command::Stats { command } => stats(&mut client, command, out).await?,
         Command::Tokens { command } => tokens(&mut client, command, out).await?,
         Command::Status { json } => status(&mut client, json, out).await?,
+        Command::Export { command } => export(&mut client, command, out).await?,
     }
     Ok(())
 }
@@ -833,13 +1142,17 @@ async fn lessons(
                     "{}",
                     Value::Array(lessons.iter().map(lesson_json).collect())
                 )?;
-            } else if lessons.is_empty() {
-                writeln!(out, "no lessons")?;
             } else {
+                let mut table = Table::new(&["CITY", "ID", "TITLE"]);
                 for l in &lessons {
                     let archived = if l.archived { " (archived)" } else { "" };
-                    writeln!(out, "{:<14} {:<45} {}{archived}", l.city, l.name, l.title)?;
+                    table.row(vec![
+                        l.city.clone(),
+                        l.name.clone(),
+                        format!("{}{archived}", l.title),
+                    ]);
                 }
+                table.print(out, "no lessons")?;
             }
         }
         LessonsCommand::Get { name, json } => {
@@ -899,19 +1212,28 @@ async fn register(
     command: RegisterCommand,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let r = &mut client.register;
     let err = ClientError::from;
     match command {
         RegisterCommand::Organisations { json } => {
-            let list = r
+            let list = client
+                .register
                 .list_organisations(all())
                 .await
                 .map_err(err)?
                 .into_inner()
                 .organisations;
-            emit_lines(out, &list, json, |o| {
-                format!("{:<32} {:<15} {}", o.name, o.sector, o.display_name)
-            })?;
+            if json {
+                return emit(out, &list, true);
+            }
+            let mut table = Table::new(&["ID", "SECTOR", "NAME"]);
+            for o in &list {
+                table.row(vec![
+                    o.name.clone(),
+                    o.sector.clone(),
+                    o.display_name.clone(),
+                ]);
+            }
+            table.print(out, "no organisations")?;
         }
         RegisterCommand::AddOrganisation { name, sector } => {
             let organisation = pb::Organisation {
@@ -919,7 +1241,8 @@ async fn register(
                 sector,
                 ..Default::default()
             };
-            let created = r
+            let created = client
+                .register
                 .create_organisation(pb::CreateOrganisationRequest {
                     organisation: Some(organisation),
                 })
@@ -928,8 +1251,27 @@ async fn register(
             writeln!(out, "{}", created.into_inner().name)?;
         }
         RegisterCommand::Groups { json } => {
-            let list = r.list_groups(all()).await.map_err(err)?.into_inner().groups;
-            emit(out, &list, json)?;
+            let list = client
+                .register
+                .list_groups(all())
+                .await
+                .map_err(err)?
+                .into_inner()
+                .groups;
+            if json {
+                return emit(out, &list, true);
+            }
+            let names = organisation_names(client).await;
+            let mut table = Table::new(&["ID", "NAME", "ORGANISATIONS", "DESCRIPTION"]);
+            for g in &list {
+                table.row(vec![
+                    g.name.clone(),
+                    g.display_name.clone(),
+                    names_only(&names, &g.organisations),
+                    short(&g.description, 50),
+                ]);
+            }
+            table.print(out, "no groups")?;
         }
         RegisterCommand::AddGroup {
             name,
@@ -942,25 +1284,39 @@ async fn register(
                 organisations,
                 ..Default::default()
             };
-            let created = r
+            let created = client
+                .register
                 .create_group(pb::CreateGroupRequest { group: Some(group) })
                 .await
                 .map_err(err)?;
             writeln!(out, "{}", created.into_inner().name)?;
         }
         RegisterCommand::Contacts { json } => {
-            let list = r
+            let list = client
+                .register
                 .list_contacts(all())
                 .await
                 .map_err(err)?
                 .into_inner()
                 .contacts;
-            emit_lines(out, &list, json, |c| {
-                format!("{:<27} {:<30} {}", c.name, c.full_name, c.organisation)
-            })?;
+            if json {
+                return emit(out, &list, true);
+            }
+            let names = organisation_names(client).await;
+            let mut table = Table::new(&["ID", "NAME", "ROLE", "ORGANISATION"]);
+            for c in &list {
+                table.row(vec![
+                    c.name.clone(),
+                    c.full_name.clone(),
+                    c.role.clone(),
+                    named(&names, &c.organisation),
+                ]);
+            }
+            table.print(out, "no contacts")?;
         }
         RegisterCommand::EraseContact { name } => {
-            let done = r
+            let done = client
+                .register
                 .erase_contact(pb::EraseRequest { name })
                 .await
                 .map_err(err)?
@@ -982,7 +1338,8 @@ async fn register(
                 email,
                 ..Default::default()
             };
-            let created = r
+            let created = client
+                .register
                 .create_contact(pb::CreateContactRequest {
                     contact: Some(contact),
                 })
@@ -991,13 +1348,36 @@ async fn register(
             writeln!(out, "{}", created.into_inner().name)?;
         }
         RegisterCommand::Meetings { json } => {
-            let list = r
+            let list = client
+                .register
                 .list_meetings(all())
                 .await
                 .map_err(err)?
                 .into_inner()
                 .meetings;
-            emit(out, &list, json)?;
+            if json {
+                return emit(out, &list, true);
+            }
+            let names = organisation_names(client).await;
+            let mut table = Table::new(&[
+                "DATE",
+                "ID",
+                "ORGANISATIONS",
+                "DECISIONS",
+                "OPEN FOLLOW-UPS",
+                "AGENDA",
+            ]);
+            for m in &list {
+                table.row(vec![
+                    m.date.clone(),
+                    m.name.clone(),
+                    names_only(&names, &m.organisations),
+                    m.decisions.len().to_string(),
+                    m.follow_ups.iter().filter(|f| !f.done).count().to_string(),
+                    short(&m.agenda, 40),
+                ]);
+            }
+            table.print(out, "no meetings")?;
         }
         RegisterCommand::AddMeeting {
             date,
@@ -1014,7 +1394,8 @@ async fn register(
                 decisions,
                 ..Default::default()
             };
-            let created = r
+            let created = client
+                .register
                 .create_meeting(pb::CreateMeetingRequest {
                     meeting: Some(meeting),
                 })
@@ -1023,22 +1404,30 @@ async fn register(
             writeln!(out, "{}", created.into_inner().name)?;
         }
         RegisterCommand::Routine { json } => {
-            let routine = r
+            let routine = client
+                .register
                 .get_routine(pb::GetRoutineRequest {})
                 .await
                 .map_err(err)?
                 .into_inner();
             if json {
                 emit(out, &routine, true)?;
+            } else if routine.steps.is_empty() {
+                writeln!(out, "no routine yet")?;
             } else {
+                let names = organisation_names(client).await;
                 for (i, step) in routine.steps.iter().enumerate() {
+                    let how = if step.how_to_reach.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", step.how_to_reach)
+                    };
                     writeln!(
                         out,
-                        "{}. {}\n   {} — {}",
+                        "{}. {}\n   {}{how}",
                         i + 1,
                         step.description,
-                        step.organisation,
-                        step.how_to_reach
+                        named(&names, &step.organisation),
                     )?;
                 }
             }
@@ -1059,7 +1448,8 @@ async fn register(
                 name: "routine".into(),
                 steps,
             };
-            let saved = r
+            let saved = client
+                .register
                 .update_routine(pb::UpdateRoutineRequest {
                     routine: Some(routine),
                 })
@@ -1069,15 +1459,25 @@ async fn register(
             writeln!(out, "routine has {} steps", saved.steps.len())?;
         }
         RegisterCommand::DenyWords { json } => {
-            let words = r
+            let words = client
+                .register
                 .list_deny_words(pb::ListDenyWordsRequest {})
                 .await
                 .map_err(err)?
                 .into_inner();
-            emit(out, &words, json)?;
+            if json {
+                return emit(out, &words, true);
+            }
+            if words.words.is_empty() {
+                writeln!(out, "the deny list is empty")?;
+            }
+            for word in &words.words {
+                writeln!(out, "{word}")?;
+            }
         }
         RegisterCommand::DenyWord { word } => {
-            let words = r
+            let words = client
+                .register
                 .add_deny_word(pb::DenyWordRequest { word })
                 .await
                 .map_err(err)?
@@ -1085,7 +1485,8 @@ async fn register(
             writeln!(out, "deny list: {}", words.words.join(", "))?;
         }
         RegisterCommand::AllowWord { word } => {
-            let words = r
+            let words = client
+                .register
                 .remove_deny_word(pb::DenyWordRequest { word })
                 .await
                 .map_err(err)?
@@ -1095,10 +1496,16 @@ async fn register(
         RegisterCommand::Delete { name } => {
             let request = pb::DeleteRequest { name: name.clone() };
             match name.split('/').next().unwrap_or_default() {
-                "organisations" => drop(r.delete_organisation(request).await.map_err(err)?),
-                "groups" => drop(r.delete_group(request).await.map_err(err)?),
-                "contacts" => drop(r.delete_contact(request).await.map_err(err)?),
-                "meetings" => drop(r.delete_meeting(request).await.map_err(err)?),
+                "organisations" => drop(
+                    client
+                        .register
+                        .delete_organisation(request)
+                        .await
+                        .map_err(err)?,
+                ),
+                "groups" => drop(client.register.delete_group(request).await.map_err(err)?),
+                "contacts" => drop(client.register.delete_contact(request).await.map_err(err)?),
+                "meetings" => drop(client.register.delete_meeting(request).await.map_err(err)?),
                 _ => {
                     return Err(CliError::Usage(format!(
                         "{name:?} is not an organisation, group, contact or meeting name"
@@ -1111,12 +1518,62 @@ async fn register(
     Ok(())
 }
 
+/// One signal as labelled lines, its follow-ups as a table.
+fn print_signal(
+    out: &mut dyn Write,
+    signal: &pb::Signal,
+    names: &std::collections::BTreeMap<String, String>,
+) -> Result<(), CliError> {
+    let mut fields = vec![
+        ("Signal", signal.name.clone()),
+        ("Date", signal.date.clone()),
+        ("Kind", signal.kind.clone()),
+        ("Status", signal.status.clone()),
+        ("Reported by", named(names, &signal.reporting_organisation)),
+        ("Logged", local_time(signal.create_time_ms)),
+        ("Changed", local_time(signal.update_time_ms)),
+    ];
+    if signal.close_time_ms != 0 {
+        fields.push(("Closed", local_time(signal.close_time_ms)));
+    }
+    for (label, value) in fields {
+        writeln!(out, "{label:<12} {value}")?;
+    }
+    writeln!(out, "\n{}", signal.description)?;
+    if !signal.follow_ups.is_empty() {
+        writeln!(out)?;
+        print_follow_ups(out, &signal.follow_ups, names)?;
+    }
+    Ok(())
+}
+
+/// Follow-ups as a table: done or open, what, who, by when.
+fn print_follow_ups(
+    out: &mut dyn Write,
+    follow_ups: &[pb::FollowUp],
+    names: &std::collections::BTreeMap<String, String>,
+) -> Result<(), CliError> {
+    let mut table = Table::new(&["DONE", "DUE", "OWNER", "FOLLOW-UP"]);
+    for f in follow_ups {
+        table.row(vec![
+            if f.done { "yes" } else { "no" }.to_string(),
+            if f.due_date.is_empty() {
+                "-".to_string()
+            } else {
+                f.due_date.clone()
+            },
+            named(names, &f.owner),
+            f.action.clone(),
+        ]);
+    }
+    table.print(out, "no follow-ups")
+}
+
 async fn signals(
     client: &mut Client,
     command: SignalsCommand,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let s = &mut client.signals;
     let err = ClientError::from;
     match command {
         SignalsCommand::Add {
@@ -1132,7 +1589,8 @@ async fn signals(
                 description,
                 ..Default::default()
             };
-            let created = s
+            let created = client
+                .signals
                 .create_signal(pb::CreateSignalRequest {
                     signal: Some(signal),
                 })
@@ -1146,30 +1604,41 @@ async fn signals(
                 page_token: String::new(),
                 status: status.unwrap_or_default(),
             };
-            let list = s
+            let list = client
+                .signals
                 .list_signals(request)
                 .await
                 .map_err(err)?
                 .into_inner()
                 .signals;
-            emit_lines(out, &list, json, |signal| {
-                format!(
-                    "{:<24} {} {:<10} {:<15} {}",
-                    signal.name,
-                    signal.date,
-                    signal.status,
-                    signal.kind,
-                    signal.reporting_organisation
-                )
-            })?;
+            if json {
+                return emit(out, &list, true);
+            }
+            let names = organisation_names(client).await;
+            let mut table = Table::new(&["ID", "DATE", "STATUS", "KIND", "REPORTED BY"]);
+            for signal in &list {
+                table.row(vec![
+                    signal.name.clone(),
+                    signal.date.clone(),
+                    signal.status.clone(),
+                    signal.kind.clone(),
+                    named(&names, &signal.reporting_organisation),
+                ]);
+            }
+            table.print(out, "no signals")?;
         }
         SignalsCommand::Get { name, json } => {
-            let signal = s
+            let signal = client
+                .signals
                 .get_signal(pb::GetRequest { name })
                 .await
                 .map_err(err)?
                 .into_inner();
-            emit(out, &signal, json)?;
+            if json {
+                return emit(out, &signal, true);
+            }
+            let names = organisation_names(client).await;
+            print_signal(out, &signal, &names)?;
         }
         SignalsCommand::SetStatus { name, status } => {
             let signal = pb::Signal {
@@ -1181,11 +1650,17 @@ async fn signals(
                 signal: Some(signal),
                 update_mask: vec!["status".into()],
             };
-            let updated = s.update_signal(request).await.map_err(err)?.into_inner();
+            let updated = client
+                .signals
+                .update_signal(request)
+                .await
+                .map_err(err)?
+                .into_inner();
             writeln!(out, "{} is {}", updated.name, updated.status)?;
         }
         SignalsCommand::Erase { name } => {
-            let done = s
+            let done = client
+                .signals
                 .erase_signal(pb::EraseRequest { name })
                 .await
                 .map_err(err)?
@@ -1193,18 +1668,26 @@ async fn signals(
             writeln!(out, "erased {}", done.name)?;
         }
         SignalsCommand::AccessLog { json } => {
-            let entries = s
+            let entries = client
+                .signals
                 .list_access_log(all())
                 .await
                 .map_err(err)?
                 .into_inner()
                 .entries;
-            emit_lines(out, &entries, json, |e| {
-                format!(
-                    "{} {:<7} {:<24} {}",
-                    e.time_ms, e.action, e.resource, e.actor
-                )
-            })?;
+            if json {
+                return emit(out, &entries, true);
+            }
+            let mut table = Table::new(&["TIME", "ACTION", "RESOURCE", "WHO"]);
+            for e in &entries {
+                table.row(vec![
+                    local_time(e.time_ms),
+                    e.action.clone(),
+                    e.resource.clone(),
+                    e.actor.clone(),
+                ]);
+            }
+            table.print(out, "the access log is empty")?;
         }
     }
     Ok(())
@@ -1267,7 +1750,11 @@ async fn handbook(
                     };
                     format!("release {}{how}", handbook.current_release)
                 };
-                writeln!(out, "Handbook ({release}; version {})\n", handbook.version)?;
+                if handbook.version.is_empty() {
+                    writeln!(out, "Handbook ({release}; empty)\n")?;
+                } else {
+                    writeln!(out, "Handbook ({release}; version {})\n", handbook.version)?;
+                }
                 for chapter in &handbook.chapters {
                     writeln!(out, "{}  [{}]", chapter.title, chapter.name)?;
                     for step in &chapter.steps {
@@ -1470,9 +1957,29 @@ async fn progress(
                 .map_err(err)?
                 .into_inner()
                 .progress;
-            emit_lines(out, &list, json, |p| {
-                format!("{:<28} {:<8} {} {}", p.step, p.state, p.date, p.note)
-            })?;
+            if json {
+                return emit(out, &list, true);
+            }
+            let titles: std::collections::BTreeMap<String, String> =
+                match client.handbook_latest().await {
+                    Ok(handbook) => handbook
+                        .chapters
+                        .into_iter()
+                        .flat_map(|c| c.steps)
+                        .map(|s| (s.name, s.title))
+                        .collect(),
+                    Err(_) => Default::default(),
+                };
+            let mut table = Table::new(&["DATE", "STATE", "STEP", "NOTE"]);
+            for p in &list {
+                table.row(vec![
+                    p.date.clone(),
+                    p.state.clone(),
+                    named(&titles, &p.step),
+                    p.note.clone(),
+                ]);
+            }
+            table.print(out, "no progress recorded")?;
         }
         ProgressCommand::Adoption { json } => {
             let adoption = client
@@ -1637,7 +2144,32 @@ async fn stats(
                 .map_err(err)?
                 .into_inner()
                 .records;
-            emit(out, &records, json)?;
+            if json {
+                return emit(out, &records, true);
+            }
+            let mut table = Table::new(&[
+                "QUARTER",
+                "ID",
+                "SEX",
+                "AGE",
+                "CITIZENSHIP",
+                "EXPLOITATION",
+                "REFERRED BY",
+                "PERSON REF",
+            ]);
+            for r in &records {
+                table.row(vec![
+                    r.quarter.clone(),
+                    r.name.clone(),
+                    r.sex.clone(),
+                    r.age_band.clone(),
+                    r.citizenship.clone(),
+                    r.exploitation.clone(),
+                    r.referral_source.clone(),
+                    r.person_ref.clone(),
+                ]);
+            }
+            table.print(out, "no support records")?;
         }
         StatsCommand::Preview { quarter, json } => {
             let release = client
@@ -1803,37 +2335,312 @@ async fn stats(
     Ok(())
 }
 
+/// Titles of the handbook's steps by name, from the newest handbook on the node; empty if it
+/// cannot be read.
+async fn step_titles(client: &mut Client) -> std::collections::BTreeMap<String, String> {
+    match client.handbook_latest().await {
+        Ok(handbook) => handbook
+            .chapters
+            .into_iter()
+            .flat_map(|c| c.steps)
+            .map(|s| (s.name, s.title))
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+/// The ids of the cities an export covers.
+async fn export_cities(
+    client: &mut Client,
+    cities: &ExportCities,
+) -> Result<Vec<String>, CliError> {
+    if cities.all_cities {
+        let list = client
+            .directory
+            .list_cities(all())
+            .await
+            .map_err(ClientError::from)?
+            .into_inner()
+            .cities;
+        return Ok(list
+            .into_iter()
+            .map(|c| c.name.trim_start_matches("cities/").to_string())
+            .collect());
+    }
+    Ok(vec![match &cities.city {
+        Some(city) => city.clone(),
+        None => client.status().await?.node_id,
+    }])
+}
+
+/// The `cities/{city}` or `cities/-` parent an export covers.
+async fn export_parent(client: &mut Client, cities: &ExportCities) -> Result<String, CliError> {
+    if cities.all_cities {
+        return Ok("cities/-".to_string());
+    }
+    Ok(format!(
+        "cities/{}",
+        export_cities(client, cities).await?[0]
+    ))
+}
+
+async fn export(
+    client: &mut Client,
+    command: ExportCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    use crate::export::{self as ex, Format, RegisterTable};
+    let err = ClientError::from;
+    let text = match command {
+        ExportCommand::Lessons {
+            cities,
+            archived,
+            format,
+        } => {
+            let parent = export_parent(client, &cities).await?;
+            let mut lessons = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .lessons
+                    .list_lessons(pb::ListLessonsRequest {
+                        parent: parent.clone(),
+                        page_size: 500,
+                        page_token: token,
+                        show_archived: archived,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                lessons.extend(page.lessons);
+                token = page.next_page_token;
+                if token.is_empty() {
+                    break;
+                }
+            }
+            let titles = step_titles(client).await;
+            ex::lessons(&lessons, &titles).render(format)
+        }
+        ExportCommand::Register { table, format } => {
+            let r = &mut client.register;
+            let register = ex::Register {
+                organisations: r
+                    .list_organisations(all())
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .organisations,
+                groups: r.list_groups(all()).await.map_err(err)?.into_inner().groups,
+                contacts: r
+                    .list_contacts(all())
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .contacts,
+                meetings: r
+                    .list_meetings(all())
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .meetings,
+                routine: r
+                    .get_routine(pb::GetRoutineRequest {})
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .steps,
+            };
+            match (table, format) {
+                (Some(table), format) => register.table(table).render(format),
+                (None, Format::Json) => format!("{}\n", register.to_json()),
+                (None, Format::Csv) => {
+                    let names: Vec<&str> = RegisterTable::ALL.iter().map(|t| t.as_str()).collect();
+                    return Err(CliError::Usage(format!(
+                        "CSV holds one table: give --table {}, or --format json for all",
+                        names.join("|")
+                    )));
+                }
+            }
+        }
+        ExportCommand::Progress { cities, format } => {
+            let ids = export_cities(client, &cities).await?;
+            let titles = step_titles(client).await;
+            let mut export: Option<ex::Export> = None;
+            for city in ids {
+                let list = client
+                    .progress
+                    .list_progress(pb::ListProgressRequest {
+                        parent: format!("cities/{city}"),
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .progress;
+                let part = ex::progress(&city, &list, &titles);
+                match &mut export {
+                    Some(export) => export.rows.extend(part.rows),
+                    None => export = Some(part),
+                }
+            }
+            export
+                .unwrap_or_else(|| ex::progress("", &[], &titles))
+                .render(format)
+        }
+        ExportCommand::Stats { cities, format } => {
+            let parent = export_parent(client, &cities).await?;
+            let releases = client
+                .stats
+                .list_stats_releases(pb::ListStatsReleasesRequest {
+                    parent,
+                    period: String::new(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner()
+                .releases;
+            ex::statistics(&releases).render(format)
+        }
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// How a city is linked, as the node sees it: `revoked` (its certificate is on the hub's
+/// revocation list), `connected`, `disconnected` (seen before), or `never seen`.
+fn link_state(city: &pb::City) -> &'static str {
+    if city.revoked {
+        "revoked"
+    } else if city.connected {
+        "connected"
+    } else if city.last_seen_ms != 0 {
+        "disconnected"
+    } else {
+        "never seen"
+    }
+}
+
+/// Edit distance between two short ids (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// After `cities add` at the hub: a warning when no city of that id has linked (a typo of the
+/// name in the city's certificate leaves the city outside the directory).
+async fn warn_if_unknown_city(
+    client: &mut Client,
+    id: &str,
+    warn: &mut dyn Write,
+) -> Result<(), CliError> {
+    let Ok(status) = client.status().await else {
+        return Ok(());
+    };
+    if status.role != "hub" {
+        return Ok(());
+    }
+    let linked: Vec<String> = status
+        .peers
+        .iter()
+        .filter(|p| p.peer_role == "city")
+        .map(|p| p.peer_id.clone())
+        .collect();
+    if linked.iter().any(|p| p == id) {
+        return Ok(());
+    }
+    let mut near: Vec<&String> = linked
+        .iter()
+        .filter(|p| edit_distance(p, id) <= 2)
+        .collect();
+    near.sort_by_key(|p| edit_distance(p, id));
+    let hint = match near.first() {
+        Some(near) => format!(" Did you mean {near}? (`sfs cities remove {id}` undoes this)"),
+        None => String::new(),
+    };
+    writeln!(
+        warn,
+        "warning: no city {id} has linked to this hub since it started: check that {id} is \
+         exactly the name in the city's certificate (spiffe://stadforstad/city/{id}).{hint}"
+    )?;
+    Ok(())
+}
+
 async fn cities(
     client: &mut Client,
     command: CitiesCommand,
     out: &mut dyn Write,
+    warn: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let d = &mut client.directory;
     let err = ClientError::from;
+    // Only the hub sees every city's link; a city sees none but its own.
+    let at_hub = matches!(command, CitiesCommand::List { json: false })
+        && client.status().await.is_ok_and(|s| s.role == "hub");
+    let d = &mut client.directory;
     match command {
         CitiesCommand::List { json } => {
             let list = d.list_cities(all()).await.map_err(err)?.into_inner().cities;
             if json {
                 emit(out, &list, true)?;
             } else {
+                let now = now_ms();
+                let mut table = Table::new(&[
+                    "ID",
+                    "NAME",
+                    "COUNTY",
+                    "JOINED",
+                    "LINK",
+                    "LAST SEEN",
+                    "HANDBOOK",
+                    "RUNS",
+                    "CERTIFICATE EXPIRES",
+                ]);
                 for c in &list {
-                    let link = if c.connected { "connected" } else { "" };
-                    let release = if c.handbook_release.is_empty() {
-                        "-"
-                    } else {
-                        c.handbook_release.as_str()
+                    let dash = |s: &str| {
+                        if s.is_empty() {
+                            "-".to_string()
+                        } else {
+                            s.to_string()
+                        }
                     };
-                    let running = if c.running_release.is_empty() {
-                        "-"
+                    let certificate = if c.certificate_expire_time_ms == 0 {
+                        "-".to_string()
                     } else {
-                        c.running_release.as_str()
+                        let warn = if expiring(c.certificate_expire_time_ms, now).is_some() {
+                            " RENEW"
+                        } else {
+                            ""
+                        };
+                        format!("{}{warn}", local_time(c.certificate_expire_time_ms))
                     };
-                    writeln!(
-                        out,
-                        "{:<20} {:<16} {:<22} joined {}  handbook {release}  runs {running}  {link}",
-                        c.name, c.display_name, c.county, c.joined_date
-                    )?;
+                    table.row(vec![
+                        c.name.trim_start_matches("cities/").to_string(),
+                        c.display_name.clone(),
+                        c.county.clone(),
+                        c.joined_date.clone(),
+                        if at_hub { link_state(c) } else { "-" }.to_string(),
+                        if at_hub {
+                            local_time(c.last_seen_ms)
+                        } else {
+                            "-".to_string()
+                        },
+                        dash(&c.handbook_release),
+                        dash(&c.running_release),
+                        certificate,
+                    ]);
                 }
+                table.print(out, "no cities")?;
             }
         }
         CitiesCommand::Add {
@@ -1852,6 +2659,7 @@ async fn cities(
                 .await
                 .map_err(err)?;
             writeln!(out, "{}", created.into_inner().name)?;
+            warn_if_unknown_city(client, &id, warn).await?;
         }
         CitiesCommand::Remove { id } => {
             d.delete_city(pb::DeleteRequest {
@@ -1863,22 +2671,6 @@ async fn cities(
         }
     }
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch as an ISO date and time (UTC); `-` for 0.
-fn iso_ms(ms: i64) -> String {
-    if ms == 0 {
-        return "-".to_string();
-    }
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn tokens(
@@ -1899,23 +2691,18 @@ async fn tokens(
             if json {
                 return emit(out, &list, true);
             }
-            writeln!(
-                out,
-                "{:<8}  {:<11}  {:<7}  {:<17}  {:<17}  {:<17}",
-                "ID", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED"
-            )?;
+            let mut table = Table::new(&["ID", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED"]);
             for t in &list {
-                writeln!(
-                    out,
-                    "{:<8}  {:<11}  {:<7}  {:<17}  {:<17}  {:<17}",
-                    t.id,
-                    t.role,
-                    t.state,
-                    iso_ms(t.create_time_ms),
-                    iso_ms(t.expire_time_ms),
-                    iso_ms(t.last_use_time_ms)
-                )?;
+                table.row(vec![
+                    t.id.clone(),
+                    t.role.clone(),
+                    t.state.clone(),
+                    local_time(t.create_time_ms),
+                    local_time(t.expire_time_ms),
+                    local_time(t.last_use_time_ms),
+                ]);
             }
+            table.print(out, "no tokens")?;
         }
         TokensCommand::Revoke { id } => {
             let token = client
@@ -1930,12 +2717,88 @@ async fn tokens(
     Ok(())
 }
 
+/// Days from `now` before which a certificate expiry is warned about.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Whole days left until `expire_ms` (negative once past), when that is fewer than
+/// [`EXPIRY_WARNING_DAYS`]; `None` when unknown (0) or further away.
+fn expiring(expire_ms: i64, now_ms: i64) -> Option<i64> {
+    if expire_ms == 0 {
+        return None;
+    }
+    let days = (expire_ms - now_ms).div_euclid(86_400_000);
+    (days < EXPIRY_WARNING_DAYS).then_some(days)
+}
+
+fn in_days(days: i64) -> String {
+    match days {
+        d if d < 0 => "has expired".to_string(),
+        0 => "expires within a day".to_string(),
+        1 => "expires in 1 day".to_string(),
+        d => format!("expires in {d} days"),
+    }
+}
+
+/// ` (in N days)`, or ` (EXPIRED)`.
+fn expiry_note(expire_ms: i64, now_ms: i64) -> String {
+    let days = (expire_ms - now_ms).div_euclid(86_400_000);
+    if days < 0 {
+        " (EXPIRED)".to_string()
+    } else {
+        format!(" (in {days} days)")
+    }
+}
+
 async fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let status = client.status().await?;
     if json {
         return emit(out, &status, true);
     }
     writeln!(out, "node {} ({})", status.node_id, status.role)?;
+    let now = now_ms();
+    if status.certificate_expire_time_ms != 0 {
+        writeln!(
+            out,
+            "certificate expires {}{}",
+            local_time(status.certificate_expire_time_ms),
+            expiry_note(status.certificate_expire_time_ms, now)
+        )?;
+    }
+    let mut warnings = Vec::new();
+    if let Some(days) = expiring(status.certificate_expire_time_ms, now) {
+        warnings.push(format!(
+            "this node's certificate {}: issue a new one (`sfs-node pki issue`) and restart the \
+             node before then",
+            in_days(days)
+        ));
+    }
+    if status.role == "hub" {
+        if let Ok(cities) = client.directory.list_cities(all()).await {
+            for city in cities.into_inner().cities {
+                let id = city.name.trim_start_matches("cities/");
+                if city.revoked {
+                    warnings.push(format!(
+                        "{id}'s certificate is revoked: it cannot link until it has a new one"
+                    ));
+                } else if let Some(days) = expiring(city.certificate_expire_time_ms, now) {
+                    warnings.push(format!(
+                        "{id}'s certificate {}: issue it a new one (`sfs-node pki issue --node \
+                         {id}`)",
+                        in_days(days)
+                    ));
+                }
+            }
+        }
+    }
+    for warning in &warnings {
+        writeln!(out, "WARNING: {warning}")?;
+    }
     writeln!(out, "peers:")?;
     for p in &status.peers {
         let error = if p.last_error.is_empty() {
@@ -1945,8 +2808,12 @@ async fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<
         };
         writeln!(
             out,
-            "  {:<14} {:<5} {}{}",
-            p.peer_id, p.peer_role, p.state, error
+            "  {:<14} {:<5} {:<12} since {}{}",
+            p.peer_id,
+            p.peer_role,
+            p.state,
+            local_time(p.since_ms),
+            error
         )?;
     }
     writeln!(out, "documents:")?;
@@ -1965,4 +2832,60 @@ async fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every subcommand, with the path of subcommands to it.
+    fn all_args(command: &clap::Command, path: &str, found: &mut Vec<(String, String, bool)>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            found.push((path.to_string(), id.to_string(), arg.get_help().is_some()));
+        }
+        for sub in command.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), found);
+        }
+    }
+
+    #[test]
+    fn every_option_has_a_description() {
+        let mut found = Vec::new();
+        all_args(&Cli::command(), "sfs", &mut found);
+        let missing: Vec<String> = found
+            .iter()
+            .filter(|(_, _, has_help)| !has_help)
+            .map(|(path, id, _)| format!("{path} --{id}"))
+            .collect();
+        assert!(found.len() > 100, "walked {} options", found.len());
+        assert!(
+            missing.is_empty(),
+            "options without --help text: {missing:#?}"
+        );
+    }
+
+    #[test]
+    fn connection_options_are_listed_apart_and_read_the_environment() {
+        let command = Cli::command();
+        for id in ["federation", "node", "endpoint", "token", "ca"] {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id().as_str() == id)
+                .unwrap();
+            assert_eq!(
+                arg.get_help_heading(),
+                Some("Connection (every command)"),
+                "--{id}"
+            );
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has an environment variable"
+            );
+        }
+    }
 }

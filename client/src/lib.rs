@@ -10,6 +10,7 @@
 //! ```
 
 pub mod cli;
+pub mod export;
 
 use sfs_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
@@ -112,6 +113,19 @@ impl Client {
             endpoint: endpoint.to_string(),
             message,
         };
+        if let Some(rest) = endpoint.strip_prefix("http://") {
+            return Err(bad(format!(
+                "the API is served over TLS only: write https://{rest}"
+            )));
+        }
+        if !endpoint.contains("://") {
+            return Err(bad(format!(
+                "the scheme is missing: write https://{endpoint}"
+            )));
+        }
+        if !endpoint.starts_with("https://") {
+            return Err(bad("the API is served over https:// only".to_string()));
+        }
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
         let channel = Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| bad(e.to_string()))?
@@ -120,9 +134,15 @@ impl Client {
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| ClientError::Connect {
-                endpoint: endpoint.to_string(),
-                message: error_chain(&e),
+            .map_err(|e| {
+                let message = error_chain(&e);
+                let message = message
+                    .strip_prefix("transport error: ")
+                    .unwrap_or(&message);
+                ClientError::Connect {
+                    endpoint: endpoint.to_string(),
+                    message: format!("{message}{}", connect_hint(message)),
+                }
             })?;
         let value: MetadataValue<_> = format!("Bearer {token}")
             .parse()
@@ -448,13 +468,31 @@ impl Client {
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and its causes as one line, each cause once: a cause whose text the line already
+/// holds (many errors repeat their source in their own message) is left out.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
+        let cause = err.to_string();
+        if !cause.is_empty() && !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = err.source();
     }
     text
+}
+
+/// What to do about a failed connection, by its cause.
+fn connect_hint(message: &str) -> &'static str {
+    if message.contains("Connection refused") {
+        "; is the node running, and is this its API address (api.listen)?"
+    } else if message.contains("certificate") || message.contains("UnknownIssuer") {
+        "; is --ca (SFS_CA) the CA that signed the node's certificate?"
+    } else if message.contains("timed out") || message.contains("deadline") {
+        "; is the address reachable from here (firewall)?"
+    } else {
+        ""
+    }
 }

@@ -4,15 +4,11 @@
 async fn main() {
     let mut stdout = std::io::stdout();
     if let Err(err) = sfs_client::cli::run(std::env::args(), &mut stdout).await {
-        let text = err.to_string();
-        // One clear line; clap's usage errors carry their own hint lines, keep only the first.
-        eprintln!(
-            "error: {}",
-            text.lines()
-                .next()
-                .unwrap_or("failed")
-                .trim_start_matches("error: ")
-        );
+        // A reader that stops early (`sfs … | head`) is not an error.
+        if err.is_broken_pipe() {
+            std::process::exit(0);
+        }
+        eprintln!("error: {}", err.one_line());
         std::process::exit(1);
     }
 }

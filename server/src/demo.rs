@@ -655,7 +655,8 @@ pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
         cities.first().map(String::as_str).unwrap_or(HUB_NAME)
     );
     signal.await;
-    for node in running {
+    // Cities first: a hub stopped before them would leave them redialling it in vain.
+    for node in running.into_iter().rev() {
         node.stop().await;
     }
     Ok(())

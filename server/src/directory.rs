@@ -38,5 +38,7 @@ pub fn read<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::City {
         connected: false,
         running_release: String::new(),
         running_release_number: 0,
+        certificate_expire_time_ms: 0,
+        revoked: false,
     }
 }

@@ -28,6 +28,65 @@ pub struct FederationService {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Each link's reader runs here, so that stopping the node waits for every one of them.
     pub link_tasks: tokio_util::task::TaskTracker,
+    /// Where the certificate each city presents is noted (for the directory view).
+    pub certificates: Arc<CertificateWatch>,
+}
+
+/// What a node knows of certificates, for `GetStatus` and the directory: its own expiry and, at
+/// the hub, the certificate each city last linked with (or tried to), kept in memory.
+pub struct CertificateWatch {
+    /// When this node's own certificate expires, seconds since the Unix epoch.
+    pub own_not_after_unix: i64,
+    /// The revocation list the hub enforces (empty elsewhere).
+    pub revocations: Arc<Revocations>,
+    cities: Mutex<std::collections::BTreeMap<String, CityCertificate>>,
+}
+
+/// The certificate a city last presented to the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CityCertificate {
+    pub serial: String,
+    /// Seconds since the Unix epoch; 0 if it could not be read.
+    pub not_after_unix: i64,
+    /// Whether the serial is on the revocation list now.
+    pub revoked: bool,
+}
+
+impl CertificateWatch {
+    pub fn new(own_not_after_unix: i64, revocations: Arc<Revocations>) -> CertificateWatch {
+        CertificateWatch {
+            own_not_after_unix,
+            revocations,
+            cities: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Notes the certificate `city` presented.
+    pub fn presented(&self, city: &str, serial: &str, not_after_unix: i64) {
+        self.cities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                city.to_string(),
+                CityCertificate {
+                    serial: serial.to_string(),
+                    not_after_unix,
+                    revoked: false,
+                },
+            );
+    }
+
+    /// The certificate `city` last presented, checked against the revocation list as it is now.
+    pub fn of_city(&self, city: &str) -> Option<CityCertificate> {
+        let mut cert = self
+            .cities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(city)
+            .cloned()?;
+        cert.revoked = self.revocations.is_revoked(&cert.serial);
+        Some(cert)
+    }
 }
 
 /// The revocation list the hub enforces (`tls.revoked`), re-read when the file changes.
@@ -108,6 +167,11 @@ impl pb::federation_server::Federation for FederationService {
         }
         let serial = pki::serial_of(leaf.as_ref())
             .map_err(|err| Status::unauthenticated(format!("client certificate: {err}")))?;
+        self.certificates.presented(
+            peer.name(),
+            &serial,
+            pki::not_after_of_der(leaf.as_ref()).unwrap_or(0),
+        );
         if self.revocations.is_revoked(&serial) {
             tracing::warn!(%peer, %serial, "refused a revoked certificate");
             return Err(Status::permission_denied(format!(

@@ -24,11 +24,13 @@ struct Cli {
 enum Command {
     /// Run a node from its configuration file.
     Run {
+        /// The node's configuration file (TOML; see deploy/ for templates).
         #[arg(long)]
         config: PathBuf,
     },
     /// Check a configuration file and exit.
     CheckConfig {
+        /// The node's configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
     },
@@ -107,11 +109,13 @@ enum ConfigCommand {
 enum PkiCommand {
     /// Make the national CA in DIR.
     Init {
+        /// The CA directory to create (keep it offline after issuing).
         #[arg(long)]
         dir: PathBuf,
     },
     /// Issue a certificate and key for a node, signed by the CA in DIR.
     Issue {
+        /// The CA directory (`pki init --dir`).
         #[arg(long)]
         dir: PathBuf,
         /// The node's name, for example `malmo`.
@@ -132,6 +136,7 @@ enum PkiCommand {
     /// public key beside it with the extension `.pub`, for `method.release_public_key` on every
     /// node.
     ReleaseKey {
+        /// Where to write the private key; an existing file is never overwritten.
         #[arg(long)]
         out: PathBuf,
         /// Where to write the public key (default: OUT with the extension `.pub`).
@@ -149,8 +154,10 @@ enum PkiCommand {
     /// The hub (`tls.revoked`) refuses it for new connections at once and closes its open link
     /// within about a second; a certificate issued afterwards works.
     Revoke {
+        /// The CA directory (`pki init --dir`).
         #[arg(long)]
         dir: PathBuf,
+        /// The node's name, for example `malmo`.
         #[arg(long)]
         node: String,
         /// `city` or `hub`.
@@ -245,13 +252,17 @@ fn show_time(secs: Option<u64>) -> String {
         .unwrap_or_else(|| "-".to_string())
 }
 
-/// Logs to standard error as text or JSON; `RUST_LOG` overrides the configured level.
+/// Logs to standard error as text or JSON; `RUST_LOG` overrides the configured level. Text is
+/// coloured only on a terminal (never in a file or a journal) and never with `NO_COLOR` set.
 fn init_logging(format: &str, level: &str) {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn"))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().with_current_span(true).init();
@@ -264,7 +275,8 @@ fn init_logging(format: &str, level: &str) {
 async fn main() {
     let cli = Cli::parse();
     if let Err(err) = run(cli).await {
-        eprintln!("error: {err:#}");
+        // Each cause once: many errors already repeat their source in their own message.
+        eprintln!("error: {}", sfs_client::error_chain(err.as_ref()));
         std::process::exit(1);
     }
 }
@@ -520,4 +532,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn missing_help(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() {
+                missing.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            missing_help(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+
+    #[test]
+    fn every_option_has_a_description() {
+        let mut missing = Vec::new();
+        missing_help(&Cli::command(), "sfs-node", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "options without --help text: {missing:#?}"
+        );
+    }
 }

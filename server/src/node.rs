@@ -57,15 +57,41 @@ pub enum NodeError {
         path: std::path::PathBuf,
         message: String,
     },
-    #[error("binding {addr}: {source}")]
+    #[error("{}", bind_message(listener, setting, addr, error))]
     Bind {
+        /// Which listener, in words: "the API listener".
+        listener: &'static str,
+        /// Its configuration setting and environment variable.
+        setting: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("TLS: {0}")]
     Tls(#[from] tonic::transport::Error),
     #[error("web app: {0}")]
     Web(#[from] sfs_web::WebError),
+}
+
+/// Why a listener could not bind, naming it and the setting that moves it.
+fn bind_message(
+    listener: &str,
+    setting: &str,
+    addr: &SocketAddr,
+    error: &std::io::Error,
+) -> String {
+    let what = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the address is in use by another program (another node?)".to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "the address is not one of this machine's".to_string()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".to_string()
+        }
+        _ => error.to_string(),
+    };
+    format!("{listener} cannot listen on {addr}: {what}; stop what holds it or choose another address with {setting}")
 }
 
 /// Extra hooks for tests and tools.
@@ -260,7 +286,12 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         sync.set_privacy_guard(Arc::new(move || guards.current()));
     }
     let request_tasks = TaskTracker::new();
+    let certificates = Arc::new(crate::hub::CertificateWatch::new(
+        cert_expiry,
+        revocations.clone(),
+    ));
     let state = ApiState {
+        certificates: certificates.clone(),
         guards,
         sync: sync.clone(),
         local: local.clone(),
@@ -279,16 +310,18 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     // The API listener: server TLS, bearer tokens.
     let api_listener = TcpListener::bind(config.api.listen)
         .await
-        .map_err(|source| NodeError::Bind {
+        .map_err(|error| NodeError::Bind {
+            listener: "the API listener",
+            setting: "api.listen (SFS_API_LISTEN)",
             addr: config.api.listen,
-            source,
+            error,
         })?;
-    let api_addr = api_listener
-        .local_addr()
-        .map_err(|source| NodeError::Bind {
-            addr: config.api.listen,
-            source,
-        })?;
+    let api_addr = api_listener.local_addr().map_err(|error| NodeError::Bind {
+        listener: "the API listener",
+        setting: "api.listen (SFS_API_LISTEN)",
+        addr: config.api.listen,
+        error,
+    })?;
     let api_limits = Arc::new(api::ApiLimits::new(
         config.limits.api_requests_per_second,
         config.limits.api_request_burst,
@@ -429,7 +462,17 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         if let Some(minutes) = config.web.session_idle_minutes {
             options.session_idle = Duration::from_secs(minutes.saturating_mul(60));
         }
-        let (handle, serve) = sfs_web::bind(options, shutdown_rx.clone()).await?;
+        let (handle, serve) = sfs_web::bind(options, shutdown_rx.clone())
+            .await
+            .map_err(|err| match err {
+                sfs_web::WebError::Bind { addr, source } => NodeError::Bind {
+                    listener: "the web app's listener",
+                    setting: "web.listen (SFS_WEB_LISTEN)",
+                    addr,
+                    error: source,
+                },
+                other => NodeError::Web(other),
+            })?;
         tracing::info!(node = %id, web = %handle.url(), "web app listening");
         tasks.push(tokio::spawn(serve));
         web = Some(handle);
@@ -445,13 +488,17 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 .expect("checked by NodeConfig::check");
             let listener = TcpListener::bind(listen)
                 .await
-                .map_err(|source| NodeError::Bind {
+                .map_err(|error| NodeError::Bind {
+                    listener: "the federation listener",
+                    setting: "federation.listen (SFS_FEDERATION_LISTEN)",
                     addr: listen,
-                    source,
+                    error,
                 })?;
-            let bound = listener.local_addr().map_err(|source| NodeError::Bind {
+            let bound = listener.local_addr().map_err(|error| NodeError::Bind {
+                listener: "the federation listener",
+                setting: "federation.listen (SFS_FEDERATION_LISTEN)",
                 addr: listen,
-                source,
+                error,
             })?;
             federation_addr = Some(bound);
             let tls = ServerTlsConfig::new()
@@ -464,6 +511,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
                 revocations: revocations.clone(),
                 metrics: metrics.clone(),
                 link_tasks: request_tasks.clone(),
+                certificates: certificates.clone(),
             })
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
@@ -513,13 +561,17 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     if let Some(listen) = config.metrics.listen {
         let listener = crate::metrics::bind(listen)
             .await
-            .map_err(|source| NodeError::Bind {
+            .map_err(|error| NodeError::Bind {
+                listener: "the metrics listener",
+                setting: "metrics.listen (SFS_METRICS_LISTEN)",
                 addr: listen,
-                source,
+                error,
             })?;
-        metrics_addr = Some(listener.local_addr().map_err(|source| NodeError::Bind {
+        metrics_addr = Some(listener.local_addr().map_err(|error| NodeError::Bind {
+            listener: "the metrics listener",
+            setting: "metrics.listen (SFS_METRICS_LISTEN)",
             addr: listen,
-            source,
+            error,
         })?);
         let (sync_for_refresh, metrics_for_refresh) = (sync.clone(), metrics.clone());
         let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {

@@ -63,6 +63,11 @@ pub enum StoreError {
     Failed(String),
     #[error(transparent)]
     Seal(#[from] crate::seal::SealError),
+    #[error(
+        "the data directory {0} is in use by another running node; stop that node first, or \
+         give this one its own data_dir"
+    )]
+    InUse(PathBuf),
 }
 
 /// A value whose pieces do not add up is damaged (or sled failed reading them).
@@ -252,12 +257,7 @@ impl Store {
                         || err.to_string().contains("lock") =>
                 {
                     if Instant::now() >= deadline {
-                        return Err(StoreError::Io {
-                            path,
-                            source: std::io::Error::other(
-                                "the data directory is in use by another running node",
-                            ),
-                        });
+                        return Err(StoreError::InUse(data_dir.to_path_buf()));
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -722,6 +722,12 @@ pub enum RestoreError {
     NotEmpty(PathBuf),
     #[error("the backup is damaged: {0}")]
     Damaged(String),
+    #[error(
+        "the at-rest key given opens none of the sealed records of this backup of {node}: it \
+         is not that node's key; give the key file the node ran with (its store.key_file) with \
+         --key-file"
+    )]
+    WrongKey { node: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -745,13 +751,24 @@ pub fn restore(
             .iter()
             .find(|d| DocId::parse(&d.doc_id).is_ok_and(|id| id.shareable().is_err()));
         if let Some(document) = local {
-            master
-                .open_backup(&document.doc_id, &document.data)
-                .map_err(|err| {
-                    RestoreError::Damaged(format!(
-                        "{err}; is this the at-rest key of the node that made the backup?"
-                    ))
-                })?;
+            if let Err(err) = master.open_backup(&document.doc_id, &document.data) {
+                // Authenticated encryption cannot tell a wrong key from damage in one record;
+                // damage does not reach every record, a wrong key does.
+                let any_opens = archive
+                    .documents
+                    .iter()
+                    .filter(|d| DocId::parse(&d.doc_id).is_ok_and(|id| id.shareable().is_err()))
+                    .map(|d| &d.data)
+                    .chain(archive.access_log.iter())
+                    .any(|sealed| master.open_backup("", sealed).is_ok());
+                return Err(if any_opens {
+                    RestoreError::Damaged(err.to_string())
+                } else {
+                    RestoreError::WrongKey {
+                        node: archive.node_id.clone(),
+                    }
+                });
+            }
         }
     }
     let store = Store::open(data_dir, Duration::from_secs(5), master.clone())?;

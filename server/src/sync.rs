@@ -779,16 +779,15 @@ impl SyncHandle {
         let conns: Vec<ConnId> = self.read(|e| e.links().map(|(c, _, _)| c).collect());
         let mut engine = self.engine();
         for conn in conns {
-            let out = engine.close_link(
-                conn,
-                StatusCode::FailedPrecondition,
-                "the node is shutting down".into(),
-            );
+            let out = engine.close_link(conn, StatusCode::FailedPrecondition, SHUTTING_DOWN.into());
             let _ = self.perform(&mut engine, out);
         }
         self.links.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
+
+/// Why a link ends when its node stops: a normal end, not a failure worth a warning.
+pub const SHUTTING_DOWN: &str = "the node is shutting down";
 
 /// Longest "last error" kept per peer for `status`, in characters: whatever a peer makes this
 /// node refuse, the status answer stays small.
@@ -1013,8 +1012,13 @@ pub async fn run_hub_link(
             return;
         }
         sync.set_peer_state(&config.hub_id, "disconnected", error.clone());
-        if let Some(error) = &error {
-            tracing::warn!(hub = %config.hub_id, %error, "hub link ended");
+        match &error {
+            // The hub restarting (or this node stopping) ends links normally.
+            Some(error) if error.contains(SHUTTING_DOWN) => {
+                tracing::info!(hub = %config.hub_id, "hub link closed: the hub or this node is stopping")
+            }
+            Some(error) => tracing::warn!(hub = %config.hub_id, %error, "hub link ended"),
+            None => {}
         }
         if started.elapsed() > Duration::from_secs(10) {
             backoff.reset();
@@ -1084,12 +1088,5 @@ async fn link_once(
 
 /// An error with its sources, on one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    text
+    sfs_client::error_chain(err)
 }

@@ -717,11 +717,18 @@ fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
     assert!(!d.join("restored").join("store").exists());
     let wrong_key = d.join("wrong.key");
     sfs_node::seal::MasterKey::create(&wrong_key).unwrap();
-    sfs_node_fails(&restore_args(
+    let stderr = sfs_node_fails(&restore_args(
         backup_path,
         restored,
         &["--key-file", wrong_key.to_str().unwrap()],
     ));
+    // A wrong key is a wrong key, not damage.
+    assert_eq!(
+        stderr,
+        "error: the at-rest key given opens none of the sealed records of this backup of lund: \
+         it is not that node's key; give the key file the node ran with (its store.key_file) \
+         with --key-file\n"
+    );
     assert!(!d.join("restored").join("store").exists());
     // The restored node is configured with the key at its default place, beside its data.
     std::fs::copy(d.join("data.key"), d.join("restored.key")).unwrap();

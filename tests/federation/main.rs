@@ -1,6 +1,7 @@
 //! Integration tests: real nodes on 127.0.0.1, real mutual TLS, temporary data directories,
 //! talking through the real gRPC API.
 
+mod cli;
 mod domain;
 mod erasure;
 mod faults;

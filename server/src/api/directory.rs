@@ -64,6 +64,10 @@ impl DirectoryService {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
         }
+        if let Some(cert) = self.0.certificates.of_city(&id) {
+            city.certificate_expire_time_ms = cert.not_after_unix.saturating_mul(1000);
+            city.revoked = cert.revoked;
+        }
         let last_heads = presence.map(|state| state.last_heads).unwrap_or_default();
         let known = self.0.sync.read(|engine| {
             let heads = if city.connected {

@@ -181,6 +181,8 @@ impl pb::node_server::Node for NodeService {
     ) -> Result<Response<pb::NodeStatus>, Status> {
         let caller = require(&request, ApiRole::Reader)?;
         let sync = &self.0.sync;
+        let certificate_expire_time_ms =
+            self.0.certificates.own_not_after_unix.saturating_mul(1000);
         let me = sync.me().clone();
         let peers = sync
             .peer_states()
@@ -220,6 +222,7 @@ impl pb::node_server::Node for NodeService {
             peers,
             documents,
             caller_role: caller.role.as_str().to_string(),
+            certificate_expire_time_ms,
         }))
     }
 }

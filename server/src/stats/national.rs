@@ -4,7 +4,7 @@
 //! when some city suppressed its part (the true value is at least the sum shown); `noisy` when
 //! parts carry noise (the standard deviations add in quadrature).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,11 +59,13 @@ struct Acc {
     suppressed: bool,
     noisy: bool,
     variance: f64,
-    cities: i64,
+    /// The cities whose releases went into the figure (a city counts once however many of its
+    /// quarters are summed).
+    cities: BTreeSet<String>,
 }
 
 impl Acc {
-    fn add_cell(&mut self, cell: &ProtectedCell) {
+    fn add_cell(&mut self, city: &str, cell: &ProtectedCell) {
         match cell.status {
             CellStatus::Suppressed => self.suppressed = true,
             CellStatus::Noisy => {
@@ -73,7 +75,7 @@ impl Acc {
             CellStatus::Exact => {}
         }
         self.value += cell.value.unwrap_or(0);
-        self.cities += 1;
+        self.cities.insert(city.to_string());
     }
 
     fn add(&mut self, other: &Acc) {
@@ -81,7 +83,7 @@ impl Acc {
         self.suppressed |= other.suppressed;
         self.noisy |= other.noisy;
         self.variance += other.variance;
-        self.cities = self.cities.max(other.cities);
+        self.cities.extend(other.cities.iter().cloned());
     }
 
     fn status(&self) -> &'static str {
@@ -130,11 +132,11 @@ pub fn combine(
             quarters
                 .entry((release.quarter.clone(), cell.pos.clone()))
                 .or_default()
-                .add_cell(cell);
+                .add_cell(&release.city, cell);
             counties
                 .entry((county.clone(), cell.pos.clone()))
                 .or_default()
-                .add_cell(cell);
+                .add_cell(&release.city, cell);
         }
         for (kind, value) in &release.activity {
             *activity
@@ -156,7 +158,7 @@ pub fn combine(
         value: acc.value,
         status: acc.status().to_string(),
         sd: acc.variance.sqrt(),
-        cities: acc.cities,
+        cities: acc.cities.len() as i64,
     };
     let mut cells: Vec<NationalCell> = quarters
         .iter()
@@ -304,6 +306,12 @@ mod tests {
         let year = find("2026", "");
         assert_eq!((year.value, year.status.as_str()), (14, "lower_bound"));
         assert_eq!(find("2026", "Skåne län").value, 8);
+        assert_eq!(year.cities, 2, "lund and malmo, however many quarters each");
+        assert_eq!(
+            find("2026", "unknown county").cities,
+            1,
+            "malmo's two quarters"
+        );
         assert_eq!(find("2026", "unknown county").value, 6);
         assert!(national
             .activity

@@ -113,7 +113,7 @@ impl Default for EngineConfig {
 /// Errors of local operations on the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("document {doc} is owned by {owner:?}; this node ({me}) may not change it")]
+    #[error("document {doc} is written only by {owner}; this node ({me}) may not change it: make the change there")]
     NotOwner {
         doc: ShareableDocId,
         owner: crate::scope::Owner,

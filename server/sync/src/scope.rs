@@ -32,8 +32,10 @@ pub fn quote(text: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     #[error(
-        "invalid node name \"{}\": use 1 to 63 characters a-z, 0-9 and '-', starting with a letter",
-        quote(.0)
+        "invalid node name \"{}\": an id uses only a-z, 0-9 and '-' (1 to 63 characters, \
+         starting with a letter), as it appears in certificates and document names{}",
+        quote(.0),
+        id_hint(.0)
     )]
     InvalidNodeName(String),
     #[error("invalid node identity \"{}\": expected spiffe://stadforstad/city/<id> or spiffe://stadforstad/hub/<id>", quote(.0))]
@@ -76,6 +78,64 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What to write instead of an invalid id: the suggested id, and the name itself as the display
+/// name when it has letters an id cannot hold.
+fn id_hint(name: &str) -> String {
+    match suggest_node_name(name) {
+        Some(id) if id != name => format!(
+            "; use \"{id}\" as the id and \"{}\" as the display name, which may hold any letters",
+            quote(&display_name_of(name))
+        ),
+        _ => String::new(),
+    }
+}
+
+/// `göteborg` → `Göteborg`: the first letter in upper case.
+fn display_name_of(name: &str) -> String {
+    let mut chars = name.trim().chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A valid id close to `name`: lower case, Swedish and other accented letters without their
+/// marks (å, ä → a; ö → o; é → e), spaces and `_` as `-`, anything else dropped.
+pub fn suggest_node_name(name: &str) -> Option<String> {
+    let mut id = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        let mapped: &str = match c {
+            'a'..='z' | '0'..='9' | '-' => {
+                id.push(c);
+                continue;
+            }
+            'å' | 'ä' | 'à' | 'á' | 'â' | 'ã' => "a",
+            'ö' | 'ø' | 'ó' | 'ò' | 'ô' | 'õ' => "o",
+            'é' | 'è' | 'ê' | 'ë' => "e",
+            'ü' | 'ú' | 'ù' | 'û' => "u",
+            'í' | 'ì' | 'î' | 'ï' => "i",
+            'ç' => "c",
+            'ñ' => "n",
+            'æ' => "ae",
+            'ß' => "ss",
+            ' ' | '_' | '.' => "-",
+            _ => "",
+        };
+        id.push_str(mapped);
+    }
+    while id.contains("--") {
+        id = id.replace("--", "-");
+    }
+    let id: String = id
+        .trim_start_matches(|c: char| !c.is_ascii_lowercase())
+        .trim_end_matches('-')
+        .chars()
+        .take(63)
+        .collect();
+    let id = id.trim_end_matches('-').to_string();
+    validate_node_name(&id).ok().map(|_| id)
 }
 
 /// Checks a city or hub name: 1 to 63 characters `a-z0-9-`, starting with a letter.
@@ -179,6 +239,17 @@ pub enum Owner {
     City(String),
     /// The national hub.
     Hub,
+}
+
+impl std::fmt::Display for Owner {
+    /// The owner in plain words, for messages people read.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::ThisCity => f.write_str("the city's own node"),
+            Owner::City(city) => write!(f, "the city {city}"),
+            Owner::Hub => f.write_str("the national hub"),
+        }
+    }
 }
 
 const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records"];
@@ -376,6 +447,29 @@ pub fn owner_node(doc: &ShareableDocId, me: &NodeId, peer: &NodeId) -> Option<No
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_id_with_swedish_letters_is_refused_with_an_id_and_a_display_name_to_use() {
+        let err = NodeId::city("göteborg").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid node name \"göteborg\": an id uses only a-z, 0-9 and '-' (1 to 63 \
+             characters, starting with a letter), as it appears in certificates and document \
+             names; use \"goteborg\" as the id and \"Göteborg\" as the display name, which may \
+             hold any letters"
+        );
+        assert_eq!(
+            suggest_node_name("Malmö Stad").as_deref(),
+            Some("malmo-stad")
+        );
+        assert_eq!(suggest_node_name("Åre").as_deref(), Some("are"));
+        assert_eq!(suggest_node_name("123"), None);
+        assert!(NodeId::city("1abc")
+            .unwrap_err()
+            .to_string()
+            .contains("use \"abc\""));
+    }
+
     use super::*;
 
     #[test]
