@@ -682,7 +682,7 @@ impl Script {
                 let doc = r.doc(fx)?;
                 let message = r.bytes16()?;
                 match doc {
-                    Ok(doc) => Step::Frame(Frame::DocSync { doc, message }),
+                    Ok(doc) => Step::Frame(Frame::DocSync { doc, message, .. }),
                     Err(err) => bad_id(err),
                 }
             }
@@ -716,7 +716,7 @@ impl Script {
                 let flags = (flags & 1 == 1).then_some(flags >> 1);
                 let message = raw_sync_message(&heads, &need, &haves, &changes, flags);
                 match doc {
-                    Ok(doc) => Step::Frame(Frame::DocSync { doc, message }),
+                    Ok(doc) => Step::Frame(Frame::DocSync { doc, message, .. }),
                     Err(err) => bad_id(err),
                 }
             }
@@ -785,7 +785,7 @@ impl Script {
                     out.extend_from_slice(&summary.digest);
                 }
                 Step::Frame(Frame::SummaryRequest) => out.push(TAG_SUMMARY_REQUEST),
-                Step::Frame(Frame::DocSync { doc: id, message }) => {
+                Step::Frame(Frame::DocSync { doc: id, message, .. }) => {
                     out.push(TAG_DOC_SYNC);
                     doc(&mut out, id);
                     bytes16(&mut out, message);

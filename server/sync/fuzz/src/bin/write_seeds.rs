@@ -134,6 +134,7 @@ fn main() {
         ("hub-other-owner", Mode::Hub, {
             let mut steps = honest[..2].to_vec();
             steps.push(Step::Frame(Frame::DocSync {
+                generation: 0,
                 doc: ShareableDocId::lessons("lund").expect("valid"),
                 message: message_with_changes(&build_doc(&lund_id(), &["Night buses", "!"])),
             }));
@@ -142,6 +143,7 @@ fn main() {
         ("hub-forged-author", Mode::Hub, {
             let mut steps = honest[..2].to_vec();
             steps.push(Step::Frame(Frame::DocSync {
+                generation: 0,
                 doc: ShareableDocId::lessons("malmo").expect("valid"),
                 message: message_with_changes(&build_doc(&lund_id(), &["Not malmo's"])),
             }));
@@ -164,6 +166,7 @@ fn main() {
     };
     let doc_sync = |doc: &ShareableDocId, message: Vec<u8>| {
         Step::Frame(Frame::DocSync {
+            generation: 0,
             doc: doc.clone(),
             message,
         })
@@ -188,6 +191,7 @@ fn main() {
             sfs_proto::v1::DocSync {
                 doc_id: format!("shared/lessons/{}", "x".repeat(60_000)),
                 message: Vec::new(),
+                generation: 0,
             },
         )),
     });
