@@ -10,6 +10,7 @@ mod limits;
 mod mtls;
 mod privacy;
 mod python;
+mod redaction;
 mod releases;
 mod stats;
 mod tokens;
