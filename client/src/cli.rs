@@ -275,6 +275,18 @@ enum LessonsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a lesson of this node's city, also from the history on every node.
+    Delete { name: String },
+    /// Remove a lesson's text (all of it, or the --field given) from every node and its
+    /// history; the lesson stays, empty. Needs a coordinator token.
+    Redact {
+        name: String,
+        /// title, body or tags; repeat for more. Default: all three.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1194,6 +1206,23 @@ async fn lessons(
                 ..Default::default()
             };
             let lesson = client.update_lesson(lesson, mask).await?;
+            print_lesson(out, &lesson, json)?;
+        }
+        LessonsCommand::Delete { name } => {
+            let generation = client.delete_lesson(&name).await?;
+            writeln!(
+                out,
+                "deleted {name}; the city's lessons are now at generation {generation}"
+            )?;
+        }
+        LessonsCommand::Redact { name, fields, json } => {
+            let (lesson, generation) = client.redact_lesson(&name, fields).await?;
+            if !json {
+                writeln!(
+                    out,
+                    "redacted {name}; the city's lessons are now at generation {generation}"
+                )?;
+            }
             print_lesson(out, &lesson, json)?;
         }
     }

@@ -211,6 +211,37 @@ impl Client {
             .into_inner())
     }
 
+    /// Deletes a lesson of the node's own city, also from the history on every node; returns
+    /// the generation of the city's lessons without it.
+    pub async fn delete_lesson(&mut self, name: &str) -> Result<u64, ClientError> {
+        Ok(self
+            .lessons
+            .delete_lesson(pb::DeleteLessonRequest {
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner()
+            .generation)
+    }
+
+    /// Removes the text of a lesson (the `fields` named, or all) from every node and its
+    /// history; returns the lesson as it now stands and the new generation.
+    pub async fn redact_lesson(
+        &mut self,
+        name: &str,
+        fields: Vec<String>,
+    ) -> Result<(pb::Lesson, u64), ClientError> {
+        let response = self
+            .lessons
+            .redact_lesson(pb::RedactLessonRequest {
+                name: name.to_string(),
+                fields,
+            })
+            .await?
+            .into_inner();
+        Ok((response.lesson.unwrap_or_default(), response.generation))
+    }
+
     /// Gets one lesson by name (`cities/{city}/lessons/{id}`).
     pub async fn get_lesson(&mut self, name: &str) -> Result<pb::Lesson, ClientError> {
         Ok(self

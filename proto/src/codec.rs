@@ -166,6 +166,7 @@ mod tests {
                     pb::DocHeads {
                         doc_id: String::new(),
                         heads: vec![Vec::new(); heads],
+                        generation: 0,
                     };
                     docs
                 ],

@@ -195,6 +195,49 @@ pub fn update(
     Ok(())
 }
 
+/// Removes a lesson (for a new generation of the document: the removal itself never reaches
+/// any node, only the document without it).
+pub fn delete(tx: &mut Transaction<'_>, id: &str) -> Result<(), LessonError> {
+    let lessons = lessons_map(tx)?;
+    match tx.get(&lessons, id)? {
+        Some((Value::Object(ObjType::Map), _)) => Ok(tx.delete(&lessons, id)?),
+        _ => Err(LessonError::NotFound(id.to_string())),
+    }
+}
+
+/// The text fields of a lesson a redaction may clear.
+pub const REDACTABLE_FIELDS: [&str; 3] = ["title", "body", "tags"];
+
+/// Clears the text fields named (each one of [`REDACTABLE_FIELDS`]) of a lesson, for a new
+/// generation of the document; the lesson stays, with `updated_ms` set to `now_ms`.
+pub fn redact(
+    tx: &mut Transaction<'_>,
+    id: &str,
+    fields: &[&str],
+    now_ms: i64,
+) -> Result<(), LessonError> {
+    let lessons = lessons_map(tx)?;
+    let lesson = match tx.get(&lessons, id)? {
+        Some((Value::Object(ObjType::Map), lesson)) => lesson,
+        _ => return Err(LessonError::NotFound(id.to_string())),
+    };
+    for field in fields {
+        match *field {
+            "title" => tx.put(&lesson, "title", "")?,
+            "body" => drop(tx.put_object(&lesson, "body", ObjType::Text)?),
+            "tags" => drop(tx.put_object(&lesson, "tags", ObjType::List)?),
+            other => {
+                return Err(invalid(
+                    "fields",
+                    format!("{other:?} is not one of title, body, tags"),
+                ))
+            }
+        }
+    }
+    tx.put(&lesson, "updated_ms", now_ms)?;
+    Ok(())
+}
+
 fn read_str(doc: &Automerge, obj: &automerge::ObjId, key: &str) -> String {
     match doc.get(obj, key) {
         Ok(Some((Value::Scalar(s), _))) => s.as_str().unwrap_or_default().to_string(),

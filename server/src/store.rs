@@ -297,7 +297,7 @@ impl Store {
             shared: ShareableDocs(DocTree {
                 tree: db.open_tree("shared")?,
                 durability: durability.clone(),
-                sealed: None,
+                sealed: Some(keyring.clone()),
             }),
             sync_states: SyncStates {
                 tree: db.open_tree("sync_states")?,
@@ -317,12 +317,13 @@ impl Store {
     }
 
     /// Destroys data keys no stored value is sealed with (left behind when a node stopped
-    /// between rewriting an erased document and destroying its old key). Only local documents'
-    /// keys rotate; the access log only ever has its current key, which is always kept, so
-    /// its (ever-growing) tree is not read.
+    /// between rewriting an erased document, or storing a new generation of a shareable one,
+    /// and destroying its old key). Only documents' keys rotate; the access log only ever has
+    /// its current key, which is always kept, so its (ever-growing) tree is not read.
     fn destroy_unused_keys(&self) -> Result<(), StoreError> {
         let mut used = std::collections::BTreeSet::new();
-        for value in self.local.0.tree.iter().values() {
+        let values = self.local.0.tree.iter().values();
+        for value in values.chain(self.shared.0.tree.iter().values()) {
             if let Some(id) = crate::seal::key_id_of(&value?) {
                 used.insert(id);
             }
@@ -428,7 +429,14 @@ impl DocTree {
     fn value(&self, key: &str, value: sled::IVec) -> Result<Vec<u8>, StoreError> {
         let pieces =
             crate::pieces::read(&self.tree, key.as_bytes(), value).map_err(piece_error(key))?;
+        // Shareable documents were stored unsealed before they were sealed: such a value is
+        // read as it is (and sealed when the document is next stored as a snapshot).
+        let legacy_plain = key.starts_with("shared/") || key.starts_with("national/");
+        let unsealed = pieces
+            .first()
+            .is_some_and(|piece| crate::seal::key_id_of(piece).is_none());
         match &self.sealed {
+            Some(_) if legacy_plain && unsealed => Ok(pieces.concat()),
             Some(keyring) => {
                 let opened = pieces
                     .iter()
@@ -591,6 +599,30 @@ impl ShareableDocs {
         &self.0.durability
     }
 
+    /// Stores a new generation of a document (see `sfs_sync::Engine::new_generation`) in
+    /// place of everything stored of the older one, and destroys the older one: the snapshot
+    /// is sealed under a fresh data key and replaces every chunk, snapshot and piece of the
+    /// document in one batch, durably; then every older key of the document is destroyed, so
+    /// whatever sled's files still hold of the older generation cannot be read, even with the
+    /// at-rest key. If the node stops before the keys are destroyed, the next start destroys
+    /// them (keys no stored value uses).
+    pub fn replace_generation(&self, item: &DocPersist) -> Result<(), StoreError> {
+        let keyring = self
+            .0
+            .sealed
+            .as_ref()
+            .expect("shareable documents are sealed");
+        keyring.rotate(item.doc.as_str())?;
+        self.0.persist(
+            item.doc.as_str(),
+            PersistKind::Snapshot,
+            &item.bytes,
+            &item.heads,
+        )?;
+        keyring.forget_old(item.doc.as_str())?;
+        Ok(())
+    }
+
     /// One stored document as the store holds it, `None` if nothing of it is stored.
     pub fn load_one(&self, doc: &ShareableDocId) -> Result<Option<Automerge>, StoreError> {
         self.0.load_one(doc.as_str())
@@ -645,6 +677,23 @@ impl SyncStates {
             key.as_bytes(),
             pieces.into_iter().map(<[u8]>::to_vec).collect(),
         );
+        self.tree
+            .apply_batch(batch)
+            .map_err(|err| self.durability.note_error(err.into()))?;
+        Ok(())
+    }
+
+    /// Removes every stored state of `doc`, with every peer (a replaced generation's).
+    pub fn remove_doc(&self, doc: &ShareableDocId) -> Result<(), StoreError> {
+        let suffix = format!(" {doc}");
+        let mut batch = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            let key = key?;
+            if !crate::pieces::is_piece_key(&key) && key.ends_with(suffix.as_bytes()) {
+                crate::pieces::remove(&self.tree, &mut batch, &key)
+                    .map_err(piece_error(&String::from_utf8_lossy(&key)))?;
+            }
+        }
         self.tree
             .apply_batch(batch)
             .map_err(|err| self.durability.note_error(err.into()))?;

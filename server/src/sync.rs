@@ -10,7 +10,7 @@
 //! A city runs [`run_hub_link`], which dials the hub and reconnects with exponential backoff and
 //! jitter; the hub accepts links in [`crate::hub`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -302,6 +302,40 @@ impl SyncHandle {
         Ok(result)
     }
 
+    /// Starts a new generation of a document this node owns (`Engine::new_generation`):
+    /// `remove` takes out what must go, the rest is kept without its history, the older
+    /// generation is destroyed here (its stored values' keys included) and replaced on every
+    /// node that learns of the new one. Returns once the new generation is durable and queued
+    /// for every link.
+    pub fn new_generation<R, E>(
+        &self,
+        doc: &ShareableDocId,
+        remove: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, EditFailure<E>> {
+        self.shared.durability().check_not_failed()?;
+        let mut engine = self.engine();
+        let (result, mut out) =
+            engine
+                .new_generation(doc, self.now_ms(), remove)
+                .map_err(|err| match err {
+                    EditError::Engine(err) => EditFailure::Engine(err),
+                    EditError::Rejected(err) => EditFailure::Rejected(err),
+                })?;
+        let changed = std::mem::take(&mut out.changed_docs);
+        // `replace_generation` stores the snapshot durably before the keys are destroyed.
+        self.perform(&mut engine, out)?;
+        drop(engine);
+        for doc in changed {
+            let _ = self.changes.send(doc);
+        }
+        Ok(result)
+    }
+
+    /// The generation of a document this node holds.
+    pub fn generation(&self, doc: &ShareableDocId) -> Option<u64> {
+        self.engine().generation(doc)
+    }
+
     /// After the sync of an edit failed: the engine goes back to the document as it was before
     /// the edit (`Engine::persist_failed`), forgetting the change, which the API refused, and
     /// closes every link, like a failed write. An earlier writer's failure may already have
@@ -340,8 +374,22 @@ impl SyncHandle {
     /// Executes an engine output; see the module documentation for the order.
     fn perform(&self, engine: &mut Engine, out: Output) -> Result<(), StoreError> {
         self.reload_interrupted(engine, &out.reload_docs);
+        // A replaced generation's sync states go first; its snapshot is stored under a fresh
+        // key, in place of everything stored of the older generation, whose keys are destroyed.
+        for (doc, _) in &out.replaced_docs {
+            if let Err(err) = self.sync_states.remove_doc(doc) {
+                tracing::error!(%doc, error = %err, "removing the sync states of a replaced generation failed");
+            }
+        }
         for item in &out.persist_docs {
-            if let Err(err) = self.shared.insert(item) {
+            let replaces = item.kind == sfs_sync::PersistKind::Snapshot
+                && out.replaced_docs.iter().any(|(doc, _)| doc == &item.doc);
+            let stored = if replaces {
+                self.shared.replace_generation(item)
+            } else {
+                self.shared.insert(item)
+            };
+            if let Err(err) = stored {
                 tracing::error!(doc = %item.doc, error = %err, "storing a document failed");
                 // Nothing of this output leaves the node; the engine forgets what is not
                 // stored and closes every link, which resyncs from what is.
@@ -392,6 +440,17 @@ impl SyncHandle {
                 }
                 LogEvent::LinkOpen { peer, docs_to_sync } => {
                     tracing::info!(%peer, docs_to_sync, "federation link open")
+                }
+                LogEvent::StaleGeneration {
+                    peer,
+                    doc,
+                    theirs,
+                    ours,
+                } => {
+                    tracing::info!(%peer, %doc, theirs, ours, "dropped a message of a replaced generation")
+                }
+                LogEvent::NewGeneration { doc, generation } => {
+                    tracing::info!(%doc, generation, "a newer generation replaced the document; the older one is destroyed")
                 }
             }
         }
@@ -806,22 +865,32 @@ pub fn to_pb(frame: Frame) -> pb::Frame {
     use pb::frame::Body;
     let body = match frame {
         Frame::Hello { protocol_version } => Body::Hello(pb::Hello { protocol_version }),
-        Frame::Summary(summary) => Body::Summary(pb::HeadsSummary {
-            docs: summary
-                .docs
-                .into_iter()
-                .map(|(doc, heads)| pb::DocHeads {
-                    doc_id: doc.as_str().to_string(),
-                    heads: heads.iter().map(|h| h.0.to_vec()).collect(),
-                })
-                .collect(),
-            only_changed: summary.only_changed,
-            digest: summary.digest.to_vec(),
-        }),
+        Frame::Summary(summary) => {
+            let generations: HashMap<ShareableDocId, u64> =
+                summary.generations.into_iter().collect();
+            Body::Summary(pb::HeadsSummary {
+                docs: summary
+                    .docs
+                    .into_iter()
+                    .map(|(doc, heads)| pb::DocHeads {
+                        generation: generations.get(&doc).copied().unwrap_or(0),
+                        doc_id: doc.as_str().to_string(),
+                        heads: heads.iter().map(|h| h.0.to_vec()).collect(),
+                    })
+                    .collect(),
+                only_changed: summary.only_changed,
+                digest: summary.digest.to_vec(),
+            })
+        }
         Frame::SummaryRequest => Body::SummaryRequest(pb::SummaryRequest {}),
-        Frame::DocSync { doc, message } => Body::DocSync(pb::DocSync {
+        Frame::DocSync {
+            doc,
+            generation,
+            message,
+        } => Body::DocSync(pb::DocSync {
             doc_id: doc.as_str().to_string(),
             message,
+            generation,
         }),
         Frame::Keepalive => Body::Keepalive(pb::Keepalive {}),
         Frame::Goodbye { code, message } => Body::Goodbye(pb::Goodbye { code, message }),
@@ -841,6 +910,12 @@ pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
             protocol_version: hello.protocol_version,
         },
         Body::Summary(summary) => Frame::Summary(Summary {
+            generations: summary
+                .docs
+                .iter()
+                .filter(|d| d.generation != 0)
+                .map(|d| Ok((doc(&d.doc_id)?, d.generation)))
+                .collect::<Result<Vec<_>, String>>()?,
             docs: summary
                 .docs
                 .into_iter()
@@ -870,6 +945,7 @@ pub fn from_pb(frame: pb::Frame) -> Result<Frame, String> {
         Body::SummaryRequest(_) => Frame::SummaryRequest,
         Body::DocSync(sync) => Frame::DocSync {
             doc: doc(&sync.doc_id)?,
+            generation: sync.generation,
             message: sync.message,
         },
         Body::Keepalive(_) => Frame::Keepalive,

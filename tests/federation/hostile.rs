@@ -291,6 +291,7 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
         body: Some(pb::frame::Body::DocSync(pb::DocSync {
             doc_id: "shared/lessons/".to_string() + &"x".repeat(6 * 1024 * 1024),
             message: vec![],
+            generation: 0,
         })),
     })
     .await
@@ -313,6 +314,7 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
         body: Some(pb::frame::Body::DocSync(pb::DocSync {
             doc_id: "shared/lessons/malmo".into(),
             message: vec![0; sfs_node::sync::MAX_FRAME_BYTES + 1],
+            generation: 0,
         })),
     })
     .await
@@ -363,6 +365,7 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
         body: Some(pb::frame::Body::DocSync(pb::DocSync {
             doc_id: "national/directory".into(),
             message,
+            generation: 0,
         })),
     })
     .await

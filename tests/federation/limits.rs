@@ -62,6 +62,7 @@ pub(crate) async fn raw_link(
             docs: Vec::new(),
             only_changed: false,
             digest: sfs_sync::summary_digest(std::iter::empty()),
+            generations: Vec::new(),
         },
     )))
     .await
@@ -519,6 +520,7 @@ async fn a_city_over_its_daily_bytes_is_cut_off_before_the_frame_is_handled() {
         body: Some(pb::frame::Body::DocSync(pb::DocSync {
             doc_id: "shared/lessons/lund".into(),
             message: vec![0x42; 300 * 1024],
+            generation: 0,
         })),
     })
     .await

@@ -11,6 +11,7 @@ mod limits;
 mod mtls;
 mod privacy;
 mod python;
+mod redaction;
 mod releases;
 mod stats;
 mod tokens;
@@ -222,6 +223,7 @@ async fn rogue_link(
         docs: Vec::new(),
         only_changed: false,
         digest: sfs_sync::summary_digest(std::iter::empty()),
+        generations: Vec::new(),
     };
     tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Summary(empty)))
         .unwrap();
@@ -266,6 +268,7 @@ async fn changes_to_documents_a_city_does_not_own_are_refused_and_not_applied() 
             body: Some(pb::frame::Body::DocSync(pb::DocSync {
                 doc_id: target.into(),
                 message: forged_sync_message(),
+                generation: 0,
             })),
         })
         .unwrap();

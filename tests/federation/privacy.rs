@@ -435,6 +435,29 @@ async fn every_string_field_bound_for_a_shared_document_is_guarded() {
 
     let writes: Vec<Write> = vec![
         Write {
+            method: "Lessons.DeleteLesson",
+            at_hub: false,
+            base: Box::new(|_| {
+                pb::DeleteLessonRequest {
+                    name: "cities/lund/lessons/none".into(),
+                }
+                .encode_to_vec()
+            }),
+            stored: &[],
+        },
+        Write {
+            method: "Lessons.RedactLesson",
+            at_hub: false,
+            base: Box::new(|_| {
+                pb::RedactLessonRequest {
+                    name: "cities/lund/lessons/none".into(),
+                    fields: vec!["body".into()],
+                }
+                .encode_to_vec()
+            }),
+            stored: &[],
+        },
+        Write {
             method: "Lessons.CreateLesson",
             at_hub: false,
             base: Box::new(|_| {

@@ -88,6 +88,47 @@ impl LessonsService {
             .ok_or_else(|| Status::not_found(format!("cities/{city}/lessons/{id} does not exist")))
     }
 
+    /// The lessons document and the lesson id of `name`, a lesson of this node's own city.
+    fn own_lesson(&self, name: &str) -> Result<(ShareableDocId, String), Status> {
+        let (city, id) = parse_name(name)?;
+        let (own_city, doc) = self.own_lessons()?;
+        if city != own_city {
+            return Err(Status::failed_precondition(format!(
+                "cities/{city}/lessons/{id} is owned by {city}; this node ({own_city}) can only \
+                 remove text from its own lessons"
+            )));
+        }
+        self.read_lesson(&city, &id)?;
+        Ok((doc, id))
+    }
+
+    /// Starts a new generation of the city's lessons without what `remove` takes out, after
+    /// writing `action` on `resource` by `actor` to the access log (durably: no removal goes
+    /// unrecorded). Returns the new generation.
+    async fn new_generation(
+        &self,
+        actor: &str,
+        action: &str,
+        resource: &str,
+        doc: ShareableDocId,
+        remove: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), LessonError>
+            + Send
+            + 'static,
+    ) -> Result<u64, Status> {
+        let entries = super::access_entries(actor, action, [resource.to_string()]);
+        let log = self.0.access_log.clone();
+        blocking(move || log.append(&entries))
+            .await?
+            .map_err(|err| Status::unavailable(format!("writing the access log failed: {err}")))?;
+        let sync = self.0.sync.clone();
+        blocking(move || {
+            sync.new_generation(&doc, remove)
+                .map(|()| sync.generation(&doc).unwrap_or(0))
+        })
+        .await?
+        .map_err(edit_status)
+    }
+
     /// Checks that a method step link names a step of the handbook this node has.
     fn check_method_step(&self, step: &str) -> Result<(), Status> {
         if step.is_empty() {
@@ -220,6 +261,60 @@ impl pb::lessons_server::Lessons for LessonsService {
         .await?
         .map_err(edit_status)?;
         Ok(Response::new(to_pb(self.read_lesson(&city, &id)?)))
+    }
+
+    async fn delete_lesson(
+        &self,
+        request: Request<pb::DeleteLessonRequest>,
+    ) -> Result<Response<pb::DeleteLessonResponse>, Status> {
+        let caller = require(&request, ApiRole::Editor)?;
+        let name = request.into_inner().name;
+        let (doc, id) = self.own_lesson(&name)?;
+        let generation = self
+            .new_generation(&caller.actor, "delete lesson", &name, doc, move |tx| {
+                lessons::delete(tx, &id)
+            })
+            .await?;
+        Ok(Response::new(pb::DeleteLessonResponse { generation }))
+    }
+
+    async fn redact_lesson(
+        &self,
+        request: Request<pb::RedactLessonRequest>,
+    ) -> Result<Response<pb::RedactLessonResponse>, Status> {
+        let caller = require(&request, ApiRole::Coordinator)?;
+        let request = request.into_inner();
+        let mut fields: Vec<&'static str> = Vec::new();
+        for field in &request.fields {
+            let known = lessons::REDACTABLE_FIELDS
+                .iter()
+                .find(|f| **f == field.as_str())
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "field `fields`: {} is not one of title, body, tags",
+                        super::quote(field)
+                    ))
+                })?;
+            if !fields.contains(known) {
+                fields.push(known);
+            }
+        }
+        if fields.is_empty() {
+            fields = lessons::REDACTABLE_FIELDS.to_vec();
+        }
+        let (doc, id) = self.own_lesson(&request.name)?;
+        let action = format!("redact lesson ({})", fields.join(", "));
+        let lesson_id = id.clone();
+        let generation = self
+            .new_generation(&caller.actor, &action, &request.name, doc, move |tx| {
+                lessons::redact(tx, &lesson_id, &fields, now_ms())
+            })
+            .await?;
+        let (city, _) = self.own_lessons()?;
+        Ok(Response::new(pb::RedactLessonResponse {
+            lesson: Some(to_pb(self.read_lesson(&city, &id)?)),
+            generation,
+        }))
     }
 
     async fn list_lessons(

@@ -205,6 +205,7 @@ impl pb::node_server::Node for NodeService {
                 .map(|(id, doc)| pb::DocumentStatus {
                     doc_id: id.as_str().to_string(),
                     heads: doc.get_heads().iter().map(|h| h.to_string()).collect(),
+                    generation: engine.generation(id).unwrap_or(0),
                     peers: engine
                         .doc_sync_with_peers(id)
                         .into_iter()

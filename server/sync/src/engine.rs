@@ -23,10 +23,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync::{self, BloomFilter, Have, SyncDoc};
-use automerge::transaction::Transaction;
+use automerge::transaction::{Transactable, Transaction};
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
-use crate::frame::{summary_digest, Frame, Summary, PROTOCOL_VERSION};
+use crate::frame::{
+    summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
+};
 use crate::scope::{
     accepts_changes_from, actor_belongs_to, owner_node, shared_on_link, NodeId, ShareableDocId,
 };
@@ -155,6 +157,19 @@ pub enum LogEvent {
     },
     /// A link finished its handshake.
     LinkOpen { peer: NodeId, docs_to_sync: usize },
+    /// A peer sent a message of a generation of `doc` older than this node's: it was dropped.
+    StaleGeneration {
+        peer: NodeId,
+        doc: ShareableDocId,
+        theirs: u64,
+        ours: u64,
+    },
+    /// This node replaced its document with a newer generation (its own, or one a peer sent)
+    /// and destroyed the older one.
+    NewGeneration {
+        doc: ShareableDocId,
+        generation: u64,
+    },
 }
 
 /// What the driver must do after an event, in this order: persist documents (durably), persist
@@ -175,11 +190,22 @@ pub struct Output {
     /// Documents a caught panic may have left half-changed: the driver must reload each from
     /// storage at once ([`Engine::reload_document`]) before the engine is used again.
     pub reload_docs: Vec<ShareableDocId>,
+    /// Documents replaced by a newer generation, and that generation. Before it persists
+    /// anything else of this output, the driver destroys everything it stores of each: the
+    /// older generation's chunks and snapshots and every sync state of it, with every peer.
+    /// The new generation follows in `persist_docs` as a snapshot.
+    pub replaced_docs: Vec<(ShareableDocId, u64)>,
 }
 
 impl Output {
     /// Appends another output after this one.
     pub fn extend(&mut self, other: Output) {
+        // What this output would store of a document the other one replaced belongs to the
+        // destroyed generation.
+        for (id, _) in &other.replaced_docs {
+            self.persist_docs.retain(|persist| &persist.doc != id);
+            self.persist_sync_states.retain(|(_, doc, _)| doc != id);
+        }
         self.persist_docs.extend(other.persist_docs);
         self.persist_sync_states.extend(other.persist_sync_states);
         self.sends.extend(other.sends);
@@ -188,6 +214,7 @@ impl Output {
         self.events.extend(other.events);
         self.ended.extend(other.ended);
         self.reload_docs.extend(other.reload_docs);
+        self.replaced_docs.extend(other.replaced_docs);
     }
 }
 
@@ -203,6 +230,8 @@ struct DocEntry {
     snapshot_bytes: usize,
     /// A write of this document failed; the next persist must be a full snapshot.
     needs_snapshot: bool,
+    /// The document's generation ([`generation_of`]), cached.
+    generation: u64,
 }
 
 impl DocEntry {
@@ -215,6 +244,20 @@ impl DocEntry {
             chunk_bytes: 0,
             snapshot_bytes: 0,
             needs_snapshot: false,
+            generation: 0,
+        }
+    }
+
+    /// A document loaded from storage or adopted from a peer, as persisted.
+    fn loaded(doc: Automerge, chunks_since_snapshot: usize, needs_snapshot: bool) -> DocEntry {
+        DocEntry {
+            persisted_heads: doc.get_heads(),
+            generation: generation_of(&doc),
+            doc,
+            chunks_since_snapshot,
+            chunk_bytes: 0,
+            snapshot_bytes: 0,
+            needs_snapshot,
         }
     }
 }
@@ -241,6 +284,11 @@ struct Conn {
     asked_complete_summary: bool,
     /// When this link last honoured a peer's request to resend a whole document, per document.
     resets: HashMap<ShareableDocId, u64>,
+    /// The generation of each document the peer holds, as its summary and messages said.
+    their_generations: HashMap<ShareableDocId, u64>,
+    /// Documents whose whole newer generation was offered on this link to a peer holding an
+    /// older one, and that generation: offered once, not once per stale message.
+    offered_generation: HashMap<ShareableDocId, u64>,
     last_sent_ms: u64,
     last_received_ms: u64,
 }
@@ -279,18 +327,13 @@ impl Engine {
     /// stored beside its last snapshot.
     pub fn load_document(&mut self, id: ShareableDocId, mut doc: Automerge, stored_chunks: usize) {
         doc.set_actor(self.actor.clone());
-        let heads = doc.get_heads();
-        self.docs.insert(
-            id,
-            DocEntry {
-                doc,
-                persisted_heads: heads,
-                chunks_since_snapshot: stored_chunks,
-                chunk_bytes: 0,
-                snapshot_bytes: 0,
-                needs_snapshot: false,
-            },
-        );
+        self.docs
+            .insert(id, DocEntry::loaded(doc, stored_chunks, false));
+    }
+
+    /// The generation of a document this node holds (see [`Engine::new_generation`]).
+    pub fn generation(&self, id: &ShareableDocId) -> Option<u64> {
+        self.docs.get(id).map(|entry| entry.generation)
     }
 
     /// One document, if this node has it.
@@ -483,6 +526,56 @@ impl Engine {
         Ok((result, out))
     }
 
+    /// Starts a new generation of a document this node owns: `remove` takes out what must go
+    /// (inside a transaction on a copy of the document held in memory only), and a fresh
+    /// Automerge document is made holding what remains — the current values only, in one
+    /// change, with none of the history — and [`GENERATION_KEY`] set to the next generation.
+    /// It replaces the document here at once, and every open link is offered it whole; peers
+    /// replace their older generation when they receive it ([`Output::replaced_docs`]), and
+    /// messages of the older generation are dropped from then on, by every node that holds
+    /// the new one. Every version (etag) of the older generation becomes unknown.
+    pub fn new_generation<R, E>(
+        &mut self,
+        id: &ShareableDocId,
+        now_ms: u64,
+        remove: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Output), EditError<E>> {
+        if !id.is_owned_by(&self.me) {
+            return Err(EditError::Engine(EngineError::NotOwner {
+                doc: id.clone(),
+                owner: id.owner(),
+                me: self.me.clone(),
+            }));
+        }
+        let current = self.docs.get(id);
+        let generation = current.map_or(0, |entry| entry.generation) + 1;
+        let mut scratch = current.map_or_else(Automerge::new, |entry| entry.doc.fork());
+        let mut tx = scratch.transaction();
+        let result = match remove(&mut tx) {
+            Ok(result) => result,
+            Err(err) => {
+                tx.rollback();
+                return Err(EditError::Rejected(err));
+            }
+        };
+        tx.commit();
+        let mut fresh = Automerge::new().with_actor(self.actor.clone());
+        let mut tx = fresh.transaction();
+        let copied = tx
+            .put(automerge::ROOT, GENERATION_KEY, generation)
+            .and_then(|()| copy_object(&scratch, &automerge::ROOT, &mut tx, &automerge::ROOT));
+        if let Err(err) = copied {
+            tx.rollback();
+            return Err(EditError::Engine(EngineError::Automerge(err)));
+        }
+        tx.commit();
+        drop(scratch);
+        let mut out = Output::default();
+        self.replace_generation(id, fresh, None, &mut out);
+        self.finish(&mut out, now_ms);
+        Ok((result, out))
+    }
+
     /// Whether local edits wait for [`Engine::push_pending`].
     pub fn has_pending_pushes(&self) -> bool {
         !self.pending_pushes.is_empty()
@@ -517,18 +610,7 @@ impl Engine {
         match stored {
             Some(mut doc) => {
                 doc.set_actor(self.actor.clone());
-                let heads = doc.get_heads();
-                self.docs.insert(
-                    id.clone(),
-                    DocEntry {
-                        doc,
-                        persisted_heads: heads,
-                        chunks_since_snapshot: 0,
-                        chunk_bytes: 0,
-                        snapshot_bytes: 0,
-                        needs_snapshot: true,
-                    },
-                );
+                self.docs.insert(id.clone(), DocEntry::loaded(doc, 0, true));
             }
             None => {
                 self.docs.remove(id);
@@ -550,18 +632,7 @@ impl Engine {
         match stored {
             Some(mut doc) => {
                 doc.set_actor(self.actor.clone());
-                let heads = doc.get_heads();
-                self.docs.insert(
-                    id.clone(),
-                    DocEntry {
-                        doc,
-                        persisted_heads: heads,
-                        chunks_since_snapshot: 0,
-                        chunk_bytes: 0,
-                        snapshot_bytes: 0,
-                        needs_snapshot: true,
-                    },
-                );
+                self.docs.insert(id.clone(), DocEntry::loaded(doc, 0, true));
             }
             None => {
                 self.docs.remove(id);
@@ -603,6 +674,7 @@ impl Engine {
                 docs: Vec::new(),
                 only_changed: false,
                 digest: summary_digest(std::iter::empty()),
+                generations: Vec::new(),
             }
         };
         self.conns.insert(
@@ -615,6 +687,8 @@ impl Engine {
                 last_shared,
                 asked_complete_summary: false,
                 resets: HashMap::new(),
+                their_generations: HashMap::new(),
+                offered_generation: HashMap::new(),
                 last_sent_ms: now_ms,
                 last_received_ms: now_ms,
             },
@@ -671,7 +745,13 @@ impl Engine {
                 self.close(conn_id, StatusCode::ResourceExhausted, reason, &mut out);
             }
             (Phase::AwaitSummary, Frame::Summary(summary)) => {
-                match rebuild_summary(&conn.last_shared, summary) {
+                let ours: HashMap<ShareableDocId, u64> = self
+                    .docs
+                    .iter()
+                    .map(|(id, entry)| (id.clone(), entry.generation))
+                    .collect();
+                let conn = self.conns.get_mut(&conn_id).expect("link exists");
+                match rebuild_summary(&conn.last_shared, &ours, summary) {
                     Some(theirs) => {
                         conn.phase = Phase::Open;
                         self.on_summary(conn_id, theirs, &mut out);
@@ -695,14 +775,22 @@ impl Engine {
                         docs: Vec::new(),
                         only_changed: false,
                         digest: summary_digest(std::iter::empty()),
+                        generations: Vec::new(),
                     }
                 };
                 out.sends.push((conn_id, Frame::Summary(summary)));
             }
             // While this side waits for a complete summary it asked for, the peer may already
             // have started to sync.
-            (Phase::AwaitSummary | Phase::Open, Frame::DocSync { doc, message }) => {
-                self.on_doc_sync(conn_id, doc, message, &mut out);
+            (
+                Phase::AwaitSummary | Phase::Open,
+                Frame::DocSync {
+                    doc,
+                    generation,
+                    message,
+                },
+            ) => {
+                self.on_doc_sync(conn_id, doc, generation, message, &mut out);
             }
             (phase, frame) => {
                 let message = format!("unexpected {} frame in phase {phase:?}", frame.kind());
@@ -760,12 +848,36 @@ impl Engine {
             .map(|(id, entry)| (id.clone(), sorted(entry.doc.get_heads())))
             .filter(|(_, heads)| !heads.is_empty())
             .collect();
-        let digest = summary_digest(docs.iter().map(|(id, heads)| (id, heads.as_slice())));
+        let digest = self.digest();
+        let generations = self.generations_of(docs.iter().map(|(id, _)| id));
         Summary {
             docs,
             only_changed: false,
             digest,
+            generations,
         }
+    }
+
+    /// [`summary_digest_generations`] of every document this node holds.
+    fn digest(&self) -> SummaryDigest {
+        let heads: Vec<(&ShareableDocId, u64, Vec<ChangeHash>)> = self
+            .docs
+            .iter()
+            .map(|(id, entry)| (id, entry.generation, entry.doc.get_heads()))
+            .collect();
+        summary_digest_generations(heads.iter().map(|(id, g, h)| (*id, *g, h.as_slice())))
+    }
+
+    /// The generations other than 0 of the documents listed.
+    fn generations_of<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a ShareableDocId>,
+    ) -> Vec<(ShareableDocId, u64)> {
+        ids.filter_map(|id| {
+            let generation = self.docs.get(id)?.generation;
+            (generation != 0).then(|| (id.clone(), generation))
+        })
+        .collect()
     }
 
     /// The documents whose heads differ from those shared with the peer at the last sync.
@@ -792,21 +904,22 @@ impl Engine {
                 .filter(|id| !self.docs.contains_key(*id))
                 .map(|id| (id.clone(), Vec::new())),
         );
-        let digest = summary_digest(current.iter().map(|(id, heads)| (*id, heads.as_slice())));
+        let digest = self.digest();
+        let generations = self.generations_of(docs.iter().map(|(id, _)| id));
         Summary {
             docs,
             only_changed: true,
             digest,
+            generations,
         }
     }
 
-    fn on_summary(
-        &mut self,
-        conn_id: ConnId,
-        theirs: BTreeMap<ShareableDocId, Vec<ChangeHash>>,
-        out: &mut Output,
-    ) {
-        let conn = self.conns.get(&conn_id).expect("link exists");
+    fn on_summary(&mut self, conn_id: ConnId, theirs: PeerDocs, out: &mut Output) {
+        let conn = self.conns.get_mut(&conn_id).expect("link exists");
+        conn.their_generations = theirs
+            .iter()
+            .map(|(id, (generation, _))| (id.clone(), *generation))
+            .collect();
         let peer = conn.peer.clone();
         if !shared_on_link(&self.me, &peer) {
             return;
@@ -824,7 +937,21 @@ impl Engine {
         for id in ids {
             let entry = &self.docs[&id];
             let ours = sorted(entry.doc.get_heads());
-            let their_heads = theirs.get(&id).cloned().unwrap_or_default();
+            let (their_generation, their_heads) = theirs.get(&id).cloned().unwrap_or_default();
+            if their_generation > entry.generation {
+                // The peer holds a newer generation: it sends the whole of it (this node's
+                // older one is of no use to it), and this node replaces its own.
+                continue;
+            }
+            if their_generation < entry.generation {
+                // The peer holds an older generation, or nothing: it gets the whole of ours at
+                // once, if it takes changes from this node, and replaces its own with it.
+                if accepts_changes_from(&peer, &self.me, &id) && !ours.is_empty() {
+                    self.offer_generation(conn_id, &id);
+                    to_sync.push(id);
+                }
+                continue;
+            }
             if their_heads == ours {
                 let state = self.state_for(conn_id, &id);
                 prime_in_step(state, ours);
@@ -857,10 +984,31 @@ impl Engine {
         &mut self,
         conn_id: ConnId,
         id: ShareableDocId,
+        generation: u64,
         bytes: Vec<u8>,
         out: &mut Output,
     ) {
         let peer = self.conns[&conn_id].peer.clone();
+        let ours = self.docs.get(&id).map_or(0, |entry| entry.generation);
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            conn.their_generations.insert(id.clone(), generation);
+        }
+        if generation < ours {
+            // A message of a generation this node replaced: nothing of it is applied, ever, so
+            // an older generation cannot come back. The peer is offered the newer one, once.
+            out.events.push(LogEvent::StaleGeneration {
+                peer: peer.clone(),
+                doc: id.clone(),
+                theirs: generation,
+                ours,
+            });
+            let offered = self.conns[&conn_id].offered_generation.get(&id) == Some(&ours);
+            if !offered && accepts_changes_from(&peer, &self.me, &id) {
+                self.offer_generation(conn_id, &id);
+                self.sync_to(conn_id, &id, out);
+            }
+            return;
+        }
         if bytes.len() > self.config.max_message_bytes {
             let message = format!(
                 "sync message for {id} has {} bytes; the limit is {}",
@@ -929,6 +1077,19 @@ impl Engine {
         };
         if let Err(reason) = check_authors(&parsed, &id, &self.me, &peer) {
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
+            return;
+        }
+        if generation > ours {
+            if !may_write {
+                // Nothing to learn from a peer about a document we do not accept from it.
+                return;
+            }
+            if let Err((code, problem)) = check_content(&parsed, None, &self.config) {
+                let reason = format!("sync message for {id} is refused: {problem}");
+                self.refuse(conn_id, &id, code, reason, out);
+                return;
+            }
+            self.adopt_generation(conn_id, &id, generation, message, out);
             return;
         }
         let current = self.docs.get(&id).map(|entry| &entry.doc);
@@ -1044,6 +1205,107 @@ impl Engine {
         self.sync_to(conn_id, &id, out);
     }
 
+    /// A peer sent the first message of a newer generation of `id` than this node holds (its
+    /// changes vetted like any other): if the message holds the whole generation — every change
+    /// it names, and the generation marker its owner wrote ([`generation_of`]) equal to the
+    /// generation the frame claims — it replaces this node's document, and the older
+    /// generation is destroyed ([`Output::replaced_docs`]). Otherwise the link is closed: the
+    /// peer offers the whole generation again after the next handshake.
+    fn adopt_generation(
+        &mut self,
+        conn_id: ConnId,
+        id: &ShareableDocId,
+        generation: u64,
+        message: sync::Message,
+        out: &mut Output,
+    ) {
+        let peer = self.conns[&conn_id].peer.clone();
+        let their_heads = message.heads.clone();
+        let mut state = sync::State::new();
+        state.read_only = !accepts_changes_from(&self.me, &peer, id);
+        state.peer_read_only = !accepts_changes_from(&peer, &self.me, id);
+        let mut fresh = Automerge::new();
+        let received = catch_unwind(AssertUnwindSafe(|| {
+            fresh.receive_sync_message(&mut state, message)
+        }));
+        let complete = matches!(received, Ok(Ok(())))
+            && !their_heads.is_empty()
+            && their_heads
+                .iter()
+                .all(|h| fresh.get_change_meta_by_hash(h).is_some())
+            && fresh.get_missing_deps(&[]).is_empty()
+            && generation_of(&fresh) == generation;
+        if !complete {
+            let message = format!(
+                "the first message of generation {generation} of {id} does not hold the whole                  generation; reconnect to be offered it again"
+            );
+            out.events.push(LogEvent::Refused {
+                peer,
+                doc: Some(id.clone()),
+                reason: message.clone(),
+            });
+            self.close(conn_id, StatusCode::Aborted, message, out);
+            return;
+        }
+        send_changes_only(&mut state);
+        self.replace_generation(id, fresh, Some(conn_id), out);
+        let conn = self.conns.get_mut(&conn_id).expect("link exists");
+        conn.their_generations.insert(id.clone(), generation);
+        conn.states.insert(id.clone(), state);
+        let state = self.state_for(conn_id, id);
+        out.persist_sync_states
+            .push((peer, id.clone(), state.encode()));
+        self.sync_to(conn_id, id, out);
+    }
+
+    /// Replaces `id` with `doc`, a newer generation, everywhere in the engine: every link
+    /// forgets its sync state of the older generation (and what it remembered of the last
+    /// sync), the driver is told to destroy the older generation and store the new one as a
+    /// snapshot, and every open link but `from` is offered the whole new generation.
+    fn replace_generation(
+        &mut self,
+        id: &ShareableDocId,
+        mut doc: Automerge,
+        from: Option<ConnId>,
+        out: &mut Output,
+    ) {
+        doc.set_actor(self.actor.clone());
+        let mut entry = DocEntry::loaded(doc, 0, true);
+        entry.persisted_heads = Vec::new();
+        let generation = entry.generation;
+        self.docs.insert(id.clone(), entry);
+        self.pending_pushes.remove(id);
+        // Sync states of the older generation in this output are not persisted.
+        out.persist_sync_states.retain(|(_, doc, _)| doc != id);
+        out.persist_docs.retain(|persist| &persist.doc != id);
+        out.replaced_docs.push((id.clone(), generation));
+        out.events.push(LogEvent::NewGeneration {
+            doc: id.clone(),
+            generation,
+        });
+        for conn in self.conns.values_mut() {
+            conn.states.remove(id);
+            conn.stored.remove(id);
+            conn.last_shared.remove(id);
+            conn.offered_generation.remove(id);
+        }
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(conn_id, conn)| {
+                Some(**conn_id) != from
+                    && conn.phase == Phase::Open
+                    && accepts_changes_from(&conn.peer, &self.me, id)
+            })
+            .map(|(conn_id, _)| *conn_id)
+            .collect();
+        for conn_id in &targets {
+            self.offer_generation(*conn_id, id);
+        }
+        // Persist the new generation (a snapshot: `needs_snapshot`), then offer it.
+        self.document_changed_to(id, &targets, out);
+    }
+
     /// A document changed here: persist it and offer it to every open link but `except`.
     /// `fresh` holds the bytes of exactly what changed since the last persist, when the caller
     /// knows them.
@@ -1054,6 +1316,28 @@ impl Engine {
         fresh: Option<Vec<u8>>,
         out: &mut Output,
     ) {
+        self.persist_changed(id, fresh, out);
+        if except.is_none() && self.config.defer_local_pushes {
+            self.pending_pushes.insert(id.clone());
+            return;
+        }
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(conn_id, conn)| Some(**conn_id) != except && conn.phase == Phase::Open)
+            .map(|(conn_id, _)| *conn_id)
+            .collect();
+        self.sync_to_many(&targets, id, out);
+    }
+
+    /// Like [`Engine::document_changed`], offering the document to the links `targets`.
+    fn document_changed_to(&mut self, id: &ShareableDocId, targets: &[ConnId], out: &mut Output) {
+        self.persist_changed(id, None, out);
+        self.sync_to_many(targets, id, out);
+    }
+
+    /// Hands out the bytes of `id` that changed since the last persist (or a snapshot).
+    fn persist_changed(&mut self, id: &ShareableDocId, fresh: Option<Vec<u8>>, out: &mut Output) {
         let compact_after = self.config.compact_after_chunks;
         let compact_min_bytes = self.config.compact_min_bytes;
         let entry = self.docs.get_mut(id).expect("document exists");
@@ -1093,17 +1377,6 @@ impl Engine {
         entry.persisted_heads = heads;
         out.persist_docs.push(persist);
         out.changed_docs.push(id.clone());
-        if except.is_none() && self.config.defer_local_pushes {
-            self.pending_pushes.insert(id.clone());
-            return;
-        }
-        let targets: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(conn_id, conn)| Some(**conn_id) != except && conn.phase == Phase::Open)
-            .map(|(conn_id, _)| *conn_id)
-            .collect();
-        self.sync_to_many(&targets, id, out);
     }
 
     /// Like [`Engine::sync_to`] for several links at once. Links whose sync states are equal
@@ -1142,6 +1415,7 @@ impl Engine {
                     conn_id,
                     Frame::DocSync {
                         doc: id.clone(),
+                        generation: self.docs[id].generation,
                         message,
                     },
                 ));
@@ -1173,6 +1447,7 @@ impl Engine {
                 conn_id,
                 Frame::DocSync {
                     doc: id.clone(),
+                    generation: self.docs[id].generation,
                     message: message.encode(),
                 },
             ));
@@ -1192,6 +1467,20 @@ impl Engine {
              peer never does"
         );
         self.refuse(conn_id, id, StatusCode::InvalidArgument, reason, out);
+    }
+
+    /// Starts `id` afresh on a link whose peer holds an older generation of it (or nothing): the
+    /// next message carries every change of this node's generation.
+    fn offer_generation(&mut self, conn_id: ConnId, id: &ShareableDocId) {
+        let generation = self.docs.get(id).map_or(0, |entry| entry.generation);
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            conn.states.remove(id);
+            conn.stored.remove(id);
+            conn.offered_generation.insert(id.clone(), generation);
+        }
+        if self.conns.contains_key(&conn_id) {
+            prime_in_step(self.state_for(conn_id, id), Vec::new());
+        }
     }
 
     fn state_for(&mut self, conn_id: ConnId, id: &ShareableDocId) -> &mut sync::State {
@@ -1262,6 +1551,67 @@ impl Engine {
             }
         }
     }
+}
+
+/// The key at the root of a document that holds its generation (an unsigned integer), written
+/// by the owner in the first change of every generation after the first; absent means 0.
+pub const GENERATION_KEY: &str = "sfs_generation";
+
+/// The generation of a document: its [`GENERATION_KEY`], or 0.
+pub fn generation_of(doc: &Automerge) -> u64 {
+    match doc.get(automerge::ROOT, GENERATION_KEY) {
+        Ok(Some((automerge::Value::Scalar(value), _))) => match value.as_ref() {
+            automerge::ScalarValue::Uint(n) => *n,
+            automerge::ScalarValue::Int(n) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// Writes the current value of `from` in `src` (maps, lists, text, scalars; no history) into
+/// the object `to` of `tx`, which has the same type. The root's [`GENERATION_KEY`] is left out.
+fn copy_object(
+    src: &Automerge,
+    from: &automerge::ObjId,
+    tx: &mut Transaction<'_>,
+    to: &automerge::ObjId,
+) -> Result<(), automerge::AutomergeError> {
+    use automerge::{ObjType, Value};
+    match src.object_type(from)? {
+        ObjType::Map | ObjType::Table => {
+            for key in src.keys(from) {
+                if *from == automerge::ROOT && key == GENERATION_KEY {
+                    continue;
+                }
+                match src.get(from, &key)? {
+                    Some((Value::Scalar(value), _)) => tx.put(to, &key, value.into_owned())?,
+                    Some((Value::Object(kind), child)) => {
+                        let copy = tx.put_object(to, &key, kind)?;
+                        copy_object(src, &child, tx, &copy)?;
+                    }
+                    None => {}
+                }
+            }
+        }
+        ObjType::List => {
+            for index in 0..src.length(from) {
+                match src.get(from, index)? {
+                    Some((Value::Scalar(value), _)) => tx.insert(to, index, value.into_owned())?,
+                    Some((Value::Object(kind), child)) => {
+                        let copy = tx.insert_object(to, index, kind)?;
+                        copy_object(src, &child, tx, &copy)?;
+                    }
+                    None => {}
+                }
+            }
+        }
+        ObjType::Text => {
+            let text = src.text(from)?;
+            tx.splice_text(to, 0, 0, &text)?;
+        }
+    }
+    Ok(())
 }
 
 /// The result of [`Engine::edit`] when it fails.
@@ -1452,12 +1802,24 @@ fn leb128_u64(bytes: &[u8]) -> Option<(u64, usize)> {
 /// The peer's complete list of documents and heads from its summary, rebuilt from what this
 /// node remembers of the last sync when the summary lists only changes; `None` if the result
 /// does not match the summary's digest.
+///
+/// A document not listed is at the generation this node holds (`ours`): this node keeps sync
+/// states, and so `last_shared`, only for the generation it holds, and a peer that replaced a
+/// generation forgot what it had shared of the older one, so it lists the document.
 fn rebuild_summary(
     last_shared: &BTreeMap<ShareableDocId, Vec<ChangeHash>>,
+    ours: &HashMap<ShareableDocId, u64>,
     summary: Summary,
-) -> Option<BTreeMap<ShareableDocId, Vec<ChangeHash>>> {
-    let mut theirs = if summary.only_changed {
-        last_shared.clone()
+) -> Option<PeerDocs> {
+    let generations: HashMap<ShareableDocId, u64> = summary.generations.into_iter().collect();
+    let mut theirs: PeerDocs = if summary.only_changed {
+        last_shared
+            .iter()
+            .map(|(id, heads)| {
+                let generation = ours.get(id).copied().unwrap_or(0);
+                (id.clone(), (generation, heads.clone()))
+            })
+            .collect()
     } else {
         BTreeMap::new()
     };
@@ -1465,12 +1827,20 @@ fn rebuild_summary(
         if heads.is_empty() {
             theirs.remove(&id);
         } else {
-            theirs.insert(id, sorted(heads));
+            let generation = generations.get(&id).copied().unwrap_or(0);
+            theirs.insert(id, (generation, sorted(heads)));
         }
     }
-    let digest = summary_digest(theirs.iter().map(|(id, heads)| (id, heads.as_slice())));
+    let digest = summary_digest_generations(
+        theirs
+            .iter()
+            .map(|(id, (generation, heads))| (id, *generation, heads.as_slice())),
+    );
     (digest == summary.digest).then_some(theirs)
 }
+
+/// A peer's documents: generation and heads of each.
+type PeerDocs = BTreeMap<ShareableDocId, (u64, Vec<ChangeHash>)>;
 
 /// Checks that every change in a message was written by the owner of `doc` (its actor ids carry
 /// the owner's [`actor_prefix`](crate::scope::actor_prefix)): a city cannot slip a change under

@@ -5,7 +5,7 @@ use automerge::ChangeHash;
 use crate::scope::ShareableDocId;
 
 /// The protocol version this build speaks. Peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// SHA-256 over a complete list of documents and their heads; see [`Summary::digest`].
 pub type SummaryDigest = [u8; 32];
@@ -23,6 +23,10 @@ pub struct Summary {
     /// [`summary_digest`] of the sender's complete list, so the receiver can check that what it
     /// remembers plus the changes listed adds up to what the sender holds.
     pub digest: SummaryDigest,
+    /// The generation of each listed document whose generation is not 0 (see
+    /// [`Engine::new_generation`](crate::Engine::new_generation)); a listed document missing
+    /// here is at generation 0. A document not listed is at the generation the receiver holds.
+    pub generations: Vec<(ShareableDocId, u64)>,
 }
 
 /// One unit on a federation link.
@@ -37,6 +41,10 @@ pub enum Frame {
     /// One Automerge sync message for one document.
     DocSync {
         doc: ShareableDocId,
+        /// The generation of the document the message belongs to: a message for an older
+        /// generation than the receiver's is dropped, one for a newer generation replaces the
+        /// receiver's document when it carries the whole new generation.
+        generation: u64,
         message: Vec<u8>,
     },
     /// Nothing else to say for a while.
@@ -62,23 +70,37 @@ impl Frame {
 /// SHA-256 over documents and their heads: for each document with at least one head, in id
 /// order, its id, a zero byte, the number of heads (u32, big endian) and the heads in order.
 /// Documents with no heads are left out: holding an empty document is the same as not holding it.
+/// Every document is taken to be at generation 0 (see [`summary_digest_generations`]).
 pub fn summary_digest<'a>(
     docs: impl IntoIterator<Item = (&'a ShareableDocId, &'a [ChangeHash])>,
 ) -> SummaryDigest {
+    summary_digest_generations(docs.into_iter().map(|(id, heads)| (id, 0, heads)))
+}
+
+/// Like [`summary_digest`] with each document's generation: a document at a generation other
+/// than 0 has, after its id, a byte 1 and the generation (u64, big endian) before the zero byte,
+/// so documents at generation 0 hash as in [`summary_digest`].
+pub fn summary_digest_generations<'a>(
+    docs: impl IntoIterator<Item = (&'a ShareableDocId, u64, &'a [ChangeHash])>,
+) -> SummaryDigest {
     use sha2::{Digest, Sha256};
-    let mut entries: Vec<(&ShareableDocId, Vec<ChangeHash>)> = docs
+    let mut entries: Vec<(&ShareableDocId, u64, Vec<ChangeHash>)> = docs
         .into_iter()
-        .filter(|(_, heads)| !heads.is_empty())
-        .map(|(id, heads)| {
+        .filter(|(_, _, heads)| !heads.is_empty())
+        .map(|(id, generation, heads)| {
             let mut heads = heads.to_vec();
             heads.sort();
-            (id, heads)
+            (id, generation, heads)
         })
         .collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     let mut hasher = Sha256::new();
-    for (id, heads) in entries {
+    for (id, generation, heads) in entries {
         hasher.update(id.as_str().as_bytes());
+        if generation != 0 {
+            hasher.update([1u8]);
+            hasher.update(generation.to_be_bytes());
+        }
         hasher.update([0u8]);
         hasher.update((heads.len() as u32).to_be_bytes());
         for head in heads {

@@ -16,10 +16,12 @@ pub mod frame;
 pub mod scope;
 
 pub use engine::{
-    CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError, LogEvent,
-    Output, PersistKind, StatusCode,
+    generation_of, CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError,
+    LogEvent, Output, PersistKind, StatusCode, GENERATION_KEY,
 };
-pub use frame::{summary_digest, Frame, Summary, SummaryDigest, PROTOCOL_VERSION};
+pub use frame::{
+    summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
+};
 pub use scope::{
     actor_belongs_to, actor_prefix, run_actor, DocId, NodeId, Owner, Role, Scope, ScopeError,
     ShareableDocId,

@@ -103,6 +103,11 @@ impl Federation {
     }
 
     fn absorb(&mut self, from: &str, out: Output) {
+        // A replaced generation's sync states are destroyed before anything else is stored.
+        for (doc, _) in &out.replaced_docs {
+            self.stored_states
+                .retain(|(node, _, d), _| !(node == from && d == doc));
+        }
         for (peer, doc, bytes) in out.persist_sync_states {
             let peer = self.name_of(&peer);
             self.stored_states
@@ -168,7 +173,7 @@ fn frame_size(frame: &Frame) -> usize {
                     .map(|(doc, heads)| doc.as_str().len() + 32 * heads.len() + 4)
                     .sum::<usize>()
         }
-        Frame::DocSync { doc, message } => doc.as_str().len() + message.len(),
+        Frame::DocSync { doc, message, .. } => doc.as_str().len() + message.len(),
         Frame::Goodbye { message, .. } => 4 + message.len(),
     }
 }
@@ -393,6 +398,7 @@ fn changes_to_a_document_the_peer_does_not_own_are_refused_and_not_applied() {
         let out = fed.engines.get_mut("hub").unwrap().receive(
             1,
             Frame::DocSync {
+                generation: 0,
                 doc: doc.clone(),
                 message: message.encode(),
             },
@@ -525,6 +531,7 @@ fn messages_outside_what_an_honest_peer_sends_are_refused() {
         1,
         Frame::DocSync {
             doc,
+            generation: 0,
             message: message.encode(),
         },
         0,
@@ -546,6 +553,7 @@ fn messages_outside_what_an_honest_peer_sends_are_refused() {
         1,
         Frame::DocSync {
             doc,
+            generation: 0,
             message: vec![0x42, 0xff, 0xff, 0xff, 0xff, 0xff],
         },
         0,
@@ -629,6 +637,7 @@ fn hub_refuses_bytes_and_goes_on(
     let out = fed.engines.get_mut("hub").unwrap().receive(
         1,
         Frame::DocSync {
+            generation: 0,
             doc: ShareableDocId::lessons("helsingborg").unwrap(),
             message,
         },
@@ -711,6 +720,7 @@ fn too_many_changes_in_one_message_or_documents_in_one_summary_are_refused() {
     let out = fed.engines.get_mut("hub").unwrap().receive(
         1,
         Frame::DocSync {
+            generation: 0,
             doc: ShareableDocId::lessons("helsingborg").unwrap(),
             message: message.encode(),
         },
@@ -757,6 +767,7 @@ fn too_many_changes_in_one_message_or_documents_in_one_summary_are_refused() {
             docs,
             only_changed: false,
             digest: [0; 32],
+            generations: Vec::new(),
         }),
         0,
     );
@@ -842,7 +853,7 @@ proptest::proptest! {
         let doc = ShareableDocId::lessons("helsingborg").unwrap();
         for bytes in [message, random] {
             let hub = fed.engines.get_mut("hub").unwrap();
-            let out = hub.receive(1, Frame::DocSync { doc: doc.clone(), message: bytes }, 0);
+            let out = hub.receive(1, Frame::DocSync { doc: doc.clone(), generation: 0, message: bytes }, 0);
             for (_, reason) in &out.closes {
                 proptest::prop_assert!(matches!(reason.code, StatusCode::InvalidArgument | StatusCode::PermissionDenied | StatusCode::ResourceExhausted), "{reason:?}");
             }
@@ -937,6 +948,7 @@ fn a_city_cannot_write_its_own_document_under_another_nodes_actor() {
         let out = fed.engines.get_mut("hub").unwrap().receive(
             1,
             Frame::DocSync {
+                generation: 0,
                 doc: doc.clone(),
                 message,
             },
@@ -1094,6 +1106,7 @@ fn a_valid_change_beside_a_repeated_need_is_refused_whole_and_the_next_one_relay
     let out = fed.engines.get_mut("hub").unwrap().receive(
         1,
         Frame::DocSync {
+            generation: 0,
             doc: doc.clone(),
             message: message.encode(),
         },
@@ -1177,6 +1190,7 @@ fn repeated_requests_for_a_whole_unchanged_document_are_answered_cheaply() {
         let out = fed.engines.get_mut("hub").unwrap().receive(
             1,
             Frame::DocSync {
+                generation: 0,
                 doc: doc.clone(),
                 message: reset_request(flag),
             },
@@ -1285,6 +1299,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
         let out = fed.engines.get_mut("hub").unwrap().receive(
             1,
             Frame::DocSync {
+                generation: 0,
                 doc: doc.clone(),
                 message,
             },
@@ -1319,6 +1334,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
         let out = fed.engines.get_mut("hub").unwrap().receive(
             1,
             Frame::DocSync {
+                generation: 0,
                 doc: doc.clone(),
                 message,
             },
@@ -1332,6 +1348,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
     let out = fed.engines.get_mut("hub").unwrap().receive(
         1,
         Frame::DocSync {
+            generation: 0,
             doc: doc.clone(),
             message,
         },
@@ -1376,6 +1393,7 @@ fn a_corrupt_change_of_the_senders_own_document_is_invalid_not_forbidden() {
         1,
         Frame::DocSync {
             doc,
+            generation: 0,
             message: decoded.encode(),
         },
         0,
@@ -1439,6 +1457,7 @@ fn memory_per_megabyte_of_text_changes_received() {
         let out = fed.engines.get_mut("hub").unwrap().receive(
             1,
             Frame::DocSync {
+                generation: 0,
                 doc: doc.clone(),
                 message,
             },
@@ -1463,4 +1482,245 @@ fn memory_per_megabyte_of_text_changes_received() {
         (after.saturating_sub(before)) as f64 / 1024.0 / mb.max(0.001),
         peak / 1024,
     );
+}
+
+/// A sync message carrying every change of `doc`, as a peer with nothing would be sent.
+fn whole_document_message(doc: &Automerge) -> automerge::sync::Message {
+    let mut heads = doc.get_heads();
+    heads.sort();
+    let changes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|change| change.raw_bytes().to_vec())
+        .collect();
+    automerge::sync::Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: changes.into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+}
+
+/// Starts a new generation of `city`'s lessons without the lesson `key`.
+fn redact(fed: &mut Federation, city: &str, key: &str) {
+    let doc = ShareableDocId::lessons(city).unwrap();
+    let (_, out) = fed
+        .engines
+        .get_mut(city)
+        .unwrap()
+        .new_generation(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.delete(ROOT, key)
+        })
+        .unwrap();
+    fed.absorb(city, out);
+}
+
+/// Whether `needle` is anywhere in what `node` holds of `doc`: its saved bytes (the whole
+/// history), every change, and every sync state it stored for the document.
+fn holds_trace(fed: &Federation, node: &str, doc: &ShareableDocId, needle: &str) -> bool {
+    let contains = |bytes: &[u8]| {
+        bytes
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    };
+    let Some(held) = fed.engines[node].document(doc) else {
+        return false;
+    };
+    contains(&held.save_nocompress())
+        || held
+            .get_changes(&[])
+            .iter()
+            .any(|change| contains(change.raw_bytes()))
+        || fed
+            .stored_states
+            .iter()
+            .any(|((n, _, d), bytes)| n == node && d == doc && contains(bytes))
+}
+
+#[test]
+fn a_new_generation_replaces_the_document_everywhere_without_the_removed_text() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.add_lesson("helsingborg", "l1", "canary-7f3a9 slipped through");
+    fed.add_lesson("helsingborg", "l2", "hotel staff training works");
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    assert!(holds_trace(&fed, "malmo", &doc, "canary-7f3a9"));
+
+    redact(&mut fed, "helsingborg", "l1");
+    fed.run_until_quiet();
+    for node in ["helsingborg", "hub", "malmo"] {
+        assert_eq!(fed.engines[node].generation(&doc), Some(1), "{node}");
+        assert_eq!(fed.lesson(node, "helsingborg", "l1"), None, "{node}");
+        assert_eq!(
+            fed.lesson(node, "helsingborg", "l2").as_deref(),
+            Some("hotel staff training works"),
+            "{node}"
+        );
+        assert!(
+            !holds_trace(&fed, node, &doc, "canary-7f3a9"),
+            "{node} still holds the removed text"
+        );
+        // One change: the new generation has no history.
+        assert_eq!(
+            fed.engines[node]
+                .document(&doc)
+                .unwrap()
+                .get_changes(&[])
+                .len(),
+            1
+        );
+    }
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+    assert!(fed
+        .events
+        .iter()
+        .any(|e| matches!(e, LogEvent::NewGeneration { generation: 1, .. })));
+
+    // Edits go on in the new generation, and reach everyone.
+    fed.add_lesson("helsingborg", "l3", "after the redaction");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("malmo", "helsingborg", "l3").as_deref(),
+        Some("after the redaction")
+    );
+    // A reconnect with nothing changed is as cheap as before.
+    fed.disconnect(2);
+    fed.connect("malmo", 3);
+    fed.frames_delivered = 0;
+    fed.run_until_quiet();
+    assert_eq!(fed.frames_delivered, 4);
+}
+
+#[test]
+fn a_city_offline_during_a_new_generation_drops_the_old_one_when_it_returns() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.add_lesson("helsingborg", "l1", "canary-5b21 slipped through");
+    fed.add_lesson("helsingborg", "l2", "kept");
+    fed.run_until_quiet();
+    fed.disconnect(2);
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    // Malmö keeps a copy of the old generation, as a city that was away would.
+    let old = fed.engines["malmo"].document(&doc).unwrap().clone();
+
+    redact(&mut fed, "helsingborg", "l1");
+    fed.run_until_quiet();
+    // Twice, so the hub's generation is 2 and the returning city skips one.
+    redact(&mut fed, "helsingborg", "l2");
+    fed.run_until_quiet();
+    assert_eq!(fed.engines["hub"].generation(&doc), Some(2));
+    assert_eq!(fed.engines["malmo"].generation(&doc), Some(0));
+
+    fed.connect("malmo", 3);
+    fed.run_until_quiet();
+    assert_eq!(fed.engines["malmo"].generation(&doc), Some(2));
+    assert_eq!(fed.lesson("malmo", "helsingborg", "l1"), None);
+    assert!(!holds_trace(&fed, "malmo", &doc, "canary-5b21"));
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+
+    // The old generation's changes, sent again (by a node that restored an old copy, or a
+    // hostile one), are dropped: they can never bring the removed text back.
+    let message = whole_document_message(&old);
+    for (link, generation) in [(1, 0), (1, 1)] {
+        let out = fed.engines.get_mut("hub").unwrap().receive(
+            link,
+            Frame::DocSync {
+                doc: doc.clone(),
+                generation,
+                message: message.clone().encode(),
+            },
+            0,
+        );
+        assert!(out.persist_docs.is_empty());
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, LogEvent::StaleGeneration { ours: 2, .. })));
+        fed.absorb("hub", out);
+    }
+    fed.run_until_quiet();
+    for node in ["helsingborg", "hub", "malmo"] {
+        assert!(!holds_trace(&fed, node, &doc, "canary-5b21"), "{node}");
+        assert_eq!(fed.engines[node].generation(&doc), Some(2), "{node}");
+    }
+}
+
+#[test]
+fn a_newer_generation_is_adopted_only_whole_and_as_its_owner_marked_it() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.add_lesson("helsingborg", "l1", "one");
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    // Helsingborg's own document, sent whole under a generation it does not carry.
+    let held = fed.engines["helsingborg"].document(&doc).unwrap().clone();
+    let message = whole_document_message(&held);
+    let out = fed.engines.get_mut("hub").unwrap().receive(
+        1,
+        Frame::DocSync {
+            doc: doc.clone(),
+            generation: 5,
+            message: message.encode(),
+        },
+        0,
+    );
+    assert_eq!(out.closes.len(), 1);
+    assert_eq!(out.closes[0].1.code, StatusCode::Aborted);
+    assert!(out.replaced_docs.is_empty());
+    assert_eq!(fed.engines["hub"].generation(&doc), Some(0));
+    assert_eq!(
+        fed.lesson("hub", "helsingborg", "l1").as_deref(),
+        Some("one")
+    );
+    // Malmö may not start a generation of Helsingborg's document, nor send one.
+    let refused = fed.engines.get_mut("malmo").unwrap().new_generation(
+        &doc,
+        0,
+        |_| -> Result<(), automerge::AutomergeError> { Ok(()) },
+    );
+    assert!(matches!(refused, Err(EditError::Engine(_))));
+}
+
+#[test]
+fn the_hub_starts_new_generations_of_its_national_documents() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    let method = ShareableDocId::parse("national/method").unwrap();
+    let (_, out) = fed
+        .engines
+        .get_mut("hub")
+        .unwrap()
+        .edit(&method, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.put(ROOT, "step1", "canary-9e0c in the handbook")?;
+            tx.put(ROOT, "step2", "meet monthly")
+        })
+        .unwrap();
+    fed.absorb("hub", out);
+    fed.run_until_quiet();
+    assert!(holds_trace(&fed, "malmo", &method, "canary-9e0c"));
+    let (_, out) = fed
+        .engines
+        .get_mut("hub")
+        .unwrap()
+        .new_generation(&method, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.put(ROOT, "step1", "removed")
+        })
+        .unwrap();
+    fed.absorb("hub", out);
+    fed.run_until_quiet();
+    for node in ["hub", "helsingborg", "malmo"] {
+        assert_eq!(fed.engines[node].generation(&method), Some(1), "{node}");
+        assert!(!holds_trace(&fed, node, &method, "canary-9e0c"), "{node}");
+        let held = fed.engines[node].document(&method).unwrap();
+        let (value, _) = held.get(ROOT, "step2").unwrap().unwrap();
+        assert_eq!(value.into_string().unwrap(), "meet monthly");
+    }
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
 }

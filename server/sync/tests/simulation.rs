@@ -1386,7 +1386,7 @@ impl Sim {
     /// No frame names a local document or carries anything from one.
     fn check_frame_leaks_nothing(&self, from: usize, frame: &Frame) {
         let leaked = match frame {
-            Frame::DocSync { doc, message } => {
+            Frame::DocSync { doc, message, .. } => {
                 doc.doc_id().scope() == Scope::Local
                     || LOCAL_KINDS
                         .iter()

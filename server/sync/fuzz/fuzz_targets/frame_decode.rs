@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .map(|(id, heads)| 2 + id.as_str().len() + 34 * heads.len())
             .sum(),
-        Frame::DocSync { doc, message } => doc.as_str().len() + message.len(),
+        Frame::DocSync { doc, message, .. } => doc.as_str().len() + message.len(),
         Frame::Goodbye { message, .. } => message.len(),
         _ => 0,
     };

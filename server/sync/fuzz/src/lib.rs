@@ -675,6 +675,7 @@ impl Script {
                     docs,
                     only_changed,
                     digest,
+                    generations: Vec::new(),
                 }))
             }
             TAG_SUMMARY_REQUEST => Step::Frame(Frame::SummaryRequest),
@@ -682,7 +683,11 @@ impl Script {
                 let doc = r.doc(fx)?;
                 let message = r.bytes16()?;
                 match doc {
-                    Ok(doc) => Step::Frame(Frame::DocSync { doc, message }),
+                    Ok(doc) => Step::Frame(Frame::DocSync {
+                        doc,
+                        generation: 0,
+                        message,
+                    }),
                     Err(err) => bad_id(err),
                 }
             }
@@ -716,7 +721,11 @@ impl Script {
                 let flags = (flags & 1 == 1).then_some(flags >> 1);
                 let message = raw_sync_message(&heads, &need, &haves, &changes, flags);
                 match doc {
-                    Ok(doc) => Step::Frame(Frame::DocSync { doc, message }),
+                    Ok(doc) => Step::Frame(Frame::DocSync {
+                        doc,
+                        generation: 0,
+                        message,
+                    }),
                     Err(err) => bad_id(err),
                 }
             }
@@ -725,6 +734,7 @@ impl Script {
                 let chars = r.u16()? as usize;
                 match doc {
                     Ok(doc) => Step::Frame(Frame::DocSync {
+                        generation: 0,
                         message: text_change_message(fx, &doc, chars),
                         doc,
                     }),
@@ -785,7 +795,7 @@ impl Script {
                     out.extend_from_slice(&summary.digest);
                 }
                 Step::Frame(Frame::SummaryRequest) => out.push(TAG_SUMMARY_REQUEST),
-                Step::Frame(Frame::DocSync { doc: id, message }) => {
+                Step::Frame(Frame::DocSync { doc: id, message, .. }) => {
                     out.push(TAG_DOC_SYNC);
                     doc(&mut out, id);
                     bytes16(&mut out, message);

@@ -9,6 +9,7 @@ use std::path::Path;
 extern crate libfuzzer_sys;
 
 use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
 use automerge::Automerge;
 use sfs_sync::{Frame, ShareableDocId};
 use sfs_sync_fuzz::{
@@ -134,6 +135,7 @@ fn main() {
         ("hub-other-owner", Mode::Hub, {
             let mut steps = honest[..2].to_vec();
             steps.push(Step::Frame(Frame::DocSync {
+                generation: 0,
                 doc: ShareableDocId::lessons("lund").expect("valid"),
                 message: message_with_changes(&build_doc(&lund_id(), &["Night buses", "!"])),
             }));
@@ -142,6 +144,7 @@ fn main() {
         ("hub-forged-author", Mode::Hub, {
             let mut steps = honest[..2].to_vec();
             steps.push(Step::Frame(Frame::DocSync {
+                generation: 0,
                 doc: ShareableDocId::lessons("malmo").expect("valid"),
                 message: message_with_changes(&build_doc(&lund_id(), &["Not malmo's"])),
             }));
@@ -164,6 +167,7 @@ fn main() {
     };
     let doc_sync = |doc: &ShareableDocId, message: Vec<u8>| {
         Step::Frame(Frame::DocSync {
+            generation: 0,
             doc: doc.clone(),
             message,
         })
@@ -188,9 +192,36 @@ fn main() {
             sfs_proto::v1::DocSync {
                 doc_id: format!("shared/lessons/{}", "x".repeat(60_000)),
                 message: Vec::new(),
+                generation: 0,
             },
         )),
     });
+    // Generations (redaction): a whole newer generation of malmo's lessons carrying its
+    // generation marker, one claiming a generation it does not carry, and a message of an older
+    // generation, each as protobuf so that the fuzzer mutates the generation numbers too.
+    let generation_sync = |generation: u64, doc: &Automerge| {
+        pb_bytes(sfs_proto::v1::Frame {
+            body: Some(sfs_proto::v1::frame::Body::DocSync(
+                sfs_proto::v1::DocSync {
+                    doc_id: "shared/lessons/malmo".into(),
+                    message: message_with_changes(doc),
+                    generation,
+                },
+            )),
+        })
+    };
+    let marked = {
+        let mut doc = Automerge::new().with_actor(sfs_sync::run_actor(&sfs_sync_fuzz::malmo_id(), [2; 8]));
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, sfs_sync::GENERATION_KEY, 1u64)
+            .expect("put");
+        tx.put(automerge::ROOT, "title", "kept").expect("put");
+        tx.commit();
+        doc
+    };
+    let new_generation = generation_sync(1, &marked);
+    let unmarked_generation = generation_sync(3, &build_doc(&sfs_sync_fuzz::malmo_id(), &["no marker"]));
+    let stale_generation = generation_sync(0, &build_doc(&sfs_sync_fuzz::malmo_id(), &["old"]));
     let huge_summary = pb_bytes(sfs_proto::v1::Frame {
         body: Some(sfs_proto::v1::frame::Body::Summary(
             sfs_proto::v1::HeadsSummary {
@@ -274,6 +305,17 @@ fn main() {
             after_handshake((0..8).map(|_| doc_sync(&method, reset.clone())).collect()),
         ),
         ("hub-huge-id", after_handshake(vec![Step::Wire(huge_id)])),
+        (
+            "hub-new-generation",
+            after_handshake(vec![
+                Step::Wire(new_generation),
+                Step::Wire(stale_generation),
+            ]),
+        ),
+        (
+            "hub-unmarked-generation",
+            after_handshake(vec![Step::Wire(unmarked_generation)]),
+        ),
         (
             "hub-huge-summary",
             vec![honest[0].clone(), Step::Wire(huge_summary)],
