@@ -276,14 +276,19 @@ enum LessonsCommand {
         json: bool,
     },
     /// Delete a lesson of this node's city, also from the history on every node.
-    Delete { name: String },
+    Delete {
+        /// The lesson, `lessons/{id}` (as `lessons list --json` shows it).
+        name: String,
+    },
     /// Remove a lesson's text (all of it, or the --field given) from every node and its
     /// history; the lesson stays, empty. Needs a coordinator token.
     Redact {
+        /// The lesson, `lessons/{id}` (as `lessons list --json` shows it).
         name: String,
         /// title, body or tags; repeat for more. Default: all three.
         #[arg(long = "field")]
         fields: Vec<String>,
+        /// Print the redacted lesson as JSON.
         #[arg(long)]
         json: bool,
     },
