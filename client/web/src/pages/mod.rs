@@ -10,8 +10,11 @@ mod start;
 mod stats;
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -269,15 +272,68 @@ pub(crate) fn api_error(t: &Tr, session: &Session, status: &tonic::Status) -> Re
     error_page_with(t, Some(session), code, id, status.message().to_string())
 }
 
-/// The person's session, or a redirect to the sign-in page.
-pub(crate) fn require_session(
-    app: &crate::App,
-    headers: &HeaderMap,
-) -> Result<(Tr, Session), Redirect> {
-    let t = Tr::new(crate::lang(headers));
-    match crate::session(app, headers) {
-        Some((_, s)) => Ok((t, s)),
-        None => Err(Redirect::to("/login")),
+/// The least a page asks of the person signed in, as a type for [`Signed`].
+pub(crate) trait Need {
+    /// The least role, on a city node; `None`: anyone signed in, on any node.
+    const ROLE: Option<Role>;
+}
+
+/// Anyone signed in, on a city or the hub.
+pub(crate) struct Anyone;
+/// At least an editor, on a city node.
+pub(crate) struct Editor;
+/// At least a coordinator, on a city node.
+pub(crate) struct Coordinator;
+/// An admin, on a city node.
+pub(crate) struct Admin;
+
+impl Need for Anyone {
+    const ROLE: Option<Role> = None;
+}
+impl Need for Editor {
+    const ROLE: Option<Role> = Some(Role::Editor);
+}
+impl Need for Coordinator {
+    const ROLE: Option<Role> = Some(Role::Coordinator);
+}
+impl Need for Admin {
+    const ROLE: Option<Role> = Some(Role::Admin);
+}
+
+/// The signed-in person of a request, in their language, allowed what `N` needs. Without a
+/// session the request is sent to the sign-in page; with too little a role (or on the hub, for
+/// the city's own pages) it gets the refusal page. The API refuses such calls anyway: this
+/// only keeps a person from reaching a page they cannot use.
+pub(crate) struct Signed<N: Need = Anyone> {
+    pub t: Tr,
+    pub session: Session,
+    need: PhantomData<N>,
+}
+
+impl<N: Need> FromRequestParts<AppState> for Signed<N> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        let t = Tr::new(crate::lang(&parts.headers));
+        let Some((_, session)) = crate::session(app, &parts.headers) else {
+            return Err(Redirect::to("/login").into_response());
+        };
+        if let Some(role) = N::ROLE {
+            if session.hub || session.role < role {
+                return Err(error_page_with(
+                    &t,
+                    Some(&session),
+                    StatusCode::FORBIDDEN,
+                    "error-forbidden",
+                    String::new(),
+                ));
+            }
+        }
+        Ok(Signed {
+            t,
+            session,
+            need: PhantomData,
+        })
     }
 }
 

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use sfs_client::v1 as pb;
 
-use super::{api_error, require_session, Ctx};
+use super::{api_error, Ctx, Signed};
 use crate::i18n::Tr;
-use crate::{format, html, AppState};
+use crate::{format, html};
 
 /// A meeting as shown: date, agenda, decisions, follow-ups (action, owner, due, done).
 pub(crate) struct MeetingView {
@@ -40,11 +39,7 @@ const PAGE: pb::ListRequest = pb::ListRequest {
 };
 
 /// `GET /register`.
-pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
+pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
     if session.hub {
         return super::error_page_with(
             &t,

@@ -3,17 +3,17 @@
 //! node shows the national figures, lower bounds and noisy cells drawn as such, with a CSV.
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::Query;
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use sfs_client::v1 as pb;
 
-use super::{api_error, field_error, require_session, Ctx};
+use super::{api_error, field_error, Coordinator, Ctx, Signed};
 use crate::i18n::Tr;
-use crate::session::{Role, Session};
-use crate::{format, html, AppState};
+use crate::session::Session;
+use crate::{format, html};
 
 const SEXES: &[&str] = &["female", "male", "other_or_unknown"];
 const AGE_BANDS: &[&str] = &[
@@ -285,31 +285,11 @@ async fn stats_page(
     (status, html(page.render())).into_response()
 }
 
-fn refuse(t: &Tr, session: &Session) -> Option<Response> {
-    (session.hub || session.role < Role::Coordinator).then(|| {
-        super::error_page_with(
-            t,
-            Some(session),
-            StatusCode::FORBIDDEN,
-            "error-forbidden",
-            String::new(),
-        )
-    })
-}
-
 /// `GET /statistics`.
 pub(crate) async fn page(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, session, .. }: Signed<Coordinator>,
     Query(query): Query<StatsQuery>,
 ) -> Response {
-    let (t, session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
-    if let Some(refused) = refuse(&t, &session) {
-        return refused;
-    }
     let quarter = if query.quarter.is_empty() {
         this_quarter()
     } else {
@@ -349,14 +329,9 @@ pub(crate) struct RecordForm {
 
 /// `POST /statistics/records`: a support record (`kind=support`) or an activity record.
 pub(crate) async fn create_record(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Form(form): Form<RecordForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let quarter = form.quarter.trim().to_string();
     let result = if form.kind == "support" {
         session
@@ -429,14 +404,9 @@ struct PreviewPage {
 
 /// `POST /statistics/preview`: the quarter as it would be published.
 pub(crate) async fn preview(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, session, .. }: Signed,
     Form(form): Form<QuarterForm>,
 ) -> Response {
-    let (t, session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     preview_page(t, session, form.quarter.trim().to_string(), String::new()).await
 }
 
@@ -489,14 +459,9 @@ async fn preview_page(t: Tr, mut session: Session, quarter: String, error: Strin
 
 /// `POST /statistics/publish`: publishes the previewed quarter, once confirmed.
 pub(crate) async fn publish(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Form(form): Form<QuarterForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let quarter = form.quarter.trim().to_string();
     if form.confirm != "yes" {
         let error = t.get("stats-confirm-missing");
@@ -545,14 +510,9 @@ fn year_of(query: &YearQuery) -> i32 {
 
 /// `GET /national`: the national figures of a year, per period, for the whole country.
 pub(crate) async fn national(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Query(query): Query<YearQuery>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let year = year_of(&query);
     let stats = match session
         .client
@@ -601,14 +561,9 @@ pub(crate) async fn national(
 
 /// `GET /national.csv`: the national figures as the API exports them.
 pub(crate) async fn national_csv(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Query(query): Query<YearQuery>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let year = year_of(&query);
     match session
         .client
