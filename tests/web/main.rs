@@ -265,6 +265,39 @@ async fn csrf(browser: &Browser) -> String {
         .unwrap()
 }
 
+/// The title of the page's first chart (not drawn, so WebDriver's text of it is empty).
+async fn chart_title(browser: &Browser) -> String {
+    let title = browser
+        .execute(
+            r#"const t = document.querySelector("svg.chart title");
+               return t ? t.textContent : "";"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    title.as_str().unwrap_or_default().to_string()
+}
+
+/// The page's first chart is drawn: a plot, a title and a description that name
+/// it to screen readers, and a real size on the screen.
+async fn assert_chart_drawn(browser: &Browser) {
+    let drawn = browser
+        .execute(
+            r#"const svg = document.querySelector("svg.chart");
+               if (!svg) return "no chart";
+               const [t, d] = svg.getAttribute("aria-labelledby").split(" ");
+               if (!document.getElementById(t) || !document.getElementById(d)) return "no name";
+               if (svg.querySelectorAll("rect").length < 1) return "nothing drawn";
+               svg.scrollIntoView();
+               const box = svg.getBoundingClientRect();
+               return box.width > 200 && box.height > 80 ? "ok" : "too small";"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drawn, json!("ok"));
+}
+
 /// Signs in through a one-time link: the page offers a button, which uses the code.
 async fn sign_in_with_link(browser: &Browser, link: &str) {
     browser.goto(link).await.unwrap();
@@ -672,6 +705,19 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         .unwrap();
     submit(&hbg_browser, "form[action='/statistics/publish']").await;
     wait_for_text(&hbg_browser, "main", "är publicerat").await;
+    // The city's own published figures as a chart drawn on the server (an SVG with a title
+    // and a description), the table beside it.
+    let title = chart_title(&hbg_browser).await;
+    assert!(title.contains("per publicerat kvartal"), "{title:?}");
+    assert_chart_drawn(&hbg_browser).await;
+    let published = text_of(&hbg_browser, "section[aria-labelledby=published-title]").await;
+    assert!(
+        published.contains(&quarter) && published.contains("Så läser du diagrammen"),
+        "{published}"
+    );
+    checks
+        .page(&hbg_browser, "12c2-helsingborg-statistics-chart")
+        .await;
     let deadline = Instant::now() + DEADLINE;
     loop {
         hub_browser.goto(&national).await.unwrap();
@@ -686,6 +732,9 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let title = chart_title(&hub_browser).await;
+    assert!(title.contains("per kvartal"), "{title:?}");
+    assert_chart_drawn(&hub_browser).await;
     checks
         .page(&hub_browser, "12d-hub-national-statistics")
         .await;

@@ -305,3 +305,21 @@ sector-civil_society = Civil society
 sector-business = Business
 sector-other = Other
 register-no-meetings = No meetings yet.
+
+# Charts (drawn on the server as SVG; the tables hold the same figures)
+chart-heading = Charts
+chart-people = People supported
+chart-release = Publication
+chart-published-on = Published
+chart-city-table = The city's published figures per quarter
+chart-city-title = People supported in the city, per published quarter
+chart-city-description = Bar chart of the city's own published figures, one quarter per bar. The table below the chart holds the same figures.
+chart-national-quarters-title = People supported in the whole country, per quarter { $year }
+chart-national-exploitation-title = People supported in the whole country { $year }, by form of exploitation
+chart-national-description = Bar chart of the national figures. The tables further down the page hold the same figures.
+chart-legend-title = How to read the charts
+chart-legend-bar = A solid bar: an exact count.
+chart-legend-open = A bar fading out upwards, with an arrow: at least this many. Some city hid its part, so the true count may be larger.
+chart-legend-error = A line with cross-bars: the count is approximate (random noise protects people). The true count almost certainly lies within the line.
+chart-legend-hidden = No bar, only the word hidden: the count is hidden so that no one can be singled out.
+chart-legend-table = Every figure is also in the tables, for anyone who cannot see the chart.

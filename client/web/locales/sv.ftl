@@ -305,3 +305,21 @@ sector-civil_society = Civilsamhälle
 sector-business = Näringsliv
 sector-other = Annat
 register-no-meetings = Inga möten än.
+
+# Charts (drawn on the server as SVG; the tables hold the same figures)
+chart-heading = Diagram
+chart-people = Personer som fått stöd
+chart-release = Publicering
+chart-published-on = Publicerad
+chart-city-table = Stadens publicerade siffror per kvartal
+chart-city-title = Personer som fått stöd i staden, per publicerat kvartal
+chart-city-description = Stapeldiagram över stadens egna publicerade siffror, ett kvartal per stapel. Samma siffror står i tabellen under diagrammet.
+chart-national-quarters-title = Personer som fått stöd i hela landet, per kvartal { $year }
+chart-national-exploitation-title = Personer som fått stöd i hela landet { $year }, efter form av exploatering
+chart-national-description = Stapeldiagram över de nationella siffrorna. Samma siffror står i tabellerna längre ner på sidan.
+chart-legend-title = Så läser du diagrammen
+chart-legend-bar = Hel stapel: ett exakt tal.
+chart-legend-open = Stapel som tonar bort uppåt, med en pil: minst så många. Någon stad har dolt sin del, så det verkliga talet kan vara större.
+chart-legend-error = Streck med tvärslåar: talet är ungefärligt (slumpbrus skyddar personer). Det verkliga talet ligger nästan säkert inom strecket.
+chart-legend-hidden = Ingen stapel, bara ordet dold: talet är dolt för att ingen ska kunna pekas ut.
+chart-legend-table = Alla siffror finns också i tabellerna, för den som inte ser diagrammet.

@@ -11,6 +11,7 @@
 //! before any handler runs); every response carries a strict Content-Security-Policy (no
 //! inline script or style), `X-Frame-Options: DENY` and `Referrer-Policy: same-origin` (a sign-in code in a URL never leaves the site; the browser still sends the `Origin` that the CSRF check compares).
 
+pub mod chart;
 pub mod format;
 pub mod i18n;
 mod pages;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use sfs_client::v1 as pb;
 
 use super::{api_error, field_error, Coordinator, Ctx, Signed};
+use crate::chart::{self, Bar, Mark};
 use crate::i18n::Tr;
 use crate::session::Session;
 use crate::{format, html};
@@ -212,7 +213,52 @@ struct StatsPage {
     referral_sources: Vec<(String, String)>,
     activity_kinds: Vec<(String, String)>,
     records: String,
-    published: Vec<(String, String, String)>,
+    /// Quarter, release number, date published, people supported (as the table shows it).
+    published: Vec<(String, String, String, String)>,
+    chart: Option<String>,
+}
+
+/// The table of the whole count of people supported, as drawn in the charts.
+const TOTAL_TABLE: &str = "exploitation_by_sex";
+
+/// The text of a figure as the tables show it (`≥ 12`, `≈ 12`, hidden).
+fn figure_text(t: &Tr, bar: &Bar) -> String {
+    match (bar.mark, bar.value) {
+        (Mark::Hidden, _) | (_, None) => t.get("cell-hidden"),
+        (Mark::Exact, Some(v)) => format::number(v),
+        (Mark::Noisy { .. }, Some(v)) => format!("≈ {}", format::number(v)),
+        (Mark::LowerBound, Some(v)) => format!("≥ {}", format::number(v)),
+        (Mark::LowerBoundNoisy { .. }, Some(v)) => format!("≥ ≈ {}", format::number(v)),
+    }
+}
+
+/// The city's own published figures over time: per quarter, its latest release's count of
+/// people supported. Oldest first.
+fn city_bars(releases: &[pb::StatsRelease]) -> Vec<Bar> {
+    let mut latest: std::collections::BTreeMap<&str, &pb::StatsRelease> = Default::default();
+    for r in releases.iter().filter(|r| !r.draft) {
+        let entry = latest.entry(r.quarter.as_str()).or_insert(r);
+        if r.number > entry.number {
+            *entry = r;
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(quarter, r)| {
+            let total = r
+                .cells
+                .iter()
+                .find(|c| c.table == TOTAL_TABLE && c.row.is_empty() && c.col.is_empty());
+            Bar {
+                label: quarter.to_string(),
+                value: total.and_then(|c| c.value),
+                mark: total.map_or(Mark::Hidden, |c| match c.value {
+                    None => Mark::Hidden,
+                    Some(_) => Mark::of(&c.status, c.sd),
+                }),
+            }
+        })
+        .collect()
 }
 
 async fn stats_page(
@@ -239,7 +285,7 @@ async fn stats_page(
         ),
         Err(status) => return api_error(&t, &session, &status),
     };
-    let published = match session
+    let releases = match session
         .client
         .stats
         .list_stats_releases(pb::ListStatsReleasesRequest {
@@ -248,21 +294,34 @@ async fn stats_page(
         })
         .await
     {
-        Ok(list) => list
-            .into_inner()
-            .releases
-            .into_iter()
-            .filter(|r| !r.draft)
-            .map(|r| {
-                (
-                    r.quarter,
-                    r.number.to_string(),
-                    format::date(&t, r.create_time_ms),
-                )
-            })
-            .collect(),
+        Ok(list) => list.into_inner().releases,
         Err(_) => Vec::new(),
     };
+    let bars = city_bars(&releases);
+    let chart = chart::bars(
+        "city-chart",
+        &chart::Words {
+            title: &t.get("chart-city-title"),
+            description: &t.get("chart-city-description"),
+            y_axis: &t.get("chart-people"),
+            hidden: &t.get("cell-hidden"),
+        },
+        &bars,
+    );
+    let mut published: Vec<(String, String, String, String)> = releases
+        .iter()
+        .filter(|r| !r.draft)
+        .map(|r| {
+            let bar = city_bars(std::slice::from_ref(r)).pop();
+            (
+                r.quarter.clone(),
+                r.number.to_string(),
+                format::date(&t, r.create_time_ms),
+                bar.map(|b| figure_text(&t, &b)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    published.sort_by(|a, b| (&b.0, &b.1).cmp(&(&a.0, &a.1)));
     let status = super::form_status(!error.is_empty());
     let page = StatsPage {
         t,
@@ -281,6 +340,7 @@ async fn stats_page(
             .collect(),
         records,
         published,
+        chart,
     };
     (status, html(page.render())).into_response()
 }
@@ -498,6 +558,82 @@ struct NationalPage {
     year: String,
     periods: Vec<(String, Vec<TableView>)>,
     csv_href: String,
+    charts: Vec<String>,
+}
+
+/// A national cell as a bar.
+fn national_bar(label: String, cell: Option<&pb::NationalCell>) -> Bar {
+    match cell {
+        Some(c) => Bar {
+            label,
+            value: Some(c.value),
+            mark: Mark::of(&c.status, c.sd),
+        },
+        None => Bar {
+            label,
+            value: None,
+            mark: Mark::Hidden,
+        },
+    }
+}
+
+/// The national charts of a year: people supported per quarter, and per form of exploitation
+/// over the year.
+fn national_charts(t: &Tr, year: i32, cells: &[pb::NationalCell]) -> Vec<String> {
+    let country = |period: &str, row: &str| {
+        cells.iter().find(|c| {
+            c.county.is_empty()
+                && c.period == period
+                && c.table == TOTAL_TABLE
+                && c.row == row
+                && c.col.is_empty()
+        })
+    };
+    let quarters: Vec<Bar> = (1..=4)
+        .map(|q| format!("{year}-Q{q}"))
+        .filter_map(|period| {
+            let cell = country(&period, "")?;
+            Some(national_bar(period, Some(cell)))
+        })
+        .collect();
+    let year_text = year.to_string();
+    let by_exploitation: Vec<Bar> = if country(&year_text, "").is_some() {
+        EXPLOITATIONS
+            .iter()
+            .map(|e| national_bar(category(t, e), country(&year_text, e)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let hidden = t.get("cell-hidden");
+    let people = t.get("chart-people");
+    let description = t.get("chart-national-description");
+    [
+        (
+            "national-quarters",
+            t.arg("chart-national-quarters-title", "year", &year_text),
+            quarters,
+        ),
+        (
+            "national-exploitation",
+            t.arg("chart-national-exploitation-title", "year", &year_text),
+            by_exploitation,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(id, title, bars)| {
+        chart::bars(
+            id,
+            &chart::Words {
+                title: &title,
+                description: &description,
+                y_axis: &people,
+                hidden: &hidden,
+            },
+            &bars,
+        )
+    })
+    .collect()
 }
 
 fn year_of(query: &YearQuery) -> i32 {
@@ -549,9 +685,11 @@ pub(crate) async fn national(
             (period, tables(&t, cells))
         })
         .collect();
+    let charts = national_charts(&t, year, &stats.cells);
     let page = NationalPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/national"),
+        charts,
         csv_href: format!("/national.csv?year={year}"),
         year: year.to_string(),
         periods,
