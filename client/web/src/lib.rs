@@ -65,6 +65,9 @@ pub struct WebOptions {
     pub code_ttl: Duration,
     /// How often a live page's server side asks the API whether lessons changed.
     pub live_poll: Duration,
+    /// Where `sfs-node web sign-in-link` writes one-time codes ([`session::CODE_DIR`] in the
+    /// node's data directory); none: only codes the running node mints.
+    pub code_dir: Option<std::path::PathBuf>,
 }
 
 impl WebOptions {
@@ -78,6 +81,7 @@ impl WebOptions {
             session_idle: Duration::from_secs(30 * 60),
             code_ttl: Duration::from_secs(15 * 60),
             live_poll: Duration::from_secs(1),
+            code_dir: None,
         }
     }
 }
@@ -153,7 +157,7 @@ pub async fn bind(
         pre_cookie: format!("{PRE_COOKIE}_{}", addr.port()),
         api_endpoint: options.api_endpoint,
         ca_pem: options.ca_pem,
-        sessions: Sessions::new(options.session_idle, options.code_ttl),
+        sessions: Sessions::new(options.session_idle, options.code_ttl, options.code_dir),
         live_poll: options.live_poll,
     });
     let handle = WebHandle {
