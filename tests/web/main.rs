@@ -550,6 +550,23 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     )
     .await;
     wait_for_text(&malmo_browser, "main", "Din roll får inte göra detta").await;
+    // The reader is offered no register edits, and a forged one is refused.
+    malmo_browser
+        .goto(&format!("{}/register", malmo_web.url()))
+        .await
+        .unwrap();
+    wait_for_element(&malmo_browser, "#organisations").await;
+    assert!(malmo_browser
+        .find(Locator::Css("a[href^='/register/organisations/new']"))
+        .await
+        .is_err());
+    forge_post(
+        &malmo_browser,
+        "/register/organisations",
+        json!({ "csrf": csrf_token, "display_name": "Förfalskad", "sector": "other" }),
+    )
+    .await;
+    wait_for_text(&malmo_browser, "main", "Din roll får inte göra detta").await;
     for fields in [
         json!({ "title": "Utan token", "body": "Text" }),
         json!({ "csrf": "fel", "title": "Fel token", "body": "Text" }),
@@ -791,6 +808,84 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         "{register}"
     );
     checks.page(&hbg_browser, "12g-helsingborg-register").await;
+
+    // Editing the register: a refused field is shown at the field in Swedish; an organisation,
+    // a contact and a meeting with a follow-up are added and read with names.
+    let base = hbg_web.url();
+    hbg_browser
+        .goto(&format!("{base}/register/organisations/new"))
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/register/organisations']").await;
+    wait_for_text(&hbg_browser, "#display_name-error", "får inte vara tomt").await;
+    checks
+        .page(&hbg_browser, "12h-helsingborg-organisation-refused")
+        .await;
+    fill(&hbg_browser, "#display_name", "Polisen Nordväst").await;
+    hbg_browser
+        .find(Locator::Css("#sector"))
+        .await
+        .unwrap()
+        .select_by_value("police")
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/register/organisations']").await;
+    wait_for_text(&hbg_browser, "#organisations", "Polisen Nordväst").await;
+    hbg_browser
+        .goto(&format!("{base}/register/contacts/new"))
+        .await
+        .unwrap();
+    fill(&hbg_browser, "#full_name", "Kim Berg").await;
+    fill(&hbg_browser, "#email", "inte en adress").await;
+    submit(&hbg_browser, "form[action='/register/contacts']").await;
+    wait_for_text(&hbg_browser, "#email-error", "ingen e-postadress").await;
+    checks
+        .page(&hbg_browser, "12i-helsingborg-contact-refused")
+        .await;
+    fill(&hbg_browser, "#email", "kim.berg@example.org").await;
+    submit(&hbg_browser, "form[action='/register/contacts']").await;
+    wait_for_text(&hbg_browser, "#contacts", "Kim Berg").await;
+    hbg_browser
+        .goto(&format!("{base}/register/meetings/new"))
+        .await
+        .unwrap();
+    hbg_browser
+        .find(Locator::Css(&format!(
+            "input[name=organisations][value='{}']",
+            organisation.name
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&hbg_browser, "#agenda", "Rutinen vid misstanke").await;
+    fill(
+        &hbg_browser,
+        "#decisions",
+        "Polisen bjuds in\nVi ses i mars",
+    )
+    .await;
+    fill(&hbg_browser, "#fu_action_0", "Skicka inbjudan till polisen").await;
+    hbg_browser
+        .find(Locator::Css("#fu_owner_0"))
+        .await
+        .unwrap()
+        .select_by_label("Kim Berg")
+        .await
+        .unwrap();
+    checks
+        .page(&hbg_browser, "12j-helsingborg-new-meeting")
+        .await;
+    submit(&hbg_browser, "form[action='/register/meetings']").await;
+    let meetings = wait_for_text(&hbg_browser, "#meetings", "Rutinen vid misstanke").await;
+    assert!(
+        meetings.contains("Skicka inbjudan till polisen · Kim Berg")
+            && meetings.contains("Vi ses i mars")
+            && meetings.contains("Socialtjänsten Helsingborg")
+            && !meetings.contains("contacts/"),
+        "{meetings}"
+    );
 
     // The handbook: the chapters and steps the city runs, progress set per step, and what
     // changed since a release.

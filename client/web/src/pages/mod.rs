@@ -5,6 +5,7 @@ mod handbook;
 mod lessons;
 mod overview;
 mod register;
+mod register_edit;
 mod signals;
 mod start;
 mod stats;
@@ -54,6 +55,42 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/statistics/publish", post(stats::publish))
         .route("/overview", get(overview::page))
         .route("/register", get(register::page))
+        .route(
+            "/register/organisations",
+            post(register_edit::create_organisation),
+        )
+        .route(
+            "/register/organisations/new",
+            get(register_edit::new_organisation),
+        )
+        .route(
+            "/register/organisations/{id}",
+            post(register_edit::update_organisation),
+        )
+        .route(
+            "/register/organisations/{id}/edit",
+            get(register_edit::edit_organisation),
+        )
+        .route("/register/contacts", post(register_edit::create_contact))
+        .route("/register/contacts/new", get(register_edit::new_contact))
+        .route(
+            "/register/contacts/{id}",
+            post(register_edit::update_contact),
+        )
+        .route(
+            "/register/contacts/{id}/edit",
+            get(register_edit::edit_contact),
+        )
+        .route("/register/meetings", post(register_edit::create_meeting))
+        .route("/register/meetings/new", get(register_edit::new_meeting))
+        .route(
+            "/register/meetings/{id}",
+            post(register_edit::update_meeting),
+        )
+        .route(
+            "/register/meetings/{id}/edit",
+            get(register_edit::edit_meeting),
+        )
         .route("/handbook", get(handbook::page))
         .route("/handbook/progress", post(handbook::set_progress))
         .route("/national", get(stats::national))
@@ -368,7 +405,16 @@ pub(crate) fn field_error(t: &Tr, status: &tonic::Status) -> Option<(String, Str
         ("contact persons", "kind-contact-name"),
         ("deny list", "kind-denied-word"),
     ];
-    let text = if let Some((_, id)) = kinds.iter().find(|(k, _)| detail.contains(k)) {
+    // The register's own checks first: "is not an e-mail address" names a kind of data too.
+    let text = if detail.contains("is not a date of the form") {
+        t.get("error-date")
+    } else if detail.contains("is in the future") {
+        t.get("error-date-future")
+    } else if detail.contains("is not an e-mail address") {
+        t.get("error-email")
+    } else if detail.contains("is not an existing") {
+        t.get("error-unknown-reference")
+    } else if let Some((_, id)) = kinds.iter().find(|(k, _)| detail.contains(k)) {
         t.arg("error-personal-data", "kind", t.get(id))
     } else if detail.contains("must not be empty") {
         t.get("error-empty")
@@ -413,6 +459,15 @@ mod tests {
             assert_eq!(named, field);
             assert!(text.contains(swedish), "{kind}: {text}");
         }
+        let email = tonic::Status::invalid_argument("field `email`: is not an e-mail address");
+        assert_eq!(
+            field_error(&sv, &email),
+            Some(("email".into(), sv.get("error-email")))
+        );
+        let date = tonic::Status::invalid_argument(
+            "field `date`: \"2.11\" is not a date of the form YYYY-MM-DD",
+        );
+        assert_eq!(field_error(&sv, &date).unwrap().1, sv.get("error-date"));
         let empty = tonic::Status::invalid_argument("field `title`: must not be empty");
         assert_eq!(
             field_error(&sv, &empty),

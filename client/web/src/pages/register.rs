@@ -14,6 +14,7 @@ use crate::{format, html};
 
 /// A meeting as shown: date, agenda, decisions, follow-ups (action, owner, due, done).
 pub(crate) struct MeetingView {
+    pub href: String,
     pub date: String,
     pub agenda: String,
     pub participants: String,
@@ -27,10 +28,18 @@ struct RegisterPage {
     t: Tr,
     ctx: Ctx,
     routine: Vec<(String, String, String)>,
-    organisations: Vec<(String, String)>,
+    /// Name, sector, edit link.
+    organisations: Vec<(String, String, String)>,
     groups: Vec<(String, String, String)>,
-    contacts: Vec<(String, String, String)>,
+    /// Name, role, organisation, edit link.
+    contacts: Vec<(String, String, String, String)>,
     meetings: Vec<MeetingView>,
+    can_edit: bool,
+}
+
+/// The edit link of a record (`organisations/abc` → `/register/organisations/abc/edit`).
+fn edit_href(name: &str) -> String {
+    format!("/register/{name}/edit")
 }
 
 const PAGE: pb::ListRequest = pb::ListRequest {
@@ -97,8 +106,10 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
             .unwrap_or_else(|| t.get("unknown-organisation"))
     };
     meetings.sort_by(|a, b| b.date.cmp(&a.date));
+    let can_edit = session.role >= crate::session::Role::Editor;
     let page = RegisterPage {
         t,
+        can_edit,
         ctx: Ctx::new(&t, Some(&session), "/register"),
         routine: routine
             .into_iter()
@@ -113,11 +124,15 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
             .collect(),
         contacts: contacts
             .into_iter()
-            .map(|c| (c.full_name, c.role, name(&c.organisation)))
+            .map(|c| {
+                let href = edit_href(&c.name);
+                (c.full_name, c.role, name(&c.organisation), href)
+            })
             .collect(),
         meetings: meetings
             .into_iter()
             .map(|m| MeetingView {
+                href: edit_href(&m.name),
                 date: format::iso_date(&t, &m.date),
                 agenda: m.agenda,
                 participants: m
@@ -143,7 +158,10 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
             .collect(),
         organisations: orgs
             .into_iter()
-            .map(|o| (o.display_name, t.get(&format!("sector-{}", o.sector))))
+            .map(|o| {
+                let href = edit_href(&o.name);
+                (o.display_name, t.get(&format!("sector-{}", o.sector)), href)
+            })
             .collect(),
     };
     html(page.render())
