@@ -176,6 +176,14 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
         .axis_desc_style(("sans-serif", 16).into_font().color(&INK))
         .draw()?;
     let at = |i: usize| SegmentValue::CenterOf(i as i32);
+    // A bar's right edge: the next segment's left edge, or the axis's end for the last bar.
+    let right = |i: usize| {
+        if i as i32 >= last {
+            SegmentValue::Last
+        } else {
+            SegmentValue::Exact(i as i32 + 1)
+        }
+    };
     let bar_margin = match bars.len() {
         0..=4 => 40,
         5..=8 => 16,
@@ -185,10 +193,7 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
     chart.draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
         let v = b.value? as f64;
         let mut rect = Rectangle::new(
-            [
-                (SegmentValue::Exact(i as i32), 0.0),
-                (SegmentValue::Exact(i as i32 + 1), v),
-            ],
+            [(SegmentValue::Exact(i as i32), 0.0), (right(i), v)],
             BAR.filled(),
         );
         rect.set_margin(0, 0, bar_margin, bar_margin);
@@ -204,10 +209,7 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
             let from = v + open_end * f64::from(step) / 4.0;
             let to = v + open_end * f64::from(step + 1) / 4.0;
             let mut rect = Rectangle::new(
-                [
-                    (SegmentValue::Exact(i as i32), from),
-                    (SegmentValue::Exact(i as i32 + 1), to),
-                ],
+                [(SegmentValue::Exact(i as i32), from), (right(i), to)],
                 BAR.mix(0.55 - 0.13 * f64::from(step)).filled(),
             );
             rect.set_margin(0, 0, bar_margin, bar_margin);
@@ -313,6 +315,18 @@ mod tests {
         assert!(!svg.contains("style="), "{svg}");
         assert!(!svg.contains("<script"));
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn the_last_bar_is_drawn_too() {
+        let one = [Bar {
+            label: "2026-Q4".into(),
+            value: Some(30),
+            mark: Mark::Exact,
+        }];
+        let svg = super::bars("c2", &words(), &one).unwrap();
+        // The background and the bar.
+        assert!(svg.matches("<rect").count() >= 2, "{svg}");
     }
 
     #[test]
