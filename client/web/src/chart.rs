@@ -184,11 +184,9 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
             SegmentValue::Exact(i as i32 + 1)
         }
     };
-    let bar_margin = match bars.len() {
-        0..=4 => 40,
-        5..=8 => 16,
-        _ => 6,
-    };
+    // Bars at most about 90 px wide, whatever their number.
+    let segment = (WIDTH - 64 - 24) / bars.len().max(1) as u32;
+    let bar_margin = segment.saturating_sub(90).max(12) / 2;
     // The bars.
     chart.draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
         let v = b.value? as f64;
