@@ -9,7 +9,6 @@
 //! SVG has a title and a description for screen readers; the table beside it stays the
 //! accessible alternative with every figure.
 
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -145,21 +144,13 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
     let open_end = y_max * 0.12;
     let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
-    // A discrete range holds both its ends: 0..=last is one segment per bar.
-    let last = bars.len() as i32 - 1;
+    // One unit of x per bar: bar i spans i..i+1, its centre at i + 0.5.
+    let n = bars.len() as f64;
     let mut chart = ChartBuilder::on(&root)
         .margin(12)
         .x_label_area_size(34)
         .y_label_area_size(64)
-        .build_cartesian_2d((0..last).into_segmented(), 0.0..y_max)?;
-    let label = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => usize::try_from(*i)
-            .ok()
-            .and_then(|i| bars.get(i))
-            .map(|b| b.label.clone())
-            .unwrap_or_default(),
-        SegmentValue::Last => String::new(),
-    };
+        .build_cartesian_2d(0.0..n, 0.0..y_max)?;
     let y_label = |v: &f64| format::number(v.round() as i64);
     chart
         .configure_mesh()
@@ -167,33 +158,23 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
         .bold_line_style(GRID)
         .light_line_style(TRANSPARENT)
         .axis_style(INK)
-        .x_labels(bars.len())
-        .x_label_formatter(&label)
+        .x_labels(0)
         .y_labels(5)
         .y_label_formatter(&y_label)
         .y_desc(words.y_axis)
         .label_style(("sans-serif", 16).into_font().color(&INK))
         .axis_desc_style(("sans-serif", 16).into_font().color(&INK))
         .draw()?;
-    let at = |i: usize| SegmentValue::CenterOf(i as i32);
-    // A bar's right edge: the next segment's left edge, or the axis's end for the last bar.
-    let right = |i: usize| {
-        if i as i32 >= last {
-            SegmentValue::Last
-        } else {
-            SegmentValue::Exact(i as i32 + 1)
-        }
-    };
+    let at = |i: usize| i as f64 + 0.5;
+    let left = |i: usize| i as f64;
+    let right = |i: usize| i as f64 + 1.0;
     // Bars at most about 90 px wide, whatever their number.
     let segment = (WIDTH - 64 - 24) / bars.len().max(1) as u32;
     let bar_margin = segment.saturating_sub(90).max(12) / 2;
     // The bars.
     chart.draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
         let v = b.value? as f64;
-        let mut rect = Rectangle::new(
-            [(SegmentValue::Exact(i as i32), 0.0), (right(i), v)],
-            BAR.filled(),
-        );
+        let mut rect = Rectangle::new([(left(i), 0.0), (right(i), v)], BAR.filled());
         rect.set_margin(0, 0, bar_margin, bar_margin);
         Some(rect)
     }))?;
@@ -207,7 +188,7 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
             let from = v + open_end * f64::from(step) / 4.0;
             let to = v + open_end * f64::from(step + 1) / 4.0;
             let mut rect = Rectangle::new(
-                [(SegmentValue::Exact(i as i32), from), (right(i), to)],
+                [(left(i), from), (right(i), to)],
                 BAR.mix(0.55 - 0.13 * f64::from(step)).filled(),
             );
             rect.set_margin(0, 0, bar_margin, bar_margin);
@@ -251,6 +232,14 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
             _ => (words.hidden.to_string(), y_max * 0.02),
         };
         Text::new(words, (at(i), y), text.clone())
+    }))?;
+    // The category under each bar, just below the axis.
+    let under = ("sans-serif", 16)
+        .into_font()
+        .color(&INK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+        EmptyElement::at((at(i), 0.0)) + Text::new(b.label.clone(), (0, 8), under.clone())
     }))?;
     root.present()?;
     Ok(())
