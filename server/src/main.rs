@@ -84,6 +84,11 @@ enum Command {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// The coordinators' web app (`[web]` in the configuration).
+    Web {
+        #[command(subcommand)]
+        command: WebCommand,
+    },
     /// Run a whole local federation (a hub and some cities) on 127.0.0.1.
     Demo {
         /// Where the demo keeps its PKI, data and federation.json.
@@ -164,6 +169,54 @@ enum PkiCommand {
         #[arg(long, default_value = "city")]
         role: String,
     },
+}
+
+#[derive(Subcommand)]
+enum WebCommand {
+    /// Create a token for a person and print a one-time link that signs them in to the node's
+    /// web app. The link works once, within --valid-for; the token behind it stays (see
+    /// `token list --label`, `token revoke`). Works while the node runs: run it as the user
+    /// the node runs as, so the node can read the token and the code.
+    SignInLink {
+        /// The node's configuration file (its `data_dir` and `[web] listen`).
+        #[arg(long)]
+        config: PathBuf,
+        /// reader, editor, coordinator or admin.
+        #[arg(long)]
+        role: String,
+        /// Whom the token is for, to find it again with `token list --label`.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Refuse the token after this long (for example `90d`); without it the token works
+        /// until revoked.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// How long the link works if unused.
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        valid_for: std::time::Duration,
+        /// The web app's address as people reach it (for example https://stadforstad.malmo.se);
+        /// default: from `[web] listen`.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+}
+
+/// The web app's base URL from `[web]`: HTTPS with a certificate, else plain HTTP (loopback).
+fn web_base_url(config: &NodeConfig) -> anyhow::Result<String> {
+    let listen = config
+        .web
+        .listen
+        .context("the configuration has no [web] listen: the node serves no web app")?;
+    anyhow::ensure!(
+        !listen.ip().is_unspecified() && listen.port() != 0,
+        "[web] listen is {listen}, which is no address a browser can open: give --base-url"
+    );
+    let scheme = if config.web.cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!("{scheme}://{listen}"))
 }
 
 #[derive(Subcommand)]
@@ -418,6 +471,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 sfs_node::tokens::create_token_expiring(&data_dir, role, &label, expires_in)?
             );
+        }
+        Command::Web {
+            command:
+                WebCommand::SignInLink {
+                    config,
+                    role,
+                    label,
+                    expires_in,
+                    valid_for,
+                    base_url,
+                },
+        } => {
+            let config = NodeConfig::load(&config)?;
+            let role = ApiRole::parse(&role).with_context(|| {
+                format!("--role must be reader, editor, coordinator or admin, not {role:?}")
+            })?;
+            let base_url = match base_url {
+                Some(url) => url.trim_end_matches('/').to_string(),
+                None => web_base_url(&config)?,
+            };
+            sfs_node::tokens::check_data_dir(&config.data_dir)?;
+            let token = sfs_node::tokens::create_token_expiring(
+                &config.data_dir,
+                role,
+                &label,
+                expires_in,
+            )?;
+            let code = sfs_web::session::write_code_file(
+                &config.data_dir.join(sfs_web::session::CODE_DIR),
+                &token,
+                valid_for,
+            )
+            .context("writing the sign-in code into the data directory")?;
+            println!("{base_url}/login?code={code}");
         }
         Command::Token {
             command: TokenCommand::List { data_dir, label },

@@ -459,6 +459,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         if let (Some(cert), Some(key)) = (&config.web.cert, &config.web.key) {
             options.tls = Some((read(cert)?, read(key)?));
         }
+        options.code_dir = Some(config.data_dir.join(sfs_web::session::CODE_DIR));
         if let Some(minutes) = config.web.session_idle_minutes {
             options.session_idle = Duration::from_secs(minutes.saturating_mul(60));
         }

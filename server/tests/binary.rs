@@ -346,6 +346,56 @@ fn the_demo_prints_ready_and_stops_on_sigterm() {
         .as_str()
         .unwrap()
         .starts_with("http://127.0.0.1:"));
+    // An operator prints a one-time link for a new token with `sfs-node web sign-in-link`
+    // while the node runs; the link signs its person in once, never twice. (The demo's
+    // configuration lets the system choose the port, so the address is given.)
+    let config = demo_dir.join("malmo/node.toml");
+    let port_zero = sfs_node_fails(&[
+        "web",
+        "sign-in-link",
+        "--config",
+        config.to_str().unwrap(),
+        "--role",
+        "editor",
+    ]);
+    assert!(port_zero.contains("give --base-url"), "{port_zero}");
+    let link = sfs_node(&[
+        "web",
+        "sign-in-link",
+        "--config",
+        config.to_str().unwrap(),
+        "--base-url",
+        web,
+        "--role",
+        "editor",
+        "--label",
+        "Anna, socialtjänsten",
+    ]);
+    let code = link
+        .trim()
+        .strip_prefix(&format!("{web}/login?code="))
+        .unwrap_or_else(|| panic!("{link}"));
+    assert!(sign_in_with_code(&addr, code).starts_with("HTTP/1.1 303"));
+    assert!(sign_in_with_code(&addr, code).starts_with("HTTP/1.1 401"));
+    assert!(sign_in_with_code(&addr, "not-a-code").starts_with("HTTP/1.1 401"));
+    let listed = sfs_node(&[
+        "token",
+        "list",
+        "--data-dir",
+        demo_dir.join("malmo/data").to_str().unwrap(),
+        "--label",
+        "Anna, socialtjänsten",
+    ]);
+    assert!(listed.contains("editor"), "{listed}");
+    let no_web = sfs_node_fails(&[
+        "web",
+        "sign-in-link",
+        "--config",
+        config.to_str().unwrap(),
+        "--role",
+        "boss",
+    ]);
+    assert!(no_web.contains("--role must be"), "{no_web}");
     demo.terminate();
 }
 
@@ -398,6 +448,49 @@ fn free_port_range(count: u16) -> u16 {
         }
     }
     panic!("no {count} free ports in a row on 127.0.0.1");
+}
+
+/// One HTTP/1.1 request; the whole answer.
+fn http_exchange(addr: &str, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    answer
+}
+
+/// Signs in to the web app at `addr` with a one-time code as a browser would (the sign-in
+/// page's pre-session cookie and form token, then the form); the answer's head and body.
+fn sign_in_with_code(addr: &str, code: &str) -> String {
+    let page = http_exchange(
+        addr,
+        &format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    let pre = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .find(|c| c.starts_with("sfs_pre_"))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no pre-session cookie: {page}"))
+        .to_string();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no form token: {page}"))
+        .to_string();
+    let form = format!("csrf={csrf}&code={code}");
+    http_exchange(
+        addr,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: {pre}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
 }
 
 #[test]

@@ -265,6 +265,39 @@ async fn csrf(browser: &Browser) -> String {
         .unwrap()
 }
 
+/// The title of the page's first chart (not drawn, so WebDriver's text of it is empty).
+async fn chart_title(browser: &Browser) -> String {
+    let title = browser
+        .execute(
+            r#"const t = document.querySelector("svg.chart title");
+               return t ? t.textContent : "";"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    title.as_str().unwrap_or_default().to_string()
+}
+
+/// The page's first chart is drawn: a plot, a title and a description that name
+/// it to screen readers, and a real size on the screen.
+async fn assert_chart_drawn(browser: &Browser) {
+    let drawn = browser
+        .execute(
+            r#"const svg = document.querySelector("svg.chart");
+               if (!svg) return "no chart";
+               const [t, d] = svg.getAttribute("aria-labelledby").split(" ");
+               if (!document.getElementById(t) || !document.getElementById(d)) return "no name";
+               if (svg.querySelectorAll("rect").length < 1) return "nothing drawn";
+               svg.scrollIntoView();
+               const box = svg.getBoundingClientRect();
+               return box.width > 200 && box.height > 80 ? "ok" : "too small";"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drawn, json!("ok"));
+}
+
 /// Signs in through a one-time link: the page offers a button, which uses the code.
 async fn sign_in_with_link(browser: &Browser, link: &str) {
     browser.goto(link).await.unwrap();
@@ -517,6 +550,23 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     )
     .await;
     wait_for_text(&malmo_browser, "main", "Din roll får inte göra detta").await;
+    // The reader is offered no register edits, and a forged one is refused.
+    malmo_browser
+        .goto(&format!("{}/register", malmo_web.url()))
+        .await
+        .unwrap();
+    wait_for_element(&malmo_browser, "#organisations").await;
+    assert!(malmo_browser
+        .find(Locator::Css("a[href^='/register/organisations/new']"))
+        .await
+        .is_err());
+    forge_post(
+        &malmo_browser,
+        "/register/organisations",
+        json!({ "csrf": csrf_token, "display_name": "Förfalskad", "sector": "other" }),
+    )
+    .await;
+    wait_for_text(&malmo_browser, "main", "Din roll får inte göra detta").await;
     for fields in [
         json!({ "title": "Utan token", "body": "Text" }),
         json!({ "csrf": "fel", "title": "Fel token", "body": "Text" }),
@@ -672,6 +722,19 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         .unwrap();
     submit(&hbg_browser, "form[action='/statistics/publish']").await;
     wait_for_text(&hbg_browser, "main", "är publicerat").await;
+    // The city's own published figures as a chart drawn on the server (an SVG with a title
+    // and a description), the table beside it.
+    let title = chart_title(&hbg_browser).await;
+    assert!(title.contains("per publicerat kvartal"), "{title:?}");
+    assert_chart_drawn(&hbg_browser).await;
+    let published = text_of(&hbg_browser, "section[aria-labelledby=published-title]").await;
+    assert!(
+        published.contains(&quarter) && published.contains("Så läser du diagrammen"),
+        "{published}"
+    );
+    checks
+        .page(&hbg_browser, "12c2-helsingborg-statistics-chart")
+        .await;
     let deadline = Instant::now() + DEADLINE;
     loop {
         hub_browser.goto(&national).await.unwrap();
@@ -686,6 +749,9 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let title = chart_title(&hub_browser).await;
+    assert!(title.contains("per kvartal"), "{title:?}");
+    assert_chart_drawn(&hub_browser).await;
     checks
         .page(&hub_browser, "12d-hub-national-statistics")
         .await;
@@ -742,6 +808,84 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         "{register}"
     );
     checks.page(&hbg_browser, "12g-helsingborg-register").await;
+
+    // Editing the register: a refused field is shown at the field in Swedish; an organisation,
+    // a contact and a meeting with a follow-up are added and read with names.
+    let base = hbg_web.url();
+    hbg_browser
+        .goto(&format!("{base}/register/organisations/new"))
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/register/organisations']").await;
+    wait_for_text(&hbg_browser, "#display_name-error", "får inte vara tomt").await;
+    checks
+        .page(&hbg_browser, "12h-helsingborg-organisation-refused")
+        .await;
+    fill(&hbg_browser, "#display_name", "Polisen Nordväst").await;
+    hbg_browser
+        .find(Locator::Css("#sector"))
+        .await
+        .unwrap()
+        .select_by_value("police")
+        .await
+        .unwrap();
+    submit(&hbg_browser, "form[action='/register/organisations']").await;
+    wait_for_text(&hbg_browser, "#organisations", "Polisen Nordväst").await;
+    hbg_browser
+        .goto(&format!("{base}/register/contacts/new"))
+        .await
+        .unwrap();
+    fill(&hbg_browser, "#full_name", "Kim Berg").await;
+    fill(&hbg_browser, "#email", "inte en adress").await;
+    submit(&hbg_browser, "form[action='/register/contacts']").await;
+    wait_for_text(&hbg_browser, "#email-error", "ingen e-postadress").await;
+    checks
+        .page(&hbg_browser, "12i-helsingborg-contact-refused")
+        .await;
+    fill(&hbg_browser, "#email", "kim.berg@example.org").await;
+    submit(&hbg_browser, "form[action='/register/contacts']").await;
+    wait_for_text(&hbg_browser, "#contacts", "Kim Berg").await;
+    hbg_browser
+        .goto(&format!("{base}/register/meetings/new"))
+        .await
+        .unwrap();
+    hbg_browser
+        .find(Locator::Css(&format!(
+            "input[name=organisations][value='{}']",
+            organisation.name
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&hbg_browser, "#agenda", "Rutinen vid misstanke").await;
+    fill(
+        &hbg_browser,
+        "#decisions",
+        "Polisen bjuds in\nVi ses i mars",
+    )
+    .await;
+    fill(&hbg_browser, "#fu_action_0", "Skicka inbjudan till polisen").await;
+    hbg_browser
+        .find(Locator::Css("#fu_owner_0"))
+        .await
+        .unwrap()
+        .select_by_label("Kim Berg")
+        .await
+        .unwrap();
+    checks
+        .page(&hbg_browser, "12j-helsingborg-new-meeting")
+        .await;
+    submit(&hbg_browser, "form[action='/register/meetings']").await;
+    let meetings = wait_for_text(&hbg_browser, "#meetings", "Rutinen vid misstanke").await;
+    assert!(
+        meetings.contains("Skicka inbjudan till polisen · Kim Berg")
+            && meetings.contains("Vi ses i mars")
+            && meetings.contains("Socialtjänsten Helsingborg")
+            && !meetings.contains("contacts/"),
+        "{meetings}"
+    );
 
     // The handbook: the chapters and steps the city runs, progress set per step, and what
     // changed since a release.

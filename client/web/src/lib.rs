@@ -11,6 +11,7 @@
 //! before any handler runs); every response carries a strict Content-Security-Policy (no
 //! inline script or style), `X-Frame-Options: DENY` and `Referrer-Policy: same-origin` (a sign-in code in a URL never leaves the site; the browser still sends the `Origin` that the CSRF check compares).
 
+pub mod chart;
 pub mod format;
 pub mod i18n;
 mod pages;
@@ -64,6 +65,9 @@ pub struct WebOptions {
     pub code_ttl: Duration,
     /// How often a live page's server side asks the API whether lessons changed.
     pub live_poll: Duration,
+    /// Where `sfs-node web sign-in-link` writes one-time codes ([`session::CODE_DIR`] in the
+    /// node's data directory); none: only codes the running node mints.
+    pub code_dir: Option<std::path::PathBuf>,
 }
 
 impl WebOptions {
@@ -77,6 +81,7 @@ impl WebOptions {
             session_idle: Duration::from_secs(30 * 60),
             code_ttl: Duration::from_secs(15 * 60),
             live_poll: Duration::from_secs(1),
+            code_dir: None,
         }
     }
 }
@@ -152,7 +157,7 @@ pub async fn bind(
         pre_cookie: format!("{PRE_COOKIE}_{}", addr.port()),
         api_endpoint: options.api_endpoint,
         ca_pem: options.ca_pem,
-        sessions: Sessions::new(options.session_idle, options.code_ttl),
+        sessions: Sessions::new(options.session_idle, options.code_ttl, options.code_dir),
         live_poll: options.live_poll,
     });
     let handle = WebHandle {

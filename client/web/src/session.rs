@@ -1,10 +1,18 @@
 //! Signed-in people: server-side sessions behind an opaque cookie, one-time sign-in codes, and
-//! the CSRF token every form carries. Everything lives in the web app's memory; a restart of
-//! the node signs everyone out.
+//! the CSRF token every form carries. Sessions live in the web app's memory; a restart of the
+//! node signs everyone out.
+//!
+//! Sign-in codes come from two places: the running node mints them in memory (the demo), and
+//! an operator's `sfs-node web sign-in-link` writes one as a file into the node's data
+//! directory ([`CODE_DIR`]), named by the code's SHA-256 and holding the token and the code's
+//! expiry. The web app takes such a file once: it renames it away before reading it, so two
+//! requests with the same code cannot both sign in, and it is gone afterwards.
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rand::RngCore;
@@ -78,20 +86,97 @@ pub fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The folder of the node's data directory that holds sign-in codes written by
+/// `sfs-node web sign-in-link`.
+pub const CODE_DIR: &str = "web-sign-in";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The file name of a code: its SHA-256 in hex (the code itself is never on disk).
+fn code_file_name(code: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(code.as_bytes()))
+}
+
+/// Writes a one-time sign-in code for `token` into `dir` (made if missing, readable by its
+/// owner only), valid for `ttl`; returns the code. Expired codes in `dir` are removed.
+pub fn write_code_file(dir: &Path, token: &str, ttl: Duration) -> std::io::Result<String> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let now = unix_now();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let expired = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|text| text.lines().next()?.parse::<u64>().ok())
+                .is_some_and(|expires| expires <= now);
+            if expired {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let code = secret();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let path = dir.join(code_file_name(&code));
+    let mut file = options.open(&path)?;
+    let expires = now.saturating_add(ttl.as_secs());
+    file.write_all(format!("{expires}\n{token}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(code)
+}
+
+/// Takes the code file of `code` from `dir`, once: the token, if the file exists and the code
+/// has not expired.
+fn take_code_file(dir: &Path, code: &str) -> Option<String> {
+    // A code is 43 URL-safe characters; anything else never reaches the file system.
+    if code.len() != 43
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    let path = dir.join(code_file_name(code));
+    let taken = dir.join(format!("{}.taken-{}", code_file_name(code), secret()));
+    std::fs::rename(&path, &taken).ok()?;
+    let text = std::fs::read_to_string(&taken);
+    let _ = std::fs::remove_file(&taken);
+    let text = text.ok()?;
+    let mut lines = text.lines();
+    let expires: u64 = lines.next()?.parse().ok()?;
+    let token = lines.next()?.trim();
+    (expires > unix_now() && !token.is_empty()).then(|| token.to_string())
+}
+
 /// Sessions and sign-in codes.
 pub struct Sessions {
     idle: Duration,
     code_ttl: Duration,
+    code_dir: Option<PathBuf>,
     sessions: Mutex<HashMap<String, Session>>,
     codes: Mutex<HashMap<String, (String, Instant)>>,
     visits: Mutex<HashMap<String, i64>>,
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, code_ttl: Duration) -> Sessions {
+    /// Sessions that end after `idle`, codes minted in memory valid for `code_ttl`, and codes
+    /// written by `sfs-node web sign-in-link` taken from `code_dir`.
+    pub fn new(idle: Duration, code_ttl: Duration, code_dir: Option<PathBuf>) -> Sessions {
         Sessions {
             idle,
             code_ttl,
+            code_dir,
             sessions: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
             visits: Mutex::new(HashMap::new()),
@@ -181,9 +266,15 @@ impl Sessions {
 
     /// The token behind a code, once: the code is gone afterwards, used or expired.
     pub fn take_code(&self, code: &str) -> Option<String> {
-        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
-        let (token, expires) = codes.remove(code)?;
-        (expires > Instant::now()).then_some(token)
+        let minted = self
+            .codes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(code);
+        match minted {
+            Some((token, expires)) => (expires > Instant::now()).then_some(token),
+            None => take_code_file(self.code_dir.as_deref()?, code),
+        }
     }
 }
 
@@ -193,14 +284,49 @@ mod tests {
 
     #[test]
     fn codes_are_single_use_and_expire() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60), None);
         let code = sessions.mint_code("sfs_token");
         assert_eq!(sessions.take_code(&code).as_deref(), Some("sfs_token"));
         assert_eq!(sessions.take_code(&code), None, "used once");
         assert_eq!(sessions.take_code("made-up"), None);
-        let short = Sessions::new(Duration::from_secs(60), Duration::ZERO);
+        let short = Sessions::new(Duration::from_secs(60), Duration::ZERO, None);
         let code = short.mint_code("sfs_token");
         assert_eq!(short.take_code(&code), None, "expired");
+    }
+
+    #[test]
+    fn code_files_are_single_use_expire_and_hold_no_code() {
+        let dir = std::env::temp_dir().join(format!("sfs-web-codes-{}", secret()));
+        let sessions = Sessions::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Some(dir.clone()),
+        );
+        let code = write_code_file(&dir, "sfs_token", Duration::from_secs(600)).unwrap();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [code_file_name(&code)],
+            "named by the hash, not the code"
+        );
+        assert_eq!(sessions.take_code(&code).as_deref(), Some("sfs_token"));
+        assert_eq!(sessions.take_code(&code), None, "used once");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "gone once used"
+        );
+        let expired = write_code_file(&dir, "sfs_old", Duration::ZERO).unwrap();
+        assert_eq!(sessions.take_code(&expired), None, "expired");
+        assert_eq!(sessions.take_code("../../etc/passwd"), None);
+        // Writing a code sweeps expired ones away.
+        write_code_file(&dir, "sfs_a", Duration::ZERO).unwrap();
+        write_code_file(&dir, "sfs_b", Duration::from_secs(600)).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

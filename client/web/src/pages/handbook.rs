@@ -4,17 +4,16 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::Query;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use sfs_client::v1 as pb;
 
-use super::{api_error, field_error, require_session, Ctx};
+use super::{api_error, field_error, Ctx, Signed};
 use crate::i18n::Tr;
 use crate::session::Role;
-use crate::{format, html, AppState};
+use crate::{format, html};
 
 /// One step as shown.
 pub(crate) struct StepView {
@@ -61,14 +60,9 @@ pub(crate) struct HandbookQuery {
 
 /// `GET /handbook`.
 pub(crate) async fn page(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Query(query): Query<HandbookQuery>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let handbook = match session.client.handbook().await {
         Ok(handbook) => handbook,
         Err(sfs_client::ClientError::Status(status)) => return api_error(&t, &session, &status),
@@ -204,14 +198,9 @@ pub(crate) struct ProgressForm {
 
 /// `POST /handbook/progress`: the city's state on a step, and since when.
 pub(crate) async fn set_progress(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Form(form): Form<ProgressForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let anchor = form.step.replace('/', "-");
     let result = session
         .client

@@ -14,7 +14,7 @@ use axum::Form;
 use serde::Deserialize;
 use sfs_client::v1 as pb;
 
-use super::{api_error, city_names, field_error, require_session, Ctx};
+use super::{api_error, city_names, field_error, Ctx, Editor, Signed};
 use crate::i18n::Tr;
 use crate::session::{Role, Session};
 use crate::{format, html, AppState};
@@ -119,14 +119,9 @@ struct ListPage {
 
 /// `GET /lessons`: the national feed (or one city's), newest first.
 pub(crate) async fn list(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Query(filters): Query<Filters>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let parent = if filters.city.is_empty() {
         "cities/-".to_string()
     } else {
@@ -207,14 +202,9 @@ struct ShowPage {
 
 /// `GET /lessons/{city}/{id}`: one lesson.
 pub(crate) async fn show(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Path((city, id)): Path<(String, String)>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let lesson = match session
         .client
         .get_lesson(&format!("cities/{city}/lessons/{id}"))
@@ -321,20 +311,7 @@ fn lesson_from(form: &LessonForm) -> pb::Lesson {
 }
 
 /// `GET /lessons/new`.
-pub(crate) async fn new_form(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let (t, session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
-    if session.hub || session.role < Role::Editor {
-        return super::error_page_with(
-            &t,
-            Some(&session),
-            StatusCode::FORBIDDEN,
-            "error-forbidden",
-            String::new(),
-        );
-    }
+pub(crate) async fn new_form(Signed { t, session, .. }: Signed<Editor>) -> Response {
     form_page(
         t,
         session,
@@ -348,14 +325,9 @@ pub(crate) async fn new_form(State(app): State<AppState>, headers: HeaderMap) ->
 
 /// `POST /lessons`: creates a lesson; a refusal is shown at its field.
 pub(crate) async fn create(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Form(form): Form<LessonForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let request = pb::CreateLessonRequest {
         lesson: Some(lesson_from(&form)),
     };
@@ -380,14 +352,9 @@ pub(crate) async fn create(
 
 /// `GET /lessons/{city}/{id}/edit`: the form, with the version read (sent back on save).
 pub(crate) async fn edit_form(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Path((city, id)): Path<(String, String)>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let lesson = match session
         .client
         .lessons
@@ -420,15 +387,10 @@ pub(crate) async fn edit_form(
 /// `POST /lessons/{city}/{id}`: saves an edit; the API merges it with changes made since the
 /// version the form was read at.
 pub(crate) async fn update(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Path((city, id)): Path<(String, String)>,
     Form(form): Form<LessonForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let mut lesson = lesson_from(&form);
     lesson.name = format!("cities/{city}/lessons/{id}");
     match session.client.update_lesson(lesson, Vec::new()).await {
@@ -446,14 +408,9 @@ pub(crate) async fn update(
 
 /// `POST /lessons/{city}/{id}/archive`: archives a lesson (kept, left out of the feed).
 pub(crate) async fn archive(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Path((city, id)): Path<(String, String)>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let lesson = pb::Lesson {
         name: format!("cities/{city}/lessons/{id}"),
         archived: true,

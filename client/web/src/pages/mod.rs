@@ -5,13 +5,17 @@ mod handbook;
 mod lessons;
 mod overview;
 mod register;
+mod register_edit;
 mod signals;
 mod start;
 mod stats;
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -51,6 +55,42 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/statistics/publish", post(stats::publish))
         .route("/overview", get(overview::page))
         .route("/register", get(register::page))
+        .route(
+            "/register/organisations",
+            post(register_edit::create_organisation),
+        )
+        .route(
+            "/register/organisations/new",
+            get(register_edit::new_organisation),
+        )
+        .route(
+            "/register/organisations/{id}",
+            post(register_edit::update_organisation),
+        )
+        .route(
+            "/register/organisations/{id}/edit",
+            get(register_edit::edit_organisation),
+        )
+        .route("/register/contacts", post(register_edit::create_contact))
+        .route("/register/contacts/new", get(register_edit::new_contact))
+        .route(
+            "/register/contacts/{id}",
+            post(register_edit::update_contact),
+        )
+        .route(
+            "/register/contacts/{id}/edit",
+            get(register_edit::edit_contact),
+        )
+        .route("/register/meetings", post(register_edit::create_meeting))
+        .route("/register/meetings/new", get(register_edit::new_meeting))
+        .route(
+            "/register/meetings/{id}",
+            post(register_edit::update_meeting),
+        )
+        .route(
+            "/register/meetings/{id}/edit",
+            get(register_edit::edit_meeting),
+        )
         .route("/handbook", get(handbook::page))
         .route("/handbook/progress", post(handbook::set_progress))
         .route("/national", get(stats::national))
@@ -269,15 +309,68 @@ pub(crate) fn api_error(t: &Tr, session: &Session, status: &tonic::Status) -> Re
     error_page_with(t, Some(session), code, id, status.message().to_string())
 }
 
-/// The person's session, or a redirect to the sign-in page.
-pub(crate) fn require_session(
-    app: &crate::App,
-    headers: &HeaderMap,
-) -> Result<(Tr, Session), Redirect> {
-    let t = Tr::new(crate::lang(headers));
-    match crate::session(app, headers) {
-        Some((_, s)) => Ok((t, s)),
-        None => Err(Redirect::to("/login")),
+/// The least a page asks of the person signed in, as a type for [`Signed`].
+pub(crate) trait Need {
+    /// The least role, on a city node; `None`: anyone signed in, on any node.
+    const ROLE: Option<Role>;
+}
+
+/// Anyone signed in, on a city or the hub.
+pub(crate) struct Anyone;
+/// At least an editor, on a city node.
+pub(crate) struct Editor;
+/// At least a coordinator, on a city node.
+pub(crate) struct Coordinator;
+/// An admin, on a city node.
+pub(crate) struct Admin;
+
+impl Need for Anyone {
+    const ROLE: Option<Role> = None;
+}
+impl Need for Editor {
+    const ROLE: Option<Role> = Some(Role::Editor);
+}
+impl Need for Coordinator {
+    const ROLE: Option<Role> = Some(Role::Coordinator);
+}
+impl Need for Admin {
+    const ROLE: Option<Role> = Some(Role::Admin);
+}
+
+/// The signed-in person of a request, in their language, allowed what `N` needs. Without a
+/// session the request is sent to the sign-in page; with too little a role (or on the hub, for
+/// the city's own pages) it gets the refusal page. The API refuses such calls anyway: this
+/// only keeps a person from reaching a page they cannot use.
+pub(crate) struct Signed<N: Need = Anyone> {
+    pub t: Tr,
+    pub session: Session,
+    need: PhantomData<N>,
+}
+
+impl<N: Need> FromRequestParts<AppState> for Signed<N> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        let t = Tr::new(crate::lang(&parts.headers));
+        let Some((_, session)) = crate::session(app, &parts.headers) else {
+            return Err(Redirect::to("/login").into_response());
+        };
+        if let Some(role) = N::ROLE {
+            if session.hub || session.role < role {
+                return Err(error_page_with(
+                    &t,
+                    Some(&session),
+                    StatusCode::FORBIDDEN,
+                    "error-forbidden",
+                    String::new(),
+                ));
+            }
+        }
+        Ok(Signed {
+            t,
+            session,
+            need: PhantomData,
+        })
     }
 }
 
@@ -312,7 +405,16 @@ pub(crate) fn field_error(t: &Tr, status: &tonic::Status) -> Option<(String, Str
         ("contact persons", "kind-contact-name"),
         ("deny list", "kind-denied-word"),
     ];
-    let text = if let Some((_, id)) = kinds.iter().find(|(k, _)| detail.contains(k)) {
+    // The register's own checks first: "is not an e-mail address" names a kind of data too.
+    let text = if detail.contains("is not a date of the form") {
+        t.get("error-date")
+    } else if detail.contains("is in the future") {
+        t.get("error-date-future")
+    } else if detail.contains("is not an e-mail address") {
+        t.get("error-email")
+    } else if detail.contains("is not an existing") {
+        t.get("error-unknown-reference")
+    } else if let Some((_, id)) = kinds.iter().find(|(k, _)| detail.contains(k)) {
         t.arg("error-personal-data", "kind", t.get(id))
     } else if detail.contains("must not be empty") {
         t.get("error-empty")
@@ -357,6 +459,15 @@ mod tests {
             assert_eq!(named, field);
             assert!(text.contains(swedish), "{kind}: {text}");
         }
+        let email = tonic::Status::invalid_argument("field `email`: is not an e-mail address");
+        assert_eq!(
+            field_error(&sv, &email),
+            Some(("email".into(), sv.get("error-email")))
+        );
+        let date = tonic::Status::invalid_argument(
+            "field `date`: \"2.11\" is not a date of the form YYYY-MM-DD",
+        );
+        assert_eq!(field_error(&sv, &date).unwrap().1, sv.get("error-date"));
         let empty = tonic::Status::invalid_argument("field `title`: must not be empty");
         assert_eq!(
             field_error(&sv, &empty),

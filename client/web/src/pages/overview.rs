@@ -2,14 +2,12 @@
 //! the hub last saw it and the handbook release it runs; and how each step is adopted.
 
 use askama::Template;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sfs_client::v1 as pb;
 
-use super::{api_error, require_session, Ctx};
+use super::{api_error, Ctx, Signed};
 use crate::i18n::Tr;
-use crate::{format, html, AppState};
+use crate::{format, html};
 
 /// One city's row.
 pub(crate) struct CityRow {
@@ -32,11 +30,7 @@ struct OverviewPage {
 }
 
 /// `GET /overview`.
-pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
+pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
     let cities = match session
         .client
         .directory

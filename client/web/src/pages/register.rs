@@ -4,17 +4,17 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use sfs_client::v1 as pb;
 
-use super::{api_error, require_session, Ctx};
+use super::{api_error, Ctx, Signed};
 use crate::i18n::Tr;
-use crate::{format, html, AppState};
+use crate::{format, html};
 
 /// A meeting as shown: date, agenda, decisions, follow-ups (action, owner, due, done).
 pub(crate) struct MeetingView {
+    pub href: String,
     pub date: String,
     pub agenda: String,
     pub participants: String,
@@ -28,10 +28,18 @@ struct RegisterPage {
     t: Tr,
     ctx: Ctx,
     routine: Vec<(String, String, String)>,
-    organisations: Vec<(String, String)>,
+    /// Name, sector, edit link.
+    organisations: Vec<(String, String, String)>,
     groups: Vec<(String, String, String)>,
-    contacts: Vec<(String, String, String)>,
+    /// Name, role, organisation, edit link.
+    contacts: Vec<(String, String, String, String)>,
     meetings: Vec<MeetingView>,
+    can_edit: bool,
+}
+
+/// The edit link of a record (`organisations/abc` → `/register/organisations/abc/edit`).
+fn edit_href(name: &str) -> String {
+    format!("/register/{name}/edit")
 }
 
 const PAGE: pb::ListRequest = pb::ListRequest {
@@ -40,11 +48,7 @@ const PAGE: pb::ListRequest = pb::ListRequest {
 };
 
 /// `GET /register`.
-pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
+pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
     if session.hub {
         return super::error_page_with(
             &t,
@@ -102,8 +106,10 @@ pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Res
             .unwrap_or_else(|| t.get("unknown-organisation"))
     };
     meetings.sort_by(|a, b| b.date.cmp(&a.date));
+    let can_edit = session.role >= crate::session::Role::Editor;
     let page = RegisterPage {
         t,
+        can_edit,
         ctx: Ctx::new(&t, Some(&session), "/register"),
         routine: routine
             .into_iter()
@@ -118,11 +124,15 @@ pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Res
             .collect(),
         contacts: contacts
             .into_iter()
-            .map(|c| (c.full_name, c.role, name(&c.organisation)))
+            .map(|c| {
+                let href = edit_href(&c.name);
+                (c.full_name, c.role, name(&c.organisation), href)
+            })
             .collect(),
         meetings: meetings
             .into_iter()
             .map(|m| MeetingView {
+                href: edit_href(&m.name),
                 date: format::iso_date(&t, &m.date),
                 agenda: m.agenda,
                 participants: m
@@ -148,7 +158,10 @@ pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Res
             .collect(),
         organisations: orgs
             .into_iter()
-            .map(|o| (o.display_name, t.get(&format!("sector-{}", o.sector))))
+            .map(|o| {
+                let href = edit_href(&o.name);
+                (o.display_name, t.get(&format!("sector-{}", o.sector)), href)
+            })
             .collect(),
     };
     html(page.render())

@@ -4,17 +4,17 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use sfs_client::v1 as pb;
 
-use super::{api_error, field_error, require_session, Ctx};
+use super::{api_error, field_error, Admin, Coordinator, Ctx, Signed};
 use crate::i18n::Tr;
-use crate::session::{Role, Session};
-use crate::{format, html, AppState};
+use crate::session::Session;
+use crate::{format, html};
 
 const STATUSES: [&str; 4] = ["new", "referred", "in_support", "closed"];
 const KINDS: [&str; 2] = ["signal", "support_contact"];
@@ -66,18 +66,6 @@ fn view(t: &Tr, signal: pb::Signal, orgs: &BTreeMap<String, String>) -> SignalVi
     }
 }
 
-fn refuse_below(t: &Tr, session: &Session, role: Role) -> Option<Response> {
-    (session.hub || session.role < role).then(|| {
-        super::error_page_with(
-            t,
-            Some(session),
-            StatusCode::FORBIDDEN,
-            "error-forbidden",
-            String::new(),
-        )
-    })
-}
-
 #[derive(Deserialize, Default)]
 pub(crate) struct ListQuery {
     #[serde(default)]
@@ -107,17 +95,9 @@ fn status_options(t: &Tr) -> Vec<(String, String)> {
 
 /// `GET /signals`.
 pub(crate) async fn list(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed<Coordinator>,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
-    if let Some(refused) = refuse_below(&t, &session, Role::Coordinator) {
-        return refused;
-    }
     let page = match session
         .client
         .signals
@@ -220,14 +200,7 @@ async fn form_page(
 }
 
 /// `GET /signals/new`.
-pub(crate) async fn new_form(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let (t, session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
-    if let Some(refused) = refuse_below(&t, &session, Role::Coordinator) {
-        return refused;
-    }
+pub(crate) async fn new_form(Signed { t, session, .. }: Signed<Coordinator>) -> Response {
     let form = SignalForm {
         date: format::today(),
         kind: "signal".into(),
@@ -238,14 +211,9 @@ pub(crate) async fn new_form(State(app): State<AppState>, headers: HeaderMap) ->
 
 /// `POST /signals`.
 pub(crate) async fn create(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Form(form): Form<SignalForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let signal = pb::Signal {
         date: form.date.clone(),
         reporting_organisation: form.organisation.clone(),
@@ -287,17 +255,9 @@ struct ShowPage {
 
 /// `GET /signals/{id}` (the API writes the read to the access log).
 pub(crate) async fn show(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed<Coordinator>,
     Path(id): Path<String>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
-    if let Some(refused) = refuse_below(&t, &session, Role::Coordinator) {
-        return refused;
-    }
     let signal = match session
         .client
         .signals
@@ -335,15 +295,10 @@ pub(crate) struct UpdateForm {
 
 /// `POST /signals/{id}`: a new status, and a follow-up if one is written.
 pub(crate) async fn update(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Path(id): Path<String>,
     Form(form): Form<UpdateForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let name = format!("signals/{id}");
     let mut signal = match session
         .client
@@ -427,17 +382,9 @@ pub(crate) struct PageQuery {
 
 /// `GET /access-log` (admin).
 pub(crate) async fn access_log(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed<Admin>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
-    if let Some(refused) = refuse_below(&t, &session, Role::Admin) {
-        return refused;
-    }
     let page = match session
         .client
         .signals

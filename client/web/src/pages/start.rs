@@ -1,16 +1,14 @@
 //! The start page: what changed since the person's last visit.
 
 use askama::Template;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sfs_client::v1 as pb;
 
 use super::lessons::{steps, view, LessonView};
-use super::{city_names, require_session, Ctx};
+use super::{city_names, Ctx, Signed};
 use crate::i18n::Tr;
 use crate::session::Role;
-use crate::{format, html, AppState};
+use crate::{format, html};
 
 #[derive(Template)]
 #[template(path = "start.html")]
@@ -26,11 +24,7 @@ struct StartPage {
 }
 
 /// `GET /`.
-pub(crate) async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
+pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
     let since_ms = session.previous_visit_ms;
     let cities = city_names(&mut session).await;
     let steps = steps(&mut session).await;

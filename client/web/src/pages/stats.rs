@@ -3,17 +3,18 @@
 //! node shows the national figures, lower bounds and noisy cells drawn as such, with a CSV.
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::Query;
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use sfs_client::v1 as pb;
 
-use super::{api_error, field_error, require_session, Ctx};
+use super::{api_error, field_error, Coordinator, Ctx, Signed};
+use crate::chart::{self, Bar, Mark};
 use crate::i18n::Tr;
-use crate::session::{Role, Session};
-use crate::{format, html, AppState};
+use crate::session::Session;
+use crate::{format, html};
 
 const SEXES: &[&str] = &["female", "male", "other_or_unknown"];
 const AGE_BANDS: &[&str] = &[
@@ -212,7 +213,52 @@ struct StatsPage {
     referral_sources: Vec<(String, String)>,
     activity_kinds: Vec<(String, String)>,
     records: String,
-    published: Vec<(String, String, String)>,
+    /// Quarter, release number, date published, people supported (as the table shows it).
+    published: Vec<(String, String, String, String)>,
+    chart: Option<String>,
+}
+
+/// The table of the whole count of people supported, as drawn in the charts.
+const TOTAL_TABLE: &str = "exploitation_by_sex";
+
+/// The text of a figure as the tables show it (`≥ 12`, `≈ 12`, hidden).
+fn figure_text(t: &Tr, bar: &Bar) -> String {
+    match (bar.mark, bar.value) {
+        (Mark::Hidden, _) | (_, None) => t.get("cell-hidden"),
+        (Mark::Exact, Some(v)) => format::number(v),
+        (Mark::Noisy { .. }, Some(v)) => format!("≈ {}", format::number(v)),
+        (Mark::LowerBound, Some(v)) => format!("≥ {}", format::number(v)),
+        (Mark::LowerBoundNoisy { .. }, Some(v)) => format!("≥ ≈ {}", format::number(v)),
+    }
+}
+
+/// The city's own published figures over time: per quarter, its latest release's count of
+/// people supported. Oldest first.
+fn city_bars(releases: &[pb::StatsRelease]) -> Vec<Bar> {
+    let mut latest: std::collections::BTreeMap<&str, &pb::StatsRelease> = Default::default();
+    for r in releases.iter().filter(|r| !r.draft) {
+        let entry = latest.entry(r.quarter.as_str()).or_insert(r);
+        if r.number > entry.number {
+            *entry = r;
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(quarter, r)| {
+            let total = r
+                .cells
+                .iter()
+                .find(|c| c.table == TOTAL_TABLE && c.row.is_empty() && c.col.is_empty());
+            Bar {
+                label: quarter.to_string(),
+                value: total.and_then(|c| c.value),
+                mark: total.map_or(Mark::Hidden, |c| match c.value {
+                    None => Mark::Hidden,
+                    Some(_) => Mark::of(&c.status, c.sd),
+                }),
+            }
+        })
+        .collect()
 }
 
 async fn stats_page(
@@ -239,7 +285,7 @@ async fn stats_page(
         ),
         Err(status) => return api_error(&t, &session, &status),
     };
-    let published = match session
+    let releases = match session
         .client
         .stats
         .list_stats_releases(pb::ListStatsReleasesRequest {
@@ -248,21 +294,34 @@ async fn stats_page(
         })
         .await
     {
-        Ok(list) => list
-            .into_inner()
-            .releases
-            .into_iter()
-            .filter(|r| !r.draft)
-            .map(|r| {
-                (
-                    r.quarter,
-                    r.number.to_string(),
-                    format::date(&t, r.create_time_ms),
-                )
-            })
-            .collect(),
+        Ok(list) => list.into_inner().releases,
         Err(_) => Vec::new(),
     };
+    let bars = city_bars(&releases);
+    let chart = chart::bars(
+        "city-chart",
+        &chart::Words {
+            title: &t.get("chart-city-title"),
+            description: &t.get("chart-city-description"),
+            y_axis: &t.get("chart-people"),
+            hidden: &t.get("cell-hidden"),
+        },
+        &bars,
+    );
+    let mut published: Vec<(String, String, String, String)> = releases
+        .iter()
+        .filter(|r| !r.draft)
+        .map(|r| {
+            let bar = city_bars(std::slice::from_ref(r)).pop();
+            (
+                r.quarter.clone(),
+                r.number.to_string(),
+                format::date(&t, r.create_time_ms),
+                bar.map(|b| figure_text(&t, &b)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    published.sort_by(|a, b| (&b.0, &b.1).cmp(&(&a.0, &a.1)));
     let status = super::form_status(!error.is_empty());
     let page = StatsPage {
         t,
@@ -281,35 +340,16 @@ async fn stats_page(
             .collect(),
         records,
         published,
+        chart,
     };
     (status, html(page.render())).into_response()
 }
 
-fn refuse(t: &Tr, session: &Session) -> Option<Response> {
-    (session.hub || session.role < Role::Coordinator).then(|| {
-        super::error_page_with(
-            t,
-            Some(session),
-            StatusCode::FORBIDDEN,
-            "error-forbidden",
-            String::new(),
-        )
-    })
-}
-
 /// `GET /statistics`.
 pub(crate) async fn page(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, session, .. }: Signed<Coordinator>,
     Query(query): Query<StatsQuery>,
 ) -> Response {
-    let (t, session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
-    if let Some(refused) = refuse(&t, &session) {
-        return refused;
-    }
     let quarter = if query.quarter.is_empty() {
         this_quarter()
     } else {
@@ -349,14 +389,9 @@ pub(crate) struct RecordForm {
 
 /// `POST /statistics/records`: a support record (`kind=support`) or an activity record.
 pub(crate) async fn create_record(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Form(form): Form<RecordForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let quarter = form.quarter.trim().to_string();
     let result = if form.kind == "support" {
         session
@@ -429,14 +464,9 @@ struct PreviewPage {
 
 /// `POST /statistics/preview`: the quarter as it would be published.
 pub(crate) async fn preview(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, session, .. }: Signed,
     Form(form): Form<QuarterForm>,
 ) -> Response {
-    let (t, session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     preview_page(t, session, form.quarter.trim().to_string(), String::new()).await
 }
 
@@ -489,14 +519,9 @@ async fn preview_page(t: Tr, mut session: Session, quarter: String, error: Strin
 
 /// `POST /statistics/publish`: publishes the previewed quarter, once confirmed.
 pub(crate) async fn publish(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Form(form): Form<QuarterForm>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let quarter = form.quarter.trim().to_string();
     if form.confirm != "yes" {
         let error = t.get("stats-confirm-missing");
@@ -533,6 +558,82 @@ struct NationalPage {
     year: String,
     periods: Vec<(String, Vec<TableView>)>,
     csv_href: String,
+    charts: Vec<String>,
+}
+
+/// A national cell as a bar.
+fn national_bar(label: String, cell: Option<&pb::NationalCell>) -> Bar {
+    match cell {
+        Some(c) => Bar {
+            label,
+            value: Some(c.value),
+            mark: Mark::of(&c.status, c.sd),
+        },
+        None => Bar {
+            label,
+            value: None,
+            mark: Mark::Hidden,
+        },
+    }
+}
+
+/// The national charts of a year: people supported per quarter, and per form of exploitation
+/// over the year.
+fn national_charts(t: &Tr, year: i32, cells: &[pb::NationalCell]) -> Vec<String> {
+    let country = |period: &str, row: &str| {
+        cells.iter().find(|c| {
+            c.county.is_empty()
+                && c.period == period
+                && c.table == TOTAL_TABLE
+                && c.row == row
+                && c.col.is_empty()
+        })
+    };
+    let quarters: Vec<Bar> = (1..=4)
+        .map(|q| format!("{year}-Q{q}"))
+        .filter_map(|period| {
+            let cell = country(&period, "")?;
+            Some(national_bar(period, Some(cell)))
+        })
+        .collect();
+    let year_text = year.to_string();
+    let by_exploitation: Vec<Bar> = if country(&year_text, "").is_some() {
+        EXPLOITATIONS
+            .iter()
+            .map(|e| national_bar(category(t, e), country(&year_text, e)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let hidden = t.get("cell-hidden");
+    let people = t.get("chart-people");
+    let description = t.get("chart-national-description");
+    [
+        (
+            "national-quarters",
+            t.arg("chart-national-quarters-title", "year", &year_text),
+            quarters,
+        ),
+        (
+            "national-exploitation",
+            t.arg("chart-national-exploitation-title", "year", &year_text),
+            by_exploitation,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(id, title, bars)| {
+        chart::bars(
+            id,
+            &chart::Words {
+                title: &title,
+                description: &description,
+                y_axis: &people,
+                hidden: &hidden,
+            },
+            &bars,
+        )
+    })
+    .collect()
 }
 
 fn year_of(query: &YearQuery) -> i32 {
@@ -545,14 +646,9 @@ fn year_of(query: &YearQuery) -> i32 {
 
 /// `GET /national`: the national figures of a year, per period, for the whole country.
 pub(crate) async fn national(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Query(query): Query<YearQuery>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let year = year_of(&query);
     let stats = match session
         .client
@@ -589,9 +685,11 @@ pub(crate) async fn national(
             (period, tables(&t, cells))
         })
         .collect();
+    let charts = national_charts(&t, year, &stats.cells);
     let page = NationalPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/national"),
+        charts,
         csv_href: format!("/national.csv?year={year}"),
         year: year.to_string(),
         periods,
@@ -601,14 +699,9 @@ pub(crate) async fn national(
 
 /// `GET /national.csv`: the national figures as the API exports them.
 pub(crate) async fn national_csv(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+    Signed { t, mut session, .. }: Signed,
     Query(query): Query<YearQuery>,
 ) -> Response {
-    let (t, mut session) = match require_session(&app, &headers) {
-        Ok(pair) => pair,
-        Err(redirect) => return redirect.into_response(),
-    };
     let year = year_of(&query);
     match session
         .client
