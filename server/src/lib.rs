@@ -32,3 +32,4 @@ pub mod stats;
 pub mod store;
 pub mod sync;
 pub mod tokens;
+pub mod workers;

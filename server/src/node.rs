@@ -401,7 +401,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
             auth,
         ));
     if let (Role::City, Some(retention)) = (id.role(), config.privacy.closed_signal_retention()) {
-        tasks.push(tokio::spawn(api::signals::erase_expired(
+        tasks.push(tokio::spawn(crate::workers::erase_expired_signals(
             state.clone(),
             retention,
             shutdown_rx.clone(),
@@ -413,7 +413,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         shutdown_rx.clone(),
     )));
     if id.role() == Role::Hub {
-        tasks.push(tokio::spawn(api::stats::aggregate_national(
+        tasks.push(tokio::spawn(crate::workers::aggregate_national_stats(
             state.clone(),
             shutdown_rx.clone(),
         )));

@@ -1,7 +1,5 @@
 //! The `Statistics` service: raw records in, protected releases out, national figures at the hub.
 
-use std::collections::BTreeMap;
-
 use sfs_proto::v1 as pb;
 use sfs_sync::Role;
 use sha2::{Digest, Sha256};
@@ -662,75 +660,5 @@ impl pb::statistics_server::Statistics for StatsService {
             filename: format!("national-stats-{year}.csv"),
             csv: national::to_csv(&national),
         }))
-    }
-}
-
-/// At the hub: recomputes `national/stats` whenever a city's published statistics or the
-/// directory change. Runs until the node shuts down.
-pub async fn aggregate_national(state: ApiState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    if state.sync.me().role() != Role::Hub {
-        return;
-    }
-    let mut changes = state.sync.subscribe_changes();
-    // The first round runs at once, for releases stored before the node started.
-    let mut first = true;
-    loop {
-        let changed = if std::mem::take(&mut first) {
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(0))
-        } else {
-            tokio::select! {
-                changed = changes.recv() => changed,
-                _ = shutdown.changed() => return,
-            }
-        };
-        let relevant = match &changed {
-            Ok(doc) => {
-                doc.as_str().starts_with("shared/stats/") || doc.as_str() == "national/directory"
-            }
-            // Missed some notifications: recompute to be safe.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        if !relevant {
-            continue;
-        }
-        let sync = state.sync.clone();
-        let result = blocking(move || {
-            let (releases, counties) = sync.read(|engine| {
-                let releases: Vec<PublishedRelease> = engine
-                    .documents()
-                    .filter(|(id, _)| id.as_str().starts_with("shared/stats/"))
-                    .flat_map(|(_, doc)| docs::releases(doc))
-                    .collect();
-                let counties: BTreeMap<String, String> = engine
-                    .document(&crate::directory::directory_doc())
-                    .map(|doc| {
-                        crate::docmodel::records(doc, "cities")
-                            .into_iter()
-                            .map(|(id, obj)| (id, crate::docmodel::get_str(doc, &obj, "county")))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (releases, counties)
-            });
-            let years: std::collections::BTreeSet<i32> = releases
-                .iter()
-                .filter_map(|r| stats::parse_quarter(&r.quarter).map(|(y, _)| y))
-                .collect();
-            let figures: Vec<national::NationalYear> = years
-                .into_iter()
-                .map(|y| national::combine(&releases, y, &counties))
-                .collect();
-            sync.edit(&docs::national_doc(), |tx| {
-                for year in &figures {
-                    docs::write_national(tx, year)?;
-                }
-                Ok::<(), automerge::AutomergeError>(())
-            })
-        })
-        .await;
-        if let Ok(Err(err)) = result {
-            tracing::warn!(error = %err, "recomputing the national statistics failed");
-        }
     }
 }

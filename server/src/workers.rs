@@ -1,0 +1,142 @@
+//! The node's background workers: work that runs on its own schedule, not for a request.
+//! Each runs until the node's shutdown signal and is joined by `RunningNode::stop`.
+//!
+//! - [`erase_expired_signals`] (city): erases closed signals past their retention period.
+//! - [`aggregate_national_stats`] (hub): recomputes `national/stats` when a city publishes.
+//! - The running handbook release is tracked by [`crate::release::track`].
+
+use std::collections::BTreeMap;
+
+use sfs_sync::Role;
+use tonic::Status;
+
+use crate::api::{self, ApiState};
+use crate::model::now_ms;
+use crate::signals::{self as sig, signals_doc};
+use crate::stats;
+use crate::stats::documents as docs;
+use crate::stats::national::{self, PublishedRelease};
+
+/// Erases closed signals once their retention period is over, checking a few times per period
+/// (at least every 10 minutes), until `shutdown`. Each erasure is written to the access log
+/// with the actor `retention`.
+pub async fn erase_expired_signals(
+    state: ApiState,
+    retention: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = (retention / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(600),
+    );
+    let retention_ms = retention.as_millis().min(i64::MAX as u128) as i64;
+    loop {
+        let local = state.local.clone();
+        let log = state.access_log.clone();
+        let swept = api::blocking(move || -> Result<usize, Status> {
+            let now = now_ms();
+            let due = local.read(&signals_doc(), |doc| sig::expired(doc, now, retention_ms));
+            if due.is_empty() {
+                return Ok(0);
+            }
+            // Decided again under the document's lock, so a signal reopened a moment ago stays.
+            local.erase(&signals_doc(), |tx| {
+                let ids = sig::expired(tx, now, retention_ms);
+                api::log_erasure(
+                    &log,
+                    "retention",
+                    ids.iter().map(|id| format!("signals/{id}")),
+                )?;
+                for id in &ids {
+                    api::delete_or_not_found(tx, "signals", id, &format!("signals/{id}"))?;
+                }
+                Ok(ids.len())
+            })
+        })
+        .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => tracing::info!(count, "erased closed signals past their retention"),
+            Ok(Err(status)) | Err(status) => {
+                tracing::warn!(error = %status.message(), "erasing expired signals failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// At the hub: recomputes `national/stats` whenever a city's published statistics or the
+/// directory change. Runs until the node shuts down.
+pub async fn aggregate_national_stats(
+    state: ApiState,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if state.sync.me().role() != Role::Hub {
+        return;
+    }
+    let mut changes = state.sync.subscribe_changes();
+    // The first round runs at once, for releases stored before the node started.
+    let mut first = true;
+    loop {
+        let changed = if std::mem::take(&mut first) {
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(0))
+        } else {
+            tokio::select! {
+                changed = changes.recv() => changed,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let relevant = match &changed {
+            Ok(doc) => {
+                doc.as_str().starts_with("shared/stats/") || doc.as_str() == "national/directory"
+            }
+            // Missed some notifications: recompute to be safe.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if !relevant {
+            continue;
+        }
+        let sync = state.sync.clone();
+        let result = api::blocking(move || {
+            let (releases, counties) = sync.read(|engine| {
+                let releases: Vec<PublishedRelease> = engine
+                    .documents()
+                    .filter(|(id, _)| id.as_str().starts_with("shared/stats/"))
+                    .flat_map(|(_, doc)| docs::releases(doc))
+                    .collect();
+                let counties: BTreeMap<String, String> = engine
+                    .document(&crate::directory::directory_doc())
+                    .map(|doc| {
+                        crate::docmodel::records(doc, "cities")
+                            .into_iter()
+                            .map(|(id, obj)| (id, crate::docmodel::get_str(doc, &obj, "county")))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (releases, counties)
+            });
+            let years: std::collections::BTreeSet<i32> = releases
+                .iter()
+                .filter_map(|r| stats::parse_quarter(&r.quarter).map(|(y, _)| y))
+                .collect();
+            let figures: Vec<national::NationalYear> = years
+                .into_iter()
+                .map(|y| national::combine(&releases, y, &counties))
+                .collect();
+            sync.edit(&docs::national_doc(), |tx| {
+                for year in &figures {
+                    docs::write_national(tx, year)?;
+                }
+                Ok::<(), automerge::AutomergeError>(())
+            })
+        })
+        .await;
+        if let Ok(Err(err)) = result {
+            tracing::warn!(error = %err, "recomputing the national statistics failed");
+        }
+    }
+}
