@@ -2638,6 +2638,7 @@ async fn cities(
                     "LAST SEEN",
                     "HANDBOOK",
                     "RUNS",
+                    "LESSONS GEN",
                     "CERTIFICATE EXPIRES",
                 ]);
                 for c in &list {
@@ -2671,6 +2672,7 @@ async fn cities(
                         },
                         dash(&c.handbook_release),
                         dash(&c.running_release),
+                        c.lessons_generation.to_string(),
                         certificate,
                     ]);
                 }

@@ -40,5 +40,6 @@ pub fn read<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::City {
         running_release_number: 0,
         certificate_expire_time_ms: 0,
         revoked: false,
+        lessons_generation: 0,
     }
 }

@@ -15,6 +15,25 @@ use crate::util::{
     Federation,
 };
 
+/// The `lessons_generation` the directory of the node behind `client` shows for `city`.
+async fn lessons_generation_in_directory(client: &sfs_client::Client, city: &str) -> i64 {
+    client
+        .clone()
+        .directory
+        .list_cities(pb::ListRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cities
+        .into_iter()
+        .find(|c| c.name == city)
+        .map(|c| c.lessons_generation)
+        .unwrap_or_else(|| panic!("{city} is not in the directory"))
+}
+
 /// The generation of `doc` the node behind `client` holds, once it holds the document.
 async fn generation_of(client: &sfs_client::Client, doc: &str) -> Option<u64> {
     let status = client.clone().status().await.ok()?;
@@ -145,6 +164,23 @@ async fn redacted_and_deleted_lessons_leave_no_trace_on_any_node_or_backup() {
         async move { (generation_of(&hub, doc).await? == 1).then_some(()) }
     })
     .await;
+    // The hub's directory shows which generation of each city's lessons it holds.
+    hub.clone()
+        .directory
+        .create_city(pb::CreateCityRequest {
+            city: Some(pb::City {
+                name: "cities/lund".into(),
+                display_name: "Lund".into(),
+                county: "Skåne län".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        lessons_generation_in_directory(&hub, "cities/lund").await,
+        1
+    );
 
     // The hub restarts in the middle: the deletion happens while it is down.
     fed.stop_hub().await;
@@ -160,6 +196,10 @@ async fn redacted_and_deleted_lessons_leave_no_trace_on_any_node_or_backup() {
         })
         .await;
     }
+    assert_eq!(
+        lessons_generation_in_directory(&hub, "cities/lund").await,
+        2
+    );
     let mut malmo_client = malmo.clone();
     let seen = malmo_client.get_lesson(&first.name).await.unwrap();
     assert_eq!(

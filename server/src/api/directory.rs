@@ -64,6 +64,9 @@ impl DirectoryService {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
         }
+        if let Ok(lessons) = sfs_sync::ShareableDocId::lessons(&id) {
+            city.lessons_generation = self.0.sync.generation(&lessons).unwrap_or(0) as i64;
+        }
         if let Some(cert) = self.0.certificates.of_city(&id) {
             city.certificate_expire_time_ms = cert.not_after_unix.saturating_mul(1000);
             city.revoked = cert.revoked;
