@@ -298,6 +298,55 @@ pub struct ListedLesson {
     pub archived: bool,
 }
 
+/// Listings of lessons documents ([`list`]), kept per city and reused while the document's
+/// heads are unchanged, so a page of the national feed reads no lesson that did not change
+/// since the last listing (a changed document is listed again, whole).
+#[derive(Default)]
+pub struct ListingCache {
+    docs: std::sync::Mutex<std::collections::HashMap<String, CachedListing>>,
+}
+
+#[derive(Default)]
+struct CachedListing {
+    heads: Vec<automerge::ChangeHash>,
+    /// Creation time and archived flag of each lesson.
+    brief: Option<std::sync::Arc<Vec<ListedLesson>>>,
+    /// Whole records (for filters on tags, step or text).
+    full: Option<std::sync::Arc<Vec<ListedLesson>>>,
+}
+
+impl ListingCache {
+    /// The listing of `doc` (the lessons of `city`), whole records if `full`.
+    pub fn listing(
+        &self,
+        doc: &Automerge,
+        city: &str,
+        full: bool,
+    ) -> std::sync::Arc<Vec<ListedLesson>> {
+        let heads = doc.get_heads();
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = docs.entry(city.to_string()).or_default();
+        if entry.heads != heads {
+            *entry = CachedListing {
+                heads,
+                ..Default::default()
+            };
+        }
+        if !full {
+            if let Some(listing) = entry.full.as_ref().or(entry.brief.as_ref()) {
+                return listing.clone();
+            }
+        }
+        let slot = if full {
+            &mut entry.full
+        } else {
+            &mut entry.brief
+        };
+        slot.get_or_insert_with(|| std::sync::Arc::new(list(doc, city, full)))
+            .clone()
+    }
+}
+
 /// Every lesson of a city's lessons document for a listing: creation time and archived flag
 /// for each (cheap), the whole record only when `full` is set (a filter on tags, step or text).
 pub fn list(doc: &Automerge, city: &str, full: bool) -> Vec<ListedLesson> {
@@ -337,4 +386,46 @@ pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
         .filter(|item| matches!(item.value, automerge::ValueRef::Object(ObjType::Map)))
         .map(|item| read_lesson(doc, city, &item.key, &item.id()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(doc: &mut Automerge, id: &str, title: &str, now_ms: i64) {
+        doc.transact(|tx| create(tx, id, title, "Body", &[], "", now_ms))
+            .map_err(|f| f.error)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_listing_is_reused_while_the_document_is_unchanged_and_redone_after_a_change() {
+        let cache = ListingCache::default();
+        let mut doc = Automerge::new();
+        add(&mut doc, "a", "First", 1);
+        let first = cache.listing(&doc, "lund", false);
+        assert_eq!(first.len(), 1);
+        assert!(first[0].record.is_none());
+        // Unchanged: the same listing, not read again.
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &cache.listing(&doc, "lund", false)
+        ));
+        // Whole records when a filter needs them, which then serve the brief listing too.
+        let full = cache.listing(&doc, "lund", true);
+        assert_eq!(full[0].record.as_ref().unwrap().title, "First");
+        assert!(std::sync::Arc::ptr_eq(
+            &full,
+            &cache.listing(&doc, "lund", false)
+        ));
+        // A change to the document: listed again, with the new lesson.
+        add(&mut doc, "b", "Second", 2);
+        let after = cache.listing(&doc, "lund", false);
+        let mut ids: Vec<&str> = after.iter().map(|l| l.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        // Each city's document is kept apart.
+        assert_eq!(cache.listing(&Automerge::new(), "malmo", false).len(), 0);
+        assert_eq!(cache.listing(&doc, "lund", false).len(), 2);
+    }
 }

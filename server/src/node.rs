@@ -301,6 +301,7 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         at_rest,
         releases: releases.clone(),
         request_tasks: request_tasks.clone(),
+        lesson_listings: Default::default(),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

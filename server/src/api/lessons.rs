@@ -371,9 +371,10 @@ impl pb::lessons_server::Lessons for LessonsService {
                     })?,
             )
         };
+        let listings = &self.0.lesson_listings;
         let (total, page, more) = self.0.sync.read(|engine| {
-            // (city, listed lesson, version of its document)
-            let mut all: Vec<(String, lessons::ListedLesson, String)> = engine
+            // Each lessons document's listing (from the cache while it is unchanged) and version.
+            let docs: Vec<(&str, std::sync::Arc<Vec<lessons::ListedLesson>>, String)> = engine
                 .documents()
                 .filter_map(|(id, doc)| {
                     let city = id.as_str().strip_prefix("shared/lessons/")?;
@@ -381,13 +382,15 @@ impl pb::lessons_server::Lessons for LessonsService {
                         return None;
                     }
                     let version = crate::docmodel::version_of(&doc.get_heads());
-                    Some(
-                        lessons::list(doc, city, full)
-                            .into_iter()
-                            .map(move |l| (city.to_string(), l, version.clone())),
-                    )
+                    Some((city, listings.listing(doc, city, full), version))
                 })
-                .flatten()
+                .collect();
+            // (city, listed lesson, version of its document)
+            let mut all: Vec<(&str, &lessons::ListedLesson, &String)> = docs
+                .iter()
+                .flat_map(|(city, listing, version)| {
+                    listing.iter().map(move |l| (*city, l, version))
+                })
                 .filter(|(_, l, _)| request.show_archived || !l.archived)
                 .filter(|(_, l, _)| l.record.as_ref().is_none_or(&keep))
                 .collect();
@@ -419,7 +422,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                             lessons::read_one(doc, city, &l.id)?
                         }
                     };
-                    Some((record, version.clone()))
+                    Some((record, (*version).clone()))
                 })
                 .collect();
             let more = start + page.len() < all.len();

@@ -50,6 +50,8 @@ pub struct ApiState {
     /// Work a request starts that outlives its handler (a backup streaming behind its
     /// response): the node waits for it on stop.
     pub request_tasks: tokio_util::task::TaskTracker,
+    /// Listings of the lessons documents, reused while a document is unchanged.
+    pub lesson_listings: Arc<crate::lessons::ListingCache>,
     /// This node's certificate expiry and, at the hub, the certificates cities presented.
     pub certificates: Arc<crate::hub::CertificateWatch>,
 }
