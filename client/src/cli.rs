@@ -2329,6 +2329,7 @@ async fn stats(
                         "National figures {year} (from {} releases)",
                         national.releases.len()
                     )?;
+                    let mut marks = std::collections::BTreeSet::new();
                     for c in national
                         .cells
                         .iter()
@@ -2344,16 +2345,9 @@ async fn stats(
                         } else {
                             c.col.as_str()
                         };
-                        let note = match c.status.as_str() {
-                            "exact" => String::new(),
-                            "lower_bound" => "  (at least)".to_string(),
-                            other => format!("  ({other}, sd {:.1})", c.sd),
-                        };
-                        writeln!(
-                            out,
-                            "  {:<26} {row:<20} {col:<18} {}{note}",
-                            c.table, c.value
-                        )?;
+                        let figure = national_figure(&c.status, c.value, c.sd);
+                        marks.insert(c.status.clone());
+                        writeln!(out, "  {:<26} {row:<20} {col:<18} {figure}", c.table)?;
                     }
                     for a in national
                         .activity
@@ -2362,11 +2356,44 @@ async fn stats(
                     {
                         writeln!(out, "  activity {:<20} {}", a.kind, a.value)?;
                     }
+                    for line in national_legend(&marks) {
+                        writeln!(out, "{line}")?;
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A national figure as `sfs stats national` prints it: exact as is, a lower bound as `≥ N`, a
+/// noisy count as `≈ N ± M` (M = 1.96 × sd, about 95 %).
+fn national_figure(status: &str, value: i64, sd: f64) -> String {
+    match status {
+        "exact" => value.to_string(),
+        "lower_bound" => format!("≥ {value}"),
+        "noisy" => format!("≈ {value} ± {:.0}", 1.96 * sd),
+        "lower_bound_noisy" => format!("≥ ≈ {value} ± {:.0}", 1.96 * sd),
+        other => format!("{value} ({other})"),
+    }
+}
+
+/// What the marks printed for `statuses` mean, one line each, after the figures.
+fn national_legend(statuses: &std::collections::BTreeSet<String>) -> Vec<&'static str> {
+    let mut lines = Vec::new();
+    if statuses.contains("lower_bound") || statuses.contains("lower_bound_noisy") {
+        lines.push(
+            "≥ N: at least N. A city hid a small count in this cell to protect the people \
+             counted; N adds up only what is certain, so \"≥ 0\" means \"unknown, but small\".",
+        );
+    }
+    if statuses.contains("noisy") || statuses.contains("lower_bound_noisy") {
+        lines.push(
+            "≈ N ± M: noise was added to protect individuals; the true figure is within ± M of N \
+             about 95 times in 100.",
+        );
+    }
+    lines
 }
 
 /// Titles of the handbook's steps by name, from the newest handbook on the node; empty if it
@@ -2872,6 +2899,22 @@ async fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn national_figures_say_what_their_marks_mean() {
+        use super::{national_figure, national_legend};
+        assert_eq!(national_figure("exact", 27, 0.0), "27");
+        assert_eq!(national_figure("lower_bound", 0, 0.0), "≥ 0");
+        assert_eq!(national_figure("noisy", 17, 2.0), "≈ 17 ± 4");
+        assert_eq!(national_figure("lower_bound_noisy", 9, 1.0), "≥ ≈ 9 ± 2");
+        let marks = |s: &[&str]| s.iter().map(|m| m.to_string()).collect();
+        assert!(national_legend(&marks(&["exact"])).is_empty());
+        let both = national_legend(&marks(&["exact", "lower_bound", "noisy"]));
+        assert_eq!(both.len(), 2);
+        assert!(both[0].starts_with("≥ N: at least N."), "{both:?}");
+        assert!(both[1].starts_with("≈ N ± M:"), "{both:?}");
+        assert_eq!(national_legend(&marks(&["lower_bound_noisy"])).len(), 2);
+    }
+
     use super::*;
     use clap::CommandFactory;
 
