@@ -26,6 +26,7 @@ use automerge::sync::{self, BloomFilter, Have, SyncDoc};
 use automerge::transaction::{Transactable, Transaction};
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
+use crate::compaction::{Compaction, CompactionPolicy};
 use crate::frame::{
     summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
 };
@@ -92,6 +93,16 @@ pub struct EngineConfig {
     /// heads, or with the reset flag) gets at most one full resend per document per this many
     /// milliseconds; other such requests are answered with what it has not been sent.
     pub reset_interval_ms: u64,
+}
+
+impl EngineConfig {
+    /// The compaction policy these settings make ([`crate::compaction`]).
+    pub fn compaction(&self) -> CompactionPolicy {
+        CompactionPolicy {
+            after_chunks: self.compact_after_chunks,
+            min_bytes: self.compact_min_bytes,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -222,14 +233,9 @@ struct DocEntry {
     doc: Automerge,
     /// Heads at the last [`DocPersist`]; the next incremental chunk starts here.
     persisted_heads: Vec<ChangeHash>,
-    /// Incremental chunks stored since the last snapshot.
-    chunks_since_snapshot: usize,
-    /// Their bytes.
-    chunk_bytes: usize,
-    /// Size of the last snapshot written (0 when unknown).
-    snapshot_bytes: usize,
-    /// A write of this document failed; the next persist must be a full snapshot.
-    needs_snapshot: bool,
+    /// What is stored beside the last snapshot ([`crate::compaction`]); after a failed write
+    /// the next persist is a full snapshot.
+    compaction: Compaction,
     /// The document's generation ([`generation_of`]), cached.
     generation: u64,
 }
@@ -240,10 +246,7 @@ impl DocEntry {
         DocEntry {
             doc: Automerge::new().with_actor(actor),
             persisted_heads: Vec::new(),
-            chunks_since_snapshot: 0,
-            chunk_bytes: 0,
-            snapshot_bytes: 0,
-            needs_snapshot: false,
+            compaction: Compaction::default(),
             generation: 0,
         }
     }
@@ -254,10 +257,7 @@ impl DocEntry {
             persisted_heads: doc.get_heads(),
             generation: generation_of(&doc),
             doc,
-            chunks_since_snapshot,
-            chunk_bytes: 0,
-            snapshot_bytes: 0,
-            needs_snapshot,
+            compaction: Compaction::loaded(chunks_since_snapshot, needs_snapshot),
         }
     }
 }
@@ -1112,7 +1112,7 @@ impl Engine {
         // document's whole history to find them).
         let (new_changes, changes_before) = {
             let entry = &self.docs[&id];
-            let up_to_date = !entry.needs_snapshot
+            let up_to_date = !entry.compaction.needs_snapshot()
                 && sorted(before.clone()) == sorted(entry.persisted_heads.clone());
             let new_changes = up_to_date.then(|| {
                 parsed
@@ -1338,21 +1338,15 @@ impl Engine {
 
     /// Hands out the bytes of `id` that changed since the last persist (or a snapshot).
     fn persist_changed(&mut self, id: &ShareableDocId, fresh: Option<Vec<u8>>, out: &mut Output) {
-        let compact_after = self.config.compact_after_chunks;
-        let compact_min_bytes = self.config.compact_min_bytes;
+        let policy = self.config.compaction();
         let entry = self.docs.get_mut(id).expect("document exists");
         let heads = entry.doc.get_heads();
-        let chunk = (!entry.needs_snapshot)
+        let chunk = (!entry.compaction.needs_snapshot())
             .then(|| fresh.unwrap_or_else(|| entry.doc.save_after(&entry.persisted_heads)));
-        let chunk = chunk.filter(|chunk| {
-            entry.chunks_since_snapshot + 1 < compact_after
-                && entry.chunk_bytes + chunk.len()
-                    <= compact_min_bytes.max(entry.snapshot_bytes / 2)
-        });
+        let chunk = chunk.filter(|chunk| entry.compaction.takes_chunk(&policy, chunk.len()));
         let persist = match chunk {
             Some(bytes) => {
-                entry.chunks_since_snapshot += 1;
-                entry.chunk_bytes += bytes.len();
+                entry.compaction.stored_chunk(bytes.len());
                 DocPersist {
                     doc: id.clone(),
                     kind: PersistKind::Incremental,
@@ -1362,10 +1356,7 @@ impl Engine {
             }
             None => {
                 let bytes = entry.doc.save();
-                entry.chunks_since_snapshot = 0;
-                entry.chunk_bytes = 0;
-                entry.snapshot_bytes = bytes.len();
-                entry.needs_snapshot = false;
+                entry.compaction.stored_snapshot(bytes.len());
                 DocPersist {
                     doc: id.clone(),
                     kind: PersistKind::Snapshot,

@@ -9,15 +9,25 @@
 //! - [`scope`]: document ids, their scope and owner, node identities, and the owner-writes rule.
 //! - [`frame`]: the frames of the federation protocol, as plain Rust values.
 //! - [`engine`]: the state machine that runs Automerge's sync protocol per document and link.
+//! - [`driver`]: the one executor of the engine's output: the [`driver::Storage`] trait (and an
+//!   in-memory store with failpoints), an ordered queue of outputs, one writer that stores a
+//!   batch and syncs once, and only then releases frames, acknowledgements and notifications.
+//! - [`compaction`]: when a stored document gets a chunk and when a whole snapshot.
 
 pub mod backoff;
+pub mod compaction;
+pub mod driver;
 pub mod engine;
 pub mod frame;
 pub mod scope;
+pub mod storage;
 
 pub use engine::{
     generation_of, CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError,
     LogEvent, Output, PersistKind, StatusCode, GENERATION_KEY,
+};
+pub use driver::{
+    Driver, DriverEditError, RecordingTransport, Released, StorageFailure, Transport,
 };
 pub use frame::{
     summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
@@ -26,3 +36,4 @@ pub use scope::{
     actor_belongs_to, actor_prefix, run_actor, DocId, NodeId, Owner, Role, Scope, ScopeError,
     ShareableDocId,
 };
+pub use storage::{LoadedDoc, MemoryError, MemoryStorage, Storage};

@@ -1,0 +1,565 @@
+//! The one driver of the [`Engine`]: every node, the simulator, the fuzz harness and the tests
+//! execute the engine's [`Output`] through it, so the rules below hold everywhere.
+//!
+//! The write path is one pipeline:
+//!
+//! ```text
+//!  caller ──▶ engine call ──▶ ordered queue ──▶ writer: put batch ─▶ sync once ─▶ release
+//!            (engine lock,     (seq number,      (no engine lock)                  frames ▶ acks ▶
+//!             no I/O)           engine order)                                      notifications
+//! ```
+//!
+//! - Only engine calls run under the engine lock; no disk I/O does (the one exception: a
+//!   document a caught panic interrupted is read back from storage before the engine is used
+//!   again, [`Output::reload_docs`]). Reads ([`Driver::read`]) see the in-memory documents and
+//!   never wait for a sync.
+//! - Each call's output goes onto a queue, numbered in the order the engine made them. One
+//!   writer at a time drains the queue: it puts every batch it took into [`Storage`], syncs
+//!   once for all of them (group commit), and only then releases, batch by batch in order, the
+//!   frames to the [`Transport`], then the callers' acknowledgements, then the change
+//!   notifications. A caller waits until its own batch is released; whoever finds no writer
+//!   at work becomes it.
+//! - A storage failure goes back into the engine as an event: every batch of the failed
+//!   drain, and every batch queued behind it, is dropped unreleased (their callers get
+//!   [`StorageFailure`]); each document they touched is set back to what is durable
+//!   ([`Engine::persist_failed`], from the heads of its last synced write) and every link is
+//!   closed, so nothing unsaved is ever offered to a peer.
+//! - A frame the transport refuses (a peer that does not read, a budget spent) closes that link
+//!   in the engine, through the queue like any other event.
+//!
+//! The driver has no clock, no socket and no task of its own (callers pass the time in), so
+//! the simulator drives it deterministically from one thread.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use automerge::transaction::Transaction;
+use automerge::{Automerge, ChangeHash, ReadDoc};
+
+use crate::engine::{
+    CloseReason, ConnId, EditError, Engine, LogEvent, Output, PersistKind, StatusCode,
+};
+use crate::frame::Frame;
+use crate::scope::ShareableDocId;
+use crate::storage::Storage;
+
+/// Where the driver releases what an output carries, after it is durable.
+pub trait Transport: Send + Sync {
+    /// Queues `frame` on link `conn`. `beside_bound` marks a handshake or the catch-up right
+    /// after it, which is sized by what the peer lacks rather than by what it fails to read.
+    /// An error closes the link (the transport ends its stream itself; the engine is told).
+    /// A link the transport no longer holds is not an error: the frame is dropped.
+    fn send(&self, conn: ConnId, frame: Frame, beside_bound: bool) -> Result<(), CloseReason>;
+    /// Ends link `conn` on this node's side: its Goodbye and status go out, queued frames are
+    /// dropped, its stream ends.
+    fn close(&self, conn: ConnId, reason: &CloseReason);
+    /// The peer ended link `conn` with Goodbye: its stream ends after what is queued.
+    fn end(&self, conn: ConnId);
+    /// The content of `doc` changed, durably.
+    fn changed(&self, doc: &ShareableDocId);
+    /// Something worth a log line happened.
+    fn event(&self, event: &LogEvent);
+}
+
+/// A write of this node's storage failed: what the caller did is not durable and was
+/// forgotten (the engine holds what is stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StorageFailure(pub String);
+
+/// Why an edit through the driver failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverEditError<E> {
+    /// The engine or the caller refused the edit; nothing changed.
+    #[error(transparent)]
+    Edit(EditError<E>),
+    /// The edit was made but could not be stored; it was forgotten.
+    #[error(transparent)]
+    Storage(StorageFailure),
+}
+
+struct Batch {
+    seq: u64,
+    out: Output,
+    /// Links whose frames in this batch pass beside the outbox bound.
+    beside_bound: BTreeSet<ConnId>,
+    /// Whether a caller waits for this batch (and takes its failure).
+    awaited: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    batches: VecDeque<Batch>,
+    next_seq: u64,
+    /// Every batch numbered below this is released or failed.
+    released: u64,
+    /// Whether a writer is at work.
+    writing: bool,
+    /// Failures of awaited batches, until their callers take them.
+    failed: HashMap<u64, StorageFailure>,
+}
+
+/// The engine, its storage and its transport. See the module documentation.
+pub struct Driver<S: Storage, T: Transport> {
+    engine: Mutex<Engine>,
+    storage: S,
+    transport: T,
+    queue: Mutex<Queue>,
+    released: Condvar,
+    /// Per document, the heads of its last write that was synced: what survives a crash.
+    durable: Mutex<HashMap<ShareableDocId, Vec<ChangeHash>>>,
+}
+
+fn relock<G>(result: std::sync::LockResult<G>) -> G {
+    result.unwrap_or_else(|p| p.into_inner())
+}
+
+impl<S: Storage, T: Transport> Driver<S, T> {
+    /// Loads every stored document into `engine` and drives it from now on.
+    pub fn open(mut engine: Engine, storage: S, transport: T) -> Result<Driver<S, T>, S::Error> {
+        let mut durable = HashMap::new();
+        for stored in storage.load_all()? {
+            durable.insert(stored.id.clone(), stored.doc.get_heads());
+            engine.load_document(stored.id, stored.doc, stored.chunks);
+        }
+        Ok(Driver {
+            engine: Mutex::new(engine),
+            storage,
+            transport,
+            queue: Mutex::new(Queue::default()),
+            released: Condvar::new(),
+            durable: Mutex::new(durable),
+        })
+    }
+
+    /// The storage the driver writes to.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The transport the driver releases to.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        relock(self.engine.lock())
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        relock(self.queue.lock())
+    }
+
+    /// Reads the in-memory documents under the engine lock (never waits for a sync).
+    pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
+        f(&self.engine())
+    }
+
+    /// Runs one engine call and returns once its output is durable and released. `f` runs
+    /// under the engine lock: it must not do I/O (registering a link with the transport is
+    /// fine, and is how a link and the engine's view of it stay in step).
+    pub fn call<R>(&self, f: impl FnOnce(&mut Engine) -> (R, Output)) -> Result<R, StorageFailure> {
+        let seq = {
+            let mut engine = self.engine();
+            let (result, out) = f(&mut engine);
+            match self.enqueue(&mut engine, out, true) {
+                Some(seq) => (result, seq),
+                None => return Ok(result),
+            }
+        };
+        let (result, seq) = seq;
+        self.wait(seq)?;
+        Ok(result)
+    }
+
+    /// Like [`Driver::call`] for an engine call that returns only an output.
+    pub fn perform(&self, f: impl FnOnce(&mut Engine) -> Output) -> Result<(), StorageFailure> {
+        self.call(|engine| ((), f(engine)))
+    }
+
+    /// Changes a document this node owns (see [`Engine::edit_verified`]); returns once the
+    /// change is durable and offered to every link. Refused before the engine sees it when
+    /// storage takes no writes.
+    pub fn edit<R, E>(
+        &self,
+        doc: &ShareableDocId,
+        at: Option<&[ChangeHash]>,
+        now_ms: u64,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+        verify: impl FnOnce(&Automerge, &automerge::Change) -> Result<(), E>,
+    ) -> Result<R, DriverEditError<E>> {
+        self.storage
+            .check_writable()
+            .map_err(|err| DriverEditError::Storage(StorageFailure(err.to_string())))?;
+        let result = self
+            .call(
+                |engine| match engine.edit_verified(doc, at, now_ms, change, verify) {
+                    Ok((result, out)) => (Ok(result), out),
+                    Err(err) => (Err(err), Output::default()),
+                },
+            )
+            .map_err(DriverEditError::Storage)?
+            .map_err(DriverEditError::Edit)?;
+        self.push_pending(now_ms);
+        Ok(result)
+    }
+
+    /// Starts a new generation of a document this node owns (see [`Engine::new_generation`]);
+    /// returns once it is durable, the older one destroyed, and offered to every link.
+    pub fn new_generation<R, E>(
+        &self,
+        doc: &ShareableDocId,
+        now_ms: u64,
+        remove: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, DriverEditError<E>> {
+        self.storage
+            .check_writable()
+            .map_err(|err| DriverEditError::Storage(StorageFailure(err.to_string())))?;
+        self.call(
+            |engine| match engine.new_generation(doc, now_ms, remove) {
+                Ok((result, out)) => (Ok(result), out),
+                Err(err) => (Err(err), Output::default()),
+            },
+        )
+        .map_err(DriverEditError::Storage)?
+        .map_err(DriverEditError::Edit)
+    }
+
+    /// Offers the documents edited so far to every link (see [`Engine::push_pending`]). Edits
+    /// call this once they are released, so a burst of writers costs one sync message per
+    /// document; a writer that finds its edit already pushed returns at once.
+    pub fn push_pending(&self, now_ms: u64) {
+        // A failure here closed every link already; the edit itself is durable.
+        let _ = self.call(|engine| {
+            if engine.has_pending_pushes() {
+                ((), engine.push_pending(now_ms))
+            } else {
+                ((), Output::default())
+            }
+        });
+    }
+
+    /// Puts an output on the queue (under the engine lock, so the queue keeps the engine's
+    /// order). Returns its number, `None` when there is nothing to do.
+    fn enqueue(&self, engine: &mut Engine, mut out: Output, awaited: bool) -> Option<u64> {
+        self.reload_interrupted(engine, &mut out);
+        if is_empty(&out) {
+            return None;
+        }
+        // A link's handshake and the catch-up right after it pass beside the outbox bound.
+        let mut beside_bound: BTreeSet<ConnId> = out
+            .sends
+            .iter()
+            .filter(|(_, frame)| matches!(frame, Frame::Hello { .. }))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for event in &out.events {
+            if let LogEvent::LinkOpen { peer, .. } = event {
+                beside_bound.extend(
+                    engine
+                        .links()
+                        .filter(|(_, p, _)| *p == peer)
+                        .map(|(conn, _, _)| conn),
+                );
+            }
+        }
+        let mut queue = self.queue();
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.batches.push_back(Batch {
+            seq,
+            out,
+            beside_bound,
+            awaited,
+        });
+        Some(seq)
+    }
+
+    /// Reloads from storage every document a caught panic may have left half-changed, before
+    /// the engine is used again. Should reading one back fail, it is treated as a failed
+    /// write: every link closes and the document is stored in full next.
+    fn reload_interrupted(&self, engine: &mut Engine, out: &mut Output) {
+        for doc in std::mem::take(&mut out.reload_docs) {
+            match self.storage.load_doc(&doc) {
+                Ok(stored) => engine.reload_document(&doc, stored),
+                Err(_) => {
+                    let kept = engine.document(&doc).cloned();
+                    out.extend(engine.persist_failed(&doc, kept));
+                }
+            }
+        }
+    }
+
+    /// Waits until batch `seq` is released, writing whatever is queued when no writer is at
+    /// work.
+    fn wait(&self, seq: u64) -> Result<(), StorageFailure> {
+        let mut queue = self.queue();
+        loop {
+            if seq < queue.released {
+                return match queue.failed.remove(&seq) {
+                    Some(failure) => Err(failure),
+                    None => Ok(()),
+                };
+            }
+            if !queue.writing {
+                queue.writing = true;
+                drop(queue);
+                self.write_queued();
+                queue = self.queue();
+                queue.writing = false;
+                self.released.notify_all();
+                continue;
+            }
+            queue = relock(self.released.wait(queue));
+        }
+    }
+
+    /// The writer: drains the queue until it is empty.
+    fn write_queued(&self) {
+        loop {
+            let batches: Vec<Batch> = self.queue().batches.drain(..).collect();
+            let Some(last) = batches.last().map(|b| b.seq) else {
+                return;
+            };
+            match self.store(&batches) {
+                Ok(()) => {
+                    let mut refused = Vec::new();
+                    for batch in &batches {
+                        self.release_frames(batch, &mut refused);
+                    }
+                    {
+                        let mut queue = self.queue();
+                        queue.released = last + 1;
+                        self.released.notify_all();
+                    }
+                    for batch in &batches {
+                        for doc in &batch.out.changed_docs {
+                            self.transport.changed(doc);
+                        }
+                    }
+                    if !refused.is_empty() {
+                        let mut engine = self.engine();
+                        let mut out = Output::default();
+                        for (conn, reason) in refused {
+                            out.extend(engine.close_link(conn, reason.code, reason.message));
+                        }
+                        self.enqueue(&mut engine, out, false);
+                    }
+                }
+                Err(failure) => self.fail(batches, failure),
+            }
+        }
+    }
+
+    /// Puts every batch into storage in order and syncs once.
+    fn store(&self, batches: &[Batch]) -> Result<(), StorageFailure> {
+        let failure = |err: S::Error| StorageFailure(err.to_string());
+        let mut wrote_docs = false;
+        for batch in batches {
+            let out = &batch.out;
+            for (doc, _) in &out.replaced_docs {
+                self.storage.remove_sync_states(doc).map_err(failure)?;
+            }
+            for persist in &out.persist_docs {
+                let replaces = persist.kind == PersistKind::Snapshot
+                    && out.replaced_docs.iter().any(|(doc, _)| doc == &persist.doc);
+                if replaces {
+                    self.storage.replace_generation(persist).map_err(failure)?;
+                } else {
+                    self.storage.put_doc(persist).map_err(failure)?;
+                }
+                wrote_docs = true;
+            }
+            for (peer, doc, state) in &out.persist_sync_states {
+                self.storage
+                    .put_sync_state(peer, doc, state)
+                    .map_err(failure)?;
+            }
+        }
+        if wrote_docs {
+            self.storage.sync().map_err(failure)?;
+            let mut durable = relock(self.durable.lock());
+            for batch in batches {
+                for persist in &batch.out.persist_docs {
+                    durable.insert(persist.doc.clone(), persist.heads.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a durable batch's frames to the transport, then its closes and ends.
+    fn release_frames(&self, batch: &Batch, refused: &mut Vec<(ConnId, CloseReason)>) {
+        let out = &batch.out;
+        for event in &out.events {
+            self.transport.event(event);
+        }
+        // The Goodbye of a link the engine closes goes out with its status, by `close`.
+        let closing: BTreeSet<ConnId> = out.closes.iter().map(|(conn, _)| *conn).collect();
+        let mut cut: BTreeSet<ConnId> = BTreeSet::new();
+        for (conn, frame) in &out.sends {
+            if cut.contains(conn)
+                || (matches!(frame, Frame::Goodbye { .. }) && closing.contains(conn))
+            {
+                continue;
+            }
+            let beside = batch.beside_bound.contains(conn);
+            if let Err(reason) = self.transport.send(*conn, frame.clone(), beside) {
+                cut.insert(*conn);
+                refused.push((*conn, reason));
+            }
+        }
+        for (conn, reason) in &out.closes {
+            self.transport.close(*conn, reason);
+        }
+        for conn in &out.ended {
+            self.transport.end(*conn);
+        }
+    }
+
+    /// A write or sync failed: nothing of `batches`, nor of anything queued behind them,
+    /// leaves the node; the engine goes back to what is durable and closes every link.
+    fn fail(&self, batches: Vec<Batch>, failure: StorageFailure) {
+        let mut engine = self.engine();
+        // Everything queued now was made before the engine learns of the failure, and may
+        // build on what was not stored.
+        let mut dropped = batches;
+        dropped.extend(self.queue().batches.drain(..));
+        let mut docs: BTreeSet<ShareableDocId> = BTreeSet::new();
+        for batch in &dropped {
+            docs.extend(batch.out.persist_docs.iter().map(|p| p.doc.clone()));
+            docs.extend(batch.out.replaced_docs.iter().map(|(doc, _)| doc.clone()));
+        }
+        let mut closing = Output::default();
+        for doc in &docs {
+            let stored = self.durable_version(&engine, doc);
+            closing.extend(engine.persist_failed(doc, stored));
+        }
+        closing.extend(engine.close_all_links(
+            StatusCode::Unavailable,
+            &format!("{failure}; reconnect to resync from what is stored"),
+        ));
+        drop(engine);
+        // The closing output carries no data: its links end at once.
+        for event in &closing.events {
+            self.transport.event(event);
+        }
+        for (conn, reason) in &closing.closes {
+            self.transport.close(*conn, reason);
+        }
+        for conn in &closing.ended {
+            self.transport.end(*conn);
+        }
+        let mut queue = self.queue();
+        let mut last = queue.released;
+        for batch in &dropped {
+            if batch.awaited {
+                queue.failed.insert(batch.seq, failure.clone());
+            }
+            last = last.max(batch.seq + 1);
+        }
+        queue.released = last;
+        self.released.notify_all();
+    }
+
+    /// What is durable of `doc`: the in-memory document at the heads of its last synced write
+    /// (everything stored is a prefix of its history), else as read back from storage, else
+    /// as it is in memory.
+    fn durable_version(&self, engine: &Engine, doc: &ShareableDocId) -> Option<Automerge> {
+        let heads = relock(self.durable.lock()).get(doc).cloned();
+        let Some(heads) = heads else {
+            return None;
+        };
+        let in_memory = engine.document(doc);
+        let forked = in_memory.and_then(|now| {
+            heads
+                .iter()
+                .all(|h| now.get_change_by_hash(h).is_some())
+                .then(|| now.fork_at(&heads).ok())
+                .flatten()
+        });
+        forked
+            .or_else(|| self.storage.load_doc(doc).ok().flatten())
+            .or_else(|| in_memory.cloned())
+    }
+}
+
+fn is_empty(out: &Output) -> bool {
+    out.persist_docs.is_empty()
+        && out.persist_sync_states.is_empty()
+        && out.sends.is_empty()
+        && out.closes.is_empty()
+        && out.changed_docs.is_empty()
+        && out.events.is_empty()
+        && out.ended.is_empty()
+        && out.replaced_docs.is_empty()
+}
+
+/// What a [`RecordingTransport`] was handed, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Released {
+    Frame(ConnId, Frame),
+    Close(ConnId, CloseReason),
+    End(ConnId),
+    Changed(ShareableDocId),
+    Event(LogEvent),
+}
+
+/// A [`Transport`] that records what it is handed, for drivers without sockets: the
+/// simulator, the fuzz harness and the tests take the records and deliver them themselves.
+#[derive(Default)]
+pub struct RecordingTransport {
+    released: Mutex<Vec<Released>>,
+    /// Links whose frames are refused (as a transport refuses a peer that does not read).
+    refusing: Mutex<BTreeSet<ConnId>>,
+}
+
+impl RecordingTransport {
+    /// A transport with nothing recorded.
+    pub fn new() -> RecordingTransport {
+        RecordingTransport::default()
+    }
+
+    /// Takes everything recorded so far.
+    pub fn take(&self) -> Vec<Released> {
+        std::mem::take(&mut *relock(self.released.lock()))
+    }
+
+    /// From now on, frames for `conn` are refused with `RESOURCE_EXHAUSTED`.
+    pub fn refuse(&self, conn: ConnId) {
+        relock(self.refusing.lock()).insert(conn);
+    }
+
+    fn record(&self, item: Released) {
+        relock(self.released.lock()).push(item);
+    }
+}
+
+impl Transport for RecordingTransport {
+    fn send(&self, conn: ConnId, frame: Frame, _beside_bound: bool) -> Result<(), CloseReason> {
+        if relock(self.refusing.lock()).contains(&conn) {
+            return Err(CloseReason {
+                code: StatusCode::ResourceExhausted,
+                message: format!("link {conn} does not read its frames"),
+            });
+        }
+        self.record(Released::Frame(conn, frame));
+        Ok(())
+    }
+
+    fn close(&self, conn: ConnId, reason: &CloseReason) {
+        self.record(Released::Close(conn, reason.clone()));
+    }
+
+    fn end(&self, conn: ConnId) {
+        self.record(Released::End(conn));
+    }
+
+    fn changed(&self, doc: &ShareableDocId) {
+        self.record(Released::Changed(doc.clone()));
+    }
+
+    fn event(&self, event: &LogEvent) {
+        self.record(Released::Event(event.clone()));
+    }
+}

@@ -1,0 +1,295 @@
+//! The one driver: nothing leaves before it is durable, failures go back into the engine, and
+//! writers that arrive together share one sync.
+
+use std::sync::{Arc, Mutex};
+
+use automerge::transaction::Transactable;
+use automerge::{ReadDoc, ROOT};
+use sfs_sync::{
+    CloseReason, ConnId, Driver, DriverEditError, Engine, EngineConfig, Frame, LogEvent,
+    MemoryStorage, NodeId, RecordingTransport, Released, ShareableDocId, Storage, Transport,
+};
+
+/// Records, for every frame and acknowledgement-visible notification, how many syncs the
+/// storage had made and whether anything was still unsynced at that moment.
+struct Watching {
+    storage: Arc<MemoryStorage>,
+    seen: Mutex<Vec<(String, u64, bool)>>,
+    inner: RecordingTransport,
+}
+
+impl Watching {
+    fn note(&self, what: String) {
+        let syncs = self.storage.syncs();
+        let unsynced = self.storage.has_unsynced();
+        self.seen.lock().unwrap().push((what, syncs, unsynced));
+    }
+}
+
+impl Transport for Watching {
+    fn send(&self, conn: ConnId, frame: Frame, beside: bool) -> Result<(), CloseReason> {
+        self.note(format!("frame {} on {conn}", frame.kind()));
+        self.inner.send(conn, frame, beside)
+    }
+    fn close(&self, conn: ConnId, _: &CloseReason) {
+        self.note(format!("close {conn}"));
+    }
+    fn end(&self, conn: ConnId) {
+        self.note(format!("end {conn}"));
+    }
+    fn changed(&self, doc: &ShareableDocId) {
+        self.note(format!("changed {doc}"));
+    }
+    fn event(&self, _: &LogEvent) {}
+}
+
+fn hub() -> NodeId {
+    NodeId::hub("national").unwrap()
+}
+
+fn city(name: &str) -> NodeId {
+    NodeId::city(name).unwrap()
+}
+
+fn engine(me: &NodeId) -> Engine {
+    Engine::new(
+        me.clone(),
+        sfs_sync::run_actor(me, [1; 8]),
+        EngineConfig::default(),
+    )
+}
+
+fn lessons(city: &str) -> ShareableDocId {
+    ShareableDocId::lessons(city).unwrap()
+}
+
+/// Drives a link from the city's driver to an in-memory hub engine until the handshake is
+/// done, so that edits are pushed on it. `take` takes the frames the driver released.
+fn open_link<T: Transport>(
+    driver: &Driver<Arc<MemoryStorage>, T>,
+    conn: ConnId,
+    take: impl Fn(&T) -> Vec<Released>,
+) -> Engine {
+    let me = driver.read(|e| e.me().clone());
+    let mut hub_engine = engine(&hub());
+    driver
+        .perform(|e| e.connect(conn, hub(), Vec::new(), 0))
+        .unwrap();
+    let mut to_city: Vec<Frame> = Vec::new();
+    let mut out = hub_engine.connect(conn, me, Vec::new(), 0);
+    for _ in 0..50 {
+        to_city.extend(out.sends.drain(..).map(|(_, f)| f));
+        for frame in std::mem::take(&mut to_city) {
+            driver.perform(|e| e.receive(conn, frame, 0)).unwrap();
+        }
+        out = sfs_sync::Output::default();
+        for released in take(driver.transport()) {
+            if let Released::Frame(_, frame) = released {
+                out.extend(hub_engine.receive(conn, frame, 0));
+            }
+        }
+        if out.sends.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        driver.read(|e| e.links().any(|(c, _, open)| c == conn && open)),
+        "the handshake finished"
+    );
+    hub_engine
+}
+
+fn write(
+    driver: &Driver<Arc<MemoryStorage>, impl Transport>,
+    doc: &ShareableDocId,
+    key: &str,
+    value: &str,
+) -> Result<(), DriverEditError<automerge::AutomergeError>> {
+    driver.edit(
+        doc,
+        None,
+        0,
+        |tx| {
+            tx.put(ROOT, key, value)?;
+            Ok(())
+        },
+        |_, _| Ok(()),
+    )
+}
+
+#[test]
+fn no_frame_no_acknowledgement_and_no_notification_leaves_before_the_sync_count_rises() {
+    let storage = Arc::new(MemoryStorage::new());
+    let watching = Watching {
+        storage: storage.clone(),
+        seen: Mutex::new(Vec::new()),
+        inner: RecordingTransport::new(),
+    };
+    let me = city("malmo");
+    let driver = Driver::open(engine(&me), storage.clone(), watching).unwrap();
+    let _hub = open_link(&driver, 1, |t| t.inner.take());
+    driver.transport().seen.lock().unwrap().clear();
+    for i in 0..20 {
+        let before = storage.syncs();
+        write(&driver, &lessons("malmo"), &format!("l{i}"), "a lesson").unwrap();
+        // Acknowledged: the sync count rose, and nothing is left unsynced.
+        assert!(storage.syncs() > before, "edit {i} was acknowledged before a sync");
+        let durable = storage.durable_doc(&lessons("malmo")).unwrap().unwrap().0;
+        assert!(
+            durable.get(ROOT, format!("l{i}")).unwrap().is_some(),
+            "edit {i} was acknowledged but would not survive a crash"
+        );
+    }
+    let seen = driver.transport().seen.lock().unwrap().clone();
+    let carrying: Vec<_> = seen
+        .iter()
+        .filter(|(what, _, _)| what.starts_with("frame doc_sync") || what.starts_with("changed"))
+        .collect();
+    let pushed = seen.iter().filter(|(what, _, _)| what.starts_with("frame doc_sync")).count();
+    assert!(pushed >= 20, "every edit was pushed: {seen:?}");
+    for (what, syncs, unsynced) in carrying {
+        assert!(*syncs > 0 && !unsynced, "{what} left before its data was synced");
+    }
+}
+
+#[test]
+fn a_failed_sync_refuses_the_edit_forgets_it_and_closes_every_link() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(
+        engine(&city("lund")),
+        storage.clone(),
+        RecordingTransport::new(),
+    )
+    .unwrap();
+    let _hub = open_link(&driver, 7, RecordingTransport::take);
+    write(&driver, &lessons("lund"), "kept", "stored before the failure").unwrap();
+    driver.transport().take();
+    storage.fail_sync_after(0);
+    let refused = write(&driver, &lessons("lund"), "lost", "never stored");
+    assert!(
+        matches!(refused, Err(DriverEditError::Storage(_))),
+        "the edit is refused: {refused:?}"
+    );
+    // The engine forgot the change the API refused and kept the one stored before.
+    driver.read(|engine| {
+        let doc = engine.document(&lessons("lund")).unwrap();
+        assert!(doc.get(ROOT, "lost").unwrap().is_none(), "the refused change is readable");
+        assert!(doc.get(ROOT, "kept").unwrap().is_some());
+        assert_eq!(engine.links().count(), 0, "every link is closed");
+    });
+    let released = driver.transport().take();
+    assert!(
+        released.iter().all(|r| !matches!(r, Released::Frame(_, Frame::DocSync { .. }))
+            && !matches!(r, Released::Changed(_))),
+        "nothing of the refused edit left: {released:?}"
+    );
+    assert!(released
+        .iter()
+        .any(|r| matches!(r, Released::Close(7, reason) if reason.code == sfs_sync::StatusCode::Unavailable)));
+    // Failures are sticky until a restart: the next edit is refused before the engine.
+    assert!(matches!(
+        write(&driver, &lessons("lund"), "after", "x"),
+        Err(DriverEditError::Storage(_))
+    ));
+    // After a restart, the store holds the stored edit and not the refused one.
+    storage.restart();
+    let reopened = Driver::open(engine(&city("lund")), storage.clone(), RecordingTransport::new())
+        .unwrap();
+    reopened.read(|engine| {
+        let doc = engine.document(&lessons("lund")).unwrap();
+        assert!(doc.get(ROOT, "kept").unwrap().is_some());
+        assert!(doc.get(ROOT, "lost").unwrap().is_none());
+    });
+    write(&reopened, &lessons("lund"), "again", "after the restart").unwrap();
+}
+
+#[test]
+fn a_failed_put_of_one_document_drops_the_whole_drain_and_what_is_queued_behind_it() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(engine(&city("ystad")), storage.clone(), RecordingTransport::new())
+        .unwrap();
+    write(&driver, &lessons("ystad"), "first", "stored").unwrap();
+    storage.fail_put_after(0);
+    assert!(write(&driver, &lessons("ystad"), "second", "not stored").is_err());
+    storage.restart();
+    let (durable, _) = storage.durable_doc(&lessons("ystad")).unwrap().unwrap();
+    assert!(durable.get(ROOT, "first").unwrap().is_some());
+    assert!(durable.get(ROOT, "second").unwrap().is_none());
+    // The engine went back to what is durable, and the next write stores it whole.
+    write(&driver, &lessons("ystad"), "third", "stored").unwrap();
+    let (durable, chunks) = storage.durable_doc(&lessons("ystad")).unwrap().unwrap();
+    assert_eq!(chunks, 0, "after a failed write the next one is a snapshot");
+    assert!(durable.get(ROOT, "second").unwrap().is_none());
+    assert!(durable.get(ROOT, "third").unwrap().is_some());
+}
+
+#[test]
+fn concurrent_writers_share_syncs_and_every_acknowledged_write_is_durable() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Arc::new(
+        Driver::open(engine(&city("malmo")), storage.clone(), RecordingTransport::new()).unwrap(),
+    );
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let driver = driver.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    write(&driver, &lessons("malmo"), &format!("w{w}-{i}"), "x").unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let (durable, _) = storage.durable_doc(&lessons("malmo")).unwrap().unwrap();
+    for w in 0..8 {
+        for i in 0..25 {
+            assert!(durable.get(ROOT, format!("w{w}-{i}")).unwrap().is_some());
+        }
+    }
+    assert!(storage.syncs() <= 200, "at most one sync per write: {}", storage.syncs());
+}
+
+#[test]
+fn a_frame_the_transport_refuses_closes_that_link_in_the_engine() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(engine(&city("lund")), storage, RecordingTransport::new()).unwrap();
+    let _hub = open_link(&driver, 3, RecordingTransport::take);
+    driver.transport().refuse(3);
+    write(&driver, &lessons("lund"), "k", "v").unwrap();
+    let _ = driver.perform(|e| e.tick(100_000));
+    driver.read(|engine| {
+        assert!(
+            engine.links().all(|(conn, _, _)| conn != 3),
+            "the engine still holds the refused link"
+        );
+    });
+    let released = driver.transport().take();
+    assert!(released
+        .iter()
+        .any(|r| matches!(r, Released::Close(3, reason) if reason.code == sfs_sync::StatusCode::ResourceExhausted)));
+}
+
+#[test]
+fn the_in_memory_store_drops_what_was_not_synced_at_a_restart() {
+    let storage = MemoryStorage::new();
+    let persist = |key: &str| {
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(ROOT, key, "v").unwrap();
+        sfs_sync::DocPersist {
+            doc: lessons("lund"),
+            kind: sfs_sync::PersistKind::Snapshot,
+            bytes: doc.save(),
+            heads: doc.get_heads(),
+        }
+    };
+    storage.put_doc(&persist("synced")).unwrap();
+    storage.sync().unwrap();
+    storage.put_doc(&persist("unsynced")).unwrap();
+    assert!(storage.load_doc(&lessons("lund")).unwrap().unwrap().get(ROOT, "unsynced").unwrap().is_some());
+    storage.restart();
+    let doc = storage.load_doc(&lessons("lund")).unwrap().unwrap();
+    assert!(doc.get(ROOT, "synced").unwrap().is_some());
+    assert!(doc.get(ROOT, "unsynced").unwrap().is_none());
+}
