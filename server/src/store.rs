@@ -653,6 +653,81 @@ impl ShareableDocs {
     }
 }
 
+/// Shareable documents and their sync states together: the [`sfs_sync::Storage`] the sync
+/// driver writes through. Puts reach sled at once; [`sfs_sync::Storage::sync`] is
+/// [`Durability::sync`] (sled flush plus an fsync of its data file, shared by writers that
+/// arrive together).
+pub struct ShareableStorage {
+    docs: ShareableDocs,
+    states: SyncStates,
+}
+
+impl ShareableStorage {
+    /// The storage of the sync side.
+    pub fn new(docs: ShareableDocs, states: SyncStates) -> ShareableStorage {
+        ShareableStorage { docs, states }
+    }
+
+    /// The shareable documents.
+    pub fn docs(&self) -> &ShareableDocs {
+        &self.docs
+    }
+}
+
+impl sfs_sync::Storage for ShareableStorage {
+    type Error = StoreError;
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.docs.durability().check_not_failed()
+    }
+
+    fn put_doc(&self, persist: &DocPersist) -> Result<(), StoreError> {
+        self.docs.insert(persist)
+    }
+
+    fn replace_generation(&self, persist: &DocPersist) -> Result<(), StoreError> {
+        self.docs.replace_generation(persist)
+    }
+
+    fn put_sync_state(
+        &self,
+        peer: &NodeId,
+        doc: &ShareableDocId,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        self.states.put(peer, doc, state)
+    }
+
+    fn remove_sync_states(&self, doc: &ShareableDocId) -> Result<(), StoreError> {
+        self.states.remove_doc(doc)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.docs.sync()
+    }
+
+    fn load_doc(&self, doc: &ShareableDocId) -> Result<Option<Automerge>, StoreError> {
+        self.docs.load_one(doc)
+    }
+
+    fn load_all(&self) -> Result<Vec<sfs_sync::LoadedDoc>, StoreError> {
+        Ok(self
+            .docs
+            .load_all()?
+            .into_iter()
+            .map(|stored| sfs_sync::LoadedDoc {
+                id: stored.id,
+                doc: stored.doc,
+                chunks: stored.chunks,
+            })
+            .collect())
+    }
+
+    fn sync_states_for(&self, peer: &NodeId) -> Result<Vec<(ShareableDocId, Vec<u8>)>, StoreError> {
+        self.states.for_peer(peer)
+    }
+}
+
 /// Per-peer Automerge sync states. Losing one costs a longer sync, never data, so they are
 /// written without an fsync of their own.
 pub struct SyncStates {

@@ -1,11 +1,12 @@
 //! The federation transport: drives the sans-IO [`Engine`] over tonic streams.
 //!
-//! [`SyncHandle`] owns the engine together with the only storage the sync side may touch
-//! (shareable documents and sync states; never local documents). Every event goes through
-//! [`SyncHandle::perform`], which executes the engine's output in a fixed order under the engine
-//! lock: persist documents durably, persist sync states, queue frames on each link's outbox in
-//! the order the engine produced them, then close links. A change is therefore on disk before
-//! it is acknowledged or relayed.
+//! [`SyncHandle`] owns the engine's one driver ([`sfs_sync::driver::Driver`]) over the only
+//! storage the sync side may touch (shareable documents and sync states, [`ShareableStorage`];
+//! never local documents) and this node's links ([`LinkTable`]). Every event goes through the
+//! driver: the engine call runs under the engine lock, its output is queued in engine order,
+//! and one writer stores a batch, syncs once and only then hands the frames to the links'
+//! outboxes, answers the callers and announces the changed documents. A change is therefore
+//! on disk before it is acknowledged or relayed, and no disk I/O happens under the engine lock.
 //!
 //! A city runs [`run_hub_link`], which dials the hub and reconnects with exponential backoff and
 //! jitter; the hub accepts links in [`crate::hub`].
@@ -20,8 +21,8 @@ use automerge::{ActorId, ChangeHash};
 use sfs_proto::v1 as pb;
 use sfs_sync::backoff::Backoff;
 use sfs_sync::{
-    ConnId, EditError, Engine, EngineConfig, Frame, LogEvent, NodeId, Output, ShareableDocId,
-    StatusCode, Summary,
+    CloseReason, ConnId, Driver, DriverEditError, EditError, Engine, EngineConfig, Frame, LogEvent,
+    NodeId, ShareableDocId, StatusCode, Storage, StorageFailure, Summary, Transport,
 };
 use tokio::sync::{oneshot, watch};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -29,7 +30,7 @@ use tonic::{Code, Status, Streaming};
 
 use crate::limits::{LimitExceeded, PeerBudgets, PeerLimits};
 use crate::outbox::{outbox, OutboxSender, OutboxStream, PushError};
-use crate::store::{ShareableDocs, StoreError, SyncStates};
+use crate::store::{ShareableDocs, ShareableStorage, StoreError, SyncStates};
 
 /// Largest frame accepted or sent on a federation stream.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
@@ -105,8 +106,9 @@ pub struct PeerState {
 pub enum EditFailure<E> {
     #[error(transparent)]
     Engine(#[from] sfs_sync::EngineError),
+    /// The change was made but could not be stored durably; it was forgotten.
     #[error("the change was not stored: {0}")]
-    Storage(#[from] StoreError),
+    Storage(#[from] StorageFailure),
     #[error("rejected")]
     Rejected(E),
     /// The privacy guard refused the text as it would stand after the edit (promise 7).
@@ -124,23 +126,154 @@ enum Refusal<E> {
     Private(crate::privacy::Finding),
 }
 
-/// The engine plus the storage and links it drives. See the module documentation.
-pub struct SyncHandle {
-    me: NodeId,
-    engine: Mutex<Engine>,
-    shared: ShareableDocs,
-    sync_states: SyncStates,
+/// The transport side of the driver: every link's outbox, the budgets its frames are charged
+/// to, the peers' connection states, and the announcements of changed documents. The driver
+/// hands it only what is durable ([`sfs_sync::driver`]).
+pub struct LinkTable {
     links: Mutex<BTreeMap<ConnId, LinkHandle>>,
     peers: Mutex<BTreeMap<NodeId, PeerState>>,
+    /// Rate and byte budgets of every peer (enforced on links from cities), and outbox bounds.
+    budgets: Mutex<PeerBudgets<NodeId>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Announces every document whose content changed durably (by an edit or from a peer).
+    changes: tokio::sync::broadcast::Sender<ShareableDocId>,
+}
+
+impl LinkTable {
+    fn links(&self) -> MutexGuard<'_, BTreeMap<ConnId, LinkHandle>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn budgets(&self) -> MutexGuard<'_, PeerBudgets<NodeId>> {
+        self.budgets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a peer's connection state for `status`.
+    fn set_peer_state(&self, peer: &NodeId, state: &'static str, error: Option<String>) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = peers.entry(peer.clone()).or_insert(PeerState {
+            state,
+            last_error: String::new(),
+            since: SystemTime::now(),
+            last_seen: None,
+            last_heads: Vec::new(),
+        });
+        if entry.state != state {
+            entry.since = SystemTime::now();
+        }
+        if state == "connected" {
+            entry.last_seen = Some(SystemTime::now());
+        }
+        entry.state = state;
+        if let Some(error) = error {
+            entry.last_error = bounded(&error, MAX_LAST_ERROR_CHARS);
+        }
+    }
+
+    /// Ends a link at once for going over a bound: `RESOURCE_EXHAUSTED`, queued frames dropped.
+    fn cut(
+        &self,
+        links: &mut BTreeMap<ConnId, LinkHandle>,
+        conn: ConnId,
+        message: String,
+    ) -> CloseReason {
+        if let Some(link) = links.remove(&conn) {
+            link.outbox.finish(Code::ResourceExhausted, &message);
+            self.set_peer_state(&link.peer, "disconnected", Some(message.clone()));
+        }
+        CloseReason {
+            code: StatusCode::ResourceExhausted,
+            message,
+        }
+    }
+}
+
+impl Transport for LinkTable {
+    /// Queues a frame on the link's bounded outbox. A link whose outbox is full (its peer does
+    /// not read), or a city over its budget of answers, is closed at once with
+    /// `RESOURCE_EXHAUSTED`: what waits for it is dropped and the engine forgets the link; the
+    /// peer reconnects and resumes from the persisted sync states.
+    fn send(&self, conn: ConnId, frame: Frame, beside_bound: bool) -> Result<(), CloseReason> {
+        let mut links = self.links();
+        let Some(link) = links.get(&conn) else {
+            return Ok(());
+        };
+        let frame = to_pb(frame);
+        let bytes = prost::Message::encoded_len(&frame);
+        self.metrics.frame(link.peer.name(), "sent", bytes);
+        if link.peer.role() == sfs_sync::Role::City {
+            if let Err(err) = self
+                .budgets()
+                .charge_sent(&link.peer, bytes, Instant::now())
+            {
+                let message = format!("{}: {err}", link.peer);
+                tracing::warn!(peer = %link.peer, conn, error = %err, "cutting off a peer over its budget of answers");
+                self.metrics.limit_refused(err.name());
+                return Err(self.cut(&mut links, conn, message));
+            }
+        }
+        match link.outbox.push(frame, bytes, beside_bound) {
+            Ok(()) | Err(PushError::Closed) => Ok(()),
+            Err(full @ PushError::Full { .. }) => {
+                let message = format!("{}: {full}", link.peer);
+                tracing::warn!(peer = %link.peer, conn, error = %full, "closing the link of a peer that does not read");
+                self.metrics.limit_refused("outbox_per_link");
+                Err(self.cut(&mut links, conn, message))
+            }
+        }
+    }
+
+    /// What still waits for a link the engine ended is dropped, not drained: a peer that
+    /// stopped reading must not keep it in memory (it resyncs from the persisted states when
+    /// it comes back). The Goodbye and the status go out; dropping the handle stops the link's
+    /// reader, which ends the stream.
+    fn close(&self, conn: ConnId, reason: &CloseReason) {
+        if let Some(link) = self.links().remove(&conn) {
+            link.outbox
+                .finish(Code::from_i32(reason.code as i32), &reason.message);
+        }
+    }
+
+    fn end(&self, conn: ConnId) {
+        if let Some(link) = self.links().remove(&conn) {
+            link.outbox.end();
+        }
+    }
+
+    fn changed(&self, doc: &ShareableDocId) {
+        let _ = self.changes.send(doc.clone());
+    }
+
+    fn event(&self, event: &LogEvent) {
+        match event {
+            LogEvent::Refused { peer, doc, reason } => {
+                tracing::warn!(%peer, doc = doc.as_ref().map(|d| d.as_str()), %reason, "refused changes from peer")
+            }
+            LogEvent::LinkOpen { peer, docs_to_sync } => {
+                tracing::info!(%peer, docs_to_sync, "federation link open")
+            }
+            LogEvent::StaleGeneration {
+                peer,
+                doc,
+                theirs,
+                ours,
+            } => {
+                tracing::info!(%peer, %doc, theirs, ours, "dropped a message of a replaced generation")
+            }
+            LogEvent::NewGeneration { doc, generation } => {
+                tracing::info!(%doc, generation, "a newer generation replaced the document; the older one is destroyed")
+            }
+        }
+    }
+}
+
+/// The engine's driver over this node's store and links. See the module documentation.
+pub struct SyncHandle {
+    me: NodeId,
+    driver: Driver<ShareableStorage, LinkTable>,
     next_conn: AtomicU64,
     started: Instant,
     frame_tap: Option<FrameTap>,
-    /// Announces every document whose content changed (by an edit or from a peer).
-    changes: tokio::sync::broadcast::Sender<ShareableDocId>,
-    /// Frame counters.
-    metrics: Arc<crate::metrics::Metrics>,
-    /// Rate and byte budgets of every peer (enforced on links from cities), and outbox bounds.
-    budgets: Mutex<PeerBudgets<NodeId>>,
     /// The privacy guard every edit passes (built-in checks only until the node sets one with
     /// the city's contact names and deny list).
     guard: Mutex<GuardSource>,
@@ -164,25 +297,31 @@ impl SyncHandle {
         frame_tap: Option<FrameTap>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<SyncHandle, StoreError> {
-        let mut engine = Engine::new(me.clone(), actor_for(&me), config);
-        for stored in shared.load_all()? {
-            engine.load_document(stored.id, stored.doc, stored.chunks);
-        }
-        Ok(SyncHandle {
-            me,
-            engine: Mutex::new(engine),
-            shared,
-            sync_states,
+        let engine = Engine::new(me.clone(), actor_for(&me), config);
+        let links = LinkTable {
             links: Mutex::new(BTreeMap::new()),
             peers: Mutex::new(BTreeMap::new()),
+            budgets: Mutex::new(PeerBudgets::new(PeerLimits::default())),
+            metrics,
+            changes: tokio::sync::broadcast::channel(1024).0,
+        };
+        let driver = Driver::open(engine, ShareableStorage::new(shared, sync_states), links)?;
+        Ok(SyncHandle {
+            me,
+            driver,
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
             frame_tap,
-            changes: tokio::sync::broadcast::channel(1024).0,
-            metrics,
-            budgets: Mutex::new(PeerBudgets::new(PeerLimits::default())),
             guard: Mutex::new(Arc::new(crate::privacy::Guard::builtin)),
         })
+    }
+
+    fn links(&self) -> &LinkTable {
+        self.driver.transport()
+    }
+
+    fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.links().metrics
     }
 
     /// Sets where the privacy guard of every edit comes from (the city's register).
@@ -192,17 +331,13 @@ impl SyncHandle {
 
     /// Sets the limits on peers and links (the defaults otherwise).
     pub fn with_limits(self, limits: PeerLimits) -> SyncHandle {
-        *self.budgets.lock().unwrap_or_else(|p| p.into_inner()) = PeerBudgets::new(limits);
+        *self.links().budgets() = PeerBudgets::new(limits);
         self
-    }
-
-    fn budgets(&self) -> MutexGuard<'_, PeerBudgets<NodeId>> {
-        self.budgets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new bounded outbox for a link, sized by the limits.
     pub fn new_outbox<T>(&self) -> (OutboxSender<T>, OutboxStream<T>) {
-        let limits = self.budgets().limits().clone();
+        let limits = self.links().budgets().limits().clone();
         outbox(limits.outbox_frames, limits.outbox_bytes)
     }
 
@@ -212,17 +347,17 @@ impl SyncHandle {
         if peer.role() != sfs_sync::Role::City {
             return Ok(());
         }
-        let admitted = self.budgets().admit(peer, Instant::now());
+        let admitted = self.links().budgets().admit(peer, Instant::now());
         if let Err(err) = &admitted {
             tracing::warn!(%peer, limit = err.name(), error = %err, "refused a link over a limit");
-            self.metrics.limit_refused(err.name());
+            self.metrics().limit_refused(err.name());
         }
         admitted
     }
 
-    /// Receives the id of every document whose content changes from now on.
+    /// Receives the id of every document whose content changes (durably) from now on.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ShareableDocId> {
-        self.changes.subscribe()
+        self.links().changes.subscribe()
     }
 
     /// This node's identity.
@@ -234,13 +369,9 @@ impl SyncHandle {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reads documents under the engine lock.
+    /// Reads the in-memory documents under the engine lock; never waits for a sync.
     pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
-        f(&self.engine())
+        self.driver.read(f)
     }
 
     /// Changes a document this node owns; returns once the change is durable and queued for
@@ -261,16 +392,12 @@ impl SyncHandle {
         at: Option<&[ChangeHash]>,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, EditFailure<E>> {
-        // Once storage failed, an edit is refused before the engine makes it.
-        self.shared.durability().check_not_failed()?;
         // The guard judges every string the change wrote, as it stands after the merge, before
         // anything is stored: one choke point for every shared and national document.
         let source = self.guard.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let guard = source();
-        let mut engine = self.engine();
-        let before = engine.document(doc).map(|d| d.get_heads());
-        let (result, mut out) = engine
-            .edit_verified(
+        self.driver
+            .edit(
                 doc,
                 at,
                 self.now_ms(),
@@ -280,26 +407,18 @@ impl SyncHandle {
                 },
             )
             .map_err(|err| match err {
-                EditError::Engine(err) => EditFailure::Engine(err),
-                EditError::Rejected(Refusal::Handler(err)) => EditFailure::Rejected(err),
-                EditError::Rejected(Refusal::Private(finding)) => EditFailure::Private(finding),
-            })?;
-        // Nobody hears of the change before it is durable.
-        let changed = std::mem::take(&mut out.changed_docs);
-        self.perform(&mut engine, out)?;
-        drop(engine);
-        // Durable before acknowledged, outside the engine lock: writers that arrive together
-        // share one fsync (group commit).
-        if let Err(err) = self.shared.sync() {
-            tracing::error!(%doc, error = %err, "making an edit durable failed");
-            self.forget_unsynced_edit(doc, before);
-            return Err(err.into());
-        }
-        for doc in changed {
-            let _ = self.changes.send(doc);
-        }
-        self.push_pending();
-        Ok(result)
+                DriverEditError::Storage(failure) => {
+                    tracing::error!(%doc, error = %failure, "an edit was not stored; it was forgotten");
+                    EditFailure::Storage(failure)
+                }
+                DriverEditError::Edit(EditError::Engine(err)) => EditFailure::Engine(err),
+                DriverEditError::Edit(EditError::Rejected(Refusal::Handler(err))) => {
+                    EditFailure::Rejected(err)
+                }
+                DriverEditError::Edit(EditError::Rejected(Refusal::Private(finding))) => {
+                    EditFailure::Private(finding)
+                }
+            })
     }
 
     /// Starts a new generation of a document this node owns (`Engine::new_generation`):
@@ -312,265 +431,23 @@ impl SyncHandle {
         doc: &ShareableDocId,
         remove: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, EditFailure<E>> {
-        self.shared.durability().check_not_failed()?;
-        let mut engine = self.engine();
-        let (result, mut out) =
-            engine
-                .new_generation(doc, self.now_ms(), remove)
-                .map_err(|err| match err {
-                    EditError::Engine(err) => EditFailure::Engine(err),
-                    EditError::Rejected(err) => EditFailure::Rejected(err),
-                })?;
-        let changed = std::mem::take(&mut out.changed_docs);
-        // `replace_generation` stores the snapshot durably before the keys are destroyed.
-        self.perform(&mut engine, out)?;
-        drop(engine);
-        for doc in changed {
-            let _ = self.changes.send(doc);
-        }
-        Ok(result)
+        self.driver
+            .new_generation(doc, self.now_ms(), remove)
+            .map_err(|err| match err {
+                DriverEditError::Storage(failure) => EditFailure::Storage(failure),
+                DriverEditError::Edit(EditError::Engine(err)) => EditFailure::Engine(err),
+                DriverEditError::Edit(EditError::Rejected(err)) => EditFailure::Rejected(err),
+            })
     }
 
     /// The generation of a document this node holds.
     pub fn generation(&self, doc: &ShareableDocId) -> Option<u64> {
-        self.engine().generation(doc)
+        self.read(|engine| engine.generation(doc))
     }
 
-    /// After the sync of an edit failed: the engine goes back to the document as it was before
-    /// the edit (`Engine::persist_failed`), forgetting the change, which the API refused, and
-    /// closes every link, like a failed write. An earlier writer's failure may already have
-    /// taken the document back further; then it stays there.
-    fn forget_unsynced_edit(&self, doc: &ShareableDocId, before: Option<Vec<ChangeHash>>) {
-        use automerge::ReadDoc;
-        let mut engine = self.engine();
-        let stored = match (engine.document(doc), before) {
-            (Some(now), Some(before)) => {
-                if before.iter().all(|h| now.get_change_by_hash(h).is_some()) {
-                    now.fork_at(&before).ok().or_else(|| Some(now.clone()))
-                } else {
-                    Some(now.clone())
-                }
-            }
-            _ => None,
-        };
-        let out = engine.persist_failed(doc, stored);
-        self.deliver(&mut engine, out);
-    }
-
-    /// Offers the documents edited so far to every link. Writers call this after their edit is
-    /// stored and the engine lock released, so a writer that finds its edit already pushed by
-    /// another one returns at once, and a burst of edits costs one sync message per document.
+    /// Offers the documents edited so far to every link (edits do this once they are durable).
     pub fn push_pending(&self) {
-        let mut engine = self.engine();
-        if !engine.has_pending_pushes() {
-            return;
-        }
-        let out = engine.push_pending(self.now_ms());
-        if let Err(err) = self.perform(&mut engine, out) {
-            tracing::warn!(error = %err, "storing sync states after a push failed");
-        }
-    }
-
-    /// Executes an engine output; see the module documentation for the order.
-    fn perform(&self, engine: &mut Engine, out: Output) -> Result<(), StoreError> {
-        self.reload_interrupted(engine, &out.reload_docs);
-        // A replaced generation's sync states go first; its snapshot is stored under a fresh
-        // key, in place of everything stored of the older generation, whose keys are destroyed.
-        for (doc, _) in &out.replaced_docs {
-            if let Err(err) = self.sync_states.remove_doc(doc) {
-                tracing::error!(%doc, error = %err, "removing the sync states of a replaced generation failed");
-            }
-        }
-        for item in &out.persist_docs {
-            let replaces = item.kind == sfs_sync::PersistKind::Snapshot
-                && out.replaced_docs.iter().any(|(doc, _)| doc == &item.doc);
-            let stored = if replaces {
-                self.shared.replace_generation(item)
-            } else {
-                self.shared.insert(item)
-            };
-            if let Err(err) = stored {
-                tracing::error!(doc = %item.doc, error = %err, "storing a document failed");
-                // Nothing of this output leaves the node; the engine forgets what is not
-                // stored and closes every link, which resyncs from what is.
-                let mut closing = Output::default();
-                for item in &out.persist_docs {
-                    // Should reading it back fail too, keep what is in memory (it is stored in
-                    // full with the next write); the links are closed all the same. Once a
-                    // sync failed, sled may hold writes that never became durable (and were
-                    // forgotten by `forget_unsynced_edit`): it is not read back then.
-                    if self.shared.durability().has_failed() {
-                        let memory = engine.document(&item.doc).cloned();
-                        closing.extend(engine.persist_failed(&item.doc, memory));
-                        continue;
-                    }
-                    let stored = self.shared.load_one(&item.doc).unwrap_or_else(|err| {
-                        tracing::error!(doc = %item.doc, error = %err, "reading a document back failed");
-                        engine.document(&item.doc).cloned()
-                    });
-                    closing.extend(engine.persist_failed(&item.doc, stored));
-                }
-                self.deliver(engine, closing);
-                return Err(err);
-            }
-        }
-        // Nothing leaves the node before everything it may carry is durable: a frame can hold
-        // any change of its document, also one another writer stored a moment ago. (A local
-        // edit has no frames; its writer syncs after releasing the engine lock.)
-        let carries_data = out
-            .sends
-            .iter()
-            .any(|(_, frame)| matches!(frame, Frame::DocSync { .. }));
-        if carries_data {
-            if let Err(err) = self.shared.sync() {
-                tracing::error!(error = %err, "making documents durable failed");
-                let closing = engine
-                    .close_all_links(StatusCode::Unavailable, &format!("storage failed: {err}"));
-                self.deliver(engine, closing);
-                return Err(err);
-            }
-        }
-        for doc in &out.changed_docs {
-            let _ = self.changes.send(doc.clone());
-        }
-        for event in &out.events {
-            match event {
-                LogEvent::Refused { peer, doc, reason } => {
-                    tracing::warn!(%peer, doc = doc.as_ref().map(|d| d.as_str()), %reason, "refused changes from peer")
-                }
-                LogEvent::LinkOpen { peer, docs_to_sync } => {
-                    tracing::info!(%peer, docs_to_sync, "federation link open")
-                }
-                LogEvent::StaleGeneration {
-                    peer,
-                    doc,
-                    theirs,
-                    ours,
-                } => {
-                    tracing::info!(%peer, %doc, theirs, ours, "dropped a message of a replaced generation")
-                }
-                LogEvent::NewGeneration { doc, generation } => {
-                    tracing::info!(%doc, generation, "a newer generation replaced the document; the older one is destroyed")
-                }
-            }
-        }
-        self.deliver(engine, out);
-        Ok(())
-    }
-
-    /// Reloads from storage every document a caught panic may have left half-changed, before
-    /// the engine is used again (see [`Output::reload_docs`]). Should reading one back fail, it
-    /// is treated as a failed write: every link closes and the document is stored in full next.
-    fn reload_interrupted(&self, engine: &mut Engine, docs: &[ShareableDocId]) {
-        for doc in docs {
-            tracing::error!(%doc, "reloading a document a caught panic interrupted");
-            match self.shared.load_one(doc) {
-                Ok(stored) => engine.reload_document(doc, stored),
-                Err(err) => {
-                    tracing::error!(%doc, error = %err, "reading a document back failed");
-                    let kept = engine.document(doc).cloned();
-                    let closing = engine.persist_failed(doc, kept);
-                    self.deliver(engine, closing);
-                }
-            }
-        }
-    }
-
-    /// Stores an output's sync states, queues its frames and closes its links (its documents
-    /// are already stored).
-    ///
-    /// A link whose outbox is full (its peer does not read) is closed at once with
-    /// `RESOURCE_EXHAUSTED`: what waits for it is dropped and the engine forgets the link; the
-    /// peer reconnects and resumes from the persisted sync states.
-    fn deliver(&self, engine: &mut Engine, out: Output) {
-        for (peer, doc, state) in &out.persist_sync_states {
-            if let Err(err) = self.sync_states.put(peer, doc, state) {
-                tracing::warn!(%peer, %doc, error = %err, "storing a sync state failed");
-            }
-        }
-        // A link's handshake (the output with its Hello) and the catch-up right after it (the
-        // output that opens the link) are sized by what the peer lacks, not by what it fails to
-        // read: they pass beside the outbox bound.
-        let catching_up: Vec<&NodeId> = out
-            .events
-            .iter()
-            .filter_map(|event| match event {
-                LogEvent::LinkOpen { peer, .. } => Some(peer),
-                _ => None,
-            })
-            .collect();
-        let greeted: Vec<ConnId> = out
-            .sends
-            .iter()
-            .filter(|(_, frame)| matches!(frame, Frame::Hello { .. }))
-            .map(|(conn, _)| *conn)
-            .collect();
-        let mut overflowed = Vec::new();
-        {
-            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-            // The Goodbye of a link the engine closes goes out with its status, last (below).
-            let closing: Vec<ConnId> = out.closes.iter().map(|(conn, _)| *conn).collect();
-            for (conn, frame) in out.sends {
-                if matches!(frame, Frame::Goodbye { .. }) && closing.contains(&conn) {
-                    continue;
-                }
-                let Some(link) = links.get(&conn) else {
-                    continue;
-                };
-                let exempt = greeted.contains(&conn) || catching_up.contains(&&link.peer);
-                let frame = to_pb(frame);
-                let bytes = prost::Message::encoded_len(&frame);
-                self.metrics.frame(link.peer.name(), "sent", bytes);
-                if link.peer.role() == sfs_sync::Role::City {
-                    let charged = self
-                        .budgets()
-                        .charge_sent(&link.peer, bytes, Instant::now());
-                    if let Err(err) = charged {
-                        let message = format!("{}: {err}", link.peer);
-                        tracing::warn!(peer = %link.peer, conn, error = %err, "cutting off a peer over its budget of answers");
-                        self.metrics.limit_refused(err.name());
-                        link.outbox.finish(Code::ResourceExhausted, &message);
-                        let peer = link.peer.clone();
-                        links.remove(&conn);
-                        overflowed.push((conn, peer, message));
-                        continue;
-                    }
-                }
-                match link.outbox.push(frame, bytes, exempt) {
-                    Ok(()) => {}
-                    Err(PushError::Closed) => {}
-                    Err(full @ PushError::Full { .. }) => {
-                        let message = format!("{}: {full}", link.peer);
-                        tracing::warn!(peer = %link.peer, conn, error = %full, "closing the link of a peer that does not read");
-                        self.metrics.limit_refused("outbox_per_link");
-                        link.outbox.finish(Code::ResourceExhausted, &message);
-                        let peer = link.peer.clone();
-                        links.remove(&conn);
-                        overflowed.push((conn, peer, message));
-                    }
-                }
-            }
-            for (conn, reason) in out.closes {
-                if let Some(link) = links.remove(&conn) {
-                    // What still waits for a link the engine ended is dropped, not drained: a
-                    // peer that stopped reading must not keep it in memory (it resyncs from the
-                    // persisted states when it comes back). The Goodbye and the status go out;
-                    // dropping the handle stops the link's reader, which ends the stream.
-                    let code = Code::from_i32(reason.code as i32);
-                    link.outbox.finish(code, &reason.message);
-                }
-            }
-            for conn in out.ended {
-                if let Some(link) = links.remove(&conn) {
-                    link.outbox.end();
-                }
-            }
-        }
-        for (conn, peer, message) in overflowed {
-            self.set_peer_state(&peer, "disconnected", Some(message.clone()));
-            let closing = engine.close_link(conn, StatusCode::ResourceExhausted, message);
-            self.deliver(engine, closing);
-        }
+        self.driver.push_pending(self.now_ms());
     }
 
     /// Registers a new link to `peer` and starts its handshake.
@@ -582,51 +459,57 @@ impl SyncHandle {
         stop: oneshot::Sender<()>,
     ) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::SeqCst);
-        // Everything below happens under the engine lock (taken before the links' lock, as
-        // everywhere), so the transport's links and the engine's never disagree for longer
-        // than one call: `tick` ends any link the engine does not know.
-        let mut engine = self.engine();
+        let stored = self
+            .driver
+            .storage()
+            .sync_states_for(&peer)
+            .unwrap_or_else(|err| {
+                tracing::warn!(%peer, error = %err, "reading stored sync states failed");
+                Vec::new()
+            });
+        self.links().set_peer_state(&peer, "connected", None);
+        let now = self.now_ms();
         // One link per peer: a newer link replaces an older one (a city that lost its
         // connection without the hub noticing comes back at once, not after the peer timeout).
-        // Finding the older links and registering this one happen under one lock, so two links
-        // opened at once cannot both stay. The older links end here, at the transport, whether
-        // or not the engine still knows them.
-        let reason = format!("replaced by a newer link from {peer}: one link per peer at a time");
-        let older: Vec<ConnId> = {
-            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-            let older: Vec<ConnId> = links
-                .iter()
-                .filter(|(_, link)| link.peer == peer)
-                .map(|(conn, _)| *conn)
-                .collect();
-            for old in &older {
-                if let Some(link) = links.remove(old) {
-                    link.outbox.finish(Code::Aborted, &reason);
+        // Registering this link, ending the older ones at the transport and telling the engine
+        // happen under the engine lock, so two links opened at once cannot both stay and the
+        // transport's links and the engine's never disagree for longer than one call (`tick`
+        // ends any link the engine does not know).
+        let opened = self.driver.perform(|engine| {
+            let reason =
+                format!("replaced by a newer link from {peer}: one link per peer at a time");
+            let older: Vec<ConnId> = {
+                let mut links = self.links().links();
+                let older: Vec<ConnId> = links
+                    .iter()
+                    .filter(|(_, link)| link.peer == peer)
+                    .map(|(conn, _)| *conn)
+                    .collect();
+                for old in &older {
+                    if let Some(link) = links.remove(old) {
+                        link.outbox.finish(Code::Aborted, &reason);
+                    }
                 }
+                links.insert(
+                    conn,
+                    LinkHandle {
+                        peer: peer.clone(),
+                        cert_serial,
+                        outbox,
+                        _stop: stop,
+                    },
+                );
+                older
+            };
+            let mut out = sfs_sync::Output::default();
+            for old in older {
+                tracing::warn!(%peer, old, new = conn, "a newer link from the same peer replaces the older one");
+                out.extend(engine.close_link(old, StatusCode::Aborted, reason.clone()));
             }
-            links.insert(
-                conn,
-                LinkHandle {
-                    peer: peer.clone(),
-                    cert_serial,
-                    outbox,
-                    _stop: stop,
-                },
-            );
-            older
-        };
-        for old in older {
-            tracing::warn!(%peer, old, new = conn, "a newer link from the same peer replaces the older one");
-            let out = engine.close_link(old, StatusCode::Aborted, reason.clone());
-            let _ = self.perform(&mut engine, out);
-        }
-        let stored = self.sync_states.for_peer(&peer).unwrap_or_else(|err| {
-            tracing::warn!(%peer, error = %err, "reading stored sync states failed");
-            Vec::new()
+            out.extend(engine.connect(conn, peer.clone(), stored, now));
+            out
         });
-        self.set_peer_state(&peer, "connected", None);
-        let out = engine.connect(conn, peer, stored, self.now_ms());
-        if let Err(err) = self.perform(&mut engine, out) {
+        if let Err(err) = opened {
             tracing::error!(error = %err, "starting a link failed");
         }
         conn
@@ -639,15 +522,15 @@ impl SyncHandle {
         if peer.role() != sfs_sync::Role::City {
             return Ok(());
         }
-        self.budgets().charge(peer, bytes, Instant::now())
+        self.links().budgets().charge(peer, bytes, Instant::now())
     }
 
     /// Closes a link on this node's side with `code` (the engine's Goodbye and the status go
     /// out, and the stream ends).
     pub fn close_link(&self, conn: ConnId, code: StatusCode, message: String) {
-        let mut engine = self.engine();
-        let out = engine.close_link(conn, code, message);
-        let _ = self.perform(&mut engine, out);
+        let _ = self
+            .driver
+            .perform(|engine| engine.close_link(conn, code, message));
     }
 
     /// Closes a link whose peer went over a limit with `RESOURCE_EXHAUSTED`; returns the status
@@ -655,83 +538,65 @@ impl SyncHandle {
     pub fn cut_off(&self, conn: ConnId, peer: &NodeId, err: &LimitExceeded) -> String {
         let message = format!("{peer}: {err}");
         tracing::warn!(%peer, conn, limit = err.name(), error = %err, "cutting off a peer over a limit");
-        self.metrics.limit_refused(err.name());
+        self.metrics().limit_refused(err.name());
         self.set_peer_state(peer, "disconnected", Some(message.clone()));
-        let mut engine = self.engine();
-        let out = engine.close_link(conn, StatusCode::ResourceExhausted, message.clone());
-        let _ = self.perform(&mut engine, out);
+        self.close_link(conn, StatusCode::ResourceExhausted, message.clone());
         message
     }
 
-    /// Handles one frame received on a link.
+    /// Handles one frame received on a link; returns once what it changed is durable and what
+    /// it answers is queued. (If storing fails, the driver closes every link: the peer resends
+    /// what was not stored when it reconnects.)
     pub fn frame_in(&self, conn: ConnId, peer: &NodeId, frame: pb::Frame) {
-        self.metrics
+        self.metrics()
             .frame(peer.name(), "received", prost::Message::encoded_len(&frame));
         if let Some(tap) = &self.frame_tap {
             tap(peer, &prost::Message::encode_to_vec(&frame));
         }
-        let mut engine = self.engine();
-        let out = match from_pb(frame) {
-            Ok(frame) => engine.receive(conn, frame, self.now_ms()),
-            Err(message) => engine.close_link(conn, StatusCode::InvalidArgument, message),
-        };
-        for (_, reason) in &out.closes {
-            self.set_peer_state(peer, "disconnected", Some(reason.message.clone()));
-        }
-        if let Err(err) = self.perform(&mut engine, out) {
-            // The change was not stored: drop the link so that the peer resends it later.
-            let out = engine.close_link(
-                conn,
-                StatusCode::FailedPrecondition,
-                format!("storage failed: {err}"),
-            );
-            let _ = self.perform(&mut engine, out);
-        }
+        let now = self.now_ms();
+        let _ = self.driver.perform(|engine| {
+            let out = match from_pb(frame) {
+                Ok(frame) => engine.receive(conn, frame, now),
+                Err(message) => engine.close_link(conn, StatusCode::InvalidArgument, message),
+            };
+            for (_, reason) in &out.closes {
+                self.set_peer_state(peer, "disconnected", Some(reason.message.clone()));
+            }
+            out
+        });
     }
 
     /// The link ended at the transport level.
     pub fn link_closed(&self, conn: ConnId, peer: &NodeId, error: Option<String>) {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&conn);
-        let mut engine = self.engine();
-        let peer_heads = engine.link_peer_heads(conn);
-        let out = engine.disconnect(conn);
-        let _ = self.perform(&mut engine, out);
-        drop(engine);
-        if let Some(state) = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(peer)
-        {
-            state.last_seen = Some(SystemTime::now());
-            if !peer_heads.is_empty() {
-                state.last_heads = peer_heads;
-            }
-        }
+        self.links().links().remove(&conn);
+        let peer_heads = self
+            .driver
+            .call(|engine| {
+                let heads = engine.link_peer_heads(conn);
+                (heads, engine.disconnect(conn))
+            })
+            .unwrap_or_default();
+        let last_error = {
+            let mut peers = self.links().peers.lock().unwrap_or_else(|p| p.into_inner());
+            peers.get_mut(peer).and_then(|state| {
+                state.last_seen = Some(SystemTime::now());
+                if !peer_heads.is_empty() {
+                    state.last_heads = peer_heads;
+                }
+                Some(state.last_error.clone()).filter(|e| !e.is_empty())
+            })
+        };
         let still_linked = self.read(|e| e.links().any(|(_, p, _)| p == peer));
         if !still_linked {
-            let current_error = error.or_else(|| {
-                self.peers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(peer)
-                    .map(|s| s.last_error.clone())
-                    .filter(|e| !e.is_empty())
-            });
-            self.set_peer_state(peer, "disconnected", current_error);
+            self.set_peer_state(peer, "disconnected", error.or(last_error));
         }
     }
 
-    /// Time passed: keepalives and dead-peer detection.
     /// Closes every link whose peer connected with a certificate in `revoked` (serials).
     pub fn close_revoked_links(&self, revoked: &std::collections::BTreeSet<String>) {
         let conns: Vec<(ConnId, NodeId)> = self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .links()
+            .links()
             .iter()
             .filter(|(_, link)| {
                 link.cert_serial
@@ -740,65 +605,50 @@ impl SyncHandle {
             })
             .map(|(conn, link)| (*conn, link.peer.clone()))
             .collect();
-        let mut engine = self.engine();
         for (conn, peer) in conns {
             tracing::warn!(%peer, "closing the link of a revoked certificate");
-            let out = engine.close_link(
+            self.close_link(
                 conn,
                 StatusCode::PermissionDenied,
                 format!("the certificate of {peer} is revoked"),
             );
-            let _ = self.perform(&mut engine, out);
         }
     }
 
+    /// Time passed: keepalives and dead-peer detection.
     pub fn tick(&self) {
-        let mut engine = self.engine();
-        let out = engine.tick(self.now_ms());
-        let _ = self.perform(&mut engine, out);
+        let now = self.now_ms();
+        let _ = self.driver.perform(|engine| engine.tick(now));
         // Every link the engine no longer knows ends at the transport too (the engine ends links
-        // through its output; this catches any path that forgot to say so).
-        let known: std::collections::BTreeSet<ConnId> = engine.links().map(|(c, _, _)| c).collect();
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        let orphans: Vec<ConnId> = links
-            .keys()
-            .filter(|c| !known.contains(c))
-            .copied()
-            .collect();
-        for conn in orphans {
-            if let Some(link) = links.remove(&conn) {
-                tracing::warn!(peer = %link.peer, conn, "ending a link the engine no longer knows");
-                link.outbox
-                    .finish(Code::Aborted, "the link ended on this node");
+        // through its output; this catches any path that forgot to say so). Read under the
+        // engine lock, so that a link being opened is never taken for an orphan.
+        self.read(|engine| {
+            let known: std::collections::BTreeSet<ConnId> =
+                engine.links().map(|(c, _, _)| c).collect();
+            let mut links = self.links().links();
+            let orphans: Vec<ConnId> = links
+                .keys()
+                .filter(|c| !known.contains(c))
+                .copied()
+                .collect();
+            for conn in orphans {
+                if let Some(link) = links.remove(&conn) {
+                    tracing::warn!(peer = %link.peer, conn, "ending a link the engine no longer knows");
+                    link.outbox
+                        .finish(Code::Aborted, "the link ended on this node");
+                }
             }
-        }
+        });
     }
 
     /// Links the transport holds (each with a stream and a reader task).
     pub fn open_links(&self) -> usize {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.links().links().len()
     }
 
     /// Records a peer's connection state for `status`.
     pub fn set_peer_state(&self, peer: &NodeId, state: &'static str, error: Option<String>) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = peers.entry(peer.clone()).or_insert(PeerState {
-            state,
-            last_error: String::new(),
-            since: SystemTime::now(),
-            last_seen: None,
-            last_heads: Vec::new(),
-        });
-        if entry.state != state {
-            entry.since = SystemTime::now();
-        }
-        if state == "connected" {
-            entry.last_seen = Some(SystemTime::now());
-        }
-        entry.state = state;
-        if let Some(error) = error {
-            entry.last_error = bounded(&error, MAX_LAST_ERROR_CHARS);
-        }
+        self.links().set_peer_state(peer, state, error);
     }
 
     /// Updates the state gauges of the metrics (at scrape time).
@@ -809,23 +659,22 @@ impl SyncHandle {
                 engine.peer_lag(),
             )
         });
-        self.metrics.peers_connected.set(open as i64);
-        self.metrics.sync_lag.clear();
+        let metrics = self.metrics();
+        metrics.peers_connected.set(open as i64);
+        metrics.sync_lag.clear();
         for (peer, doc, missing) in lag {
             let labels = crate::metrics::DocPeerLabels {
                 doc: doc.to_string(),
                 peer: peer.name().to_string(),
             };
-            self.metrics
-                .sync_lag
-                .get_or_create(&labels)
-                .set(missing as i64);
+            metrics.sync_lag.get_or_create(&labels).set(missing as i64);
         }
     }
 
     /// Every peer seen so far and its connection state.
     pub fn peer_states(&self) -> Vec<(NodeId, PeerState)> {
-        self.peers
+        self.links()
+            .peers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
@@ -835,13 +684,10 @@ impl SyncHandle {
 
     /// Ends every link (for shutdown).
     pub fn close_all_links(&self) {
-        let conns: Vec<ConnId> = self.read(|e| e.links().map(|(c, _, _)| c).collect());
-        let mut engine = self.engine();
-        for conn in conns {
-            let out = engine.close_link(conn, StatusCode::FailedPrecondition, SHUTTING_DOWN.into());
-            let _ = self.perform(&mut engine, out);
-        }
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let _ = self.driver.perform(|engine| {
+            engine.close_all_links(StatusCode::FailedPrecondition, SHUTTING_DOWN)
+        });
+        self.links().links().clear();
     }
 }
 
@@ -997,7 +843,7 @@ async fn read_link_inner(
     mut stop: oneshot::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<String> {
-    let _counted = StreamGauge::new(sync.metrics.clone());
+    let _counted = StreamGauge::new(sync.metrics().clone());
     let error = loop {
         tokio::select! {
             _ = &mut stop => break None,

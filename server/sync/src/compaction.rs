@@ -101,7 +101,10 @@ mod tests {
             assert!(state.takes_chunk(&policy, 10));
             state.stored_chunk(10);
         }
-        assert!(!state.takes_chunk(&policy, 10), "a fourth chunk reaches the count");
+        assert!(
+            !state.takes_chunk(&policy, 10),
+            "a fourth chunk reaches the count"
+        );
         assert!(
             !Compaction::default().takes_chunk(&policy, 101),
             "one chunk over the bytes is a snapshot"

@@ -150,6 +150,12 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         relock(self.queue.lock())
     }
 
+    /// The engine itself, locked, for inspection by tests and the simulator: hold it briefly,
+    /// and never across a call into the driver.
+    pub fn lock_engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine()
+    }
+
     /// Reads the in-memory documents under the engine lock (never waits for a sync).
     pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
         f(&self.engine())
@@ -215,12 +221,10 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         self.storage
             .check_writable()
             .map_err(|err| DriverEditError::Storage(StorageFailure(err.to_string())))?;
-        self.call(
-            |engine| match engine.new_generation(doc, now_ms, remove) {
-                Ok((result, out)) => (Ok(result), out),
-                Err(err) => (Err(err), Output::default()),
-            },
-        )
+        self.call(|engine| match engine.new_generation(doc, now_ms, remove) {
+            Ok((result, out)) => (Ok(result), out),
+            Err(err) => (Err(err), Output::default()),
+        })
         .map_err(DriverEditError::Storage)?
         .map_err(DriverEditError::Edit)
     }
@@ -466,10 +470,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     /// (everything stored is a prefix of its history), else as read back from storage, else
     /// as it is in memory.
     fn durable_version(&self, engine: &Engine, doc: &ShareableDocId) -> Option<Automerge> {
-        let heads = relock(self.durable.lock()).get(doc).cloned();
-        let Some(heads) = heads else {
-            return None;
-        };
+        let heads = relock(self.durable.lock()).get(doc).cloned()?;
         let in_memory = engine.document(doc);
         let forked = in_memory.and_then(|now| {
             heads

@@ -22,12 +22,12 @@ pub mod frame;
 pub mod scope;
 pub mod storage;
 
+pub use driver::{
+    Driver, DriverEditError, RecordingTransport, Released, StorageFailure, Transport,
+};
 pub use engine::{
     generation_of, CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError,
     LogEvent, Output, PersistKind, StatusCode, GENERATION_KEY,
-};
-pub use driver::{
-    Driver, DriverEditError, RecordingTransport, Released, StorageFailure, Transport,
 };
 pub use frame::{
     summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,

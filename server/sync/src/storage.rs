@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use automerge::Automerge;
+use automerge::{Automerge, ChangeHash};
 
 use crate::engine::{DocPersist, PersistKind};
 use crate::scope::{NodeId, ShareableDocId};
@@ -94,10 +94,7 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     fn load_all(&self) -> Result<Vec<LoadedDoc>, S::Error> {
         (**self).load_all()
     }
-    fn sync_states_for(
-        &self,
-        peer: &NodeId,
-    ) -> Result<Vec<(ShareableDocId, Vec<u8>)>, S::Error> {
+    fn sync_states_for(&self, peer: &NodeId) -> Result<Vec<(ShareableDocId, Vec<u8>)>, S::Error> {
         (**self).sync_states_for(peer)
     }
 }
@@ -117,18 +114,26 @@ pub enum MemoryError {
 struct Image {
     /// Per document: its stored parts in order (a snapshot first, if any, then chunks).
     docs: BTreeMap<ShareableDocId, Vec<(PersistKind, Vec<u8>)>>,
+    /// Per document: the heads its last stored part brought it to.
+    heads: BTreeMap<ShareableDocId, Vec<ChangeHash>>,
     states: BTreeMap<(NodeId, ShareableDocId), Vec<u8>>,
 }
 
 impl Image {
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Doc { doc, kind, bytes } => {
+            Op::Doc {
+                doc,
+                kind,
+                bytes,
+                heads,
+            } => {
                 let parts = self.docs.entry(doc.clone()).or_default();
                 if *kind == PersistKind::Snapshot {
                     parts.clear();
                 }
                 parts.push((*kind, bytes.clone()));
+                self.heads.insert(doc.clone(), heads.clone());
             }
             Op::State { peer, doc, state } => {
                 self.states
@@ -161,6 +166,7 @@ enum Op {
         doc: ShareableDocId,
         kind: PersistKind,
         bytes: Vec<u8>,
+        heads: Vec<ChangeHash>,
     },
     State {
         peer: NodeId,
@@ -264,6 +270,13 @@ impl MemoryStorage {
         state.syncs_before_failure = None;
     }
 
+    /// Takes back every failpoint not fired yet.
+    pub fn disarm(&self) {
+        let mut state = self.state();
+        state.puts_before_failure = None;
+        state.syncs_before_failure = None;
+    }
+
     /// The next put after `puts` more successful ones fails, and with it every later write.
     pub fn fail_put_after(&self, puts: u64) {
         self.state().puts_before_failure = Some(puts);
@@ -296,8 +309,16 @@ impl MemoryStorage {
 
     /// A document as it would load after a crash now (durable parts only), with the number
     /// of chunks beside its snapshot.
-    pub fn durable_doc(&self, doc: &ShareableDocId) -> Result<Option<(Automerge, usize)>, MemoryError> {
+    pub fn durable_doc(
+        &self,
+        doc: &ShareableDocId,
+    ) -> Result<Option<(Automerge, usize)>, MemoryError> {
         self.state().durable.load(doc)
+    }
+
+    /// The heads the last durable part of `doc` brought it to.
+    pub fn durable_heads(&self, doc: &ShareableDocId) -> Option<Vec<ChangeHash>> {
+        self.state().durable.heads.get(doc).cloned()
     }
 
     /// Every document id with durable parts.
@@ -331,6 +352,7 @@ impl Storage for MemoryStorage {
             doc: persist.doc.clone(),
             kind: persist.kind,
             bytes: persist.bytes.clone(),
+            heads: persist.heads.clone(),
         })
     }
 
@@ -340,6 +362,7 @@ impl Storage for MemoryStorage {
             doc: persist.doc.clone(),
             kind: PersistKind::Snapshot,
             bytes: persist.bytes.clone(),
+            heads: persist.heads.clone(),
         })?;
         state.sync()
     }
@@ -384,7 +407,10 @@ impl Storage for MemoryStorage {
         Ok(all)
     }
 
-    fn sync_states_for(&self, peer: &NodeId) -> Result<Vec<(ShareableDocId, Vec<u8>)>, MemoryError> {
+    fn sync_states_for(
+        &self,
+        peer: &NodeId,
+    ) -> Result<Vec<(ShareableDocId, Vec<u8>)>, MemoryError> {
         Ok(self
             .state()
             .view()

@@ -8,10 +8,11 @@
 //!   chunks persisted so far (an incremental chunk is appended, a snapshot replaces them all),
 //!   per peer and document the last persisted sync state, and — on cities — local documents
 //!   that hold a canary and are never given to the engine.
-//! - **The driver** performs every [`Output`] in the order the real node does: persist
-//!   documents, persist sync states, send frames, close links. An edit is *acknowledged* only
-//!   once its whole output was performed. Cities dial the hub with the real [`Backoff`]; every
-//!   node ticks once per simulated second.
+//! - **The driver** is the node's own ([`sfs_sync::driver::Driver`]) over an in-memory
+//!   store ([`MemoryStorage`], which drops what was not synced when its node crashes) and a
+//!   transport that records what the driver releases; the simulator puts the released frames
+//!   on its network. An edit is *acknowledged* when the driver returns it as durable. Cities
+//!   dial the hub with the real [`Backoff`]; every node ticks once per simulated second.
 //! - **The network.** Time is a `u64` of milliseconds. Each link has a [`ConnId`] that is never
 //!   reused; a frame in flight carries its delivery time. Within a link and direction, frames
 //!   arrive in order (like the real HTTP/2 stream) unless a fault says otherwise. When one end
@@ -19,8 +20,8 @@
 //! - **Faults**, chosen by a seeded RNG during the chaos phase: frame loss, duplication,
 //!   reordering and long delays; link cuts (each end notices at its own time, or only through
 //!   the peer timeout); partitions (a city unreachable for a while); crashes of the hub or a
-//!   city, between events or in the middle of performing an output, followed by a restart
-//!   whose engine is rebuilt from the disk alone. About a third of the seeds are
+//!   city, between events or in the middle of writing a batch, followed by a restart whose
+//!   engine is rebuilt from what was synced alone. About a third of the seeds are
 //!   *transport-faithful*: frames within a link are delivered in order and exactly once, and the
 //!   only faults are cuts, crashes, partitions and delays.
 //! - **Workload.** Owners edit their own documents (cities `shared/lessons/<city>` and on some
@@ -53,14 +54,17 @@
 //! `SFS_SIM_TRACE=1` prints every event of the run. A failure names its seed and how to replay it.
 //! Seeds are spread over the available cores; each seed runs on one thread from its seed alone.
 //!
-//! Document writes also fail now and then (on seeds that are not transport-faithful); the
-//! driver then does what the real node does: it drops the rest of the output and hands the
-//! engine each document as stored (`Engine::persist_failed`), which forgets the unsaved change
-//! and closes every link. `SFS_SIM_WRITE_FAILURES=0` turns this fault off.
+//! Storage also fails now and then (on seeds that are not transport-faithful): a failpoint
+//! makes a put or a sync fail; the driver then does what it does in the real node (nothing of
+//! the failed batch leaves, the engine forgets what is not durable and closes every link), and
+//! the node crashes and restarts from what was synced, as a node whose disk failed is
+//! restarted. Nodes also crash in the middle of writing a batch. `SFS_SIM_WRITE_FAILURES=0`
+//! turns the failpoints off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
@@ -70,8 +74,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sfs_sync::backoff::Backoff;
 use sfs_sync::{
-    ConnId, DocId, DocPersist, EditError, Engine, EngineConfig, EngineError, Frame, LogEvent,
-    NodeId, Output, PersistKind, Scope, ShareableDocId, StatusCode,
+    ConnId, DocId, Driver, DriverEditError, EditError, Engine, EngineConfig, EngineError, Frame,
+    LogEvent, MemoryStorage, NodeId, Output, RecordingTransport, Released, Scope, ShareableDocId,
+    StatusCode, Storage,
 };
 
 /// Seeds of the normal run.
@@ -327,61 +332,26 @@ impl Counters {
     }
 }
 
-/// A node's durable storage: what survives a crash.
+/// A node's durable storage: what survives a crash. Shareable documents and sync states are
+/// in the [`MemoryStorage`] the node's driver writes (a crash drops what was not synced);
+/// local documents (cities only) are saved Automerge bytes beside it, never given to the
+/// engine.
 #[derive(Default)]
 struct Disk {
-    docs: BTreeMap<ShareableDocId, StoredDoc>,
-    sync_states: BTreeMap<(NodeId, ShareableDocId), Vec<u8>>,
-    /// Local documents (cities only), saved Automerge bytes; never given to the engine.
+    storage: Arc<MemoryStorage>,
     local_docs: BTreeMap<DocId, Vec<u8>>,
 }
 
-/// The persisted chunks of one document.
-#[derive(Default)]
-struct StoredDoc {
-    chunks: Vec<Vec<u8>>,
-    incremental_since_snapshot: usize,
-    /// The heads the last persisted chunk brought the document to.
-    heads: Vec<ChangeHash>,
-}
-
-impl Disk {
-    fn store_doc(&mut self, persist: DocPersist) {
-        let stored = self.docs.entry(persist.doc).or_default();
-        match persist.kind {
-            PersistKind::Snapshot => {
-                stored.chunks = vec![persist.bytes];
-                stored.incremental_since_snapshot = 0;
-            }
-            PersistKind::Incremental => {
-                stored.chunks.push(persist.bytes);
-                stored.incremental_since_snapshot += 1;
-            }
-        }
-        stored.heads = sorted(persist.heads);
-    }
-
-    /// A document as stored, if any of it is.
-    fn load(&self, doc: &ShareableDocId) -> Option<Automerge> {
-        let stored = self.docs.get(doc)?;
-        Some(Automerge::load(&stored.chunks.concat()).expect("stored chunks load"))
-    }
-
-    fn sync_states_for(&self, peer: &NodeId) -> Vec<(ShareableDocId, Vec<u8>)> {
-        self.sync_states
-            .iter()
-            .filter(|((stored_peer, _), _)| stored_peer == peer)
-            .map(|((_, doc), state)| (doc.clone(), state.clone()))
-            .collect()
-    }
-}
+/// The one driver ([`sfs_sync::driver`]) over the in-memory store and a transport that
+/// records what it is handed, for the simulator to put on its network.
+type SimDriver = Driver<Arc<MemoryStorage>, RecordingTransport>;
 
 /// One simulated node: its identity, its engine while it runs, and its disk.
 struct Node {
     id: NodeId,
     actor: ActorId,
     /// `None` while the node is down.
-    engine: Option<Engine>,
+    driver: Option<SimDriver>,
     disk: Disk,
     owned: Vec<ShareableDocId>,
     /// Every acknowledged edit: document → key → value.
@@ -393,8 +363,8 @@ struct Node {
     dial_pending: bool,
     /// Cities: unreachable until this time.
     partitioned_until: u64,
-    /// Crash while performing the next non-empty output, before its step `k mod steps`.
-    crash_armed: Option<usize>,
+    /// A failpoint is armed in the node's storage: when it fires, the node crashes.
+    crash_armed: bool,
 }
 
 impl Node {
@@ -403,7 +373,7 @@ impl Node {
         Node {
             id,
             actor,
-            engine: None,
+            driver: None,
             disk: Disk::default(),
             owned,
             acknowledged: BTreeMap::new(),
@@ -411,57 +381,68 @@ impl Node {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             dial_pending: false,
             partitioned_until: 0,
-            crash_armed: None,
+            crash_armed: false,
         }
     }
 
-    fn engine(&self) -> &Engine {
-        self.engine
+    fn driver(&self) -> &SimDriver {
+        self.driver
             .as_ref()
             .unwrap_or_else(|| panic!("{} is down", self.id))
     }
 
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.driver().lock_engine()
+    }
+
     fn open_conns(&self) -> BTreeSet<ConnId> {
-        self.engine
+        self.driver
             .as_ref()
-            .map(|engine| engine.links().map(|(conn, _, _)| conn).collect())
+            .map(|driver| driver.read(|engine| engine.links().map(|(conn, _, _)| conn).collect()))
             .unwrap_or_default()
     }
 
-    /// Builds a fresh engine from the disk alone, as a restarted node does, and checks that
-    /// nothing persisted or acknowledged was lost.
-    fn boot(&self, config: &EngineConfig) -> Engine {
-        let mut engine = Engine::new(self.id.clone(), self.actor.clone(), config.clone());
-        for (doc, stored) in &self.disk.docs {
-            let bytes = stored.chunks.concat();
-            let loaded = Automerge::load(&bytes).unwrap_or_else(|err| {
-                panic!("{}: the stored chunks of {doc} do not load: {err}", self.id)
-            });
+    /// Builds a fresh engine and driver from the disk alone, as a restarted node does (what
+    /// was not synced is gone), and checks that nothing persisted or acknowledged was lost.
+    fn boot(&self, config: &EngineConfig) -> SimDriver {
+        let storage = &self.disk.storage;
+        storage.restart();
+        for doc in storage.durable_docs() {
+            let (loaded, _) = storage
+                .durable_doc(&doc)
+                .unwrap_or_else(|err| {
+                    panic!("{}: the stored parts of {doc} do not load: {err}", self.id)
+                })
+                .expect("a durable document");
             assert_eq!(
                 sorted(loaded.get_heads()),
-                stored.heads,
+                sorted(storage.durable_heads(&doc).unwrap_or_default()),
                 "durability: {} reloaded {doc} at other heads than its last persisted chunk",
                 self.id
             );
-            engine.load_document(doc.clone(), loaded, stored.incremental_since_snapshot);
         }
-        for (doc, edits) in &self.acknowledged {
-            let reloaded = engine.document(doc).unwrap_or_else(|| {
-                panic!(
-                    "durability: {} acknowledged edits of {doc} but has no document after a restart",
-                    self.id
-                )
-            });
-            for (key, value) in edits {
-                assert_eq!(
-                    read_string(reloaded, key).as_deref(),
-                    Some(value.as_str()),
-                    "durability: {} lost its acknowledged edit {key} of {doc} in a restart",
-                    self.id
-                );
+        let engine = Engine::new(self.id.clone(), self.actor.clone(), config.clone());
+        let driver = Driver::open(engine, storage.clone(), RecordingTransport::new())
+            .unwrap_or_else(|err| panic!("{}: the store does not open: {err}", self.id));
+        driver.read(|engine| {
+            for (doc, edits) in &self.acknowledged {
+                let reloaded = engine.document(doc).unwrap_or_else(|| {
+                    panic!(
+                        "durability: {} acknowledged edits of {doc} but has no document after a restart",
+                        self.id
+                    )
+                });
+                for (key, value) in edits {
+                    assert_eq!(
+                        read_string(reloaded, key).as_deref(),
+                        Some(value.as_str()),
+                        "durability: {} lost its acknowledged edit {key} of {doc} in a restart",
+                        self.id
+                    );
+                }
             }
-        }
-        engine
+        });
+        driver
     }
 }
 
@@ -554,7 +535,7 @@ impl Sim {
             ));
         }
         for node in &mut nodes {
-            node.engine = Some(node.boot(&config));
+            node.driver = Some(node.boot(&config));
         }
         let trace = std::env::var_os("SFS_SIM_TRACE").is_some();
         if trace {
@@ -706,7 +687,13 @@ impl Sim {
         }
         self.queue.clear();
         for (node, held) in held.into_iter().enumerate() {
-            self.nodes[node].engine = None;
+            // A clean stop: what was put is flushed before the process ends.
+            self.nodes[node]
+                .disk
+                .storage
+                .sync()
+                .expect("a clean stop flushes the store");
+            self.nodes[node].driver = None;
             self.restart(node);
             let reloaded: BTreeMap<ShareableDocId, Vec<ChangeHash>> = self.nodes[node]
                 .engine()
@@ -738,9 +725,10 @@ impl Sim {
         self.faults = false;
         self.queue.retain(|_, event| !matches!(event, Event::Tick));
         for node in 0..self.nodes.len() {
-            self.nodes[node].crash_armed = None;
             self.nodes[node].partitioned_until = 0;
-            if self.nodes[node].engine.is_none() {
+            self.nodes[node].crash_armed = false;
+            self.nodes[node].disk.storage.disarm();
+            if self.nodes[node].driver.is_none() {
                 self.restart(node);
             }
         }
@@ -797,7 +785,7 @@ impl Sim {
             }
             Event::Dial { city } => self.dial(city),
             Event::Restart { node } => {
-                if self.nodes[node].engine.is_none() {
+                if self.nodes[node].driver.is_none() {
                     self.restart(node);
                 }
             }
@@ -812,7 +800,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, conn: ConnId, to: usize, frame: Frame) {
-        if self.nodes[to].engine.is_none() {
+        if self.nodes[to].driver.is_none() {
             return;
         }
         if self.faults && !self.scenario.transport_faithful {
@@ -828,13 +816,19 @@ impl Sim {
             self.counters.frames_for_closed_links += 1;
             let kind = frame.kind();
             let now = self.now;
-            let engine = self.nodes[to].engine.as_mut().expect("running");
-            let out = engine.receive(conn, frame, now);
+            let driver = self.nodes[to].driver();
+            let acted = driver
+                .call(|engine| {
+                    let out = engine.receive(conn, frame, now);
+                    let acted = !(out.persist_docs.is_empty()
+                        && out.persist_sync_states.is_empty()
+                        && out.sends.is_empty()
+                        && out.closes.is_empty());
+                    (acted, out)
+                })
+                .unwrap_or(true);
             assert!(
-                out.persist_docs.is_empty()
-                    && out.persist_sync_states.is_empty()
-                    && out.sends.is_empty()
-                    && out.closes.is_empty(),
+                !acted && driver.transport().take().is_empty(),
                 "{} acted on a {kind} frame for link {conn}, which it has closed",
                 self.nodes[to].id
             );
@@ -843,16 +837,19 @@ impl Sim {
         self.call(to, |engine, now| engine.receive(conn, frame, now));
     }
 
-    /// Runs one engine call on a running node, performs its output, and lets the other end of
-    /// every link the call closed notice it.
+    /// Runs one engine call on a running node through its driver, puts what the driver
+    /// released on the network, and lets the other end of every link the call closed notice it.
     fn call(&mut self, node: usize, f: impl FnOnce(&mut Engine, u64) -> Output) {
         let now = self.now;
         let before = self.nodes[node].open_conns();
-        let Some(engine) = self.nodes[node].engine.as_mut() else {
+        if self.nodes[node].driver.is_none() {
             return;
-        };
-        let out = f(engine, now);
-        if !self.perform(node, out) {
+        }
+        self.arm_write_failure(node);
+        // A storage failure is handled by the driver (the engine forgets what is not stored
+        // and closes every link); the node then crashes below, as a real one is restarted.
+        let _ = self.nodes[node].driver().perform(|engine| f(engine, now));
+        if !self.release(node) {
             return;
         }
         let after = self.nodes[node].open_conns();
@@ -861,81 +858,54 @@ impl Sim {
         }
     }
 
-    /// Performs an output in the real node's order. Returns false if the node crashed or a
-    /// write failed before it finished (then nothing it would have acknowledged is).
-    fn perform(&mut self, node: usize, out: Output) -> bool {
-        for event in &out.events {
-            if let LogEvent::Refused { peer, doc, reason } = event {
-                panic!(
+    /// Now and then (on seeds with write failures) the node's next write or sync fails.
+    fn arm_write_failure(&mut self, node: usize) {
+        if self.faults
+            && !self.nodes[node].crash_armed
+            && self.rng.gen_bool(self.scenario.write_failure)
+        {
+            let storage = &self.nodes[node].disk.storage;
+            if self.rng.gen_bool(0.5) {
+                storage.fail_put_after(self.rng.gen_range(0..3));
+            } else {
+                storage.fail_sync_after(0);
+            }
+        }
+    }
+
+    /// Puts on the network what the node's driver released (only what was durable), checks
+    /// it, and crashes the node if its storage failed meanwhile. Returns false if it crashed.
+    fn release(&mut self, node: usize) -> bool {
+        let released = self.nodes[node].driver().transport().take();
+        for item in released {
+            match item {
+                Released::Frame(conn, frame) => self.transmit(node, conn, frame),
+                Released::Close(conn, reason) => {
+                    self.counters.engine_closes += 1;
+                    self.log(|| format!("{} closes {conn}: {reason:?}", self.name(node)));
+                    assert!(
+                        reason.code != StatusCode::PermissionDenied,
+                        "{} closed link {conn} to an honest peer: {}",
+                        self.name(node),
+                        reason.message
+                    );
+                }
+                Released::Event(LogEvent::Refused { peer, doc, reason }) => panic!(
                     "{} refused honest peer {peer} on {doc:?}: {reason}",
                     self.name(node)
-                );
+                ),
+                Released::Event(_) | Released::Changed(_) | Released::End(_) => {}
             }
         }
-        let steps = out.persist_docs.len() + out.persist_sync_states.len() + out.sends.len();
-        let crash_before = match self.nodes[node].crash_armed {
-            Some(k) if steps > 0 => Some(k % steps),
-            _ => None,
-        };
-        let docs_in_output: Vec<ShareableDocId> =
-            out.persist_docs.iter().map(|p| p.doc.clone()).collect();
-        let mut step = 0;
-        let mut crash_due = |sim: &mut Sim| -> bool {
-            let due = crash_before == Some(step);
-            step += 1;
-            if due {
-                sim.counters.mid_output_crashes += 1;
-                sim.crash(node, "in the middle of an output");
-            }
-            due
-        };
-        for persist in out.persist_docs {
-            if crash_due(self) {
-                return false;
-            }
-            if self.faults && self.rng.gen_bool(self.scenario.write_failure) {
-                // What the real node does when a write fails: the rest of the output (sync
-                // states, frames, closes) is dropped, and the engine is handed each document of
-                // the output as stored, to forget what is not, and closes every link.
+        if self.nodes[node].disk.storage.has_failed() {
+            if std::mem::take(&mut self.nodes[node].crash_armed) {
+                self.counters.mid_output_crashes += 1;
+                self.crash(node, "in the middle of writing");
+            } else {
                 self.counters.write_failures += 1;
-                self.log(|| format!("{} fails to write {}", self.name(node), persist.doc));
-                let stored: Vec<(ShareableDocId, Option<Automerge>)> = docs_in_output
-                    .iter()
-                    .map(|doc| (doc.clone(), self.nodes[node].disk.load(doc)))
-                    .collect();
-                self.call(node, |engine, _| {
-                    let mut out = Output::default();
-                    for (doc, stored) in stored {
-                        out.extend(engine.persist_failed(&doc, stored));
-                    }
-                    out
-                });
-                return false;
+                self.crash(node, "after its storage failed");
             }
-            self.nodes[node].disk.store_doc(persist);
-        }
-        for (peer, doc, state) in out.persist_sync_states {
-            if crash_due(self) {
-                return false;
-            }
-            self.nodes[node].disk.sync_states.insert((peer, doc), state);
-        }
-        for (conn, frame) in out.sends {
-            if crash_due(self) {
-                return false;
-            }
-            self.transmit(node, conn, frame);
-        }
-        for (conn, reason) in out.closes {
-            self.counters.engine_closes += 1;
-            self.log(|| format!("{} closes {conn}: {reason:?}", self.name(node)));
-            assert_ne!(
-                reason.code,
-                StatusCode::PermissionDenied,
-                "{} closed link {conn} to an honest peer: {}",
-                self.name(node),
-                reason.message
-            );
+            return false;
         }
         true
     }
@@ -1018,7 +988,7 @@ impl Sim {
     fn ensure_dials(&mut self) {
         for city in self.cities() {
             let node = &self.nodes[city];
-            if node.engine.is_none() || node.dial_pending || !node.open_conns().is_empty() {
+            if node.driver.is_none() || node.dial_pending || !node.open_conns().is_empty() {
                 continue;
             }
             let unit: f64 = self.rng.gen_range(0.0..1.0);
@@ -1030,10 +1000,10 @@ impl Sim {
 
     fn dial(&mut self, city: usize) {
         self.nodes[city].dial_pending = false;
-        if self.nodes[city].engine.is_none() || !self.nodes[city].open_conns().is_empty() {
+        if self.nodes[city].driver.is_none() || !self.nodes[city].open_conns().is_empty() {
             return;
         }
-        if self.nodes[HUB].engine.is_none() || self.partitioned(city) {
+        if self.nodes[HUB].driver.is_none() || self.partitioned(city) {
             self.log(|| format!("{} fails to reach the hub", self.name(city)));
             return;
         }
@@ -1054,12 +1024,20 @@ impl Sim {
         self.log(|| format!("{} links to the hub on {conn}", self.name(city)));
         let city_id = self.nodes[city].id.clone();
         let hub_id = self.nodes[HUB].id.clone();
-        let hub_states = self.nodes[HUB].disk.sync_states_for(&city_id);
-        let city_states = self.nodes[city].disk.sync_states_for(&hub_id);
+        let hub_states = self.nodes[HUB]
+            .disk
+            .storage
+            .sync_states_for(&city_id)
+            .expect("the in-memory store reads");
+        let city_states = self.nodes[city]
+            .disk
+            .storage
+            .sync_states_for(&hub_id)
+            .expect("the in-memory store reads");
         self.call(HUB, |engine, now| {
             engine.connect(conn, city_id, hub_states, now)
         });
-        if self.nodes[HUB].engine.is_none() {
+        if self.nodes[HUB].driver.is_none() {
             return;
         }
         self.call(city, |engine, now| {
@@ -1072,8 +1050,8 @@ impl Sim {
     fn crash(&mut self, node: usize, how: &str) {
         let conns = self.nodes[node].open_conns();
         self.log(|| format!("{} crashes {how}", self.name(node)));
-        self.nodes[node].engine = None;
-        self.nodes[node].crash_armed = None;
+        self.nodes[node].driver = None;
+        self.nodes[node].crash_armed = false;
         self.nodes[node].dial_pending = false;
         self.counters.crashes += 1;
         for conn in conns {
@@ -1091,9 +1069,9 @@ impl Sim {
 
     fn restart(&mut self, node: usize) {
         self.log(|| format!("{} restarts from its disk", self.name(node)));
-        let engine = self.nodes[node].boot(&self.config);
+        let driver = self.nodes[node].boot(&self.config);
         let node = &mut self.nodes[node];
-        node.engine = Some(engine);
+        node.driver = Some(driver);
         node.dial_pending = false;
         node.backoff.reset();
     }
@@ -1108,13 +1086,20 @@ impl Sim {
             54..=63 => self.cut_random_link(),
             64..=69 => {
                 let node = self.random_node_for_crash();
-                if self.nodes[node].engine.is_some() {
+                if self.nodes[node].driver.is_some() {
                     self.crash(node, "between events");
                 }
             }
             70..=74 => {
+                // The node dies in the middle of its next writes: a failpoint in its storage.
                 let node = self.random_node_for_crash();
-                self.nodes[node].crash_armed = Some(self.rng.gen_range(0..8));
+                if self.nodes[node].driver.is_some() && !self.nodes[node].crash_armed {
+                    self.nodes[node].crash_armed = true;
+                    self.nodes[node]
+                        .disk
+                        .storage
+                        .fail_put_after(self.rng.gen_range(0..8));
+                }
             }
             75..=81 => {
                 let city = self.rng.gen_range(self.cities());
@@ -1142,7 +1127,7 @@ impl Sim {
 
     fn random_edit(&mut self) {
         let node = self.rng.gen_range(0..self.nodes.len());
-        if self.nodes[node].engine.is_none() {
+        if self.nodes[node].driver.is_none() {
             return;
         }
         let doc = self.nodes[node]
@@ -1169,8 +1154,9 @@ impl Sim {
             value = value.repeat(30);
         }
         let now = self.now;
-        let engine = self.nodes[node].engine.as_mut().expect("the editor runs");
-        let result = engine.edit_at(
+        self.arm_write_failure(node);
+        let driver = self.nodes[node].driver();
+        let result = driver.edit(
             doc,
             at.as_deref(),
             now,
@@ -1179,24 +1165,33 @@ impl Sim {
                 tx.put(ROOT, "latest", key.as_str())?;
                 Ok(())
             },
+            |_, _| Ok(()),
         );
-        let out = match result {
-            Ok(((), out)) => out,
-            Err(err) => panic!("{} could not edit its own {doc}: {err:?}", self.name(node)),
-        };
-        assert_eq!(out.persist_docs.len(), 1, "an edit persists its document");
-        let heads = sorted(out.persist_docs[0].heads.clone());
+        match result {
+            Ok(()) => {}
+            Err(DriverEditError::Storage(failure)) => {
+                self.log(|| {
+                    format!(
+                        "{} could not store its edit of {doc}: {failure}",
+                        self.name(node)
+                    )
+                });
+                self.counters.edits_unacknowledged += 1;
+                self.release(node);
+                return false;
+            }
+            Err(DriverEditError::Edit(err)) => {
+                panic!("{} could not edit its own {doc}: {err:?}", self.name(node))
+            }
+        }
+        let heads = sorted(driver.read(|engine| {
+            engine
+                .document(doc)
+                .expect("an acknowledged edit's document")
+                .get_heads()
+        }));
         self.log(|| format!("{} edits {doc}: {key}", self.name(node)));
-        if !self.perform(node, out) {
-            self.counters.edits_unacknowledged += 1;
-            return false;
-        }
         self.counters.edits_acknowledged += 1;
-        // The real node pushes right after each edit; here some edits wait for the next one,
-        // so that several are pushed together.
-        if self.scenario.defer_local_pushes && (!self.faults || self.rng.gen_bool(0.6)) {
-            self.call(node, |engine, now| engine.push_pending(now));
-        }
         let owner = &mut self.nodes[node];
         owner
             .acknowledged
@@ -1208,13 +1203,16 @@ impl Sim {
             .entry(doc.clone())
             .or_default()
             .push(heads);
+        // What the driver released (the edit's push) goes on the network; the node may crash
+        // right after, with the edit acknowledged.
+        self.release(node);
         true
     }
 
     /// A node tries to change a document it does not own; the engine must refuse.
     fn foreign_edit(&mut self) {
         let node = self.rng.gen_range(0..self.nodes.len());
-        if self.nodes[node].engine.is_none() {
+        if self.nodes[node].driver.is_none() {
             return;
         }
         let foreign: Vec<ShareableDocId> = self
@@ -1226,23 +1224,29 @@ impl Sim {
             .collect();
         let doc = foreign.choose(&mut self.rng).expect("others own documents");
         let now = self.now;
-        let engine = self.nodes[node].engine.as_mut().expect("running");
-        let heads_before = engine.document(doc).map(|d| d.get_heads());
-        let result = engine.edit(doc, now, |tx| -> Result<(), AutomergeError> {
-            tx.put(ROOT, "forged", "by someone who does not own this")
-        });
+        let driver = self.nodes[node].driver();
+        let heads_before = driver.read(|engine| engine.document(doc).map(|d| d.get_heads()));
+        let result = driver.edit(
+            doc,
+            None,
+            now,
+            |tx| -> Result<(), AutomergeError> {
+                tx.put(ROOT, "forged", "by someone who does not own this")
+            },
+            |_, _| Ok(()),
+        );
         match result {
-            Err(EditError::Engine(EngineError::NotOwner { .. })) => {}
+            Err(DriverEditError::Edit(EditError::Engine(EngineError::NotOwner { .. }))) => {}
             Err(other) => panic!(
                 "{} editing {doc}: expected NotOwner, got {other:?}",
                 self.name(node)
             ),
-            Ok(((), _)) => panic!(
+            Ok(()) => panic!(
                 "{} was allowed to edit {doc}, which it does not own",
                 self.name(node)
             ),
         }
-        let heads_after = engine.document(doc).map(|d| d.get_heads());
+        let heads_after = driver.read(|engine| engine.document(doc).map(|d| d.get_heads()));
         assert_eq!(
             heads_before, heads_after,
             "a refused edit changed {doc} at {}",
@@ -1348,8 +1352,8 @@ impl Sim {
         for owner in &self.nodes {
             for (doc, edits) in &owner.acknowledged {
                 for node in &self.nodes {
-                    let replica = node
-                        .engine()
+                    let engine = node.engine();
+                    let replica = engine
                         .document(doc)
                         .unwrap_or_else(|| panic!("{label}: {} lacks {doc}", node.id));
                     for (key, value) in edits {
