@@ -6,11 +6,12 @@
 //! Nothing here is known to the sync engine, so no code path can put it on a federation link.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::transaction::{Transactable, Transaction};
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
+use sfs_sync::compaction::{Compaction, CompactionPolicy};
 use sfs_sync::{DocId, PersistKind};
 
 use crate::docmodel::{self as dm};
@@ -28,19 +29,48 @@ pub const SECTORS: &[&str] = &[
     "other",
 ];
 
-const COMPACT_AFTER_CHUNKS: usize = 64;
+/// When a local document's new bytes are a chunk and when a whole snapshot: the same policy
+/// as for shareable documents ([`sfs_sync::compaction`]).
+fn compaction_policy() -> CompactionPolicy {
+    sfs_sync::EngineConfig::default().compaction()
+}
 
 struct LocalEntry {
     doc: Automerge,
+    /// Heads at the last stored write; the next chunk starts here.
     persisted_heads: Vec<ChangeHash>,
-    chunks: usize,
+    compaction: Compaction,
+}
+
+/// One local document: its state (locked briefly, by readers and writers) and its writer lock
+/// (held by one writer across storing and syncing, so that readers never wait for a disk).
+struct LocalDoc {
+    state: Mutex<LocalEntry>,
+    writer: Mutex<()>,
+}
+
+impl LocalDoc {
+    fn new(entry: LocalEntry) -> Arc<LocalDoc> {
+        Arc::new(LocalDoc {
+            state: Mutex::new(entry),
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, LocalEntry> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The city's local documents, in memory and in the local store.
 pub struct LocalReplicas {
     store: LocalDocs,
     actor: ActorId,
-    docs: Mutex<BTreeMap<DocId, LocalEntry>>,
+    docs: Mutex<BTreeMap<DocId, Arc<LocalDoc>>>,
 }
 
 impl LocalReplicas {
@@ -53,11 +83,11 @@ impl LocalReplicas {
             let heads = doc.get_heads();
             docs.insert(
                 stored.id,
-                LocalEntry {
+                LocalDoc::new(LocalEntry {
                     doc,
                     persisted_heads: heads,
-                    chunks: stored.chunks,
-                },
+                    compaction: Compaction::loaded(stored.chunks, false),
+                }),
             );
         }
         Ok(LocalReplicas {
@@ -67,64 +97,107 @@ impl LocalReplicas {
         })
     }
 
+    /// The document `id`, created empty if it was never written.
+    fn doc(&self, id: &DocId) -> Arc<LocalDoc> {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        docs.entry(id.clone())
+            .or_insert_with(|| {
+                LocalDoc::new(LocalEntry {
+                    doc: Automerge::new().with_actor(self.actor.clone()),
+                    persisted_heads: Vec::new(),
+                    compaction: Compaction::default(),
+                })
+            })
+            .clone()
+    }
+
+    fn existing(&self, id: &DocId) -> Option<Arc<LocalDoc>> {
+        self.docs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     /// Every local document, saved whole (for backups).
     pub fn save_all(&self) -> Vec<(DocId, Vec<u8>)> {
-        let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        docs.iter()
-            .map(|(id, entry)| (id.clone(), entry.doc.save()))
+        let docs: Vec<(DocId, Arc<LocalDoc>)> = self
+            .docs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, doc)| (id.clone(), doc.clone()))
+            .collect();
+        docs.into_iter()
+            .map(|(id, doc)| {
+                let saved = doc.state().doc.save();
+                (id, saved)
+            })
             .collect()
     }
 
-    /// Reads a local document (an empty one if it was never written).
+    /// Reads a local document (an empty one if it was never written). Never waits for a
+    /// write to reach the disk.
     pub fn read<R>(&self, id: &DocId, f: impl FnOnce(&Automerge) -> R) -> R {
-        let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        match docs.get(id) {
-            Some(entry) => f(&entry.doc),
+        match self.existing(id) {
+            Some(doc) => f(&doc.state().doc),
             None => f(&Automerge::new()),
         }
     }
 
     /// Changes a local document in one transaction and stores it durably before returning.
-    /// If `change` fails, nothing is changed; if storing fails, the answer is `UNAVAILABLE`.
+    /// If `change` fails, nothing is changed; if storing fails, the change is taken back and
+    /// the answer is `UNAVAILABLE`. Writers of one document take turns; readers and writers of
+    /// other documents never wait for this one's disk.
     pub fn edit<R, E: From<ModelError>>(
         &self,
         id: &DocId,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
-        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = docs.entry(id.clone()).or_insert_with(|| LocalEntry {
-            doc: Automerge::new().with_actor(self.actor.clone()),
-            persisted_heads: Vec::new(),
-            chunks: 0,
-        });
-        let result = entry
-            .doc
-            .transact(|tx| change(tx))
-            .map_err(|failure| failure.error)?;
-        if result.hash.is_none() {
-            return Ok(result.result);
-        }
-        let heads = entry.doc.get_heads();
-        let (kind, bytes) = if entry.chunks + 1 >= COMPACT_AFTER_CHUNKS {
-            (PersistKind::Snapshot, entry.doc.save())
-        } else {
-            (
-                PersistKind::Incremental,
-                entry.doc.save_after(&entry.persisted_heads),
-            )
+        let doc = self.doc(id);
+        let _writing = doc.writer();
+        let (result, before, kind, bytes, heads) = {
+            let mut entry = doc.state();
+            let before = entry.doc.get_heads();
+            let done = entry
+                .doc
+                .transact(|tx| change(tx))
+                .map_err(|failure| failure.error)?;
+            if done.hash.is_none() {
+                return Ok(done.result);
+            }
+            let heads = entry.doc.get_heads();
+            let chunk = (!entry.compaction.needs_snapshot())
+                .then(|| entry.doc.save_after(&entry.persisted_heads))
+                .filter(|chunk| {
+                    entry
+                        .compaction
+                        .takes_chunk(&compaction_policy(), chunk.len())
+                });
+            let (kind, bytes) = match chunk {
+                Some(chunk) => (PersistKind::Incremental, chunk),
+                None => (PersistKind::Snapshot, entry.doc.save()),
+            };
+            (done.result, before, kind, bytes, heads)
         };
+        // Stored and synced outside the state lock: readers see the document meanwhile.
         if let Err(err) = self.store.persist(id, kind, &bytes, &heads) {
-            // The next write of this document stores all of it, so nothing is skipped on disk.
-            entry.chunks = COMPACT_AFTER_CHUNKS;
+            let mut entry = doc.state();
+            // The change is taken back (it is not durable), and the next write of this
+            // document stores all of it, so nothing is skipped on disk.
+            if let Ok(back) = entry.doc.fork_at(&before) {
+                entry.doc = back.with_actor(self.actor.clone());
+            }
+            entry.compaction.require_snapshot();
             return Err(ModelError::Storage(format!("the change was not stored: {err}")).into());
         }
-        entry.chunks = if kind == PersistKind::Snapshot {
-            0
-        } else {
-            entry.chunks + 1
-        };
+        let mut entry = doc.state();
+        match kind {
+            PersistKind::Snapshot => entry.compaction.stored_snapshot(bytes.len()),
+            PersistKind::Incremental => entry.compaction.stored_chunk(bytes.len()),
+        }
         entry.persisted_heads = heads;
-        Ok(result.result)
+        Ok(result)
     }
 }
 
@@ -143,15 +216,15 @@ impl LocalReplicas {
         id: &DocId,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
-        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = docs.get_mut(id) else {
+        let Some(doc) = self.existing(id) else {
             let mut empty = Automerge::new();
             return empty
                 .transact(|tx| change(tx))
                 .map(|done| done.result)
                 .map_err(|failure| failure.error);
         };
-        let mut edited = entry.doc.fork();
+        let _writing = doc.writer();
+        let mut edited = doc.state().doc.fork();
         let done = edited
             .transact(|tx| change(tx))
             .map_err(|failure| failure.error)?;
@@ -163,10 +236,10 @@ impl LocalReplicas {
         self.store
             .replace_under_new_key(id, &fresh.save(), &heads)
             .map_err(|err| ModelError::Storage(format!("the erasure was not stored: {err}")))?;
-        *entry = LocalEntry {
+        *doc.state() = LocalEntry {
             doc: fresh,
             persisted_heads: heads,
-            chunks: 0,
+            compaction: Compaction::default(),
         };
         self.store.forget_old_keys(id).map_err(|err| {
             tracing::error!(doc = %id, error = %err, "destroying the keys of erased data failed");

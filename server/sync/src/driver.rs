@@ -156,6 +156,12 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         self.engine()
     }
 
+    /// The engine itself, for a caller that owns the driver alone (tests of the engine's own
+    /// output hand it to [`Driver::perform`] afterwards).
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        relock(self.engine.get_mut())
+    }
+
     /// Reads the in-memory documents under the engine lock (never waits for a sync).
     pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
         f(&self.engine())

@@ -1,26 +1,31 @@
 //! Drives several engines wired in memory, with no sockets and no clock, until they are quiet.
+//!
+//! Every node's output is executed by the one driver ([`sfs_sync::driver::Driver`]) over an
+//! in-memory store; the harness takes the frames the driver released and delivers them. Tests
+//! of the engine's own decisions call the engine directly ([`Driver::engine_mut`]), look at its
+//! output, and hand it to the driver ([`Federation::absorb`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use automerge::sync::SyncDoc;
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ReadDoc, ROOT};
+use std::sync::Arc;
+
 use sfs_sync::{
-    ConnId, EditError, Engine, EngineConfig, Frame, LogEvent, NodeId, Output, ShareableDocId,
-    StatusCode,
+    ConnId, Driver, EditError, Engine, EngineConfig, Frame, LogEvent, MemoryStorage, NodeId,
+    Output, RecordingTransport, Released, ShareableDocId, StatusCode, Storage,
 };
 
 /// A hub and some cities, each link a pair of in-memory queues.
 struct Federation {
-    engines: BTreeMap<String, Engine>,
+    engines: BTreeMap<String, TestDriver>,
     /// link id -> (city, hub) and the conn ids each side uses.
     links: BTreeMap<ConnId, (String, String)>,
     queue: VecDeque<(String, ConnId, Frame)>,
     frames_delivered: usize,
     /// Encoded size of the frames delivered, counted the way the transport would.
     bytes_delivered: usize,
-    /// Sync states each node persisted, by (node, peer, document).
-    stored_states: BTreeMap<(String, String, ShareableDocId), Vec<u8>>,
     closes: Vec<(String, ConnId, StatusCode, String)>,
     events: Vec<LogEvent>,
 }
@@ -29,9 +34,12 @@ impl Federation {
     fn new(cities: &[&str]) -> Federation {
         let mut engines = BTreeMap::new();
         let hub = NodeId::hub("national").unwrap();
-        engines.insert("hub".to_string(), engine(hub));
+        engines.insert("hub".to_string(), driver(engine(hub)));
         for city in cities {
-            engines.insert(city.to_string(), engine(NodeId::city(city).unwrap()));
+            engines.insert(
+                city.to_string(),
+                driver(engine(NodeId::city(city).unwrap())),
+            );
         }
         Federation {
             engines,
@@ -39,7 +47,6 @@ impl Federation {
             queue: VecDeque::new(),
             frames_delivered: 0,
             bytes_delivered: 0,
-            stored_states: BTreeMap::new(),
             closes: Vec::new(),
             events: Vec::new(),
         }
@@ -48,13 +55,14 @@ impl Federation {
     fn connect(&mut self, city: &str, link: ConnId) {
         self.links
             .insert(link, (city.to_string(), "hub".to_string()));
-        let hub_id = self.engines["hub"].me().clone();
-        let city_id = self.engines[city].me().clone();
+        let hub_id = self.engines["hub"].lock_engine().me().clone();
+        let city_id = self.engines[city].lock_engine().me().clone();
         let stored = self.states_of(city, "hub");
         let out = self
             .engines
             .get_mut(city)
             .unwrap()
+            .engine_mut()
             .connect(link, hub_id, stored, 0);
         self.absorb(city, out);
         let stored = self.states_of("hub", city);
@@ -62,35 +70,48 @@ impl Federation {
             .engines
             .get_mut("hub")
             .unwrap()
+            .engine_mut()
             .connect(link, city_id, stored, 0);
         self.absorb("hub", out);
     }
 
     fn disconnect(&mut self, link: ConnId) {
         let (city, hub) = self.links.remove(&link).unwrap();
-        let out = self.engines.get_mut(&city).unwrap().disconnect(link);
+        let out = self
+            .engines
+            .get_mut(&city)
+            .unwrap()
+            .engine_mut()
+            .disconnect(link);
         self.absorb(&city, out);
-        let out = self.engines.get_mut(&hub).unwrap().disconnect(link);
+        let out = self
+            .engines
+            .get_mut(&hub)
+            .unwrap()
+            .engine_mut()
+            .disconnect(link);
         self.absorb(&hub, out);
         self.queue.retain(|(_, l, _)| *l != link);
     }
 
     /// The sync states `node` persisted for links with `peer`.
     fn states_of(&self, node: &str, peer: &str) -> Vec<(ShareableDocId, Vec<u8>)> {
-        self.stored_states
-            .iter()
-            .filter(|((n, p, _), _)| n == node && p == peer)
-            .map(|((_, _, doc), bytes)| (doc.clone(), bytes.clone()))
-            .collect()
+        let peer = self.engines[peer].lock_engine().me().clone();
+        self.engines[node].storage().sync_states_for(&peer).unwrap()
     }
 
-    /// The name the harness uses for a node id.
-    fn name_of(&self, id: &NodeId) -> String {
-        self.engines
-            .iter()
-            .find(|(_, engine)| engine.me() == id)
-            .map(|(name, _)| name.clone())
-            .unwrap()
+    /// `node` loses every sync state it stored (a restore from an old backup, say).
+    fn forget_sync_states(&self, node: &str) {
+        let storage = self.engines[node].storage();
+        let docs: Vec<ShareableDocId> = self.engines[node]
+            .lock_engine()
+            .documents()
+            .map(|(id, _)| id.clone())
+            .collect();
+        for doc in docs {
+            storage.remove_sync_states(&doc).unwrap();
+        }
+        storage.sync().unwrap();
     }
 
     fn other_end(&self, from: &str, link: ConnId) -> Option<String> {
@@ -102,25 +123,25 @@ impl Federation {
         })
     }
 
+    /// Hands an output of `from`'s engine to its driver, and queues what the driver released.
     fn absorb(&mut self, from: &str, out: Output) {
-        // A replaced generation's sync states are destroyed before anything else is stored.
-        for (doc, _) in &out.replaced_docs {
-            self.stored_states
-                .retain(|(node, _, d), _| !(node == from && d == doc));
+        let driver = &self.engines[from];
+        driver
+            .perform(move |_| out)
+            .expect("the in-memory store takes writes");
+        for released in driver.transport().take() {
+            match released {
+                Released::Frame(link, frame) => {
+                    self.queue.push_back((from.to_string(), link, frame))
+                }
+                Released::Close(link, reason) => {
+                    self.closes
+                        .push((from.to_string(), link, reason.code, reason.message))
+                }
+                Released::Event(event) => self.events.push(event),
+                Released::Changed(_) | Released::End(_) => {}
+            }
         }
-        for (peer, doc, bytes) in out.persist_sync_states {
-            let peer = self.name_of(&peer);
-            self.stored_states
-                .insert((from.to_string(), peer, doc), bytes);
-        }
-        for (link, frame) in out.sends {
-            self.queue.push_back((from.to_string(), link, frame));
-        }
-        for (link, reason) in out.closes {
-            self.closes
-                .push((from.to_string(), link, reason.code, reason.message));
-        }
-        self.events.extend(out.events);
     }
 
     /// Delivers frames until none are left; bounded so a livelock fails the test.
@@ -134,7 +155,12 @@ impl Federation {
             };
             self.frames_delivered += 1;
             self.bytes_delivered += frame_size(&frame);
-            let out = self.engines.get_mut(&to).unwrap().receive(link, frame, 0);
+            let out = self
+                .engines
+                .get_mut(&to)
+                .unwrap()
+                .engine_mut()
+                .receive(link, frame, 0);
             self.absorb(&to, out);
         }
         panic!("federation did not go quiet");
@@ -146,6 +172,7 @@ impl Federation {
             .engines
             .get_mut(city)
             .unwrap()
+            .engine_mut()
             .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
                 tx.put(ROOT, key, title)?;
                 Ok(())
@@ -155,7 +182,8 @@ impl Federation {
     }
 
     fn lesson(&self, node: &str, city: &str, key: &str) -> Option<String> {
-        let doc = self.engines[node].document(&ShareableDocId::lessons(city).unwrap())?;
+        let engine = self.engines[node].lock_engine();
+        let doc = engine.document(&ShareableDocId::lessons(city).unwrap())?;
         let (value, _) = doc.get(ROOT, key).unwrap()?;
         Some(value.into_string().unwrap())
     }
@@ -176,6 +204,18 @@ fn frame_size(frame: &Frame) -> usize {
         Frame::DocSync { doc, message, .. } => doc.as_str().len() + message.len(),
         Frame::Goodbye { message, .. } => 4 + message.len(),
     }
+}
+
+/// A node's one driver over an in-memory store, releasing to a recording transport.
+type TestDriver = Driver<Arc<MemoryStorage>, RecordingTransport>;
+
+fn driver(engine: Engine) -> TestDriver {
+    Driver::open(
+        engine,
+        Arc::new(MemoryStorage::new()),
+        RecordingTransport::new(),
+    )
+    .unwrap()
 }
 
 fn engine(me: NodeId) -> Engine {
@@ -261,6 +301,7 @@ fn federation_with_many_documents(docs: usize) -> Federation {
         fed.engines
             .get_mut("hub")
             .unwrap()
+            .engine_mut()
             .load_document(doc, Automerge::load(&saved).unwrap(), 0);
     }
     fed.connect("helsingborg", 1);
@@ -275,7 +316,7 @@ fn a_reconnect_costs_the_same_whatever_the_number_of_unchanged_documents() {
     for docs in [10, 300] {
         let mut fed = federation_with_many_documents(docs);
         assert_eq!(
-            fed.engines["helsingborg"].documents().count(),
+            fed.engines["helsingborg"].lock_engine().documents().count(),
             docs,
             "the city holds every document"
         );
@@ -307,7 +348,12 @@ fn a_reconnect_with_one_changed_document_syncs_that_document_only() {
         }
         let to = fed.other_end(&from, link).unwrap();
         fed.frames_delivered += 1;
-        let out = fed.engines.get_mut(&to).unwrap().receive(link, frame, 0);
+        let out = fed
+            .engines
+            .get_mut(&to)
+            .unwrap()
+            .engine_mut()
+            .receive(link, frame, 0);
         fed.absorb(&to, out);
     }
     assert!(fed.queue.is_empty());
@@ -328,8 +374,7 @@ fn a_summary_that_does_not_add_up_is_answered_with_a_complete_one() {
     let mut fed = federation_with_many_documents(20);
     // The city lost what it remembered of the last sync (say, a restore from an old backup):
     // the hub's summary of changes lists nothing, which does not add up at the city.
-    fed.stored_states
-        .retain(|(node, _, _), _| node != "helsingborg");
+    fed.forget_sync_states("helsingborg");
     fed.add_lesson("helsingborg", "h1", "after the restore");
     fed.connect("helsingborg", 2);
     let mut requests = 0;
@@ -341,7 +386,12 @@ fn a_summary_that_does_not_add_up_is_answered_with_a_complete_one() {
             requests += 1;
         }
         let to = fed.other_end(&from, link).unwrap();
-        let out = fed.engines.get_mut(&to).unwrap().receive(link, frame, 0);
+        let out = fed
+            .engines
+            .get_mut(&to)
+            .unwrap()
+            .engine_mut()
+            .receive(link, frame, 0);
         fed.absorb(&to, out);
     }
     assert!(fed.queue.is_empty());
@@ -352,8 +402,9 @@ fn a_summary_that_does_not_add_up_is_answered_with_a_complete_one() {
         Some("after the restore")
     );
     // Both sides are in step on every document.
-    for (doc, hub_doc) in fed.engines["hub"].documents() {
-        let city_doc = fed.engines["helsingborg"].document(doc).unwrap();
+    for (doc, hub_doc) in fed.engines["hub"].lock_engine().documents() {
+        let city = fed.engines["helsingborg"].lock_engine();
+        let city_doc = city.document(doc).unwrap();
         assert_eq!(city_doc.get_heads(), hub_doc.get_heads(), "{doc}");
     }
 }
@@ -366,6 +417,7 @@ fn a_city_cannot_edit_what_it_does_not_own() {
         .engines
         .get_mut("helsingborg")
         .unwrap()
+        .engine_mut()
         .edit(&method, 0, |tx| -> Result<(), automerge::AutomergeError> {
             tx.put(ROOT, "x", "y")
         })
@@ -382,7 +434,10 @@ fn changes_to_a_document_the_peer_does_not_own_are_refused_and_not_applied() {
         fed.connect("helsingborg", 1);
         fed.run_until_quiet();
         let doc = ShareableDocId::parse(target).unwrap();
-        let heads_before = fed.engines["hub"].document(&doc).map(|d| d.get_heads());
+        let heads_before = fed.engines["hub"]
+            .lock_engine()
+            .document(&doc)
+            .map(|d| d.get_heads());
 
         // A rogue Helsingborg forges a change and sends it as a sync message.
         let mut forged = Automerge::new();
@@ -395,7 +450,7 @@ fn changes_to_a_document_the_peer_does_not_own_are_refused_and_not_applied() {
         forged.receive_sync_message(&mut state, request).unwrap();
         let message = forged.generate_sync_message(&mut state).unwrap();
         assert!(!message.changes.is_empty());
-        let out = fed.engines.get_mut("hub").unwrap().receive(
+        let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
                 generation: 0,
@@ -411,7 +466,10 @@ fn changes_to_a_document_the_peer_does_not_own_are_refused_and_not_applied() {
             .events
             .iter()
             .any(|e| matches!(e, LogEvent::Refused { .. })));
-        let heads_after = fed.engines["hub"].document(&doc).map(|d| d.get_heads());
+        let heads_after = fed.engines["hub"]
+            .lock_engine()
+            .document(&doc)
+            .map(|d| d.get_heads());
         assert_eq!(heads_before, heads_after, "{target}: nothing applied");
         assert_eq!(fed.lesson("hub", "malmo", "m1").as_deref(), Some("honest"));
     }
@@ -421,7 +479,7 @@ fn changes_to_a_document_the_peer_does_not_own_are_refused_and_not_applied() {
 fn a_wrong_protocol_version_is_refused() {
     let mut fed = Federation::new(&["helsingborg"]);
     let city = NodeId::city("helsingborg").unwrap();
-    let hub = fed.engines.get_mut("hub").unwrap();
+    let hub = fed.engines.get_mut("hub").unwrap().engine_mut();
     let _ = hub.connect(9, city, Vec::new(), 0);
     let out = hub.receive(
         9,
@@ -438,7 +496,7 @@ fn quiet_links_get_keepalives_and_silent_peers_are_dropped() {
     let mut fed = Federation::new(&["helsingborg"]);
     fed.connect("helsingborg", 1);
     fed.run_until_quiet();
-    let hub = fed.engines.get_mut("hub").unwrap();
+    let hub = fed.engines.get_mut("hub").unwrap().engine_mut();
     let out = hub.tick(20_000);
     assert!(matches!(out.sends.as_slice(), [(1, Frame::Keepalive)]));
     let out = hub.tick(61_000);
@@ -457,6 +515,7 @@ fn a_failed_write_forgets_the_unsaved_change_closes_links_and_snapshots_next() {
             .engines
             .get_mut("lund")
             .unwrap()
+            .engine_mut()
             .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
                 tx.put(ROOT, key, "v")
             })
@@ -467,7 +526,7 @@ fn a_failed_write_forgets_the_unsaved_change_closes_links_and_snapshots_next() {
     }
     fed.run_until_quiet();
     // The third edit cannot be stored: its output is dropped, as the node does.
-    let lund = fed.engines.get_mut("lund").unwrap();
+    let lund = fed.engines.get_mut("lund").unwrap().engine_mut();
     let (_, lost) = lund
         .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
             tx.put(ROOT, "c", "lost")
@@ -527,7 +586,7 @@ fn messages_outside_what_an_honest_peer_sends_are_refused() {
         version: automerge::sync::MessageVersion::V1,
     };
     let doc = ShareableDocId::lessons("helsingborg").unwrap();
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             doc,
@@ -549,7 +608,7 @@ fn messages_outside_what_an_honest_peer_sends_are_refused() {
     fed.connect("malmo", 2);
     fed.run_until_quiet();
     let doc = ShareableDocId::lessons("helsingborg").unwrap();
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             doc,
@@ -606,7 +665,7 @@ fn compressed_documents_and_changes_are_refused_before_automerge_inflates_them()
         let fed = hub_refuses_and_goes_on(message, expected, |_| {});
         let doc = ShareableDocId::lessons("helsingborg").unwrap();
         assert!(
-            fed.engines["hub"].document(&doc).is_none(),
+            fed.engines["hub"].lock_engine().document(&doc).is_none(),
             "nothing applied"
         );
     }
@@ -634,7 +693,7 @@ fn hub_refuses_bytes_and_goes_on(
     fed.connect("malmo", 2);
     prepare(&mut fed);
     fed.run_until_quiet();
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             generation: 0,
@@ -669,11 +728,16 @@ fn engines_send_plain_changes_only_even_when_the_peer_lacks_most_of_a_document()
         ..EngineConfig::default()
     };
     let city = Engine::new(me.clone(), sfs_sync::run_actor(&me, [7; 8]), config);
-    fed.engines.insert("helsingborg".to_string(), city);
+    fed.engines.insert("helsingborg".to_string(), driver(city));
     let doc = ShareableDocId::lessons("helsingborg").unwrap();
     fed.connect("helsingborg", 1);
     fed.add_lesson("helsingborg", "l0", "first");
-    let out = fed.engines.get_mut("helsingborg").unwrap().push_pending(0);
+    let out = fed
+        .engines
+        .get_mut("helsingborg")
+        .unwrap()
+        .engine_mut()
+        .push_pending(0);
     fed.absorb("helsingborg", out);
     fed.run_until_quiet();
     // The hub now lacks almost all of the document: Automerge alone would send it whole and
@@ -681,7 +745,12 @@ fn engines_send_plain_changes_only_even_when_the_peer_lacks_most_of_a_document()
     for i in 1..=20 {
         fed.add_lesson("helsingborg", &format!("l{i}"), &"a lesson ".repeat(100));
     }
-    let out = fed.engines.get_mut("helsingborg").unwrap().push_pending(0);
+    let out = fed
+        .engines
+        .get_mut("helsingborg")
+        .unwrap()
+        .engine_mut()
+        .push_pending(0);
     fed.absorb("helsingborg", out);
     let mut chunks = 0;
     for (_, _, frame) in &fed.queue {
@@ -696,8 +765,13 @@ fn engines_send_plain_changes_only_even_when_the_peer_lacks_most_of_a_document()
     assert_eq!(chunks, 20, "every change went as its own chunk");
     fed.run_until_quiet();
     assert_eq!(
-        fed.engines["hub"].document(&doc).unwrap().get_heads(),
+        fed.engines["hub"]
+            .lock_engine()
+            .document(&doc)
+            .unwrap()
+            .get_heads(),
         fed.engines["helsingborg"]
+            .lock_engine()
             .document(&doc)
             .unwrap()
             .get_heads()
@@ -717,7 +791,7 @@ fn too_many_changes_in_one_message_or_documents_in_one_summary_are_refused() {
         flags: None,
         version: automerge::sync::MessageVersion::V1,
     };
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             generation: 0,
@@ -852,7 +926,7 @@ proptest::proptest! {
         message.truncate(truncate.max(1));
         let doc = ShareableDocId::lessons("helsingborg").unwrap();
         for bytes in [message, random] {
-            let hub = fed.engines.get_mut("hub").unwrap();
+            let hub = fed.engines.get_mut("hub").unwrap().engine_mut();
             let out = hub.receive(1, Frame::DocSync { doc: doc.clone(), generation: 0, message: bytes }, 0);
             for (_, reason) in &out.closes {
                 proptest::prop_assert!(matches!(reason.code, StatusCode::InvalidArgument | StatusCode::PermissionDenied | StatusCode::ResourceExhausted), "{reason:?}");
@@ -880,7 +954,12 @@ fn a_change_relayed_to_many_cities_in_step_is_one_message_for_all() {
     // Deliver the change to the hub; collect what the hub sends on.
     let (from, link, frame) = fed.queue.pop_front().unwrap();
     assert_eq!(from, "city0");
-    let out = fed.engines.get_mut("hub").unwrap().receive(link, frame, 0);
+    let out = fed
+        .engines
+        .get_mut("hub")
+        .unwrap()
+        .engine_mut()
+        .receive(link, frame, 0);
     let relayed: Vec<&Vec<u8>> = out
         .sends
         .iter()
@@ -935,7 +1014,11 @@ fn a_city_cannot_write_its_own_document_under_another_nodes_actor() {
     fed.add_lesson("lund", "l1", "honest");
     fed.run_until_quiet();
     let doc = ShareableDocId::lessons("lund").unwrap();
-    let base = fed.engines["hub"].document(&doc).unwrap().clone();
+    let base = fed.engines["hub"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .clone();
     let heads_before = base.get_heads();
     let malmo = NodeId::city("malmo").unwrap();
     let hub = NodeId::hub("national").unwrap();
@@ -945,7 +1028,7 @@ fn a_city_cannot_write_its_own_document_under_another_nodes_actor() {
         ActorId::random(),
     ] {
         let message = message_with_change_by(&base, actor.clone());
-        let out = fed.engines.get_mut("hub").unwrap().receive(
+        let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
                 generation: 0,
@@ -965,7 +1048,11 @@ fn a_city_cannot_write_its_own_document_under_another_nodes_actor() {
             "nothing is relayed to other cities"
         );
         assert_eq!(
-            fed.engines["hub"].document(&doc).unwrap().get_heads(),
+            fed.engines["hub"]
+                .lock_engine()
+                .document(&doc)
+                .unwrap()
+                .get_heads(),
             heads_before,
             "nothing of it is applied"
         );
@@ -1030,6 +1117,7 @@ fn raw_message(
 /// The hashes of every change the hub holds of `doc`.
 fn hub_hashes(fed: &Federation, doc: &ShareableDocId) -> Vec<automerge::ChangeHash> {
     fed.engines["hub"]
+        .lock_engine()
         .document(doc)
         .unwrap()
         .get_changes(&[])
@@ -1103,7 +1191,7 @@ fn a_valid_change_beside_a_repeated_need_is_refused_whole_and_the_next_one_relay
     let mut message = automerge::sync::Message::decode(&message).unwrap();
     assert_eq!(message.changes.len(), 1);
     message.need = vec![x, x];
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             generation: 0,
@@ -1133,7 +1221,7 @@ fn a_goodbye_ends_the_link_for_the_driver_too() {
     fed.connect("helsingborg", 1);
     fed.add_lesson("helsingborg", "h1", "a lesson");
     fed.run_until_quiet();
-    let hub = fed.engines.get_mut("hub").unwrap();
+    let hub = fed.engines.get_mut("hub").unwrap().engine_mut();
     let out = hub.receive(
         1,
         Frame::Goodbye {
@@ -1177,6 +1265,7 @@ fn repeated_requests_for_a_whole_unchanged_document_are_answered_cheaply() {
         .engines
         .get_mut("hub")
         .unwrap()
+        .engine_mut()
         .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
             for i in 0..50 {
                 tx.put(ROOT, format!("step{i}"), "a step of the method ".repeat(20))?;
@@ -1187,7 +1276,7 @@ fn repeated_requests_for_a_whole_unchanged_document_are_answered_cheaply() {
     fed.absorb("hub", out);
     fed.run_until_quiet();
     let hub_bytes_for = |fed: &mut Federation, now: u64, flag: bool| -> usize {
-        let out = fed.engines.get_mut("hub").unwrap().receive(
+        let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
                 generation: 0,
@@ -1220,7 +1309,7 @@ fn federation_with_hub_config(cities: &[&str], config: EngineConfig) -> Federati
     let hub = NodeId::hub("national").unwrap();
     let actor = sfs_sync::run_actor(&hub, [7; 8]);
     fed.engines
-        .insert("hub".to_string(), Engine::new(hub, actor, config));
+        .insert("hub".to_string(), driver(Engine::new(hub, actor, config)));
     fed
 }
 
@@ -1235,6 +1324,7 @@ fn city_message_after(
         .engines
         .get_mut("helsingborg")
         .unwrap()
+        .engine_mut()
         .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
             edit(tx);
             Ok(())
@@ -1250,7 +1340,12 @@ fn city_message_after(
             }
         }
         let to = fed.other_end(&from, link).unwrap();
-        let out = fed.engines.get_mut(&to).unwrap().receive(link, frame, 0);
+        let out = fed
+            .engines
+            .get_mut(&to)
+            .unwrap()
+            .engine_mut()
+            .receive(link, frame, 0);
         fed.absorb(&to, out);
     }
     panic!("the change was never sent");
@@ -1296,7 +1391,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
         fed.connect("malmo", 2);
         fed.run_until_quiet();
         let message = city_message_after(&mut fed, edit);
-        let out = fed.engines.get_mut("hub").unwrap().receive(
+        let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
                 generation: 0,
@@ -1314,6 +1409,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
         );
         assert!(out.persist_docs.is_empty());
         assert!(fed.engines["hub"]
+            .lock_engine()
             .document(&doc)
             .is_none_or(|d| d.get_heads().is_empty()));
     }
@@ -1331,7 +1427,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
                 }
             }),
         );
-        let out = fed.engines.get_mut("hub").unwrap().receive(
+        let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
                 generation: 0,
@@ -1345,7 +1441,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
     }
     fed.queue.clear();
     let message = city_message_after(&mut fed, keys(4_000));
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             generation: 0,
@@ -1389,7 +1485,7 @@ fn a_corrupt_change_of_the_senders_own_document_is_invalid_not_forbidden() {
     chunk[last] ^= 0x5a;
     decoded.changes = vec![chunk].into();
     let doc = ShareableDocId::lessons("helsingborg").unwrap();
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             doc,
@@ -1454,7 +1550,7 @@ fn memory_per_megabyte_of_text_changes_received() {
     let mut received = 0usize;
     for message in messages {
         let len = message.len();
-        let out = fed.engines.get_mut("hub").unwrap().receive(
+        let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
                 generation: 0,
@@ -1472,6 +1568,7 @@ fn memory_per_megabyte_of_text_changes_received() {
     let elapsed = started.elapsed();
     let (after, peak) = rss_kb();
     let ops = fed.engines["hub"]
+        .lock_engine()
         .document(&doc)
         .map_or(0, |d| d.stats().num_ops);
     let mb = received as f64 / (1024.0 * 1024.0);
@@ -1510,6 +1607,7 @@ fn redact(fed: &mut Federation, city: &str, key: &str) {
         .engines
         .get_mut(city)
         .unwrap()
+        .engine_mut()
         .new_generation(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
             tx.delete(ROOT, key)
         })
@@ -1525,7 +1623,8 @@ fn holds_trace(fed: &Federation, node: &str, doc: &ShareableDocId, needle: &str)
             .windows(needle.len())
             .any(|window| window == needle.as_bytes())
     };
-    let Some(held) = fed.engines[node].document(doc) else {
+    let engine = fed.engines[node].lock_engine();
+    let Some(held) = engine.document(doc) else {
         return false;
     };
     contains(&held.save_nocompress())
@@ -1533,10 +1632,11 @@ fn holds_trace(fed: &Federation, node: &str, doc: &ShareableDocId, needle: &str)
             .get_changes(&[])
             .iter()
             .any(|change| contains(change.raw_bytes()))
-        || fed
-            .stored_states
+        || fed.engines[node]
+            .storage()
+            .all_bytes()
             .iter()
-            .any(|((n, _, d), bytes)| n == node && d == doc && contains(bytes))
+            .any(|bytes| contains(bytes))
 }
 
 #[test]
@@ -1553,7 +1653,11 @@ fn a_new_generation_replaces_the_document_everywhere_without_the_removed_text() 
     redact(&mut fed, "helsingborg", "l1");
     fed.run_until_quiet();
     for node in ["helsingborg", "hub", "malmo"] {
-        assert_eq!(fed.engines[node].generation(&doc), Some(1), "{node}");
+        assert_eq!(
+            fed.engines[node].lock_engine().generation(&doc),
+            Some(1),
+            "{node}"
+        );
         assert_eq!(fed.lesson(node, "helsingborg", "l1"), None, "{node}");
         assert_eq!(
             fed.lesson(node, "helsingborg", "l2").as_deref(),
@@ -1567,6 +1671,7 @@ fn a_new_generation_replaces_the_document_everywhere_without_the_removed_text() 
         // One change: the new generation has no history.
         assert_eq!(
             fed.engines[node]
+                .lock_engine()
                 .document(&doc)
                 .unwrap()
                 .get_changes(&[])
@@ -1606,19 +1711,23 @@ fn a_city_offline_during_a_new_generation_drops_the_old_one_when_it_returns() {
     fed.disconnect(2);
     let doc = ShareableDocId::lessons("helsingborg").unwrap();
     // Malmö keeps a copy of the old generation, as a city that was away would.
-    let old = fed.engines["malmo"].document(&doc).unwrap().clone();
+    let old = fed.engines["malmo"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .clone();
 
     redact(&mut fed, "helsingborg", "l1");
     fed.run_until_quiet();
     // Twice, so the hub's generation is 2 and the returning city skips one.
     redact(&mut fed, "helsingborg", "l2");
     fed.run_until_quiet();
-    assert_eq!(fed.engines["hub"].generation(&doc), Some(2));
-    assert_eq!(fed.engines["malmo"].generation(&doc), Some(0));
+    assert_eq!(fed.engines["hub"].lock_engine().generation(&doc), Some(2));
+    assert_eq!(fed.engines["malmo"].lock_engine().generation(&doc), Some(0));
 
     fed.connect("malmo", 3);
     fed.run_until_quiet();
-    assert_eq!(fed.engines["malmo"].generation(&doc), Some(2));
+    assert_eq!(fed.engines["malmo"].lock_engine().generation(&doc), Some(2));
     assert_eq!(fed.lesson("malmo", "helsingborg", "l1"), None);
     assert!(!holds_trace(&fed, "malmo", &doc, "canary-5b21"));
     assert!(fed.closes.is_empty(), "{:?}", fed.closes);
@@ -1627,7 +1736,7 @@ fn a_city_offline_during_a_new_generation_drops_the_old_one_when_it_returns() {
     // hostile one), are dropped: they can never bring the removed text back.
     let message = whole_document_message(&old);
     for (link, generation) in [(1, 0), (1, 1)] {
-        let out = fed.engines.get_mut("hub").unwrap().receive(
+        let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             link,
             Frame::DocSync {
                 doc: doc.clone(),
@@ -1646,7 +1755,11 @@ fn a_city_offline_during_a_new_generation_drops_the_old_one_when_it_returns() {
     fed.run_until_quiet();
     for node in ["helsingborg", "hub", "malmo"] {
         assert!(!holds_trace(&fed, node, &doc, "canary-5b21"), "{node}");
-        assert_eq!(fed.engines[node].generation(&doc), Some(2), "{node}");
+        assert_eq!(
+            fed.engines[node].lock_engine().generation(&doc),
+            Some(2),
+            "{node}"
+        );
     }
 }
 
@@ -1659,9 +1772,13 @@ fn a_newer_generation_is_adopted_only_whole_and_as_its_owner_marked_it() {
     fed.run_until_quiet();
     let doc = ShareableDocId::lessons("helsingborg").unwrap();
     // Helsingborg's own document, sent whole under a generation it does not carry.
-    let held = fed.engines["helsingborg"].document(&doc).unwrap().clone();
+    let held = fed.engines["helsingborg"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .clone();
     let message = whole_document_message(&held);
-    let out = fed.engines.get_mut("hub").unwrap().receive(
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
         Frame::DocSync {
             doc: doc.clone(),
@@ -1673,17 +1790,20 @@ fn a_newer_generation_is_adopted_only_whole_and_as_its_owner_marked_it() {
     assert_eq!(out.closes.len(), 1);
     assert_eq!(out.closes[0].1.code, StatusCode::Aborted);
     assert!(out.replaced_docs.is_empty());
-    assert_eq!(fed.engines["hub"].generation(&doc), Some(0));
+    assert_eq!(fed.engines["hub"].lock_engine().generation(&doc), Some(0));
     assert_eq!(
         fed.lesson("hub", "helsingborg", "l1").as_deref(),
         Some("one")
     );
     // Malmö may not start a generation of Helsingborg's document, nor send one.
-    let refused = fed.engines.get_mut("malmo").unwrap().new_generation(
-        &doc,
-        0,
-        |_| -> Result<(), automerge::AutomergeError> { Ok(()) },
-    );
+    let refused = fed
+        .engines
+        .get_mut("malmo")
+        .unwrap()
+        .engine_mut()
+        .new_generation(&doc, 0, |_| -> Result<(), automerge::AutomergeError> {
+            Ok(())
+        });
     assert!(matches!(refused, Err(EditError::Engine(_))));
 }
 
@@ -1697,6 +1817,7 @@ fn the_hub_starts_new_generations_of_its_national_documents() {
         .engines
         .get_mut("hub")
         .unwrap()
+        .engine_mut()
         .edit(&method, 0, |tx| -> Result<(), automerge::AutomergeError> {
             tx.put(ROOT, "step1", "canary-9e0c in the handbook")?;
             tx.put(ROOT, "step2", "meet monthly")
@@ -1709,6 +1830,7 @@ fn the_hub_starts_new_generations_of_its_national_documents() {
         .engines
         .get_mut("hub")
         .unwrap()
+        .engine_mut()
         .new_generation(&method, 0, |tx| -> Result<(), automerge::AutomergeError> {
             tx.put(ROOT, "step1", "removed")
         })
@@ -1716,9 +1838,14 @@ fn the_hub_starts_new_generations_of_its_national_documents() {
     fed.absorb("hub", out);
     fed.run_until_quiet();
     for node in ["hub", "helsingborg", "malmo"] {
-        assert_eq!(fed.engines[node].generation(&method), Some(1), "{node}");
+        assert_eq!(
+            fed.engines[node].lock_engine().generation(&method),
+            Some(1),
+            "{node}"
+        );
         assert!(!holds_trace(&fed, node, &method, "canary-9e0c"), "{node}");
-        let held = fed.engines[node].document(&method).unwrap();
+        let engine = fed.engines[node].lock_engine();
+        let held = engine.document(&method).unwrap();
         let (value, _) = held.get(ROOT, "step2").unwrap().unwrap();
         assert_eq!(value.into_string().unwrap(), "meet monthly");
     }

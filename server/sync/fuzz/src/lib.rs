@@ -8,15 +8,16 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Automerge, ChangeHash, ObjType, ReadDoc, ROOT};
 use prost::Message as _;
 use sfs_proto::v1 as pb;
 use sfs_sync::{
-    actor_belongs_to, run_actor, summary_digest, ConnId, Engine, EngineConfig, Frame, NodeId,
-    Output, Owner, Role, ShareableDocId, StatusCode, Summary,
+    actor_belongs_to, run_actor, summary_digest, ConnId, DocPersist, Driver, Engine,
+    EngineConfig, Frame, MemoryStorage, NodeId, Output, Owner, PersistKind, RecordingTransport,
+    Released, Role, ShareableDocId, StatusCode, Storage, Summary,
 };
 
 pub use sfs_node::sync::MAX_FRAME_BYTES;
@@ -180,30 +181,63 @@ pub fn fuzz_config() -> EngineConfig {
     }
 }
 
-fn engine_for(me: NodeId, state: &NodeState) -> Engine {
-    let actor = run_actor(&me, [2; 8]);
-    let mut engine = Engine::new(me, actor, fuzz_config());
-    for (id, bytes) in &state.docs {
-        let doc = Automerge::load(bytes).expect("fixture documents load");
-        engine.load_document(id.clone(), doc, 0);
+/// A node's one driver ([`sfs_sync::driver::Driver`]) over an in-memory store, releasing to a
+/// transport that records what it is handed.
+pub type FuzzDriver = Driver<Arc<MemoryStorage>, RecordingTransport>;
+
+/// The node id the fixture names `name` (`hub`, `malmo`, `lund`).
+fn node_id_of(name: &str) -> NodeId {
+    match name {
+        "hub" => hub_id(),
+        city => NodeId::city(city).expect("a fixture city"),
     }
-    engine
 }
 
-/// Engines wired in memory; frames are delivered in order until none are left.
+/// A node whose store holds `state` (its documents and sync states), opened by its driver.
+fn engine_for(me: NodeId, state: &NodeState) -> FuzzDriver {
+    let storage = Arc::new(MemoryStorage::new());
+    for (id, bytes) in &state.docs {
+        let doc = Automerge::load(bytes).expect("fixture documents load");
+        storage
+            .put_doc(&DocPersist {
+                doc: id.clone(),
+                kind: PersistKind::Snapshot,
+                bytes: bytes.clone(),
+                heads: doc.get_heads(),
+            })
+            .expect("the in-memory store takes writes");
+    }
+    for (peer, states) in &state.states {
+        for (doc, bytes) in states {
+            storage
+                .put_sync_state(&node_id_of(peer), doc, bytes)
+                .expect("the in-memory store takes writes");
+        }
+    }
+    storage.sync().expect("the in-memory store syncs");
+    let actor = run_actor(&me, [2; 8]);
+    Driver::open(
+        Engine::new(me, actor, fuzz_config()),
+        storage,
+        RecordingTransport::new(),
+    )
+    .expect("the fixture store opens")
+}
+
+/// Nodes wired in memory, each through its driver; frames are delivered in order until none
+/// are left.
 pub struct Wire {
-    pub engines: BTreeMap<String, Engine>,
+    pub engines: BTreeMap<String, FuzzDriver>,
     /// conn -> (one end, other end)
     links: BTreeMap<ConnId, (String, String)>,
     queue: VecDeque<(String, ConnId, Frame)>,
-    pub stored: BTreeMap<(String, String), BTreeMap<ShareableDocId, Vec<u8>>>,
     /// Every frame sent, by sender and link.
     pub sent: Vec<(String, ConnId, Frame)>,
     pub closes: Vec<(String, ConnId, StatusCode, String)>,
 }
 
 impl Wire {
-    pub fn new(nodes: Vec<(&str, Engine)>) -> Wire {
+    pub fn new(nodes: Vec<(&str, FuzzDriver)>) -> Wire {
         Wire {
             engines: nodes
                 .into_iter()
@@ -211,25 +245,24 @@ impl Wire {
                 .collect(),
             links: BTreeMap::new(),
             queue: VecDeque::new(),
-            stored: BTreeMap::new(),
             sent: Vec::new(),
             closes: Vec::new(),
         }
     }
 
     fn states(&self, node: &str, peer: &str) -> Vec<(ShareableDocId, Vec<u8>)> {
-        self.stored
-            .get(&(node.to_string(), peer.to_string()))
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        self.engines[node]
+            .storage()
+            .sync_states_for(&node_id_of(peer))
+            .expect("the in-memory store reads")
     }
 
     pub fn connect(&mut self, a: &str, b: &str, conn: ConnId) {
         self.links.insert(conn, (a.to_string(), b.to_string()));
         for (me, peer) in [(a, b), (b, a)] {
-            let peer_id = self.engines[peer].me().clone();
+            let peer_id = self.engines[peer].lock_engine().me().clone();
             let stored = self.states(me, peer);
-            let engine = self.engines.get_mut(me).expect("engine");
+            let engine = self.engines.get_mut(me).expect("engine").engine_mut();
             let out = engine.connect(conn, peer_id, stored, 0);
             self.absorb(me, out);
         }
@@ -242,6 +275,7 @@ impl Wire {
                     .engines
                     .get_mut(&node)
                     .expect("engine")
+                    .engine_mut()
                     .disconnect(conn);
                 self.absorb(&node, out);
             }
@@ -249,20 +283,24 @@ impl Wire {
         self.queue.retain(|(_, c, _)| *c != conn);
     }
 
+    /// Hands an output of `from`'s engine to its driver, and queues what the driver released.
     pub fn absorb(&mut self, from: &str, out: Output) {
-        for (peer, doc, bytes) in out.persist_sync_states {
-            self.stored
-                .entry((from.to_string(), name_of(&peer)))
-                .or_default()
-                .insert(doc, bytes);
-        }
-        for (conn, frame) in out.sends {
-            self.sent.push((from.to_string(), conn, frame.clone()));
-            self.queue.push_back((from.to_string(), conn, frame));
-        }
-        for (conn, reason) in out.closes {
-            self.closes
-                .push((from.to_string(), conn, reason.code, reason.message));
+        let driver = &self.engines[from];
+        driver
+            .perform(move |_| out)
+            .expect("the in-memory store takes writes");
+        for released in driver.transport().take() {
+            match released {
+                Released::Frame(conn, frame) => {
+                    self.sent.push((from.to_string(), conn, frame.clone()));
+                    self.queue.push_back((from.to_string(), conn, frame));
+                }
+                Released::Close(conn, reason) => {
+                    self.closes
+                        .push((from.to_string(), conn, reason.code, reason.message))
+                }
+                Released::Changed(_) | Released::End(_) | Released::Event(_) => {}
+            }
         }
     }
 
@@ -280,6 +318,7 @@ impl Wire {
                 .engines
                 .get_mut(&to)
                 .expect("engine")
+                .engine_mut()
                 .receive(conn, frame, 0);
             self.absorb(&to, out);
         }
@@ -287,19 +326,16 @@ impl Wire {
     }
 
     fn node_state(&self, name: &str) -> NodeState {
-        let engine = &self.engines[name];
-        let docs = engine
+        let docs = self.engines[name]
+            .lock_engine()
             .documents()
             .map(|(id, doc)| (id.clone(), doc.save()))
             .collect();
-        let states = self
-            .stored
-            .iter()
-            .filter(|((node, _), _)| node == name)
-            .map(|((_, peer), m)| {
-                let list = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                (peer.clone(), list)
-            })
+        let states = ["hub", "malmo", "lund"]
+            .into_iter()
+            .filter(|peer| *peer != name)
+            .map(|peer| (peer.to_string(), self.states(name, peer)))
+            .filter(|(_, states)| !states.is_empty())
             .collect();
         NodeState { docs, states }
     }
@@ -389,18 +425,8 @@ fn build_fixture() -> Fixture {
         ("hub", engine_for(hub.clone(), &hub_state)),
         ("malmo", engine_for(malmo.clone(), &malmo_state)),
     ]);
-    wire.stored = [("hub", "malmo", &hub_state), ("malmo", "hub", &malmo_state)]
-        .into_iter()
-        .map(|(node, peer, state)| {
-            let states = state.states.get(peer).cloned().unwrap_or_default();
-            (
-                (node.to_string(), peer.to_string()),
-                states.into_iter().collect(),
-            )
-        })
-        .collect();
-    let malmo_digest = complete_digest(&wire.engines["malmo"]);
-    let hub_digest = complete_digest(&wire.engines["hub"]);
+    let malmo_digest = complete_digest(&wire.engines["malmo"].lock_engine());
+    let hub_digest = complete_digest(&wire.engines["hub"].lock_engine());
     wire.connect("malmo", "hub", ATTACKER_CONN);
     wire.run_until_quiet();
     assert!(wire.closes.is_empty(), "honest traffic closed a link");
@@ -849,14 +875,6 @@ pub fn run_script(script: &Script) {
         ]),
         Mode::City => Wire::new(vec![("malmo", engine_for(malmo_id(), &fx.malmo))]),
     };
-    for (node, state) in [("hub", &fx.hub), ("lund", &fx.lund), ("malmo", &fx.malmo)] {
-        for (peer, states) in &state.states {
-            wire.stored.insert(
-                (node.to_string(), peer.clone()),
-                states.iter().cloned().collect(),
-            );
-        }
-    }
     if script.mode == Mode::Hub {
         wire.connect("lund", "hub", HONEST_CONN);
         wire.run_until_quiet();
@@ -866,17 +884,12 @@ pub fn run_script(script: &Script) {
             wire.closes
         );
     }
-    let before: BTreeMap<ShareableDocId, Vec<ChangeHash>> = wire.engines[me]
+    let before: BTreeMap<ShareableDocId, Vec<ChangeHash>> = wire.engines[me].lock_engine()
         .documents()
         .map(|(id, d)| (id.clone(), sorted(d.get_heads())))
         .collect();
     let attacker_name = name_of(&attacker);
-    let stored = |wire: &Wire| {
-        wire.stored
-            .get(&(me.to_string(), attacker_name.clone()))
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
-    };
+    let stored = |wire: &Wire| wire.states(me, &attacker_name);
 
     // `SFS_FUZZ_TRACE=1 receive_path <input>` prints what each step did.
     let trace = std::env::var_os("SFS_FUZZ_TRACE").is_some();
@@ -886,16 +899,14 @@ pub fn run_script(script: &Script) {
     let mut sent_bytes: u64 = 0;
     let states = stored(&wire);
     let out =
-        wire.engines
-            .get_mut(me)
-            .expect("engine")
+        wire.engines.get_mut(me).expect("engine").engine_mut()
             .connect(conn, attacker.clone(), states, now);
     check_output(&wire, me, conn, &out, None);
     wire.absorb(me, out);
 
     for step in &script.steps {
-        let known_before = wire.engines[me].links().any(|l| l.0 == conn);
-        let engine = wire.engines.get_mut(me).expect("engine");
+        let known_before = wire.engines[me].lock_engine().links().any(|l| l.0 == conn);
+        let engine = wire.engines.get_mut(me).expect("engine").engine_mut();
         let (out, caught) = match step {
             Step::Frame(frame) => {
                 sent_bytes += frame_len(frame);
@@ -931,14 +942,14 @@ pub fn run_script(script: &Script) {
                 conn += 1;
                 open = true;
                 let states = stored(&wire);
-                let engine = wire.engines.get_mut(me).expect("engine");
+                let engine = wire.engines.get_mut(me).expect("engine").engine_mut();
                 engine_call(|| engine.connect(conn, attacker.clone(), states, now))
             }
         };
         // Every link the engine forgets is handed to the driver to end (closed by the engine,
         // or ended by the peer's Goodbye): a link the transport keeps while the engine forgot
         // it never closes.
-        let known_after = wire.engines[me].links().any(|l| l.0 == conn);
+        let known_after = wire.engines[me].lock_engine().links().any(|l| l.0 == conn);
         if known_before && !known_after && !matches!(step, Step::Reconnect) {
             assert!(
                 out.closes.iter().any(|(c, _)| *c == conn) || out.ended.contains(&conn),
@@ -968,7 +979,7 @@ pub fn run_script(script: &Script) {
         }
         check_output(&wire, me, conn, &out, caught.as_deref());
         if out.closes.iter().any(|(c, _)| *c == conn)
-            || wire.engines[me].links().all(|l| l.0 != conn)
+            || wire.engines[me].lock_engine().links().all(|l| l.0 != conn)
         {
             open = false;
         }
@@ -985,7 +996,7 @@ pub fn run_script(script: &Script) {
             wire.queue.clear();
         }
         check_documents(
-            &wire.engines[me],
+            &wire.engines[me].lock_engine(),
             &attacker,
             script.mode,
             &before,
@@ -1045,7 +1056,7 @@ fn check_output(wire: &Wire, me: &str, conn: ConnId, out: &Output, caught: Optio
             "the engine caught a panic ({panic}) but kept the link open"
         );
         // What a caught panic left behind must still be a sound document.
-        for (id, doc) in wire.engines[me].documents() {
+        for (id, doc) in wire.engines[me].lock_engine().documents() {
             let saved = doc.save();
             let loaded = Automerge::load(&saved)
                 .unwrap_or_else(|err| panic!("{id} no longer loads after a caught panic: {err}"));
