@@ -487,3 +487,103 @@ pub fn diff(doc: &Automerge, since: &[ChangeHash]) -> Result<Vec<pb::HandbookCha
     }
     Ok(changes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handbook with chapters `a` (step `s` with items `i`, `j`) and `b` (step `t`).
+    fn handbook() -> Automerge {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        for (id, title) in [("a", "Chapter A"), ("b", "Chapter B")] {
+            let obj = dm::new_record(&mut tx, "chapters", id).unwrap();
+            let chapter = pb::Chapter {
+                title: title.into(),
+                introduction: format!("Intro of {id}, secret-x here"),
+                ..Default::default()
+            };
+            write_chapter(&mut tx, &obj, &chapter).unwrap();
+        }
+        for (id, chapter) in [("s", "a"), ("t", "b")] {
+            let obj = dm::new_record(&mut tx, "steps", id).unwrap();
+            let step = pb::Step {
+                chapter: format!("method/chapters/{chapter}"),
+                title: format!("Step {id}"),
+                description: "Do it. secret-x".into(),
+                ..Default::default()
+            };
+            write_step(&mut tx, &obj, &step).unwrap();
+        }
+        for id in ["i", "j"] {
+            let obj = dm::new_record(&mut tx, "items", id).unwrap();
+            let item = pb::ChecklistItem {
+                step: "method/steps/s".into(),
+                text: format!("Item {id}"),
+                ..Default::default()
+            };
+            write_item(&mut tx, &obj, &item).unwrap();
+        }
+        tx.commit();
+        doc
+    }
+
+    fn redacted(names: &[&str], fields: &[&str], text: &str) -> Result<Automerge, ModelError> {
+        let mut doc = handbook();
+        let mut tx = doc.transaction();
+        let redaction = Redaction {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            text: text.into(),
+        };
+        redact(&mut tx, &redaction)?;
+        tx.commit();
+        Ok(doc)
+    }
+
+    #[test]
+    fn a_redaction_removes_whole_resources_fields_or_text() {
+        // A chapter whole: its steps and their items go with it; the other chapter stays.
+        let doc = redacted(&["method/chapters/a"], &[], "").unwrap();
+        let left = read_handbook(&doc);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].title, "Chapter B");
+        assert!(dm::records(&doc, "items").is_empty());
+        assert_eq!(dm::records(&doc, "steps").len(), 1);
+
+        // A step whole: its items go with it; its chapter stays.
+        let doc = redacted(&["method/steps/s"], &[], "").unwrap();
+        assert_eq!(read_handbook(&doc).len(), 2);
+        assert!(dm::records(&doc, "items").is_empty());
+        assert_eq!(dm::records(&doc, "steps").len(), 1);
+
+        // Fields cleared.
+        let doc = redacted(&["method/steps/s"], &["description"], "").unwrap();
+        let step = &read_handbook(&doc)[0].steps[0];
+        assert_eq!(
+            (step.title.as_str(), step.description.as_str()),
+            ("Step s", "")
+        );
+        assert_eq!(step.checklist.len(), 2);
+
+        // Only the text, wherever it occurs in the named resources.
+        let doc = redacted(&["method/chapters/b", "method/steps/t"], &[], "secret-x").unwrap();
+        let all = format!("{:?}", read_handbook(&doc));
+        assert_eq!(all.matches("secret-x").count(), 2, "only a's texts keep it");
+        assert!(all.contains("Intro of b,  here"));
+    }
+
+    #[test]
+    fn a_redaction_naming_nothing_or_the_wrong_thing_is_refused() {
+        let invalid = |r: Result<Automerge, ModelError>| matches!(r, Err(ModelError::Invalid(_)));
+        let not_found =
+            |r: Result<Automerge, ModelError>| matches!(r, Err(ModelError::NotFound(_)));
+        assert!(invalid(redacted(&[], &[], "")));
+        assert!(invalid(redacted(&["method/releases/x"], &[], "")));
+        assert!(invalid(redacted(&["method/steps/"], &[], "")));
+        assert!(invalid(redacted(&["method/items/i"], &["title"], "")));
+        assert!(invalid(redacted(&["method/items/i"], &[], "  ")));
+        assert!(not_found(redacted(&["method/steps/nope"], &[], "")));
+        assert!(not_found(redacted(&["method/items/i"], &[], "absent")));
+    }
+}

@@ -171,8 +171,9 @@ impl pb::method_server::Method for MethodService {
                 chapters: m::read_handbook(doc),
                 version: dm::version_of(&doc.get_heads()),
                 current_release: m::releases(doc)
-                    .first()
-                    .map(|r| r.version_label.clone())
+                    .into_iter()
+                    .find(|r| r.generation == m::generation(doc))
+                    .map(|r| r.version_label)
                     .unwrap_or_default(),
                 verified: false,
                 generation: m::generation(doc),
