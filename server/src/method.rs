@@ -226,8 +226,13 @@ pub fn check_redaction(redaction: &Redaction) -> Result<(), ModelError> {
 pub fn redact(tx: &mut Transaction<'_>, redaction: &Redaction) -> Result<(), ModelError> {
     check_redaction(redaction)?;
     let mut found_text = false;
+    // What went with a chapter or step removed whole earlier in this redaction.
+    let mut removed: Vec<String> = Vec::new();
     for name in &redaction.names {
         let (collection, id) = parse_resource(name)?;
+        if removed.contains(name) {
+            continue;
+        }
         let Some(obj) = dm::record(tx, collection, id) else {
             return Err(ModelError::NotFound(format!(
                 "{} is not in the handbook",
@@ -235,7 +240,7 @@ pub fn redact(tx: &mut Transaction<'_>, redaction: &Redaction) -> Result<(), Mod
             )));
         };
         if redaction.fields.is_empty() && redaction.text.is_empty() {
-            remove_whole(tx, collection, id, name)?;
+            removed.extend(remove_whole(tx, collection, id, name)?);
             continue;
         }
         let fields: Vec<&str> = if redaction.fields.is_empty() {
@@ -268,13 +273,15 @@ pub fn redact(tx: &mut Transaction<'_>, redaction: &Redaction) -> Result<(), Mod
     Ok(())
 }
 
-/// Deletes a chapter with its steps and their items, a step with its items, or an item.
+/// Deletes a chapter with its steps and their items, a step with its items, or an item;
+/// returns the names of everything deleted.
 fn remove_whole(
     tx: &mut Transaction<'_>,
     collection: &str,
     id: &str,
     name: &str,
-) -> Result<(), ModelError> {
+) -> Result<Vec<String>, ModelError> {
+    let mut removed = vec![name.to_string()];
     let mut steps = Vec::new();
     if collection == "chapters" {
         steps = dm::records(tx, "steps")
@@ -294,13 +301,15 @@ fn remove_whole(
             .collect();
         for item in items {
             delete_record(tx, "items", &item)?;
+            removed.push(format!("method/items/{item}"));
         }
         delete_record(tx, "steps", step)?;
+        removed.push(step_name);
     }
     if collection != "steps" {
         delete_record(tx, collection, id)?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 fn delete_record(tx: &mut Transaction<'_>, collection: &str, id: &str) -> Result<(), ModelError> {
@@ -550,6 +559,15 @@ mod tests {
         assert_eq!(left[0].title, "Chapter B");
         assert!(dm::records(&doc, "items").is_empty());
         assert_eq!(dm::records(&doc, "steps").len(), 1);
+
+        // Naming a chapter and what is in it is not an error.
+        let doc = redacted(
+            &["method/chapters/a", "method/steps/s", "method/items/i"],
+            &[],
+            "",
+        )
+        .unwrap();
+        assert_eq!(read_handbook(&doc).len(), 1);
 
         // A step whole: its items go with it; its chapter stays.
         let doc = redacted(&["method/steps/s"], &[], "").unwrap();
