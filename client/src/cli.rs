@@ -530,6 +530,41 @@ enum HandbookCommand {
         #[arg(long, requires = "key")]
         version: Option<String>,
     },
+    /// Remove text from the handbook and from its whole history (hub, coordinator). The hub
+    /// writes a new generation of the handbook without it; every city destroys its older copy.
+    /// Releases of the older generation stop running: cities serve no handbook until a release
+    /// of the new generation is signed, which --key does right after the redaction.
+    ///
+    /// Without --field and --text each named chapter, step or item is removed whole (a chapter
+    /// with its steps and their items, a step with its items).
+    ///
+    /// Example: sfs handbook redact method/steps/abc --text "Anna Berg" --key release.key
+    /// --label 2027.2
+    Redact {
+        /// What to take out: method/chapters/{id}, method/steps/{id} or method/items/{id}.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Clear only this field (repeatable): title or introduction of a chapter, title or
+        /// description of a step, text of an item.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// Cut only this text out of the fields (every occurrence), keeping the rest.
+        #[arg(long)]
+        text: Option<String>,
+        /// Then sign and publish a release of the new generation with the national
+        /// coordinator's private release key (it stays on this machine).
+        #[arg(long, env = "SFS_RELEASE_KEY")]
+        key: Option<PathBuf>,
+        /// The version label of that release (required with --key).
+        #[arg(long, requires = "key")]
+        label: Option<String>,
+        /// Release notes of that release.
+        #[arg(long, default_value = "", requires = "key")]
+        notes: String,
+        /// Days that release is accepted by cities after signing.
+        #[arg(long, default_value_t = 365, requires = "key")]
+        valid_days: i64,
+    },
     /// Add a chapter (hub, coordinator).
     AddChapter {
         /// The title.
@@ -1754,6 +1789,16 @@ async fn handbook(
                     )?,
                     None => writeln!(out, "no release running")?,
                 }
+                if running.awaiting_release {
+                    writeln!(
+                        out,
+                        "AWAITING a new release: the handbook was redacted at the hub (now \
+                         generation {}); the content of the release above is destroyed and no \
+                         handbook is served until the coordinator signs a release of the new \
+                         generation",
+                        running.handbook_generation
+                    )?;
+                }
                 for check in &running.not_running {
                     let r = check.release.clone().unwrap_or_default();
                     let verdict = if check.older { "older" } else { "REFUSED" };
@@ -1784,7 +1829,14 @@ async fn handbook(
                     };
                     format!("release {}{how}", handbook.current_release)
                 };
-                if handbook.version.is_empty() {
+                if handbook.awaiting_release {
+                    writeln!(
+                        out,
+                        "No handbook served: it was redacted at the hub (generation {}); \
+                         waiting for a signed release of the new generation\n",
+                        handbook.generation
+                    )?;
+                } else if handbook.version.is_empty() {
                     writeln!(out, "Handbook ({release}; empty)\n")?;
                 } else {
                     writeln!(out, "Handbook ({release}; version {})\n", handbook.version)?;
@@ -1884,6 +1936,61 @@ async fn handbook(
                 .await
                 .map_err(err)?;
             writeln!(out, "{}", created.into_inner().name)?;
+        }
+        HandbookCommand::Redact {
+            names,
+            fields,
+            text,
+            key,
+            label,
+            notes,
+            valid_days,
+        } => {
+            // Read the key before anything changes, so a bad key file stops the command early.
+            let key = match &key {
+                Some(path) => {
+                    if label.is_none() {
+                        return Err(CliError::Usage(
+                            "give --label for the release signed after the redaction".into(),
+                        ));
+                    }
+                    Some(crate::release::SigningKey::read(path).map_err(ClientError::from)?)
+                }
+                None => None,
+            };
+            let redacted = client
+                .redact_handbook(names, fields, text.unwrap_or_default())
+                .await?;
+            writeln!(
+                out,
+                "redacted: the handbook is now generation {} (version {})",
+                redacted.generation, redacted.version
+            )?;
+            match (key, label) {
+                (Some(key), Some(label)) => {
+                    let draft = crate::ReleaseDraft {
+                        label,
+                        notes,
+                        valid_for_ms: valid_days.saturating_mul(86_400_000),
+                        number: None,
+                        version: Some(redacted.version),
+                    };
+                    let created = client.create_signed_release(&key, draft).await?;
+                    writeln!(
+                        out,
+                        "{} (number {}, generation {}, signed with key {}); cities run it as it \
+                         reaches them",
+                        created.name, created.number, created.generation, created.key_id
+                    )?;
+                }
+                _ => writeln!(
+                    out,
+                    "cities with a release key serve no handbook until a release of \
+                     generation {} is signed: sfs handbook release --key <private key file> \
+                     --label <label>",
+                    redacted.generation
+                )?,
+            }
         }
         HandbookCommand::AddChapter {
             title,

@@ -399,10 +399,9 @@ impl Client {
         draft: ReleaseDraft,
         now_ms: i64,
     ) -> Result<pb::Release, ClientError> {
-        let version = match draft.version {
-            Some(version) => version,
-            None => self.handbook_latest().await?.version,
-        };
+        // The release names the generation of the handbook its heads belong to (signed too).
+        let latest = self.handbook_latest().await?;
+        let version = draft.version.unwrap_or(latest.version);
         let number = match draft.number {
             Some(number) => number,
             None => {
@@ -437,6 +436,7 @@ impl Client {
             number,
             issue_time_ms: now_ms,
             expire_time_ms: now_ms.saturating_add(draft.valid_for_ms),
+            generation: latest.generation,
             ..Default::default()
         };
         key.sign(&mut release)?;
@@ -458,6 +458,25 @@ impl Client {
             .method
             .create_release(pb::CreateReleaseRequest {
                 release: Some(release),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Removes text from the handbook and its history at the hub (`Method.RedactHandbook`):
+    /// the resources named whole, or only `fields` of them, or only the occurrences of `text`.
+    pub async fn redact_handbook(
+        &mut self,
+        names: Vec<String>,
+        fields: Vec<String>,
+        text: String,
+    ) -> Result<pb::RedactHandbookResponse, ClientError> {
+        Ok(self
+            .method
+            .redact_handbook(pb::RedactHandbookRequest {
+                names,
+                fields,
+                text,
             })
             .await?
             .into_inner())

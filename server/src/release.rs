@@ -14,6 +14,16 @@
 //! records, and an expired running release stays running (reported as expired) rather than
 //! falling back to an older one. [`evaluate`] is pure; [`ReleaseTracker`] and [`track`] do the
 //! I/O.
+//!
+//! Redaction (`Method.RedactHandbook`) replaces the handbook with a new generation without any
+//! history, so the heads every earlier release names are gone. A release names the generation
+//! it was signed over (covered by the signature), and a node runs only a release of the
+//! generation it holds ([`Refusal::OtherGeneration`]). When the node's handbook moves to a newer
+//! generation, its running release is kept in `running-release.pb` — only its number, heads,
+//! label and notes, none of the handbook's content — as the floor every later release's number
+//! must exceed, but its content is no longer served ([`Evaluation::content`] is false): the node
+//! serves no handbook at all, never the new generation's unsigned content, until the
+//! coordinator's release of the new generation arrives.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -45,6 +55,37 @@ pub enum Refusal {
     /// It had expired when this node checked it.
     #[error("it had expired (expire_time_ms {expire_time_ms}) when this node checked it")]
     Expired { expire_time_ms: i64 },
+    /// It was signed over another generation of the handbook than the one this node holds.
+    #[error("{}", other_generation(*generation, *current))]
+    OtherGeneration { generation: u64, current: u64 },
+}
+
+impl Refusal {
+    /// Whether the release is merely older (a lower number, or an older generation of the
+    /// handbook) rather than refused.
+    pub fn older(&self) -> bool {
+        match self {
+            Refusal::NotNewer { .. } => true,
+            Refusal::OtherGeneration {
+                generation,
+                current,
+            } => generation < current,
+            _ => false,
+        }
+    }
+}
+
+fn other_generation(generation: u64, current: u64) -> String {
+    if generation < current {
+        format!(
+            "it was signed over generation {generation} of the handbook, which was redacted at \
+             the hub and replaced by generation {current}"
+        )
+    } else {
+        format!(
+            "it names generation {generation} of the handbook; this node holds generation {current}"
+        )
+    }
 }
 
 /// Errors keeping the running release on disk.
@@ -58,7 +99,8 @@ pub enum ReleaseStateError {
 }
 
 /// Checks what does not depend on time or on the running release: the signature over the
-/// release's statement, and that its heads are in `doc`'s history.
+/// release's statement, that it belongs to `doc`'s generation, and that its heads are in
+/// `doc`'s history.
 pub fn check(
     key: &PublicKey,
     release: &pb::Release,
@@ -67,6 +109,13 @@ pub fn check(
     let statement = key
         .verify(release)
         .map_err(|err| Refusal::Invalid(err.to_string()))?;
+    let current = sfs_sync::engine::generation_of(doc);
+    if statement.generation != current {
+        return Err(Refusal::OtherGeneration {
+            generation: statement.generation,
+            current,
+        });
+    }
     if statement
         .heads
         .iter()
@@ -80,8 +129,12 @@ pub fn check(
 /// The outcome of looking at every release in the handbook.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Evaluation {
-    /// The release to run (the previous one if nothing better arrived).
+    /// The release to run (the previous one if nothing better arrived). Its number is the floor
+    /// of every later release's, also while its content is not served.
     pub running: Option<pb::Release>,
+    /// Whether `running`'s content is in the document (its generation and heads): false after
+    /// the handbook was redacted (a newer generation), until a release of it arrives.
+    pub content: bool,
     /// Every other release with why it is not run.
     pub not_running: Vec<(pb::Release, Refusal)>,
 }
@@ -106,7 +159,14 @@ pub fn evaluate(
     running: Option<&pb::Release>,
     now_ms: i64,
 ) -> Evaluation {
-    let running = running.filter(|r| check(key, r, doc).is_ok());
+    // A running release that still verifies stays the floor even where its content is gone (a
+    // newer generation, or heads this node does not hold): a new generation cannot reopen the
+    // door to older releases. One that no longer verifies (another key) is dropped.
+    let (running, content) = match running.map(|r| (r, check(key, r, doc))) {
+        Some((r, Ok(_))) => (Some(r), true),
+        Some((_, Err(Refusal::Invalid(_)))) | None => (None, false),
+        Some((r, Err(_))) => (Some(r), false),
+    };
     let checked: Vec<(pb::Release, Result<Statement, Refusal>)> = method::releases(doc)
         .into_iter()
         .map(|r| {
@@ -120,6 +180,7 @@ pub fn evaluate(
         .filter(|(r, result)| result.is_ok() && r.number > floor && r.expire_time_ms > now_ms)
         .map(|(r, _)| r)
         .max_by(|a, b| a.number.cmp(&b.number).then(b.name.cmp(&a.name)));
+    let content = best.is_some() || content;
     let running = best.or(running).cloned();
     let number = running.as_ref().map(|r| r.number).unwrap_or(0);
     let not_running = checked
@@ -141,6 +202,7 @@ pub fn evaluate(
         .collect();
     Evaluation {
         running,
+        content,
         not_running,
     }
 }
@@ -148,6 +210,9 @@ pub fn evaluate(
 #[derive(Default)]
 struct TrackerState {
     running: Option<pb::Release>,
+    /// Whether the running release's content is in the handbook this node holds; `None` until
+    /// the first refresh (readers then check the heads themselves, as `GetHandbook` does).
+    content: Option<bool>,
     not_running: Vec<(pb::Release, Refusal)>,
     /// Releases already logged as not run (name and reason), so each is logged once.
     logged: HashSet<(String, String)>,
@@ -205,10 +270,23 @@ impl ReleaseTracker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The verified release whose content this node serves (only with a key configured).
+    /// The verified release whose content this node serves (only with a key configured; none
+    /// while its content is not in the handbook this node holds, see [`Self::awaiting`]).
     pub fn running(&self) -> Option<pb::Release> {
         self.key.as_ref()?;
-        self.state().running.clone()
+        let state = self.state();
+        state
+            .running
+            .clone()
+            .filter(|_| state.content != Some(false))
+    }
+
+    /// Whether this node ran a release whose content it no longer holds (the handbook was
+    /// redacted at the hub since): it serves no handbook until a release of the new generation
+    /// arrives.
+    pub fn awaiting(&self) -> bool {
+        let state = self.state();
+        self.key.is_some() && state.running.is_some() && state.content == Some(false)
     }
 
     /// Looks at the handbook again; a newly chosen release is stored durably before it runs.
@@ -241,10 +319,22 @@ impl ReleaseTracker {
             }
         }
         let mut state = self.state();
+        if let (Some(r), false) = (&evaluation.running, evaluation.content) {
+            if state.content != Some(false) || changed {
+                tracing::warn!(
+                    release = %r.name, label = %r.version_label, number = r.number,
+                    generation = r.generation,
+                    "the running handbook release's content is not in this node's handbook \
+                     (redacted at the hub); serving no handbook until a signed release of the \
+                     new generation arrives"
+                );
+            }
+        }
+        state.content = Some(evaluation.content);
         for (release, refusal) in &evaluation.not_running {
             let reason = refusal.to_string();
             if state.logged.insert((release.name.clone(), reason.clone())) {
-                if matches!(refusal, Refusal::NotNewer { .. }) {
+                if refusal.older() {
                     tracing::info!(release = %release.name, label = %release.version_label, number = release.number, %reason, "not running an older handbook release");
                 } else {
                     tracing::warn!(release = %release.name, label = %release.version_label, number = release.number, %reason, "refused a handbook release");
@@ -285,6 +375,7 @@ impl ReleaseTracker {
         let Some(key) = &self.key else {
             return pb::RunningRelease {
                 release: method::releases(doc).into_iter().next(),
+                handbook_generation: sfs_sync::engine::generation_of(doc),
                 ..Default::default()
             };
         };
@@ -294,7 +385,7 @@ impl ReleaseTracker {
                 .running
                 .as_ref()
                 .is_some_and(|r| r.expire_time_ms <= now_ms),
-            verified: state.running.is_some(),
+            verified: state.running.is_some() && state.content != Some(false),
             release: state.running.clone(),
             key_configured: true,
             key_id: key.key_id(),
@@ -304,9 +395,11 @@ impl ReleaseTracker {
                 .map(|(release, refusal)| pb::ReleaseCheck {
                     release: Some(release.clone()),
                     reason: refusal.to_string(),
-                    older: matches!(refusal, Refusal::NotNewer { .. }),
+                    older: refusal.older(),
                 })
                 .collect(),
+            awaiting_release: state.running.is_some() && state.content == Some(false),
+            handbook_generation: sfs_sync::engine::generation_of(doc),
         }
     }
 }
@@ -526,6 +619,106 @@ mod tests {
             .iter()
             .any(|(r, refusal)| r.version_label == "altered"
                 && matches!(refusal, Refusal::Invalid(_))));
+    }
+
+    /// A new generation of `doc` as `Engine::new_generation` makes it: a fresh document with
+    /// the current values, the generation marker, and none of the history.
+    fn next_generation(doc: &Automerge, text: &str) -> Automerge {
+        let generation = sfs_sync::engine::generation_of(doc) + 1;
+        let mut fresh = Automerge::new();
+        let mut tx = fresh.transaction();
+        tx.put(
+            automerge::ROOT,
+            sfs_sync::engine::GENERATION_KEY,
+            generation,
+        )
+        .unwrap();
+        tx.put(automerge::ROOT, "note", text).unwrap();
+        for release in method::releases(doc) {
+            let id = release
+                .name
+                .trim_start_matches("method/releases/")
+                .to_string();
+            method::write_release(&mut tx, &id, &release).unwrap();
+        }
+        tx.commit();
+        fresh
+    }
+
+    #[test]
+    fn after_a_redaction_the_old_release_is_the_floor_and_its_content_is_not_served() {
+        let k = key(1);
+        let public = k.public_key();
+        let mut doc = Automerge::new();
+        let v1 = edit(&mut doc, "secret");
+        put_release(&mut doc, "r1", &signed(&k, &v1, 1, "1"));
+        let first = evaluate(&doc, &public, None, 2_000);
+        assert!(first.content);
+        assert_eq!(first.running.as_ref().unwrap().version_label, "1");
+
+        // The hub redacts: generation 1, the old heads gone, the old record still there.
+        let mut doc = next_generation(&doc, "redacted");
+        assert!(check(&public, first.running.as_ref().unwrap(), &doc).is_err());
+        let awaiting = evaluate(&doc, &public, first.running.as_ref(), 2_000);
+        assert!(!awaiting.content, "no content of a destroyed generation");
+        assert_eq!(
+            awaiting.running.as_ref().unwrap().number,
+            1,
+            "the floor stays"
+        );
+        // The old record is not refused as an attack: it belongs to an older generation.
+        assert!(
+            awaiting.not_running.is_empty(),
+            "{:?}",
+            awaiting.not_running
+        );
+
+        // A release of generation 0 naming the new heads does not run (its statement says
+        // generation 0, this node holds 1), nor one whose generation was changed after signing,
+        // nor a correctly signed one of generation 1 that is not newer.
+        let v2 = crate::docmodel::version_of(&doc.get_heads());
+        put_release(&mut doc, "gen0", &signed(&k, &v2, 2, "gen0"));
+        let mut moved = signed(&k, &v2, 3, "moved");
+        moved.generation = 1;
+        put_release(&mut doc, "moved", &moved);
+        let mut not_newer = pb::Release {
+            generation: 1,
+            ..signed(&k, &v2, 1, "not-newer")
+        };
+        k.sign(&mut not_newer).unwrap();
+        put_release(&mut doc, "not-newer", &not_newer);
+        let still = evaluate(&doc, &public, awaiting.running.as_ref(), 2_000);
+        assert!(!still.content);
+        assert_eq!(still.running.as_ref().unwrap().version_label, "1");
+        let reason = |label: &str| {
+            still
+                .not_running
+                .iter()
+                .find(|(r, _)| r.version_label == label)
+                .map(|(_, refusal)| refusal.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            reason("gen0"),
+            Refusal::OtherGeneration {
+                generation: 0,
+                current: 1
+            }
+        );
+        assert!(matches!(reason("moved"), Refusal::Invalid(_)));
+        assert!(matches!(reason("not-newer"), Refusal::NotNewer { .. }));
+
+        // The coordinator's release of generation 1 runs, with its content.
+        let mut next = pb::Release {
+            generation: 1,
+            ..signed(&k, &v2, 2, "2")
+        };
+        k.sign(&mut next).unwrap();
+        put_release(&mut doc, "r2", &next);
+        let adopted = evaluate(&doc, &public, still.running.as_ref(), 2_000);
+        assert!(adopted.content);
+        assert_eq!(adopted.running.as_ref().unwrap().version_label, "2");
+        assert_eq!(adopted.running.as_ref().unwrap().generation, 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod cli;
 mod domain;
 mod erasure;
 mod faults;
+mod handbook_redaction;
 mod hostile;
 mod integration;
 mod limits;

@@ -458,6 +458,20 @@ async fn every_string_field_bound_for_a_shared_document_is_guarded() {
             stored: &[],
         },
         Write {
+            method: "Method.RedactHandbook",
+            at_hub: true,
+            base: Box::new(|_| {
+                pb::RedactHandbookRequest {
+                    names: vec!["method/steps/none".into()],
+                    fields: vec![],
+                    text: String::new(),
+                }
+                .encode_to_vec()
+            }),
+            // It stores none of the request's strings: it only takes text out.
+            stored: &[],
+        },
+        Write {
             method: "Lessons.CreateLesson",
             at_hub: false,
             base: Box::new(|_| {

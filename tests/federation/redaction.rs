@@ -35,7 +35,7 @@ async fn lessons_generation_in_directory(client: &sfs_client::Client, city: &str
 }
 
 /// The generation of `doc` the node behind `client` holds, once it holds the document.
-async fn generation_of(client: &sfs_client::Client, doc: &str) -> Option<u64> {
+pub(crate) async fn generation_of(client: &sfs_client::Client, doc: &str) -> Option<u64> {
     let status = client.clone().status().await.ok()?;
     status
         .documents
@@ -45,7 +45,12 @@ async fn generation_of(client: &sfs_client::Client, doc: &str) -> Option<u64> {
 }
 
 /// Everything of the removed texts the data directory and a fresh backup of each node hold.
-async fn scan_everything(fed: &Federation, scratch: &std::path::Path, texts: &[&str], when: &str) {
+pub(crate) async fn scan_everything(
+    fed: &Federation,
+    scratch: &std::path::Path,
+    texts: &[&str],
+    when: &str,
+) {
     let nodes: Vec<(String, PathBuf, bool)> = std::iter::once(&fed.hub)
         .chain(fed.cities.iter())
         .map(|node| {

@@ -265,6 +265,7 @@ nav-handbook = Handbook
 handbook-title = The handbook
 handbook-release = The city runs release { $release } of the handbook.
 handbook-verified = Verified
+handbook-awaiting-release = The handbook was redacted nationally: text was removed from it and from its history. The earlier release is no longer shown. A new signed release from the national coordinator is awaited.
 handbook-changes-since = What changed since release
 handbook-changes-title = Changed since release { $release }
 handbook-no-changes = Nothing changed.

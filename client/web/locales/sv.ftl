@@ -265,6 +265,7 @@ nav-handbook = Handbok
 handbook-title = Handboken
 handbook-release = Staden kör version { $release } av handboken.
 handbook-verified = Verifierad
+handbook-awaiting-release = Handboken har rensats nationellt: text har tagits bort ur den och ur dess historik. Den tidigare versionen visas inte längre. En ny signerad version väntas från den nationella samordnaren.
 handbook-changes-since = Vad har ändrats sedan version
 handbook-changes-title = Ändrat sedan version { $release }
 handbook-no-changes = Inget har ändrats.

@@ -10,6 +10,15 @@
 //!        ‖ i64 issue_time_ms ‖ i64 expire_time_ms
 //! ```
 //!
+//! A release of a later generation of the handbook (one written after a redaction at the hub,
+//! `generation` ≥ 1) is signed over the same fields with the generation after the number and
+//! its own domain, so that the statement of generation 0 (every release made before redaction
+//! existed) is unchanged:
+//!
+//! ```text
+//! DOMAIN_V2 ‖ u64 number ‖ u64 generation ‖ u32 count ‖ … (as above)
+//! ```
+//!
 //! The domain prefix keeps a signature over a release from meaning anything else; the length
 //! prefixes make the encoding unambiguous; the heads are sorted so that the same release always
 //! has the same statement.
@@ -27,6 +36,9 @@ use sfs_proto::v1 as pb;
 
 /// The domain-separation prefix of every release statement.
 pub const DOMAIN: &[u8] = b"stadforstad/national-method/release/v1\0";
+
+/// The domain-separation prefix of the statement of a release of generation 1 or later.
+pub const DOMAIN_V2: &[u8] = b"stadforstad/national-method/release/v2\0";
 
 /// The DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32 key bytes follow it.
 const SPKI_PREFIX: [u8; 12] = [
@@ -66,6 +78,8 @@ pub enum ReleaseError {
 pub struct Statement {
     /// Greater than every earlier release's number.
     pub number: u64,
+    /// The generation of the handbook document the heads belong to (0 before any redaction).
+    pub generation: u64,
     /// The handbook document's heads at the release, sorted, without duplicates.
     pub heads: Vec<[u8; 32]>,
     /// The version label, as stored.
@@ -109,6 +123,7 @@ impl Statement {
         }
         Ok(Statement {
             number: release.number as u64,
+            generation: release.generation,
             heads: parse_heads(&release.version)?,
             label: release.version_label.clone(),
             notes: release.notes.clone(),
@@ -124,8 +139,14 @@ impl Statement {
             out.extend_from_slice(s.as_bytes());
         }
         let mut out = Vec::with_capacity(DOMAIN.len() + 64 + 32 * self.heads.len());
-        out.extend_from_slice(DOMAIN);
-        out.extend_from_slice(&self.number.to_be_bytes());
+        if self.generation == 0 {
+            out.extend_from_slice(DOMAIN);
+            out.extend_from_slice(&self.number.to_be_bytes());
+        } else {
+            out.extend_from_slice(DOMAIN_V2);
+            out.extend_from_slice(&self.number.to_be_bytes());
+            out.extend_from_slice(&self.generation.to_be_bytes());
+        }
         out.extend_from_slice(&(self.heads.len() as u32).to_be_bytes());
         let mut heads = self.heads.clone();
         heads.sort();
@@ -359,5 +380,35 @@ mod tests {
             .unwrap()
             .to_bytes()
             .starts_with(DOMAIN));
+    }
+
+    #[test]
+    fn the_generation_is_signed_and_generation_zero_keeps_the_first_statement() {
+        let zero = Statement::of(&release()).unwrap().to_bytes();
+        let mut later = release();
+        later.generation = 2;
+        let two = Statement::of(&later).unwrap().to_bytes();
+        assert!(two.starts_with(DOMAIN_V2));
+        assert_ne!(zero, two);
+        // The v1 statement, byte for byte as before generations existed.
+        let mut expected = DOMAIN.to_vec();
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&2u32.to_be_bytes());
+        assert!(zero.starts_with(&expected));
+        // A signature over one generation does not verify for another.
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = (dir.path().join("r.key"), dir.path().join("r.pub"));
+        let public_key = generate_key_files(&private, &public).unwrap();
+        let key = SigningKey::read(&private).unwrap();
+        key.sign(&mut later).unwrap();
+        assert!(public_key.verify(&later).is_ok());
+        let mut moved = later.clone();
+        moved.generation = 3;
+        assert!(matches!(
+            public_key.verify(&moved),
+            Err(ReleaseError::BadSignature { .. })
+        ));
+        moved.generation = 0;
+        assert!(public_key.verify(&moved).is_err());
     }
 }

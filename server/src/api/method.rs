@@ -64,6 +64,14 @@ impl MethodService {
                 "field `expire_time_ms`: the release has already expired; sign it again",
             ));
         }
+        let current = self.read(m::generation);
+        if statement.generation != current {
+            return Err(Status::failed_precondition(format!(
+                "field `generation`: the release was signed over generation {} of the handbook; \
+                 this hub holds generation {current} (it was redacted since): sign it again",
+                statement.generation
+            )));
+        }
         let unknown = self.read(|doc| {
             statement.heads.iter().any(|h| {
                 doc.get_change_meta_by_hash(&automerge::ChangeHash(*h))
@@ -116,21 +124,46 @@ impl pb::method_server::Method for MethodService {
         let tracker = &self.0.releases;
         if tracker.key().is_some() && !latest {
             // Serve what the national coordinator signed: the handbook at the running release.
+            // Nothing else, ever: not the newest (unsigned) state, not while the running
+            // release's content is gone after a redaction.
+            let generation = self.read(m::generation);
+            let awaiting = pb::Handbook {
+                generation,
+                awaiting_release: tracker.awaiting(),
+                ..Default::default()
+            };
             let Some(running) = tracker.running() else {
-                return Ok(Response::new(pb::Handbook::default()));
+                return Ok(Response::new(awaiting));
             };
             let heads = dm::parse_version(&running.version)
                 .ok_or_else(|| Status::internal("the running release has a damaged version"))?;
             let chapters = self.read(|doc| {
+                // The handbook may have been replaced by a newer generation since the tracker
+                // last looked: then the release's heads are gone, and nothing is served.
+                let present = m::generation(doc) == running.generation
+                    && heads
+                        .iter()
+                        .all(|h| doc.get_change_meta_by_hash(h).is_some());
+                if !present {
+                    return Ok(None);
+                }
                 doc.fork_at(&heads)
-                    .map(|at| m::read_handbook(&at))
+                    .map(|at| Some(m::read_handbook(&at)))
                     .map_err(doc_error)
             })?;
+            let Some(chapters) = chapters else {
+                return Ok(Response::new(pb::Handbook {
+                    awaiting_release: true,
+                    ..awaiting
+                }));
+            };
             return Ok(Response::new(pb::Handbook {
                 chapters,
                 version: running.version,
                 current_release: running.version_label,
                 verified: true,
+                generation: running.generation,
+                awaiting_release: false,
             }));
         }
         Ok(Response::new(self.read(|doc| {
@@ -138,10 +171,13 @@ impl pb::method_server::Method for MethodService {
                 chapters: m::read_handbook(doc),
                 version: dm::version_of(&doc.get_heads()),
                 current_release: m::releases(doc)
-                    .first()
-                    .map(|r| r.version_label.clone())
+                    .into_iter()
+                    .find(|r| r.generation == m::generation(doc))
+                    .map(|r| r.version_label)
                     .unwrap_or_default(),
                 verified: false,
+                generation: m::generation(doc),
+                awaiting_release: false,
             }
         })))
     }
@@ -359,9 +395,16 @@ impl pb::method_server::Method for MethodService {
                             release.number
                         )));
                     }
+                    if release.generation != m::generation(tx) {
+                        return Err(Status::failed_precondition(
+                            "field `generation`: the handbook was redacted while the release \
+                             was checked; sign it again",
+                        ));
+                    }
                 } else {
                     // An unsigned release freezes the handbook as it was before this change.
                     release.version = dm::version_of(&tx.get_heads());
+                    release.generation = m::generation(tx);
                 }
                 m::write_release(tx, &id, &release).map_err(doc_error)
             })
@@ -383,6 +426,83 @@ impl pb::method_server::Method for MethodService {
         Ok(Response::new(
             self.read(|doc| self.0.releases.report(doc, now)),
         ))
+    }
+
+    async fn redact_handbook(
+        &self,
+        request: Request<pb::RedactHandbookRequest>,
+    ) -> Result<Response<pb::RedactHandbookResponse>, Status> {
+        let caller = require(&request, ApiRole::Coordinator)?;
+        if self.0.sync.me().role() != sfs_sync::Role::Hub {
+            return Err(Status::failed_precondition(
+                "the handbook is redacted at the hub only: this node is a city and holds a copy \
+                 of the hub's handbook; ask the national coordinator",
+            ));
+        }
+        let request = request.into_inner();
+        let redaction = m::Redaction {
+            names: request.names,
+            fields: request.fields,
+            text: request.text,
+        };
+        m::check_redaction(&redaction)?;
+        // Refuse what names nothing before anything is logged or written.
+        self.read(|doc| -> Result<(), Status> {
+            let mut scratch = doc.fork();
+            let mut tx = scratch.transaction();
+            let checked = m::redact(&mut tx, &redaction);
+            tx.rollback();
+            Ok(checked?)
+        })?;
+        let what = if !redaction.text.is_empty() {
+            "text"
+        } else if redaction.fields.is_empty() {
+            "whole"
+        } else {
+            "fields"
+        };
+        let action = if redaction.fields.is_empty() {
+            format!("redact handbook ({what})")
+        } else {
+            format!("redact handbook ({what}: {})", redaction.fields.join(", "))
+        };
+        let entries = super::access_entries(&caller.actor, &action, redaction.names.clone());
+        let log = self.0.access_log.clone();
+        super::blocking(move || log.append(&entries))
+            .await?
+            .map_err(|err| Status::unavailable(format!("writing the access log failed: {err}")))?;
+        tracing::warn!(
+            actor = %caller.actor, %action, resources = %redaction.names.join(" "),
+            "redacting the handbook: a new generation of national/method without the text"
+        );
+        let sync = self.0.sync.clone();
+        let (generation, version) = super::blocking(move || {
+            let doc = method_doc();
+            sync.new_generation(&doc, |tx| m::redact(tx, &redaction).map_err(Status::from))?;
+            let generation = sync.generation(&doc).unwrap_or(0);
+            let version = sync.read(|engine| {
+                engine
+                    .document(&doc)
+                    .map(|d| dm::version_of(&d.get_heads()))
+                    .unwrap_or_default()
+            });
+            Ok::<_, crate::sync::EditFailure<Status>>((generation, version))
+        })
+        .await?
+        .map_err(super::edit_status)?;
+        tracing::info!(
+            generation,
+            "the handbook's new generation is stored; cities replace theirs"
+        );
+        // The tracker learns at once that the running release's content is gone.
+        let (sync, tracker) = (self.0.sync.clone(), self.0.releases.clone());
+        if let Err(err) = super::blocking(move || tracker.refresh(&sync, now_ms())).await? {
+            tracing::error!(error = %err, "storing the running handbook release failed");
+        }
+        Ok(Response::new(pb::RedactHandbookResponse {
+            generation,
+            version,
+        }))
     }
 
     async fn list_releases(
@@ -421,6 +541,15 @@ impl pb::method_server::Method for MethodService {
                                 super::quote(&release)
                             ))
                         })?;
+                    let current = m::generation(doc);
+                    if found.generation != current {
+                        return Err(Status::failed_precondition(format!(
+                            "field `since_release`: release {} belongs to generation {} of the \
+                             handbook, which was redacted since (now generation {current}); \
+                             its history is gone: compare with a release of generation {current}",
+                            found.version_label, found.generation
+                        )));
+                    }
                     dm::parse_version(&found.version)
                         .ok_or_else(|| Status::internal("a stored release has a damaged version"))?
                 }

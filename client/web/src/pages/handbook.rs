@@ -41,6 +41,8 @@ struct HandbookPage {
     ctx: Ctx,
     release: String,
     verified: bool,
+    /// The handbook was redacted at the hub; a signed release of the new generation is awaited.
+    awaiting: bool,
     chapters: Vec<(String, String, Vec<StepView>)>,
     can_set: bool,
     today: String,
@@ -171,6 +173,7 @@ pub(crate) async fn page(
         ctx: Ctx::new(&t, Some(&session), "/handbook"),
         release: handbook.current_release,
         verified: handbook.verified,
+        awaiting: handbook.awaiting_release,
         chapters,
         can_set: !session.hub && session.role >= Role::Coordinator,
         today: format::today(),
