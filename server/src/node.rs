@@ -191,8 +191,120 @@ fn read(path: &std::path::Path) -> Result<String, NodeError> {
     })
 }
 
-/// Starts a node as configured.
+/// The sockets a node serves on, bound before it starts: [`Listeners::bind`] binds what the
+/// configuration names; tests bind `127.0.0.1:0` themselves and read the ports back.
+pub struct Listeners {
+    /// The API (always).
+    pub api: TcpListener,
+    /// The federation (the hub only).
+    pub federation: Option<TcpListener>,
+    /// The coordinators' web app, if served.
+    pub web: Option<TcpListener>,
+    /// Prometheus metrics, if served.
+    pub metrics: Option<TcpListener>,
+}
+
+async fn bind_one(
+    addr: SocketAddr,
+    listener: &'static str,
+    setting: &'static str,
+) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| NodeError::Bind {
+            listener,
+            setting,
+            addr,
+            error,
+        })
+}
+
+impl Listeners {
+    /// Binds every listener `config` names for a node of `role` (`api.listen`,
+    /// `federation.listen` at the hub, `web.listen`, `metrics.listen`), saying which setting to
+    /// change when one is taken.
+    pub async fn bind(config: &NodeConfig, role: Role) -> Result<Listeners, NodeError> {
+        let api = bind_one(
+            config.api.listen,
+            "the API listener",
+            "api.listen (SFS_API_LISTEN)",
+        )
+        .await?;
+        let federation = match (config.federation.listen, role) {
+            (Some(listen), Role::Hub) => Some(
+                bind_one(
+                    listen,
+                    "the federation listener",
+                    "federation.listen (SFS_FEDERATION_LISTEN)",
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        let web = match config.web.listen {
+            Some(listen) => Some(
+                bind_one(
+                    listen,
+                    "the web app's listener",
+                    "web.listen (SFS_WEB_LISTEN)",
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let metrics = match config.metrics.listen {
+            Some(listen) => Some(
+                bind_one(
+                    listen,
+                    "the metrics listener",
+                    "metrics.listen (SFS_METRICS_LISTEN)",
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok(Listeners {
+            api,
+            federation,
+            web,
+            metrics,
+        })
+    }
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    name: &'static str,
+    setting: &'static str,
+) -> Result<SocketAddr, NodeError> {
+    listener.local_addr().map_err(|error| NodeError::Bind {
+        listener: name,
+        setting,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        error,
+    })
+}
+
+/// Starts a node as configured, binding the listeners it names.
 pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningNode, NodeError> {
+    let role = preflight(&config)?.id.role();
+    let listeners = Listeners::bind(&config, role).await?;
+    start_on(config, listeners, options).await
+}
+
+/// Starts a node on listeners bound already (see [`Listeners`]). Every task it spawns is
+/// joined by [`RunningNode::stop`].
+pub async fn start_on(
+    config: NodeConfig,
+    listeners: Listeners,
+    options: StartOptions,
+) -> Result<RunningNode, NodeError> {
+    let Listeners {
+        api: api_listener,
+        federation: federation_listener,
+        web: web_listener,
+        metrics: metrics_listener,
+    } = listeners;
     let Preflight {
         id,
         ca_pem,
@@ -309,20 +421,11 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     let mut tasks = Vec::new();
 
     // The API listener: server TLS, bearer tokens.
-    let api_listener = TcpListener::bind(config.api.listen)
-        .await
-        .map_err(|error| NodeError::Bind {
-            listener: "the API listener",
-            setting: "api.listen (SFS_API_LISTEN)",
-            addr: config.api.listen,
-            error,
-        })?;
-    let api_addr = api_listener.local_addr().map_err(|error| NodeError::Bind {
-        listener: "the API listener",
-        setting: "api.listen (SFS_API_LISTEN)",
-        addr: config.api.listen,
-        error,
-    })?;
+    let api_addr = local_addr(
+        &api_listener,
+        "the API listener",
+        "api.listen (SFS_API_LISTEN)",
+    )?;
     let api_limits = Arc::new(api::ApiLimits::new(
         config.limits.api_requests_per_second,
         config.limits.api_request_burst,
@@ -445,7 +548,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     // The coordinators' web app, if configured: it reaches this node only through the API
     // above, over TLS with each signed-in person's own token.
     let mut web = None;
-    if let Some(listen) = config.web.listen {
+    if let Some(listener) = web_listener {
+        let listen = local_addr(&listener, "the web app's listener", "web.listen")?;
         let api_host = match api_addr.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => {
                 SocketAddr::from(([127, 0, 0, 1], api_addr.port()))
@@ -464,9 +568,8 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
         if let Some(minutes) = config.web.session_idle_minutes {
             options.session_idle = Duration::from_secs(minutes.saturating_mul(60));
         }
-        let (handle, serve) = sfs_web::bind(options, shutdown_rx.clone())
-            .await
-            .map_err(|err| match err {
+        let (handle, serve) =
+            sfs_web::serve_on(listener, options, shutdown_rx.clone()).map_err(|err| match err {
                 sfs_web::WebError::Bind { addr, source } => NodeError::Bind {
                     listener: "the web app's listener",
                     setting: "web.listen (SFS_WEB_LISTEN)",
@@ -484,24 +587,14 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
     let mut federation_addr = None;
     match id.role() {
         Role::Hub => {
-            let listen = config
-                .federation
-                .listen
-                .expect("checked by NodeConfig::check");
-            let listener = TcpListener::bind(listen)
-                .await
-                .map_err(|error| NodeError::Bind {
-                    listener: "the federation listener",
-                    setting: "federation.listen (SFS_FEDERATION_LISTEN)",
-                    addr: listen,
-                    error,
-                })?;
-            let bound = listener.local_addr().map_err(|error| NodeError::Bind {
-                listener: "the federation listener",
-                setting: "federation.listen (SFS_FEDERATION_LISTEN)",
-                addr: listen,
-                error,
+            let listener = federation_listener.ok_or_else(|| {
+                NodeError::Config("the hub needs a federation listener (federation.listen)".into())
             })?;
+            let bound = local_addr(
+                &listener,
+                "the federation listener",
+                "federation.listen (SFS_FEDERATION_LISTEN)",
+            )?;
             federation_addr = Some(bound);
             let tls = ServerTlsConfig::new()
                 .identity(identity)
@@ -560,21 +653,12 @@ pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningN
 
     // Prometheus metrics, if configured.
     let mut metrics_addr = None;
-    if let Some(listen) = config.metrics.listen {
-        let listener = crate::metrics::bind(listen)
-            .await
-            .map_err(|error| NodeError::Bind {
-                listener: "the metrics listener",
-                setting: "metrics.listen (SFS_METRICS_LISTEN)",
-                addr: listen,
-                error,
-            })?;
-        metrics_addr = Some(listener.local_addr().map_err(|error| NodeError::Bind {
-            listener: "the metrics listener",
-            setting: "metrics.listen (SFS_METRICS_LISTEN)",
-            addr: listen,
-            error,
-        })?);
+    if let Some(listener) = metrics_listener {
+        metrics_addr = Some(local_addr(
+            &listener,
+            "the metrics listener",
+            "metrics.listen (SFS_METRICS_LISTEN)",
+        )?);
         let (sync_for_refresh, metrics_for_refresh) = (sync.clone(), metrics.clone());
         let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             sync_for_refresh.refresh_metrics();

@@ -107,9 +107,12 @@ async fn redacted_and_deleted_lessons_leave_no_trace_on_any_node_or_backup() {
     let mut lund = fed.client(0).await;
     let doc = "shared/lessons/lund";
 
-    // Two texts the guard let through, one of them in two versions of the history.
+    // Two texts the guard let through, one of them in two versions of the history. Each canary
+    // is written whole in one edit (Automerge stores a text edit as the characters it changed,
+    // so a canary made by editing another would never be stored in one piece, and a scan for
+    // it would prove nothing).
     let (redacted, earlier, deleted) = (
-        "canary-rd-5521 met at the harbour",
+        "Pier watch: canary-rd-5521",
         "canary-rd-5520 met at the harbour",
         "canary-dl-7734 stayed at the hostel",
     );
@@ -142,8 +145,14 @@ async fn redacted_and_deleted_lessons_leave_no_trace_on_any_node_or_backup() {
     })
     .await;
     let malmo_dir = fed.cities[1].config.data_dir.clone();
-    // The scans below see the text where it is (so that their finding nothing means something).
-    assert!(contains(&readable_with_key(&malmo_dir), "canary-rd-5520"));
+    // The scans below see each text where it is (so that their finding nothing means something).
+    let readable = readable_with_key(&malmo_dir);
+    for canary in ["canary-rd-5521", "canary-rd-5520", "canary-dl-7734"] {
+        assert!(
+            contains(&readable, canary),
+            "Malmö holds {canary} before the removals"
+        );
+    }
 
     // Malmö is away during both removals.
     fed.stop_city(1).await;

@@ -164,7 +164,20 @@ impl Federation {
 
     pub async fn start_city(&mut self, i: usize) {
         let city = &mut self.cities[i];
-        let running = node::start(city.config.clone(), StartOptions::default())
+        // The test binds the city's API listener itself (port 0 the first time, the same port
+        // at a restart) and hands it to the node.
+        let listeners = node::Listeners {
+            api: tokio::net::TcpListener::bind(city.config.api.listen)
+                .await
+                .unwrap(),
+            federation: None,
+            web: None,
+            metrics: match city.config.metrics.listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
+                None => None,
+            },
+        };
+        let running = node::start_on(city.config.clone(), listeners, StartOptions::default())
             .await
             .unwrap();
         city.config.api.listen = running.api_addr;

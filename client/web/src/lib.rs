@@ -135,23 +135,31 @@ pub async fn bind(
     options: WebOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(WebHandle, impl std::future::Future<Output = ()>), WebError> {
-    let acceptor = match &options.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
-        None if !options.listen.ip().is_loopback() => {
-            return Err(WebError::NotLoopback(options.listen))
-        }
-        None => None,
-    };
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|source| WebError::Bind {
             addr: options.listen,
             source,
         })?;
+    serve_on(listener, options, shutdown)
+}
+
+/// Like [`bind`], on a listener bound already (`options.listen` is then only checked: plain
+/// HTTP is served on loopback alone).
+pub fn serve_on(
+    listener: TcpListener,
+    options: WebOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(WebHandle, impl std::future::Future<Output = ()>), WebError> {
     let addr = listener.local_addr().map_err(|source| WebError::Bind {
         addr: options.listen,
         source,
     })?;
+    let acceptor = match &options.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None if !addr.ip().is_loopback() => return Err(WebError::NotLoopback(addr)),
+        None => None,
+    };
     let app = Arc::new(App {
         session_cookie: format!("{SESSION_COOKIE}_{}", addr.port()),
         pre_cookie: format!("{PRE_COOKIE}_{}", addr.port()),
