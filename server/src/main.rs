@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sfs_node::config::NodeConfig;
-use sfs_node::tokens::ApiRole;
-use sfs_node::{demo, node, pki};
+use sfs_node::api::tokens::ApiRole;
+use sfs_node::federation::pki;
+use sfs_node::node::config::NodeConfig;
+use sfs_node::node::{self, demo};
 use sfs_sync::{NodeId, Role};
 
 #[derive(Parser)]
@@ -362,9 +363,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Env { markdown },
         } => {
             if markdown {
-                print!("{}", sfs_node::config::env_overrides_markdown());
+                print!("{}", sfs_node::node::config::env_overrides_markdown());
             } else {
-                for (var, field) in sfs_node::config::env_overrides() {
+                for (var, field) in sfs_node::node::config::env_overrides() {
                     println!("{var:<45} {field}");
                 }
             }
@@ -466,10 +467,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let role = ApiRole::parse(&role).with_context(|| {
                 format!("--role must be reader, editor, coordinator or admin, not {role:?}")
             })?;
-            sfs_node::tokens::check_data_dir(&data_dir)?;
+            sfs_node::api::tokens::check_data_dir(&data_dir)?;
             println!(
                 "{}",
-                sfs_node::tokens::create_token_expiring(&data_dir, role, &label, expires_in)?
+                sfs_node::api::tokens::create_token_expiring(&data_dir, role, &label, expires_in)?
             );
         }
         Command::Web {
@@ -491,8 +492,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(url) => url.trim_end_matches('/').to_string(),
                 None => web_base_url(&config)?,
             };
-            sfs_node::tokens::check_data_dir(&config.data_dir)?;
-            let token = sfs_node::tokens::create_token_expiring(
+            sfs_node::api::tokens::check_data_dir(&config.data_dir)?;
+            let token = sfs_node::api::tokens::create_token_expiring(
                 &config.data_dir,
                 role,
                 &label,
@@ -509,12 +510,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::List { data_dir, label },
         } => {
-            sfs_node::tokens::check_data_dir(&data_dir)?;
+            sfs_node::api::tokens::check_data_dir(&data_dir)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let tokens = sfs_node::tokens::list_tokens(&data_dir, label.as_deref())?;
+            let tokens = sfs_node::api::tokens::list_tokens(&data_dir, label.as_deref())?;
             println!(
                 "{:<8}  {:<11}  {:<7}  {:<17}  {:<17}  {:<17}",
                 "ID", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED"
@@ -534,8 +535,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Revoke { data_dir, id },
         } => {
-            sfs_node::tokens::check_data_dir(&data_dir)?;
-            let info = sfs_node::tokens::revoke_token(&data_dir, &id)?;
+            sfs_node::api::tokens::check_data_dir(&data_dir)?;
+            let info = sfs_node::api::tokens::revoke_token(&data_dir, &id)?;
             println!(
                 "token {} ({}) revoked; a running node refuses it from its next request on",
                 info.id,
@@ -581,7 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::AtRestKey { out } => {
-            sfs_node::seal::MasterKey::create(&out)?;
+            sfs_node::storage::seal::MasterKey::create(&out)?;
             println!("created the at-rest key {}", out.display());
         }
         Command::Restore {
@@ -594,7 +595,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let archive: sfs_client::v1::BackupArchive =
                 prost::Message::decode(bytes.as_slice())
                     .context("not a backup made by sfs-node backup")?;
-            let key_file = sfs_node::config::default_key_file(&data_dir, key_file.as_deref());
+            let key_file = sfs_node::node::config::default_key_file(&data_dir, key_file.as_deref());
             if archive.sealed && !key_file.exists() {
                 anyhow::bail!(
                     "the backup is sealed with the at-rest key of {}; give that key file with \
@@ -604,7 +605,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             std::fs::create_dir_all(&data_dir)?;
-            let (key, _) = sfs_node::seal::MasterKey::for_data_dir(&key_file, &data_dir)?;
+            let (key, _) = sfs_node::storage::seal::MasterKey::for_data_dir(&key_file, &data_dir)?;
             let count = sfs_node::node::restore(&data_dir, &archive, key)?;
             println!(
                 "restored {} ({}): {count} documents into {}",

@@ -169,7 +169,7 @@ key = "pki/nodes/city-lund.key"
         let lund_dir = d.join("lund");
         let lund_dir = lund_dir.to_str().unwrap();
         let listed = sfs_node(&["token", "list", "--data-dir", lund_dir]);
-        let id = sfs_node::tokens::hash(city_token.trim())[..8].to_string();
+        let id = sfs_node::api::tokens::hash(city_token.trim())[..8].to_string();
         assert!(
             listed
                 .lines()
@@ -800,8 +800,8 @@ fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
     // restore without that key, or with a wrong one, is refused before anything is written.
     let archive = std::fs::read(&backup).unwrap();
     assert!(!archive.windows(9).any(|w| w == b"backed up"));
-    let key = sfs_node::seal::MasterKey::load(&d.join("data.key")).unwrap();
-    let readable = sfs_node::store::readable_with_key(&backup, &key).unwrap();
+    let key = sfs_node::storage::seal::MasterKey::load(&d.join("data.key")).unwrap();
+    let readable = sfs_node::storage::store::readable_with_key(&backup, &key).unwrap();
     assert!(readable.windows(9).any(|w| w == b"backed up"));
     let restored = d.join("restored");
     let restored = restored.to_str().unwrap();
@@ -809,7 +809,7 @@ fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
     assert!(stderr.contains("--key-file"), "{stderr}");
     assert!(!d.join("restored").join("store").exists());
     let wrong_key = d.join("wrong.key");
-    sfs_node::seal::MasterKey::create(&wrong_key).unwrap();
+    sfs_node::storage::seal::MasterKey::create(&wrong_key).unwrap();
     let stderr = sfs_node_fails(&restore_args(
         backup_path,
         restored,

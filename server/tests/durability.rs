@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use automerge::transaction::Transactable;
 use automerge::{ReadDoc, ROOT};
-use sfs_node::seal::MasterKey;
-use sfs_node::store::Store;
-use sfs_node::sync::{EditFailure, SyncHandle};
+use sfs_node::federation::sync::{EditFailure, SyncHandle};
+use sfs_node::storage::seal::MasterKey;
+use sfs_node::storage::store::Store;
 use sfs_sync::{EngineConfig, NodeId, ShareableDocId};
 
 fn open(
     dir: &std::path::Path,
     master: &MasterKey,
-) -> (SyncHandle, Arc<sfs_node::store::Durability>) {
+) -> (SyncHandle, Arc<sfs_node::storage::store::Durability>) {
     let store = Store::open(dir, Duration::from_secs(5), master.clone()).unwrap();
     let durability = store.durability.clone();
     let sync = SyncHandle::open(

@@ -6,7 +6,7 @@
 //! tuned to, and `data/privacy/clean.txt` ordinary lesson text. The test prints the rates (run
 //! with `--nocapture`) and asserts bypass ≤ 5 % on each variant set and false refusals ≤ 1 %.
 
-use sfs_node::privacy::{Guard, Kind};
+use sfs_node::domain::privacy::{Guard, Kind};
 
 const VARIANTS: &str = include_str!("data/privacy/variants.txt");
 const HELD_OUT: &str = include_str!("data/privacy/heldout.txt");

@@ -2,7 +2,7 @@
 //! federation: certificate warnings, the hub's view of each city's link, and exports.
 
 use serde_json::Value;
-use sfs_node::tokens::{self, ApiRole};
+use sfs_node::api::tokens::{self, ApiRole};
 use sfs_sync::NodeId;
 
 use crate::util::{eventually, Federation, TestNode};
@@ -178,7 +178,7 @@ async fn status_warns_of_expiring_certificates_and_the_hub_shows_each_citys_link
 
     // Malmö goes away; Lund's certificate is revoked.
     fed.stop_city(1).await;
-    sfs_node::pki::revoke(&fed.pki_dir(), &NodeId::city("lund").unwrap()).unwrap();
+    sfs_node::federation::pki::revoke(&fed.pki_dir(), &NodeId::city("lund").unwrap()).unwrap();
     let list = eventually("the hub shows lund revoked and malmo disconnected", || {
         let fed = &fed;
         async move {

@@ -3,7 +3,7 @@
 
 use sfs_client::v1 as pb;
 use sfs_client::Client;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 use tonic::Code;
 
 use crate::util::{all_files, contains, eventually, Federation};

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use sfs_client::v1 as pb;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 
 use crate::util::Federation;
 use crate::util::{all_files, contains, eventually, readable_with_key, readable_with_key_of};

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use sfs_client::v1 as pb;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 
 use crate::util::{eventually, Federation};
 
@@ -244,9 +244,9 @@ async fn a_stopped_hub_has_joined_every_link_reader_and_released_its_data_direct
     fed.stop_hub().await;
     // No wait at all: every task that held the store (each city's link reader included) has
     // ended when `stop` returns, so the store opens at once.
-    let key_file = sfs_node::config::default_key_file(&data_dir, None);
-    let key = sfs_node::seal::MasterKey::load(&key_file).unwrap();
-    let reopened = sfs_node::store::Store::open(&data_dir, std::time::Duration::ZERO, key);
+    let key_file = sfs_node::node::config::default_key_file(&data_dir, None);
+    let key = sfs_node::storage::seal::MasterKey::load(&key_file).unwrap();
+    let reopened = sfs_node::storage::store::Store::open(&data_dir, std::time::Duration::ZERO, key);
     assert!(
         reopened.is_ok(),
         "the hub's store is still held after stop: {:?}",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use sfs_client::release::SigningKey;
 use sfs_client::v1 as pb;
 use sfs_client::{Client, ClientError, ReleaseDraft};
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 use tonic::Code;
 
 use crate::redaction::{generation_of, scan_everything};

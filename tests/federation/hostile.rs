@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sfs_client::v1 as pb;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 use sfs_sync::Frame;
 
 use crate::integration::scrape;
@@ -112,7 +112,7 @@ async fn every_link_the_hub_or_its_peer_ends_frees_its_stream_and_descriptors() 
         );
     }
     last_tx
-        .send(sfs_node::sync::to_pb(Frame::Goodbye {
+        .send(sfs_node::federation::sync::to_pb(Frame::Goodbye {
             code: 0,
             message: "leaving".into(),
         }))
@@ -128,7 +128,7 @@ async fn every_link_the_hub_or_its_peer_ends_frees_its_stream_and_descriptors() 
     for i in 0..20 {
         let (tx, inbound) = raw_link(&fed, &format!("city{i}"), None).await.unwrap();
         if i % 2 == 0 {
-            tx.send(sfs_node::sync::to_pb(Frame::Goodbye {
+            tx.send(sfs_node::federation::sync::to_pb(Frame::Goodbye {
                 code: 0,
                 message: String::new(),
             }))
@@ -303,7 +303,7 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
     let view = hub.status().await.expect("the status still fits its limit");
     let malmo = view.peers.iter().find(|p| p.peer_id == "malmo").unwrap();
     assert!(
-        malmo.last_error.chars().count() <= sfs_node::sync::MAX_LAST_ERROR_CHARS + 1,
+        malmo.last_error.chars().count() <= sfs_node::federation::sync::MAX_LAST_ERROR_CHARS + 1,
         "{}",
         malmo.last_error.len()
     );
@@ -313,7 +313,7 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
     tx.send(pb::Frame {
         body: Some(pb::frame::Body::DocSync(pb::DocSync {
             doc_id: "shared/lessons/malmo".into(),
-            message: vec![0; sfs_node::sync::MAX_FRAME_BYTES + 1],
+            message: vec![0; sfs_node::federation::sync::MAX_FRAME_BYTES + 1],
             generation: 0,
         })),
     })

@@ -20,7 +20,7 @@ async fn generic_tools_find_the_services_and_their_health_without_a_token() {
         .unwrap();
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    for service in sfs_node::node::API_SERVICES.iter().chain([&""]) {
+    for service in sfs_node::api::API_SERVICES.iter().chain([&""]) {
         let status = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.to_string(),
@@ -38,7 +38,7 @@ async fn generic_tools_find_the_services_and_their_health_without_a_token() {
 
     // Reflection v1 and v1alpha list exactly what this port serves: the API, health and
     // reflection; not the federation service, which only the hub's federation port serves.
-    let mut expected: Vec<String> = sfs_node::api_listener::served_services()
+    let mut expected: Vec<String> = sfs_node::api::listener::served_services()
         .into_iter()
         .map(String::from)
         .collect();
@@ -242,7 +242,7 @@ async fn prometheus_metrics_describe_links_frames_api_calls_storage_and_fsyncs()
         .unwrap()
         .as_secs() as i64;
     assert!(
-        (29..=30).contains(&sfs_node::pki::days_left(expiry, now)),
+        (29..=30).contains(&sfs_node::federation::pki::days_left(expiry, now)),
         "{expiry}"
     );
     // The hub shows each linked city's certificate expiry.
@@ -257,7 +257,7 @@ async fn prometheus_metrics_describe_links_frames_api_calls_storage_and_fsyncs()
             .unwrap_or_else(|| panic!("no certificate expiry of {city} in {text}"));
         let at: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(
-            (29..=30).contains(&sfs_node::pki::days_left(at, now)),
+            (29..=30).contains(&sfs_node::federation::pki::days_left(at, now)),
             "{line}"
         );
     }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use sfs_client::v1 as pb;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 use sfs_sync::NodeId;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -30,7 +30,7 @@ pub(crate) async fn raw_link(
     let id = NodeId::city(city).unwrap();
     let files = util::node_files(&fed.pki_dir(), &id);
     if !files.cert.exists() {
-        sfs_node::pki::issue(&fed.pki_dir(), &id, &[], 30).unwrap();
+        sfs_node::federation::pki::issue(&fed.pki_dir(), &id, &[], 30).unwrap();
     }
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&fed.ca_pem))
@@ -52,12 +52,12 @@ pub(crate) async fn raw_link(
     let channel = endpoint.connect().await.unwrap();
     let mut client = pb::federation_client::FederationClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Hello {
+    tx.send(sfs_node::federation::sync::to_pb(sfs_sync::Frame::Hello {
         protocol_version: sfs_sync::PROTOCOL_VERSION,
     }))
     .await
     .unwrap();
-    tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Summary(
+    tx.send(sfs_node::federation::sync::to_pb(sfs_sync::Frame::Summary(
         sfs_sync::Summary {
             docs: Vec::new(),
             only_changed: false,
@@ -111,7 +111,7 @@ async fn a_city_flooding_the_hub_is_cut_off_while_other_cities_keep_syncing() {
         let started = Instant::now();
         let mut sent = 0u64;
         while started.elapsed() < DEADLINE && sent < 1_000_000 {
-            let frame = sfs_node::sync::to_pb(sfs_sync::Frame::Keepalive);
+            let frame = sfs_node::federation::sync::to_pb(sfs_sync::Frame::Keepalive);
             if tx.send(frame).await.is_err() {
                 break;
             }
@@ -195,7 +195,7 @@ async fn a_city_that_stops_reading_is_disconnected_and_others_keep_syncing() {
     let asking = tokio::spawn(async move {
         let mut sent = 0u64;
         while sent < 200_000 {
-            let frame = sfs_node::sync::to_pb(sfs_sync::Frame::SummaryRequest);
+            let frame = sfs_node::federation::sync::to_pb(sfs_sync::Frame::SummaryRequest);
             match tokio::time::timeout(DEADLINE, tx.send(frame)).await {
                 Ok(Ok(())) => sent += 1,
                 _ => break,

@@ -24,7 +24,7 @@ use automerge::sync::SyncDoc;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
 use sfs_client::v1 as pb;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 use sfs_sync::NodeId;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -211,12 +211,12 @@ async fn rogue_link(
 ) {
     let id = NodeId::city(as_city).unwrap();
     if !util::node_files(&fed.pki_dir(), &id).cert.exists() {
-        sfs_node::pki::issue(&fed.pki_dir(), &id, &[], 30).unwrap();
+        sfs_node::federation::pki::issue(&fed.pki_dir(), &id, &[], 30).unwrap();
     }
     let identity = identity_of(fed, &NodeId::city(as_city).unwrap());
     let mut client = dial_hub(fed, Some(identity), &fed.ca_pem).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Hello {
+    tx.send(sfs_node::federation::sync::to_pb(sfs_sync::Frame::Hello {
         protocol_version: sfs_sync::PROTOCOL_VERSION,
     }))
     .unwrap();
@@ -226,8 +226,10 @@ async fn rogue_link(
         digest: sfs_sync::summary_digest(std::iter::empty()),
         generations: Vec::new(),
     };
-    tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Summary(empty)))
-        .unwrap();
+    tx.send(sfs_node::federation::sync::to_pb(sfs_sync::Frame::Summary(
+        empty,
+    )))
+    .unwrap();
     let inbound = client
         .sync(UnboundedReceiverStream::new(rx))
         .await
@@ -354,9 +356,14 @@ async fn peers_without_a_certificate_from_the_national_ca_cannot_connect() {
 
     // A certificate for a real city name, but signed by another CA.
     let other = tempfile::tempdir().unwrap();
-    sfs_node::pki::init_ca(other.path()).unwrap();
-    let files =
-        sfs_node::pki::issue(other.path(), &NodeId::city("helsingborg").unwrap(), &[], 30).unwrap();
+    sfs_node::federation::pki::init_ca(other.path()).unwrap();
+    let files = sfs_node::federation::pki::issue(
+        other.path(),
+        &NodeId::city("helsingborg").unwrap(),
+        &[],
+        30,
+    )
+    .unwrap();
     let identity = (
         std::fs::read_to_string(files.cert).unwrap(),
         std::fs::read_to_string(files.key).unwrap(),
@@ -535,8 +542,10 @@ async fn roles_and_validation_give_clear_errors() {
 async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
     let dir = tempfile::tempdir().unwrap();
     let cities = vec!["helsingborg".to_string(), "malmo".to_string()];
-    let (running, file) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
-    sfs_node::demo::seed(&file).await.unwrap();
+    let (running, file) = sfs_node::node::demo::start(dir.path(), &cities)
+        .await
+        .unwrap();
+    sfs_node::node::demo::seed(&file).await.unwrap();
     let federation = dir.path().join("federation.json").display().to_string();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&federation).unwrap()).unwrap();
@@ -704,7 +713,9 @@ async fn the_demo_federation_and_the_cli_show_a_lesson_crossing() {
         node.stop().await;
     }
     // Running again on the same directory reuses the PKI and tokens.
-    let (running, again) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
+    let (running, again) = sfs_node::node::demo::start(dir.path(), &cities)
+        .await
+        .unwrap();
     assert_eq!(
         again.cities["malmo"].token,
         json["cities"]["malmo"]["token"].as_str().unwrap()

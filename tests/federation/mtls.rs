@@ -60,7 +60,7 @@ async fn try_link(fed: &Federation, identity: (String, String)) -> Result<(), St
         .map_err(|e| format!("connect: {e}"))?;
     let mut client = pb::federation_client::FederationClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(sfs_node::sync::to_pb(sfs_sync::Frame::Hello {
+    tx.send(sfs_node::federation::sync::to_pb(sfs_sync::Frame::Hello {
         protocol_version: sfs_sync::PROTOCOL_VERSION,
     }))
     .unwrap();
@@ -157,14 +157,18 @@ async fn every_kind_of_wrong_certificate_is_refused() {
     config.data_dir = fed.dir.path().join("lund-misled");
     config.id = "lund".into();
     let files =
-        sfs_node::pki::issue(&fed.pki_dir(), &NodeId::city("lund").unwrap(), &[], 1).unwrap();
+        sfs_node::federation::pki::issue(&fed.pki_dir(), &NodeId::city("lund").unwrap(), &[], 1)
+            .unwrap();
     config.tls.cert = files.cert;
     config.tls.key = files.key;
     config.metrics.listen = None;
     config.api.listen = "127.0.0.1:0".parse().unwrap();
-    let token =
-        sfs_node::tokens::create_token(&config.data_dir, sfs_node::tokens::ApiRole::Admin, "t")
-            .unwrap();
+    let token = sfs_node::api::tokens::create_token(
+        &config.data_dir,
+        sfs_node::api::tokens::ApiRole::Admin,
+        "t",
+    )
+    .unwrap();
     let lund = sfs_node::node::start(config, Default::default())
         .await
         .unwrap();
@@ -192,7 +196,7 @@ async fn a_revoked_city_is_cut_off_at_once_and_a_new_certificate_lets_it_back() 
     let mut fed = Federation::start(&["lund", "malmo"]).await;
     let lund = NodeId::city("lund").unwrap();
     let old_identity = crate::identity_of(&fed, &lund);
-    let serial = sfs_node::pki::revoke(&fed.pki_dir(), &lund).unwrap();
+    let serial = sfs_node::federation::pki::revoke(&fed.pki_dir(), &lund).unwrap();
     // The open link is closed within the hub's one-second check, and stays down.
     let mut lund_client = fed.client(0).await;
     eventually("lund's link is closed as revoked", || {
@@ -225,7 +229,7 @@ async fn a_revoked_city_is_cut_off_at_once_and_a_new_certificate_lets_it_back() 
     .await;
     // Rotation: Lund gets a new certificate (a new random serial) and is back.
     fed.stop_city(0).await;
-    sfs_node::pki::issue(&fed.pki_dir(), &lund, &[], 30).unwrap();
+    sfs_node::federation::pki::issue(&fed.pki_dir(), &lund, &[], 30).unwrap();
     fed.start_city(0).await;
     fed.wait_linked(0).await;
     lund_client = fed.client(0).await;

@@ -44,8 +44,10 @@ async fn the_python_grpcio_client_creates_lessons_and_reads_national_statistics(
     }
     let dir = tempfile::tempdir().unwrap();
     let cities = vec!["lund".to_string(), "malmo".to_string()];
-    let (running, file) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
-    sfs_node::demo::seed(&file).await.unwrap();
+    let (running, file) = sfs_node::node::demo::start(dir.path(), &cities)
+        .await
+        .unwrap();
+    sfs_node::node::demo::seed(&file).await.unwrap();
     let national = {
         let ca = std::fs::read_to_string(&file.ca).unwrap();
         let hub = sfs_client::Client::connect(&file.hub.api, &file.hub.token, &ca)
@@ -160,7 +162,7 @@ async fn python_reflection_v1alpha_grpc_web_over_http1_and_cors_preflights() {
         String::from_utf8_lossy(&output.stderr)
     );
     let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let mut expected = sfs_node::api_listener::served_services();
+    let mut expected = sfs_node::api::listener::served_services();
     expected.sort();
     assert_eq!(
         seen["reflection_v1alpha_services"],
@@ -241,8 +243,10 @@ async fn the_python_examples_of_the_api_document_run_against_a_demo_federation()
     );
     let dir = tempfile::tempdir().unwrap();
     let cities = vec!["lund".to_string(), "malmo".to_string()];
-    let (running, file) = sfs_node::demo::start(dir.path(), &cities).await.unwrap();
-    sfs_node::demo::seed(&file).await.unwrap();
+    let (running, file) = sfs_node::node::demo::start(dir.path(), &cities)
+        .await
+        .unwrap();
+    sfs_node::node::demo::seed(&file).await.unwrap();
     let gen = dir.path().join("gen");
     std::fs::create_dir_all(&gen).unwrap();
     let script = dir.path().join("api_examples.py");

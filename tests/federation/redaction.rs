@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use sfs_client::v1 as pb;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 
 use crate::util::{
     all_files, backup_bytes, contains, eventually, readable_with_key, readable_with_key_of,

@@ -5,7 +5,7 @@
 use sfs_client::release::SigningKey;
 use sfs_client::v1 as pb;
 use sfs_client::{Client, ClientError, ReleaseDraft};
-use sfs_node::method::{method_doc, write_release};
+use sfs_node::domain::method::{method_doc, write_release};
 use tonic::Code;
 
 use crate::util::{eventually, Federation};
@@ -287,7 +287,7 @@ async fn a_compromised_hub_cannot_make_a_city_run_a_forged_or_altered_release() 
     tokio::task::spawn_blocking(move || {
         use automerge::transaction::Transactable;
         sync.edit(&method_doc(), |tx| {
-            let obj = sfs_node::docmodel::record(tx, "releases", &genuine_id).unwrap();
+            let obj = sfs_node::domain::docmodel::record(tx, "releases", &genuine_id).unwrap();
             tx.put(&obj, "version_label", "2027.1-altered")
         })
         .unwrap()
@@ -385,7 +385,7 @@ async fn an_older_release_number_is_refused() {
     let sync = fed.hub.running.as_ref().unwrap().sync().clone();
     tokio::task::spawn_blocking(move || {
         sync.edit(&method_doc(), |tx| {
-            sfs_node::docmodel::delete_record(tx, "releases", &newest_id)
+            sfs_node::domain::docmodel::delete_record(tx, "releases", &newest_id)
         })
         .unwrap()
     })

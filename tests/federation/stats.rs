@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sfs_client::v1 as pb;
 use sfs_client::Client;
-use sfs_node::tokens::ApiRole;
+use sfs_node::api::tokens::ApiRole;
 use tonic::Code;
 
 use crate::util::{all_files, contains, eventually, Federation};
@@ -1050,9 +1050,9 @@ async fn a_quarter_has_one_spelling_and_years_one_range_everywhere() {
     fed.stop_all().await;
 }
 
-fn as_earlier(release: &pb::StatsRelease) -> sfs_node::stats::disclosure::Earlier {
-    use sfs_node::stats::disclosure::{CellStatus, Earlier, ProtectedCell};
-    use sfs_node::stats::CellPos;
+fn as_earlier(release: &pb::StatsRelease) -> sfs_node::domain::stats::disclosure::Earlier {
+    use sfs_node::domain::stats::disclosure::{CellStatus, Earlier, ProtectedCell};
+    use sfs_node::domain::stats::CellPos;
     let cells: Vec<ProtectedCell> = release
         .cells
         .iter()
@@ -1077,7 +1077,7 @@ fn as_earlier(release: &pb::StatsRelease) -> sfs_node::stats::disclosure::Earlie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corrections_reveal_nothing_their_quarter_hid() {
-    use sfs_node::stats::disclosure::{findings, Layout};
+    use sfs_node::domain::stats::disclosure::{findings, Layout};
     let mut fed = Federation::start(&["lund", "malmo"]).await;
     let mut lund = fed.client(0).await;
     let malmo = fed.client(1).await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sfs_client::v1 as pb;
-use sfs_node::tokens::{self, ApiRole};
+use sfs_node::api::tokens::{self, ApiRole};
 
 use crate::util::{eventually, Federation};
 

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sfs_client::Client;
-use sfs_node::config::{ApiConfig, FederationConfig, NodeConfig, TlsConfig};
+use sfs_node::api::tokens::{self, ApiRole};
+use sfs_node::federation::pki::{self, CaFiles, NodeFiles};
+use sfs_node::node::config::{ApiConfig, FederationConfig, NodeConfig, TlsConfig};
 use sfs_node::node::{self, RunningNode, StartOptions};
-use sfs_node::pki::{self, CaFiles, NodeFiles};
-use sfs_node::tokens::{self, ApiRole};
 use sfs_sync::{NodeId, Role};
 
 /// The longest any test waits for something to happen.
@@ -279,7 +279,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             revoked: (id.role() == Role::Hub).then(|| CaFiles::in_dir(&pki_dir).revoked),
             handshake_timeout_ms: None,
         },
-        metrics: sfs_node::config::MetricsConfig {
+        metrics: sfs_node::node::config::MetricsConfig {
             listen: Some("127.0.0.1:0".parse().unwrap()),
         },
         log: Default::default(),
@@ -319,9 +319,9 @@ pub async fn backup_bytes(client: &mut Client) -> Vec<u8> {
 /// Everything a node's at-rest key can read in its data directory (or in a backup file of
 /// the node whose data directory is `data_dir`), documents expanded with their whole history.
 pub fn readable_with_key_of(data_dir: &Path, path: &Path) -> Vec<u8> {
-    let key_file = sfs_node::config::default_key_file(data_dir, None);
-    let key = sfs_node::seal::MasterKey::load(&key_file).unwrap();
-    sfs_node::store::readable_with_key(path, &key).unwrap()
+    let key_file = sfs_node::node::config::default_key_file(data_dir, None);
+    let key = sfs_node::storage::seal::MasterKey::load(&key_file).unwrap();
+    sfs_node::storage::store::readable_with_key(path, &key).unwrap()
 }
 
 /// Everything a node's at-rest key can read in its data directory.

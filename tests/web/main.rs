@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::json;
 use sfs_client::v1 as pb;
-use sfs_node::tokens::{self, ApiRole};
+use sfs_node::api::tokens::{self, ApiRole};
 use util::{Federation, DEADLINE};
 
 fn target_dir() -> PathBuf {

@@ -12,11 +12,11 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use sfs_node::config::{ApiConfig, FederationConfig, MetricsConfig, NodeConfig, TlsConfig};
-use sfs_node::pki::{self, CaFiles, NodeFiles};
-use sfs_node::store::Store;
-use sfs_node::sync::{run_hub_link, HubLinkConfig, SyncHandle};
-use sfs_node::tokens::{self, ApiRole};
+use sfs_node::api::tokens::{self, ApiRole};
+use sfs_node::federation::pki::{self, CaFiles, NodeFiles};
+use sfs_node::federation::sync::{run_hub_link, HubLinkConfig, SyncHandle};
+use sfs_node::node::config::{ApiConfig, FederationConfig, MetricsConfig, NodeConfig, TlsConfig};
+use sfs_node::storage::store::Store;
 use sfs_sync::{EngineConfig, NodeId, Role};
 use tokio::sync::watch;
 
@@ -337,7 +337,7 @@ impl EmulatedCity {
         let store = Store::open(
             &cluster.dir.path().join("emulated").join(id.name()),
             Duration::from_secs(10),
-            sfs_node::seal::MasterKey::generate(),
+            sfs_node::storage::seal::MasterKey::generate(),
         )?;
         let arrivals: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
         let tap = {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc, ROOT};
-use sfs_node::privacy::{check_change, Guard};
+use sfs_node::domain::privacy::{check_change, Guard};
 
 /// Ordinary lesson text, repeated to the wanted size (clean: the guard reads all of it).
 const PARAGRAPH: &str = "The hotel group met on 2025-11-28 at 14.30 in the town hall. \

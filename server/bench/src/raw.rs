@@ -44,7 +44,7 @@ fn spell(mut i: usize) -> String {
 pub fn add_lesson(doc: &mut Automerge, i: usize) {
     let (title, body, tags) = lesson(i);
     let mut tx = doc.transaction();
-    sfs_node::lessons::create(&mut tx, &format!("l{i}"), &title, &body, &tags, "", 0)
+    sfs_node::domain::lessons::create(&mut tx, &format!("l{i}"), &title, &body, &tags, "", 0)
         .expect("a valid lesson");
     tx.commit();
 }

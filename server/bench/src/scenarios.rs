@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use sfs_client::v1 as pb;
-use sfs_node::method;
+use sfs_node::domain::method;
 use sfs_sync::{DocPersist, PersistKind, ShareableDocId};
 
 use crate::cluster::{self, wait_all_linked, wait_for, Cluster, EmulatedCity, DEADLINE};
@@ -496,7 +496,7 @@ fn watch_release(
             let mut changes = sync.subscribe_changes();
             let label = label.to_string();
             tokio::spawn(async move {
-                let has = |sync: &sfs_node::sync::SyncHandle| {
+                let has = |sync: &sfs_node::federation::sync::SyncHandle| {
                     sync.read(|engine| {
                         engine.document(&method::method_doc()).is_some_and(|doc| {
                             method::releases(doc)
@@ -547,10 +547,10 @@ async fn wait_none_linked(cities: &[EmulatedCity]) -> anyhow::Result<()> {
 }
 
 /// Opens a stopped node's store with its at-rest key (beside the data directory).
-fn open_store(data_dir: &std::path::Path) -> anyhow::Result<sfs_node::store::Store> {
-    let key_file = sfs_node::config::default_key_file(data_dir, None);
-    let (key, _) = sfs_node::seal::MasterKey::for_data_dir(&key_file, data_dir)?;
-    Ok(sfs_node::store::Store::open(
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<sfs_node::storage::store::Store> {
+    let key_file = sfs_node::node::config::default_key_file(data_dir, None);
+    let (key, _) = sfs_node::storage::seal::MasterKey::for_data_dir(&key_file, data_dir)?;
+    Ok(sfs_node::storage::store::Store::open(
         data_dir,
         Duration::from_secs(10),
         key,
@@ -753,7 +753,15 @@ async fn national_scale(
                 let (title, body, tags) = raw::lesson(7);
                 city.sync
                     .edit(&doc, |tx| {
-                        sfs_node::lessons::create(tx, "while-away", &title, &body, &tags, "", 0)
+                        sfs_node::domain::lessons::create(
+                            tx,
+                            "while-away",
+                            &title,
+                            &body,
+                            &tags,
+                            "",
+                            0,
+                        )
                     })
                     .map_err(|_| anyhow::anyhow!("editing a city's lessons failed"))?;
             }

@@ -6,10 +6,10 @@ use sfs_sync::NodeId;
 use tonic::{Request, Response, Status};
 
 use super::{doc_error, paginate, parse_name, require, today, update_mask, ApiState};
-use crate::directory::{self as dir, directory_doc};
-use crate::docmodel as dm;
-use crate::method::{self, method_doc};
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
+use crate::domain::directory::{self as dir, directory_doc};
+use crate::domain::docmodel as dm;
+use crate::domain::method::{self, method_doc};
 
 /// The `Directory` gRPC service.
 pub struct DirectoryService(pub ApiState);
@@ -31,11 +31,11 @@ impl DirectoryService {
         let Ok(node) = NodeId::city(&id) else {
             return city;
         };
-        if let Ok(progress) = crate::progress::progress_doc(&id) {
+        if let Ok(progress) = crate::domain::progress::progress_doc(&id) {
             let reported = self.0.sync.read(|engine| {
                 engine
                     .document(&progress)
-                    .map(crate::release::reported_release)
+                    .map(crate::domain::release::reported_release)
             });
             if let Some((label, number)) = reported {
                 city.running_release = label;

@@ -63,7 +63,7 @@ where
 
 /// The message to send instead of `message`, if it must not go out as it is.
 pub fn safe_message(message: &str) -> Option<String> {
-    let personal = crate::privacy::looks_personal(message);
+    let personal = crate::domain::privacy::looks_personal(message);
     let chars = message.chars().count();
     if personal.is_none() && chars <= MAX_ERROR_CHARS {
         return None;

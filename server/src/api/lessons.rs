@@ -5,10 +5,10 @@ use sfs_sync::{Role, ShareableDocId};
 use tonic::{Request, Response, Status};
 
 use super::{blocking, new_id, now_ms, require, ApiState, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::lessons::{self, LessonChanges, LessonError, LessonRecord};
-use crate::method::{self, method_doc};
-use crate::sync::EditFailure;
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
+use crate::domain::lessons::{self, LessonChanges, LessonError, LessonRecord};
+use crate::domain::method::{self, method_doc};
+use crate::federation::sync::EditFailure;
 
 /// The `Lessons` gRPC service.
 pub struct LessonsService(pub ApiState);
@@ -82,7 +82,7 @@ impl LessonsService {
             .sync
             .read(|engine| {
                 let d = engine.document(&doc)?;
-                let version = crate::docmodel::version_of(&d.get_heads());
+                let version = crate::domain::docmodel::version_of(&d.get_heads());
                 lessons::read_one(d, city, id).map(|l| (l, version))
             })
             .ok_or_else(|| Status::not_found(format!("cities/{city}/lessons/{id} does not exist")))
@@ -237,12 +237,14 @@ impl pb::lessons_server::Lessons for LessonsService {
         let base = if lesson.etag.is_empty() {
             None
         } else {
-            Some(crate::docmodel::parse_version(&lesson.etag).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "field `lesson.etag`: {} is not a version from this API",
-                    super::quote(&lesson.etag)
-                ))
-            })?)
+            Some(
+                crate::domain::docmodel::parse_version(&lesson.etag).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "field `lesson.etag`: {} is not a version from this API",
+                        super::quote(&lesson.etag)
+                    ))
+                })?,
+            )
         };
         let sync = self.0.sync.clone();
         let lesson_id = id.clone();
@@ -381,7 +383,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                     if city_filter.as_deref().is_some_and(|c| c != city) {
                         return None;
                     }
-                    let version = crate::docmodel::version_of(&doc.get_heads());
+                    let version = crate::domain::docmodel::version_of(&doc.get_heads());
                     Some((city, listings.listing(doc, city, full), version))
                 })
                 .collect();

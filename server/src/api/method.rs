@@ -5,9 +5,9 @@ use sfs_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{doc_error, new_id, now_ms, paginate, parse_name, require, update_mask, ApiState};
-use crate::docmodel as dm;
-use crate::method::{self as m, method_doc};
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
+use crate::domain::docmodel as dm;
+use crate::domain::method::{self as m, method_doc};
 
 /// The `Method` gRPC service.
 pub struct MethodService(pub ApiState);
@@ -486,7 +486,7 @@ impl pb::method_server::Method for MethodService {
                     .map(|d| dm::version_of(&d.get_heads()))
                     .unwrap_or_default()
             });
-            Ok::<_, crate::sync::EditFailure<Status>>((generation, version))
+            Ok::<_, crate::federation::sync::EditFailure<Status>>((generation, version))
         })
         .await?
         .map_err(super::edit_status)?;

@@ -5,27 +5,41 @@
 //! a write to a document owned by another node answers `FAILED_PRECONDITION`; a write that could
 //! not be stored answers `UNAVAILABLE` and is not acknowledged.
 
+/// The fully qualified names of the API's services, for the health service.
+pub const API_SERVICES: &[&str] = &[
+    "stadforstad.v1.Lessons",
+    "stadforstad.v1.Register",
+    "stadforstad.v1.Signals",
+    "stadforstad.v1.Method",
+    "stadforstad.v1.Progress",
+    "stadforstad.v1.Directory",
+    "stadforstad.v1.Statistics",
+    "stadforstad.v1.Node",
+];
+
 pub mod directory;
 pub mod error_text;
 pub mod lessons;
+pub mod listener;
 pub mod method;
 pub mod node;
 pub mod progress;
 pub mod register;
 pub mod signals;
 pub mod stats;
+pub mod tokens;
 
 use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-pub use crate::model::{
+use crate::api::tokens::{ApiRole, TokenRegistry};
+pub use crate::domain::model::{
     check_date, check_len, new_id, now_ms, parse_name, quote, today, update_mask, ModelError,
     MAX_QUOTED_CHARS,
 };
-use crate::register::LocalReplicas;
-use crate::sync::SyncHandle;
-use crate::tokens::{ApiRole, TokenRegistry};
+use crate::federation::sync::SyncHandle;
+use crate::storage::local::LocalReplicas;
 
 /// What every API service shares.
 #[derive(Clone)]
@@ -37,23 +51,23 @@ pub struct ApiState {
     /// Known API tokens.
     pub tokens: Arc<TokenRegistry>,
     /// Who read or changed which personal record.
-    pub access_log: Arc<crate::store::AccessLog>,
+    pub access_log: Arc<crate::storage::store::AccessLog>,
     /// The node's data directory (for backups of the token file).
     pub data_dir: std::path::PathBuf,
     /// The at-rest key, which seals local data in backups too.
-    pub at_rest: crate::seal::MasterKey,
+    pub at_rest: crate::storage::seal::MasterKey,
     /// The signed handbook release this node runs.
-    pub releases: Arc<crate::release::ReleaseTracker>,
+    pub releases: Arc<crate::federation::releases::ReleaseTracker>,
     /// The privacy guard built from the register's contact names and deny list, rebuilt after
     /// every change of the register; every edit of a shareable document reads it.
-    pub guards: Arc<crate::privacy::GuardCache>,
+    pub guards: Arc<crate::domain::privacy::GuardCache>,
     /// Work a request starts that outlives its handler (a backup streaming behind its
     /// response): the node waits for it on stop.
     pub request_tasks: tokio_util::task::TaskTracker,
     /// Listings of the lessons documents, reused while a document is unchanged.
-    pub lesson_listings: Arc<crate::lessons::ListingCache>,
+    pub lesson_listings: Arc<crate::domain::lessons::ListingCache>,
     /// This node's certificate expiry and, at the hub, the certificates cities presented.
-    pub certificates: Arc<crate::hub::CertificateWatch>,
+    pub certificates: Arc<crate::federation::hub::CertificateWatch>,
 }
 
 impl ApiState {
@@ -83,7 +97,7 @@ impl ApiState {
         let (local, guards) = (self.local.clone(), self.guards.clone());
         blocking(move || {
             let edited = local.edit(&doc, change);
-            if doc == crate::register::network() {
+            if doc == crate::domain::register::network() {
                 refresh_privacy_guard(&local, &guards);
             }
             edited
@@ -95,10 +109,10 @@ impl ApiState {
 /// Rebuilds the privacy guard from the register's contact names and deny list if the register
 /// changed since it was built. Called without any document lock held (the guard is read by
 /// every edit of a shareable document, which must never wait for a local document).
-pub fn refresh_privacy_guard(local: &LocalReplicas, guards: &crate::privacy::GuardCache) {
-    local.read(&crate::register::network(), |doc| {
-        let version = crate::docmodel::version_of(&doc.get_heads());
-        guards.get(&version, || crate::register::privacy_guard(doc));
+pub fn refresh_privacy_guard(local: &LocalReplicas, guards: &crate::domain::privacy::GuardCache) {
+    local.read(&crate::domain::register::network(), |doc| {
+        let version = crate::domain::docmodel::version_of(&doc.get_heads());
+        guards.get(&version, || crate::domain::register::privacy_guard(doc));
     });
 }
 
@@ -107,11 +121,11 @@ pub fn access_entries(
     actor: &str,
     action: &str,
     resources: impl IntoIterator<Item = String>,
-) -> Vec<crate::store::AccessEntry> {
+) -> Vec<crate::storage::store::AccessEntry> {
     let time_ms = now_ms();
     resources
         .into_iter()
-        .map(|resource| crate::store::AccessEntry {
+        .map(|resource| crate::storage::store::AccessEntry {
             time_ms,
             actor: actor.to_string(),
             action: action.to_string(),
@@ -123,7 +137,7 @@ pub fn access_entries(
 /// Writes the erasure of `resources` to the access log, durably. Called while the record is
 /// still there, before it is destroyed, so that no erasure goes unrecorded.
 pub fn log_erasure(
-    log: &crate::store::AccessLog,
+    log: &crate::storage::store::AccessLog,
     actor: &str,
     resources: impl IntoIterator<Item = String>,
 ) -> Result<(), Status> {
@@ -147,7 +161,7 @@ pub struct Caller {
 /// Request-rate limits and daily byte budgets per API token, shared by every service of the
 /// API listener.
 pub struct ApiLimits {
-    rates: std::sync::Mutex<crate::limits::TokenRates>,
+    rates: std::sync::Mutex<crate::federation::limits::TokenRates>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -161,7 +175,7 @@ impl ApiLimits {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> ApiLimits {
         ApiLimits {
-            rates: std::sync::Mutex::new(crate::limits::TokenRates::new(
+            rates: std::sync::Mutex::new(crate::federation::limits::TokenRates::new(
                 per_second,
                 burst,
                 bytes_per_day,
@@ -244,7 +258,7 @@ where
             .get("authorization")
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
-            .map(|t| crate::tokens::hash(t.trim()).into());
+            .map(|t| crate::api::tokens::hash(t.trim()).into());
         let limits = self.limits.clone();
         let counted = |body: tonic::body::Body| match &token {
             Some(token) => tonic::body::Body::new(CountedBody {
@@ -327,7 +341,7 @@ pub fn authenticate(
         let found = tokens
             .check(token.trim())
             .map_err(|refused| Status::unauthenticated(refused.to_string()))?;
-        limits.charge(&crate::tokens::hash(token.trim()), &found.label)?;
+        limits.charge(&crate::api::tokens::hash(token.trim()), &found.label)?;
         request.extensions_mut().insert(Caller {
             role: found.role,
             actor: format!("{} ({})", found.label, found.role.as_str()),
@@ -411,7 +425,7 @@ pub fn doc_error(err: automerge::AutomergeError) -> Status {
 
 /// `NOT_FOUND` for a resource name.
 pub fn not_found(name: &str) -> Status {
-    crate::model::not_found(name).into()
+    crate::domain::model::not_found(name).into()
 }
 
 /// Deletes `{collection}/{id}` (named `name` in errors), or answers `NOT_FOUND`.
@@ -421,7 +435,9 @@ pub fn delete_or_not_found(
     id: &str,
     name: &str,
 ) -> Result<(), Status> {
-    Ok(crate::model::delete_or_not_found(tx, collection, id, name)?)
+    Ok(crate::domain::model::delete_or_not_found(
+        tx, collection, id, name,
+    )?)
 }
 
 /// The one mapping of a model's typed error to a gRPC status.
@@ -438,13 +454,17 @@ impl From<ModelError> for Status {
 }
 
 /// Maps a failed edit of a shareable document to a status.
-pub fn edit_status(err: crate::sync::EditFailure<Status>) -> Status {
+pub fn edit_status(err: crate::federation::sync::EditFailure<Status>) -> Status {
     match err {
-        crate::sync::EditFailure::Engine(err) => Status::failed_precondition(err.to_string()),
-        crate::sync::EditFailure::Storage(err) => {
+        crate::federation::sync::EditFailure::Engine(err) => {
+            Status::failed_precondition(err.to_string())
+        }
+        crate::federation::sync::EditFailure::Storage(err) => {
             Status::unavailable(format!("the change was not stored: {err}"))
         }
-        crate::sync::EditFailure::Rejected(status) => status,
-        crate::sync::EditFailure::Private(finding) => Status::invalid_argument(finding.to_string()),
+        crate::federation::sync::EditFailure::Rejected(status) => status,
+        crate::federation::sync::EditFailure::Private(finding) => {
+            Status::invalid_argument(finding.to_string())
+        }
     }
 }

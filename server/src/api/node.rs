@@ -6,7 +6,7 @@ use sfs_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{require, ApiState};
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
 
 /// The `Node` gRPC service.
 pub struct NodeService(pub ApiState);
@@ -39,11 +39,11 @@ impl NodeService {
                 .collect::<Vec<_>>()
         }));
         let tokens = read_or_empty(
-            &crate::tokens::token_file(&state.data_dir),
+            &crate::api::tokens::token_file(&state.data_dir),
             "the token file",
         )?;
         let running_release = read_or_empty(
-            &crate::release::ReleaseTracker::file(&state.data_dir),
+            &crate::federation::releases::ReleaseTracker::file(&state.data_dir),
             "the running release",
         )?;
         let mut entries = state
@@ -81,7 +81,7 @@ fn read_or_empty(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Status> 
 }
 
 /// What the API shows of a token.
-fn token_message(info: &crate::tokens::TokenInfo) -> pb::ApiToken {
+fn token_message(info: &crate::api::tokens::TokenInfo) -> pb::ApiToken {
     let ms = |secs: Option<u64>| secs.map(|s| (s as i64).saturating_mul(1000)).unwrap_or(0);
     let now = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -100,8 +100,8 @@ fn token_message(info: &crate::tokens::TokenInfo) -> pb::ApiToken {
 }
 
 /// A token-file error as a status.
-fn token_status(err: crate::tokens::TokenError) -> Status {
-    use crate::tokens::TokenError;
+fn token_status(err: crate::api::tokens::TokenError) -> Status {
+    use crate::api::tokens::TokenError;
     match err {
         TokenError::BadId(_) => Status::invalid_argument(format!("field `id`: {err}")),
         TokenError::Ambiguous { .. } => Status::invalid_argument(format!("field `id`: {err}")),

@@ -7,10 +7,10 @@ use sfs_sync::Role;
 use tonic::{Request, Response, Status};
 
 use super::{blocking, edit_status, require, ApiState};
-use crate::docmodel as dm;
-use crate::method::{self, method_doc};
-use crate::progress::{self, progress_doc};
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
+use crate::domain::docmodel as dm;
+use crate::domain::method::{self, method_doc};
+use crate::domain::progress::{self, progress_doc};
 
 /// The `Progress` gRPC service.
 pub struct ProgressService(pub ApiState);
@@ -103,7 +103,7 @@ impl pb::progress_server::Progress for ProgressService {
                 .map(method::read_handbook)
                 .unwrap_or_default();
             let mut cities: BTreeSet<String> = BTreeSet::new();
-            if let Some(directory) = engine.document(&crate::directory::directory_doc()) {
+            if let Some(directory) = engine.document(&crate::domain::directory::directory_doc()) {
                 cities.extend(
                     dm::records(directory, "cities")
                         .into_iter()

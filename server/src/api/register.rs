@@ -7,9 +7,9 @@ use sfs_sync::Role;
 use tonic::{Request, Response, Status};
 
 use super::{doc_error, new_id, paginate, parse_name, require, update_mask, ApiState};
-use crate::docmodel as dm;
-use crate::register::{self as reg, network};
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
+use crate::domain::docmodel as dm;
+use crate::domain::register::{self as reg, network};
 
 /// The `Register` gRPC service.
 pub struct RegisterService(pub ApiState);

@@ -8,10 +8,10 @@ use super::{
     blocking, doc_error, new_id, now_ms, paginate, parse_name, require, update_mask, ApiState,
     Caller,
 };
-use crate::docmodel as dm;
-use crate::register::{self as reg, network};
-use crate::signals::{self as sig, signals_doc};
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
+use crate::domain::docmodel as dm;
+use crate::domain::register::{self as reg, network};
+use crate::domain::signals::{self as sig, signals_doc};
 
 /// The `Signals` gRPC service.
 pub struct SignalsService(pub ApiState);

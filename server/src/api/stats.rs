@@ -8,11 +8,11 @@ use tonic::{Request, Response, Status};
 use super::{
     blocking, doc_error, edit_status, new_id, now_ms, paginate, parse_name, require, ApiState,
 };
-use crate::stats::disclosure::{self, CellStatus, Policy, ProtectedCell};
-use crate::stats::documents::{self as docs, Draft};
-use crate::stats::national::{self, PublishedRelease};
-use crate::stats::{self, ActivityRecord, InvalidField, SupportRecord};
-use crate::tokens::ApiRole;
+use crate::api::tokens::ApiRole;
+use crate::domain::stats::disclosure::{self, CellStatus, Policy, ProtectedCell};
+use crate::domain::stats::documents::{self as docs, Draft};
+use crate::domain::stats::national::{self, PublishedRelease};
+use crate::domain::stats::{self, ActivityRecord, InvalidField, SupportRecord};
 
 /// The `Statistics` gRPC service.
 pub struct StatsService(pub ApiState);
@@ -189,7 +189,7 @@ impl StatsService {
         let (local, quarter) = (self.0.local.clone(), quarter.to_string());
         blocking(move || {
             local.edit(&docs::records_doc(), |tx| {
-                crate::docmodel::delete_record(tx, "drafts", &quarter)
+                crate::domain::docmodel::delete_record(tx, "drafts", &quarter)
                     .map_err(doc_error)
                     .map(|_| ())
             })
@@ -292,7 +292,7 @@ impl pb::statistics_server::Statistics for StatsService {
         let local = self.0.local.clone();
         blocking(move || {
             local.edit(&docs::records_doc(), |tx| {
-                if crate::docmodel::delete_record(tx, "support", &id).map_err(doc_error)? {
+                if crate::domain::docmodel::delete_record(tx, "support", &id).map_err(doc_error)? {
                     Ok(())
                 } else {
                     Err(Status::not_found(format!("{name} does not exist")))

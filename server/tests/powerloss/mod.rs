@@ -271,12 +271,13 @@ key_file = "{key}"
 fn pad_lessons(node: &Node, city: &str, bytes: usize) {
     use automerge::transaction::Transactable;
     let key = node.data.with_extension("key");
-    let (master, _) = sfs_node::seal::MasterKey::for_data_dir(&key, &node.data).unwrap();
-    let store = sfs_node::store::Store::open(&node.data, Duration::from_secs(5), master).unwrap();
+    let (master, _) = sfs_node::storage::seal::MasterKey::for_data_dir(&key, &node.data).unwrap();
+    let store =
+        sfs_node::storage::store::Store::open(&node.data, Duration::from_secs(5), master).unwrap();
     // Written under the city's own actor, as the node would: the hub takes a city's changes
     // only from the city's actors.
     let mut doc = automerge::Automerge::new();
-    doc.set_actor(sfs_node::sync::actor_for(
+    doc.set_actor(sfs_node::federation::sync::actor_for(
         &sfs_sync::NodeId::city(city).unwrap(),
     ));
     let padding = letters(&mut rand::thread_rng(), bytes);
@@ -298,8 +299,8 @@ fn pad_lessons(node: &Node, city: &str, bytes: usize) {
 fn check_padding(node: &Node, city: &str, bytes: usize, after: &str) {
     use automerge::ReadDoc;
     let key = node.data.with_extension("key");
-    let master = sfs_node::seal::MasterKey::load(&key).unwrap();
-    let store = sfs_node::store::Store::open(&node.data, Duration::from_secs(5), master)
+    let master = sfs_node::storage::seal::MasterKey::load(&key).unwrap();
+    let store = sfs_node::storage::store::Store::open(&node.data, Duration::from_secs(5), master)
         .unwrap_or_else(|err| panic!("{after}: the store does not open: {err}"));
     let doc = store
         .shared
@@ -603,8 +604,8 @@ max_backoff_ms = 60000"#,
         kill(&mut node);
         mount.power_cut();
         // The keyring rewrite survived: not even the at-rest key reads an erased name.
-        let master = sfs_node::seal::MasterKey::load(&key).unwrap();
-        let readable = sfs_node::store::readable_with_key(&files.data, &master).unwrap();
+        let master = sfs_node::storage::seal::MasterKey::load(&key).unwrap();
+        let readable = sfs_node::storage::store::readable_with_key(&files.data, &master).unwrap();
         for name in &erased {
             assert!(
                 !readable.windows(name.len()).any(|w| w == name.as_bytes()),
@@ -625,7 +626,8 @@ max_backoff_ms = 60000"#,
             ]);
             assert!(out.contains("documents"), "{out}");
             let store =
-                sfs_node::store::Store::open(&restored, Duration::from_secs(5), master).unwrap();
+                sfs_node::storage::store::Store::open(&restored, Duration::from_secs(5), master)
+                    .unwrap();
             let doc = store
                 .shared
                 .load_one(&sfs_sync::ShareableDocId::lessons("lund").unwrap())

@@ -20,7 +20,7 @@ use sfs_sync::{
     Released, Role, ShareableDocId, StatusCode, Storage, Summary,
 };
 
-pub use sfs_node::sync::MAX_FRAME_BYTES;
+pub use sfs_node::federation::sync::MAX_FRAME_BYTES;
 
 /// Decodes one frame as a node does: the size limit of the gRPC stream, the count of a summary's
 /// entries, protobuf, then the mapping to an engine frame that refuses ids and hashes that do
@@ -32,12 +32,12 @@ pub fn decode_wire(bytes: &[u8]) -> Result<Frame, String> {
     // The transport's codec counts a summary's entries before prost decodes them.
     sfs_proto::codec::check_frame(bytes).map_err(|status| status.message().to_string())?;
     let frame = pb::Frame::decode(bytes).map_err(|err| err.to_string())?;
-    sfs_node::sync::from_pb(frame)
+    sfs_node::federation::sync::from_pb(frame)
 }
 
 /// Encodes an engine frame as a node sends it.
 pub fn encode_wire(frame: Frame) -> Vec<u8> {
-    sfs_node::sync::to_pb(frame).encode_to_vec()
+    sfs_node::federation::sync::to_pb(frame).encode_to_vec()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ use sfs_client::v1 as pb;
 use sfs_client::Client;
 use sfs_sync::NodeId;
 
-use crate::config::{ApiConfig, FederationConfig, NodeConfig, TlsConfig};
+use crate::api::tokens::{self, ApiRole};
+use crate::federation::pki::{self, CaFiles, NodeFiles};
+use crate::node::config::{ApiConfig, FederationConfig, NodeConfig, TlsConfig};
 use crate::node::{self, RunningNode, StartOptions};
-use crate::pki::{self, CaFiles, NodeFiles};
-use crate::tokens::{self, ApiRole};
 
 /// The name of the demo's hub.
 pub const HUB_NAME: &str = "national";
@@ -125,12 +125,12 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
             log: Default::default(),
             store: demo_store()?,
             privacy: Default::default(),
-            method: crate::config::MethodConfig {
+            method: crate::node::config::MethodConfig {
                 release_public_key: Some(release_public_key.clone()),
             },
             limits: Default::default(),
             // Every demo node serves the web app, on loopback (plain HTTP).
-            web: crate::config::WebConfig {
+            web: crate::node::config::WebConfig {
                 listen: Some("127.0.0.1:0".parse()?),
                 ..Default::default()
             },
@@ -201,8 +201,8 @@ pub async fn start(
 
 /// The demo's store settings: the defaults, with `SFS_STORE_MIN_FREE_BYTES` honoured as by
 /// `sfs-node run` (0 runs the demo on a file system that reports no free space, such as LazyFS).
-fn demo_store() -> anyhow::Result<crate::config::StoreConfig> {
-    let mut store = crate::config::StoreConfig::default();
+fn demo_store() -> anyhow::Result<crate::node::config::StoreConfig> {
+    let mut store = crate::node::config::StoreConfig::default();
     if let Ok(value) = std::env::var("SFS_STORE_MIN_FREE_BYTES") {
         store.min_free_bytes = value.trim().parse().with_context(|| {
             format!("SFS_STORE_MIN_FREE_BYTES={value:?} is not a number of bytes")
@@ -430,7 +430,7 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
     city.register
         .create_meeting(pb::CreateMeetingRequest {
             meeting: Some(pb::Meeting {
-                date: crate::model::today(),
+                date: crate::domain::model::today(),
                 organisations: orgs[..3].to_vec(),
                 agenda: "Routine review; hotel training plan".into(),
                 notes: "The routine worked in both cases this quarter.".into(),
@@ -591,7 +591,7 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
                 progress: Some(pb::StepProgress {
                     step: steps[step].name.clone(),
                     state: state.into(),
-                    date: crate::model::today(),
+                    date: crate::domain::model::today(),
                     note: String::new(),
                     ..Default::default()
                 }),

@@ -5,6 +5,10 @@
 //! [`RunningNode::stop`] ends every link, stops the listeners and waits for every task, so the
 //! data directory can be opened again at once.
 
+pub mod config;
+pub mod demo;
+pub mod workers;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,26 +21,16 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::api::tokens::TokenRegistry;
 use crate::api::{self, ApiState};
-use crate::config::NodeConfig;
-use crate::hub::FederationService;
-use crate::pki;
-use crate::register::LocalReplicas;
-use crate::store::Store;
-use crate::sync::{self, actor_for, FrameTap, HubLinkConfig, SyncHandle, MAX_FRAME_BYTES};
-use crate::tokens::TokenRegistry;
-
-/// The fully qualified names of the API's services, for the health service.
-pub const API_SERVICES: &[&str] = &[
-    "stadforstad.v1.Lessons",
-    "stadforstad.v1.Register",
-    "stadforstad.v1.Signals",
-    "stadforstad.v1.Method",
-    "stadforstad.v1.Progress",
-    "stadforstad.v1.Directory",
-    "stadforstad.v1.Statistics",
-    "stadforstad.v1.Node",
-];
+use crate::federation::hub::FederationService;
+use crate::federation::pki;
+use crate::federation::sync::{
+    self, actor_for, FrameTap, HubLinkConfig, SyncHandle, MAX_FRAME_BYTES,
+};
+use crate::node::config::NodeConfig;
+use crate::storage::local::LocalReplicas;
+use crate::storage::store::Store;
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +38,9 @@ pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
     #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::storage::store::StoreError),
     #[error("{0}")]
-    Tokens(#[from] crate::tokens::TokenError),
+    Tokens(#[from] crate::api::tokens::TokenError),
     #[error("reading {path}: {source}")]
     Read {
         path: std::path::PathBuf,
@@ -317,8 +311,9 @@ pub async fn start_on(
         source,
     })?;
     let key_file = config.key_file();
-    let (at_rest, created) = crate::seal::MasterKey::for_data_dir(&key_file, &config.data_dir)
-        .map_err(crate::store::StoreError::from)?;
+    let (at_rest, created) =
+        crate::storage::seal::MasterKey::for_data_dir(&key_file, &config.data_dir)
+            .map_err(crate::storage::store::StoreError::from)?;
     if created {
         tracing::info!(
             key_file = %key_file.display(),
@@ -343,7 +338,7 @@ pub async fn start_on(
         engine_config.peer_timeout_ms = ms * 4;
     }
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let cert_expiry = crate::pki::not_after_of_pem(cert_pem.as_bytes())
+    let cert_expiry = crate::federation::pki::not_after_of_pem(cert_pem.as_bytes())
         .map_err(|err| NodeError::Config(format!("tls.cert: {err}")))?;
     metrics.certificate_expiry.set(cert_expiry);
     store.durability.observe(metrics.clone());
@@ -363,7 +358,7 @@ pub async fn start_on(
     let local = Arc::new(LocalReplicas::open(store.local, actor_for(&id))?);
     // Only the hub enforces revocation: it is the only node others connect to.
     let revocations = Arc::new(
-        crate::hub::Revocations::load(
+        crate::federation::hub::Revocations::load(
             config
                 .tls
                 .revoked
@@ -386,19 +381,19 @@ pub async fn start_on(
         }
     };
     let releases = Arc::new(
-        crate::release::ReleaseTracker::open(release_key, &config.data_dir)
+        crate::federation::releases::ReleaseTracker::open(release_key, &config.data_dir)
             .map_err(|err| NodeError::Config(format!("running handbook release: {err}")))?,
     );
     // Every edit of a shareable document passes the privacy guard; a city's guard knows its
     // contact names and deny list and is rebuilt whenever the register changes.
-    let guards = Arc::new(crate::privacy::GuardCache::default());
+    let guards = Arc::new(crate::domain::privacy::GuardCache::default());
     crate::api::refresh_privacy_guard(&local, &guards);
     {
         let guards = guards.clone();
         sync.set_privacy_guard(Arc::new(move || guards.current()));
     }
     let request_tasks = TaskTracker::new();
-    let certificates = Arc::new(crate::hub::CertificateWatch::new(
+    let certificates = Arc::new(crate::federation::hub::CertificateWatch::new(
         cert_expiry,
         revocations.clone(),
     ));
@@ -436,18 +431,18 @@ pub async fn start_on(
     // Generic tools (grpcurl, Postman, Evans, grpcio-reflection) list and call the API through
     // reflection, v1 and the older v1alpha, which lists exactly what this port serves; probes
     // use the standard health service. Neither needs a token.
-    let reflection_v1 = crate::api_listener::reflection()
+    let reflection_v1 = crate::api::listener::reflection()
         .build_v1()
         .map_err(|err| NodeError::Config(format!("reflection: {err}")))?;
-    let reflection_v1alpha = crate::api_listener::reflection()
+    let reflection_v1alpha = crate::api::listener::reflection()
         .build_v1alpha()
         .map_err(|err| NodeError::Config(format!("reflection: {err}")))?;
     let cors =
-        crate::api_listener::cors(&config.api.cors_allowed_origins).map_err(NodeError::Config)?;
-    let api_tls = crate::api_listener::tls_acceptor(&cert_pem, &key_pem)
+        crate::api::listener::cors(&config.api.cors_allowed_origins).map_err(NodeError::Config)?;
+    let api_tls = crate::api::listener::tls_acceptor(&cert_pem, &key_pem)
         .map_err(|err| NodeError::Config(format!("API TLS: {err}")))?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in API_SERVICES {
+    for service in crate::api::API_SERVICES {
         health
             .set_service_status(*service, tonic_health::ServingStatus::Serving)
             .await;
@@ -505,25 +500,24 @@ pub async fn start_on(
             auth,
         ));
     if let (Role::City, Some(retention)) = (id.role(), config.privacy.closed_signal_retention()) {
-        tasks.push(tokio::spawn(crate::workers::erase_expired_signals(
+        tasks.push(tokio::spawn(crate::node::workers::erase_expired_signals(
             state.clone(),
             retention,
             shutdown_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(crate::release::track(
+    tasks.push(tokio::spawn(crate::federation::releases::track(
         sync.clone(),
         releases,
         shutdown_rx.clone(),
     )));
     if id.role() == Role::Hub {
-        tasks.push(tokio::spawn(crate::workers::aggregate_national_stats(
-            state.clone(),
-            shutdown_rx.clone(),
-        )));
+        tasks.push(tokio::spawn(
+            crate::node::workers::aggregate_national_stats(state.clone(), shutdown_rx.clone()),
+        ));
     }
     let mut api_shutdown = shutdown_rx.clone();
-    let (incoming, accept_loop) = crate::api_listener::incoming(
+    let (incoming, accept_loop) = crate::api::listener::incoming(
         api_listener,
         api_tls,
         config.tls.handshake_timeout(),
@@ -693,7 +687,7 @@ pub async fn start_on(
     let used_tokens = tokens.clone();
     let mut used_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let mut interval = tokio::time::interval(crate::tokens::LAST_USED_FLUSH);
+        let mut interval = tokio::time::interval(crate::api::tokens::LAST_USED_FLUSH);
         interval.tick().await;
         loop {
             let stopping = tokio::select! {
@@ -810,40 +804,40 @@ fn check_certificate_identity(
 }
 
 /// Logs a warning when the certificate at `path` expires within
-/// [`crate::pki::EXPIRY_WARNING_DAYS`], an error once it has expired.
+/// [`crate::federation::pki::EXPIRY_WARNING_DAYS`], an error once it has expired.
 fn warn_if_expiring(path: &std::path::Path, not_after_unix: i64) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let days = crate::pki::days_left(not_after_unix, now);
+    let days = crate::federation::pki::days_left(not_after_unix, now);
     if now >= not_after_unix {
         tracing::error!(cert = %path.display(), "the node's certificate has expired: peers refuse it; issue a new one (`sfs-node pki issue`) and restart");
-    } else if days < crate::pki::EXPIRY_WARNING_DAYS {
+    } else if days < crate::federation::pki::EXPIRY_WARNING_DAYS {
         tracing::warn!(cert = %path.display(), days_left = days, "the node's certificate expires soon: issue a new one (`sfs-node pki issue`) and restart before it does");
     }
 }
 
 /// Restores a backup into an empty data directory: the store (documents and access log, see
-/// [`crate::store::restore`]), then the token file and the running handbook release, each
+/// [`crate::storage::store::restore`]), then the token file and the running handbook release, each
 /// written durably. Returns the number of documents restored.
 pub fn restore(
     data_dir: &std::path::Path,
     archive: &pb::BackupArchive,
-    key: crate::seal::MasterKey,
-) -> Result<usize, crate::store::RestoreError> {
-    use crate::store::StoreError;
-    let count = crate::store::restore(data_dir, archive, key)?;
+    key: crate::storage::seal::MasterKey,
+) -> Result<usize, crate::storage::store::RestoreError> {
+    use crate::storage::store::StoreError;
+    let count = crate::storage::store::restore(data_dir, archive, key)?;
     if !archive.running_release.is_empty() {
-        let path = crate::release::ReleaseTracker::file(data_dir);
+        let path = crate::federation::releases::ReleaseTracker::file(data_dir);
         sfs_durable::write(&path, &archive.running_release, sfs_durable::Access::Public)
             .map_err(|source| StoreError::Io { path, source })?;
     }
     if !archive.tokens.is_empty() {
-        crate::tokens::restore_file(data_dir, &archive.tokens).map_err(|err| match err {
-            crate::tokens::TokenError::Io { path, source } => StoreError::Io { path, source },
+        crate::api::tokens::restore_file(data_dir, &archive.tokens).map_err(|err| match err {
+            crate::api::tokens::TokenError::Io { path, source } => StoreError::Io { path, source },
             other => StoreError::Io {
-                path: crate::tokens::token_file(data_dir),
+                path: crate::api::tokens::token_file(data_dir),
                 source: std::io::Error::other(other.to_string()),
             },
         })?;

@@ -14,7 +14,7 @@ use sfs_sync::{DocId, ShareableDocId};
 use super::disclosure::Policy;
 use super::national::{NationalYear, PublishedRelease};
 use super::{ActivityRecord, SupportRecord};
-use crate::docmodel as dm;
+use crate::domain::docmodel as dm;
 
 /// The raw records document.
 pub fn records_doc() -> DocId {

@@ -176,8 +176,8 @@ impl LimitsConfig {
     }
 
     /// The limits on federation peers and links.
-    pub fn peer_limits(&self) -> crate::limits::PeerLimits {
-        crate::limits::PeerLimits {
+    pub fn peer_limits(&self) -> crate::federation::limits::PeerLimits {
+        crate::federation::limits::PeerLimits {
             frames_per_second: self.peer_frames_per_second,
             frame_burst: self.peer_frame_burst,
             bytes_per_day: self.peer_bytes_per_day,
@@ -283,7 +283,7 @@ pub struct LogConfig {
     /// `text` for people, `json` for log collectors (one JSON object per line).
     #[serde(default = "default_log_format")]
     pub format: String,
-    /// A tracing filter, for example `info` or `info,sfs_node::sync=debug`.
+    /// A tracing filter, for example `info` or `info,sfs_node::federation::sync=debug`.
     #[serde(default = "default_log_level")]
     pub level: String,
 }
@@ -561,7 +561,7 @@ impl NodeConfig {
                 ));
             }
         }
-        crate::seal::check_outside(&self.key_file(), &self.data_dir)
+        crate::storage::seal::check_outside(&self.key_file(), &self.data_dir)
             .map_err(|err| format!("field `store.key_file`: {err}"))?;
         for origin in &self.api.cors_allowed_origins {
             check_origin(origin)

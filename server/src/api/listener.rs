@@ -24,7 +24,7 @@ pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// Every service the API port serves, as reflection lists them: the API, the standard health
 /// service and reflection itself (both versions). The federation service is not served here.
 pub fn served_services() -> Vec<&'static str> {
-    let mut services = crate::node::API_SERVICES.to_vec();
+    let mut services = crate::api::API_SERVICES.to_vec();
     services.extend([
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",

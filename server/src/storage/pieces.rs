@@ -95,7 +95,7 @@ pub fn split(value: &[u8], max: usize) -> Vec<&[u8]> {
 }
 
 /// Starts the plaintext of a piece of a sealed value: the auditor's scan of the files
-/// ([`crate::store::readable_with_key`]) finds pieces in any order, and puts them together by
+/// ([`crate::storage::store::readable_with_key`]) finds pieces in any order, and puts them together by
 /// this tag.
 const TAG_MAGIC: &[u8; 4] = b"SFP\x01";
 /// Magic, value id (8 random bytes), index (u32), count (u32).

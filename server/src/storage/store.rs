@@ -2,7 +2,7 @@
 //!
 //! Layout (one sled database in `<data_dir>/store`):
 //! - tree `local`: local documents (`local/network`, ...), only reachable through [`LocalDocs`],
-//!   every value sealed with the document's data key (see [`crate::seal`]);
+//!   every value sealed with the document's data key (see [`crate::storage::seal`]);
 //! - tree `shared`: shared and national documents, only reachable through [`ShareableDocs`];
 //! - tree `sync_states`: per-peer Automerge sync states, key `<peer spiffe uri> <doc id>`;
 //! - tree `access_log`: who read or changed which personal record, append-only, sealed;
@@ -37,7 +37,7 @@ use automerge::{Automerge, ChangeHash};
 use sfs_sync::{DocId, DocPersist, NodeId, PersistKind, ShareableDocId};
 use sha2::{Digest, Sha256};
 
-use crate::seal::{Keyring, MasterKey};
+use crate::storage::seal::{Keyring, MasterKey};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ pub enum StoreError {
     )]
     Failed(String),
     #[error(transparent)]
-    Seal(#[from] crate::seal::SealError),
+    Seal(#[from] crate::storage::seal::SealError),
     #[error(
         "the data directory {0} is in use by another running node; stop that node first, or \
          give this one its own data_dir"
@@ -71,9 +71,9 @@ pub enum StoreError {
 }
 
 /// A value whose pieces do not add up is damaged (or sled failed reading them).
-fn piece_error(what: &str) -> impl FnOnce(crate::pieces::PieceError) -> StoreError + '_ {
+fn piece_error(what: &str) -> impl FnOnce(crate::storage::pieces::PieceError) -> StoreError + '_ {
     move |err| match err {
-        crate::pieces::PieceError::Sled(err) => StoreError::Sled(err),
+        crate::storage::pieces::PieceError::Sled(err) => StoreError::Sled(err),
         other => StoreError::Damaged {
             doc: what.to_string(),
             reason: other.to_string(),
@@ -324,7 +324,7 @@ impl Store {
         let mut used = std::collections::BTreeSet::new();
         let values = self.local.0.tree.iter().values();
         for value in values.chain(self.shared.0.tree.iter().values()) {
-            if let Some(id) = crate::seal::key_id_of(&value?) {
+            if let Some(id) = crate::storage::seal::key_id_of(&value?) {
                 used.insert(id);
             }
         }
@@ -398,7 +398,7 @@ impl DocTree {
                     format!("{doc}/snapshot/{}", heads_key(heads))
                 }
             };
-            crate::pieces::put(&mut batch, key.as_bytes(), pieces);
+            crate::storage::pieces::put(&mut batch, key.as_bytes(), pieces);
             self.tree.apply_batch(batch)?;
             Ok(())
         })();
@@ -407,34 +407,36 @@ impl DocTree {
         Ok(())
     }
 
-    /// `bytes` as the pieces to store (see [`crate::pieces`]): each sealed on its own with the
+    /// `bytes` as the pieces to store (see [`crate::storage::pieces`]): each sealed on its own with the
     /// document's data key in a sealed tree, so that every stored value names its key.
     fn stored_pieces(&self, doc: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
         match &self.sealed {
-            Some(keyring) => crate::pieces::split_tagged(
+            Some(keyring) => crate::storage::pieces::split_tagged(
                 bytes,
-                crate::pieces::PIECE_BYTES - crate::seal::OVERHEAD,
+                crate::storage::pieces::PIECE_BYTES - crate::storage::seal::OVERHEAD,
             )
             .into_iter()
             .map(|piece| Ok(keyring.seal(doc, &piece)?))
             .collect(),
-            None => Ok(crate::pieces::split(bytes, crate::pieces::PIECE_BYTES)
-                .into_iter()
-                .map(<[u8]>::to_vec)
-                .collect()),
+            None => Ok(
+                crate::storage::pieces::split(bytes, crate::storage::pieces::PIECE_BYTES)
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            ),
         }
     }
 
     /// The value stored under `key`, reassembled from its pieces and opened.
     fn value(&self, key: &str, value: sled::IVec) -> Result<Vec<u8>, StoreError> {
-        let pieces =
-            crate::pieces::read(&self.tree, key.as_bytes(), value).map_err(piece_error(key))?;
+        let pieces = crate::storage::pieces::read(&self.tree, key.as_bytes(), value)
+            .map_err(piece_error(key))?;
         // Shareable documents were stored unsealed before they were sealed: such a value is
         // read as it is (and sealed when the document is next stored as a snapshot).
         let legacy_plain = key.starts_with("shared/") || key.starts_with("national/");
         let unsealed = pieces
             .first()
-            .is_some_and(|piece| crate::seal::key_id_of(piece).is_none());
+            .is_some_and(|piece| crate::storage::seal::key_id_of(piece).is_none());
         match &self.sealed {
             Some(_) if legacy_plain && unsealed => Ok(pieces.concat()),
             Some(keyring) => {
@@ -442,7 +444,7 @@ impl DocTree {
                     .iter()
                     .map(|piece| keyring.open_value(key, piece))
                     .collect::<Result<Vec<_>, _>>()?;
-                crate::pieces::join_tagged(opened).map_err(piece_error(key))
+                crate::storage::pieces::join_tagged(opened).map_err(piece_error(key))
             }
             None => Ok(pieces.concat()),
         }
@@ -471,7 +473,7 @@ impl DocTree {
         let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
-            if crate::pieces::is_piece_key(&key) {
+            if crate::storage::pieces::is_piece_key(&key) {
                 continue;
             }
             let key = String::from_utf8_lossy(&key).to_string();
@@ -745,9 +747,10 @@ impl SyncStates {
         self.durability.check_room()?;
         let key = Self::key(peer, doc);
         let mut batch = sled::Batch::default();
-        crate::pieces::remove(&self.tree, &mut batch, key.as_bytes()).map_err(piece_error(&key))?;
-        let pieces = crate::pieces::split(state, crate::pieces::PIECE_BYTES);
-        crate::pieces::put(
+        crate::storage::pieces::remove(&self.tree, &mut batch, key.as_bytes())
+            .map_err(piece_error(&key))?;
+        let pieces = crate::storage::pieces::split(state, crate::storage::pieces::PIECE_BYTES);
+        crate::storage::pieces::put(
             &mut batch,
             key.as_bytes(),
             pieces.into_iter().map(<[u8]>::to_vec).collect(),
@@ -764,8 +767,8 @@ impl SyncStates {
         let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
             let key = key?;
-            if !crate::pieces::is_piece_key(&key) && key.ends_with(suffix.as_bytes()) {
-                crate::pieces::remove(&self.tree, &mut batch, &key)
+            if !crate::storage::pieces::is_piece_key(&key) && key.ends_with(suffix.as_bytes()) {
+                crate::storage::pieces::remove(&self.tree, &mut batch, &key)
                     .map_err(piece_error(&String::from_utf8_lossy(&key)))?;
             }
         }
@@ -781,7 +784,7 @@ impl SyncStates {
         let mut states = Vec::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
-            if crate::pieces::is_piece_key(&key) {
+            if crate::storage::pieces::is_piece_key(&key) {
                 continue;
             }
             let text = String::from_utf8_lossy(&key);
@@ -789,7 +792,7 @@ impl SyncStates {
                 .strip_prefix(&prefix)
                 .and_then(|doc| ShareableDocId::parse(doc).ok())
             {
-                let value = crate::pieces::read(&self.tree, &key, value)
+                let value = crate::storage::pieces::read(&self.tree, &key, value)
                     .map_err(piece_error(&text))?
                     .concat();
                 states.push((doc, value));
@@ -804,7 +807,7 @@ impl SyncStates {
 /// document saved uncompressed, so that every text ever written to it, overwritten or deleted
 /// ones included, appears as plain bytes. The view of an attacker who copied the directory and
 /// holds the key; tests search it for erased data. Values sealed piece by piece (see
-/// [`crate::pieces`]) are put together again by their tags.
+/// [`crate::storage::pieces`]) are put together again by their tags.
 pub fn readable_with_key(path: &Path, master: &MasterKey) -> Result<Vec<u8>, StoreError> {
     let mut all = Vec::new();
     let add = |all: &mut Vec<u8>, plain: &[u8]| {
@@ -817,8 +820,8 @@ pub fn readable_with_key(path: &Path, master: &MasterKey) -> Result<Vec<u8>, Sto
     // Pieces of values sealed piece by piece, by value id: (count, index → data).
     type Found = (u32, BTreeMap<u32, Vec<u8>>);
     let mut pieces: BTreeMap<[u8; 8], Found> = BTreeMap::new();
-    for plain in crate::seal::readable_plaintexts(path, master)? {
-        match crate::pieces::tag_of(&plain) {
+    for plain in crate::storage::seal::readable_plaintexts(path, master)? {
+        match crate::storage::pieces::tag_of(&plain) {
             Some((id, index, count, data)) => {
                 let entry = pieces.entry(id).or_insert_with(|| (count, BTreeMap::new()));
                 entry.1.insert(index, data.to_vec());
@@ -969,14 +972,14 @@ impl AccessLog {
             let mut key = (entry.time_ms as u64).to_be_bytes().to_vec();
             key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
             let value = serde_json::to_vec(entry).expect("entry serialises");
-            let pieces = crate::pieces::split_tagged(
+            let pieces = crate::storage::pieces::split_tagged(
                 &value,
-                crate::pieces::PIECE_BYTES - crate::seal::OVERHEAD,
+                crate::storage::pieces::PIECE_BYTES - crate::storage::seal::OVERHEAD,
             )
             .into_iter()
             .map(|piece| self.keyring.seal("access_log", &piece))
             .collect::<Result<Vec<_>, _>>()?;
-            crate::pieces::put(&mut batch, &key, pieces);
+            crate::storage::pieces::put(&mut batch, &key, pieces);
         }
         self.tree
             .apply_batch(batch)
@@ -990,16 +993,16 @@ impl AccessLog {
         let mut entries = Vec::new();
         for item in self.tree.iter().rev() {
             let (key, value) = item?;
-            if crate::pieces::is_piece_key(&key) {
+            if crate::storage::pieces::is_piece_key(&key) {
                 continue;
             }
             let what = format!("access log entry {}", hex::encode(&key));
-            let opened = crate::pieces::read(&self.tree, &key, value)
+            let opened = crate::storage::pieces::read(&self.tree, &key, value)
                 .map_err(piece_error(&what))?
                 .iter()
                 .map(|piece| self.keyring.open_value(&what, piece))
                 .collect::<Result<Vec<_>, _>>()?;
-            let value = crate::pieces::join_tagged(opened).map_err(piece_error(&what))?;
+            let value = crate::storage::pieces::join_tagged(opened).map_err(piece_error(&what))?;
             entries.push(
                 serde_json::from_slice(&value).map_err(|err| StoreError::Damaged {
                     doc: format!("access log entry {}", hex::encode(key)),

@@ -3,7 +3,7 @@
 //!
 //! - [`erase_expired_signals`] (city): erases closed signals past their retention period.
 //! - [`aggregate_national_stats`] (hub): recomputes `national/stats` when a city publishes.
-//! - The running handbook release is tracked by [`crate::release::track`].
+//! - The running handbook release is tracked by [`crate::federation::releases::track`].
 
 use std::collections::BTreeMap;
 
@@ -11,11 +11,11 @@ use sfs_sync::Role;
 use tonic::Status;
 
 use crate::api::{self, ApiState};
-use crate::model::now_ms;
-use crate::signals::{self as sig, signals_doc};
-use crate::stats;
-use crate::stats::documents as docs;
-use crate::stats::national::{self, PublishedRelease};
+use crate::domain::model::now_ms;
+use crate::domain::signals::{self as sig, signals_doc};
+use crate::domain::stats;
+use crate::domain::stats::documents as docs;
+use crate::domain::stats::national::{self, PublishedRelease};
 
 /// Erases closed signals once their retention period is over, checking a few times per period
 /// (at least every 10 minutes), until `shutdown`. Each erasure is written to the access log
@@ -109,11 +109,13 @@ pub async fn aggregate_national_stats(
                     .flat_map(|(_, doc)| docs::releases(doc))
                     .collect();
                 let counties: BTreeMap<String, String> = engine
-                    .document(&crate::directory::directory_doc())
+                    .document(&crate::domain::directory::directory_doc())
                     .map(|doc| {
-                        crate::docmodel::records(doc, "cities")
+                        crate::domain::docmodel::records(doc, "cities")
                             .into_iter()
-                            .map(|(id, obj)| (id, crate::docmodel::get_str(doc, &obj, "county")))
+                            .map(|(id, obj)| {
+                                (id, crate::domain::docmodel::get_str(doc, &obj, "county"))
+                            })
                             .collect()
                     })
                     .unwrap_or_default();

@@ -8,9 +8,9 @@ use automerge::{ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
 use sfs_sync::DocId;
 
-use crate::docmodel as dm;
-use crate::model::{check_date, check_len, doc_error, invalid, ModelError};
-use crate::register::read_follow_ups;
+use crate::domain::docmodel as dm;
+use crate::domain::model::{check_date, check_len, doc_error, invalid, ModelError};
+use crate::domain::register::read_follow_ups;
 
 /// Kinds of signal.
 pub const KINDS: &[&str] = &["signal", "support_contact"];
@@ -71,7 +71,7 @@ pub fn write_signal(
     dm::put_text(tx, obj, "description", &signal.description).map_err(doc_error)?;
     tx.put(obj, "status", signal.status.as_str())
         .map_err(doc_error)?;
-    crate::register::write_follow_ups(tx, obj, &signal.follow_ups)?;
+    crate::domain::register::write_follow_ups(tx, obj, &signal.follow_ups)?;
     if created {
         tx.put(obj, "created_ms", now_ms).map_err(doc_error)?;
     }

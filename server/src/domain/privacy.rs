@@ -14,7 +14,7 @@
 //! zero-width, bidi and other invisible characters removed, line breaks and other spaces made
 //! plain spaces, lower case. The matchers then work on that text only.
 //!
-//! [`check_change`] is the choke point: [`crate::sync::SyncHandle::edit_at`] calls it for every
+//! [`check_change`] is the choke point: the federation's `SyncHandle::edit_at` calls it for every
 //! edit of every shareable document with the document as merged after the edit, and the change
 //! it made; it checks every string value and text the change wrote or altered.
 //!

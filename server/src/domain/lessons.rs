@@ -90,7 +90,7 @@ pub fn check_tags(tags: &[String]) -> Result<(), LessonError> {
                 "tags",
                 format!(
                     "each tag needs 1 to {MAX_TAG_CHARS} characters; {} has {chars}",
-                    crate::model::quote(tag)
+                    crate::domain::model::quote(tag)
                 ),
             ));
         }
@@ -283,7 +283,7 @@ fn read_lesson(doc: &Automerge, city: &str, id: &str, lesson: &automerge::ObjId)
         created_ms: read_i64(doc, lesson, "created_ms"),
         updated_ms: read_i64(doc, lesson, "updated_ms"),
         method_step: read_str(doc, lesson, "method_step"),
-        archived: crate::docmodel::get_bool(doc, lesson, "archived"),
+        archived: crate::domain::docmodel::get_bool(doc, lesson, "archived"),
     }
 }
 
@@ -369,7 +369,7 @@ pub fn list(doc: &Automerge, city: &str, full: bool) -> Vec<ListedLesson> {
                 ListedLesson {
                     id: item.key.to_string(),
                     created_ms: read_i64(doc, &lesson, "created_ms"),
-                    archived: crate::docmodel::get_bool(doc, &lesson, "archived"),
+                    archived: crate::domain::docmodel::get_bool(doc, &lesson, "archived"),
                     record: None,
                 }
             }

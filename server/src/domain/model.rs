@@ -49,7 +49,7 @@ pub const MAX_QUOTED_CHARS: usize = 100;
 /// A client's value for an error message: quoted, cut after [`MAX_QUOTED_CHARS`] characters,
 /// and never repeated at all when it looks like personal data.
 pub fn quote(value: &str) -> String {
-    if let Some(kind) = crate::privacy::looks_personal(value) {
+    if let Some(kind) = crate::domain::privacy::looks_personal(value) {
         return format!(
             "(the value is not repeated: it looks like {})",
             kind.describe()
@@ -165,7 +165,7 @@ pub fn delete_or_not_found(
     id: &str,
     name: &str,
 ) -> Result<(), ModelError> {
-    if crate::docmodel::delete_record(tx, collection, id)? {
+    if crate::domain::docmodel::delete_record(tx, collection, id)? {
         Ok(())
     } else {
         Err(not_found(name))

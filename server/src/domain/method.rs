@@ -12,8 +12,8 @@ use automerge::{Automerge, ChangeHash, ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
 use sfs_sync::ShareableDocId;
 
-use crate::docmodel as dm;
-use crate::model::{check_len, doc_error, ModelError};
+use crate::domain::docmodel as dm;
+use crate::domain::model::{check_len, doc_error, ModelError};
 
 /// The handbook document.
 pub fn method_doc() -> ShareableDocId {
@@ -83,7 +83,7 @@ pub fn write_release(
     tx.put(&obj, "version_label", release.version_label.as_str())?;
     dm::put_text(tx, &obj, "notes", &release.notes)?;
     tx.put(&obj, "version", release.version.as_str())?;
-    tx.put(&obj, "created_ms", crate::model::now_ms())?;
+    tx.put(&obj, "created_ms", crate::domain::model::now_ms())?;
     if !release.signature.is_empty() {
         tx.put(&obj, "number", release.number)?;
         tx.put(&obj, "issue_time_ms", release.issue_time_ms)?;
@@ -188,7 +188,7 @@ fn parse_resource(name: &str) -> Result<(&'static str, &str), ModelError> {
     }
     Err(ModelError::Invalid(format!(
         "field `names`: {} is not method/chapters/{{id}}, method/steps/{{id}} or method/items/{{id}}",
-        crate::model::quote(name)
+        crate::domain::model::quote(name)
     )))
 }
 
@@ -206,7 +206,7 @@ pub fn check_redaction(redaction: &Redaction) -> Result<(), ModelError> {
             if !text_fields(collection).contains(&field.as_str()) {
                 return Err(ModelError::Invalid(format!(
                     "field `fields`: {} is not a text field of {name} (those are {})",
-                    crate::model::quote(field),
+                    crate::domain::model::quote(field),
                     text_fields(collection).join(", ")
                 )));
             }
@@ -236,7 +236,7 @@ pub fn redact(tx: &mut Transaction<'_>, redaction: &Redaction) -> Result<(), Mod
         let Some(obj) = dm::record(tx, collection, id) else {
             return Err(ModelError::NotFound(format!(
                 "{} is not in the handbook",
-                crate::model::quote(name)
+                crate::domain::model::quote(name)
             )));
         };
         if redaction.fields.is_empty() && redaction.text.is_empty() {
@@ -356,7 +356,7 @@ pub fn write_step(
     if dm::record(tx, "chapters", chapter).is_none() {
         return Err(ModelError::Invalid(format!(
             "field `chapter`: {} is not an existing chapter",
-            crate::model::quote(&step.chapter)
+            crate::domain::model::quote(&step.chapter)
         )));
     }
     tx.put(obj, "chapter", step.chapter.as_str())
@@ -378,7 +378,7 @@ pub fn write_item(
     if !has_step(tx, &item.step) {
         return Err(ModelError::Invalid(format!(
             "field `step`: {} is not an existing step",
-            crate::model::quote(&item.step)
+            crate::domain::model::quote(&item.step)
         )));
     }
     tx.put(obj, "step", item.step.as_str()).map_err(doc_error)?;

@@ -6,8 +6,8 @@ use automerge::ReadDoc;
 use sfs_proto::v1 as pb;
 use sfs_sync::ShareableDocId;
 
-use crate::docmodel as dm;
-use crate::model::{check_date, check_len, doc_error, now_ms, ModelError};
+use crate::domain::docmodel as dm;
+use crate::domain::model::{check_date, check_len, doc_error, now_ms, ModelError};
 
 /// The progress states.
 pub const STATES: &[&str] = &["started", "done"];
@@ -23,7 +23,7 @@ pub fn check(progress: &pb::StepProgress) -> Result<(), ModelError> {
     if !STATES.contains(&progress.state.as_str()) {
         return Err(ModelError::Invalid(format!(
             "field `state`: {} is not one of {}",
-            crate::model::quote(&progress.state),
+            crate::domain::model::quote(&progress.state),
             STATES.join(", ")
         )));
     }

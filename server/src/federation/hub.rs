@@ -2,7 +2,7 @@
 //!
 //! The peer's identity is read from its verified client certificate, never from a frame; a
 //! connection without a certificate from the national CA never reaches this code (rustls
-//! refuses the handshake). After that the stream is driven by [`crate::sync`] like any link,
+//! refuses the handshake). After that the stream is driven by [`crate::federation::sync`] like any link,
 //! and every change the hub accepts is offered at once to every other connected city.
 
 use std::collections::BTreeSet;
@@ -15,9 +15,9 @@ use sfs_sync::Role;
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::outbox::OutboxStream;
-use crate::pki;
-use crate::sync::{read_link, Outbox, SyncHandle};
+use crate::federation::outbox::OutboxStream;
+use crate::federation::pki;
+use crate::federation::sync::{read_link, Outbox, SyncHandle};
 
 /// The `Federation` gRPC service of the hub.
 pub struct FederationService {

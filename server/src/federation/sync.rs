@@ -9,7 +9,7 @@
 //! on disk before it is acknowledged or relayed, and no disk I/O happens under the engine lock.
 //!
 //! A city runs [`run_hub_link`], which dials the hub and reconnects with exponential backoff and
-//! jitter; the hub accepts links in [`crate::hub`].
+//! jitter; the hub accepts links in [`crate::federation::hub`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,9 +28,9 @@ use tokio::sync::{oneshot, watch};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status, Streaming};
 
-use crate::limits::{LimitExceeded, PeerBudgets, PeerLimits};
-use crate::outbox::{outbox, OutboxSender, OutboxStream, PushError};
-use crate::store::{ShareableDocs, ShareableStorage, StoreError, SyncStates};
+use crate::federation::limits::{LimitExceeded, PeerBudgets, PeerLimits};
+use crate::federation::outbox::{outbox, OutboxSender, OutboxStream, PushError};
+use crate::storage::store::{ShareableDocs, ShareableStorage, StoreError, SyncStates};
 
 /// Largest frame accepted or sent on a federation stream.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
@@ -39,7 +39,7 @@ pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
 /// (used by tests that check what crosses the wire).
 pub type FrameTap = Arc<dyn Fn(&NodeId, &[u8]) + Send + Sync>;
 
-/// Where frames for one link go: a bounded queue (see [`crate::outbox`]).
+/// Where frames for one link go: a bounded queue (see [`crate::federation::outbox`]).
 pub enum Outbox {
     /// The hub side: the response stream of the peer's `Sync` call.
     Server(OutboxSender<Result<pb::Frame, Status>>),
@@ -113,17 +113,17 @@ pub enum EditFailure<E> {
     Rejected(E),
     /// The privacy guard refused the text as it would stand after the edit (promise 7).
     #[error(transparent)]
-    Private(crate::privacy::Finding),
+    Private(crate::domain::privacy::Finding),
 }
 
 /// Where the guard for shared text comes from: called before every edit of a shareable
 /// document (cheap: a city caches its guard per version of its register).
-pub type GuardSource = Arc<dyn Fn() -> Arc<crate::privacy::Guard> + Send + Sync>;
+pub type GuardSource = Arc<dyn Fn() -> Arc<crate::domain::privacy::Guard> + Send + Sync>;
 
 /// Why an edit was taken back: the caller's own reason, or the privacy guard's.
 enum Refusal<E> {
     Handler(E),
-    Private(crate::privacy::Finding),
+    Private(crate::domain::privacy::Finding),
 }
 
 /// The transport side of the driver: every link's outbox, the budgets its frames are charged
@@ -312,7 +312,7 @@ impl SyncHandle {
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
             frame_tap,
-            guard: Mutex::new(Arc::new(crate::privacy::Guard::builtin)),
+            guard: Mutex::new(Arc::new(crate::domain::privacy::Guard::builtin)),
         })
     }
 
@@ -403,7 +403,7 @@ impl SyncHandle {
                 self.now_ms(),
                 |tx| change(tx).map_err(Refusal::Handler),
                 |doc, change| {
-                    crate::privacy::check_change(doc, change, &guard).map_err(Refusal::Private)
+                    crate::domain::privacy::check_change(doc, change, &guard).map_err(Refusal::Private)
                 },
             )
             .map_err(|err| match err {

@@ -6,8 +6,8 @@ use automerge::{ObjId, ReadDoc};
 use sfs_proto::v1 as pb;
 use sfs_sync::ShareableDocId;
 
-use crate::docmodel as dm;
-use crate::model::{check_len, doc_error, ModelError};
+use crate::domain::docmodel as dm;
+use crate::domain::model::{check_len, doc_error, ModelError};
 
 /// The directory document.
 pub fn directory_doc() -> ShareableDocId {

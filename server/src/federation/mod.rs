@@ -1,0 +1,11 @@
+//! The federation, above storage: the node's transport for the sans-IO engine and its one
+//! driver ([`sync`]), the hub's side of links ([`hub`]), the bounded outboxes ([`outbox`]), the
+//! per-peer limits ([`limits`]), the federation's certificates ([`pki`]) and the tracking of
+//! the signed handbook release a node runs ([`releases`]).
+
+pub mod hub;
+pub mod limits;
+pub mod outbox;
+pub mod pki;
+pub mod releases;
+pub mod sync;
