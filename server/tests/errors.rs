@@ -80,7 +80,7 @@ fn logs_that_go_to_a_file_or_pipe_have_no_colour_codes() {
         .output()
         .expect("sfs-node runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // The first start logs that it created the at-rest key, then fails to bind.
+    // The start is logged, then binding the API listener fails.
     assert!(stderr.contains(" INFO "), "{stderr}");
     assert!(
         !stderr.contains('\u{1b}'),

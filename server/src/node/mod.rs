@@ -281,8 +281,9 @@ fn local_addr(
 
 /// Starts a node as configured, binding the listeners it names.
 pub async fn start(config: NodeConfig, options: StartOptions) -> Result<RunningNode, NodeError> {
-    let role = preflight(&config)?.id.role();
-    let listeners = Listeners::bind(&config, role).await?;
+    let id = preflight(&config)?.id;
+    tracing::info!(node = %id, data_dir = %config.data_dir.display(), "starting");
+    let listeners = Listeners::bind(&config, id.role()).await?;
     start_on(config, listeners, options).await
 }
 
