@@ -108,11 +108,11 @@ async fn redacted_and_deleted_lessons_leave_no_trace_on_any_node_or_backup() {
     let doc = "shared/lessons/lund";
 
     // Two texts the guard let through, one of them in two versions of the history. Each canary
-    // is written whole in one edit (Automerge stores a text edit as the characters it changed,
+    // is written whole by one edit: Automerge stores a text edit as the characters it changed,
     // so a canary made by editing another would never be stored in one piece, and a scan for
-    // it would prove nothing).
+    // it would prove nothing. The second version adds the second canary at the end.
     let (redacted, earlier, deleted) = (
-        "Pier watch: canary-rd-5521",
+        "canary-rd-5520 met at the harbour, canary-rd-5521 at the pier",
         "canary-rd-5520 met at the harbour",
         "canary-dl-7734 stayed at the hostel",
     );

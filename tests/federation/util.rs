@@ -171,7 +171,10 @@ impl Federation {
                 .await
                 .unwrap(),
             federation: None,
-            web: None,
+            web: match city.config.web.listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
+                None => None,
+            },
             metrics: match city.config.metrics.listen {
                 Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
                 None => None,
