@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod docmodel;
+pub mod handbook_notes;
 pub mod hub;
 pub mod lessons;
 pub mod limits;

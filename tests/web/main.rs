@@ -957,9 +957,68 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         .select_by_value("done")
         .await
         .unwrap();
-    submit(&hbg_browser, &format!("#{anchor} form")).await;
+    submit(
+        &hbg_browser,
+        &format!("#{anchor} form[action='/handbook/progress']"),
+    )
+    .await;
     wait_for_text(&hbg_browser, &format!("#{anchor} h3"), "Klart").await;
+    // The city's own note on the step: written here, kept in the city, shown on the page and
+    // printed with the handbook.
+    let note = "Här börjar vi med campingplatserna längs kusten.";
+    fill(&hbg_browser, &format!("#notetext-{anchor}"), note).await;
+    submit(&hbg_browser, &format!("#{anchor} form.note-form")).await;
+    wait_for_text(&hbg_browser, &format!("#{anchor} .note-text"), note).await;
     checks.page(&hbg_browser, "12f-helsingborg-handbook").await;
+    // The print view: the print stylesheet applied to the screen shows the note and no form.
+    let printed = hbg_browser
+        .execute(
+            r#"const [anchor] = arguments;
+               document.querySelector("link[media=print]").media = "all";
+               const shown = el => el && getComputedStyle(el).display !== "none"
+                   && el.getClientRects().length > 0;
+               const step = document.getElementById(anchor);
+               return {
+                 note: shown(step.querySelector(".note-text"))
+                     ? step.querySelector(".note-text").innerText : "",
+                 forms: [...document.querySelectorAll("main form")].filter(shown).length,
+               };"#,
+            vec![json!(anchor)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(printed["note"], json!(note), "{printed}");
+    assert_eq!(printed["forms"], json!(0), "{printed}");
+    checks
+        .page(&hbg_browser, "12g-helsingborg-handbook-print")
+        .await;
+    hbg_browser
+        .goto(&format!("{}/handbook", hbg_web.url()))
+        .await
+        .unwrap();
+    // Malmö does not have Helsingborg's note, and its reader is offered no note to write.
+    let deadline = Instant::now() + DEADLINE;
+    let malmo_handbook = loop {
+        malmo_browser
+            .goto(&format!("{}/handbook", malmo_web.url()))
+            .await
+            .unwrap();
+        let text = text_of(&malmo_browser, "main").await;
+        if text.contains("Kartlägg aktörerna") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "Malmö has no handbook: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!malmo_handbook.contains(note), "{malmo_handbook}");
+    assert!(
+        malmo_browser
+            .find_all(Locator::Css("form.note-form"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a reader is offered to write a note"
+    );
 
     // English on request, remembered for the next page.
     hbg_browser

@@ -93,6 +93,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/handbook", get(handbook::page))
         .route("/handbook/progress", post(handbook::set_progress))
+        .route("/handbook/notes", post(handbook::set_note))
         .route("/national", get(stats::national))
         .route("/national.csv", get(stats::national_csv))
         .fallback(not_found)
