@@ -1020,6 +1020,74 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         "a reader is offered to write a note"
     );
 
+    // A city's admin cannot reach the hub's authoring page.
+    hbg_browser
+        .goto(&format!("{}/handbook/edit", hbg_web.url()))
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "main", "Din roll får inte göra detta").await;
+    hbg_browser
+        .goto(&format!("{}/handbook", hbg_web.url()))
+        .await
+        .unwrap();
+
+    // The national coordinator edits a step at the hub's authoring page, sees it in the draft,
+    // and prepares a release: the page shows the command that signs exactly this draft.
+    let hub_coordinator = token(&fed.hub, ApiRole::Coordinator);
+    let author = driver.browser(&chromium, "hub-author").await;
+    sign_in_with_link(&author, &hub_web.sign_in_link(&hub_coordinator)).await;
+    author
+        .goto(&format!("{}/handbook", hub_web.url()))
+        .await
+        .unwrap();
+    author
+        .find(Locator::Css("a[href='/handbook/edit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&author, "h1", "Redigera handboken").await;
+    let step_anchor = format!("s-{}", first.name.rsplit('/').next().unwrap());
+    author
+        .find(Locator::Css(&format!("#{step_anchor} > details > summary")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let description = "Börja med dem som redan ringer polisen om hotellen.";
+    fill(&author, &format!("#{step_anchor}-description"), description).await;
+    submit(&author, &format!("#{step_anchor} form.edit-step")).await;
+    wait_for_text(
+        &author,
+        &format!("#{step_anchor} .step-description"),
+        description,
+    )
+    .await;
+    let draft = hub_api.handbook_latest().await.unwrap();
+    let edited = draft
+        .chapters
+        .iter()
+        .flat_map(|c| &c.steps)
+        .find(|s| s.name == first.name)
+        .unwrap();
+    assert_eq!(edited.description, description);
+    fill(&author, "#label", "2026.2").await;
+    fill(&author, "#notes", "Tydligare första steg").await;
+    submit(&author, "form.prepare-release").await;
+    let command = wait_for_text(&author, "#release-command", "sfs handbook release").await;
+    assert_eq!(
+        command,
+        format!(
+            "sfs handbook release --label 2026.2 --notes 'Tydligare första steg' --number 1 \
+             --version {} --valid-days 365 --key release.key",
+            draft.version
+        )
+    );
+    checks.page(&author, "12h-hub-handbook-authoring").await;
+    author.close().await.unwrap();
+
     // English on request, remembered for the next page.
     hbg_browser
         .find(Locator::Css("a[hreflang=en]"))
