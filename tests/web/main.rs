@@ -752,6 +752,21 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     let title = chart_title(&hub_browser).await;
     assert!(title.contains("per kvartal"), "{title:?}");
     assert_chart_drawn(&hub_browser).await;
+    // One city's hidden cells leave lower bounds of 0: arrows marked "okänt, men litet", which
+    // the legend explains, never bars.
+    let marked = hub_browser
+        .execute(
+            r#"return document.querySelector("svg.chart").textContent.includes("okänt, men litet")
+                   && document.querySelector(".chart-legend").textContent.includes("okänt, men litet");"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marked,
+        json!(true),
+        "a lower bound of 0 is not marked as unknown"
+    );
     checks
         .page(&hub_browser, "12d-hub-national-statistics")
         .await;
