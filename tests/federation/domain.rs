@@ -1222,3 +1222,109 @@ async fn personal_data_is_refused_before_it_reaches_a_shared_document() {
     assert_eq!(words, vec!["Hotell Solgården".to_string()]);
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_citys_step_notes_are_set_listed_checked_and_kept_to_the_city() {
+    let mut fed = Federation::start(&["lund", "malmo"]).await;
+    let step = fed.hub_step(0, "Map the hotels").await;
+    let mut editor = fed.client_with_role(0, ApiRole::Editor).await;
+    let mut reader = fed.client_with_role(0, ApiRole::Reader).await;
+    let note = |step: &str, text: &str| pb::SetStepNoteRequest {
+        note: Some(pb::StepNote {
+            step: step.into(),
+            text: text.into(),
+            ..Default::default()
+        }),
+    };
+
+    // An editor sets the note and changes it; a reader lists it.
+    let set = editor
+        .method
+        .set_step_note(note(&step, "Start with the camp sites"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.step, step);
+    assert!(set.name.starts_with("step-notes/"), "{}", set.name);
+    assert!(set.update_time_ms > 0);
+    editor
+        .method
+        .set_step_note(note(&step, "Start with the camp sites and the ferry"))
+        .await
+        .unwrap();
+    let listed = reader
+        .method
+        .list_step_notes(pb::ListStepNotesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .notes;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].text, "Start with the camp sites and the ferry");
+    assert_eq!(listed[0].step, step);
+
+    // A reader may not write one.
+    let (code, _) = code_of(
+        reader
+            .method
+            .set_step_note(note(&step, "a reader's note"))
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    // Unknown or malformed steps, over-long text and a missing note are refused, naming the field.
+    for (request, field) in [
+        (note("method/steps/nosuchstep", "text"), "`step`"),
+        (note("method/chapters/x", "text"), "`step`"),
+        (note(&step, &"x".repeat(5001)), "`text`"),
+        (pb::SetStepNoteRequest { note: None }, "`note`"),
+    ] {
+        let (code, message) = code_of(editor.method.set_step_note(request).await);
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains(field), "{message}");
+    }
+    // The hub keeps no notes.
+    let mut hub = fed.hub_client().await;
+    let (code, _) = code_of(
+        hub.method
+            .list_step_notes(pb::ListStepNotesRequest {})
+            .await,
+    );
+    assert_eq!(code, Code::FailedPrecondition);
+    let (code, _) = code_of(hub.method.set_step_note(note(&step, "national")).await);
+    assert_eq!(code, Code::FailedPrecondition);
+    // Another city has the step but not Lund's note.
+    let mut malmo = fed.client(1).await;
+    eventually("Malmö has the step", || {
+        let (mut malmo, step) = (malmo.clone(), step.clone());
+        async move {
+            let handbook = malmo.handbook().await.ok()?;
+            handbook
+                .chapters
+                .iter()
+                .flat_map(|c| &c.steps)
+                .any(|s| s.name == step)
+                .then_some(())
+        }
+    })
+    .await;
+    let malmo_notes = malmo
+        .method
+        .list_step_notes(pb::ListStepNotesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .notes;
+    assert!(malmo_notes.is_empty(), "{malmo_notes:?}");
+
+    // Empty text removes the note.
+    editor.method.set_step_note(note(&step, "")).await.unwrap();
+    let listed = reader
+        .method
+        .list_step_notes(pb::ListStepNotesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .notes;
+    assert!(listed.is_empty(), "{listed:?}");
+    fed.stop_all().await;
+}

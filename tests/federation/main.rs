@@ -97,6 +97,7 @@ async fn local_canaries_never_reach_the_hub_or_another_city() {
     let org_canary = "CANARY-ORG-7f3a91";
     let contact_canary = "CANARY-PERSON-c2d8e4";
     let phone_canary = "0700-CANARY-5511";
+    let note_canary = "CANARY-NOTE-3b6e02";
     let org = helsingborg
         .create_organisation(org_canary, "civil_society")
         .await
@@ -109,6 +110,19 @@ async fn local_canaries_never_reach_the_hub_or_another_city() {
             email: "canary-7f3a@example.org".into(),
             role: "outreach".into(),
             ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The city's own note on a handbook step is local too.
+    let step = fed.hub_step(0, "Map the hotels").await;
+    helsingborg
+        .method
+        .set_step_note(pb::SetStepNoteRequest {
+            note: Some(pb::StepNote {
+                step,
+                text: format!("Here we start with {note_canary}"),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap();
@@ -130,6 +144,7 @@ async fn local_canaries_never_reach_the_hub_or_another_city() {
         contact_canary,
         phone_canary,
         "canary-7f3a@example.org",
+        note_canary,
     ];
     // Positive controls: the scans can see what they look for.
     assert!(

@@ -322,6 +322,8 @@ const NOT_SHARED: &[&str] = &[
     "Method.ListReleases",
     "Method.DiffHandbook",
     "Method.GetRunningRelease",
+    "Method.ListStepNotes",
+    "Method.SetStepNote",
     "Progress.ListProgress",
     "Progress.GetAdoption",
     "Directory.GetCity",

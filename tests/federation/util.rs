@@ -243,6 +243,52 @@ impl Federation {
             .unwrap()
     }
 
+    /// Adds a chapter with one step at the hub and waits until city `i` has the step; returns
+    /// the step's name.
+    pub async fn hub_step(&self, i: usize, title: &str) -> String {
+        let mut hub = self.hub_client().await;
+        let chapter = hub
+            .method
+            .create_chapter(sfs_client::v1::CreateChapterRequest {
+                chapter: Some(sfs_client::v1::Chapter {
+                    title: format!("Chapter of {title}"),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        let step = hub
+            .method
+            .create_step(sfs_client::v1::CreateStepRequest {
+                step: Some(sfs_client::v1::Step {
+                    chapter,
+                    title: title.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        let city = self.client(i).await;
+        eventually("the city has the step", || {
+            let (mut city, step) = (city.clone(), step.clone());
+            async move {
+                let handbook = city.handbook().await.ok()?;
+                handbook
+                    .chapters
+                    .iter()
+                    .flat_map(|c| &c.steps)
+                    .any(|s| s.name == step)
+                    .then_some(())
+            }
+        })
+        .await;
+        step
+    }
+
     pub async fn stop_all(&mut self) {
         for i in 0..self.cities.len() {
             if self.cities[i].running.is_some() {

@@ -752,6 +752,21 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     let title = chart_title(&hub_browser).await;
     assert!(title.contains("per kvartal"), "{title:?}");
     assert_chart_drawn(&hub_browser).await;
+    // One city's hidden cells leave lower bounds of 0: arrows marked "okänt, men litet", which
+    // the legend explains, never bars.
+    let marked = hub_browser
+        .execute(
+            r#"return document.querySelector("svg.chart").textContent.includes("okänt, men litet")
+                   && document.querySelector(".chart-legend").textContent.includes("okänt, men litet");"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marked,
+        json!(true),
+        "a lower bound of 0 is not marked as unknown"
+    );
     checks
         .page(&hub_browser, "12d-hub-national-statistics")
         .await;
@@ -957,9 +972,136 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
         .select_by_value("done")
         .await
         .unwrap();
-    submit(&hbg_browser, &format!("#{anchor} form")).await;
+    submit(
+        &hbg_browser,
+        &format!("#{anchor} form[action='/handbook/progress']"),
+    )
+    .await;
     wait_for_text(&hbg_browser, &format!("#{anchor} h3"), "Klart").await;
+    // The city's own note on the step: written here, kept in the city, shown on the page and
+    // printed with the handbook.
+    let note = "Här börjar vi med campingplatserna längs kusten.";
+    fill(&hbg_browser, &format!("#notetext-{anchor}"), note).await;
+    submit(&hbg_browser, &format!("#{anchor} form.note-form")).await;
+    wait_for_text(&hbg_browser, &format!("#{anchor} .note-text"), note).await;
     checks.page(&hbg_browser, "12f-helsingborg-handbook").await;
+    // The print view: the print stylesheet applied to the screen shows the note and no form.
+    let printed = hbg_browser
+        .execute(
+            r#"const [anchor] = arguments;
+               document.querySelector("link[media=print]").media = "all";
+               const shown = el => el && getComputedStyle(el).display !== "none"
+                   && el.getClientRects().length > 0;
+               const step = document.getElementById(anchor);
+               return {
+                 note: shown(step.querySelector(".note-text"))
+                     ? step.querySelector(".note-text").innerText : "",
+                 forms: [...document.querySelectorAll("main form")].filter(shown).length,
+               };"#,
+            vec![json!(anchor)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(printed["note"], json!(note), "{printed}");
+    assert_eq!(printed["forms"], json!(0), "{printed}");
+    checks
+        .page(&hbg_browser, "12g-helsingborg-handbook-print")
+        .await;
+    hbg_browser
+        .goto(&format!("{}/handbook", hbg_web.url()))
+        .await
+        .unwrap();
+    // Malmö does not have Helsingborg's note, and its reader is offered no note to write.
+    let deadline = Instant::now() + DEADLINE;
+    let malmo_handbook = loop {
+        malmo_browser
+            .goto(&format!("{}/handbook", malmo_web.url()))
+            .await
+            .unwrap();
+        let text = text_of(&malmo_browser, "main").await;
+        if text.contains("Kartlägg aktörerna") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "Malmö has no handbook: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!malmo_handbook.contains(note), "{malmo_handbook}");
+    assert!(
+        malmo_browser
+            .find_all(Locator::Css("form.note-form"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a reader is offered to write a note"
+    );
+
+    // A city's admin cannot reach the hub's authoring page.
+    hbg_browser
+        .goto(&format!("{}/handbook/edit", hbg_web.url()))
+        .await
+        .unwrap();
+    wait_for_text(&hbg_browser, "main", "Din roll får inte göra detta").await;
+    hbg_browser
+        .goto(&format!("{}/handbook", hbg_web.url()))
+        .await
+        .unwrap();
+
+    // The national coordinator edits a step at the hub's authoring page, sees it in the draft,
+    // and prepares a release: the page shows the command that signs exactly this draft.
+    let hub_coordinator = token(&fed.hub, ApiRole::Coordinator);
+    let author = driver.browser(&chromium, "hub-author").await;
+    sign_in_with_link(&author, &hub_web.sign_in_link(&hub_coordinator)).await;
+    author
+        .goto(&format!("{}/handbook", hub_web.url()))
+        .await
+        .unwrap();
+    author
+        .find(Locator::Css("a[href='/handbook/edit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&author, "h1", "Redigera handboken").await;
+    let step_anchor = format!("s-{}", first.name.rsplit('/').next().unwrap());
+    author
+        .find(Locator::Css(&format!("#{step_anchor} > details > summary")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let description = "Börja med dem som redan ringer polisen om hotellen.";
+    fill(&author, &format!("#{step_anchor}-description"), description).await;
+    submit(&author, &format!("#{step_anchor} form.edit-step")).await;
+    wait_for_text(
+        &author,
+        &format!("#{step_anchor} .step-description"),
+        description,
+    )
+    .await;
+    let draft = hub_api.handbook_latest().await.unwrap();
+    let edited = draft
+        .chapters
+        .iter()
+        .flat_map(|c| &c.steps)
+        .find(|s| s.name == first.name)
+        .unwrap();
+    assert_eq!(edited.description, description);
+    fill(&author, "#label", "2026.2").await;
+    fill(&author, "#notes", "Tydligare första steg").await;
+    submit(&author, "form.prepare-release").await;
+    let command = wait_for_text(&author, "#release-command", "sfs handbook release").await;
+    assert_eq!(
+        command,
+        format!(
+            "sfs handbook release --label 2026.2 --notes 'Tydligare första steg' --number 1 \
+             --version {} --valid-days 365 --key release.key",
+            draft.version
+        )
+    );
+    checks.page(&author, "12h-hub-handbook-authoring").await;
+    author.close().await.unwrap();
 
     // English on request, remembered for the next page.
     hbg_browser

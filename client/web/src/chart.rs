@@ -4,7 +4,9 @@
 //!
 //! A bar says what kind of figure it is, as the tables do: an exact count is a plain bar; a
 //! lower bound (some city hid its part, so the true value is at least this) is a bar whose top
-//! fades out with an arrow upwards, an open end; a noisy count carries an error bar of about
+//! fades out with an arrow upwards, an open end; a lower bound of 0 (every part hidden: unknown,
+//! but small) has no bar at all, only an arrow up from the baseline and the words for it, so it
+//! cannot be read as a real value; a noisy count carries an error bar of about
 //! 95 % (± 1.96 standard deviations); a hidden count has no bar, only the word for hidden. The
 //! SVG has a title and a description for screen readers; the table beside it stays the
 //! accessible alternative with every figure.
@@ -54,6 +56,14 @@ impl Mark {
     }
 }
 
+impl Bar {
+    /// A lower bound of at most 0: nothing is known but that the count is small. Drawn as an
+    /// arrow up from the baseline, never as a bar.
+    fn unknown_small(&self) -> bool {
+        self.mark.open() && self.value.is_some_and(|v| v <= 0)
+    }
+}
+
 /// One bar.
 #[derive(Debug, Clone)]
 pub struct Bar {
@@ -74,6 +84,8 @@ pub struct Words<'a> {
     pub y_axis: &'a str,
     /// Written where a bar is hidden.
     pub hidden: &'a str,
+    /// Written above the arrow of a lower bound of 0 ("unknown, but small").
+    pub unknown_small: &'a str,
 }
 
 const WIDTH: u32 = 720;
@@ -173,6 +185,9 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
     let bar_margin = segment.saturating_sub(90).max(12) / 2;
     // The bars.
     chart.draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
+        if b.unknown_small() {
+            return None;
+        }
         let v = b.value? as f64;
         let mut rect = Rectangle::new([(left(i), 0.0), (right(i), v)], BAR.filled());
         rect.set_margin(0, 0, bar_margin, bar_margin);
@@ -183,6 +198,19 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
         let (Some(v), true) = (b.value, b.mark.open()) else {
             continue;
         };
+        if b.unknown_small() {
+            // No bar: a thin shaft up from the baseline and an arrowhead, open-ended.
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(at(i), 0.0), (at(i), open_end * 1.05)],
+                BAR.stroke_width(3),
+            )))?;
+            chart.draw_series(std::iter::once(TriangleMarker::new(
+                (at(i), open_end * 1.15),
+                7,
+                BAR.filled(),
+            )))?;
+            continue;
+        }
         let v = v as f64;
         for step in 0..4 {
             let from = v + open_end * f64::from(step) / 4.0;
@@ -202,6 +230,9 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
     }
     // Error bars on noisy counts.
     chart.draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
+        if b.unknown_small() {
+            return None;
+        }
         let v = b.value? as f64;
         let sd = b.mark.sd()?;
         Some(ErrorBar::new_vertical(
@@ -220,6 +251,10 @@ fn draw(svg: &mut String, words: &Words, bars: &[Bar]) -> Result<(), Box<dyn std
         .pos(Pos::new(HPos::Center, VPos::Bottom));
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let (words, y) = match (value_text(b), b.value) {
+            _ if b.unknown_small() => (
+                words.unknown_small.to_string(),
+                open_end * 1.6 + y_max * 0.02,
+            ),
             (Some(words), Some(v)) => {
                 let v = v as f64;
                 let above = if b.mark.open() {
@@ -255,6 +290,7 @@ mod tests {
             description: "Ett stapeldiagram.",
             y_axis: "Personer",
             hidden: "dold",
+            unknown_small: "okänt, men litet",
         }
     }
 
@@ -319,5 +355,98 @@ mod tests {
     #[test]
     fn nothing_to_draw_is_no_chart() {
         assert_eq!(bars("c", &words(), &[]), None);
+    }
+
+    /// The bars' rectangles (their colour), and of them the faded ones (opacity below 1).
+    fn bar_rects(svg: &str) -> (usize, usize) {
+        let rects: Vec<&str> = svg
+            .lines()
+            .filter(|l| l.starts_with("<rect") && l.contains("fill=\"#1F4E79\""))
+            .collect();
+        let faded = rects
+            .iter()
+            .filter(|l| !l.contains("opacity=\"1\""))
+            .count();
+        (rects.len(), faded)
+    }
+
+    #[test]
+    fn a_lower_bound_of_zero_is_an_arrow_from_the_baseline_never_a_bar() {
+        let unknown = [
+            Bar {
+                label: "2026-Q1".into(),
+                value: Some(10),
+                mark: Mark::Exact,
+            },
+            Bar {
+                label: "2026-Q2".into(),
+                value: Some(0),
+                mark: Mark::LowerBound,
+            },
+            Bar {
+                label: "2026-Q3".into(),
+                value: Some(0),
+                mark: Mark::LowerBoundNoisy { sd: 2.0 },
+            },
+        ];
+        let svg = super::bars("c3", &words(), &unknown).unwrap();
+        // Only the exact count is a bar; nothing faded stands for the two lower bounds of 0.
+        assert_eq!(bar_rects(&svg), (1, 0), "{svg}");
+        assert!(!svg.contains("≥ 0") && !svg.contains("≥ ≈ 0"), "{svg}");
+        assert_eq!(svg.matches("okänt, men litet").count(), 2, "{svg}");
+        // Each is a shaft that starts at the baseline, with an arrowhead above it.
+        let baseline = svg
+            .lines()
+            .find(|l| l.starts_with("<polyline") && l.contains("stroke=\"#1A1A1A\""))
+            .and_then(|axis| axis.split("points=\"").nth(1))
+            .and_then(|points| points.split(' ').nth(1))
+            .and_then(|bottom| bottom.split(',').nth(1))
+            .unwrap()
+            .to_string();
+        let shafts: Vec<&str> = svg
+            .lines()
+            .filter(|l| {
+                l.starts_with("<polyline")
+                    && l.contains("stroke=\"#1F4E79\"")
+                    && l.contains("stroke-width=\"3\"")
+            })
+            .collect();
+        assert_eq!(shafts.len(), 2, "{svg}");
+        for shaft in shafts {
+            assert!(
+                shaft.contains(&format!(",{baseline} ")),
+                "{shaft} from {baseline}"
+            );
+        }
+        assert_eq!(
+            svg.lines()
+                .filter(|l| l.starts_with("<polygon") && l.contains("#1F4E79"))
+                .count(),
+            2,
+            "{svg}"
+        );
+        // No error bar on a count nobody knows.
+        assert!(
+            !svg.contains("stroke=\"#1A1A1A\" stroke-width=\"2\""),
+            "{svg}"
+        );
+    }
+
+    #[test]
+    fn a_lower_bound_above_zero_keeps_its_open_ended_bar() {
+        let at_least = [Bar {
+            label: "2026-Q2".into(),
+            value: Some(40),
+            mark: Mark::LowerBound,
+        }];
+        let svg = super::bars("c4", &words(), &at_least).unwrap();
+        let (bars, faded) = bar_rects(&svg);
+        assert_eq!(
+            (bars, faded),
+            (5, 4),
+            "the bar and its four faded steps: {svg}"
+        );
+        assert!(svg.contains("≥ 40"));
+        assert!(!svg.contains("okänt"));
     }
 }

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{doc_error, new_id, now_ms, paginate, parse_name, require, update_mask, ApiState};
 use crate::api::tokens::ApiRole;
 use crate::domain::docmodel as dm;
+use crate::domain::handbook_notes::{self as notes, notes_doc};
 use crate::domain::method::{self as m, method_doc};
 
 /// The `Method` gRPC service.
@@ -81,6 +82,16 @@ impl MethodService {
         if unknown {
             return Err(Status::failed_precondition(
                 "field `version`: the release names heads this hub's handbook does not have",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses the city's own notes at the hub, which has no city of its own.
+    fn city_only(&self) -> Result<(), Status> {
+        if self.0.sync.me().role() != sfs_sync::Role::City {
+            return Err(Status::failed_precondition(
+                "step notes are kept by each city; the hub keeps none",
             ));
         }
         Ok(())
@@ -567,5 +578,42 @@ impl pb::method_server::Method for MethodService {
                 version: dm::version_of(&doc.get_heads()),
             }))
         })
+    }
+
+    async fn list_step_notes(
+        &self,
+        request: Request<pb::ListStepNotesRequest>,
+    ) -> Result<Response<pb::ListStepNotesResponse>, Status> {
+        require(&request, ApiRole::Reader)?;
+        self.city_only()?;
+        let notes = self.0.local.read(&notes_doc(), notes::read_all);
+        Ok(Response::new(pb::ListStepNotesResponse { notes }))
+    }
+
+    async fn set_step_note(
+        &self,
+        request: Request<pb::SetStepNoteRequest>,
+    ) -> Result<Response<pb::StepNote>, Status> {
+        require(&request, ApiRole::Editor)?;
+        self.city_only()?;
+        let note = request
+            .into_inner()
+            .note
+            .ok_or_else(|| Status::invalid_argument("field `note`: is required"))?;
+        let id = notes::step_id(&note.step)?;
+        notes::check(&note)?;
+        if !self.read(|doc| m::has_step(doc, &note.step)) {
+            return Err(Status::invalid_argument(format!(
+                "field `step`: {} is not a step of the handbook this node has",
+                super::quote(&note.step)
+            )));
+        }
+        let saved = self
+            .0
+            .edit_local(notes_doc(), move |tx| {
+                Ok(notes::write(tx, &id, &note, now_ms())?)
+            })
+            .await?;
+        Ok(Response::new(saved))
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod directory;
 pub mod docmodel;
+pub mod handbook_notes;
 pub mod lessons;
 pub mod method;
 pub mod model;

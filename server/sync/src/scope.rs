@@ -252,7 +252,7 @@ impl std::fmt::Display for Owner {
     }
 }
 
-const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records"];
+const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records", "handbook-notes"];
 const SHARED_KINDS: &[&str] = &["lessons", "stats", "progress"];
 const NATIONAL_KINDS: &[&str] = &["method", "directory", "stats", "policy"];
 

@@ -1,5 +1,7 @@
 //! The handbook: the chapters and steps of the release this city runs, the city's progress on
-//! each step (set by a coordinator), and what changed since an earlier release. Printable.
+//! each step (set by a coordinator), the city's own note on each step (written by an editor,
+//! kept in the city's local document through `Method.SetStepNote`: it never leaves the city),
+//! and what changed since an earlier release. Printable with the notes (`static/print.css`).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,7 @@ use axum::Form;
 use serde::Deserialize;
 use sfs_client::v1 as pb;
 
-use super::{api_error, field_error, Ctx, Signed};
+use super::{api_error, field_error, Ctx, Editor, Signed};
 use crate::i18n::Tr;
 use crate::session::Role;
 use crate::{format, html};
@@ -25,6 +27,8 @@ pub(crate) struct StepView {
     pub state: String,
     pub state_code: String,
     pub date: String,
+    /// The city's own note on the step (local).
+    pub note: String,
 }
 
 /// One change since an earlier release.
@@ -45,6 +49,8 @@ struct HandbookPage {
     awaiting: bool,
     chapters: Vec<(String, String, Vec<StepView>)>,
     can_set: bool,
+    can_note: bool,
+    can_edit: bool,
     today: String,
     since: String,
     releases: Vec<String>,
@@ -77,7 +83,21 @@ pub(crate) async fn page(
         }
     };
     let mut progress: BTreeMap<String, pb::StepProgress> = BTreeMap::new();
+    let mut notes: BTreeMap<String, String> = BTreeMap::new();
     if !session.hub {
+        match session
+            .client
+            .method
+            .list_step_notes(pb::ListStepNotesRequest {})
+            .await
+        {
+            Ok(list) => {
+                for note in list.into_inner().notes {
+                    notes.insert(note.step, note.text);
+                }
+            }
+            Err(status) => return api_error(&t, &session, &status),
+        }
         if let Ok(list) = session
             .client
             .progress
@@ -158,6 +178,7 @@ pub(crate) async fn page(
                         )),
                         date: p.map(|p| format::iso_date(&t, &p.date)).unwrap_or_default(),
                         state_code,
+                        note: notes.remove(&step.name).unwrap_or_default(),
                         name: step.name,
                         title: step.title,
                         description: step.description,
@@ -176,6 +197,8 @@ pub(crate) async fn page(
         awaiting: handbook.awaiting_release,
         chapters,
         can_set: !session.hub && session.role >= Role::Coordinator,
+        can_note: !session.hub && session.role >= Role::Editor,
+        can_edit: session.hub && session.role >= Role::Coordinator,
         today: format::today(),
         since: query.since,
         releases,
@@ -213,6 +236,41 @@ pub(crate) async fn set_progress(
                 step: form.step,
                 state: form.state,
                 date: form.date,
+                ..Default::default()
+            }),
+        })
+        .await;
+    match result {
+        Ok(_) => Redirect::to(&format!("/handbook#{anchor}")).into_response(),
+        Err(status) if field_error(&t, &status).is_some() => {
+            Redirect::to(&format!("/handbook?error=1#{anchor}")).into_response()
+        }
+        Err(status) => api_error(&t, &session, &status),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct NoteForm {
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    text: String,
+}
+
+/// `POST /handbook/notes`: the city's own note on a step (empty text removes it).
+pub(crate) async fn set_note(
+    Signed { t, mut session, .. }: Signed<Editor>,
+    Form(form): Form<NoteForm>,
+) -> Response {
+    let anchor = form.step.replace('/', "-");
+    let result = session
+        .client
+        .method
+        .set_step_note(pb::SetStepNoteRequest {
+            note: Some(pb::StepNote {
+                step: form.step,
+                // Browsers send line breaks as CR LF; keep what the person sees.
+                text: form.text.replace("\r\n", "\n"),
                 ..Default::default()
             }),
         })

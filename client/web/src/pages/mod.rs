@@ -2,6 +2,7 @@
 
 mod auth;
 mod handbook;
+mod handbook_edit;
 mod lessons;
 mod overview;
 mod register;
@@ -93,6 +94,14 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/handbook", get(handbook::page))
         .route("/handbook/progress", post(handbook::set_progress))
+        .route("/handbook/notes", post(handbook::set_note))
+        .route("/handbook/edit", get(handbook_edit::page))
+        .route("/handbook/edit/{kind}", post(handbook_edit::create))
+        .route("/handbook/edit/{kind}/{id}", post(handbook_edit::update))
+        .route(
+            "/handbook/edit/{kind}/{id}/delete",
+            post(handbook_edit::delete),
+        )
         .route("/national", get(stats::national))
         .route("/national.csv", get(stats::national_csv))
         .fallback(not_found)
@@ -311,8 +320,11 @@ pub(crate) fn api_error(t: &Tr, session: &Session, status: &tonic::Status) -> Re
 
 /// The least a page asks of the person signed in, as a type for [`Signed`].
 pub(crate) trait Need {
-    /// The least role, on a city node; `None`: anyone signed in, on any node.
+    /// The least role, on a city node (at the hub if `AT_HUB`); `None`: anyone signed in, on
+    /// any node.
     const ROLE: Option<Role>;
+    /// The page is the hub's, not a city's.
+    const AT_HUB: bool = false;
 }
 
 /// Anyone signed in, on a city or the hub.
@@ -323,6 +335,8 @@ pub(crate) struct Editor;
 pub(crate) struct Coordinator;
 /// An admin, on a city node.
 pub(crate) struct Admin;
+/// At least a coordinator, at the hub (the national coordinator).
+pub(crate) struct HubCoordinator;
 
 impl Need for Anyone {
     const ROLE: Option<Role> = None;
@@ -336,10 +350,14 @@ impl Need for Coordinator {
 impl Need for Admin {
     const ROLE: Option<Role> = Some(Role::Admin);
 }
+impl Need for HubCoordinator {
+    const ROLE: Option<Role> = Some(Role::Coordinator);
+    const AT_HUB: bool = true;
+}
 
 /// The signed-in person of a request, in their language, allowed what `N` needs. Without a
 /// session the request is sent to the sign-in page; with too little a role (or on the hub, for
-/// the city's own pages) it gets the refusal page. The API refuses such calls anyway: this
+/// the city's own pages, or on a city for the hub's) it gets the refusal page. The API refuses such calls anyway: this
 /// only keeps a person from reaching a page they cannot use.
 pub(crate) struct Signed<N: Need = Anyone> {
     pub t: Tr,
@@ -356,7 +374,7 @@ impl<N: Need> FromRequestParts<AppState> for Signed<N> {
             return Err(Redirect::to("/login").into_response());
         };
         if let Some(role) = N::ROLE {
-            if session.hub || session.role < role {
+            if session.hub != N::AT_HUB || session.role < role {
                 return Err(error_page_with(
                     &t,
                     Some(&session),

@@ -305,6 +305,7 @@ async fn stats_page(
             description: &t.get("chart-city-description"),
             y_axis: &t.get("chart-people"),
             hidden: &t.get("cell-hidden"),
+            unknown_small: &t.get("chart-unknown-small"),
         },
         &bars,
     );
@@ -606,6 +607,7 @@ fn national_charts(t: &Tr, year: i32, cells: &[pb::NationalCell]) -> Vec<String>
         Vec::new()
     };
     let hidden = t.get("cell-hidden");
+    let unknown_small = t.get("chart-unknown-small");
     let people = t.get("chart-people");
     let description = t.get("chart-national-description");
     [
@@ -629,6 +631,7 @@ fn national_charts(t: &Tr, year: i32, cells: &[pb::NationalCell]) -> Vec<String>
                 description: &description,
                 y_axis: &people,
                 hidden: &hidden,
+                unknown_small: &unknown_small,
             },
             &bars,
         )
