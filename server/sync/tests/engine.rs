@@ -2201,9 +2201,19 @@ fn a_county_hub_cannot_write_a_citys_or_a_national_document() {
     ] {
         forged_change_is_refused(&mut fed, to, link, doc, skane.clone());
     }
-    // Nor can it pass off a change of its own making as the national hub's: the actor of an
-    // edit is the hub's only if the hub made it. (A county cannot forge another node's actor
-    // id without the node's change being its own; a random actor is refused everywhere.)
+    // An actor id is not a signature: its prefix is public, so a rogue county hub can write
+    // under the national hub's or another county's prefix. The national hub still refuses
+    // both: it applies from a county hub only city documents and that county's own.
+    let hub = sfs_sync::run_actor(&NodeId::hub("national").unwrap(), [9; 8]);
+    let vasterbotten = sfs_sync::run_actor(&NodeId::county("vasterbotten").unwrap(), [9; 8]);
+    forged_change_is_refused(&mut fed, "hub", 3, "national/method", hub);
+    forged_change_is_refused(
+        &mut fed,
+        "hub",
+        3,
+        "county/vasterbotten/guidance",
+        vasterbotten,
+    );
     forged_change_is_refused(&mut fed, "lund", 2, "national/method", ActorId::random());
     // Honest traffic still flows both ways through it.
     fed.add_lesson("malmo", "m2", "still honest");
