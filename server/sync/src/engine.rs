@@ -96,9 +96,9 @@ pub struct EngineConfig {
     /// milliseconds; other such requests are answered with what it has not been sent.
     pub reset_interval_ms: u64,
     /// The national hub's identity, which owns the national documents. A node whose peer is the
-    /// national hub knows it from the link; a city (or county hub) whose upstream is a county
-    /// hub needs it to check who wrote a change to a national document two hops away: without
-    /// it, such a change is refused (`PermissionDenied`).
+    /// national hub knows it from the link; a city whose upstream is a county hub needs it to
+    /// check who wrote a change to a national document two hops away: without it, such a
+    /// change is refused (`PermissionDenied`) and the link closed.
     pub national_hub: Option<NodeId>,
 }
 
