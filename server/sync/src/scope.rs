@@ -427,9 +427,13 @@ pub fn shared_on_link(me: &NodeId, peer: &NodeId) -> bool {
 ///   hub's changes only to city documents (which it relays) and to that county's own
 ///   documents; never anyone's changes to national documents.
 /// - A county hub applies a city's changes only to that city's own documents, and the national
-///   hub's changes to every document but its own.
+///   hub's changes to every document.
 /// - A city applies changes only from its upstream (a county hub or the national hub), which
-///   relays every owner's document, to every document but its own.
+///   relays every owner's document, to every document.
+///
+/// A node takes even its own documents from its upstream: that is how a node restored from an
+/// older backup gets back the changes it had sent before (the author check lets only its own
+/// changes into them).
 ///
 /// Who wrote each change is checked besides, by actor ([`actor_belongs_to`], [`owner_node`]): a
 /// hub that relays can pass on only changes its owner made.
@@ -437,7 +441,7 @@ pub fn accepts_changes_from(me: &NodeId, peer: &NodeId, doc: &ShareableDocId) ->
     match (me.role(), peer.role()) {
         (Role::Hub, Role::City) | (Role::County, Role::City) => doc.is_owned_by(peer),
         (Role::Hub, Role::County) => matches!(doc.owner(), Owner::City(_)) || doc.is_owned_by(peer),
-        (Role::County, Role::Hub) | (Role::City, Role::Hub | Role::County) => !doc.is_owned_by(me),
+        (Role::County, Role::Hub) | (Role::City, Role::Hub | Role::County) => true,
         _ => false,
     }
 }
@@ -641,8 +645,8 @@ mod tests {
         assert!(accepts_changes_from(&lund, &hub, &malmo_lessons));
         assert!(accepts_changes_from(&lund, &hub, &method));
         assert!(!accepts_changes_from(&lund, &malmo, &malmo_lessons));
-        // A city takes nothing of its own documents from anyone.
-        assert!(!accepts_changes_from(&malmo, &hub, &malmo_lessons));
+        // A city takes its own documents back from the hub (a restore from an older backup).
+        assert!(accepts_changes_from(&malmo, &hub, &malmo_lessons));
     }
 
     #[test]
@@ -672,18 +676,18 @@ mod tests {
         assert!(!accepts_changes_from(&skane, &lund, &malmo_lessons));
         assert!(!accepts_changes_from(&skane, &malmo, &guidance));
         assert!(!accepts_changes_from(&skane, &malmo, &method));
-        // A county hub from the national hub: everything but its own documents.
+        // A county hub from the national hub: everything, its own documents back included.
         assert!(accepts_changes_from(&skane, &hub, &method));
         assert!(accepts_changes_from(&skane, &hub, &umea_lessons));
         assert!(accepts_changes_from(&skane, &hub, &other_guidance));
-        assert!(!accepts_changes_from(&skane, &hub, &guidance));
+        assert!(accepts_changes_from(&skane, &hub, &guidance));
 
-        // A city from its county hub: everything but its own documents.
+        // A city from its county hub: everything, its own documents back included.
         assert!(accepts_changes_from(&lund, &skane, &malmo_lessons));
         assert!(accepts_changes_from(&lund, &skane, &method));
         assert!(accepts_changes_from(&lund, &skane, &guidance));
         assert!(accepts_changes_from(&lund, &skane, &other_guidance));
-        assert!(!accepts_changes_from(&malmo, &skane, &malmo_lessons));
+        assert!(accepts_changes_from(&malmo, &skane, &malmo_lessons));
 
         // County hubs never exchange documents with each other, nor cities with cities.
         assert!(!shared_on_link(&skane, &norrbotten));

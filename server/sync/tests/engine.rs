@@ -2378,3 +2378,46 @@ fn a_city_moves_from_the_national_hub_to_its_county_hub_and_back_without_losing_
     );
     no_refusals(&fed);
 }
+
+#[test]
+fn a_city_restored_from_an_older_backup_gets_its_own_changes_back_through_its_county_hub() {
+    let mut fed = skane_and_vasterbotten();
+    link_all(&mut fed);
+    fed.add_lesson("malmo", "m1", "in the backup");
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("malmo").unwrap();
+    let backup = fed.engines["malmo"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .save();
+    fed.add_lesson("malmo", "m2", "written after the backup");
+    fed.run_until_quiet();
+    fed.disconnect(1);
+    // Malmö comes back from the backup: a new store, a new run's actor, its lessons without m2.
+    let malmo = NodeId::city("malmo").unwrap();
+    let mut engine = Engine::new(
+        malmo.clone(),
+        sfs_sync::run_actor(&malmo, [8; 8]),
+        EngineConfig {
+            national_hub: Some(NodeId::hub("national").unwrap()),
+            ..EngineConfig::default()
+        },
+    );
+    engine.load_document(doc.clone(), Automerge::load(&backup).unwrap(), 0);
+    fed.engines.insert("malmo".to_string(), driver(engine));
+    assert_eq!(fed.lesson("malmo", "malmo", "m2"), None);
+    fed.connect_to("malmo", "skane", 1);
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("malmo", "malmo", "m2").as_deref(),
+        Some("written after the backup")
+    );
+    fed.add_lesson("malmo", "m3", "after the restore");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("umea", "malmo", "m3").as_deref(),
+        Some("after the restore")
+    );
+    no_refusals(&fed);
+}
