@@ -7,6 +7,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sfs_sync::{NodeId, Role};
 
+/// Why a configuration with `role = "county"` does not start: the sync core knows county hubs,
+/// the node does not run one yet.
+pub const COUNTY_NOT_SUPPORTED: &str = "field `role`: \"county\" (a county hub) is not supported \
+     by this node yet; link the county's cities to the national hub (role \"city\")";
+
 /// Errors reading a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -583,6 +588,7 @@ impl NodeConfig {
             Role::City if self.federation.hub_url.is_none() => {
                 Err("field `federation.hub_url`: a city needs the hub's URL".into())
             }
+            Role::County => Err(COUNTY_NOT_SUPPORTED.into()),
             _ => Ok(()),
         }
     }

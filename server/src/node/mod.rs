@@ -625,6 +625,10 @@ pub async fn start_on(
                 }
             }));
         }
+        Role::County => {
+            // Refused by `NodeConfig::check` already; the node does not run a county hub yet.
+            return Err(NodeError::Config(config::COUNTY_NOT_SUPPORTED.into()));
+        }
         Role::City => {
             let link = HubLinkConfig {
                 hub_url: config

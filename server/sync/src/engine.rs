@@ -12,7 +12,9 @@
 //! complete summary with `SummaryRequest`. A reconnect with nothing changed is therefore four
 //! small frames whatever the number of documents. After
 //! that, every change (an edit here, or a change accepted from a peer) is offered at once to every
-//! other open link: that is how the hub relays.
+//! other open link: that is how the national hub and a county hub relay (a change from a city
+//! goes to the county's other cities and upstream, one from upstream to its cities; never back
+//! on the link it came from).
 //!
 //! **Owner writes.** Each link keeps one Automerge `sync::State` per document. For a document
 //! the peer may not change, the state is read-only, so an honest peer is told not to send
@@ -93,6 +95,11 @@ pub struct EngineConfig {
     /// heads, or with the reset flag) gets at most one full resend per document per this many
     /// milliseconds; other such requests are answered with what it has not been sent.
     pub reset_interval_ms: u64,
+    /// The national hub's identity, which owns the national documents. A node whose peer is the
+    /// national hub knows it from the link; a city whose upstream is a county hub needs it to
+    /// check who wrote a change to a national document two hops away: without it, such a
+    /// change is refused (`PermissionDenied`) and the link closed.
+    pub national_hub: Option<NodeId>,
 }
 
 impl EngineConfig {
@@ -119,6 +126,7 @@ impl Default for EngineConfig {
             max_doc_ops: 5_000_000,
             max_text_insert_chars: 50_000,
             reset_interval_ms: 60_000,
+            national_hub: None,
         }
     }
 }
@@ -1040,7 +1048,7 @@ impl Engine {
         let may_write = accepts_changes_from(&self.me, &peer, &id);
         if !message.changes.is_empty() && !may_write {
             let reason =
-                format!("{peer} may not change {id}: only its owner may, or the hub relaying it");
+                format!("{peer} may not change {id}: only its owner may, or a hub relaying it");
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
@@ -1075,7 +1083,8 @@ impl Engine {
                 return;
             }
         };
-        if let Err(reason) = check_authors(&parsed, &id, &self.me, &peer) {
+        let national_hub = self.config.national_hub.as_ref();
+        if let Err(reason) = check_authors(&parsed, &id, &self.me, &peer, national_hub) {
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
@@ -1835,18 +1844,23 @@ type PeerDocs = BTreeMap<ShareableDocId, (u64, Vec<ChangeHash>)>;
 
 /// Checks that every change in a message was written by the owner of `doc` (its actor ids carry
 /// the owner's [`actor_prefix`](crate::scope::actor_prefix)): a city cannot slip a change under
-/// another node's name into its own document, and the hub relays nothing else.
+/// another node's name into its own document, and a hub (national or county) relays nothing
+/// else, however many hops the change came.
 fn check_authors(
     changes: &[automerge::Change],
     doc: &ShareableDocId,
     me: &NodeId,
     peer: &NodeId,
+    national_hub: Option<&NodeId>,
 ) -> Result<(), String> {
     if changes.is_empty() {
         return Ok(());
     }
-    let owner =
-        owner_node(doc, me, peer).ok_or_else(|| format!("{doc} has no owner on this link"))?;
+    let owner = owner_node(doc, me, peer, national_hub).ok_or_else(|| {
+        format!(
+            "{doc} has no owner known on this link (is the national hub's identity configured?)"
+        )
+    })?;
     for change in changes {
         if !actor_belongs_to(change.actor_id().to_bytes(), &owner) {
             return Err(format!(

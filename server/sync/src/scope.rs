@@ -1,8 +1,9 @@
 //! Document ids, scopes, owners and node identities, and the rule of who may write what.
 //!
 //! A document id names its scope and owner: `local/network` lives only on its city,
-//! `shared/lessons/malmo` is owned by Malmö and exists everywhere, `national/method` is owned by
-//! the hub. [`ShareableDocId`] can only be made from a document id that is not local, and it is
+//! `shared/lessons/malmo` is owned by Malmö and exists everywhere, `county/skane/guidance` is
+//! owned by the county hub of Skåne and exists everywhere, `national/method` is owned by the
+//! national hub. [`ShareableDocId`] can only be made from a document id that is not local, and it is
 //! the only kind of id the sync [`Engine`](crate::Engine) accepts: local documents cannot reach it.
 
 use std::fmt;
@@ -38,7 +39,7 @@ pub enum ScopeError {
         id_hint(.0)
     )]
     InvalidNodeName(String),
-    #[error("invalid node identity \"{}\": expected spiffe://stadforstad/city/<id> or spiffe://stadforstad/hub/<id>", quote(.0))]
+    #[error("invalid node identity \"{}\": expected spiffe://stadforstad/city/<id>, spiffe://stadforstad/county/<id> or spiffe://stadforstad/hub/<id>", quote(.0))]
     InvalidIdentity(String),
     #[error("unknown document id \"{}\"", quote(.0))]
     UnknownDocument(String),
@@ -53,6 +54,9 @@ pub enum Role {
     City,
     /// The national hub: relays shared documents and owns the national ones.
     Hub,
+    /// A county hub, between its cities and the national hub: relays documents both ways and
+    /// owns only its county's documents (`county/<id>/…`).
+    County,
 }
 
 impl Role {
@@ -61,14 +65,16 @@ impl Role {
         match self {
             Role::City => "city",
             Role::Hub => "hub",
+            Role::County => "county",
         }
     }
 
-    /// Parses `city` or `hub`.
+    /// Parses `city`, `hub` or `county`.
     pub fn parse(text: &str) -> Option<Role> {
         match text {
             "city" => Some(Role::City),
             "hub" => Some(Role::Hub),
+            "county" => Some(Role::County),
             _ => None,
         }
     }
@@ -138,7 +144,7 @@ pub fn suggest_node_name(name: &str) -> Option<String> {
     validate_node_name(&id).ok().map(|_| id)
 }
 
-/// Checks a city or hub name: 1 to 63 characters `a-z0-9-`, starting with a letter.
+/// Checks a city, county or hub name: 1 to 63 characters `a-z0-9-`, starting with a letter.
 pub fn validate_node_name(name: &str) -> Result<(), ScopeError> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -180,6 +186,11 @@ impl NodeId {
     /// A hub identity.
     pub fn hub(name: &str) -> Result<NodeId, ScopeError> {
         NodeId::new(Role::Hub, name)
+    }
+
+    /// A county hub identity (`spiffe://stadforstad/county/<id>`).
+    pub fn county(name: &str) -> Result<NodeId, ScopeError> {
+        NodeId::new(Role::County, name)
     }
 
     /// The node's role.
@@ -224,9 +235,11 @@ impl fmt::Display for NodeId {
 pub enum Scope {
     /// Only on its city.
     Local,
-    /// Owned by a city, replicated to the hub and every city.
+    /// Owned by a city, replicated to the hubs and every city.
     Shared,
-    /// Owned by the hub, replicated to every city.
+    /// Owned by a county hub, replicated to the national hub and every city.
+    County,
+    /// Owned by the national hub, replicated to every county hub and city.
     National,
 }
 
@@ -237,6 +250,8 @@ pub enum Owner {
     ThisCity,
     /// The named city.
     City(String),
+    /// The named county's hub.
+    County(String),
     /// The national hub.
     Hub,
 }
@@ -247,6 +262,7 @@ impl std::fmt::Display for Owner {
         match self {
             Owner::ThisCity => f.write_str("the city's own node"),
             Owner::City(city) => write!(f, "the city {city}"),
+            Owner::County(county) => write!(f, "the county hub {county}"),
             Owner::Hub => f.write_str("the national hub"),
         }
     }
@@ -255,6 +271,9 @@ impl std::fmt::Display for Owner {
 const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records", "handbook-notes"];
 const SHARED_KINDS: &[&str] = &["lessons", "stats", "progress"];
 const NATIONAL_KINDS: &[&str] = &["method", "directory", "stats", "policy"];
+/// A county hub's documents: its guidance, its meetings calendar for network coordinators, its
+/// published county figures.
+const COUNTY_KINDS: &[&str] = &["guidance", "meetings", "stats"];
 
 /// A validated document id of any scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -280,6 +299,9 @@ impl DocId {
             ["shared", kind, city] if SHARED_KINDS.contains(kind) => {
                 validate_node_name(city).map_err(|_| unknown())?
             }
+            ["county", county, kind] if COUNTY_KINDS.contains(kind) => {
+                validate_node_name(county).map_err(|_| unknown())?
+            }
             ["national", kind] if NATIONAL_KINDS.contains(kind) => {}
             _ => return Err(unknown()),
         }
@@ -302,6 +324,8 @@ impl DocId {
             Scope::Local
         } else if self.0.starts_with("shared/") {
             Scope::Shared
+        } else if self.0.starts_with("county/") {
+            Scope::County
         } else {
             Scope::National
         }
@@ -313,6 +337,9 @@ impl DocId {
             Scope::Local => Owner::ThisCity,
             Scope::National => Owner::Hub,
             Scope::Shared => Owner::City(self.0.rsplit('/').next().unwrap_or_default().to_string()),
+            Scope::County => {
+                Owner::County(self.0.split('/').nth(1).unwrap_or_default().to_string())
+            }
         }
     }
 
@@ -331,7 +358,8 @@ impl fmt::Display for DocId {
     }
 }
 
-/// The id of a shared or national document: the only kind that may cross a federation link.
+/// The id of a shared, county or national document: the only kind that may cross a federation
+/// link.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShareableDocId(DocId);
 
@@ -356,7 +384,7 @@ impl ShareableDocId {
         &self.0
     }
 
-    /// The document's owner (a city or the hub).
+    /// The document's owner (a city, a county hub or the national hub).
     pub fn owner(&self) -> Owner {
         self.0.owner()
     }
@@ -365,6 +393,7 @@ impl ShareableDocId {
     pub fn is_owned_by(&self, node: &NodeId) -> bool {
         match (self.owner(), node.role()) {
             (Owner::City(city), Role::City) => city == node.name(),
+            (Owner::County(county), Role::County) => county == node.name(),
             (Owner::Hub, Role::Hub) => true,
             _ => false,
         }
@@ -379,24 +408,43 @@ impl fmt::Display for ShareableDocId {
 
 /// Whether a document is exchanged at all on the link between `me` and `peer`.
 ///
-/// Cities link only to the hub, and every shared and national document crosses that link.
+/// The federation is a tree: cities link to their county hub or to the national hub, county
+/// hubs link to the national hub. Every shared, county and national document crosses each of
+/// these links; two nodes of the same role never exchange documents.
 pub fn shared_on_link(me: &NodeId, peer: &NodeId) -> bool {
-    me.role() != peer.role()
+    matches!(
+        (me.role(), peer.role()),
+        (Role::City, Role::Hub | Role::County)
+            | (Role::County, Role::City | Role::Hub)
+            | (Role::Hub, Role::City | Role::County)
+    )
 }
 
-/// The owner-writes rule (DESIGN.md promise 2): whether `me` applies changes to `doc` that
-/// arrive from `peer`.
+/// The owner-writes rule (DESIGN.md promise 2), at every hop: whether `me` applies changes to
+/// `doc` that arrive from `peer`.
 ///
-/// The hub applies a city's changes only to that city's own documents, and never to national
-/// documents. A city applies changes only from the hub, which relays every owner's document.
+/// - The national hub applies a city's changes only to that city's own documents, and a county
+///   hub's changes only to city documents (which it relays) and to that county's own
+///   documents; never anyone's changes to national documents.
+/// - A county hub applies a city's changes only to that city's own documents, and the national
+///   hub's changes to every document.
+/// - A city applies changes only from its upstream (a county hub or the national hub), which
+///   relays every owner's document, to every document.
+///
+/// A node takes even its own documents from its upstream: that is how a node restored from an
+/// older backup gets back the changes it had sent before (the author check lets only its own
+/// changes into them).
+///
+/// Who wrote each change is checked besides, by actor ([`actor_belongs_to`], [`owner_node`]): a
+/// hub that relays can pass on only changes its owner made.
 pub fn accepts_changes_from(me: &NodeId, peer: &NodeId, doc: &ShareableDocId) -> bool {
     match (me.role(), peer.role()) {
-        (Role::Hub, Role::City) => doc.is_owned_by(peer),
-        (Role::City, Role::Hub) => true,
+        (Role::Hub, Role::City) | (Role::County, Role::City) => doc.is_owned_by(peer),
+        (Role::Hub, Role::County) => matches!(doc.owner(), Owner::City(_)) || doc.is_owned_by(peer),
+        (Role::County, Role::Hub) | (Role::City, Role::Hub | Role::County) => true,
         _ => false,
     }
 }
-
 /// The first 8 bytes of every Automerge actor id `node` writes with: SHA-256 of its SPIFFE URI.
 /// The other 8 bytes are random per run of the node (see [`run_actor`]).
 pub fn actor_prefix(node: &NodeId) -> [u8; 8] {
@@ -420,7 +468,7 @@ pub fn run_actor(node: &NodeId, run: [u8; 8]) -> automerge::ActorId {
 const ISOLATED_ACTOR_MAGIC: [u8; 4] = [0x13, 0xb2, 0x23, 0x09];
 
 /// Whether a change with this actor id was written by `node` (directly, or as an edit at an
-/// older version): what the hub checks before it accepts or relays a change.
+/// older version): what a hub checks before it accepts or relays a change.
 pub fn actor_belongs_to(actor: &[u8], node: &NodeId) -> bool {
     let mut bytes = actor;
     if let Some(rest) = bytes.strip_prefix(&ISOLATED_ACTOR_MAGIC[..]) {
@@ -434,14 +482,23 @@ pub fn actor_belongs_to(actor: &[u8], node: &NodeId) -> bool {
     bytes.len() == 16 && bytes[..8] == actor_prefix(node)
 }
 
-/// The node that owns `doc`, seen from `me` on the link with `peer`: a named city, or the hub
-/// (which is `me` or `peer`, whichever is the hub).
-pub fn owner_node(doc: &ShareableDocId, me: &NodeId, peer: &NodeId) -> Option<NodeId> {
+/// The node that owns `doc`, seen from `me` on the link with `peer`: a named city or county
+/// hub, or the national hub — `me` or `peer` when one of them is the national hub, otherwise
+/// `national_hub`, the national hub's identity as this node knows it (a city or county whose
+/// upstream is a county hub checks national documents two hops away with it).
+pub fn owner_node(
+    doc: &ShareableDocId,
+    me: &NodeId,
+    peer: &NodeId,
+    national_hub: Option<&NodeId>,
+) -> Option<NodeId> {
     match doc.owner() {
         Owner::City(city) => NodeId::city(&city).ok(),
+        Owner::County(county) => NodeId::county(&county).ok(),
         Owner::Hub if me.role() == Role::Hub => Some(me.clone()),
         Owner::Hub if peer.role() == Role::Hub => Some(peer.clone()),
-        _ => None,
+        Owner::Hub => national_hub.filter(|hub| hub.role() == Role::Hub).cloned(),
+        Owner::ThisCity => None,
     }
 }
 
@@ -527,9 +584,52 @@ mod tests {
             "spiffe://stadforstad/king/x",
             "spiffe://stadforstad/city/",
             "spiffe://stadforstad/city/a/b",
+            "spiffe://stadforstad/county/Skane",
+            "spiffe://stadforstad/county/",
         ] {
             assert!(NodeId::from_spiffe_uri(bad).is_err(), "{bad:?}");
         }
+        let county = NodeId::county("skane").unwrap();
+        assert_eq!(county.spiffe_uri(), "spiffe://stadforstad/county/skane");
+        assert_eq!(county.dns_name(), "skane.county.stadforstad");
+        assert_eq!(county.to_string(), "county/skane");
+        assert_eq!(
+            NodeId::from_spiffe_uri(&county.spiffe_uri()).unwrap(),
+            county
+        );
+        assert_eq!(Role::parse("county"), Some(Role::County));
+        assert!(NodeId::county("skåne")
+            .unwrap_err()
+            .to_string()
+            .contains("use \"skane\""));
+    }
+
+    #[test]
+    fn county_documents_are_owned_by_their_county_hub() {
+        let skane = NodeId::county("skane").unwrap();
+        for kind in COUNTY_KINDS {
+            let doc = ShareableDocId::parse(&format!("county/skane/{kind}")).unwrap();
+            assert_eq!(doc.doc_id().scope(), Scope::County);
+            assert_eq!(doc.owner(), Owner::County("skane".into()));
+            assert!(doc.is_owned_by(&skane));
+            assert!(!doc.is_owned_by(&NodeId::county("norrbotten").unwrap()));
+            assert!(!doc.is_owned_by(&NodeId::city("skane").unwrap()));
+            assert!(!doc.is_owned_by(&NodeId::hub("national").unwrap()));
+        }
+        let longest = format!("county/{}/guidance", "a".repeat(63));
+        assert!(DocId::parse(&longest).is_ok(), "the longest county id fits");
+        for bad in [
+            "county/skane",
+            "county/skane/lessons",
+            "county/Skane/guidance",
+            "county/skane/guidance/x",
+            "county//guidance",
+        ] {
+            assert!(DocId::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(!ShareableDocId::lessons("malmo")
+            .unwrap()
+            .is_owned_by(&NodeId::county("malmo").unwrap()));
     }
 
     #[test]
@@ -545,5 +645,77 @@ mod tests {
         assert!(accepts_changes_from(&lund, &hub, &malmo_lessons));
         assert!(accepts_changes_from(&lund, &hub, &method));
         assert!(!accepts_changes_from(&lund, &malmo, &malmo_lessons));
+        // A city takes its own documents back from the hub (a restore from an older backup).
+        assert!(accepts_changes_from(&malmo, &hub, &malmo_lessons));
+    }
+
+    #[test]
+    fn owner_writes_rule_at_every_hop_of_three_levels() {
+        let hub = NodeId::hub("national").unwrap();
+        let skane = NodeId::county("skane").unwrap();
+        let norrbotten = NodeId::county("norrbotten").unwrap();
+        let malmo = NodeId::city("malmo").unwrap();
+        let lund = NodeId::city("lund").unwrap();
+        let malmo_lessons = ShareableDocId::lessons("malmo").unwrap();
+        let umea_lessons = ShareableDocId::lessons("umea").unwrap();
+        let method = ShareableDocId::parse("national/method").unwrap();
+        let guidance = ShareableDocId::parse("county/skane/guidance").unwrap();
+        let other_guidance = ShareableDocId::parse("county/norrbotten/guidance").unwrap();
+
+        // The national hub from a county hub: city documents (relayed) and the county's own.
+        assert!(accepts_changes_from(&hub, &skane, &malmo_lessons));
+        assert!(accepts_changes_from(&hub, &skane, &umea_lessons));
+        assert!(accepts_changes_from(&hub, &skane, &guidance));
+        assert!(!accepts_changes_from(&hub, &skane, &other_guidance));
+        assert!(!accepts_changes_from(&hub, &skane, &method));
+        // The national hub from a city: never a county's document.
+        assert!(!accepts_changes_from(&hub, &malmo, &guidance));
+
+        // A county hub from a city: only that city's documents.
+        assert!(accepts_changes_from(&skane, &malmo, &malmo_lessons));
+        assert!(!accepts_changes_from(&skane, &lund, &malmo_lessons));
+        assert!(!accepts_changes_from(&skane, &malmo, &guidance));
+        assert!(!accepts_changes_from(&skane, &malmo, &method));
+        // A county hub from the national hub: everything, its own documents back included.
+        assert!(accepts_changes_from(&skane, &hub, &method));
+        assert!(accepts_changes_from(&skane, &hub, &umea_lessons));
+        assert!(accepts_changes_from(&skane, &hub, &other_guidance));
+        assert!(accepts_changes_from(&skane, &hub, &guidance));
+
+        // A city from its county hub: everything, its own documents back included.
+        assert!(accepts_changes_from(&lund, &skane, &malmo_lessons));
+        assert!(accepts_changes_from(&lund, &skane, &method));
+        assert!(accepts_changes_from(&lund, &skane, &guidance));
+        assert!(accepts_changes_from(&lund, &skane, &other_guidance));
+        assert!(accepts_changes_from(&malmo, &skane, &malmo_lessons));
+
+        // County hubs never exchange documents with each other, nor cities with cities.
+        assert!(!shared_on_link(&skane, &norrbotten));
+        assert!(!shared_on_link(&malmo, &lund));
+        assert!(!shared_on_link(&hub, &NodeId::hub("other").unwrap()));
+        assert!(!accepts_changes_from(&skane, &norrbotten, &other_guidance));
+        for (a, b) in [(&malmo, &skane), (&skane, &hub), (&malmo, &hub)] {
+            assert!(shared_on_link(a, b) && shared_on_link(b, a), "{a} and {b}");
+        }
+    }
+
+    #[test]
+    fn the_owner_of_a_national_document_is_known_two_hops_away() {
+        let hub = NodeId::hub("national").unwrap();
+        let skane = NodeId::county("skane").unwrap();
+        let malmo = NodeId::city("malmo").unwrap();
+        let method = ShareableDocId::parse("national/method").unwrap();
+        let guidance = ShareableDocId::parse("county/skane/guidance").unwrap();
+        assert_eq!(owner_node(&method, &malmo, &hub, None), Some(hub.clone()));
+        assert_eq!(owner_node(&method, &hub, &skane, None), Some(hub.clone()));
+        // Under a county hub, a city knows the national hub only from its configuration.
+        assert_eq!(owner_node(&method, &malmo, &skane, None), None);
+        assert_eq!(
+            owner_node(&method, &malmo, &skane, Some(&hub)),
+            Some(hub.clone())
+        );
+        // A national hub identity that is not a hub's is never taken for one.
+        assert_eq!(owner_node(&method, &malmo, &skane, Some(&skane)), None);
+        assert_eq!(owner_node(&guidance, &malmo, &hub, None), Some(skane));
     }
 }

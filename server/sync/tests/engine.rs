@@ -13,14 +13,16 @@ use automerge::{ActorId, Automerge, ReadDoc, ROOT};
 use std::sync::Arc;
 
 use sfs_sync::{
-    ConnId, Driver, EditError, Engine, EngineConfig, Frame, LogEvent, MemoryStorage, NodeId,
-    Output, RecordingTransport, Released, ShareableDocId, StatusCode, Storage,
+    ConnId, Driver, EditError, Engine, EngineConfig, EngineError, Frame, LogEvent, MemoryStorage,
+    NodeId, Output, RecordingTransport, Released, ShareableDocId, StatusCode, Storage,
 };
 
-/// A hub and some cities, each link a pair of in-memory queues.
+/// A hub and some cities (and, in the three-level tests, county hubs), each link a pair of
+/// in-memory queues.
 struct Federation {
     engines: BTreeMap<String, TestDriver>,
-    /// link id -> (city, hub) and the conn ids each side uses.
+    /// link id -> (the node that dials, the hub it dials: national or county); both sides use
+    /// the same conn id.
     links: BTreeMap<ConnId, (String, String)>,
     queue: VecDeque<(String, ConnId, Frame)>,
     frames_delivered: usize,
@@ -52,27 +54,61 @@ impl Federation {
         }
     }
 
+    /// Three levels: the national hub (`hub`), county hubs each with its cities, and cities
+    /// linked to the national hub directly. Every node knows the national hub's identity. No
+    /// link is open yet.
+    fn three_level(counties: &[(&str, &[&str])], direct: &[&str]) -> Federation {
+        let hub = NodeId::hub("national").unwrap();
+        let mut nodes = vec![("hub".to_string(), hub.clone())];
+        for (county, cities) in counties {
+            nodes.push((county.to_string(), NodeId::county(county).unwrap()));
+            for city in *cities {
+                nodes.push((city.to_string(), NodeId::city(city).unwrap()));
+            }
+        }
+        for city in direct {
+            nodes.push((city.to_string(), NodeId::city(city).unwrap()));
+        }
+        let mut fed = Federation::new(&[]);
+        for (name, id) in nodes {
+            let actor = sfs_sync::run_actor(&id, [7; 8]);
+            let config = EngineConfig {
+                national_hub: Some(hub.clone()),
+                ..EngineConfig::default()
+            };
+            fed.engines
+                .insert(name, driver(Engine::new(id, actor, config)));
+        }
+        fed
+    }
+
     fn connect(&mut self, city: &str, link: ConnId) {
+        self.connect_to(city, "hub", link);
+    }
+
+    /// Opens link `link` from `lower` (a city or a county hub) to `upper` (a county hub or the
+    /// national hub), each side starting from the sync states it stored for the other.
+    fn connect_to(&mut self, lower: &str, upper: &str, link: ConnId) {
         self.links
-            .insert(link, (city.to_string(), "hub".to_string()));
-        let hub_id = self.engines["hub"].lock_engine().me().clone();
-        let city_id = self.engines[city].lock_engine().me().clone();
-        let stored = self.states_of(city, "hub");
+            .insert(link, (lower.to_string(), upper.to_string()));
+        let upper_id = self.engines[upper].lock_engine().me().clone();
+        let lower_id = self.engines[lower].lock_engine().me().clone();
+        let stored = self.states_of(lower, upper);
         let out = self
             .engines
-            .get_mut(city)
+            .get_mut(lower)
             .unwrap()
             .engine_mut()
-            .connect(link, hub_id, stored, 0);
-        self.absorb(city, out);
-        let stored = self.states_of("hub", city);
+            .connect(link, upper_id, stored, 0);
+        self.absorb(lower, out);
+        let stored = self.states_of(upper, lower);
         let out = self
             .engines
-            .get_mut("hub")
+            .get_mut(upper)
             .unwrap()
             .engine_mut()
-            .connect(link, city_id, stored, 0);
-        self.absorb("hub", out);
+            .connect(link, lower_id, stored, 0);
+        self.absorb(upper, out);
     }
 
     fn disconnect(&mut self, link: ConnId) {
@@ -1850,4 +1886,538 @@ fn the_hub_starts_new_generations_of_its_national_documents() {
         assert_eq!(value.into_string().unwrap(), "meet monthly");
     }
     assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Three levels: city → county hub → national hub
+// ---------------------------------------------------------------------------------------------
+
+/// Skåne (Malmö, Lund) and Västerbotten (Umeå) under the national hub, Kiruna linked to the
+/// national hub directly. No link is open yet.
+fn skane_and_vasterbotten() -> Federation {
+    Federation::three_level(
+        &[("skane", &["malmo", "lund"]), ("vasterbotten", &["umea"])],
+        &["kiruna"],
+    )
+}
+
+/// Every link of [`skane_and_vasterbotten`]: (dialling node, hub it dials, link id).
+const THREE_LEVEL_LINKS: [(&str, &str, ConnId); 6] = [
+    ("skane", "hub", 3),
+    ("vasterbotten", "hub", 5),
+    ("kiruna", "hub", 6),
+    ("malmo", "skane", 1),
+    ("lund", "skane", 2),
+    ("umea", "vasterbotten", 4),
+];
+
+const THREE_LEVEL_NODES: [&str; 7] = [
+    "hub",
+    "skane",
+    "vasterbotten",
+    "malmo",
+    "lund",
+    "umea",
+    "kiruna",
+];
+
+fn link_all(fed: &mut Federation) {
+    for (lower, upper, link) in THREE_LEVEL_LINKS {
+        fed.connect_to(lower, upper, link);
+    }
+    fed.run_until_quiet();
+}
+
+/// `node` writes `value` under `key` into `doc`, which it owns.
+fn put(fed: &mut Federation, node: &str, doc: &str, key: &str, value: &str) {
+    let doc = ShareableDocId::parse(doc).unwrap();
+    let (_, out) = fed
+        .engines
+        .get_mut(node)
+        .unwrap()
+        .engine_mut()
+        .edit(&doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.put(ROOT, key, value)
+        })
+        .unwrap();
+    fed.absorb(node, out);
+}
+
+fn get(fed: &Federation, node: &str, doc: &str, key: &str) -> Option<String> {
+    let engine = fed.engines[node].lock_engine();
+    let doc = engine.document(&ShareableDocId::parse(doc).unwrap())?;
+    let (value, _) = doc.get(ROOT, key).ok()??;
+    value.into_string().ok()
+}
+
+fn no_refusals(fed: &Federation) {
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+    assert!(
+        !fed.events
+            .iter()
+            .any(|e| matches!(e, LogEvent::Refused { .. })),
+        "{:?}",
+        fed.events
+    );
+}
+
+#[test]
+fn a_lesson_from_malmo_reaches_lund_through_the_county_hub_alone_and_umea_through_the_national_hub()
+{
+    let mut fed = skane_and_vasterbotten();
+    // The county hub is not linked to the national hub yet.
+    fed.connect_to("malmo", "skane", 1);
+    fed.connect_to("lund", "skane", 2);
+    fed.run_until_quiet();
+    fed.add_lesson("malmo", "m1", "Night buses reach the young");
+    fed.run_until_quiet();
+    for node in ["skane", "lund"] {
+        assert_eq!(
+            fed.lesson(node, "malmo", "m1").as_deref(),
+            Some("Night buses reach the young"),
+            "{node}"
+        );
+    }
+    assert_eq!(fed.lesson("hub", "malmo", "m1"), None, "not linked yet");
+
+    for (lower, upper, link) in [
+        ("skane", "hub", 3),
+        ("umea", "vasterbotten", 4),
+        ("vasterbotten", "hub", 5),
+        ("kiruna", "hub", 6),
+    ] {
+        fed.connect_to(lower, upper, link);
+    }
+    fed.run_until_quiet();
+    for node in THREE_LEVEL_NODES {
+        assert_eq!(
+            fed.lesson(node, "malmo", "m1").as_deref(),
+            Some("Night buses reach the young"),
+            "{node}"
+        );
+    }
+
+    // Back the other way, from Umeå over both hops to Malmö and Lund.
+    fed.add_lesson("umea", "u1", "Sports clubs as meeting places");
+    fed.run_until_quiet();
+    for node in THREE_LEVEL_NODES {
+        assert_eq!(
+            fed.lesson(node, "umea", "u1").as_deref(),
+            Some("Sports clubs as meeting places"),
+            "{node}"
+        );
+    }
+    // Once every link is in step on a document, its next change is one message and one
+    // acknowledgement per link, over both hops: relayed at once by each hub, never back where
+    // it came from.
+    fed.frames_delivered = 0;
+    fed.add_lesson("umea", "u2", "Libraries open late");
+    fed.run_until_quiet();
+    assert_eq!(fed.frames_delivered, 2 * THREE_LEVEL_LINKS.len());
+    assert_eq!(
+        fed.lesson("malmo", "umea", "u2").as_deref(),
+        Some("Libraries open late")
+    );
+    no_refusals(&fed);
+}
+
+#[test]
+fn national_and_county_documents_reach_every_node_over_both_hops() {
+    let mut fed = skane_and_vasterbotten();
+    link_all(&mut fed);
+    put(&mut fed, "hub", "national/method", "step1", "Listen first");
+    put(
+        &mut fed,
+        "skane",
+        "county/skane/guidance",
+        "g1",
+        "Meet each month",
+    );
+    put(
+        &mut fed,
+        "skane",
+        "county/skane/meetings",
+        "2027-01-12",
+        "Lund, 14:00",
+    );
+    put(
+        &mut fed,
+        "vasterbotten",
+        "county/vasterbotten/stats",
+        "n",
+        "4",
+    );
+    fed.run_until_quiet();
+    for node in THREE_LEVEL_NODES {
+        assert_eq!(
+            get(&fed, node, "national/method", "step1").as_deref(),
+            Some("Listen first"),
+            "{node}"
+        );
+        assert_eq!(
+            get(&fed, node, "county/skane/guidance", "g1").as_deref(),
+            Some("Meet each month"),
+            "{node}"
+        );
+        assert_eq!(
+            get(&fed, node, "county/skane/meetings", "2027-01-12").as_deref(),
+            Some("Lund, 14:00"),
+            "{node}"
+        );
+        assert_eq!(
+            get(&fed, node, "county/vasterbotten/stats", "n").as_deref(),
+            Some("4"),
+            "{node}"
+        );
+    }
+    no_refusals(&fed);
+}
+
+#[test]
+fn a_city_under_a_county_hub_checks_national_documents_with_the_national_hubs_identity() {
+    let mut fed = skane_and_vasterbotten();
+    // Lund does not know the national hub: it cannot tell who wrote a national document two
+    // hops away, so it refuses one rather than take it on the county hub's word.
+    let lund = NodeId::city("lund").unwrap();
+    let actor = sfs_sync::run_actor(&lund, [7; 8]);
+    fed.engines.insert(
+        "lund".to_string(),
+        driver(Engine::new(lund, actor, EngineConfig::default())),
+    );
+    link_all(&mut fed);
+    put(&mut fed, "hub", "national/method", "step1", "Listen first");
+    fed.run_until_quiet();
+    assert_eq!(
+        get(&fed, "malmo", "national/method", "step1").as_deref(),
+        Some("Listen first")
+    );
+    assert_eq!(get(&fed, "lund", "national/method", "step1"), None);
+    assert!(
+        fed.closes.iter().any(|(node, link, code, _)| node == "lund"
+            && *link == 2
+            && *code == StatusCode::PermissionDenied),
+        "{:?}",
+        fed.closes
+    );
+}
+
+/// `to` receives, on `link`, a change to `doc` (as `to` holds it) written by `actor`: the
+/// link must be closed with `PermissionDenied` and nothing applied. The link is then opened
+/// afresh between `lower` and `upper`.
+fn forged_change_is_refused(
+    fed: &mut Federation,
+    to: &str,
+    link: ConnId,
+    doc: &str,
+    actor: ActorId,
+) {
+    let (lower, upper) = fed.links[&link].clone();
+    let doc = ShareableDocId::parse(doc).unwrap();
+    let base = fed.engines[to]
+        .lock_engine()
+        .document(&doc)
+        .unwrap_or_else(|| panic!("{to} holds {doc}"))
+        .clone();
+    let message = message_with_change_by(&base, actor);
+    let out = fed.engines.get_mut(to).unwrap().engine_mut().receive(
+        link,
+        Frame::DocSync {
+            generation: 0,
+            doc: doc.clone(),
+            message,
+        },
+        0,
+    );
+    assert_eq!(out.closes.len(), 1, "{to} closes link {link} for {doc}");
+    assert_eq!(out.closes[0].1.code, StatusCode::PermissionDenied, "{doc}");
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e, LogEvent::Refused { .. })));
+    assert!(
+        out.sends.iter().all(|(sent_on, _)| *sent_on == link),
+        "nothing of it is relayed"
+    );
+    assert_eq!(
+        fed.engines[to]
+            .lock_engine()
+            .document(&doc)
+            .unwrap()
+            .get_heads(),
+        base.get_heads(),
+        "{to}: nothing of the change to {doc} is applied"
+    );
+    fed.disconnect(link);
+    fed.connect_to(&lower, &upper, link);
+    fed.run_until_quiet();
+}
+
+#[test]
+fn a_county_hub_cannot_write_a_citys_or_a_national_document() {
+    let mut fed = skane_and_vasterbotten();
+    link_all(&mut fed);
+    fed.add_lesson("malmo", "m1", "honest");
+    put(&mut fed, "hub", "national/method", "step1", "Listen first");
+    put(
+        &mut fed,
+        "vasterbotten",
+        "county/vasterbotten/guidance",
+        "g",
+        "v",
+    );
+    fed.run_until_quiet();
+    // Its own engine refuses.
+    for doc in [
+        "shared/lessons/malmo",
+        "national/method",
+        "county/vasterbotten/guidance",
+    ] {
+        let err = fed
+            .engines
+            .get_mut("skane")
+            .unwrap()
+            .engine_mut()
+            .edit(
+                &ShareableDocId::parse(doc).unwrap(),
+                0,
+                |tx| -> Result<(), automerge::AutomergeError> { tx.put(ROOT, "x", "y") },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, EditError::Engine(EngineError::NotOwner { .. })),
+            "{doc}: {err:?}"
+        );
+    }
+    // A rogue county hub writes under its own actor, to the national hub above it and to a city
+    // below it: each refuses, by the owner-writes rule or by the author check.
+    let skane = sfs_sync::run_actor(&NodeId::county("skane").unwrap(), [1; 8]);
+    for (to, link, doc) in [
+        ("hub", 3, "shared/lessons/malmo"),
+        ("hub", 3, "national/method"),
+        ("hub", 3, "county/vasterbotten/guidance"),
+        ("lund", 2, "shared/lessons/malmo"),
+        ("lund", 2, "national/method"),
+        ("lund", 2, "county/vasterbotten/guidance"),
+    ] {
+        forged_change_is_refused(&mut fed, to, link, doc, skane.clone());
+    }
+    // An actor id is not a signature: its prefix is public, so a rogue county hub can write
+    // under the national hub's or another county's prefix. The national hub still refuses
+    // both: it applies from a county hub only city documents and that county's own.
+    let hub = sfs_sync::run_actor(&NodeId::hub("national").unwrap(), [9; 8]);
+    let vasterbotten = sfs_sync::run_actor(&NodeId::county("vasterbotten").unwrap(), [9; 8]);
+    forged_change_is_refused(&mut fed, "hub", 3, "national/method", hub);
+    forged_change_is_refused(
+        &mut fed,
+        "hub",
+        3,
+        "county/vasterbotten/guidance",
+        vasterbotten,
+    );
+    forged_change_is_refused(&mut fed, "lund", 2, "national/method", ActorId::random());
+    // Honest traffic still flows both ways through it.
+    fed.add_lesson("malmo", "m2", "still honest");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("umea", "malmo", "m2").as_deref(),
+        Some("still honest")
+    );
+}
+
+#[test]
+fn a_city_cannot_write_its_countys_document() {
+    let mut fed = skane_and_vasterbotten();
+    link_all(&mut fed);
+    put(
+        &mut fed,
+        "skane",
+        "county/skane/guidance",
+        "g1",
+        "Meet each month",
+    );
+    fed.run_until_quiet();
+    let guidance = "county/skane/guidance";
+    let err = fed
+        .engines
+        .get_mut("malmo")
+        .unwrap()
+        .engine_mut()
+        .edit(
+            &ShareableDocId::parse(guidance).unwrap(),
+            0,
+            |tx| -> Result<(), automerge::AutomergeError> { tx.put(ROOT, "g1", "forged") },
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        EditError::Engine(EngineError::NotOwner { .. })
+    ));
+    let malmo = sfs_sync::run_actor(&NodeId::city("malmo").unwrap(), [1; 8]);
+    let kiruna = sfs_sync::run_actor(&NodeId::city("kiruna").unwrap(), [1; 8]);
+    // To its county hub, even under the county's own actor; and to the national hub directly.
+    let skane = sfs_sync::run_actor(&NodeId::county("skane").unwrap(), [1; 8]);
+    forged_change_is_refused(&mut fed, "skane", 1, guidance, malmo);
+    forged_change_is_refused(&mut fed, "skane", 1, guidance, skane);
+    forged_change_is_refused(&mut fed, "hub", 6, guidance, kiruna);
+    for node in THREE_LEVEL_NODES {
+        assert_eq!(
+            get(&fed, node, guidance, "g1").as_deref(),
+            Some("Meet each month"),
+            "{node}"
+        );
+    }
+}
+
+#[test]
+fn a_reconnect_with_nothing_changed_costs_only_the_handshake_on_each_link_of_three_levels() {
+    let mut fed = skane_and_vasterbotten();
+    link_all(&mut fed);
+    fed.add_lesson("malmo", "m1", "one");
+    fed.add_lesson("kiruna", "k1", "two");
+    put(&mut fed, "hub", "national/method", "step1", "Listen first");
+    put(&mut fed, "skane", "county/skane/guidance", "g1", "monthly");
+    fed.run_until_quiet();
+    for (_, _, link) in THREE_LEVEL_LINKS {
+        fed.disconnect(link);
+    }
+    fed.frames_delivered = 0;
+    link_all(&mut fed);
+    // Hello and Summary from each side of each link, nothing else.
+    assert_eq!(fed.frames_delivered, 4 * THREE_LEVEL_LINKS.len());
+    no_refusals(&fed);
+}
+
+#[test]
+fn a_new_generation_of_a_lesson_document_crosses_both_hops() {
+    let mut fed = skane_and_vasterbotten();
+    link_all(&mut fed);
+    fed.add_lesson("malmo", "l1", "canary-c0un7y slipped through");
+    fed.add_lesson("malmo", "l2", "kept");
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("malmo").unwrap();
+    assert!(holds_trace(&fed, "umea", &doc, "canary-c0un7y"));
+    redact(&mut fed, "malmo", "l1");
+    fed.run_until_quiet();
+    for node in THREE_LEVEL_NODES {
+        assert_eq!(
+            fed.engines[node].lock_engine().generation(&doc),
+            Some(1),
+            "{node}"
+        );
+        assert_eq!(fed.lesson(node, "malmo", "l1"), None, "{node}");
+        assert_eq!(
+            fed.lesson(node, "malmo", "l2").as_deref(),
+            Some("kept"),
+            "{node}"
+        );
+        assert!(
+            !holds_trace(&fed, node, &doc, "canary-c0un7y"),
+            "{node} still holds the removed text"
+        );
+    }
+    fed.add_lesson("malmo", "l3", "after the redaction");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("umea", "malmo", "l3").as_deref(),
+        Some("after the redaction")
+    );
+    no_refusals(&fed);
+}
+
+#[test]
+fn a_city_moves_from_the_national_hub_to_its_county_hub_and_back_without_losing_data() {
+    let mut fed = skane_and_vasterbotten();
+    fed.connect_to("skane", "hub", 3);
+    fed.connect_to("lund", "skane", 2);
+    fed.connect_to("malmo", "hub", 1);
+    fed.run_until_quiet();
+    fed.add_lesson("malmo", "m1", "written while direct");
+    put(&mut fed, "hub", "national/method", "step1", "Listen first");
+    fed.run_until_quiet();
+    fed.disconnect(1);
+    fed.add_lesson("malmo", "m2", "written while moving");
+    put(&mut fed, "hub", "national/method", "step2", "Then act");
+    fed.run_until_quiet();
+    fed.connect_to("malmo", "skane", 7);
+    fed.run_until_quiet();
+    fed.disconnect(7);
+    fed.connect_to("malmo", "hub", 8);
+    fed.add_lesson("malmo", "m3", "back to direct");
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("malmo").unwrap();
+    let heads = fed.engines["malmo"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .get_heads();
+    for node in ["hub", "skane", "lund"] {
+        for (key, value) in [
+            ("m1", "written while direct"),
+            ("m2", "written while moving"),
+            ("m3", "back to direct"),
+        ] {
+            assert_eq!(
+                fed.lesson(node, "malmo", key).as_deref(),
+                Some(value),
+                "{node}"
+            );
+        }
+        assert_eq!(
+            fed.engines[node]
+                .lock_engine()
+                .document(&doc)
+                .unwrap()
+                .get_heads(),
+            heads,
+            "{node}"
+        );
+    }
+    assert_eq!(
+        get(&fed, "malmo", "national/method", "step2").as_deref(),
+        Some("Then act")
+    );
+    no_refusals(&fed);
+}
+
+#[test]
+fn a_city_restored_from_an_older_backup_gets_its_own_changes_back_through_its_county_hub() {
+    let mut fed = skane_and_vasterbotten();
+    link_all(&mut fed);
+    fed.add_lesson("malmo", "m1", "in the backup");
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("malmo").unwrap();
+    let backup = fed.engines["malmo"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .save();
+    fed.add_lesson("malmo", "m2", "written after the backup");
+    fed.run_until_quiet();
+    fed.disconnect(1);
+    // Malmö comes back from the backup: a new store, a new run's actor, its lessons without m2.
+    let malmo = NodeId::city("malmo").unwrap();
+    let mut engine = Engine::new(
+        malmo.clone(),
+        sfs_sync::run_actor(&malmo, [8; 8]),
+        EngineConfig {
+            national_hub: Some(NodeId::hub("national").unwrap()),
+            ..EngineConfig::default()
+        },
+    );
+    engine.load_document(doc.clone(), Automerge::load(&backup).unwrap(), 0);
+    fed.engines.insert("malmo".to_string(), driver(engine));
+    assert_eq!(fed.lesson("malmo", "malmo", "m2"), None);
+    fed.connect_to("malmo", "skane", 1);
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("malmo", "malmo", "m2").as_deref(),
+        Some("written after the backup")
+    );
+    fed.add_lesson("malmo", "m3", "after the restore");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("umea", "malmo", "m3").as_deref(),
+        Some("after the restore")
+    );
+    no_refusals(&fed);
 }

@@ -1,10 +1,16 @@
 //! A deterministic fault simulator for the federation: the real sync engine of one hub and
-//! several cities, driven with simulated time, a simulated network and simulated disks.
+//! several cities (and, on some seeds, county hubs between them), driven with simulated time, a
+//! simulated network and simulated disks.
 //!
 //! # The model
 //!
 //! - **Nodes.** One hub (`national`) and 2–6 cities, each an [`Engine`] with the actor id the
-//!   real node uses. Each node has a simulated durable [`Disk`]: per shareable document the
+//!   real node uses. On about 40 % of the seeds ([`THREE_LEVEL_SHARE`]) the federation has
+//!   three levels: 1–2 county hubs (`skane`, `vasterbotten`) dial the national hub, and each
+//!   city dials a county hub or, as a city whose county has not joined, the national hub
+//!   directly. Every engine knows the national hub's identity ([`EngineConfig::national_hub`]).
+//!   The topology is drawn from a second generator of the seed, so two-level seeds run as they
+//!   did before county hubs existed. Each node has a simulated durable [`Disk`]: per shareable document the
 //!   chunks persisted so far (an incremental chunk is appended, a snapshot replaces them all),
 //!   per peer and document the last persisted sync state, and — on cities — local documents
 //!   that hold a canary and are never given to the engine.
@@ -12,21 +18,26 @@
 //!   store ([`MemoryStorage`], which drops what was not synced when its node crashes) and a
 //!   transport that records what the driver releases; the simulator puts the released frames
 //!   on its network. An edit is *acknowledged* when the driver returns it as durable. Cities
-//!   dial the hub with the real [`Backoff`]; every node ticks once per simulated second.
+//!   and county hubs dial their hub with the real [`Backoff`]; every node ticks once per
+//!   simulated second.
 //! - **The network.** Time is a `u64` of milliseconds. Each link has a [`ConnId`] that is never
 //!   reused; a frame in flight carries its delivery time. Within a link and direction, frames
 //!   arrive in order (like the real HTTP/2 stream) unless a fault says otherwise. When one end
 //!   closes a link, the other end's transport notices after the frames in flight.
 //! - **Faults**, chosen by a seeded RNG during the chaos phase: frame loss, duplication,
 //!   reordering and long delays; link cuts (each end notices at its own time, or only through
-//!   the peer timeout); partitions (a city unreachable for a while); crashes of the hub or a
-//!   city, between events or in the middle of writing a batch, followed by a restart whose
-//!   engine is rebuilt from what was synced alone. About a third of the seeds are
+//!   the peer timeout); partitions (a city or county hub cut off from its hub for a while);
+//!   crashes of the national hub, a county hub or a city, between events or in the middle of
+//!   writing a batch, followed by a restart whose engine is rebuilt from what was synced alone;
+//!   on three-level seeds, a city moving between hubs (from its county hub to the national hub
+//!   or back, or to the other county hub: its link is cut and it dials its new hub once it
+//!   notices). About a third of the seeds are
 //!   *transport-faithful*: frames within a link are delivered in order and exactly once, and the
 //!   only faults are cuts, crashes, partitions and delays.
 //! - **Workload.** Owners edit their own documents (cities `shared/lessons/<city>` and on some
 //!   seeds `shared/progress/<city>`, the hub `national/method` and on some seeds
-//!   `national/directory`), sometimes at an older version ([`Engine::edit_at`]) so that the
+//!   `national/directory`, county hubs `county/<id>/guidance` and on some seeds
+//!   `county/<id>/meetings`), sometimes at an older version ([`Engine::edit_at`]) so that the
 //!   document branches; every edit writes a key of its own. Nodes also try to edit documents
 //!   they do not own, and cities edit their local documents.
 //!
@@ -44,8 +55,13 @@
 //!   document's owner (an edit at an older version carries Automerge's *isolated* actor
 //!   derived from the owner's, see [`made_by`]); no canary is in any engine's document.
 //! - Messages per change: in a clean phase, each edit followed by running until quiet costs at
-//!   most `2 · (cities + 1) + 2` `DocSync` frames; after every node restarts from its disk, a
-//!   reconnect costs no `DocSync` frame at all.
+//!   most `2 · (links + 1) + 2` `DocSync` frames, where `links` is the number of links of the
+//!   tree (cities + county hubs; on two-level seeds, the number of cities as before). A change
+//!   crosses every link once — each hub relays it at once to every other link, never back — and
+//!   each crossing is answered by one acknowledgement, so a second hop adds the two messages of
+//!   the county hub's link to the national hub, not a second round of the whole federation;
+//!   the rest is the slack the two-level bound always had. After every node restarts from its
+//!   disk, a reconnect costs no `DocSync` frame at all.
 //!
 //! # Running it
 //!
@@ -85,8 +101,12 @@ const DEFAULT_SEEDS: u64 = 300;
 const MAX_FAILURES: usize = 10;
 /// Cities are taken from the front of this list.
 const CITY_NAMES: [&str; 6] = ["malmo", "lund", "helsingborg", "uppsala", "umea", "kiruna"];
-/// The node index of the hub; cities are `1..`.
+/// County hubs are taken from the front of this list.
+const COUNTY_NAMES: [&str; 2] = ["skane", "vasterbotten"];
+/// The node index of the national hub; cities are `1..=cities`, county hubs follow them.
 const HUB: usize = 0;
+/// Share of the seeds that simulate three levels (city → county hub → national hub).
+const THREE_LEVEL_SHARE: f64 = 0.4;
 /// Every node's engine ticks this often, as the real node does.
 const TICK_MS: u64 = 1_000;
 /// Events one seed may process in all; more means a livelock.
@@ -133,10 +153,12 @@ fn the_federation_converges_under_faults() {
             )),
         }
     }
+    let three_level_seeds = totals.three_level_seeds;
     println!(
         "simulation: {} seeds run, {} passed ({faithful_seeds} transport-faithful); \
          {} acknowledged edits, {} unacknowledged, {} refused foreign edits; \
-         {} crashes ({} mid-output), {} failed writes, {} link cuts, {} partitions; \
+         {three_level_seeds} three-level; \
+         {} crashes ({} mid-output), {} failed writes, {} link cuts, {} partitions, {} city moves; \
          {} frames sent ({:?}), {} lost, {} duplicated, {} reordered, \
          {} for links already closed; {} links closed by an engine; at most {} DocSync frames per change ({} frames in all)",
         outcomes.len(),
@@ -149,6 +171,7 @@ fn the_federation_converges_under_faults() {
         totals.write_failures,
         totals.link_cuts,
         totals.partitions,
+        totals.city_moves,
         totals.frames_sent,
         totals.frames_by_kind,
         totals.frames_lost,
@@ -234,6 +257,13 @@ fn run_seed(seed: u64, options: Options) -> (Counters, bool) {
 #[derive(Debug)]
 struct Scenario {
     cities: usize,
+    /// County hubs (0 on two-level seeds, 1 or 2 on three-level ones).
+    counties: usize,
+    /// Per city (in order), the county hub it dials first (an index into the county hubs), or
+    /// `None` for the national hub.
+    county_of: Vec<Option<usize>>,
+    /// County hubs own `county/<id>/meetings` besides `county/<id>/guidance`.
+    counties_own_meetings: bool,
     /// Frames within a link arrive in order and exactly once.
     transport_faithful: bool,
     loss: f64,
@@ -253,13 +283,34 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn draw(rng: &mut ChaCha8Rng, options: Options) -> Scenario {
+    /// Draws the scenario of `seed` from `rng`. The topology (county hubs and which city dials
+    /// which hub) comes from a second generator of the same seed, so that a two-level seed runs
+    /// exactly as it did before county hubs existed.
+    fn draw(seed: u64, rng: &mut ChaCha8Rng, options: Options) -> Scenario {
+        let mut topology = ChaCha8Rng::seed_from_u64(seed ^ 0x636f_756e_7479_0000);
         let cities = rng.gen_range(2..=CITY_NAMES.len());
+        let counties = if topology.gen_bool(THREE_LEVEL_SHARE) {
+            topology.gen_range(1..=COUNTY_NAMES.len())
+        } else {
+            0
+        };
+        let mut county_of: Vec<Option<usize>> = (0..cities)
+            .map(|_| {
+                (counties > 0 && topology.gen_bool(0.7)).then(|| topology.gen_range(0..counties))
+            })
+            .collect();
+        if counties > 0 && county_of.iter().all(Option::is_none) {
+            county_of[0] = Some(0);
+        }
+        let counties_own_meetings = topology.gen_bool(0.5);
         let transport_faithful = rng.gen_bool(0.35);
         let intensity: f64 = rng.gen_range(0.0..1.0);
         let in_link = if transport_faithful { 0.0 } else { intensity };
         Scenario {
             cities,
+            counties,
+            county_of,
+            counties_own_meetings,
             transport_faithful,
             loss: 0.08 * in_link,
             duplicate: 0.05 * in_link,
@@ -291,6 +342,8 @@ struct Counters {
     write_failures: u64,
     link_cuts: u64,
     partitions: u64,
+    city_moves: u64,
+    three_level_seeds: u64,
     frames_sent: u64,
     doc_sync_frames: u64,
     frames_lost: u64,
@@ -314,6 +367,8 @@ impl Counters {
         self.write_failures += other.write_failures;
         self.link_cuts += other.link_cuts;
         self.partitions += other.partitions;
+        self.city_moves += other.city_moves;
+        self.three_level_seeds += other.three_level_seeds;
         self.frames_sent += other.frames_sent;
         self.doc_sync_frames += other.doc_sync_frames;
         self.frames_lost += other.frames_lost;
@@ -358,21 +413,24 @@ struct Node {
     acknowledged: BTreeMap<ShareableDocId, BTreeMap<String, String>>,
     /// Heads right after each acknowledged edit, to edit at an older version.
     acknowledged_versions: BTreeMap<ShareableDocId, Vec<Vec<ChangeHash>>>,
-    /// Cities: the reconnect delays.
+    /// The hub this node dials (a county hub or the national hub); `None` for the national hub.
+    upstream: Option<usize>,
+    /// Cities and county hubs: the reconnect delays.
     backoff: Backoff,
     dial_pending: bool,
-    /// Cities: unreachable until this time.
+    /// Cities and county hubs: their link upstream is unreachable until this time.
     partitioned_until: u64,
     /// A failpoint is armed in the node's storage: when it fires, the node crashes.
     crash_armed: bool,
 }
 
 impl Node {
-    fn new(id: NodeId, owned: Vec<ShareableDocId>) -> Node {
+    fn new(id: NodeId, owned: Vec<ShareableDocId>, upstream: Option<usize>) -> Node {
         let actor = sfs_sync::run_actor(&id, [7; 8]);
         Node {
             id,
             actor,
+            upstream,
             driver: None,
             disk: Disk::default(),
             owned,
@@ -457,34 +515,36 @@ enum Event {
     },
     /// The transport of `node` learns that link `conn` is gone.
     NoticeClose { conn: ConnId, node: usize },
-    /// A city tries to open a link to the hub.
-    Dial { city: usize },
+    /// A city or county hub tries to open a link to its upstream hub.
+    Dial { node: usize },
     /// A crashed node comes back.
     Restart { node: usize },
     /// Every running engine ticks.
     Tick,
 }
 
-/// A link between a city and the hub, for as long as the simulation runs.
+/// A link between a city or county hub (`lower`, which dialled) and its upstream hub
+/// (`upper`), for as long as the simulation runs.
 struct Link {
-    city: usize,
-    /// Per direction (to the hub, to the city): the latest delivery time handed out, so that
-    /// frames stay in order.
+    lower: usize,
+    upper: usize,
+    /// Per direction (to the upper end, to the lower end): the latest delivery time handed out,
+    /// so that frames stay in order.
     last_arrival: [u64; 2],
 }
 
 impl Link {
     fn other_end(&self, node: usize) -> usize {
-        if node == HUB {
-            self.city
+        if node == self.upper {
+            self.lower
         } else {
-            HUB
+            self.upper
         }
     }
-}
 
-fn direction(to: usize) -> usize {
-    usize::from(to != HUB)
+    fn direction(&self, to: usize) -> usize {
+        usize::from(to != self.upper)
+    }
 }
 
 /// The whole simulated federation.
@@ -508,8 +568,11 @@ struct Sim {
 impl Sim {
     fn new(seed: u64, options: Options) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let scenario = Scenario::draw(&mut rng, options);
+        let scenario = Scenario::draw(seed, &mut rng, options);
+        let national = NodeId::hub("national").expect("valid name");
         let config = EngineConfig {
+            // Cities under a county hub check the national hub's changes two hops away.
+            national_hub: Some(national.clone()),
             compact_after_chunks: scenario.compact_after_chunks,
             // Small documents: let the byte rule take snapshots too.
             compact_min_bytes: 512,
@@ -520,18 +583,31 @@ impl Sim {
         if scenario.hub_owns_directory {
             hub_docs.push(shareable("national/directory"));
         }
-        let mut nodes = vec![Node::new(
-            NodeId::hub("national").expect("valid name"),
-            hub_docs,
-        )];
-        for name in &CITY_NAMES[..scenario.cities] {
+        let mut nodes = vec![Node::new(national, hub_docs, None)];
+        for (index, name) in CITY_NAMES[..scenario.cities].iter().enumerate() {
             let mut city_docs = vec![shareable(&format!("shared/lessons/{name}"))];
             if scenario.cities_own_progress {
                 city_docs.push(shareable(&format!("shared/progress/{name}")));
             }
+            let upstream = match scenario.county_of[index] {
+                Some(county) => scenario.cities + 1 + county,
+                None => HUB,
+            };
             nodes.push(Node::new(
                 NodeId::city(name).expect("valid name"),
                 city_docs,
+                Some(upstream),
+            ));
+        }
+        for name in &COUNTY_NAMES[..scenario.counties] {
+            let mut county_docs = vec![shareable(&format!("county/{name}/guidance"))];
+            if scenario.counties_own_meetings {
+                county_docs.push(shareable(&format!("county/{name}/meetings")));
+            }
+            nodes.push(Node::new(
+                NodeId::county(name).expect("valid name"),
+                county_docs,
+                Some(HUB),
             ));
         }
         for node in &mut nodes {
@@ -541,6 +617,10 @@ impl Sim {
         if trace {
             eprintln!("seed {seed}: {scenario:?}");
         }
+        let counters = Counters {
+            three_level_seeds: u64::from(scenario.counties > 0),
+            ..Counters::default()
+        };
         Sim {
             rng,
             scenario,
@@ -553,13 +633,29 @@ impl Sim {
             next_seq: 0,
             faults: false,
             edit_count: 0,
-            counters: Counters::default(),
+            counters,
             trace,
         }
     }
 
     fn cities(&self) -> std::ops::RangeInclusive<usize> {
         1..=self.scenario.cities
+    }
+
+    fn counties(&self) -> std::ops::RangeInclusive<usize> {
+        self.scenario.cities + 1..=self.scenario.cities + self.scenario.counties
+    }
+
+    /// The nodes that dial a hub: cities and county hubs.
+    fn lower_nodes(&self) -> std::ops::RangeInclusive<usize> {
+        1..=self.scenario.cities + self.scenario.counties
+    }
+
+    /// Links every node to its upstream hub: county hubs first, then cities.
+    fn connect_all(&mut self) {
+        for node in self.counties().chain(self.cities()) {
+            self.connect(node);
+        }
     }
 
     fn name(&self, node: usize) -> String {
@@ -577,9 +673,7 @@ impl Sim {
     /// Every city links to the hub and every owner writes its documents once, on a clean
     /// network, so that every document exists everywhere before the faults start.
     fn setup(&mut self) {
-        for city in self.cities() {
-            self.connect(city);
-        }
+        self.connect_all();
         for node in 0..self.nodes.len() {
             for doc in self.nodes[node].owned.clone() {
                 assert!(
@@ -636,15 +730,16 @@ impl Sim {
             node.dial_pending = false;
         }
         self.now += 1_000;
-        for city in self.cities() {
-            self.connect(city);
-        }
+        self.connect_all();
         self.run_until_quiet("the heal");
     }
 
-    /// One edit at a time on a quiet federation; each may cost only a few messages.
+    /// One edit at a time on a quiet federation; each may cost only a few messages: one
+    /// message and one acknowledgement per link of the tree, plus a little (see the module
+    /// documentation).
     fn clean_edits(&mut self) {
-        let bound = 2 * (self.scenario.cities as u64 + 1) + 2;
+        let links = (self.scenario.cities + self.scenario.counties) as u64;
+        let bound = 2 * (links + 1) + 2;
         for _ in 0..CLEAN_EDITS {
             let node = self.rng.gen_range(0..self.nodes.len());
             let doc = self.nodes[node]
@@ -710,9 +805,7 @@ impl Sim {
         self.queue.clear();
         self.now += 1_000;
         let doc_sync_before = self.counters.doc_sync_frames;
-        for city in self.cities() {
-            self.connect(city);
-        }
+        self.connect_all();
         self.run_until_quiet("the reconnect after restarting every node");
         let doc_sync = self.counters.doc_sync_frames - doc_sync_before;
         assert_eq!(
@@ -783,7 +876,7 @@ impl Sim {
                 self.log(|| format!("{} notices link {conn} is gone", self.name(node)));
                 self.call(node, |engine, _| engine.disconnect(conn));
             }
-            Event::Dial { city } => self.dial(city),
+            Event::Dial { node } => self.dial(node),
             Event::Restart { node } => {
                 if self.nodes[node].driver.is_none() {
                     self.restart(node);
@@ -804,8 +897,8 @@ impl Sim {
             return;
         }
         if self.faults && !self.scenario.transport_faithful {
-            let city = self.links[&conn].city;
-            if self.partitioned(city) {
+            let lower = self.links[&conn].lower;
+            if self.partitioned(lower) {
                 self.counters.frames_lost += 1;
                 return;
             }
@@ -924,8 +1017,8 @@ impl Sim {
         }
         let link = &self.links[&conn];
         let to = link.other_end(from);
-        let city = link.city;
-        let last_arrival = link.last_arrival[direction(to)];
+        let city = link.lower;
+        let last_arrival = link.last_arrival[link.direction(to)];
         let in_link_faults = self.faults && !self.scenario.transport_faithful;
         if in_link_faults && (self.partitioned(city) || self.rng.gen_bool(self.scenario.loss)) {
             self.counters.frames_lost += 1;
@@ -957,7 +1050,8 @@ impl Sim {
                 },
             );
         }
-        let slot = &mut self.links.get_mut(&conn).expect("link exists").last_arrival[direction(to)];
+        let link = self.links.get_mut(&conn).expect("link exists");
+        let slot = &mut link.last_arrival[link.direction(to)];
         *slot = (*slot).max(at);
         self.schedule(at, Event::Deliver { conn, to, frame });
     }
@@ -967,83 +1061,111 @@ impl Sim {
     fn end_closed(&mut self, node: usize, conn: ConnId) {
         let link = &self.links[&conn];
         let other = link.other_end(node);
-        let after = link.last_arrival[direction(other)].max(self.reachable_from(link.city));
+        let after = link.last_arrival[link.direction(other)].max(self.reachable_from(link.lower));
         let at = after + self.rng.gen_range(1..=100);
         self.schedule(at, Event::NoticeClose { conn, node: other });
     }
 
     // ----- links, crashes and restarts -----------------------------------------------------
 
-    fn partitioned(&self, city: usize) -> bool {
-        self.now < self.nodes[city].partitioned_until
+    /// Whether `node`'s link upstream is cut off.
+    fn partitioned(&self, node: usize) -> bool {
+        self.now < self.nodes[node].partitioned_until
     }
 
-    /// The earliest time news can cross between `city` and the hub: now, or when its
-    /// partition ends.
-    fn reachable_from(&self, city: usize) -> u64 {
-        self.now.max(self.nodes[city].partitioned_until)
+    /// The earliest time news can cross between `node` (a city or county hub) and its
+    /// upstream hub: now, or when its partition ends.
+    fn reachable_from(&self, node: usize) -> u64 {
+        self.now.max(self.nodes[node].partitioned_until)
     }
 
-    /// Every running city without a link schedules a dial after its backoff delay.
+    /// Every running city and county hub without a link schedules a dial after its backoff
+    /// delay.
     fn ensure_dials(&mut self) {
-        for city in self.cities() {
-            let node = &self.nodes[city];
-            if node.driver.is_none() || node.dial_pending || !node.open_conns().is_empty() {
+        for lower in self.lower_nodes() {
+            let node = &self.nodes[lower];
+            if node.driver.is_none() || node.dial_pending || self.has_upstream_link(lower) {
                 continue;
             }
             let unit: f64 = self.rng.gen_range(0.0..1.0);
-            let delay = self.nodes[city].backoff.next_delay(unit).as_millis() as u64;
-            self.nodes[city].dial_pending = true;
-            self.schedule(self.now + delay.max(1), Event::Dial { city });
+            let delay = self.nodes[lower].backoff.next_delay(unit).as_millis() as u64;
+            self.nodes[lower].dial_pending = true;
+            self.schedule(self.now + delay.max(1), Event::Dial { node: lower });
         }
     }
 
-    fn dial(&mut self, city: usize) {
-        self.nodes[city].dial_pending = false;
-        if self.nodes[city].driver.is_none() || !self.nodes[city].open_conns().is_empty() {
+    fn dial(&mut self, node: usize) {
+        self.nodes[node].dial_pending = false;
+        if self.nodes[node].driver.is_none() || self.has_upstream_link(node) {
             return;
         }
-        if self.nodes[HUB].driver.is_none() || self.partitioned(city) {
-            self.log(|| format!("{} fails to reach the hub", self.name(city)));
+        let upper = self.upstream(node);
+        if self.nodes[upper].driver.is_none() || self.partitioned(node) {
+            self.log(|| format!("{} fails to reach {}", self.name(node), self.name(upper)));
             return;
         }
-        self.connect(city);
+        self.connect(node);
     }
 
-    /// Opens a new link between `city` and the hub: both engines learn of it at once.
-    fn connect(&mut self, city: usize) {
+    /// Whether `node` has a link open (at its end) that it dialled: a county hub's links from
+    /// its cities do not count.
+    fn has_upstream_link(&self, node: usize) -> bool {
+        self.nodes[node]
+            .open_conns()
+            .iter()
+            .any(|conn| self.links[conn].lower == node)
+    }
+
+    /// The hub `node` dials.
+    fn upstream(&self, node: usize) -> usize {
+        self.nodes[node]
+            .upstream
+            .unwrap_or_else(|| panic!("{} dials no one", self.name(node)))
+    }
+
+    /// Opens a new link between `lower` (a city or county hub) and its upstream hub: both
+    /// engines learn of it at once.
+    fn connect(&mut self, lower: usize) {
+        let upper = self.upstream(lower);
         let conn = self.next_conn;
         self.next_conn += 1;
         self.links.insert(
             conn,
             Link {
-                city,
+                lower,
+                upper,
                 last_arrival: [self.now; 2],
             },
         );
-        self.log(|| format!("{} links to the hub on {conn}", self.name(city)));
-        let city_id = self.nodes[city].id.clone();
-        let hub_id = self.nodes[HUB].id.clone();
-        let hub_states = self.nodes[HUB]
-            .disk
-            .storage
-            .sync_states_for(&city_id)
-            .expect("the in-memory store reads");
-        let city_states = self.nodes[city]
-            .disk
-            .storage
-            .sync_states_for(&hub_id)
-            .expect("the in-memory store reads");
-        self.call(HUB, |engine, now| {
-            engine.connect(conn, city_id, hub_states, now)
+        self.log(|| {
+            format!(
+                "{} links to {} on {conn}",
+                self.name(lower),
+                self.name(upper)
+            )
         });
-        if self.nodes[HUB].driver.is_none() {
+        let lower_id = self.nodes[lower].id.clone();
+        let upper_id = self.nodes[upper].id.clone();
+        let upper_states = self.nodes[upper]
+            .disk
+            .storage
+            .sync_states_for(&lower_id)
+            .expect("the in-memory store reads");
+        let lower_states = self.nodes[lower]
+            .disk
+            .storage
+            .sync_states_for(&upper_id)
+            .expect("the in-memory store reads");
+        self.call(upper, |engine, now| {
+            engine.connect(conn, lower_id, upper_states, now)
+        });
+        if self.nodes[upper].driver.is_none() {
             return;
         }
-        self.call(city, |engine, now| {
-            engine.connect(conn, hub_id, city_states, now)
+        self.call(lower, |engine, now| {
+            engine.connect(conn, upper_id, lower_states, now)
         });
-        self.nodes[city].backoff.reset();
+        self.nodes[lower].backoff.reset();
     }
 
     /// The node's process dies: its engine and everything in memory are gone, its disk stays.
@@ -1059,7 +1181,7 @@ impl Sim {
             if self.rng.gen_bool(0.7) {
                 let link = &self.links[&conn];
                 let other = link.other_end(node);
-                let at = self.reachable_from(link.city) + self.rng.gen_range(1..=2_000);
+                let at = self.reachable_from(link.lower) + self.rng.gen_range(1..=2_000);
                 self.schedule(at, Event::NoticeClose { conn, node: other });
             }
         }
@@ -1102,7 +1224,7 @@ impl Sim {
                 }
             }
             75..=81 => {
-                let city = self.rng.gen_range(self.cities());
+                let city = self.rng.gen_range(self.lower_nodes());
                 let length = self.rng.gen_range(1_000..=90_000);
                 self.nodes[city].partitioned_until = self.now + length;
                 self.counters.partitions += 1;
@@ -1112,17 +1234,47 @@ impl Sim {
                 let idle = self.rng.gen_range(5_000..=70_000);
                 self.run_until(self.now + idle);
             }
+            88..=91 if self.scenario.counties > 0 => self.move_random_city(),
             _ => self.random_edit(),
         }
     }
 
-    /// The hub crashes less often than a city: there is one hub and several cities.
+    /// The national hub crashes less often than a city or county hub: there is one of it and
+    /// several of them.
     fn random_node_for_crash(&mut self) -> usize {
         if self.rng.gen_bool(0.25) {
             HUB
         } else {
-            self.rng.gen_range(self.cities())
+            self.rng.gen_range(self.lower_nodes())
         }
+    }
+
+    /// A city moves between hubs (three-level seeds): from its county hub to the national hub,
+    /// from the national hub to a county hub, or from one county hub to the other. Its link is
+    /// cut (each end notices at its own time, or only through the peer timeout) and it dials
+    /// its new hub once it has noticed.
+    fn move_random_city(&mut self) {
+        let city = self.rng.gen_range(self.cities());
+        let current = self.upstream(city);
+        let targets: Vec<usize> = std::iter::once(HUB)
+            .chain(self.counties())
+            .filter(|hub| *hub != current)
+            .collect();
+        let target = *targets.choose(&mut self.rng).expect("another hub");
+        self.counters.city_moves += 1;
+        self.log(|| {
+            format!(
+                "{} moves from {} to {}",
+                self.name(city),
+                self.name(current),
+                self.name(target)
+            )
+        });
+        self.nodes[city].upstream = Some(target);
+        for conn in self.nodes[city].open_conns() {
+            self.cut_link(conn);
+        }
+        // Until it notices, the city stays on its old hub; then it dials the new one.
     }
 
     fn random_edit(&mut self) {
@@ -1288,10 +1440,16 @@ impl Sim {
         let Some(&(conn, _)) = open.choose(&mut self.rng) else {
             return;
         };
+        self.cut_link(conn);
+    }
+
+    /// Both ends of `conn` lose it; each notices at its own time, or only when its peer
+    /// timeout fires.
+    fn cut_link(&mut self, conn: ConnId) {
         self.counters.link_cuts += 1;
         self.log(|| format!("link {conn} is cut"));
-        let city = self.links[&conn].city;
-        for node in [HUB, city] {
+        let (upper, lower) = (self.links[&conn].upper, self.links[&conn].lower);
+        for node in [upper, lower] {
             match self.rng.gen_range(0..10) {
                 0..=3 => self.call(node, |engine, _| engine.disconnect(conn)),
                 4..=8 => {
