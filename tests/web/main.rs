@@ -1201,6 +1201,42 @@ async fn lessons_page_render_time_with_many_lessons() {
         task.await.unwrap();
     }
     eprintln!("created {count} lessons in {:?}", started.elapsed());
+    // 1,000 register entries: 100 organisations and 900 contacts (after the lessons, so that
+    // the privacy guard of every lesson did not have to know 900 names).
+    let started = Instant::now();
+    let mut admin = client.clone();
+    let mut organisations = Vec::new();
+    for i in 0..100 {
+        let sector = ["municipality", "police", "region", "civil_society"][i % 4];
+        organisations.push(
+            admin
+                .create_organisation(&format!("Organisation {i}"), sector)
+                .await
+                .unwrap()
+                .name,
+        );
+    }
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (mut client, organisations) = (client.clone(), organisations.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..900).step_by(workers) {
+                client
+                    .create_contact(sfs_proto::v1::Contact {
+                        full_name: format!("Kontakt {i} Nätverksdotter"),
+                        role: "Samordnare".into(),
+                        organisation: organisations[i % organisations.len()].clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    eprintln!("created 1000 register entries in {:?}", started.elapsed());
     let web = fed.cities[0].running.as_ref().unwrap().web.clone().unwrap();
     let addr = web.addr();
     let port = addr.port();
@@ -1229,11 +1265,41 @@ async fn lessons_page_render_time_with_many_lessons() {
     )
     .await;
     let session = set_cookie(&head, &format!("sfs_session_{port}")).to_string();
+    let get = |path: String| {
+        let session = session.clone();
+        async move {
+            http(
+                addr,
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: sfs_session_{port}={session}\r\n\r\n"
+                ),
+            )
+            .await
+        }
+    };
+    // The register's second page of contacts, by the link its first page gives.
+    let (_, first) = get("/register".into()).await;
+    let second = first
+        .split("rel=\"next\"")
+        .next()
+        .and_then(|before| before.rsplit("href=\"").next())
+        .and_then(|rest| rest.split('"').next())
+        .expect("the register links its next page of contacts")
+        .replace("&amp;", "&");
+    let second = second.split('#').next().unwrap().to_string();
+    let (_, body) = get(second.clone()).await;
+    assert!(
+        body.contains("Kontakt") && body.contains("Första sidan"),
+        "the second page lists contacts and links back"
+    );
     for (what, path) in [
         ("feed, first page", "/lessons"),
         ("search", "/lessons?q=nummer+1234"),
         ("tag", "/lessons?tag=tagg7"),
         ("start page", "/"),
+        ("register", "/register"),
+        ("register, page 2", second.as_str()),
+        ("handbook", "/handbook"),
     ] {
         let mut times = Vec::new();
         for _ in 0..21 {

@@ -19,6 +19,7 @@ back-to-start = To the start page
 cancel = Cancel
 pages-label = Pages
 pages-first = First page
+register-contacts-pages = Pages of contacts
 pages-next = Next page
 
 date = { $day } { $month } { $year }

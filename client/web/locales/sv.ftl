@@ -19,6 +19,7 @@ back-to-start = Till startsidan
 cancel = Avbryt
 pages-label = Sidor
 pages-first = Första sidan
+register-contacts-pages = Sidor med kontaktpersoner
 pages-next = Nästa sida
 
 date = { $day } { $month } { $year }

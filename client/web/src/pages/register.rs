@@ -35,6 +35,21 @@ struct RegisterPage {
     contacts: Vec<(String, String, String, String)>,
     meetings: Vec<MeetingView>,
     can_edit: bool,
+    /// The next page of contacts, and the first (empty when there is none to go to).
+    contacts_next_href: String,
+    contacts_first_href: String,
+}
+
+/// Contacts shown per page of the register (a city's register may hold thousands).
+const CONTACTS_PER_PAGE: i32 = 200;
+/// Pages of organisations read to name every organisation a contact or meeting refers to.
+const MAX_ORGANISATION_PAGES: usize = 50;
+
+/// The register page's query: which page of contacts.
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct RegisterQuery {
+    #[serde(default)]
+    contacts: String,
 }
 
 /// The edit link of a record (`organisations/abc` → `/register/organisations/abc/edit`).
@@ -48,7 +63,10 @@ const PAGE: pb::ListRequest = pb::ListRequest {
 };
 
 /// `GET /register`.
-pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
+pub(crate) async fn page(
+    Signed { t, mut session, .. }: Signed,
+    axum::extract::Query(query): axum::extract::Query<RegisterQuery>,
+) -> Response {
     if session.hub {
         return super::error_page_with(
             &t,
@@ -59,10 +77,26 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
         );
     }
     let c = &mut session.client;
-    let orgs = match c.register.list_organisations(PAGE).await {
-        Ok(list) => list.into_inner().organisations,
-        Err(status) => return api_error(&t, &session, &status),
-    };
+    // Every organisation (contacts, groups and meetings name them), page by page.
+    let mut orgs = Vec::new();
+    let mut token = String::new();
+    for _ in 0..MAX_ORGANISATION_PAGES {
+        let request = pb::ListRequest {
+            page_size: PAGE.page_size,
+            page_token: token,
+        };
+        match c.register.list_organisations(request).await {
+            Ok(list) => {
+                let list = list.into_inner();
+                orgs.extend(list.organisations);
+                token = list.next_page_token;
+            }
+            Err(status) => return api_error(&t, &session, &status),
+        }
+        if token.is_empty() {
+            break;
+        }
+    }
     let groups = c
         .register
         .list_groups(PAGE)
@@ -70,9 +104,12 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
         .map(|r| r.into_inner().groups);
     let contacts = c
         .register
-        .list_contacts(PAGE)
+        .list_contacts(pb::ListRequest {
+            page_size: CONTACTS_PER_PAGE,
+            page_token: query.contacts.clone(),
+        })
         .await
-        .map(|r| r.into_inner().contacts);
+        .map(|r| r.into_inner());
     let meetings = c
         .register
         .list_meetings(PAGE)
@@ -89,6 +126,19 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
             return api_error(&t, &session, &status)
         }
     };
+    let contacts_next_href = if contacts.next_page_token.is_empty() {
+        String::new()
+    } else {
+        let query = serde_urlencoded::to_string([("contacts", &contacts.next_page_token)])
+            .unwrap_or_default();
+        format!("/register?{query}#contacts")
+    };
+    let contacts_first_href = if query.contacts.is_empty() {
+        String::new()
+    } else {
+        "/register#contacts".to_string()
+    };
+    let contacts = contacts.contacts;
     // Names, never ids: organisations and contacts by their resource names.
     let mut names: BTreeMap<String, String> = orgs
         .iter()
@@ -110,6 +160,8 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
     let page = RegisterPage {
         t,
         can_edit,
+        contacts_next_href,
+        contacts_first_href,
         ctx: Ctx::new(&t, Some(&session), "/register"),
         routine: routine
             .into_iter()
