@@ -17,19 +17,6 @@ async fn backup(client: &mut sfs_client::Client, to: &Path) -> Vec<u8> {
     bytes
 }
 
-async fn access_log(client: &mut sfs_client::Client) -> Vec<pb::AccessLogEntry> {
-    client
-        .signals
-        .list_access_log(pb::ListRequest {
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-}
-
 fn signal(org: &str, description: &str, status: &str) -> pb::Signal {
     pb::Signal {
         date: "2026-11-01".into(),
@@ -159,7 +146,7 @@ async fn an_erased_contact_or_signal_is_unreadable_everywhere_even_with_the_key(
     );
     let readable = readable_with_key_of(&data_dir, &backup_before);
     assert!(erased.iter().all(|t| contains(&readable, t)));
-    let log_before = access_log(&mut lund).await;
+    let log_before = crate::util::access_log(&mut lund).await;
 
     // Who may erase, and bad input.
     let mut editor = fed.client_with_role(0, ApiRole::Editor).await;
@@ -240,7 +227,7 @@ async fn an_erased_contact_or_signal_is_unreadable_everywhere_even_with_the_key(
     }
 
     // The access log kept every earlier entry and gained the erasures.
-    let log_after = access_log(&mut lund).await;
+    let log_after = crate::util::access_log(&mut lund).await;
     assert!(
         log_after.ends_with(&log_before),
         "earlier entries unchanged (newest first)"
@@ -334,7 +321,7 @@ async fn closed_signals_are_erased_when_their_retention_ends() {
     let readable = readable_with_key(&data_dir);
     assert!(!contains(&readable, closed_text), "nothing of it readable");
     assert!(contains(&readable, open_text));
-    let log = access_log(&mut lund).await;
+    let log = crate::util::access_log(&mut lund).await;
     assert!(log
         .iter()
         .any(|e| e.actor == "retention" && e.action == "erase" && e.resource == closed.name));

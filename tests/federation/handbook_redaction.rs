@@ -349,16 +349,7 @@ async fn redacted_handbook_text_leaves_no_trace_and_cities_serve_only_signed_con
     assert_eq!(running.release.unwrap().number, 3);
 
     // Both redactions are in the hub's access log, with who made them.
-    let log = hub
-        .signals
-        .list_access_log(pb::ListRequest {
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let log = crate::util::access_log(&mut hub).await;
     assert!(log
         .iter()
         .any(|e| e.action == "redact handbook (text)" && e.resource == step.name));

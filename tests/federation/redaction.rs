@@ -227,16 +227,7 @@ async fn redacted_and_deleted_lessons_leave_no_trace_on_any_node_or_backup() {
     );
 
     // Both removals are in Lund's access log, with who made them.
-    let log = lund
-        .signals
-        .list_access_log(pb::ListRequest {
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let log = crate::util::access_log(&mut lund).await;
     assert!(log
         .iter()
         .any(|e| e.action == "redact lesson (body)" && e.resource == first.name));

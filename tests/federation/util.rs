@@ -401,3 +401,17 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
+
+/// The node's access log, as the node lists it (first 500 entries).
+pub async fn access_log(client: &mut Client) -> Vec<sfs_proto::v1::AccessLogEntry> {
+    client
+        .signals
+        .list_access_log(sfs_proto::v1::ListRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
