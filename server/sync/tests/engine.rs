@@ -1675,6 +1675,36 @@ fn holds_trace(fed: &Federation, node: &str, doc: &ShareableDocId, needle: &str)
             .any(|bytes| contains(bytes))
 }
 
+/// After `city` redacted `removed` (its key and a canary in its text) from its lessons: every
+/// one of `nodes` holds the first new generation, without the lesson or any trace of the canary,
+/// and still holds the `kept` lesson (its key and text).
+fn assert_redacted_everywhere(
+    fed: &Federation,
+    nodes: &[&str],
+    city: &str,
+    removed: (&str, &str),
+    kept: (&str, &str),
+) {
+    let doc = ShareableDocId::lessons(city).unwrap();
+    for node in nodes {
+        assert_eq!(
+            fed.engines[*node].lock_engine().generation(&doc),
+            Some(1),
+            "{node}"
+        );
+        assert_eq!(fed.lesson(node, city, removed.0), None, "{node}");
+        assert_eq!(
+            fed.lesson(node, city, kept.0).as_deref(),
+            Some(kept.1),
+            "{node}"
+        );
+        assert!(
+            !holds_trace(fed, node, &doc, removed.1),
+            "{node} still holds the removed text"
+        );
+    }
+}
+
 #[test]
 fn a_new_generation_replaces_the_document_everywhere_without_the_removed_text() {
     let mut fed = Federation::new(&["helsingborg", "malmo"]);
@@ -1688,22 +1718,15 @@ fn a_new_generation_replaces_the_document_everywhere_without_the_removed_text() 
 
     redact(&mut fed, "helsingborg", "l1");
     fed.run_until_quiet();
-    for node in ["helsingborg", "hub", "malmo"] {
-        assert_eq!(
-            fed.engines[node].lock_engine().generation(&doc),
-            Some(1),
-            "{node}"
-        );
-        assert_eq!(fed.lesson(node, "helsingborg", "l1"), None, "{node}");
-        assert_eq!(
-            fed.lesson(node, "helsingborg", "l2").as_deref(),
-            Some("hotel staff training works"),
-            "{node}"
-        );
-        assert!(
-            !holds_trace(&fed, node, &doc, "canary-7f3a9"),
-            "{node} still holds the removed text"
-        );
+    let nodes = ["helsingborg", "hub", "malmo"];
+    assert_redacted_everywhere(
+        &fed,
+        &nodes,
+        "helsingborg",
+        ("l1", "canary-7f3a9"),
+        ("l2", "hotel staff training works"),
+    );
+    for node in nodes {
         // One change: the new generation has no history.
         assert_eq!(
             fed.engines[node]
@@ -2298,23 +2321,13 @@ fn a_new_generation_of_a_lesson_document_crosses_both_hops() {
     assert!(holds_trace(&fed, "umea", &doc, "canary-c0un7y"));
     redact(&mut fed, "malmo", "l1");
     fed.run_until_quiet();
-    for node in THREE_LEVEL_NODES {
-        assert_eq!(
-            fed.engines[node].lock_engine().generation(&doc),
-            Some(1),
-            "{node}"
-        );
-        assert_eq!(fed.lesson(node, "malmo", "l1"), None, "{node}");
-        assert_eq!(
-            fed.lesson(node, "malmo", "l2").as_deref(),
-            Some("kept"),
-            "{node}"
-        );
-        assert!(
-            !holds_trace(&fed, node, &doc, "canary-c0un7y"),
-            "{node} still holds the removed text"
-        );
-    }
+    assert_redacted_everywhere(
+        &fed,
+        &THREE_LEVEL_NODES,
+        "malmo",
+        ("l1", "canary-c0un7y"),
+        ("l2", "kept"),
+    );
     fed.add_lesson("malmo", "l3", "after the redaction");
     fed.run_until_quiet();
     assert_eq!(
