@@ -167,18 +167,10 @@ impl Federation {
         // The test binds the city's API listener itself (port 0 the first time, the same port
         // at a restart) and hands it to the node.
         let listeners = node::Listeners {
-            api: tokio::net::TcpListener::bind(city.config.api.listen)
-                .await
-                .unwrap(),
+            api: bind(city.config.api.listen).await,
             federation: None,
-            web: match city.config.web.listen {
-                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
-                None => None,
-            },
-            metrics: match city.config.metrics.listen {
-                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
-                None => None,
-            },
+            web: bind_if(city.config.web.listen).await,
+            metrics: bind_if(city.config.metrics.listen).await,
         };
         let running = node::start_on(city.config.clone(), listeners, StartOptions::default())
             .await
@@ -414,4 +406,15 @@ pub async fn access_log(client: &mut Client) -> Vec<sfs_proto::v1::AccessLogEntr
         .unwrap()
         .into_inner()
         .entries
+}
+
+async fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind(addr).await.unwrap()
+}
+
+async fn bind_if(addr: Option<SocketAddr>) -> Option<tokio::net::TcpListener> {
+    match addr {
+        Some(addr) => Some(bind(addr).await),
+        None => None,
+    }
 }

@@ -200,18 +200,8 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
         verify: impl FnOnce(&Automerge, &automerge::Change) -> Result<(), E>,
     ) -> Result<R, DriverEditError<E>> {
-        self.storage
-            .check_writable()
-            .map_err(|err| DriverEditError::Storage(StorageFailure(err.to_string())))?;
-        let result = self
-            .call(
-                |engine| match engine.edit_verified(doc, at, now_ms, change, verify) {
-                    Ok((result, out)) => (Ok(result), out),
-                    Err(err) => (Err(err), Output::default()),
-                },
-            )
-            .map_err(DriverEditError::Storage)?
-            .map_err(DriverEditError::Edit)?;
+        let result =
+            self.owner_call(|engine| engine.edit_verified(doc, at, now_ms, change, verify))?;
         self.push_pending(now_ms);
         Ok(result)
     }
@@ -224,10 +214,19 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         now_ms: u64,
         remove: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, DriverEditError<E>> {
+        self.owner_call(|engine| engine.new_generation(doc, now_ms, remove))
+    }
+
+    /// Runs an engine call that changes a document this node owns: refused before the engine
+    /// when storage takes no writes; the engine's refusal leaves nothing to store.
+    fn owner_call<R, E>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<(R, Output), EditError<E>>,
+    ) -> Result<R, DriverEditError<E>> {
         self.storage
             .check_writable()
             .map_err(|err| DriverEditError::Storage(StorageFailure(err.to_string())))?;
-        self.call(|engine| match engine.new_generation(doc, now_ms, remove) {
+        self.call(|engine| match f(engine) {
             Ok((result, out)) => (Ok(result), out),
             Err(err) => (Err(err), Output::default()),
         })
@@ -450,16 +449,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             &format!("{failure}; reconnect to resync from what is stored"),
         ));
         drop(engine);
-        // The closing output carries no data: its links end at once.
-        for event in &closing.events {
-            self.transport.event(event);
-        }
-        for (conn, reason) in &closing.closes {
-            self.transport.close(*conn, reason);
-        }
-        for conn in &closing.ended {
-            self.transport.end(*conn);
-        }
+        // The closing output carries no data (Goodbyes and closes): it leaves at once, and
+        // every link it would refuse a frame on is closing anyway.
+        let closing = Batch {
+            seq: 0,
+            out: closing,
+            beside_bound: BTreeSet::new(),
+            awaited: false,
+        };
+        self.release_frames(&closing, &mut Vec::new());
         let mut queue = self.queue();
         let mut last = queue.released;
         for batch in &dropped {
