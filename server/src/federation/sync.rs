@@ -554,16 +554,21 @@ impl SyncHandle {
             tap(peer, &prost::Message::encode_to_vec(&frame));
         }
         let now = self.now_ms();
-        let _ = self.driver.perform(|engine| {
-            let out = match from_pb(frame) {
-                Ok(frame) => engine.receive(conn, frame, now),
-                Err(message) => engine.close_link(conn, StatusCode::InvalidArgument, message),
-            };
+        let note_closes = |out: &sfs_sync::Output| {
             for (_, reason) in &out.closes {
                 self.set_peer_state(peer, "disconnected", Some(reason.message.clone()));
             }
-            out
-        });
+        };
+        // Read and applied by the driver: a large message is decoded outside the engine lock
+        // and applied in slices, so other links and API calls are not held up for all of it.
+        let _ = match from_pb(frame) {
+            Ok(frame) => self.driver.receive(conn, frame, now, note_closes),
+            Err(message) => self.driver.perform(|engine| {
+                let out = engine.close_link(conn, StatusCode::InvalidArgument, message);
+                note_closes(&out);
+                out
+            }),
+        };
     }
 
     /// The link ended at the transport level.

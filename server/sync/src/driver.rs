@@ -24,6 +24,10 @@
 //!   [`StorageFailure`]); each document they touched is set back to what is durable
 //!   ([`Engine::persist_failed`], from the heads of its last synced write) and every link is
 //!   closed, so nothing unsaved is ever offered to a peer.
+//! - A received frame is read (decoded, checked, its changes parsed) before the engine lock is
+//!   taken, and a large sync message is applied in slices, one engine call each
+//!   ([`Driver::receive`]): a peer's 16 MiB message holds up other links and the API for a
+//!   slice at a time, not for all of it.
 //! - A frame the transport refuses (a peer that does not read, a budget spent) closes that link
 //!   in the engine, through the queue like any other event.
 //!
@@ -41,6 +45,7 @@ use crate::engine::{
 };
 use crate::frame::Frame;
 use crate::scope::ShareableDocId;
+use crate::screen::read_frame;
 use crate::storage::Storage;
 
 /// Where the driver releases what an output carries, after it is durable.
@@ -108,6 +113,8 @@ pub struct Driver<S: Storage, T: Transport> {
     released: Condvar,
     /// Per document, the heads of its last write that was synced: what survives a crash.
     durable: Mutex<HashMap<ShareableDocId, Vec<ChangeHash>>>,
+    /// The engine's limit on a received sync message, for reading frames without its lock.
+    max_message_bytes: usize,
 }
 
 fn relock<G>(result: std::sync::LockResult<G>) -> G {
@@ -122,7 +129,9 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             durable.insert(stored.id.clone(), stored.doc.get_heads());
             engine.load_document(stored.id, stored.doc, stored.chunks);
         }
+        let max_message_bytes = engine.config().max_message_bytes;
         Ok(Driver {
+            max_message_bytes,
             engine: Mutex::new(engine),
             storage,
             transport,
@@ -187,6 +196,35 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     /// Like [`Driver::call`] for an engine call that returns only an output.
     pub fn perform(&self, f: impl FnOnce(&mut Engine) -> Output) -> Result<(), StorageFailure> {
         self.call(|engine| ((), f(engine)))
+    }
+
+    /// A frame arrived on link `conn`. It is read first (a sync message decoded, checked and
+    /// its changes parsed, [`read_frame`]) without the engine lock; then a large sync message
+    /// is applied one slice per engine call ([`Engine::receive_read`]), each slice stored and
+    /// released before the next, so other links and API calls take the engine in between.
+    /// `seen` is shown each output under the engine lock. Returns once the whole frame is
+    /// applied and durable.
+    pub fn receive(
+        &self,
+        conn: ConnId,
+        frame: Frame,
+        now_ms: u64,
+        mut seen: impl FnMut(&Output),
+    ) -> Result<(), StorageFailure> {
+        let mut read = Some(read_frame(frame, self.max_message_bytes));
+        loop {
+            let unfinished = self.call(|engine| {
+                let out = match read.take() {
+                    Some(read) => engine.receive_read(conn, read, now_ms),
+                    None => engine.continue_receive(conn, now_ms),
+                };
+                seen(&out);
+                (out.unfinished.contains(&conn), out)
+            })?;
+            if !unfinished {
+                return Ok(());
+            }
+        }
     }
 
     /// Changes a document this node owns (see [`Engine::edit_verified`]); returns once the

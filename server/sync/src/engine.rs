@@ -21,7 +21,7 @@
 //! changes. A peer that sends them anyway is in breach: the message is refused before Automerge
 //! sees it, the link is closed with `PermissionDenied`, and a [`LogEvent::Refused`] is emitted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync::{self, BloomFilter, Have, SyncDoc};
@@ -35,6 +35,7 @@ use crate::frame::{
 use crate::scope::{
     accepts_changes_from, actor_belongs_to, owner_node, shared_on_link, NodeId, ShareableDocId,
 };
+use crate::screen::{read_frame, ReadFrame, ReadMessage, Unreadable};
 
 /// Identifies one federation link for as long as it is open; chosen by the driver.
 pub type ConnId = u64;
@@ -100,6 +101,11 @@ pub struct EngineConfig {
     /// check who wrote a change to a national document two hops away: without it, such a
     /// change is refused (`PermissionDenied`) and the link closed.
     pub national_hub: Option<NodeId>,
+    /// Most operations of a peer's sync message applied in one engine call: a larger message
+    /// is applied in slices of about this many ([`Engine::receive_read`]), and the driver
+    /// releases the engine lock between them, so other links and the API are not held up for
+    /// the whole message.
+    pub apply_slice_ops: u64,
 }
 
 impl EngineConfig {
@@ -127,6 +133,7 @@ impl Default for EngineConfig {
             max_text_insert_chars: 50_000,
             reset_interval_ms: 60_000,
             national_hub: None,
+            apply_slice_ops: 20_000,
         }
     }
 }
@@ -214,6 +221,9 @@ pub struct Output {
     /// older generation's chunks and snapshots and every sync state of it, with every peer.
     /// The new generation follows in `persist_docs` as a snapshot.
     pub replaced_docs: Vec<(ShareableDocId, u64)>,
+    /// Links whose received sync message is applied only in part: the driver calls
+    /// [`Engine::continue_receive`] for each (after storing this output) until none is left.
+    pub unfinished: Vec<ConnId>,
 }
 
 impl Output {
@@ -234,6 +244,7 @@ impl Output {
         self.ended.extend(other.ended);
         self.reload_docs.extend(other.reload_docs);
         self.replaced_docs.extend(other.replaced_docs);
+        self.unfinished.extend(other.unfinished);
     }
 }
 
@@ -299,6 +310,79 @@ struct Conn {
     offered_generation: HashMap<ShareableDocId, u64>,
     last_sent_ms: u64,
     last_received_ms: u64,
+    /// A received sync message applied in slices, while slices are left.
+    applying: Option<Applying>,
+}
+
+/// A sync message being applied in slices ([`EngineConfig::apply_slice_ops`]).
+struct Applying {
+    doc: ShareableDocId,
+    /// The document's generation when the message arrived.
+    generation: u64,
+    /// The changes not applied yet, in the order they came; the last slice goes through
+    /// Automerge's `receive_sync_message` with the rest of the message.
+    slices: VecDeque<Vec<automerge::Change>>,
+    /// The message without its changes.
+    message: sync::Message,
+}
+
+/// The changes received that are new here, when what is stored is up to date: if exactly these
+/// get applied, their bytes are what to store (`save_after` would walk the document's whole
+/// history to find them).
+struct FreshChanges {
+    bytes: Vec<u8>,
+    hashes: Vec<ChangeHash>,
+    changes_before: u64,
+}
+
+impl FreshChanges {
+    fn before(entry: &DocEntry, changes: &[automerge::Change]) -> Option<FreshChanges> {
+        let up_to_date = !entry.compaction.needs_snapshot()
+            && sorted(entry.doc.get_heads()) == sorted(entry.persisted_heads.clone());
+        if !up_to_date {
+            return None;
+        }
+        let new: Vec<&automerge::Change> = changes
+            .iter()
+            .filter(|c| entry.doc.get_change_meta_by_hash(&c.hash()).is_none())
+            .collect();
+        Some(FreshChanges {
+            bytes: new.iter().flat_map(|c| c.raw_bytes().to_vec()).collect(),
+            hashes: new.iter().map(|c| c.hash()).collect(),
+            changes_before: entry.doc.stats().num_changes,
+        })
+    }
+
+    /// The bytes, if exactly these changes were applied.
+    fn bytes_if_exactly(self, doc: &Automerge) -> Option<Vec<u8>> {
+        let exactly = doc.stats().num_changes == self.changes_before + self.hashes.len() as u64
+            && self
+                .hashes
+                .iter()
+                .all(|h| doc.get_change_meta_by_hash(h).is_some());
+        exactly.then_some(self.bytes)
+    }
+}
+
+/// Splits changes, in order, into slices of at most `max_ops` operations (a change larger than
+/// that is a slice of its own; a change is never split).
+fn slices_of(changes: Vec<automerge::Change>, max_ops: u64) -> VecDeque<Vec<automerge::Change>> {
+    let mut slices = VecDeque::new();
+    let mut slice = Vec::new();
+    let mut ops = 0u64;
+    for change in changes {
+        let len = change.len() as u64;
+        if !slice.is_empty() && ops + len > max_ops {
+            slices.push_back(std::mem::take(&mut slice));
+            ops = 0;
+        }
+        ops += len;
+        slice.push(change);
+    }
+    if !slice.is_empty() {
+        slices.push_back(slice);
+    }
+    slices
 }
 
 /// The sync engine. See the module documentation.
@@ -324,6 +408,11 @@ impl Engine {
             conns: BTreeMap::new(),
             pending_pushes: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// The settings the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// This node's identity.
@@ -699,6 +788,7 @@ impl Engine {
                 offered_generation: HashMap::new(),
                 last_sent_ms: now_ms,
                 last_received_ms: now_ms,
+                applying: None,
             },
         );
         out.sends.push((
@@ -712,13 +802,60 @@ impl Engine {
         out
     }
 
-    /// A frame arrived on a link.
+    /// A frame arrived on a link. A large sync message is applied whole by this call; a driver
+    /// that lets other work in between its slices reads the frame itself ([`read_frame`]) and
+    /// calls [`Engine::receive_read`].
     pub fn receive(&mut self, conn_id: ConnId, frame: Frame, now_ms: u64) -> Output {
+        let read = read_frame(frame, self.config.max_message_bytes);
+        let mut out = self.receive_read(conn_id, read, now_ms);
+        while out.unfinished.contains(&conn_id) {
+            out.unfinished.retain(|conn| *conn != conn_id);
+            out.extend(self.continue_receive(conn_id, now_ms));
+        }
+        out
+    }
+
+    /// A frame arrived on a link, read beforehand by [`read_frame`] (which needs no lock). A sync
+    /// message of more than [`EngineConfig::apply_slice_ops`] operations is applied one slice
+    /// per call: the link is then in [`Output::unfinished`], and each
+    /// [`Engine::continue_receive`] applies the next slice. The link's next frame must wait
+    /// until its last slice (else the rest is applied first, at once).
+    pub fn receive_read(&mut self, conn_id: ConnId, frame: ReadFrame, now_ms: u64) -> Output {
         let mut out = Output::default();
+        while self
+            .conns
+            .get(&conn_id)
+            .is_some_and(|conn| conn.applying.is_some())
+        {
+            self.apply_next_slice(conn_id, &mut out);
+            out.unfinished.retain(|conn| *conn != conn_id);
+        }
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return out;
         };
         conn.last_received_ms = now_ms;
+        let frame = match frame {
+            ReadFrame::DocSync {
+                doc,
+                generation,
+                message,
+            } => {
+                match conn.phase {
+                    // While this side waits for a complete summary it asked for, the peer may
+                    // already have started to sync.
+                    Phase::AwaitSummary | Phase::Open => {
+                        self.on_doc_sync(conn_id, doc, generation, message, &mut out);
+                    }
+                    phase => {
+                        let message = format!("unexpected doc_sync frame in phase {phase:?}");
+                        self.close(conn_id, StatusCode::InvalidArgument, message, &mut out);
+                    }
+                }
+                self.finish(&mut out, now_ms);
+                return out;
+            }
+            ReadFrame::Other(frame) => frame,
+        };
         match (conn.phase, frame) {
             (_, Frame::Goodbye { .. }) => {
                 // The peer ends the link: forget it here, and tell the driver to end the stream
@@ -788,23 +925,20 @@ impl Engine {
                 };
                 out.sends.push((conn_id, Frame::Summary(summary)));
             }
-            // While this side waits for a complete summary it asked for, the peer may already
-            // have started to sync.
-            (
-                Phase::AwaitSummary | Phase::Open,
-                Frame::DocSync {
-                    doc,
-                    generation,
-                    message,
-                },
-            ) => {
-                self.on_doc_sync(conn_id, doc, generation, message, &mut out);
-            }
             (phase, frame) => {
                 let message = format!("unexpected {} frame in phase {phase:?}", frame.kind());
                 self.close(conn_id, StatusCode::InvalidArgument, message, &mut out);
             }
         }
+        self.finish(&mut out, now_ms);
+        out
+    }
+
+    /// Applies the next slice of the sync message link `conn_id` is receiving (see
+    /// [`Engine::receive_read`]); nothing when it has none left or is closed.
+    pub fn continue_receive(&mut self, conn_id: ConnId, now_ms: u64) -> Output {
+        let mut out = Output::default();
+        self.apply_next_slice(conn_id, &mut out);
         self.finish(&mut out, now_ms);
         out
     }
@@ -993,7 +1127,7 @@ impl Engine {
         conn_id: ConnId,
         id: ShareableDocId,
         generation: u64,
-        bytes: Vec<u8>,
+        read: Result<ReadMessage, Unreadable>,
         out: &mut Output,
     ) {
         let peer = self.conns[&conn_id].peer.clone();
@@ -1017,68 +1151,31 @@ impl Engine {
             }
             return;
         }
-        if bytes.len() > self.config.max_message_bytes {
-            let message = format!(
-                "sync message for {id} has {} bytes; the limit is {}",
-                bytes.len(),
-                self.config.max_message_bytes
-            );
-            self.close(conn_id, StatusCode::ResourceExhausted, message, out);
-            return;
-        }
-        let message = match catch_unwind(|| sync::Message::decode(&bytes)) {
-            Ok(Ok(message)) => message,
-            Ok(Err(err)) => {
-                let message = format!("sync message for {id} does not decode: {err}");
-                self.close(conn_id, StatusCode::InvalidArgument, message, out);
+        let ReadMessage {
+            message,
+            chunks,
+            changes,
+        } = match read {
+            Ok(read) => read,
+            Err(Unreadable::Close(code, message)) => {
+                self.close(conn_id, code, message, out);
                 return;
             }
-            Err(_) => {
-                let message = format!("sync message for {id} could not be decoded");
-                self.close(conn_id, StatusCode::InvalidArgument, message, out);
+            Err(Unreadable::Refuse(reason)) => {
+                self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
                 return;
             }
         };
-        if let Err(problem) = check_message(&message) {
-            let reason =
-                format!("sync message for {id} is outside what an honest peer sends: {problem}");
-            self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
-            return;
-        }
         let may_write = accepts_changes_from(&self.me, &peer, &id);
-        if !message.changes.is_empty() && !may_write {
+        if chunks > 0 && !may_write {
             let reason =
                 format!("{peer} may not change {id}: only its owner may, or a hub relaying it");
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
-        if let Err(problem) = check_chunks(&message) {
-            let reason =
-                format!("sync message for {id} is outside what an honest peer sends: {problem}");
-            self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
-            return;
-        }
-        // Each chunk is one plain change (checked above); reading it verifies its columns and
-        // counts its operations without applying anything.
-        let parsed = catch_unwind(|| {
-            message
-                .changes
-                .iter()
-                .map(|chunk| automerge::Change::from_bytes(chunk.to_vec()))
-                .collect::<Result<Vec<automerge::Change>, _>>()
-        });
-        let parsed = match parsed {
-            Ok(Ok(changes)) => changes,
-            Ok(Err(err)) => {
-                let reason = format!(
-                    "a change for {id} does not parse: {}",
-                    crate::scope::quote(&err.to_string())
-                );
-                self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
-                return;
-            }
-            Err(_) => {
-                let reason = format!("a change for {id} could not be read");
+        let parsed = match changes {
+            Ok(parsed) => parsed,
+            Err(reason) => {
                 self.refuse(conn_id, &id, StatusCode::InvalidArgument, reason, out);
                 return;
             }
@@ -1098,7 +1195,7 @@ impl Engine {
                 self.refuse(conn_id, &id, code, reason, out);
                 return;
             }
-            self.adopt_generation(conn_id, &id, generation, message, out);
+            self.adopt_generation(conn_id, &id, generation, message, parsed, out);
             return;
         }
         let current = self.docs.get(&id).map(|entry| &entry.doc);
@@ -1115,22 +1212,103 @@ impl Engine {
             self.docs
                 .insert(id.clone(), DocEntry::empty(self.actor.clone()));
         }
-        let before = self.docs[&id].doc.get_heads();
-        // The changes received that are new here, when what is stored is up to date: if
-        // exactly these get applied, they are what to store (`save_after` would walk the
-        // document's whole history to find them).
-        let (new_changes, changes_before) = {
-            let entry = &self.docs[&id];
-            let up_to_date = !entry.compaction.needs_snapshot()
-                && sorted(before.clone()) == sorted(entry.persisted_heads.clone());
-            let new_changes = up_to_date.then(|| {
-                parsed
-                    .into_iter()
-                    .filter(|c| entry.doc.get_change_meta_by_hash(&c.hash()).is_none())
-                    .collect::<Vec<_>>()
-            });
-            (new_changes, entry.doc.stats().num_changes)
+        let slices = slices_of(parsed, self.config.apply_slice_ops);
+        let conn = self.conns.get_mut(&conn_id).expect("link exists");
+        conn.applying = Some(Applying {
+            doc: id,
+            generation: ours,
+            slices,
+            message,
+        });
+        self.apply_next_slice(conn_id, out);
+    }
+
+    /// Applies the next slice of the message link `conn_id` is receiving, or, with one slice
+    /// left, finishes the message with it. While slices are left, the link is in
+    /// [`Output::unfinished`].
+    fn apply_next_slice(&mut self, conn_id: ConnId, out: &mut Output) {
+        let Some(mut applying) = self
+            .conns
+            .get_mut(&conn_id)
+            .and_then(|conn| conn.applying.take())
+        else {
+            return;
         };
+        let id = applying.doc.clone();
+        if self.docs.get(&id).map(|entry| entry.generation) != Some(applying.generation) {
+            // A newer generation replaced the document between two slices: the rest belongs
+            // to the destroyed one. The peer learns of the new one from this node's offer.
+            return;
+        }
+        if applying.slices.len() <= 1 {
+            let last = applying.slices.pop_front().unwrap_or_default();
+            self.finish_message(conn_id, &id, applying.message, last, out);
+            return;
+        }
+        let slice = applying.slices.pop_front().expect("more than one slice");
+        if self.apply_slice(conn_id, &id, slice, out) {
+            if let Some(conn) = self.conns.get_mut(&conn_id) {
+                conn.applying = Some(applying);
+                out.unfinished.push(conn_id);
+            }
+        }
+    }
+
+    /// Applies changes received on link `conn_id` to `id`, stores and relays what is new.
+    /// A slice Automerge refuses closes the link (`false`).
+    fn apply_slice(
+        &mut self,
+        conn_id: ConnId,
+        id: &ShareableDocId,
+        slice: Vec<automerge::Change>,
+        out: &mut Output,
+    ) -> bool {
+        let entry = self.docs.get_mut(id).expect("document exists");
+        let before = entry.doc.get_heads();
+        let fresh = FreshChanges::before(entry, &slice);
+        let applied = catch_unwind(AssertUnwindSafe(|| entry.doc.apply_changes(slice)));
+        let refusal = match applied {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(format!(
+                "sync message for {id} was refused by automerge: {}",
+                crate::scope::quote(&err.to_string())
+            )),
+            Err(_) => Some(format!("sync message for {id} could not be applied")),
+        };
+        if let Some(reason) = refusal {
+            // Automerge may have applied part of the slice before it failed, or panicked
+            // half-way: the driver reloads the document from what is stored.
+            out.reload_docs.push(id.clone());
+            self.refuse(conn_id, id, StatusCode::InvalidArgument, reason, out);
+            return false;
+        }
+        if self.docs[id].doc.get_heads() != before {
+            let fresh = fresh.and_then(|fresh| fresh.bytes_if_exactly(&self.docs[id].doc));
+            self.document_changed(id, Some(conn_id), fresh, out);
+        }
+        true
+    }
+
+    /// The last slice of a received message (all of it, for most messages) with the message's
+    /// heads, needs and Bloom filter, through Automerge's own `receive_sync_message`; then this
+    /// node's answer on the link.
+    fn finish_message(
+        &mut self,
+        conn_id: ConnId,
+        id: &ShareableDocId,
+        mut message: sync::Message,
+        last: Vec<automerge::Change>,
+        out: &mut Output,
+    ) {
+        let peer = self.conns[&conn_id].peer.clone();
+        let before = self.docs[id].doc.get_heads();
+        let fresh = FreshChanges::before(&self.docs[id], &last);
+        message.changes = last
+            .iter()
+            .map(|change| change.raw_bytes().to_vec())
+            .collect::<Vec<_>>()
+            .into();
+        drop(last);
         // A request for the whole document (no heads, or the reset flag) makes Automerge forget
         // what it sent on this link and send everything again: honoured at most once per
         // document per link and interval, so a few bytes cannot make this node resend a large
@@ -1140,10 +1318,10 @@ impl Engine {
                 .flags
                 .is_some_and(|f| f.contains(sync::MessageFlags::SYNC_RESET));
         let now_ms = self.conns[&conn_id].last_received_ms;
-        let mut state = std::mem::take(self.state_for(conn_id, &id));
+        let mut state = std::mem::take(self.state_for(conn_id, id));
         let throttled_reset = asks_reset && {
             let conn = self.conns.get_mut(&conn_id).expect("link exists");
-            match conn.resets.get(&id) {
+            match conn.resets.get(id) {
                 Some(at) if now_ms.saturating_sub(*at) < self.config.reset_interval_ms => true,
                 _ => {
                     conn.resets.insert(id.clone(), now_ms);
@@ -1153,7 +1331,7 @@ impl Engine {
         };
         let kept =
             throttled_reset.then(|| (state.sent_hashes.clone(), state.last_sent_heads.clone()));
-        let entry = self.docs.get_mut(&id).expect("document exists");
+        let entry = self.docs.get_mut(id).expect("document exists");
         let received = catch_unwind(AssertUnwindSafe(|| {
             entry.doc.receive_sync_message(&mut state, message)
         }));
@@ -1163,20 +1341,20 @@ impl Engine {
         }
         // A peer's message sets `peer_read_only` from its flags, and Automerge's reset message
         // carries none: the owner-writes rule decides what this node offers, not the peer.
-        state.peer_read_only = !accepts_changes_from(&peer, &self.me, &id);
+        state.peer_read_only = !accepts_changes_from(&peer, &self.me, id);
         send_changes_only(&mut state);
         match received {
             Ok(Ok(())) => {
-                *self.state_for(conn_id, &id) = state;
+                *self.state_for(conn_id, id) = state;
             }
             Ok(Err(err)) => {
-                *self.state_for(conn_id, &id) = state;
+                *self.state_for(conn_id, id) = state;
                 let message = format!(
                     "sync message for {id} was refused by automerge: {}",
                     crate::scope::quote(&err.to_string())
                 );
                 // Automerge may have applied part of the message before it failed.
-                if self.docs[&id].doc.get_heads() != before {
+                if self.docs[id].doc.get_heads() != before {
                     out.reload_docs.push(id.clone());
                 }
                 self.close(conn_id, StatusCode::InvalidArgument, message, out);
@@ -1187,31 +1365,18 @@ impl Engine {
                 // this link's state for it is dropped, not kept.
                 out.reload_docs.push(id.clone());
                 let message = format!("sync message for {id} could not be applied");
-                self.refuse(conn_id, &id, StatusCode::InvalidArgument, message, out);
+                self.refuse(conn_id, id, StatusCode::InvalidArgument, message, out);
                 return;
             }
         }
-        let changed = self.docs[&id].doc.get_heads() != before;
-        let fresh = new_changes.and_then(|changes| {
-            let doc = &self.docs[&id].doc;
-            let exactly_these = doc.stats().num_changes == changes_before + changes.len() as u64
-                && changes
-                    .iter()
-                    .all(|c| doc.get_change_meta_by_hash(&c.hash()).is_some());
-            exactly_these.then(|| {
-                changes
-                    .iter()
-                    .flat_map(|c| c.raw_bytes().to_vec())
-                    .collect::<Vec<u8>>()
-            })
-        });
-        if changed {
-            self.document_changed(&id, Some(conn_id), fresh, out);
+        if self.docs[id].doc.get_heads() != before {
+            let fresh = fresh.and_then(|fresh| fresh.bytes_if_exactly(&self.docs[id].doc));
+            self.document_changed(id, Some(conn_id), fresh, out);
         }
-        let state = self.state_for(conn_id, &id);
+        let state = self.state_for(conn_id, id);
         out.persist_sync_states
             .push((peer, id.clone(), state.encode()));
-        self.sync_to(conn_id, &id, out);
+        self.sync_to(conn_id, id, out);
     }
 
     /// A peer sent the first message of a newer generation of `id` than this node holds (its
@@ -1225,11 +1390,18 @@ impl Engine {
         conn_id: ConnId,
         id: &ShareableDocId,
         generation: u64,
-        message: sync::Message,
+        mut message: sync::Message,
+        changes: Vec<automerge::Change>,
         out: &mut Output,
     ) {
         let peer = self.conns[&conn_id].peer.clone();
         let their_heads = message.heads.clone();
+        message.changes = changes
+            .iter()
+            .map(|change| change.raw_bytes().to_vec())
+            .collect::<Vec<_>>()
+            .into();
+        drop(changes);
         let mut state = sync::State::new();
         state.read_only = !accepts_changes_from(&self.me, &peer, id);
         state.peer_read_only = !accepts_changes_from(&peer, &self.me, id);
@@ -1246,7 +1418,8 @@ impl Engine {
             && generation_of(&fresh) == generation;
         if !complete {
             let message = format!(
-                "the first message of generation {generation} of {id} does not hold the whole                  generation; reconnect to be offered it again"
+                "the first message of generation {generation} of {id} does not hold the whole \
+                 generation; reconnect to be offered it again"
             );
             out.events.push(LogEvent::Refused {
                 peer,
@@ -1623,123 +1796,6 @@ pub enum EditError<E> {
     Rejected(E),
 }
 
-/// Largest counts an honest peer puts in one sync message.
-pub const MAX_HEADS: usize = 1024;
-pub const MAX_NEED: usize = 100_000;
-/// Automerge sends one Bloom filter (or none) per message; it reads only the first one's heads
-/// before it looks up every other one's, which could name changes it lacks.
-pub const MAX_HAVE: usize = 1;
-pub const MAX_BLOOM_BYTES: usize = 4 * 1024 * 1024;
-pub const MAX_CHUNKS: usize = 100_000;
-
-/// Checks a decoded sync message against what an honest peer sends, before Automerge acts on
-/// it: Automerge trusts the sender's counts and Bloom-filter parameters.
-fn check_message(message: &sync::Message) -> Result<(), String> {
-    // Automerge sends every list of hashes sorted and without repeats (heads, needs, the heads
-    // of a Bloom filter); a repeated need makes Automerge 0.12 collect the same change twice and
-    // panic on the next message it generates for the link.
-    check_ascending("heads", &message.heads)?;
-    check_ascending("needed changes", &message.need)?;
-    for have in &message.have {
-        check_ascending("last-sync heads", &have.last_sync)?;
-    }
-    if message.heads.len() > MAX_HEADS {
-        return Err(format!(
-            "{} heads (at most {MAX_HEADS})",
-            message.heads.len()
-        ));
-    }
-    if message.need.len() > MAX_NEED {
-        return Err(format!(
-            "{} needed changes (at most {MAX_NEED})",
-            message.need.len()
-        ));
-    }
-    if message.have.len() > MAX_HAVE {
-        return Err(format!(
-            "{} have entries (at most {MAX_HAVE})",
-            message.have.len()
-        ));
-    }
-    for have in &message.have {
-        if have.last_sync.len() > MAX_HEADS {
-            return Err(format!(
-                "{} last-sync heads (at most {MAX_HEADS})",
-                have.last_sync.len()
-            ));
-        }
-        let bloom = have.bloom.to_bytes();
-        if bloom.len() > MAX_BLOOM_BYTES {
-            return Err(format!(
-                "a {}-byte Bloom filter (at most {MAX_BLOOM_BYTES})",
-                bloom.len()
-            ));
-        }
-        check_bloom_parameters(&bloom)?;
-    }
-    if message.changes.len() > MAX_CHUNKS {
-        return Err(format!(
-            "{} change chunks (at most {MAX_CHUNKS})",
-            message.changes.len()
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a list of hashes that is not strictly ascending (unsorted, or with a repeat).
-fn check_ascending(what: &str, hashes: &[ChangeHash]) -> Result<(), String> {
-    match hashes.windows(2).find(|pair| pair[0] >= pair[1]) {
-        Some(pair) if pair[0] == pair[1] => Err(format!("{what} that list {} twice", pair[0])),
-        Some(_) => Err(format!("{what} that are not sorted")),
-        None => Ok(()),
-    }
-}
-
-/// The first bytes of every Automerge storage chunk.
-const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-/// The chunk type of a single, uncompressed change (after the magic and a 4-byte checksum).
-const CHUNK_TYPE_CHANGE: u8 = 1;
-
-/// Checks that every chunk of a message is one plain, uncompressed change, the only kind this
-/// engine sends (see [`send_changes_only`]). Whole saved documents and compressed changes are
-/// refused before Automerge sees them: Automerge inflates their DEFLATE columns without a bound,
-/// so a few kilobytes could claim gigabytes. A plain change is at most as large as the message
-/// that carries it, which is bounded by `max_message_bytes`.
-fn check_chunks(message: &sync::Message) -> Result<(), String> {
-    for chunk in message.changes.iter() {
-        if chunk.len() < 9 || chunk[..4] != CHUNK_MAGIC {
-            return Err("a change chunk that is not an Automerge chunk".into());
-        }
-        let kind = chunk[8];
-        if kind != CHUNK_TYPE_CHANGE {
-            let what = match kind {
-                0 => "a whole (compressed) document",
-                2 => "a compressed change",
-                3 => "a bundle of changes",
-                _ => "a chunk of unknown type",
-            };
-            return Err(format!(
-                "{what} (chunk type {kind}); only plain changes (type {CHUNK_TYPE_CHANGE}) are accepted"
-            ));
-        }
-        // Exactly one chunk per entry: Automerge reads every chunk in the bytes it is given, so
-        // a plain change with a compressed document behind it would pass the type check above.
-        let (length, used) =
-            leb128_u64(&chunk[9..]).ok_or("a change chunk with a malformed length")?;
-        let expected = length
-            .checked_add((9 + used) as u64)
-            .ok_or("a change chunk with a malformed length")?;
-        if expected != chunk.len() as u64 {
-            return Err(format!(
-                "a change entry of {} bytes whose chunk declares {expected}; one plain change \
-                 per entry is accepted",
-                chunk.len()
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Shapes what this node sends to a peer: individual changes only, never a whole saved document
 /// (Automerge sends one, compressed, to a peer that advertises version-2 messages and has nothing
 /// or lacks a third of the changes). Honest peers therefore never need to accept a compressed
@@ -1748,55 +1804,6 @@ fn send_changes_only(state: &mut sync::State) {
     if let Some(capabilities) = state.their_capabilities.as_mut() {
         capabilities.retain(|c| *c != sync::Capability::MessageV2);
     }
-}
-
-/// Bits per entry and probes an honest peer's Bloom filter may use (Automerge uses 10 and 7).
-pub const BLOOM_BITS_PER_ENTRY: std::ops::RangeInclusive<u64> = 1..=64;
-pub const BLOOM_PROBES: std::ops::RangeInclusive<u64> = 1..=64;
-
-/// Checks the parameters at the start of an encoded Bloom filter (entries, bits per entry,
-/// probes; LEB128). Automerge divides by the filter's size in bits and loops once per probe,
-/// trusting both: a filter with no bits panics, one with billions of probes allocates and
-/// spins without bound.
-fn check_bloom_parameters(encoded: &[u8]) -> Result<(), String> {
-    if encoded.is_empty() {
-        return Ok(());
-    }
-    let mut fields = [0u64; 3];
-    let mut rest = encoded;
-    for field in &mut fields {
-        let (value, used) = leb128_u64(rest).ok_or("a Bloom filter with a malformed header")?;
-        *field = value;
-        rest = &rest[used..];
-    }
-    let [entries, bits_per_entry, probes] = fields;
-    if entries == 0 {
-        return Ok(());
-    }
-    if !BLOOM_BITS_PER_ENTRY.contains(&bits_per_entry) {
-        return Err(format!(
-            "a Bloom filter with {bits_per_entry} bits per entry (1 to 64)"
-        ));
-    }
-    if !BLOOM_PROBES.contains(&probes) {
-        return Err(format!("a Bloom filter with {probes} probes (1 to 64)"));
-    }
-    if rest.is_empty() {
-        return Err("a Bloom filter with entries but no bits".into());
-    }
-    Ok(())
-}
-
-/// Decodes one unsigned LEB128 number of at most 64 bits: the value and the bytes it took.
-fn leb128_u64(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, byte) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 /// The peer's complete list of documents and heads from its summary, rebuilt from what this

@@ -12,6 +12,8 @@
 //! - [`driver`]: the one executor of the engine's output: the [`driver::Storage`] trait (and an
 //!   in-memory store with failpoints), an ordered queue of outputs, one writer that stores a
 //!   batch and syncs once, and only then releases frames, acknowledgements and notifications.
+//! - [`screen`]: a received frame decoded, checked and parsed before the engine (and its
+//!   lock) is involved.
 //! - [`compaction`]: when a stored document gets a chunk and when a whole snapshot.
 
 pub mod backoff;
@@ -20,6 +22,7 @@ pub mod driver;
 pub mod engine;
 pub mod frame;
 pub mod scope;
+pub mod screen;
 pub mod storage;
 
 pub use driver::{
@@ -36,4 +39,5 @@ pub use scope::{
     actor_belongs_to, actor_prefix, run_actor, DocId, NodeId, Owner, Role, Scope, ScopeError,
     ShareableDocId,
 };
+pub use screen::{read_frame, ReadFrame};
 pub use storage::{LoadedDoc, MemoryError, MemoryStorage, Storage};

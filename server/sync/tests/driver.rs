@@ -341,3 +341,193 @@ fn the_in_memory_store_drops_what_was_not_synced_at_a_restart() {
     assert!(doc.get(ROOT, "synced").unwrap().is_some());
     assert!(doc.get(ROOT, "unsynced").unwrap().is_none());
 }
+
+/// A store that, once gated, stops in its next `sync` until the test lets it go: the moment
+/// between two slices of a large message, with the engine lock free.
+struct GatedStorage {
+    inner: Arc<MemoryStorage>,
+    gated: std::sync::atomic::AtomicBool,
+    entered: Mutex<std::sync::mpsc::Sender<()>>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Storage for GatedStorage {
+    type Error = sfs_sync::MemoryError;
+
+    fn check_writable(&self) -> Result<(), Self::Error> {
+        self.inner.check_writable()
+    }
+    fn put_doc(&self, persist: &sfs_sync::DocPersist) -> Result<(), Self::Error> {
+        self.inner.put_doc(persist)
+    }
+    fn replace_generation(&self, persist: &sfs_sync::DocPersist) -> Result<(), Self::Error> {
+        self.inner.replace_generation(persist)
+    }
+    fn put_sync_state(
+        &self,
+        peer: &NodeId,
+        doc: &ShareableDocId,
+        state: &[u8],
+    ) -> Result<(), Self::Error> {
+        self.inner.put_sync_state(peer, doc, state)
+    }
+    fn remove_sync_states(&self, doc: &ShareableDocId) -> Result<(), Self::Error> {
+        self.inner.remove_sync_states(doc)
+    }
+    fn sync(&self) -> Result<(), Self::Error> {
+        let synced = self.inner.sync();
+        if self.gated.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.lock().unwrap().send(()).unwrap();
+            let released = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_secs(30));
+            assert!(released.is_ok(), "the test let the store go on");
+        }
+        synced
+    }
+    fn load_doc(&self, doc: &ShareableDocId) -> Result<Option<automerge::Automerge>, Self::Error> {
+        self.inner.load_doc(doc)
+    }
+    fn load_all(&self) -> Result<Vec<sfs_sync::LoadedDoc>, Self::Error> {
+        self.inner.load_all()
+    }
+    fn sync_states_for(
+        &self,
+        peer: &NodeId,
+    ) -> Result<Vec<(ShareableDocId, Vec<u8>)>, Self::Error> {
+        self.inner.sync_states_for(peer)
+    }
+}
+
+/// Lessons of `city` with long texts, written in `peer` (an engine with no link): 40 changes of
+/// 2,000 operations each.
+fn long_lessons(peer: &mut Engine, city: &str) {
+    for i in 0..40 {
+        let (_, _unsent) = peer
+            .edit(
+                &lessons(city),
+                0,
+                |tx| -> Result<(), automerge::AutomergeError> {
+                    let text = tx.put_object(ROOT, format!("l{i}"), automerge::ObjType::Text)?;
+                    tx.splice_text(&text, 0, 0, &"lärdom ".repeat(2_000 / 7))?;
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+}
+
+/// One sync message carrying every change of `doc` in `peer`.
+fn message_with_every_change(peer: &Engine, doc: &ShareableDocId) -> Vec<u8> {
+    let doc = peer.document(doc).unwrap();
+    let mut heads = doc.get_heads();
+    heads.sort();
+    let changes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|change| change.raw_bytes().to_vec())
+        .collect();
+    automerge::sync::Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: changes.into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode()
+}
+
+#[test]
+fn a_large_message_is_applied_in_slices_and_the_engine_is_free_between_them() {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let memory = Arc::new(MemoryStorage::new());
+    let storage = GatedStorage {
+        inner: memory.clone(),
+        gated: std::sync::atomic::AtomicBool::new(false),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    };
+    let config = EngineConfig {
+        apply_slice_ops: 8_000,
+        ..EngineConfig::default()
+    };
+    let hub_engine = Engine::new(hub(), sfs_sync::run_actor(&hub(), [1; 8]), config);
+    let hub = Driver::open(hub_engine, storage, RecordingTransport::new()).unwrap();
+    let mut helsingborg = engine(&city("helsingborg"));
+    // The handshake, delivered by hand both ways.
+    hub.perform(|e| e.connect(1, city("helsingborg"), Vec::new(), 0))
+        .unwrap();
+    let mut out = helsingborg.connect(1, self::hub(), Vec::new(), 0);
+    for _ in 0..50 {
+        for (_, frame) in out.sends.drain(..) {
+            hub.receive(1, frame, 0, |_| {}).unwrap();
+        }
+        for released in hub.transport().take() {
+            if let Released::Frame(_, frame) = released {
+                out.extend(helsingborg.receive(1, frame, 0));
+            }
+        }
+        if out.sends.is_empty() {
+            break;
+        }
+    }
+    long_lessons(&mut helsingborg, "helsingborg");
+    let message = message_with_every_change(&helsingborg, &lessons("helsingborg"));
+    let syncs_before = memory.syncs();
+    let lessons_at_hub = || {
+        hub.read(|engine| {
+            engine
+                .document(&lessons("helsingborg"))
+                .map_or(0, |doc| doc.keys(ROOT).count())
+        })
+    };
+    hub.storage()
+        .gated
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        let receiving = scope.spawn(|| {
+            let frame = Frame::DocSync {
+                doc: lessons("helsingborg"),
+                generation: 0,
+                message,
+            };
+            hub.receive(1, frame, 0, |_| {})
+        });
+        entered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the first slice is stored");
+        // The receiving thread waits in the store after its first slice: the engine is free,
+        // and holds that slice only.
+        let halfway = lessons_at_hub();
+        release.send(()).unwrap();
+        receiving.join().unwrap().unwrap();
+        assert!(
+            (1..40).contains(&halfway),
+            "between two slices the engine was free and held part of the message \
+             ({halfway} of 40 lessons)"
+        );
+    });
+    assert_eq!(lessons_at_hub(), 40, "the whole message was applied");
+    let slices_stored = memory.syncs() - syncs_before;
+    assert!(
+        slices_stored >= 10,
+        "each slice was stored before the next: {slices_stored} syncs"
+    );
+    let durable = memory
+        .durable_doc(&lessons("helsingborg"))
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(durable.keys(ROOT).count(), 40, "every slice is durable");
+    // The link goes on: the hub answered the message once it was whole.
+    let answered = hub
+        .transport()
+        .take()
+        .into_iter()
+        .any(|r| matches!(r, Released::Frame(1, Frame::DocSync { .. })));
+    assert!(answered, "the hub answered the message on its link");
+}

@@ -823,7 +823,7 @@ fn too_many_changes_in_one_message_or_documents_in_one_summary_are_refused() {
         heads: Vec::new(),
         need: Vec::new(),
         have: Vec::new(),
-        changes: vec![Vec::new(); sfs_sync::engine::MAX_CHUNKS + 1].into(),
+        changes: vec![Vec::new(); sfs_sync::screen::MAX_CHUNKS + 1].into(),
         flags: None,
         version: automerge::sync::MessageVersion::V1,
     };
@@ -2433,4 +2433,83 @@ fn a_city_restored_from_an_older_backup_gets_its_own_changes_back_through_its_co
         Some("after the restore")
     );
     no_refusals(&fed);
+}
+
+/// How long the engine is held while a hub applies one large message of text changes, in
+/// slices of the default size (figures for BENCHMARKS.md; run in release).
+#[test]
+#[ignore]
+fn engine_hold_time_while_a_large_message_is_applied() {
+    // SFS_SLICE_OPS sets the slice size, to compare (for example with a slice of everything).
+    let slice = std::env::var("SFS_SLICE_OPS")
+        .ok()
+        .and_then(|ops| ops.parse().ok())
+        .unwrap_or(EngineConfig::default().apply_slice_ops);
+    let config = EngineConfig {
+        apply_slice_ops: slice,
+        ..EngineConfig::default()
+    };
+    let mut fed = federation_with_hub_config(&["helsingborg"], config);
+    fed.connect("helsingborg", 1);
+    fed.run_until_quiet();
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    let mut changes = Vec::new();
+    for i in 0..120 {
+        let message = city_message_after(&mut fed, |tx| {
+            let text = tx
+                .put_object(ROOT, format!("body{i}"), automerge::ObjType::Text)
+                .unwrap();
+            tx.splice_text(&text, 0, 0, &"lärdom ".repeat(20_000 / 7))
+                .unwrap();
+        });
+        let decoded = automerge::sync::Message::decode(&message).unwrap();
+        changes.extend(decoded.changes.iter().map(<[u8]>::to_vec));
+    }
+    let mut message = whole_document_message(
+        fed.engines["helsingborg"]
+            .lock_engine()
+            .document(&doc)
+            .unwrap(),
+    );
+    message.changes = changes.into();
+    let bytes = message.encode();
+    let hub = fed.engines.get_mut("hub").unwrap().engine_mut();
+    let started = std::time::Instant::now();
+    let read = sfs_sync::read_frame(
+        Frame::DocSync {
+            doc: doc.clone(),
+            generation: 0,
+            message: bytes.clone(),
+        },
+        EngineConfig::default().max_message_bytes,
+    );
+    let reading = started.elapsed();
+    let mut holds = Vec::new();
+    let call = std::time::Instant::now();
+    let mut out = hub.receive_read(1, read, 0);
+    holds.push(call.elapsed());
+    for _ in 0..10_000 {
+        if !out.unfinished.contains(&1) {
+            break;
+        }
+        let call = std::time::Instant::now();
+        out = hub.continue_receive(1, 0);
+        holds.push(call.elapsed());
+    }
+    let total = started.elapsed();
+    let ops = hub.document(&doc).map_or(0, |d| d.stats().num_ops);
+    holds.sort();
+    println!(
+        "one message of {:.2} MiB ({ops} operations): read without the engine in {reading:?}; \
+         applied in {} slices, engine held at most {:?} per slice (median {:?}); {total:?} in all",
+        bytes.len() as f64 / (1024.0 * 1024.0),
+        holds.len(),
+        holds.last().unwrap(),
+        holds[holds.len() / 2],
+    );
+    assert_eq!(
+        ops,
+        120 * (20_000 / 7 * 7) as u64 + 120,
+        "every change applied"
+    );
 }

@@ -90,9 +90,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sfs_sync::backoff::Backoff;
 use sfs_sync::{
-    ConnId, DocId, Driver, DriverEditError, EditError, Engine, EngineConfig, EngineError, Frame,
-    LogEvent, MemoryStorage, NodeId, Output, RecordingTransport, Released, Scope, ShareableDocId,
-    StatusCode, Storage,
+    read_frame, ConnId, DocId, Driver, DriverEditError, EditError, Engine, EngineConfig,
+    EngineError, Frame, LogEvent, MemoryStorage, NodeId, Output, RecordingTransport, Released,
+    Scope, ShareableDocId, StatusCode, Storage,
 };
 
 /// Seeds of the normal run.
@@ -111,6 +111,8 @@ const THREE_LEVEL_SHARE: f64 = 0.4;
 const TICK_MS: u64 = 1_000;
 /// Events one seed may process in all; more means a livelock.
 const EVENT_LIMIT: u64 = 500_000;
+/// Bounds the slices of one received message (a simulated message holds a few changes).
+const MAX_SLICES_PER_MESSAGE: u32 = 100_000;
 /// Events a run-until-quiet may take before the federation counts as not quiet.
 const QUIET_LIMIT: u64 = 50_000;
 /// Simulated time a transport-faithful seed gets to settle with its links left up.
@@ -157,7 +159,7 @@ fn the_federation_converges_under_faults() {
     println!(
         "simulation: {} seeds run, {} passed ({faithful_seeds} transport-faithful); \
          {} acknowledged edits, {} unacknowledged, {} refused foreign edits; \
-         {three_level_seeds} three-level; \
+         {three_level_seeds} three-level; {} messages applied in slices ({} later slices); \
          {} crashes ({} mid-output), {} failed writes, {} link cuts, {} partitions, {} city moves; \
          {} frames sent ({:?}), {} lost, {} duplicated, {} reordered, \
          {} for links already closed; {} links closed by an engine; at most {} DocSync frames per change ({} frames in all)",
@@ -166,6 +168,8 @@ fn the_federation_converges_under_faults() {
         totals.edits_acknowledged,
         totals.edits_unacknowledged,
         totals.foreign_edits_refused,
+        totals.sliced_messages,
+        totals.later_slices,
         totals.crashes,
         totals.mid_output_crashes,
         totals.write_failures,
@@ -280,6 +284,9 @@ struct Scenario {
     compact_after_chunks: usize,
     /// Local edits wait for `push_pending`, as in the real node; several may be pushed at once.
     defer_local_pushes: bool,
+    /// Received messages of more operations than this are applied in slices, one driver call
+    /// (stored and released, with a possible crash or failed write) per slice.
+    apply_slice_ops: u64,
 }
 
 impl Scenario {
@@ -303,6 +310,13 @@ impl Scenario {
             county_of[0] = Some(0);
         }
         let counties_own_meetings = topology.gen_bool(0.5);
+        // Like the topology, from a generator of its own, so seeds keep their other draws.
+        let mut slicing = ChaCha8Rng::seed_from_u64(seed ^ 0x736c_6963_6500_0000);
+        let apply_slice_ops = if slicing.gen_bool(0.4) {
+            slicing.gen_range(1..=4)
+        } else {
+            EngineConfig::default().apply_slice_ops
+        };
         let transport_faithful = rng.gen_bool(0.35);
         let intensity: f64 = rng.gen_range(0.0..1.0);
         let in_link = if transport_faithful { 0.0 } else { intensity };
@@ -327,6 +341,7 @@ impl Scenario {
             hub_owns_directory: rng.gen_bool(0.5),
             compact_after_chunks: *[2, 3, 8, 64].choose(rng).expect("not empty"),
             defer_local_pushes: rng.gen_bool(0.5),
+            apply_slice_ops,
         }
     }
 }
@@ -344,6 +359,9 @@ struct Counters {
     partitions: u64,
     city_moves: u64,
     three_level_seeds: u64,
+    /// Received messages applied in more than one slice, and the slices after the first.
+    sliced_messages: u64,
+    later_slices: u64,
     frames_sent: u64,
     doc_sync_frames: u64,
     frames_lost: u64,
@@ -369,6 +387,8 @@ impl Counters {
         self.partitions += other.partitions;
         self.city_moves += other.city_moves;
         self.three_level_seeds += other.three_level_seeds;
+        self.sliced_messages += other.sliced_messages;
+        self.later_slices += other.later_slices;
         self.frames_sent += other.frames_sent;
         self.doc_sync_frames += other.doc_sync_frames;
         self.frames_lost += other.frames_lost;
@@ -577,6 +597,7 @@ impl Sim {
             // Small documents: let the byte rule take snapshots too.
             compact_min_bytes: 512,
             defer_local_pushes: scenario.defer_local_pushes,
+            apply_slice_ops: scenario.apply_slice_ops,
             ..EngineConfig::default()
         };
         let mut hub_docs = vec![shareable("national/method")];
@@ -927,28 +948,51 @@ impl Sim {
             );
             return;
         }
-        self.call(to, |engine, now| engine.receive(conn, frame, now));
+        // As the node's driver does: read without the engine, then one call per slice, each
+        // stored and released before the next (and each a chance to crash or fail a write).
+        let read = read_frame(frame, EngineConfig::default().max_message_bytes);
+        let mut unfinished = self.call(to, |engine, now| engine.receive_read(conn, read, now));
+        if unfinished.contains(&conn) {
+            self.counters.sliced_messages += 1;
+        }
+        let mut slices_left = MAX_SLICES_PER_MESSAGE;
+        while unfinished.contains(&conn) {
+            assert!(
+                slices_left > 0,
+                "a message was still unfinished after {MAX_SLICES_PER_MESSAGE} slices"
+            );
+            slices_left -= 1;
+            self.counters.later_slices += 1;
+            unfinished = self.call(to, |engine, now| engine.continue_receive(conn, now));
+        }
     }
 
     /// Runs one engine call on a running node through its driver, puts what the driver
     /// released on the network, and lets the other end of every link the call closed notice it.
-    fn call(&mut self, node: usize, f: impl FnOnce(&mut Engine, u64) -> Output) {
+    /// Returns the links whose received message is applied only in part.
+    fn call(&mut self, node: usize, f: impl FnOnce(&mut Engine, u64) -> Output) -> Vec<ConnId> {
         let now = self.now;
         let before = self.nodes[node].open_conns();
         if self.nodes[node].driver.is_none() {
-            return;
+            return Vec::new();
         }
         self.arm_write_failure(node);
         // A storage failure is handled by the driver (the engine forgets what is not stored
         // and closes every link); the node then crashes below, as a real one is restarted.
-        let _ = self.nodes[node].driver().perform(|engine| f(engine, now));
+        let mut unfinished = Vec::new();
+        let _ = self.nodes[node].driver().perform(|engine| {
+            let out = f(engine, now);
+            unfinished.clone_from(&out.unfinished);
+            out
+        });
         if !self.release(node) {
-            return;
+            return Vec::new();
         }
         let after = self.nodes[node].open_conns();
         for conn in before.difference(&after) {
             self.end_closed(node, *conn);
         }
+        unfinished
     }
 
     /// Now and then (on seeds with write failures) the node's next write or sync fails.
@@ -1451,7 +1495,9 @@ impl Sim {
         let (upper, lower) = (self.links[&conn].upper, self.links[&conn].lower);
         for node in [upper, lower] {
             match self.rng.gen_range(0..10) {
-                0..=3 => self.call(node, |engine, _| engine.disconnect(conn)),
+                0..=3 => {
+                    self.call(node, |engine, _| engine.disconnect(conn));
+                }
                 4..=8 => {
                     let at = self.now + self.rng.gen_range(1..=30_000);
                     self.schedule(at, Event::NoticeClose { conn, node });

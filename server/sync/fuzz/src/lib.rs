@@ -177,6 +177,9 @@ pub fn fuzz_config() -> EngineConfig {
         max_change_ops: 2_000,
         max_text_insert_chars: 500,
         max_doc_ops: 20_000,
+        // Messages of a few changes are applied in slices (`Engine::receive` applies every
+        // slice), so the sliced path is fuzzed too.
+        apply_slice_ops: 500,
         ..EngineConfig::default()
     }
 }
