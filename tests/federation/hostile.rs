@@ -384,3 +384,98 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
     let _ = Duration::ZERO;
     fed.stop_all().await;
 }
+
+/// Malmö's lessons with 40 long texts, as one sync message of plain changes (about 1.4 MiB,
+/// 800,000 operations: every limit on a change and a document holds), and its heads.
+fn large_message_of_malmo() -> (Vec<u8>, BTreeSet<String>) {
+    use automerge::transaction::Transactable;
+    let actor = sfs_sync::run_actor(&sfs_sync::NodeId::city("malmo").unwrap(), [9; 8]);
+    let mut doc = automerge::Automerge::new().with_actor(actor);
+    for i in 0..40 {
+        let mut tx = doc.transaction();
+        let text = tx
+            .put_object(
+                automerge::ROOT,
+                format!("notes{i}"),
+                automerge::ObjType::Text,
+            )
+            .unwrap();
+        tx.splice_text(&text, 0, 0, &"lärdom ".repeat(20_000 / 7))
+            .unwrap();
+        tx.commit();
+    }
+    let mut heads = doc.get_heads();
+    heads.sort();
+    let changes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|change| change.raw_bytes().to_vec())
+        .collect();
+    let message = automerge::sync::Message {
+        heads: heads.clone(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: changes.into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let heads = heads.iter().map(|h| h.to_string()).collect();
+    (message.encode(), heads)
+}
+
+/// The heads the hub reports for `doc`.
+async fn hub_heads(hub: &mut sfs_client::Client, doc: &str) -> Option<BTreeSet<String>> {
+    let status = hub.status().await.ok()?;
+    let found = status.documents.into_iter().find(|d| d.doc_id == doc)?;
+    Some(found.heads.into_iter().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_the_hub_applies_a_large_message_its_api_and_other_cities_go_on() {
+    let mut fed = Federation::start(&["lund"]).await;
+    let mut hub = fed.hub_client_with_role(ApiRole::Admin).await;
+    let (message, final_heads) = large_message_of_malmo();
+    let (tx, _inbound) = raw_link(&fed, "malmo", None).await.unwrap();
+    tx.send(sfs_node::federation::sync::to_pb(Frame::DocSync {
+        doc: sfs_sync::ShareableDocId::lessons("malmo").unwrap(),
+        generation: 0,
+        message,
+    }))
+    .await
+    .unwrap();
+    // The hub applies the message a slice at a time: its API answers in between, and shows
+    // part of the message. (Were the engine held for the whole message, the status would
+    // answer only once it was whole.)
+    eventually(
+        "the hub's status shows Malmö's message applied in part",
+        || {
+            let mut hub = hub.clone();
+            let final_heads = final_heads.clone();
+            async move {
+                let heads = hub_heads(&mut hub, "shared/lessons/malmo").await?;
+                (!heads.is_empty() && heads != final_heads).then_some(())
+            }
+        },
+    )
+    .await;
+    // Meanwhile Lund's lesson reaches the hub.
+    fed.client(0)
+        .await
+        .create_lesson("Beside a large message", "", vec![])
+        .await
+        .unwrap();
+    crate::wait_for_title(&hub, "Beside a large message").await;
+    let heads = hub_heads(&mut hub, "shared/lessons/malmo").await.unwrap();
+    assert_ne!(
+        heads, final_heads,
+        "Lund's lesson waited until the hub had applied all of Malmö's message"
+    );
+    // And the whole message is applied in the end.
+    eventually("Malmö's whole message applied at the hub", || {
+        let mut hub = hub.clone();
+        let final_heads = final_heads.clone();
+        async move { (hub_heads(&mut hub, "shared/lessons/malmo").await? == final_heads).then_some(()) }
+    })
+    .await;
+    fed.stop_all().await;
+}
