@@ -327,6 +327,7 @@ fn init_logging(format: &str, level: &str) {
 
 #[tokio::main]
 async fn main() {
+    node::memory::return_large_blocks_to_the_system();
     let cli = Cli::parse();
     if let Err(err) = run(cli).await {
         // Each cause once: many errors already repeat their source in their own message.

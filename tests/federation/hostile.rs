@@ -381,15 +381,20 @@ async fn huge_ids_oversized_frames_and_repeated_needs_end_only_their_link_with_a
         .await
         .unwrap();
     crate::wait_for_title(&fed.hub_client().await, "Still flowing").await;
-    let _ = Duration::ZERO;
     fed.stop_all().await;
 }
 
 /// Malmö's lessons with 40 long texts, as one sync message of plain changes (about 1.4 MiB,
 /// 800,000 operations: every limit on a change and a document holds), and its heads.
 fn large_message_of_malmo() -> (Vec<u8>, BTreeSet<String>) {
+    large_message_of_malmo_run(9)
+}
+
+/// Like [`large_message_of_malmo`], written by run `run` of Malmö (its own actor, its own keys),
+/// so each run adds 40 new texts.
+fn large_message_of_malmo_run(run: u8) -> (Vec<u8>, BTreeSet<String>) {
     use automerge::transaction::Transactable;
-    let actor = sfs_sync::run_actor(&sfs_sync::NodeId::city("malmo").unwrap(), [9; 8]);
+    let actor = sfs_sync::run_actor(&sfs_sync::NodeId::city("malmo").unwrap(), [run; 8]);
     let mut doc = automerge::Automerge::new().with_actor(actor);
     for i in 0..40 {
         let mut tx = doc.transaction();
@@ -478,4 +483,91 @@ async fn while_the_hub_applies_a_large_message_its_api_and_other_cities_go_on() 
     })
     .await;
     fed.stop_all().await;
+}
+
+/// This process's resident memory, in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+/// A measurement, not a check (BENCHMARKS.md, "memory after attack runs"): the resident memory
+/// of one process holding a hub and a city (as `sfs-node demo` holds every node) across rounds
+/// of refused attacks, then rounds of accepted large messages. Run with
+/// `cargo test -p sfs-tests --test federation memory_across_attack_runs -- --ignored --nocapture`
+/// as the node runs, and with `SFS_MALLOC_DEFAULT=1` (glibc's default allocator settings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn memory_across_attack_runs() {
+    // As `sfs-node` does at start-up; SFS_MALLOC_DEFAULT=1 measures glibc's default instead.
+    if std::env::var_os("SFS_MALLOC_DEFAULT").is_none() {
+        sfs_node::node::memory::return_large_blocks_to_the_system();
+    }
+    let mut fed = Federation::start_with(&["lund"], |config| {
+        config.limits.peer_link_burst = 1_000;
+    })
+    .await;
+    let mut hub = fed.hub_client_with_role(ApiRole::Admin).await;
+    println!("start: {} MiB", rss_mib());
+    for round in 0..4 {
+        // Refused: huge ids, repeated needs.
+        for _ in 0..10 {
+            let (tx, mut inbound) = raw_link(&fed, "malmo", None).await.unwrap();
+            tx.send(pb::Frame {
+                body: Some(pb::frame::Body::DocSync(pb::DocSync {
+                    doc_id: "shared/lessons/".to_string() + &"x".repeat(6 * 1024 * 1024),
+                    message: vec![],
+                    generation: 0,
+                })),
+            })
+            .await
+            .unwrap();
+            let _ = link_end(&mut inbound).await;
+        }
+        eventually("every attack link ended", || async {
+            (hub_streams(&fed).await <= 1).then_some(())
+        })
+        .await;
+        // The test federation keeps every frame the hub received (`hub_tap`); a node does not.
+        fed.hub_tap.lock().unwrap().clear();
+        println!("after refused round {round}: {} MiB", rss_mib());
+    }
+    for round in 0..4u8 {
+        let (message, final_heads) = large_message_of_malmo_run(10 + round);
+        let (tx, inbound) = raw_link(&fed, "malmo", None).await.unwrap();
+        tx.send(sfs_node::federation::sync::to_pb(Frame::DocSync {
+            doc: sfs_sync::ShareableDocId::lessons("malmo").unwrap(),
+            generation: 0,
+            message,
+        }))
+        .await
+        .unwrap();
+        // A debug build applies and stores a growing document slowly: a deadline of its own.
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let heads = hub_heads(&mut hub, "shared/lessons/malmo").await;
+            if heads.is_some_and(|heads| final_heads.is_subset(&heads)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the message was applied"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        drop((tx, inbound));
+        fed.hub_tap.lock().unwrap().clear();
+        let ops = hub.status().await.unwrap().documents.len();
+        println!(
+            "after accepted round {round} (+800,000 operations in Malmö's lessons; {ops} documents): {} MiB",
+            rss_mib()
+        );
+    }
+    fed.stop_all().await;
+    println!("after stopping every node: {} MiB", rss_mib());
 }

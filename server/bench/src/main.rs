@@ -50,6 +50,8 @@ enum Internal {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The nodes it starts (and the in-process cities) allocate as `sfs-node` does.
+    sfs_node::node::memory::return_large_blocks_to_the_system();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod memory;
 pub mod workers;
 
 use std::net::SocketAddr;
