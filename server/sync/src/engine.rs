@@ -324,6 +324,15 @@ struct Applying {
     slices: VecDeque<Vec<automerge::Change>>,
     /// The message without its changes.
     message: sync::Message,
+    /// For the first message of a newer generation: the document it builds, adopted (or
+    /// refused) after the last slice.
+    adopting: Option<Adopting>,
+}
+
+/// A newer generation of a document, built slice by slice apart from the one in use.
+struct Adopting {
+    generation: u64,
+    fresh: Automerge,
 }
 
 /// The changes received that are new here, when what is stored is up to date: if exactly these
@@ -1195,7 +1204,19 @@ impl Engine {
                 self.refuse(conn_id, &id, code, reason, out);
                 return;
             }
-            self.adopt_generation(conn_id, &id, generation, message, parsed, out);
+            let slices = slices_of(parsed, self.config.apply_slice_ops);
+            let conn = self.conns.get_mut(&conn_id).expect("link exists");
+            conn.applying = Some(Applying {
+                doc: id,
+                generation: ours,
+                slices,
+                message,
+                adopting: Some(Adopting {
+                    generation,
+                    fresh: Automerge::new(),
+                }),
+            });
+            self.apply_next_slice(conn_id, out);
             return;
         }
         let current = self.docs.get(&id).map(|entry| &entry.doc);
@@ -1219,6 +1240,7 @@ impl Engine {
             generation: ours,
             slices,
             message,
+            adopting: None,
         });
         self.apply_next_slice(conn_id, out);
     }
@@ -1235,18 +1257,42 @@ impl Engine {
             return;
         };
         let id = applying.doc.clone();
-        if self.docs.get(&id).map(|entry| entry.generation) != Some(applying.generation) {
-            // A newer generation replaced the document between two slices: the rest belongs
-            // to the destroyed one. The peer learns of the new one from this node's offer.
+        let current = self.docs.get(&id).map(|entry| entry.generation);
+        let unchanged = match applying.adopting {
+            Some(_) => current.unwrap_or(0) == applying.generation,
+            None => current == Some(applying.generation),
+        };
+        if !unchanged {
+            // A newer generation replaced the document between two slices (or a failed write
+            // set it back): the rest was meant for what is gone. The link's next messages, or
+            // this node's offer of the newer generation, take it from here.
             return;
         }
         if applying.slices.len() <= 1 {
             let last = applying.slices.pop_front().unwrap_or_default();
-            self.finish_message(conn_id, &id, applying.message, last, out);
+            match applying.adopting {
+                Some(adopting) => {
+                    self.adopt_generation(conn_id, &id, adopting, applying.message, last, out);
+                }
+                None => self.finish_message(conn_id, &id, applying.message, last, out),
+            }
             return;
         }
         let slice = applying.slices.pop_front().expect("more than one slice");
-        if self.apply_slice(conn_id, &id, slice, out) {
+        let applied = match applying.adopting.as_mut() {
+            Some(adopting) => {
+                let fresh = &mut adopting.fresh;
+                let applied = catch_unwind(AssertUnwindSafe(|| fresh.apply_changes(slice)))
+                    .is_ok_and(|r| r.is_ok());
+                if !applied {
+                    let generation = adopting.generation;
+                    self.refuse_incomplete_generation(conn_id, &id, generation, out);
+                }
+                applied
+            }
+            None => self.apply_slice(conn_id, &id, slice, out),
+        };
+        if applied {
             if let Some(conn) = self.conns.get_mut(&conn_id) {
                 conn.applying = Some(applying);
                 out.unfinished.push(conn_id);
@@ -1389,11 +1435,15 @@ impl Engine {
         &mut self,
         conn_id: ConnId,
         id: &ShareableDocId,
-        generation: u64,
+        adopting: Adopting,
         mut message: sync::Message,
         changes: Vec<automerge::Change>,
         out: &mut Output,
     ) {
+        let Adopting {
+            generation,
+            mut fresh,
+        } = adopting;
         let peer = self.conns[&conn_id].peer.clone();
         let their_heads = message.heads.clone();
         message.changes = changes
@@ -1405,7 +1455,6 @@ impl Engine {
         let mut state = sync::State::new();
         state.read_only = !accepts_changes_from(&self.me, &peer, id);
         state.peer_read_only = !accepts_changes_from(&peer, &self.me, id);
-        let mut fresh = Automerge::new();
         let received = catch_unwind(AssertUnwindSafe(|| {
             fresh.receive_sync_message(&mut state, message)
         }));
@@ -1417,16 +1466,7 @@ impl Engine {
             && fresh.get_missing_deps(&[]).is_empty()
             && generation_of(&fresh) == generation;
         if !complete {
-            let message = format!(
-                "the first message of generation {generation} of {id} does not hold the whole \
-                 generation; reconnect to be offered it again"
-            );
-            out.events.push(LogEvent::Refused {
-                peer,
-                doc: Some(id.clone()),
-                reason: message.clone(),
-            });
-            self.close(conn_id, StatusCode::Aborted, message, out);
+            self.refuse_incomplete_generation(conn_id, id, generation, out);
             return;
         }
         send_changes_only(&mut state);
@@ -1438,6 +1478,30 @@ impl Engine {
         out.persist_sync_states
             .push((peer, id.clone(), state.encode()));
         self.sync_to(conn_id, id, out);
+    }
+
+    /// The first message of a newer generation did not hold it whole (or Automerge refused a
+    /// part of it): nothing of it is kept, and the link closes.
+    fn refuse_incomplete_generation(
+        &mut self,
+        conn_id: ConnId,
+        id: &ShareableDocId,
+        generation: u64,
+        out: &mut Output,
+    ) {
+        let Some(peer) = self.conns.get(&conn_id).map(|conn| conn.peer.clone()) else {
+            return;
+        };
+        let message = format!(
+            "the first message of generation {generation} of {id} does not hold the whole \
+             generation; reconnect to be offered it again"
+        );
+        out.events.push(LogEvent::Refused {
+            peer,
+            doc: Some(id.clone()),
+            reason: message.clone(),
+        });
+        self.close(conn_id, StatusCode::Aborted, message, out);
     }
 
     /// Replaces `id` with `doc`, a newer generation, everywhere in the engine: every link

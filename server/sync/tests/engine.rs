@@ -2513,3 +2513,49 @@ fn engine_hold_time_while_a_large_message_is_applied() {
         "every change applied"
     );
 }
+
+#[test]
+fn a_newer_generation_with_later_changes_is_adopted_slice_by_slice() {
+    // Every change a slice of its own at the hub.
+    let config = EngineConfig {
+        apply_slice_ops: 1,
+        ..EngineConfig::default()
+    };
+    let mut fed = federation_with_hub_config(&["helsingborg", "malmo"], config);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.add_lesson("helsingborg", "l1", "canary-5c1d2 slipped through");
+    fed.add_lesson("helsingborg", "l2", "hotel staff training works");
+    fed.run_until_quiet();
+    fed.disconnect(1);
+    redact(&mut fed, "helsingborg", "l1");
+    for i in 3..8 {
+        fed.add_lesson(
+            "helsingborg",
+            &format!("l{i}"),
+            "written after the redaction",
+        );
+    }
+    fed.queue.clear();
+    // The hub reads the whole new generation and its later changes in one message, then
+    // applies them a change at a time.
+    fed.connect("helsingborg", 3);
+    fed.run_until_quiet();
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+    assert_redacted_everywhere(
+        &fed,
+        &["helsingborg", "hub", "malmo"],
+        "helsingborg",
+        ("l1", "canary-5c1d2"),
+        ("l2", "hotel staff training works"),
+    );
+    for node in ["hub", "malmo"] {
+        for i in 3..8 {
+            assert_eq!(
+                fed.lesson(node, "helsingborg", &format!("l{i}")).as_deref(),
+                Some("written after the redaction"),
+                "{node} holds l{i}"
+            );
+        }
+    }
+}
