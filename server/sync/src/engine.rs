@@ -33,7 +33,7 @@ use crate::frame::{
     summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
 };
 use crate::scope::{
-    accepts_changes_from, actor_belongs_to, owner_node, shared_on_link, NodeId, ShareableDocId,
+    accepts_changes_from, actor_belongs_to, owner_nodes, shared_on_link, NodeId, ShareableDocId,
 };
 use crate::screen::{read_frame, ReadFrame, ReadMessage, Unreadable};
 
@@ -101,6 +101,9 @@ pub struct EngineConfig {
     /// check who wrote a change to a national document two hops away: without it, such a
     /// change is refused (`PermissionDenied`) and the link closed.
     pub national_hub: Option<NodeId>,
+    /// The national hub's standbys (national hubs too, each with its own identity): their edits
+    /// to national documents, relayed by the hub this node links to, are taken like its own.
+    pub standby_hubs: Vec<NodeId>,
     /// Most operations of a peer's sync message applied in one engine call: a larger message
     /// is applied in slices of about this many ([`Engine::receive_read`]), and the driver
     /// releases the engine lock between them, so other links and the API are not held up for
@@ -133,6 +136,7 @@ impl Default for EngineConfig {
             max_text_insert_chars: 50_000,
             reset_interval_ms: 60_000,
             national_hub: None,
+            standby_hubs: Vec::new(),
             apply_slice_ops: 20_000,
         }
     }
@@ -1189,8 +1193,14 @@ impl Engine {
                 return;
             }
         };
-        let national_hub = self.config.national_hub.as_ref();
-        if let Err(reason) = check_authors(&parsed, &id, &self.me, &peer, national_hub) {
+        let national_hubs: Vec<NodeId> = self
+            .config
+            .national_hub
+            .iter()
+            .chain(&self.config.standby_hubs)
+            .cloned()
+            .collect();
+        if let Err(reason) = check_authors(&parsed, &id, &self.me, &peer, &national_hubs) {
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
@@ -1922,21 +1932,25 @@ fn check_authors(
     doc: &ShareableDocId,
     me: &NodeId,
     peer: &NodeId,
-    national_hub: Option<&NodeId>,
+    national_hubs: &[NodeId],
 ) -> Result<(), String> {
     if changes.is_empty() {
         return Ok(());
     }
-    let owner = owner_node(doc, me, peer, national_hub).ok_or_else(|| {
-        format!(
+    let owners = owner_nodes(doc, me, peer, national_hubs);
+    if owners.is_empty() {
+        return Err(format!(
             "{doc} has no owner known on this link (is the national hub's identity configured?)"
-        )
-    })?;
+        ));
+    }
     for change in changes {
-        if !actor_belongs_to(change.actor_id().to_bytes(), &owner) {
+        let actor = change.actor_id().to_bytes();
+        if !owners.iter().any(|owner| actor_belongs_to(actor, owner)) {
+            let owners: Vec<String> = owners.iter().map(ToString::to_string).collect();
             return Err(format!(
-                "a change to {doc} from {peer} is written by actor {}, which is not {owner}'s",
-                change.actor_id()
+                "a change to {doc} from {peer} is written by actor {}, which is not {}'s",
+                change.actor_id(),
+                owners.join(" or ")
             ));
         }
     }

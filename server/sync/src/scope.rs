@@ -408,15 +408,16 @@ impl fmt::Display for ShareableDocId {
 
 /// Whether a document is exchanged at all on the link between `me` and `peer`.
 ///
-/// The federation is a tree: cities link to their county hub or to the national hub, county
-/// hubs link to the national hub. Every shared, county and national document crosses each of
-/// these links; two nodes of the same role never exchange documents.
+/// The federation is a tree: cities link to their county hub or to a national hub, county
+/// hubs link to a national hub, and the national hub and its standby link to each other.
+/// Every shared, county and national document crosses each of these links; two cities, or two
+/// county hubs, never exchange documents.
 pub fn shared_on_link(me: &NodeId, peer: &NodeId) -> bool {
     matches!(
         (me.role(), peer.role()),
         (Role::City, Role::Hub | Role::County)
             | (Role::County, Role::City | Role::Hub)
-            | (Role::Hub, Role::City | Role::County)
+            | (Role::Hub, Role::City | Role::County | Role::Hub)
     )
 }
 
@@ -430,18 +431,21 @@ pub fn shared_on_link(me: &NodeId, peer: &NodeId) -> bool {
 ///   hub's changes to every document.
 /// - A city applies changes only from its upstream (a county hub or the national hub), which
 ///   relays every owner's document, to every document.
+/// - The national hub and its standby apply each other's changes to every document: each
+///   relays what its own links bring, and either may edit the national documents.
 ///
 /// A node takes even its own documents from its upstream: that is how a node restored from an
 /// older backup gets back the changes it had sent before (the author check lets only its own
 /// changes into them).
 ///
-/// Who wrote each change is checked besides, by actor ([`actor_belongs_to`], [`owner_node`]): a
+/// Who wrote each change is checked besides, by actor ([`actor_belongs_to`], [`owner_nodes`]): a
 /// hub that relays can pass on only changes its owner made.
 pub fn accepts_changes_from(me: &NodeId, peer: &NodeId, doc: &ShareableDocId) -> bool {
     match (me.role(), peer.role()) {
         (Role::Hub, Role::City) | (Role::County, Role::City) => doc.is_owned_by(peer),
         (Role::Hub, Role::County) => matches!(doc.owner(), Owner::City(_)) || doc.is_owned_by(peer),
         (Role::County, Role::Hub) | (Role::City, Role::Hub | Role::County) => true,
+        (Role::Hub, Role::Hub) => true,
         _ => false,
     }
 }
@@ -482,23 +486,30 @@ pub fn actor_belongs_to(actor: &[u8], node: &NodeId) -> bool {
     bytes.len() == 16 && bytes[..8] == actor_prefix(node)
 }
 
-/// The node that owns `doc`, seen from `me` on the link with `peer`: a named city or county
-/// hub, or the national hub — `me` or `peer` when one of them is the national hub, otherwise
-/// `national_hub`, the national hub's identity as this node knows it (a city or county whose
-/// upstream is a county hub checks national documents two hops away with it).
-pub fn owner_node(
+/// The nodes whose changes `doc` may hold, seen from `me` on the link with `peer`: a named city
+/// or county hub; or, for a national document, the national hubs — `me` and `peer` when they
+/// are national hubs, and `national_hubs`, the national hubs this node knows from its
+/// configuration (a city or county whose upstream is a county hub checks national documents
+/// two hops away with them; every node takes a standby's edits relayed by the other hub).
+pub fn owner_nodes(
     doc: &ShareableDocId,
     me: &NodeId,
     peer: &NodeId,
-    national_hub: Option<&NodeId>,
-) -> Option<NodeId> {
+    national_hubs: &[NodeId],
+) -> Vec<NodeId> {
     match doc.owner() {
-        Owner::City(city) => NodeId::city(&city).ok(),
-        Owner::County(county) => NodeId::county(&county).ok(),
-        Owner::Hub if me.role() == Role::Hub => Some(me.clone()),
-        Owner::Hub if peer.role() == Role::Hub => Some(peer.clone()),
-        Owner::Hub => national_hub.filter(|hub| hub.role() == Role::Hub).cloned(),
-        Owner::ThisCity => None,
+        Owner::City(city) => NodeId::city(&city).ok().into_iter().collect(),
+        Owner::County(county) => NodeId::county(&county).ok().into_iter().collect(),
+        Owner::Hub => {
+            let mut hubs: Vec<NodeId> = Vec::new();
+            for node in [me, peer].into_iter().chain(national_hubs) {
+                if node.role() == Role::Hub && !hubs.contains(node) {
+                    hubs.push(node.clone());
+                }
+            }
+            hubs
+        }
+        Owner::ThisCity => Vec::new(),
     }
 }
 
@@ -692,7 +703,7 @@ mod tests {
         // County hubs never exchange documents with each other, nor cities with cities.
         assert!(!shared_on_link(&skane, &norrbotten));
         assert!(!shared_on_link(&malmo, &lund));
-        assert!(!shared_on_link(&hub, &NodeId::hub("other").unwrap()));
+        // (The national hub and its standby do: see the standby test below.)
         assert!(!accepts_changes_from(&skane, &norrbotten, &other_guidance));
         for (a, b) in [(&malmo, &skane), (&skane, &hub), (&malmo, &hub)] {
             assert!(shared_on_link(a, b) && shared_on_link(b, a), "{a} and {b}");
@@ -706,16 +717,45 @@ mod tests {
         let malmo = NodeId::city("malmo").unwrap();
         let method = ShareableDocId::parse("national/method").unwrap();
         let guidance = ShareableDocId::parse("county/skane/guidance").unwrap();
-        assert_eq!(owner_node(&method, &malmo, &hub, None), Some(hub.clone()));
-        assert_eq!(owner_node(&method, &hub, &skane, None), Some(hub.clone()));
+        let none: &[NodeId] = &[];
+        assert_eq!(owner_nodes(&method, &malmo, &hub, none), vec![hub.clone()]);
+        assert_eq!(owner_nodes(&method, &hub, &skane, none), vec![hub.clone()]);
         // Under a county hub, a city knows the national hub only from its configuration.
-        assert_eq!(owner_node(&method, &malmo, &skane, None), None);
+        assert!(owner_nodes(&method, &malmo, &skane, none).is_empty());
         assert_eq!(
-            owner_node(&method, &malmo, &skane, Some(&hub)),
-            Some(hub.clone())
+            owner_nodes(&method, &malmo, &skane, std::slice::from_ref(&hub)),
+            vec![hub.clone()]
         );
         // A national hub identity that is not a hub's is never taken for one.
-        assert_eq!(owner_node(&method, &malmo, &skane, Some(&skane)), None);
-        assert_eq!(owner_node(&guidance, &malmo, &hub, None), Some(skane));
+        assert!(owner_nodes(&method, &malmo, &skane, std::slice::from_ref(&skane)).is_empty());
+        assert_eq!(owner_nodes(&guidance, &malmo, &hub, none), vec![skane]);
+    }
+
+    #[test]
+    fn the_national_hub_and_its_standby_share_everything_and_both_write_national_documents() {
+        let hub = NodeId::hub("national").unwrap();
+        let standby = NodeId::hub("standby").unwrap();
+        let malmo = NodeId::city("malmo").unwrap();
+        let method = ShareableDocId::parse("national/method").unwrap();
+        let lessons = ShareableDocId::lessons("malmo").unwrap();
+        assert!(shared_on_link(&hub, &standby));
+        assert!(accepts_changes_from(&hub, &standby, &method));
+        assert!(accepts_changes_from(&standby, &hub, &lessons));
+        // Between the hubs, both are owners; a city linked to one knows the other from its
+        // configuration.
+        assert_eq!(
+            owner_nodes(&method, &hub, &standby, &[]),
+            vec![hub.clone(), standby.clone()]
+        );
+        assert_eq!(
+            owner_nodes(&method, &malmo, &standby, &[]),
+            vec![standby.clone()]
+        );
+        assert_eq!(
+            owner_nodes(&method, &malmo, &standby, &[hub.clone(), standby.clone()]),
+            vec![standby.clone(), hub.clone()]
+        );
+        // Still no city document written by a hub.
+        assert_eq!(owner_nodes(&lessons, &hub, &standby, &[]), vec![malmo]);
     }
 }

@@ -2559,3 +2559,182 @@ fn a_newer_generation_with_later_changes_is_adopted_slice_by_slice() {
         }
     }
 }
+
+/// Writes `key` = `value` into `doc` at `node` (which owns it).
+fn put_at(fed: &mut Federation, node: &str, doc: &ShareableDocId, key: &str, value: &str) {
+    let (_, out) = fed
+        .engines
+        .get_mut(node)
+        .unwrap()
+        .engine_mut()
+        .edit(doc, 0, |tx| -> Result<(), automerge::AutomergeError> {
+            tx.put(ROOT, key, value)?;
+            Ok(())
+        })
+        .unwrap();
+    fed.absorb(node, out);
+}
+
+fn value_at(fed: &Federation, node: &str, doc: &ShareableDocId, key: &str) -> Option<String> {
+    let engine = fed.engines[node].lock_engine();
+    let (value, _) = engine.document(doc)?.get(ROOT, key).unwrap()?;
+    Some(value.into_string().unwrap())
+}
+
+#[test]
+fn a_standby_hub_relays_both_ways_takes_national_edits_and_merges_after_a_partition() {
+    let hub = NodeId::hub("national").unwrap();
+    let standby = NodeId::hub("standby").unwrap();
+    let config = EngineConfig {
+        national_hub: Some(hub.clone()),
+        standby_hubs: vec![standby.clone()],
+        ..EngineConfig::default()
+    };
+    let mut fed = Federation::new(&[]);
+    for (name, id) in [
+        ("hub", hub.clone()),
+        ("standby", standby.clone()),
+        ("malmo", NodeId::city("malmo").unwrap()),
+        ("lund", NodeId::city("lund").unwrap()),
+    ] {
+        let actor = sfs_sync::run_actor(&id, [7; 8]);
+        fed.engines.insert(
+            name.to_string(),
+            driver(Engine::new(id, actor, config.clone())),
+        );
+    }
+    // The standby dials the primary; Malmö links to the primary, Lund to the standby.
+    fed.connect_to("standby", "hub", 1);
+    fed.connect_to("malmo", "hub", 2);
+    fed.connect_to("lund", "standby", 3);
+    fed.run_until_quiet();
+    fed.add_lesson("malmo", "l1", "from Malmö, through both hubs");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("lund", "malmo", "l1").as_deref(),
+        Some("from Malmö, through both hubs")
+    );
+    // Either hub edits the handbook; each edit reaches the cities of the other.
+    let method = ShareableDocId::parse("national/method").unwrap();
+    put_at(
+        &mut fed,
+        "standby",
+        &method,
+        "step-1",
+        "edited at the standby",
+    );
+    put_at(&mut fed, "hub", &method, "step-2", "edited at the primary");
+    fed.run_until_quiet();
+    for node in ["hub", "standby", "malmo", "lund"] {
+        assert_eq!(
+            value_at(&fed, node, &method, "step-1").as_deref(),
+            Some("edited at the standby"),
+            "{node}"
+        );
+        assert_eq!(
+            value_at(&fed, node, &method, "step-2").as_deref(),
+            Some("edited at the primary"),
+            "{node}"
+        );
+    }
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+
+    // The primary's machine is gone: Malmö fails over to the standby and syncing goes on.
+    fed.disconnect(1);
+    fed.disconnect(2);
+    fed.connect_to("malmo", "standby", 4);
+    fed.add_lesson("lund", "l2", "from Lund, during the failover");
+    fed.run_until_quiet();
+    assert_eq!(
+        fed.lesson("malmo", "lund", "l2").as_deref(),
+        Some("from Lund, during the failover")
+    );
+    // Meanwhile the primary (cut off, say by a partition) and the standby both take edits.
+    put_at(
+        &mut fed,
+        "hub",
+        &method,
+        "step-3",
+        "at the primary, cut off",
+    );
+    put_at(
+        &mut fed,
+        "standby",
+        &method,
+        "step-4",
+        "at the standby, cut off",
+    );
+    fed.add_lesson("malmo", "l3", "from Malmö, on the standby");
+    fed.run_until_quiet();
+    assert_eq!(value_at(&fed, "malmo", &method, "step-3"), None);
+    // The link between the hubs heals: both hold everything, and so does every city.
+    fed.connect_to("standby", "hub", 5);
+    fed.run_until_quiet();
+    for node in ["hub", "standby", "malmo", "lund"] {
+        for (key, value) in [
+            ("step-3", "at the primary, cut off"),
+            ("step-4", "at the standby, cut off"),
+        ] {
+            assert_eq!(
+                value_at(&fed, node, &method, key).as_deref(),
+                Some(value),
+                "{node} {key}"
+            );
+        }
+    }
+    for node in ["hub", "standby", "lund"] {
+        assert_eq!(
+            fed.lesson(node, "malmo", "l3").as_deref(),
+            Some("from Malmö, on the standby"),
+            "{node}"
+        );
+    }
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+}
+
+#[test]
+fn a_city_refuses_national_edits_by_a_hub_it_was_not_told_of() {
+    let hub = NodeId::hub("national").unwrap();
+    let standby = NodeId::hub("standby").unwrap();
+    let knows_standby = EngineConfig {
+        national_hub: Some(hub.clone()),
+        standby_hubs: vec![standby.clone()],
+        ..EngineConfig::default()
+    };
+    let knows_primary_only = EngineConfig {
+        national_hub: Some(hub.clone()),
+        ..EngineConfig::default()
+    };
+    let mut fed = Federation::new(&[]);
+    for (name, id, config) in [
+        ("hub", hub.clone(), knows_standby.clone()),
+        ("standby", standby.clone(), knows_standby.clone()),
+        ("malmo", NodeId::city("malmo").unwrap(), knows_primary_only),
+    ] {
+        let actor = sfs_sync::run_actor(&id, [7; 8]);
+        fed.engines
+            .insert(name.to_string(), driver(Engine::new(id, actor, config)));
+    }
+    fed.connect_to("standby", "hub", 1);
+    fed.connect_to("malmo", "hub", 2);
+    fed.run_until_quiet();
+    let method = ShareableDocId::parse("national/method").unwrap();
+    put_at(
+        &mut fed,
+        "standby",
+        &method,
+        "step",
+        "from a hub Malmö does not know",
+    );
+    fed.run_until_quiet();
+    assert_eq!(value_at(&fed, "malmo", &method, "step"), None);
+    assert!(
+        fed.closes
+            .iter()
+            .any(|(node, _, code, message)| node == "malmo"
+                && *code == StatusCode::PermissionDenied
+                && message.contains("not hub/national's")),
+        "{:?}",
+        fed.closes
+    );
+}
