@@ -127,7 +127,7 @@ enum PkiCommand {
         /// The node's name, for example `malmo`.
         #[arg(long)]
         node: String,
-        /// `city` or `hub`.
+        /// `city`, `county` (a county hub) or `hub` (the national hub).
         #[arg(long)]
         role: String,
         /// Further DNS names or IP addresses the node is reached at.
@@ -166,7 +166,7 @@ enum PkiCommand {
         /// The node's name, for example `malmo`.
         #[arg(long)]
         node: String,
-        /// `city` or `hub`.
+        /// `city`, `county` or `hub`.
         #[arg(long, default_value = "city")]
         role: String,
     },
@@ -388,7 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let role = Role::parse(&role)
-                .with_context(|| format!("--role must be city or hub, not {role:?}"))?;
+                .with_context(|| format!("--role must be city, county or hub, not {role:?}"))?;
             let id = NodeId::new(role, &node)?;
             let files = pki::issue(&dir, &id, &names, days)?;
             println!(
@@ -446,7 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: PkiCommand::Revoke { dir, node, role },
         } => {
             let role = Role::parse(&role)
-                .with_context(|| format!("--role must be city or hub, not {role:?}"))?;
+                .with_context(|| format!("--role must be city, county or hub, not {role:?}"))?;
             let id = NodeId::new(role, &node)?;
             let serial = pki::revoke(&dir, &id)?;
             println!(
