@@ -310,6 +310,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             listen: (id.role() == Role::Hub).then(|| "127.0.0.1:0".parse().unwrap()),
             hub_url,
             hub_id: None,
+            county_id: None,
             max_backoff_ms: Some(500),
             keepalive_ms: None,
         },
@@ -329,6 +330,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         method: Default::default(),
         limits: Default::default(),
         web: Default::default(),
+        county: Default::default(),
     };
     TestNode {
         config,

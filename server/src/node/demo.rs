@@ -110,6 +110,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 hub_url: (id.role() == sfs_sync::Role::City)
                     .then(|| "https://127.0.0.1:0".to_string()),
                 hub_id: None,
+                county_id: None,
                 max_backoff_ms: Some(2_000),
                 keepalive_ms: None,
             },
@@ -134,6 +135,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 listen: Some("127.0.0.1:0".parse()?),
                 ..Default::default()
             },
+            county: Default::default(),
         };
         prepared.push((config, token));
     }
