@@ -2,6 +2,7 @@
 //! talking through the real gRPC API.
 
 mod cli;
+mod counties;
 mod domain;
 mod erasure;
 mod faults;
