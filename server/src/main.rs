@@ -98,6 +98,10 @@ enum Command {
         /// The cities to run, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "helsingborg,malmo,lund")]
         cities: Vec<String>,
+        /// A county hub between some of the cities and the national hub, as
+        /// COUNTY=CITY,CITY (`skane=helsingborg,malmo,lund`); repeat for more county hubs.
+        #[arg(long = "county")]
+        counties: Vec<demo::DemoCounty>,
     },
 }
 
@@ -614,9 +618,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
-        Command::Demo { dir, cities } => {
+        Command::Demo {
+            dir,
+            cities,
+            counties,
+        } => {
             init_logging("text", "info");
-            demo::run(&dir, &cities).await?;
+            demo::run(&dir, &cities, &counties).await?;
         }
     }
     Ok(())

@@ -228,3 +228,61 @@ async fn a_county_hub_refuses_a_city_it_does_not_serve() {
     let mut fed = fed;
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_starts_a_county_hub_between_its_cities_and_the_national_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let cities = ["malmo", "umea"].map(String::from);
+    let counties = ["skane=malmo".parse().unwrap()];
+    let (running, file) = sfs_node::node::demo::start_with_counties(dir.path(), &cities, &counties)
+        .await
+        .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("federation.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        listed["counties"]["skane"]["cities"],
+        serde_json::json!(["malmo"])
+    );
+    let ca_pem = std::fs::read_to_string(&file.ca).unwrap();
+    async fn connect(
+        node: &sfs_node::node::demo::FederationNode,
+        ca_pem: &str,
+    ) -> sfs_client::Client {
+        sfs_client::Client::connect(&node.api, &node.token, ca_pem)
+            .await
+            .unwrap()
+    }
+    let peers = |mut client: sfs_client::Client| async move {
+        let status = client.status().await.ok()?;
+        let mut peers: Vec<(String, String)> = status
+            .peers
+            .into_iter()
+            .filter(|p| p.state == "connected")
+            .map(|p| (p.peer_role, p.peer_id))
+            .collect();
+        peers.sort();
+        Some(peers)
+    };
+    let skane = connect(&file.counties["skane"], &ca_pem).await;
+    let malmo = connect(&file.cities["malmo"], &ca_pem).await;
+    let umea = connect(&file.cities["umea"], &ca_pem).await;
+    for (client, expected) in [
+        (skane, vec![("city", "malmo"), ("hub", "national")]),
+        (malmo, vec![("county", "skane")]),
+        (umea, vec![("hub", "national")]),
+    ] {
+        let expected: Vec<(String, String)> = expected
+            .into_iter()
+            .map(|(r, n)| (r.to_string(), n.to_string()))
+            .collect();
+        eventually(&format!("links {expected:?}"), || {
+            let (client, expected) = (client.clone(), expected.clone());
+            async move { (peers(client).await? == expected).then_some(()) }
+        })
+        .await;
+    }
+    for node in running.into_iter().rev() {
+        node.stop().await;
+    }
+}
