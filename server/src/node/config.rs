@@ -920,6 +920,17 @@ cities = ["malmo", "lund"]
     }
 
     #[test]
+    fn the_county_hub_template_in_deploy_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/county.toml"
+        ));
+        let config = NodeConfig::load_with_env(path, |_| None).unwrap();
+        assert_eq!(config.node_id().unwrap(), NodeId::county("skane").unwrap());
+        assert_eq!(config.county.cities.len(), 3);
+    }
+
+    #[test]
     fn invalid_configurations_name_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
