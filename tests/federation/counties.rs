@@ -286,3 +286,85 @@ async fn the_demo_starts_a_county_hub_between_its_cities_and_the_national_hub() 
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_hub_lists_its_own_cities_with_presence_and_handbook_release() {
+    let mut fed = Federation::start(&["umea"]).await;
+    let mut county = util::prepare(
+        fed.dir.path(),
+        NodeId::county("skane").unwrap(),
+        Some(fed.hub_url()),
+    );
+    county.config.county.cities = vec!["malmo".into(), "lund".into()];
+    start_county(&mut county, &Default::default()).await;
+    fed.wait_node_linked(&county, "hub").await;
+    let county_url = format!(
+        "https://{}",
+        county.running.as_ref().unwrap().federation_addr.unwrap()
+    );
+    let mut malmo = util::prepare(
+        fed.dir.path(),
+        NodeId::city("malmo").unwrap(),
+        Some(county_url),
+    );
+    malmo.config.federation.county_id = Some("skane".into());
+    fed.cities.push(malmo);
+    fed.start_city(1).await;
+    fed.wait_node_linked(&fed.cities[1], "county").await;
+    // The national directory names Malmö and Umeå; Lund is the county's but not listed yet.
+    let mut hub = fed.hub_client().await;
+    for (id, display_name) in [("malmo", "Malmö"), ("umea", "Umeå")] {
+        hub.directory
+            .create_city(pb::CreateCityRequest {
+                city: Some(pb::City {
+                    name: format!("cities/{id}"),
+                    display_name: display_name.into(),
+                    county: "Skåne län".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    hub.method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: "2026.1".into(),
+                notes: "First release.".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let county_client = fed.client_of(&county).await;
+    let cities = eventually("the county hub lists its cities", || {
+        let mut client = county_client.clone();
+        async move {
+            let cities = client
+                .directory
+                .list_cities(pb::ListRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .cities;
+            let malmo = cities.iter().find(|c| c.name == "cities/malmo")?;
+            (malmo.display_name == "Malmö" && malmo.handbook_release == "2026.1").then_some(cities)
+        }
+    })
+    .await;
+    let listed: Vec<(&str, &str, bool)> = cities
+        .iter()
+        .map(|c| (c.name.as_str(), c.display_name.as_str(), c.connected))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("cities/lund", "lund", false),
+            ("cities/malmo", "Malmö", true)
+        ],
+        "the county's own cities only, Malmö linked to it"
+    );
+    assert!(cities[1].last_seen_ms > 0);
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}

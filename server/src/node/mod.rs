@@ -415,6 +415,8 @@ pub async fn start_on(
         releases: releases.clone(),
         request_tasks: request_tasks.clone(),
         lesson_listings: Default::default(),
+        county_cities: (id.role() == Role::County)
+            .then(|| Arc::new(config.county.cities.iter().cloned().collect())),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
