@@ -368,3 +368,72 @@ async fn a_county_hub_lists_its_own_cities_with_presence_and_handbook_release() 
     county.running.take().unwrap().stop().await;
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compromised_county_hub_cannot_write_documents_it_does_not_own() {
+    let mut fed = Federation::start(&["malmo"]).await;
+    let mut malmo = fed.client(0).await;
+    malmo
+        .create_lesson("Malmö's own lesson", "honest", vec![])
+        .await
+        .unwrap();
+    let skane = NodeId::county("skane").unwrap();
+    // Skåne's real certificate, in hostile hands: a national document and another county's are
+    // refused by the owner-writes rule before Automerge sees them (the author check on the
+    // documents a county hub relays is held by the engine tests).
+    for target in ["national/method", "county/blekinge/guidance"] {
+        let (tx, mut inbound) = crate::rogue_link_as(&fed, &skane).await;
+        tx.send(pb::Frame {
+            body: Some(pb::frame::Body::DocSync(pb::DocSync {
+                doc_id: target.into(),
+                message: crate::forged_sync_message(),
+                generation: 0,
+            })),
+        })
+        .unwrap();
+        let status = tokio::time::timeout(util::DEADLINE, async {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("stream ended without a status"),
+                    Err(status) => break status,
+                }
+            }
+        })
+        .await
+        .expect("the national hub refuses the forged change in time");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{target}: {status:?}"
+        );
+        assert!(status.message().contains(target), "{}", status.message());
+    }
+    // Nothing of it was applied at the hub nor relayed to Malmö.
+    let frames = fed.hub_tap.lock().unwrap().clone();
+    assert!(frames
+        .iter()
+        .any(|(peer, f)| peer == "skane" && contains(f, "FORGED-CONTENT-31c")));
+    for mut client in [fed.hub_client().await, fed.client(0).await] {
+        let status = client.status().await.unwrap();
+        for doc in [
+            "national/method",
+            "county/blekinge/guidance",
+            "county/skane/guidance",
+        ] {
+            assert!(
+                status.documents.iter().all(|d| d.doc_id != doc),
+                "{doc} was created"
+            );
+        }
+        let lessons = client.list_lessons("cities/malmo").await.unwrap();
+        assert_eq!(lessons.len(), 1);
+        assert_eq!(lessons[0].title, "Malmö's own lesson");
+    }
+    let hub_dir = fed.hub.config.data_dir.clone();
+    fed.stop_all().await;
+    assert!(!contains(
+        &util::readable_with_key(&hub_dir),
+        "FORGED-CONTENT-31c"
+    ));
+}
