@@ -208,9 +208,12 @@ pub fn prepare_with_counties(
                 release_public_key: Some(release_public_key.clone()),
             },
             limits: Default::default(),
-            // Every demo node serves the web app, on loopback (plain HTTP).
+            // Every demo city and the hub serve the web app, on loopback (plain HTTP); the web
+            // app has no pages for a county hub yet (its view is `sfs --node <county> cities
+            // list`).
             web: crate::node::config::WebConfig {
-                listen: Some("127.0.0.1:0".parse()?),
+                listen: (id.role() != sfs_sync::Role::County)
+                    .then(|| "127.0.0.1:0".parse().expect("address")),
                 ..Default::default()
             },
             county: crate::node::config::CountyConfig {
@@ -756,12 +759,10 @@ pub async fn run(dir: &Path, cities: &[String], counties: &[DemoCounty]) -> anyh
     );
     for (name, node) in &file.counties {
         println!(
-            "{name:<14} county {}   web {}   cities {}",
+            "{name:<14} county {}   cities {}",
             node.api,
-            node.web,
             node.cities.join(",")
         );
-        println!("{:<14}       sign in: {}", "", sign_in(name, &node.token));
     }
     for (name, node) in &file.cities {
         println!("{name:<14} city  {}   web {}", node.api, node.web);
