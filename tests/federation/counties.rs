@@ -185,7 +185,7 @@ async fn lessons_cross_the_county_hub_and_the_national_hub_and_local_data_stays_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_county_hub_refuses_a_city_it_does_not_serve() {
+async fn a_county_hub_refuses_a_city_it_does_not_serve_and_a_revoked_one() {
     let fed = Federation::start(&[]).await;
     let mut county = util::prepare(
         fed.dir.path(),
@@ -201,7 +201,7 @@ async fn a_county_hub_refuses_a_city_it_does_not_serve() {
     let mut umea = util::prepare(
         fed.dir.path(),
         NodeId::city("umea").unwrap(),
-        Some(county_url),
+        Some(county_url.clone()),
     );
     umea.config.federation.county_id = Some("skane".into());
     umea.running = Some(
@@ -224,8 +224,34 @@ async fn a_county_hub_refuses_a_city_it_does_not_serve() {
     .await;
     assert!(error.contains("county.cities"), "{error}");
     umea.running.take().unwrap().stop().await;
-    county.running.take().unwrap().stop().await;
+
+    // Malmö, listed, links; once its certificate is revoked the county hub closes its link and
+    // refuses it, as the national hub would.
     let mut fed = fed;
+    let mut malmo = util::prepare(
+        fed.dir.path(),
+        NodeId::city("malmo").unwrap(),
+        Some(county_url.clone()),
+    );
+    malmo.config.federation.county_id = Some("skane".into());
+    fed.cities.push(malmo);
+    fed.start_city(0).await;
+    fed.wait_node_linked(&fed.cities[0], "county").await;
+    sfs_node::federation::pki::revoke(&fed.pki_dir(), &NodeId::city("malmo").unwrap()).unwrap();
+    let client = fed.client(0).await;
+    eventually("Malmö cut off by the county hub", || {
+        let mut client = client.clone();
+        async move {
+            let status = client.status().await.ok()?;
+            status.peers.into_iter().find(|p| {
+                p.peer_role == "county"
+                    && p.state != "connected"
+                    && p.last_error.contains("revoked")
+            })
+        }
+    })
+    .await;
+    county.running.take().unwrap().stop().await;
     fed.stop_all().await;
 }
 
