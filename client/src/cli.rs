@@ -60,7 +60,8 @@ struct Target {
     /// each node.
     #[arg(long, env = "SFS_FEDERATION", global = true)]
     federation: Option<PathBuf>,
-    /// The node to talk to, by name, in the federation file (`hub` also names the hub).
+    /// The node to talk to, by name, in the federation file (a city, a county hub, or the
+    /// hub; `hub` also names the hub).
     #[arg(long, env = "SFS_NODE", global = true)]
     node: Option<String>,
     /// The node's API endpoint, for example https://127.0.0.1:7443 (always https).
@@ -805,7 +806,10 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
             .as_str()
             .unwrap_or("national")
             .to_string();
+        let empty = serde_json::Map::new();
+        let counties = file["counties"].as_object().unwrap_or(&empty);
         let mut known: Vec<String> = vec![hub_name.clone()];
+        known.extend(counties.keys().cloned());
         known.extend(cities.keys().cloned());
         let name = target.node.clone().ok_or_else(|| {
             usage(format!(
@@ -816,13 +820,16 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
         let node = if name == "hub" || name == hub_name {
             &file["hub"]
         } else {
-            cities.get(&name).ok_or_else(|| {
-                usage(format!(
-                    "no node {name:?} in {}; known: hub, {}",
-                    path.display(),
-                    known.join(", ")
-                ))
-            })?
+            cities
+                .get(&name)
+                .or_else(|| counties.get(&name))
+                .ok_or_else(|| {
+                    usage(format!(
+                        "no node {name:?} in {}; known: hub, {}",
+                        path.display(),
+                        known.join(", ")
+                    ))
+                })?
         };
         let ca_path = target
             .ca

@@ -98,6 +98,10 @@ enum Command {
         /// The cities to run, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "helsingborg,malmo,lund")]
         cities: Vec<String>,
+        /// A county hub between some of the cities and the national hub, as
+        /// COUNTY=CITY,CITY (`skane=helsingborg,malmo,lund`); repeat for more county hubs.
+        #[arg(long = "county")]
+        counties: Vec<demo::DemoCounty>,
     },
 }
 
@@ -127,7 +131,7 @@ enum PkiCommand {
         /// The node's name, for example `malmo`.
         #[arg(long)]
         node: String,
-        /// `city` or `hub`.
+        /// `city`, `county` (a county hub) or `hub` (the national hub).
         #[arg(long)]
         role: String,
         /// Further DNS names or IP addresses the node is reached at.
@@ -166,7 +170,7 @@ enum PkiCommand {
         /// The node's name, for example `malmo`.
         #[arg(long)]
         node: String,
-        /// `city` or `hub`.
+        /// `city`, `county` or `hub`.
         #[arg(long, default_value = "city")]
         role: String,
     },
@@ -389,7 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let role = Role::parse(&role)
-                .with_context(|| format!("--role must be city or hub, not {role:?}"))?;
+                .with_context(|| format!("--role must be city, county or hub, not {role:?}"))?;
             let id = NodeId::new(role, &node)?;
             let files = pki::issue(&dir, &id, &names, days)?;
             println!(
@@ -447,7 +451,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: PkiCommand::Revoke { dir, node, role },
         } => {
             let role = Role::parse(&role)
-                .with_context(|| format!("--role must be city or hub, not {role:?}"))?;
+                .with_context(|| format!("--role must be city, county or hub, not {role:?}"))?;
             let id = NodeId::new(role, &node)?;
             let serial = pki::revoke(&dir, &id)?;
             println!(
@@ -615,9 +619,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
-        Command::Demo { dir, cities } => {
+        Command::Demo {
+            dir,
+            cities,
+            counties,
+        } => {
             init_logging("text", "info");
-            demo::run(&dir, &cities).await?;
+            demo::run(&dir, &cities, &counties).await?;
         }
     }
     Ok(())

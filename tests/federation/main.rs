@@ -2,6 +2,7 @@
 //! talking through the real gRPC API.
 
 mod cli;
+mod counties;
 mod domain;
 mod erasure;
 mod faults;
@@ -224,11 +225,21 @@ async fn rogue_link(
     tokio::sync::mpsc::UnboundedSender<pb::Frame>,
     tonic::Streaming<pb::Frame>,
 ) {
-    let id = NodeId::city(as_city).unwrap();
-    if !util::node_files(&fed.pki_dir(), &id).cert.exists() {
-        sfs_node::federation::pki::issue(&fed.pki_dir(), &id, &[], 30).unwrap();
+    rogue_link_as(fed, &NodeId::city(as_city).unwrap()).await
+}
+
+/// Like [`rogue_link`], with the real certificate of any node (a county hub's, say).
+async fn rogue_link_as(
+    fed: &Federation,
+    id: &NodeId,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<pb::Frame>,
+    tonic::Streaming<pb::Frame>,
+) {
+    if !util::node_files(&fed.pki_dir(), id).cert.exists() {
+        sfs_node::federation::pki::issue(&fed.pki_dir(), id, &[], 30).unwrap();
     }
-    let identity = identity_of(fed, &NodeId::city(as_city).unwrap());
+    let identity = identity_of(fed, id);
     let mut client = dial_hub(fed, Some(identity), &fed.ca_pem).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tx.send(sfs_node::federation::sync::to_pb(sfs_sync::Frame::Hello {

@@ -185,21 +185,26 @@ impl Federation {
 
     /// Waits until city `i` reports its hub link connected.
     pub async fn wait_linked(&self, i: usize) {
-        let mut client = self.client_of(&self.cities[i]).await;
-        let name = self.cities[i].config.id.clone();
-        eventually(&format!("{name} linked to the hub"), || {
+        self.wait_node_linked(&self.cities[i], "hub").await;
+    }
+
+    /// Waits until `node` reports its link to its upstream of `role` (`hub`, `county`)
+    /// connected.
+    pub async fn wait_node_linked(&self, node: &TestNode, role: &str) {
+        let client = self.client_of(node).await;
+        let name = node.config.id.clone();
+        eventually(&format!("{name} linked to its {role}"), || {
             let mut client = client.clone();
             async move {
                 let status = client.status().await.ok()?;
                 status
                     .peers
                     .iter()
-                    .any(|p| p.peer_role == "hub" && p.state == "connected")
+                    .any(|p| p.peer_role == role && p.state == "connected")
                     .then_some(())
             }
         })
         .await;
-        let _ = &mut client;
     }
 
     pub async fn client_of(&self, node: &TestNode) -> Client {
@@ -293,7 +298,9 @@ impl Federation {
     }
 }
 
-fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
+/// Makes a node's certificate, admin token and configuration under `dir` (the national hub and
+/// county hubs listen on port 0; `hub_url` is a city's or county hub's upstream).
+pub fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
     let pki_dir = dir.join("pki");
     let files = pki::issue(&pki_dir, &id, &[], 30).unwrap();
     let data_dir = dir.join(id.name());
@@ -307,9 +314,11 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             cors_allowed_origins: Vec::new(),
         },
         federation: FederationConfig {
-            listen: (id.role() == Role::Hub).then(|| "127.0.0.1:0".parse().unwrap()),
+            listen: matches!(id.role(), Role::Hub | Role::County)
+                .then(|| "127.0.0.1:0".parse().unwrap()),
             hub_url,
             hub_id: None,
+            county_id: None,
             max_backoff_ms: Some(500),
             keepalive_ms: None,
         },
@@ -317,7 +326,8 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             ca: CaFiles::in_dir(&pki_dir).cert,
             cert: files.cert,
             key: files.key,
-            revoked: (id.role() == Role::Hub).then(|| CaFiles::in_dir(&pki_dir).revoked),
+            revoked: matches!(id.role(), Role::Hub | Role::County)
+                .then(|| CaFiles::in_dir(&pki_dir).revoked),
             handshake_timeout_ms: None,
         },
         metrics: sfs_node::node::config::MetricsConfig {
@@ -329,6 +339,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         method: Default::default(),
         limits: Default::default(),
         web: Default::default(),
+        county: Default::default(),
     };
     TestNode {
         config,

@@ -281,6 +281,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
             listen: (id.role() == Role::Hub).then(|| "127.0.0.1:0".parse().expect("address")),
             hub_url,
             hub_id: None,
+            county_id: None,
             max_backoff_ms: Some(1_000),
             keepalive_ms: None,
         },
@@ -300,6 +301,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
         method: Default::default(),
         limits: Default::default(),
         web: Default::default(),
+        county: Default::default(),
     };
     let config_path = node_dir.join("node.toml");
     write_config(&config_path, &config)?;

@@ -1,4 +1,6 @@
-//! The `Directory` service: the member cities, kept by the hub.
+//! The `Directory` service: the member cities, kept by the hub. At a county hub,
+//! `ListCities` is the county coordinator's view: the county's own cities, with their presence
+//! and handbook release as seen from the county hub's links.
 
 use automerge::transaction::Transaction;
 use sfs_proto::v1 as pb;
@@ -158,8 +160,23 @@ impl pb::directory_server::Directory for DirectoryService {
     ) -> Result<Response<pb::ListCitiesResponse>, Status> {
         require(&request, ApiRole::Reader)?;
         let request = request.into_inner();
-        let mut all: Vec<pb::City> = self
-            .list_all()
+        let mut listed = self.list_all();
+        if let Some(county) = &self.0.county_cities {
+            // A county hub lists its own cities, those not in the national directory yet
+            // by their id alone.
+            listed.retain(|c| county.contains(c.name.trim_start_matches("cities/")));
+            for id in county.iter() {
+                let name = format!("cities/{id}");
+                if !listed.iter().any(|c| c.name == name) {
+                    listed.push(pb::City {
+                        name,
+                        display_name: id.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let mut all: Vec<pb::City> = listed
             .into_iter()
             .map(|c| self.with_live_state(c))
             .collect();

@@ -68,6 +68,9 @@ pub struct ApiState {
     pub lesson_listings: Arc<crate::domain::lessons::ListingCache>,
     /// This node's certificate expiry and, at the hub, the certificates cities presented.
     pub certificates: Arc<crate::federation::hub::CertificateWatch>,
+    /// At a county hub, the cities it serves (`county.cities`): its `Directory.ListCities`
+    /// lists these only, seen from its own links (the county coordinator's view).
+    pub county_cities: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl ApiState {

@@ -1,9 +1,12 @@
-//! The hub's federation listener: accepts one `Sync` stream per city over mutual TLS.
+//! The federation listener of the national hub and of county hubs: accepts one `Sync` stream
+//! per peer over mutual TLS.
 //!
 //! The peer's identity is read from its verified client certificate, never from a frame; a
 //! connection without a certificate from the national CA never reaches this code (rustls
-//! refuses the handshake). After that the stream is driven by [`crate::federation::sync`] like any link,
-//! and every change the hub accepts is offered at once to every other connected city.
+//! refuses the handshake). Which peers may link is [`AcceptedPeers`]: at the national hub every
+//! city and county hub, at a county hub only the cities of its `county.cities`. After that the
+//! stream is driven by [`crate::federation::sync`] like any link, and every change the hub
+//! accepts is offered at once to every other open link (its upstream's included).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -11,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sfs_proto::v1 as pb;
-use sfs_sync::Role;
+use sfs_sync::{NodeId, Role};
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -30,6 +33,37 @@ pub struct FederationService {
     pub link_tasks: tokio_util::task::TaskTracker,
     /// Where the certificate each city presents is noted (for the directory view).
     pub certificates: Arc<CertificateWatch>,
+    /// Which peers may link here.
+    pub accepted: AcceptedPeers,
+}
+
+/// Which peers a federation listener accepts, besides a certificate from the national CA that
+/// is not revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptedPeers {
+    /// The national hub: every city and every county hub.
+    National,
+    /// A county hub: only the cities named here (its `county.cities`).
+    County(BTreeSet<String>),
+}
+
+impl AcceptedPeers {
+    /// Why `peer` may not link here, if it may not (`PERMISSION_DENIED` to the peer).
+    pub fn refusal(&self, peer: &NodeId) -> Option<String> {
+        match (self, peer.role()) {
+            (AcceptedPeers::National, Role::City | Role::County) => None,
+            (AcceptedPeers::National, _) => Some(format!(
+                "{peer} is neither a city nor a county hub; only those link to the national hub"
+            )),
+            (AcceptedPeers::County(cities), Role::City) if cities.contains(peer.name()) => None,
+            (AcceptedPeers::County(_), Role::City) => Some(format!(
+                "{peer} is not one of this county hub's cities (county.cities)"
+            )),
+            (AcceptedPeers::County(_), _) => Some(format!(
+                "{peer} is not a city; only the county's cities link to a county hub"
+            )),
+        }
+    }
 }
 
 /// What a node knows of certificates, for `GetStatus` and the directory: its own expiry and, at
@@ -160,10 +194,9 @@ impl pb::federation_server::Federation for FederationService {
         })?;
         let peer = pki::identity_of(leaf.as_ref())
             .map_err(|err| Status::unauthenticated(format!("client certificate: {err}")))?;
-        if peer.role() != Role::City {
-            return Err(Status::permission_denied(format!(
-                "{peer} is not a city; only cities link to the hub"
-            )));
+        if let Some(refusal) = self.accepted.refusal(&peer) {
+            tracing::warn!(%peer, %refusal, "refused a link");
+            return Err(Status::permission_denied(refusal));
         }
         let serial = pki::serial_of(leaf.as_ref())
             .map_err(|err| Status::unauthenticated(format!("client certificate: {err}")))?;
@@ -209,7 +242,7 @@ impl pb::federation_server::Federation for FederationService {
             .await
             .map_err(|_| Status::internal("opening the link failed"))?
         };
-        tracing::info!(%peer, conn, "city connected");
+        tracing::info!(%peer, conn, "peer connected");
         self.link_tasks.spawn(read_link(
             sync,
             conn,
@@ -219,5 +252,27 @@ impl pb::federation_server::Federation for FederationService {
             self.shutdown.clone(),
         ));
         Ok(Response::new(rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_county_hub_accepts_only_its_listed_cities_and_the_national_hub_cities_and_counties() {
+        let county = AcceptedPeers::County(["malmo".to_string()].into_iter().collect());
+        let malmo = NodeId::city("malmo").unwrap();
+        let umea = NodeId::city("umea").unwrap();
+        let skane = NodeId::county("skane").unwrap();
+        let hub = NodeId::hub("national").unwrap();
+        assert_eq!(county.refusal(&malmo), None);
+        assert!(county.refusal(&umea).unwrap().contains("county.cities"));
+        assert!(county.refusal(&skane).is_some());
+        assert!(county.refusal(&hub).is_some());
+        let national = AcceptedPeers::National;
+        assert_eq!(national.refusal(&umea), None);
+        assert_eq!(national.refusal(&skane), None);
+        assert!(national.refusal(&hub).is_some());
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! `pki init` makes the CA (`ca.crt`, `ca.key`); `pki issue` makes one certificate and key per
 //! node (`nodes/<role>-<id>.crt`, `.key`). A node's identity is the SPIFFE URI in its
-//! certificate's SAN (`spiffe://stadforstad/city/<id>`), and its DNS name
-//! `<id>.<role>.stadforstad` lets TLS server-name checks pin that a city really reached the hub.
+//! certificate's SAN (`spiffe://stadforstad/city/<id>`, `…/county/<id>` for a county hub,
+//! `…/hub/<id>` for the national hub), and its DNS name `<id>.<role>.stadforstad` lets TLS
+//! server-name checks pin that a city really reached its county hub or the national hub, and a
+//! county hub the national hub.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -375,5 +377,37 @@ mod tests {
             .1
             .contents;
         assert_eq!(identity_of(&der).unwrap(), node);
+    }
+
+    #[test]
+    fn a_county_hub_certificate_carries_the_county_identity_and_dns_name() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path()).unwrap();
+        let county = NodeId::county("skane").unwrap();
+        let files = issue(dir.path(), &county, &[], 30).unwrap();
+        assert!(files.cert.ends_with("nodes/county-skane.crt"));
+        let pem = fs::read_to_string(&files.cert).unwrap();
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        let id = identity_of(&der).unwrap();
+        assert_eq!(id, county);
+        assert_eq!(id.spiffe_uri(), "spiffe://stadforstad/county/skane");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert!(san.value.general_names.iter().any(|name| matches!(
+            name,
+            x509_parser::extensions::GeneralName::DNSName("skane.county.stadforstad")
+        )));
+        // Not a city's, nor the national hub's name: a city pinning its county hub by
+        // `skane.county.stadforstad` cannot be answered by another kind of node.
+        assert_ne!(county.dns_name(), NodeId::city("skane").unwrap().dns_name());
+        assert_ne!(county.dns_name(), NodeId::hub("skane").unwrap().dns_name());
+        revoke(dir.path(), &county).unwrap();
+        assert!(status(dir.path())
+            .unwrap()
+            .iter()
+            .any(|c| c.identity == county.spiffe_uri() && c.revoked));
     }
 }

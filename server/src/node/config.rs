@@ -7,11 +7,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sfs_sync::{NodeId, Role};
 
-/// Why a configuration with `role = "county"` does not start: the sync core knows county hubs,
-/// the node does not run one yet.
-pub const COUNTY_NOT_SUPPORTED: &str = "field `role`: \"county\" (a county hub) is not supported \
-     by this node yet; link the county's cities to the national hub (role \"city\")";
-
 /// Errors reading a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,7 +25,8 @@ pub enum ConfigError {
 pub struct NodeConfig {
     /// The node's name (`helsingborg`, `national`); must match its certificate.
     pub id: String,
-    /// `city` or `hub`.
+    /// `city`, `county` (a county hub between its cities and the national hub) or `hub` (the
+    /// national hub).
     pub role: String,
     /// Where the node keeps its store, tokens and logs. Relative paths are taken from the
     /// directory of the configuration file.
@@ -64,6 +60,27 @@ pub struct NodeConfig {
     /// The coordinators' web app.
     #[serde(default)]
     pub web: WebConfig,
+    /// County hub only: the cities it serves.
+    #[serde(default, skip_serializing_if = "CountyConfig::is_empty")]
+    pub county: CountyConfig,
+}
+
+/// A county hub's cities (`[county]`, role `county` only). The county hub accepts a link from a
+/// city only if the city's certificate is from the federation's CA, is not revoked
+/// (`tls.revoked`) and names a city listed here; every other peer is refused with
+/// PERMISSION_DENIED. Adding or removing a city is a change of this list and a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountyConfig {
+    /// The ids of the cities that link to this county hub (`["malmo", "lund"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cities: Vec<String>,
+}
+
+impl CountyConfig {
+    fn is_empty(&self) -> bool {
+        self.cities.is_empty()
+    }
 }
 
 /// The coordinators' web app (`[web]`), off unless `listen` is set. It talks to the node only
@@ -337,17 +354,27 @@ fn default_api_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7443))
 }
 
-/// The federation link: the hub listens, a city dials the hub.
+/// The federation links: the national hub listens; a county hub listens for its cities and
+/// dials the national hub; a city dials its upstream (its county hub, or the national hub).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederationConfig {
-    /// Hub only: the address cities connect to.
+    /// National hub and county hub: the address cities (and, at the national hub, county hubs)
+    /// connect to.
     pub listen: Option<SocketAddr>,
-    /// City only: the hub's URL, for example `https://hub.example.se:7444`.
+    /// City and county hub: the upstream's URL, for example `https://hub.example.se:7444` —
+    /// the national hub's, or for a city under a county hub that county hub's.
     pub hub_url: Option<String>,
-    /// City only: the hub's name as in its certificate (default `national`).
+    /// City and county hub: the national hub's name as in its certificate (default
+    /// `national`).
     pub hub_id: Option<String>,
-    /// City only: longest wait between reconnect attempts, in milliseconds (default 30000).
+    /// City only: the county hub `hub_url` points to, by its name as in its certificate
+    /// (`skane`); unset, `hub_url` is the national hub's. Moving a city between its county hub
+    /// and the national hub is a change of `hub_url` and this field, with no data loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub county_id: Option<String>,
+    /// City and county hub: longest wait between reconnect attempts, in milliseconds (default
+    /// 30000).
     pub max_backoff_ms: Option<u64>,
     /// Send a keepalive after this many milliseconds with nothing else sent (default 15000).
     pub keepalive_ms: Option<u64>,
@@ -489,6 +516,7 @@ impl NodeConfig {
             "federation.listen" => self.federation.listen = Some(addr(&value)?),
             "federation.hub_url" => self.federation.hub_url = Some(value),
             "federation.hub_id" => self.federation.hub_id = Some(value),
+            "federation.county_id" => self.federation.county_id = Some(value),
             "federation.max_backoff_ms" => self.federation.max_backoff_ms = Some(whole(&value)?),
             "federation.keepalive_ms" => self.federation.keepalive_ms = Some(whole(&value)?),
             "tls.ca" => self.tls.ca = value.into(),
@@ -515,6 +543,14 @@ impl NodeConfig {
             "web.cert" => self.web.cert = Some(value.into()),
             "web.key" => self.web.key = Some(value.into()),
             "web.session_idle_minutes" => self.web.session_idle_minutes = Some(whole(&value)?),
+            "county.cities" => {
+                self.county.cities = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|city| !city.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
             _ => return Err("no environment variable sets this field".into()),
         }
         Ok(())
@@ -529,7 +565,7 @@ impl NodeConfig {
     pub fn node_id(&self) -> Result<NodeId, String> {
         let role = Role::parse(&self.role).ok_or_else(|| {
             format!(
-                "field `role`: expected \"city\" or \"hub\", got {:?}",
+                "field `role`: expected \"city\", \"county\" or \"hub\", got {:?}",
                 self.role
             )
         })?;
@@ -581,22 +617,54 @@ impl NodeConfig {
                 "field `privacy.closed_signal_retention_days`: expected 0 to 36500 days, got {days}"
             ));
         }
+        self.hub_id()?;
+        self.upstream_id()?;
+        if id.role() != Role::City && self.federation.county_id.is_some() {
+            return Err(format!(
+                "field `federation.county_id`: only a city links to a county hub; a {} links to the national hub",
+                id.role()
+            ));
+        }
+        if id.role() != Role::County && !self.county.cities.is_empty() {
+            return Err(format!(
+                "field `county.cities`: only a county hub (role \"county\") serves cities, not a {}",
+                id.role()
+            ));
+        }
+        for city in &self.county.cities {
+            NodeId::city(city).map_err(|err| format!("field `county.cities`: {err}"))?;
+        }
         match id.role() {
-            Role::Hub if self.federation.listen.is_none() => {
-                Err("field `federation.listen`: a hub needs an address to listen on".into())
-            }
-            Role::City if self.federation.hub_url.is_none() => {
-                Err("field `federation.hub_url`: a city needs the hub's URL".into())
-            }
-            Role::County => Err(COUNTY_NOT_SUPPORTED.into()),
+            Role::Hub | Role::County if self.federation.listen.is_none() => Err(format!(
+                "field `federation.listen`: a {} needs an address for its cities to connect to",
+                if id.role() == Role::Hub { "hub" } else { "county hub" }
+            )),
+            Role::County if self.federation.hub_url.is_none() => Err(
+                "field `federation.hub_url`: a county hub needs the national hub's URL".into(),
+            ),
+            Role::City if self.federation.hub_url.is_none() => Err(
+                "field `federation.hub_url`: a city needs the URL of its county hub or the national hub"
+                    .into(),
+            ),
             _ => Ok(()),
         }
     }
 
-    /// The hub's identity, for a city.
+    /// The national hub's identity (`federation.hub_id`, default `national`).
     pub fn hub_id(&self) -> Result<NodeId, String> {
         NodeId::hub(self.federation.hub_id.as_deref().unwrap_or("national"))
             .map_err(|err| format!("field `federation.hub_id`: {err}"))
+    }
+
+    /// The node a city or county hub dials at `federation.hub_url`: the county hub
+    /// `federation.county_id` if set, else the national hub.
+    pub fn upstream_id(&self) -> Result<NodeId, String> {
+        match &self.federation.county_id {
+            Some(county) => {
+                NodeId::county(county).map_err(|err| format!("field `federation.county_id`: {err}"))
+            }
+            None => self.hub_id(),
+        }
     }
 
     /// Longest reconnect wait.
@@ -644,6 +712,7 @@ const ENV_FIELDS: &[&str] = &[
     "federation.listen",
     "federation.hub_url",
     "federation.hub_id",
+    "federation.county_id",
     "federation.max_backoff_ms",
     "federation.keepalive_ms",
     "tls.ca",
@@ -662,6 +731,7 @@ const ENV_FIELDS: &[&str] = &[
     "web.cert",
     "web.key",
     "web.session_idle_minutes",
+    "county.cities",
 ];
 
 /// The environment variable of a field: `SFS_` and the field's path in capitals with `_` for
@@ -779,6 +849,87 @@ key = "lund.key"
         assert!(err.contains("limits.api_request_burst"), "{err}");
     }
 
+    const COUNTY: &str = r#"
+id = "skane"
+role = "county"
+data_dir = "data"
+[federation]
+listen = "127.0.0.1:7444"
+hub_url = "https://hub.example:7444"
+[tls]
+ca = "ca.crt"
+cert = "skane.crt"
+key = "skane.key"
+[county]
+cities = ["malmo", "lund"]
+"#;
+
+    #[test]
+    fn a_county_hub_listens_for_its_cities_and_dials_the_national_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load_with_env(&write(dir.path(), COUNTY), |_| None).unwrap();
+        assert_eq!(config.node_id().unwrap(), NodeId::county("skane").unwrap());
+        assert_eq!(
+            config.upstream_id().unwrap(),
+            NodeId::hub("national").unwrap()
+        );
+        assert_eq!(config.county.cities, vec!["malmo", "lund"]);
+        let env = |name: &str| (name == "SFS_COUNTY_CITIES").then(|| "malmo, ystad".to_string());
+        let config = NodeConfig::load_with_env(&write(dir.path(), COUNTY), env).unwrap();
+        assert_eq!(config.county.cities, vec!["malmo", "ystad"]);
+        // A city under the county hub names it; the national hub stays `hub_id`.
+        let city = CITY.replace("hub_url =", "county_id = \"skane\"\nhub_url =");
+        let config = NodeConfig::load_with_env(&write(dir.path(), &city), |_| None).unwrap();
+        assert_eq!(
+            config.upstream_id().unwrap(),
+            NodeId::county("skane").unwrap()
+        );
+        assert_eq!(config.hub_id().unwrap(), NodeId::hub("national").unwrap());
+        let cases = [
+            (
+                COUNTY.replace("listen = \"127.0.0.1:7444\"\n", ""),
+                "field `federation.listen`: a county hub needs",
+            ),
+            (
+                COUNTY.replace("hub_url = \"https://hub.example:7444\"\n", ""),
+                "field `federation.hub_url`: a county hub needs the national hub's URL",
+            ),
+            (
+                COUNTY.replace("hub_url", "county_id = \"uppsala\"\nhub_url"),
+                "field `federation.county_id`: only a city links to a county hub",
+            ),
+            (
+                COUNTY.replace("\"lund\"", "\"Lund!\""),
+                "field `county.cities`",
+            ),
+            (
+                format!("{CITY}\n[county]\ncities = [\"malmo\"]\n"),
+                "field `county.cities`: only a county hub",
+            ),
+            (
+                CITY.replace("hub_url", "county_id = \"Skåne\"\nhub_url"),
+                "field `federation.county_id`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = NodeConfig::load_with_env(&write(dir.path(), &text), |_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_county_hub_template_in_deploy_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/county.toml"
+        ));
+        let config = NodeConfig::load_with_env(path, |_| None).unwrap();
+        assert_eq!(config.node_id().unwrap(), NodeId::county("skane").unwrap());
+        assert_eq!(config.county.cities.len(), 3);
+    }
+
     #[test]
     fn invalid_configurations_name_the_field() {
         let dir = tempfile::tempdir().unwrap();
@@ -853,6 +1004,7 @@ key = "lund.key"
                 listen: Some(default_api_listen()),
                 hub_url: Some("https://hub.example:7444".into()),
                 hub_id: Some("national".into()),
+                county_id: Some("skane".into()),
                 max_backoff_ms: Some(1),
                 keepalive_ms: Some(1),
             },
@@ -881,6 +1033,9 @@ key = "lund.key"
                 cert: Some("web.crt".into()),
                 key: Some("web.key".into()),
                 session_idle_minutes: Some(1),
+            },
+            county: CountyConfig {
+                cities: vec!["malmo".into()],
             },
         }
     }

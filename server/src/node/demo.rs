@@ -1,5 +1,6 @@
-//! `sfs-node demo`: a whole federation on this machine, a hub and some cities, each a real node
-//! with its own data directory, certificate, token and listeners on 127.0.0.1.
+//! `sfs-node demo`: a whole federation on this machine, a hub, some cities and optionally county
+//! hubs between some of them and the hub (`--county skane=helsingborg,malmo,lund`), each a real
+//! node with its own data directory, certificate, token and listeners on 127.0.0.1.
 //!
 //! Layout under the demo directory: `pki/` (the CA and node certificates), `coordinator/`
 //! (the national coordinator's release key pair, outside every data directory; every node is
@@ -33,6 +34,9 @@ pub struct FederationFile {
     pub hub: FederationNode,
     /// Every city, by name.
     pub cities: BTreeMap<String, FederationNode>,
+    /// Every county hub, by name, with its cities.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counties: BTreeMap<String, FederationNode>,
     /// The national coordinator's private release key, which signs handbook releases. The demo
     /// keeps it beside the federation, outside every data directory; a real coordinator keeps
     /// it on their own machine.
@@ -60,10 +64,76 @@ pub struct FederationNode {
     pub token: String,
     /// The node's data directory.
     pub data_dir: PathBuf,
+    /// A county hub: the cities linked to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cities: Vec<String>,
+}
+
+/// A county hub of the demo and its cities: `skane=helsingborg,malmo,lund`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoCounty {
+    pub name: String,
+    pub cities: Vec<String>,
+}
+
+impl std::str::FromStr for DemoCounty {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DemoCounty, String> {
+        let (name, cities) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not COUNTY=CITY,CITY (skane=malmo,lund)"))?;
+        NodeId::county(name).map_err(|err| err.to_string())?;
+        let cities: Vec<String> = cities
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        if cities.is_empty() {
+            return Err(format!("the county hub {name} has no cities"));
+        }
+        Ok(DemoCounty {
+            name: name.to_string(),
+            cities,
+        })
+    }
+}
+
+/// Refuses a county's city that is not one of `cities`, and a city in two counties.
+fn check_counties(cities: &[String], counties: &[DemoCounty]) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for county in counties {
+        for city in &county.cities {
+            if !cities.contains(city) {
+                bail!(
+                    "--county {}: {city} is not one of --cities {}",
+                    county.name,
+                    cities.join(",")
+                );
+            }
+            if !seen.insert(city) {
+                bail!("--county: {city} is in more than one county");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes (or reuses) the CA, certificates, configurations and admin tokens for a federation.
 pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig, String)>> {
+    prepare_with_counties(dir, cities, &[])
+}
+
+/// Like [`prepare`], with county hubs: the hub first, then the county hubs, then the cities.
+/// A city of a county is configured with the county hub's name (`federation.county_id`); its
+/// URL and every upstream URL are set by [`start_with_counties`].
+pub fn prepare_with_counties(
+    dir: &Path,
+    cities: &[String],
+    counties: &[DemoCounty],
+) -> anyhow::Result<Vec<(NodeConfig, String)>> {
+    check_counties(cities, counties)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let pki_dir = dir.join("pki");
@@ -75,6 +145,9 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
         sfs_release::generate_key_files(&release_key, &release_public_key)?;
     }
     let mut ids = vec![NodeId::hub(HUB_NAME)?];
+    for county in counties {
+        ids.push(NodeId::county(&county.name)?);
+    }
     for city in cities {
         ids.push(NodeId::city(city).with_context(|| format!("city name {city:?}"))?);
     }
@@ -105,11 +178,17 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 cors_allowed_origins: Vec::new(),
             },
             federation: FederationConfig {
-                listen: (id.role() == sfs_sync::Role::Hub)
+                listen: (id.role() != sfs_sync::Role::City)
                     .then(|| "127.0.0.1:0".parse().expect("address")),
-                hub_url: (id.role() == sfs_sync::Role::City)
+                hub_url: (id.role() != sfs_sync::Role::Hub)
                     .then(|| "https://127.0.0.1:0".to_string()),
                 hub_id: None,
+                county_id: counties
+                    .iter()
+                    .find(|c| {
+                        id.role() == sfs_sync::Role::City && c.cities.iter().any(|n| n == id.name())
+                    })
+                    .map(|c| c.name.clone()),
                 max_backoff_ms: Some(2_000),
                 keepalive_ms: None,
             },
@@ -117,7 +196,7 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 ca: CaFiles::in_dir(&pki_dir).cert,
                 cert: files.cert,
                 key: files.key,
-                revoked: (id.role() == sfs_sync::Role::Hub)
+                revoked: (id.role() != sfs_sync::Role::City)
                     .then(|| CaFiles::in_dir(&pki_dir).revoked),
                 handshake_timeout_ms: None,
             },
@@ -129,10 +208,20 @@ pub fn prepare(dir: &Path, cities: &[String]) -> anyhow::Result<Vec<(NodeConfig,
                 release_public_key: Some(release_public_key.clone()),
             },
             limits: Default::default(),
-            // Every demo node serves the web app, on loopback (plain HTTP).
+            // Every demo city and the hub serve the web app, on loopback (plain HTTP); the web
+            // app has no pages for a county hub yet (its view is `sfs --node <county> cities
+            // list`).
             web: crate::node::config::WebConfig {
-                listen: Some("127.0.0.1:0".parse()?),
+                listen: (id.role() != sfs_sync::Role::County)
+                    .then(|| "127.0.0.1:0".parse().expect("address")),
                 ..Default::default()
+            },
+            county: crate::node::config::CountyConfig {
+                cities: counties
+                    .iter()
+                    .find(|c| id.role() == sfs_sync::Role::County && c.name == id.name())
+                    .map(|c| c.cities.clone())
+                    .unwrap_or_default(),
             },
         };
         prepared.push((config, token));
@@ -145,15 +234,31 @@ pub async fn start(
     dir: &Path,
     cities: &[String],
 ) -> anyhow::Result<(Vec<RunningNode>, FederationFile)> {
-    let prepared = prepare(dir, cities)?;
+    start_with_counties(dir, cities, &[]).await
+}
+
+/// Like [`start`], with county hubs: the hub first, then each county hub pointed at the hub,
+/// then every city pointed at its county hub or at the hub.
+pub async fn start_with_counties(
+    dir: &Path,
+    cities: &[String],
+    counties: &[DemoCounty],
+) -> anyhow::Result<(Vec<RunningNode>, FederationFile)> {
+    let prepared = prepare_with_counties(dir, cities, counties)?;
     let dir = dir.canonicalize()?;
     let mut running = Vec::new();
     let mut cities = BTreeMap::new();
+    let mut county_nodes = BTreeMap::new();
     let mut hub = None;
     let mut hub_url = String::new();
+    let mut county_urls = BTreeMap::new();
     for (mut config, token) in prepared {
+        let upstream = match &config.federation.county_id {
+            Some(county) => county_urls.get(county).cloned().unwrap_or_default(),
+            None => hub_url.clone(),
+        };
         if let Some(url) = config.federation.hub_url.as_mut() {
-            *url = hub_url.clone();
+            *url = upstream;
         }
         let node_dir = dir.join(&config.id);
         sfs_durable::write(
@@ -164,20 +269,27 @@ pub async fn start(
         let node = node::start(config.clone(), StartOptions::default())
             .await
             .with_context(|| format!("starting {}", config.id))?;
-        if let Some(addr) = node.federation_addr {
-            hub_url = format!("https://{addr}");
-        }
         let entry = FederationNode {
             name: config.id.clone(),
             api: format!("https://{}", node.api_addr),
             web: node.web.as_ref().map(|w| w.url()).unwrap_or_default(),
             token,
             data_dir: config.data_dir.clone(),
+            cities: config.county.cities.clone(),
         };
-        if node.id.role() == sfs_sync::Role::Hub {
-            hub = Some(entry);
-        } else {
-            cities.insert(config.id.clone(), entry);
+        let url = node.federation_addr.map(|addr| format!("https://{addr}"));
+        match node.id.role() {
+            sfs_sync::Role::Hub => {
+                hub_url = url.unwrap_or_default();
+                hub = Some(entry);
+            }
+            sfs_sync::Role::County => {
+                county_urls.insert(config.id.clone(), url.unwrap_or_default());
+                county_nodes.insert(config.id.clone(), entry);
+            }
+            sfs_sync::Role::City => {
+                cities.insert(config.id.clone(), entry);
+            }
         }
         running.push(node);
     }
@@ -188,6 +300,7 @@ pub async fn start(
         ca: CaFiles::in_dir(&dir.join("pki")).cert,
         hub,
         cities,
+        counties: county_nodes,
         release_key: Some(release_key_files(&dir).0),
     };
     // It holds every node's API token.
@@ -621,9 +734,9 @@ pub async fn seed(file: &FederationFile) -> anyhow::Result<()> {
 }
 
 /// `sfs-node demo`: start, seed, print `ready`, run until interrupted.
-pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, cities: &[String], counties: &[DemoCounty]) -> anyhow::Result<()> {
     let signal = node::shutdown_signal();
-    let (running, file) = start(dir, cities).await?;
+    let (running, file) = start_with_counties(dir, cities, counties).await?;
     seed(&file).await?;
     let federation = dir.canonicalize()?.join("federation.json");
     // A one-time sign-in link per node, for its admin token (single use, valid 15 minutes).
@@ -644,6 +757,13 @@ pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
         "",
         sign_in(&file.hub.name, &file.hub.token)
     );
+    for (name, node) in &file.counties {
+        println!(
+            "{name:<14} county {}   cities {}",
+            node.api,
+            node.cities.join(",")
+        );
+    }
     for (name, node) in &file.cities {
         println!("{name:<14} city  {}   web {}", node.api, node.web);
         println!("{:<14}       sign in: {}", "", sign_in(name, &node.token));
@@ -655,7 +775,8 @@ pub async fn run(dir: &Path, cities: &[String]) -> anyhow::Result<()> {
         cities.first().map(String::as_str).unwrap_or(HUB_NAME)
     );
     signal.await;
-    // Cities first: a hub stopped before them would leave them redialling it in vain.
+    // Cities first, then county hubs: a hub stopped before them would leave them redialling
+    // it in vain.
     for node in running.into_iter().rev() {
         node.stop().await;
     }
@@ -685,5 +806,40 @@ mod tests {
         );
         let defaults = prepare(dir.path(), &["lund".to_string()]).unwrap();
         assert!(defaults.iter().all(|(c, _)| c.store.min_free_bytes > 0));
+    }
+
+    #[test]
+    fn a_demo_county_hub_serves_its_cities_between_them_and_the_hub() {
+        let county: DemoCounty = "skane=malmo,lund".parse().unwrap();
+        assert_eq!(county.cities, ["malmo", "lund"]);
+        assert!("skane".parse::<DemoCounty>().is_err());
+        assert!("Skåne=malmo".parse::<DemoCounty>().is_err());
+        assert!("skane=".parse::<DemoCounty>().is_err());
+        let cities: Vec<String> = ["malmo", "lund", "umea"].map(String::from).to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let prepared =
+            prepare_with_counties(dir.path(), &cities, std::slice::from_ref(&county)).unwrap();
+        let roles: Vec<(String, String, Option<String>)> = prepared
+            .iter()
+            .map(|(c, _)| (c.role.clone(), c.id.clone(), c.federation.county_id.clone()))
+            .collect();
+        let skane = Some("skane".to_string());
+        assert_eq!(
+            roles,
+            [
+                ("hub".into(), "national".into(), None),
+                ("county".into(), "skane".into(), None),
+                ("city".into(), "malmo".into(), skane.clone()),
+                ("city".into(), "lund".into(), skane),
+                ("city".into(), "umea".into(), None),
+            ]
+        );
+        let (skane_config, _) = &prepared[1];
+        assert_eq!(skane_config.county.cities, ["malmo", "lund"]);
+        assert!(skane_config.check().is_ok());
+        let outside: DemoCounty = "skane=ystad".parse().unwrap();
+        assert!(prepare_with_counties(dir.path(), &cities, &[outside]).is_err());
+        let twice = ["skane=malmo", "blekinge=malmo"].map(|c| c.parse().unwrap());
+        assert!(prepare_with_counties(dir.path(), &cities, &twice).is_err());
     }
 }

@@ -24,7 +24,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::tokens::TokenRegistry;
 use crate::api::{self, ApiState};
-use crate::federation::hub::FederationService;
+use crate::federation::hub::{AcceptedPeers, FederationService};
 use crate::federation::pki;
 use crate::federation::sync::{
     self, actor_for, FrameTap, HubLinkConfig, SyncHandle, MAX_FRAME_BYTES,
@@ -102,7 +102,7 @@ pub struct RunningNode {
     pub id: NodeId,
     /// The bound API address.
     pub api_addr: SocketAddr,
-    /// The bound federation address (hub only).
+    /// The bound federation address (national hub and county hubs only).
     pub federation_addr: Option<SocketAddr>,
     /// The bound metrics address, if metrics are served.
     pub metrics_addr: Option<SocketAddr>,
@@ -191,7 +191,7 @@ fn read(path: &std::path::Path) -> Result<String, NodeError> {
 pub struct Listeners {
     /// The API (always).
     pub api: TcpListener,
-    /// The federation (the hub only).
+    /// The federation (the national hub and county hubs only).
     pub federation: Option<TcpListener>,
     /// The coordinators' web app, if served.
     pub web: Option<TcpListener>,
@@ -216,7 +216,8 @@ async fn bind_one(
 
 impl Listeners {
     /// Binds every listener `config` names for a node of `role` (`api.listen`,
-    /// `federation.listen` at the hub, `web.listen`, `metrics.listen`), saying which setting to
+    /// `federation.listen` at the national hub and a county hub, `web.listen`,
+    /// `metrics.listen`), saying which setting to
     /// change when one is taken.
     pub async fn bind(config: &NodeConfig, role: Role) -> Result<Listeners, NodeError> {
         let api = bind_one(
@@ -226,7 +227,7 @@ impl Listeners {
         )
         .await?;
         let federation = match (config.federation.listen, role) {
-            (Some(listen), Role::Hub) => Some(
+            (Some(listen), Role::Hub | Role::County) => Some(
                 bind_one(
                     listen,
                     "the federation listener",
@@ -335,6 +336,10 @@ pub async fn start_on(
     };
     engine_config.max_docs_per_peer =
         usize::try_from(config.limits.docs_per_peer).unwrap_or(usize::MAX);
+    if id.role() != Role::Hub {
+        // A city under a county hub checks who wrote a national document two hops away.
+        engine_config.national_hub = Some(config.hub_id().map_err(NodeError::Config)?);
+    }
     if let Some(ms) = config.federation.keepalive_ms {
         engine_config.keepalive_interval_ms = ms;
         engine_config.peer_timeout_ms = ms * 4;
@@ -358,14 +363,14 @@ pub async fn start_on(
         .with_limits(config.limits.peer_limits()),
     );
     let local = Arc::new(LocalReplicas::open(store.local, actor_for(&id))?);
-    // Only the hub enforces revocation: it is the only node others connect to.
+    // Only the nodes others connect to enforce revocation: the national hub and county hubs.
     let revocations = Arc::new(
         crate::federation::hub::Revocations::load(
             config
                 .tls
                 .revoked
                 .clone()
-                .filter(|_| id.role() == Role::Hub),
+                .filter(|_| matches!(id.role(), Role::Hub | Role::County)),
         )
         .map_err(|err| NodeError::Config(format!("tls.revoked: {err}")))?,
     );
@@ -411,6 +416,8 @@ pub async fn start_on(
         releases: releases.clone(),
         request_tasks: request_tasks.clone(),
         lesson_listings: Default::default(),
+        county_cities: (id.role() == Role::County)
+            .then(|| Arc::new(config.county.cities.iter().cloned().collect())),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -579,76 +586,80 @@ pub async fn start_on(
         web = Some(handle);
     }
 
-    // The federation: the hub listens with mutual TLS, a city dials the hub.
+    // The federation: the national hub listens with mutual TLS; a county hub listens for its
+    // cities and dials the national hub; a city dials its upstream (county hub or national hub).
     let mut federation_addr = None;
-    match id.role() {
-        Role::Hub => {
-            let listener = federation_listener.ok_or_else(|| {
-                NodeError::Config("the hub needs a federation listener (federation.listen)".into())
-            })?;
-            let bound = local_addr(
-                &listener,
-                "the federation listener",
-                "federation.listen (SFS_FEDERATION_LISTEN)",
-            )?;
-            federation_addr = Some(bound);
-            let tls = ServerTlsConfig::new()
-                .identity(identity)
-                .client_ca_root(Certificate::from_pem(&ca_pem))
-                .timeout(config.tls.handshake_timeout());
-            let service = pb::federation_server::FederationServer::new(FederationService {
-                sync: sync.clone(),
-                shutdown: shutdown_rx.clone(),
-                revocations: revocations.clone(),
-                metrics: metrics.clone(),
-                link_tasks: request_tasks.clone(),
-                certificates: certificates.clone(),
-            })
-            .max_decoding_message_size(MAX_FRAME_BYTES)
-            .max_encoding_message_size(MAX_FRAME_BYTES);
-            let router = Server::builder()
-                .max_concurrent_streams(Some(config.limits.federation_max_streams as u32))
-                .tls_config(tls)?
-                .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-                .add_service(service);
-            let mut fed_shutdown = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                let result = router
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = fed_shutdown.wait_for(|stop| *stop).await;
-                    })
-                    .await;
-                if let Err(err) = result {
-                    tracing::error!(error = %err, "federation listener failed");
-                }
-            }));
-        }
-        Role::County => {
-            // Refused by `NodeConfig::check` already; the node does not run a county hub yet.
-            return Err(NodeError::Config(config::COUNTY_NOT_SUPPORTED.into()));
-        }
-        Role::City => {
-            let link = HubLinkConfig {
-                hub_url: config
-                    .federation
-                    .hub_url
-                    .clone()
-                    .expect("checked by NodeConfig::check"),
-                hub_id: config.hub_id().map_err(NodeError::Config)?,
-                ca_pem,
-                cert_pem,
-                key_pem,
-                max_backoff: config.max_backoff(),
-            };
-            tasks.push(tokio::spawn(sync::run_hub_link(
-                sync.clone(),
-                link,
-                shutdown_rx.clone(),
-            )));
-        }
+    if matches!(id.role(), Role::Hub | Role::County) {
+        let listener = federation_listener.ok_or_else(|| {
+            NodeError::Config(format!(
+                "a {} needs a federation listener (federation.listen)",
+                id.role()
+            ))
+        })?;
+        let bound = local_addr(
+            &listener,
+            "the federation listener",
+            "federation.listen (SFS_FEDERATION_LISTEN)",
+        )?;
+        federation_addr = Some(bound);
+        let tls = ServerTlsConfig::new()
+            .identity(identity)
+            .client_ca_root(Certificate::from_pem(&ca_pem))
+            .timeout(config.tls.handshake_timeout());
+        let accepted = if id.role() == Role::County {
+            AcceptedPeers::County(config.county.cities.iter().cloned().collect())
+        } else {
+            AcceptedPeers::National
+        };
+        let service = pb::federation_server::FederationServer::new(FederationService {
+            sync: sync.clone(),
+            shutdown: shutdown_rx.clone(),
+            revocations: revocations.clone(),
+            metrics: metrics.clone(),
+            link_tasks: request_tasks.clone(),
+            certificates: certificates.clone(),
+            accepted,
+        })
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES);
+        let router = Server::builder()
+            .max_concurrent_streams(Some(config.limits.federation_max_streams as u32))
+            .tls_config(tls)?
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(service);
+        let mut fed_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let result = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = fed_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(err) = result {
+                tracing::error!(error = %err, "federation listener failed");
+            }
+        }));
+    }
+    if matches!(id.role(), Role::City | Role::County) {
+        let link = HubLinkConfig {
+            hub_url: config
+                .federation
+                .hub_url
+                .clone()
+                .expect("checked by NodeConfig::check"),
+            hub_id: config.upstream_id().map_err(NodeError::Config)?,
+            ca_pem,
+            cert_pem,
+            key_pem,
+            max_backoff: config.max_backoff(),
+        };
+        tasks.push(tokio::spawn(sync::run_hub_link(
+            sync.clone(),
+            link,
+            shutdown_rx.clone(),
+        )));
     }
 
     // Prometheus metrics, if configured.
@@ -712,8 +723,9 @@ pub async fn start_on(
         }
     }));
 
-    // The clock of the sync engine: keepalives and silent-peer detection; at the hub also the
-    // revocation list, so a revoked certificate's open link is closed within about a second.
+    // The clock of the sync engine: keepalives and silent-peer detection; at a hub (national or
+    // county) also the revocation list, so a revoked certificate's open link is closed within
+    // about a second.
     let ticker = sync.clone();
     let ticker_revocations = revocations.clone();
     let mut tick_shutdown = shutdown_rx.clone();

@@ -1,0 +1,465 @@
+//! A three-level federation of real nodes: the national hub, the county hub of Skåne with Malmö
+//! and Lund under it, and Umeå linked directly to the national hub.
+
+use std::sync::{Arc, Mutex};
+
+use sfs_client::v1 as pb;
+use sfs_node::node::{self, StartOptions};
+use sfs_sync::NodeId;
+
+use crate::util::{self, contains, eventually, Federation, TestNode};
+
+/// Waits until `client` lists a lesson titled `title`, among every city's lessons.
+async fn wait_for_title(client: &sfs_client::Client, who: &str, title: &str) {
+    eventually(&format!("{who} lists {title:?}"), || {
+        let mut client = client.clone();
+        let title = title.to_string();
+        async move {
+            let lessons = client.list_lessons("cities/-").await.ok()?;
+            lessons.iter().any(|l| l.title == title).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Every frame the county hub received, with the sending peer.
+type Frames = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// Starts (or restarts on the same ports) the county hub, its received frames noted in `tap`.
+async fn start_county(county: &mut TestNode, tap: &Frames) {
+    let tap = tap.clone();
+    let options = StartOptions {
+        frame_tap: Some(Arc::new(move |peer: &NodeId, bytes: &[u8]| {
+            tap.lock()
+                .unwrap()
+                .push((peer.name().to_string(), bytes.to_vec()));
+        })),
+    };
+    let running = node::start(county.config.clone(), options).await.unwrap();
+    county.config.federation.listen = running.federation_addr;
+    county.config.api.listen = running.api_addr;
+    county.config.metrics.listen = running.metrics_addr;
+    county.running = Some(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lessons_cross_the_county_hub_and_the_national_hub_and_local_data_stays_home() {
+    // The national hub with Umeå linked directly.
+    let mut fed = Federation::start(&["umea"]).await;
+    let hub_url = fed.hub_url();
+    let mut county = util::prepare(
+        fed.dir.path(),
+        NodeId::county("skane").unwrap(),
+        Some(hub_url.clone()),
+    );
+    county.config.county.cities = vec!["malmo".into(), "lund".into()];
+    let county_tap: Frames = Default::default();
+    start_county(&mut county, &county_tap).await;
+    fed.wait_node_linked(&county, "hub").await;
+    let county_url = format!(
+        "https://{}",
+        county.running.as_ref().unwrap().federation_addr.unwrap()
+    );
+    // Malmö and Lund dial the county hub: the same city configuration, another URL and the
+    // county hub's name.
+    for city in ["malmo", "lund"] {
+        let mut node = util::prepare(
+            fed.dir.path(),
+            NodeId::city(city).unwrap(),
+            Some(county_url.clone()),
+        );
+        node.config.federation.county_id = Some("skane".into());
+        fed.cities.push(node);
+    }
+    let (umea, malmo, lund) = (0, 1, 2);
+    for i in [malmo, lund] {
+        fed.start_city(i).await;
+        fed.wait_node_linked(&fed.cities[i], "county").await;
+    }
+
+    // Malmö's local register, which must never leave Malmö.
+    let mut malmo_client = fed.client(malmo).await;
+    let org_canary = "CANARY-ORG-skane-41c7";
+    let contact_canary = "CANARY-PERSON-skane-9e02";
+    let org = malmo_client
+        .create_organisation(org_canary, "civil_society")
+        .await
+        .unwrap();
+    malmo_client
+        .create_contact(pb::Contact {
+            full_name: contact_canary.into(),
+            organisation: org.name,
+            role: "outreach".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // With the national hub stopped, a lesson from Malmö reaches Lund through the county hub.
+    fed.stop_hub().await;
+    malmo_client
+        .create_lesson("Skåne night shifts", "Written in Malmö.", vec![])
+        .await
+        .unwrap();
+    let lund_client = fed.client(lund).await;
+    wait_for_title(&lund_client, "Lund", "Skåne night shifts").await;
+    let mut lund_writer = lund_client.clone();
+    lund_writer
+        .create_lesson("Lund before the move", "Written in Lund.", vec![])
+        .await
+        .unwrap();
+    wait_for_title(&malmo_client, "Malmö", "Lund before the move").await;
+
+    // Once the national hub runs again, the lessons reach Umeå, and Umeå's reach Malmö.
+    fed.start_hub().await;
+    let umea_client = fed.client(umea).await;
+    wait_for_title(&umea_client, "Umeå", "Skåne night shifts").await;
+    wait_for_title(&umea_client, "Umeå", "Lund before the move").await;
+    let mut umea_writer = umea_client.clone();
+    umea_writer
+        .create_lesson("Norrland outreach", "Written in Umeå.", vec![])
+        .await
+        .unwrap();
+    wait_for_title(&malmo_client, "Malmö", "Norrland outreach").await;
+
+    // Lund moves from the county hub to the national hub: a change of its configuration.
+    fed.stop_city(lund).await;
+    fed.cities[lund].config.federation.hub_url = Some(hub_url.clone());
+    fed.cities[lund].config.federation.county_id = None;
+    fed.start_city(lund).await;
+    fed.wait_node_linked(&fed.cities[lund], "hub").await;
+    let mut lund_client = fed.client(lund).await;
+    let mut titles: Vec<String> = lund_client
+        .list_lessons("cities/lund")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.title)
+        .collect();
+    titles.sort();
+    assert_eq!(titles, ["Lund before the move"], "Lund keeps its lessons");
+    lund_client
+        .create_lesson("Lund after the move", "Written in Lund.", vec![])
+        .await
+        .unwrap();
+    wait_for_title(&malmo_client, "Malmö", "Lund after the move").await;
+    malmo_client
+        .create_lesson("Malmö to Lund the long way", "Written in Malmö.", vec![])
+        .await
+        .unwrap();
+    wait_for_title(&lund_client, "Lund", "Malmö to Lund the long way").await;
+    wait_for_title(&umea_client, "Umeå", "Lund after the move").await;
+
+    // Malmö's register never reached the county hub nor the national hub: not on the wire to
+    // either, not in their stores (everything their keys can read, whole history included).
+    let county_dir = county.config.data_dir.clone();
+    let hub_dir = fed.hub.config.data_dir.clone();
+    let county_frames = county_tap.lock().unwrap().clone();
+    let hub_frames = fed.hub_tap.lock().unwrap().clone();
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+    let county_readable = util::readable_with_key(&county_dir);
+    let hub_readable = util::readable_with_key(&hub_dir);
+    // Positive controls: the scans see what was shared through them.
+    assert!(county_frames
+        .iter()
+        .any(|(peer, f)| peer == "malmo" && contains(f, "Skåne night shifts")));
+    assert!(contains(&county_readable, "Skåne night shifts"));
+    assert!(contains(&hub_readable, "Skåne night shifts"));
+    for canary in [org_canary, contact_canary] {
+        for (peer, frame) in county_frames.iter().chain(&hub_frames) {
+            assert!(
+                !contains(frame, canary),
+                "{canary} crossed the wire from {peer}"
+            );
+        }
+        assert!(
+            !contains(&county_readable, canary),
+            "{canary} in the county hub"
+        );
+        assert!(
+            !contains(&hub_readable, canary),
+            "{canary} in the national hub"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_hub_refuses_a_city_it_does_not_serve_and_a_revoked_one() {
+    let fed = Federation::start(&[]).await;
+    let mut county = util::prepare(
+        fed.dir.path(),
+        NodeId::county("skane").unwrap(),
+        Some(fed.hub_url()),
+    );
+    county.config.county.cities = vec!["malmo".into()];
+    start_county(&mut county, &Default::default()).await;
+    let county_url = format!(
+        "https://{}",
+        county.running.as_ref().unwrap().federation_addr.unwrap()
+    );
+    let mut umea = util::prepare(
+        fed.dir.path(),
+        NodeId::city("umea").unwrap(),
+        Some(county_url.clone()),
+    );
+    umea.config.federation.county_id = Some("skane".into());
+    umea.running = Some(
+        node::start(umea.config.clone(), StartOptions::default())
+            .await
+            .unwrap(),
+    );
+    let client = fed.client_of(&umea).await;
+    let error = eventually("Umeå refused by the county hub", || {
+        let mut client = client.clone();
+        async move {
+            let status = client.status().await.ok()?;
+            status
+                .peers
+                .into_iter()
+                .find(|p| p.peer_role == "county" && p.last_error.contains("PERMISSION_DENIED"))
+                .map(|p| p.last_error)
+        }
+    })
+    .await;
+    assert!(error.contains("county.cities"), "{error}");
+    umea.running.take().unwrap().stop().await;
+
+    // Malmö, listed, links; once its certificate is revoked the county hub closes its link and
+    // refuses it, as the national hub would.
+    let mut fed = fed;
+    let mut malmo = util::prepare(
+        fed.dir.path(),
+        NodeId::city("malmo").unwrap(),
+        Some(county_url.clone()),
+    );
+    malmo.config.federation.county_id = Some("skane".into());
+    fed.cities.push(malmo);
+    fed.start_city(0).await;
+    fed.wait_node_linked(&fed.cities[0], "county").await;
+    sfs_node::federation::pki::revoke(&fed.pki_dir(), &NodeId::city("malmo").unwrap()).unwrap();
+    let client = fed.client(0).await;
+    eventually("Malmö cut off by the county hub", || {
+        let mut client = client.clone();
+        async move {
+            let status = client.status().await.ok()?;
+            status.peers.into_iter().find(|p| {
+                p.peer_role == "county"
+                    && p.state != "connected"
+                    && p.last_error.contains("revoked")
+            })
+        }
+    })
+    .await;
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_starts_a_county_hub_between_its_cities_and_the_national_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let cities = ["malmo", "umea"].map(String::from);
+    let counties = ["skane=malmo".parse().unwrap()];
+    let (running, file) = sfs_node::node::demo::start_with_counties(dir.path(), &cities, &counties)
+        .await
+        .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("federation.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        listed["counties"]["skane"]["cities"],
+        serde_json::json!(["malmo"])
+    );
+    let ca_pem = std::fs::read_to_string(&file.ca).unwrap();
+    async fn connect(
+        node: &sfs_node::node::demo::FederationNode,
+        ca_pem: &str,
+    ) -> sfs_client::Client {
+        sfs_client::Client::connect(&node.api, &node.token, ca_pem)
+            .await
+            .unwrap()
+    }
+    let peers = |mut client: sfs_client::Client| async move {
+        let status = client.status().await.ok()?;
+        let mut peers: Vec<(String, String)> = status
+            .peers
+            .into_iter()
+            .filter(|p| p.state == "connected")
+            .map(|p| (p.peer_role, p.peer_id))
+            .collect();
+        peers.sort();
+        Some(peers)
+    };
+    let skane = connect(&file.counties["skane"], &ca_pem).await;
+    let malmo = connect(&file.cities["malmo"], &ca_pem).await;
+    let umea = connect(&file.cities["umea"], &ca_pem).await;
+    for (client, expected) in [
+        (skane, vec![("city", "malmo"), ("hub", "national")]),
+        (malmo, vec![("county", "skane")]),
+        (umea, vec![("hub", "national")]),
+    ] {
+        let expected: Vec<(String, String)> = expected
+            .into_iter()
+            .map(|(r, n)| (r.to_string(), n.to_string()))
+            .collect();
+        eventually(&format!("links {expected:?}"), || {
+            let (client, expected) = (client.clone(), expected.clone());
+            async move { (peers(client).await? == expected).then_some(()) }
+        })
+        .await;
+    }
+    for node in running.into_iter().rev() {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_hub_lists_its_own_cities_with_presence_and_handbook_release() {
+    let mut fed = Federation::start(&["umea"]).await;
+    let mut county = util::prepare(
+        fed.dir.path(),
+        NodeId::county("skane").unwrap(),
+        Some(fed.hub_url()),
+    );
+    county.config.county.cities = vec!["malmo".into(), "lund".into()];
+    start_county(&mut county, &Default::default()).await;
+    fed.wait_node_linked(&county, "hub").await;
+    let county_url = format!(
+        "https://{}",
+        county.running.as_ref().unwrap().federation_addr.unwrap()
+    );
+    let mut malmo = util::prepare(
+        fed.dir.path(),
+        NodeId::city("malmo").unwrap(),
+        Some(county_url),
+    );
+    malmo.config.federation.county_id = Some("skane".into());
+    fed.cities.push(malmo);
+    fed.start_city(1).await;
+    fed.wait_node_linked(&fed.cities[1], "county").await;
+    // The national directory names Malmö and Umeå; Lund is the county's but not listed yet.
+    let mut hub = fed.hub_client().await;
+    for (id, display_name) in [("malmo", "Malmö"), ("umea", "Umeå")] {
+        hub.directory
+            .create_city(pb::CreateCityRequest {
+                city: Some(pb::City {
+                    name: format!("cities/{id}"),
+                    display_name: display_name.into(),
+                    county: "Skåne län".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    hub.method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: "2026.1".into(),
+                notes: "First release.".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let county_client = fed.client_of(&county).await;
+    let cities = eventually("the county hub lists its cities", || {
+        let mut client = county_client.clone();
+        async move {
+            let cities = client
+                .directory
+                .list_cities(pb::ListRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .cities;
+            let malmo = cities.iter().find(|c| c.name == "cities/malmo")?;
+            (malmo.display_name == "Malmö" && malmo.handbook_release == "2026.1").then_some(cities)
+        }
+    })
+    .await;
+    let listed: Vec<(&str, &str, bool)> = cities
+        .iter()
+        .map(|c| (c.name.as_str(), c.display_name.as_str(), c.connected))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("cities/lund", "lund", false),
+            ("cities/malmo", "Malmö", true)
+        ],
+        "the county's own cities only, Malmö linked to it"
+    );
+    assert!(cities[1].last_seen_ms > 0);
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compromised_county_hub_cannot_write_documents_it_does_not_own() {
+    let mut fed = Federation::start(&["malmo"]).await;
+    let mut malmo = fed.client(0).await;
+    malmo
+        .create_lesson("Malmö's own lesson", "honest", vec![])
+        .await
+        .unwrap();
+    let skane = NodeId::county("skane").unwrap();
+    // Skåne's real certificate, in hostile hands: a national document and another county's are
+    // refused by the owner-writes rule before Automerge sees them (the author check on the
+    // documents a county hub relays is held by the engine tests).
+    for target in ["national/method", "county/blekinge/guidance"] {
+        let (tx, mut inbound) = crate::rogue_link_as(&fed, &skane).await;
+        tx.send(pb::Frame {
+            body: Some(pb::frame::Body::DocSync(pb::DocSync {
+                doc_id: target.into(),
+                message: crate::forged_sync_message(),
+                generation: 0,
+            })),
+        })
+        .unwrap();
+        let status = tokio::time::timeout(util::DEADLINE, async {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("stream ended without a status"),
+                    Err(status) => break status,
+                }
+            }
+        })
+        .await
+        .expect("the national hub refuses the forged change in time");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{target}: {status:?}"
+        );
+        assert!(status.message().contains(target), "{}", status.message());
+    }
+    // Nothing of it was applied at the hub nor relayed to Malmö.
+    let frames = fed.hub_tap.lock().unwrap().clone();
+    assert!(frames
+        .iter()
+        .any(|(peer, f)| peer == "skane" && contains(f, "FORGED-CONTENT-31c")));
+    for mut client in [fed.hub_client().await, fed.client(0).await] {
+        let status = client.status().await.unwrap();
+        for doc in [
+            "national/method",
+            "county/blekinge/guidance",
+            "county/skane/guidance",
+        ] {
+            assert!(
+                status.documents.iter().all(|d| d.doc_id != doc),
+                "{doc} was created"
+            );
+        }
+        let lessons = client.list_lessons("cities/malmo").await.unwrap();
+        assert_eq!(lessons.len(), 1);
+        assert_eq!(lessons[0].title, "Malmö's own lesson");
+    }
+    let hub_dir = fed.hub.config.data_dir.clone();
+    fed.stop_all().await;
+    assert!(!contains(
+        &util::readable_with_key(&hub_dir),
+        "FORGED-CONTENT-31c"
+    ));
+}
