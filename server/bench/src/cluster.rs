@@ -197,6 +197,8 @@ pub struct Cluster {
     pub ca_pem: String,
     pub hub: NodeProcess,
     pub cities: BTreeMap<String, NodeProcess>,
+    /// County hubs, by county id.
+    pub counties: BTreeMap<String, NodeProcess>,
 }
 
 impl Cluster {
@@ -210,14 +212,52 @@ impl Cluster {
         let pki_dir = dir.path().join("pki");
         pki::init_ca(&pki_dir)?;
         let ca_pem = std::fs::read_to_string(CaFiles::in_dir(&pki_dir).cert)?;
-        let mut hub = prepare(dir.path(), NodeId::hub("national")?, None)?;
+        let mut hub = prepare(dir.path(), NodeId::hub("national")?, Upstream::None)?;
         hub.start()?;
         Ok(Cluster {
             dir,
             ca_pem,
             hub,
             cities: BTreeMap::new(),
+            counties: BTreeMap::new(),
         })
+    }
+
+    /// Starts a county hub process for `cities`, linked to the national hub.
+    pub async fn start_county(&mut self, county: &str, cities: Vec<String>) -> anyhow::Result<()> {
+        let id = NodeId::county(county)?;
+        let mut node = prepare(
+            self.dir.path(),
+            id,
+            Upstream::National {
+                url: self.hub_url(),
+                serves: cities,
+            },
+        )?;
+        node.start()?;
+        wait_linked(&node, &self.ca_pem, "hub").await?;
+        self.counties.insert(county.to_string(), node);
+        Ok(())
+    }
+
+    /// The federation address of a county hub.
+    pub fn county_url(&self, county: &str) -> anyhow::Result<String> {
+        let node = self.counties.get(county).context("no such county hub")?;
+        Ok(format!(
+            "https://{}",
+            node.federation.context("the county hub listens")?
+        ))
+    }
+
+    /// Adds a city process under a county hub (not started).
+    pub fn add_city_under(&mut self, name: &str, county: &str) -> anyhow::Result<()> {
+        let upstream = Upstream::County {
+            url: self.county_url(county)?,
+            county: county.to_string(),
+        };
+        let node = prepare(self.dir.path(), NodeId::city(name)?, upstream)?;
+        self.cities.insert(name.to_string(), node);
+        Ok(())
     }
 
     pub fn hub_url(&self) -> String {
@@ -226,7 +266,14 @@ impl Cluster {
 
     /// Adds a city process (not started).
     pub fn add_city(&mut self, name: &str) -> anyhow::Result<&mut NodeProcess> {
-        let node = prepare(self.dir.path(), NodeId::city(name)?, Some(self.hub_url()))?;
+        let node = prepare(
+            self.dir.path(),
+            NodeId::city(name)?,
+            Upstream::National {
+                url: self.hub_url(),
+                serves: Vec::new(),
+            },
+        )?;
         self.cities.insert(name.to_string(), node);
         Ok(self.cities.get_mut(name).expect("just added"))
     }
@@ -236,18 +283,12 @@ impl Cluster {
         let ca = self.ca_pem.clone();
         let city = self.cities.get_mut(name).context("no such city")?;
         city.start()?;
-        let mut client = city.client(&ca).await?;
-        wait_for(&format!("{name} linked to the hub"), || async {
-            let status = client.clone().status().await.ok()?;
-            status
-                .peers
-                .iter()
-                .any(|p| p.peer_role == "hub" && p.state == "connected")
-                .then_some(())
-        })
-        .await?;
-        let _ = &mut client;
-        Ok(())
+        let upstream = if city.config.federation.county_id.is_some() {
+            "county"
+        } else {
+            "hub"
+        };
+        wait_linked(city, &ca, upstream).await
     }
 
     /// Many cities in this process, each with its own certificate and store.
@@ -255,13 +296,58 @@ impl Cluster {
         let mut cities = Vec::with_capacity(count);
         for i in 0..count {
             let id = NodeId::city(&format!("kommun{i:03}"))?;
-            cities.push(EmulatedCity::start(self, id).await?);
+            let upstream = (self.hub_url(), NodeId::hub("national")?);
+            cities.push(EmulatedCity::start(self, id, upstream).await?);
+        }
+        Ok(cities)
+    }
+
+    /// Like [`Cluster::emulated_cities`], each city linked to the county hub `county_of` names.
+    pub async fn emulated_cities_under(
+        &self,
+        ids: &[NodeId],
+        county_of: impl Fn(usize) -> String,
+    ) -> anyhow::Result<Vec<EmulatedCity>> {
+        let mut cities = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let county = county_of(i);
+            let upstream = (self.county_url(&county)?, NodeId::county(&county)?);
+            cities.push(EmulatedCity::start(self, id.clone(), upstream).await?);
         }
         Ok(cities)
     }
 }
 
-fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<NodeProcess> {
+/// Waits until `node` reports its link to its upstream (`hub` or `county`) connected.
+async fn wait_linked(node: &NodeProcess, ca: &str, upstream: &str) -> anyhow::Result<()> {
+    let client = node.client(ca).await?;
+    wait_for(&format!("{} linked to its {upstream}", node.id), || async {
+        let status = client.clone().status().await.ok()?;
+        status
+            .peers
+            .iter()
+            .any(|p| p.peer_role == upstream && p.state == "connected")
+            .then_some(())
+    })
+    .await
+}
+
+/// What a node of the cluster links to.
+enum Upstream {
+    /// Nothing: the national hub.
+    None,
+    /// The national hub (a city, or a county hub serving `serves`).
+    National { url: String, serves: Vec<String> },
+    /// A county hub (a city under it).
+    County { url: String, county: String },
+}
+
+fn prepare(dir: &Path, id: NodeId, upstream: Upstream) -> anyhow::Result<NodeProcess> {
+    let (hub_url, county_id, serves) = match upstream {
+        Upstream::None => (None, None, Vec::new()),
+        Upstream::National { url, serves } => (Some(url), None, serves),
+        Upstream::County { url, county } => (Some(url), Some(county), Vec::new()),
+    };
     let pki_dir = dir.join("pki");
     let files = pki::issue(&pki_dir, &id, &[], 30)?;
     let node_dir = dir.join(id.name());
@@ -278,10 +364,10 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
             cors_allowed_origins: Vec::new(),
         },
         federation: FederationConfig {
-            listen: (id.role() == Role::Hub).then(|| "127.0.0.1:0".parse().expect("address")),
+            listen: (id.role() != Role::City).then(|| "127.0.0.1:0".parse().expect("address")),
             hub_url,
             hub_id: None,
-            county_id: None,
+            county_id,
             max_backoff_ms: Some(1_000),
             keepalive_ms: None,
         },
@@ -289,7 +375,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
             ca: CaFiles::in_dir(&pki_dir).cert,
             cert: files.cert,
             key: files.key,
-            revoked: (id.role() == Role::Hub).then(|| CaFiles::in_dir(&pki_dir).revoked),
+            revoked: (id.role() != Role::City).then(|| CaFiles::in_dir(&pki_dir).revoked),
             handshake_timeout_ms: None,
         },
         metrics: MetricsConfig {
@@ -301,7 +387,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
         method: Default::default(),
         limits: Default::default(),
         web: Default::default(),
-        county: Default::default(),
+        county: sfs_node::node::config::CountyConfig { cities: serves },
     };
     let config_path = node_dir.join("node.toml");
     write_config(&config_path, &config)?;
@@ -330,7 +416,13 @@ pub struct EmulatedCity {
 }
 
 impl EmulatedCity {
-    async fn start(cluster: &Cluster, id: NodeId) -> anyhow::Result<EmulatedCity> {
+    /// Starts a city linked to `upstream` (its address and identity: the national hub or a
+    /// county hub).
+    async fn start(
+        cluster: &Cluster,
+        id: NodeId,
+        upstream: (String, NodeId),
+    ) -> anyhow::Result<EmulatedCity> {
         let pki_dir = cluster.pki_dir();
         let files = match NodeFiles::in_dir(&pki_dir, &id) {
             files if files.cert.exists() => files,
@@ -357,15 +449,17 @@ impl EmulatedCity {
             store.sync_states,
             EngineConfig {
                 defer_local_pushes: true,
+                national_hub: Some(NodeId::hub("national")?),
                 ..EngineConfig::default()
             },
             Some(tap),
             Arc::new(sfs_node::metrics::Metrics::new()),
         )?);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (hub_url, hub_id) = upstream;
         let config = HubLinkConfig {
-            hub_url: cluster.hub_url(),
-            hub_id: NodeId::hub("national")?,
+            hub_url,
+            hub_id,
             ca_pem: cluster.ca_pem.clone(),
             cert_pem: std::fs::read_to_string(&files.cert)?,
             key_pem: std::fs::read_to_string(&files.key)?,
@@ -386,7 +480,7 @@ impl EmulatedCity {
         self.sync
             .peer_states()
             .iter()
-            .any(|(peer, state)| peer.role() == Role::Hub && state.state == "connected")
+            .any(|(peer, state)| peer.role() != Role::City && state.state == "connected")
     }
 
     /// Stops the link.

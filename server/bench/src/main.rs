@@ -29,7 +29,8 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated): writes, propagation, bulk, fanout,
-    /// reconnect, idle, footprint, privacy.
+    /// reconnect, idle, footprint, privacy; and counties (21 county hub processes), which runs
+    /// only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also write the JSON lines to this file.

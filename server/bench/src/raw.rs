@@ -264,3 +264,61 @@ pub fn commit_rate(base: usize, n: usize) -> f64 {
     }
     n as f64 / started.elapsed().as_secs_f64()
 }
+
+/// A chain of replicas of the same document of `base` lessons, in step: a city, the hubs
+/// between, another city (`hops` links).
+pub struct Chain {
+    replicas: Vec<Automerge>,
+    /// Per link `i` (replica `i` to `i + 1`): the state at `i` towards `i + 1`, and at `i + 1`
+    /// towards `i`.
+    states: Vec<(sync::State, sync::State)>,
+    next: usize,
+}
+
+impl Chain {
+    pub fn new(base: usize, hops: usize) -> Chain {
+        let mut replicas = vec![document(base, "city-a")];
+        for i in 0..hops {
+            replicas.push(Automerge::new().with_actor(ActorId::from(format!("hop{i}").as_bytes())));
+        }
+        let mut chain = Chain {
+            replicas,
+            states: (0..hops)
+                .map(|_| (sync::State::new(), sync::State::new()))
+                .collect(),
+            next: base,
+        };
+        chain.settle();
+        chain
+    }
+
+    fn settle(&mut self) {
+        for i in 0..self.states.len() {
+            let (left, right) = self.replicas.split_at_mut(i + 1);
+            let (out, back) = &mut self.states[i];
+            sync_until_quiet(&mut left[i], &mut right[0], out, back);
+        }
+    }
+
+    /// One new lesson at the first replica until the last has applied it, each replica
+    /// passing it on as it arrives; the acknowledgements that follow are outside the timing.
+    pub fn propagate_one(&mut self) -> Duration {
+        let started = Instant::now();
+        add_lesson(&mut self.replicas[0], self.next);
+        self.next += 1;
+        for i in 0..self.states.len() {
+            let (left, right) = self.replicas.split_at_mut(i + 1);
+            let (out, back) = &mut self.states[i];
+            let m = left[i].generate_sync_message(out).unwrap();
+            let m = sync::Message::decode(&m.encode()).unwrap();
+            right[0].receive_sync_message(back, m).unwrap();
+        }
+        let took = started.elapsed();
+        assert_eq!(
+            self.replicas.last().unwrap().get_heads(),
+            self.replicas[0].get_heads()
+        );
+        self.settle();
+        took
+    }
+}

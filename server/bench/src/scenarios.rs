@@ -152,6 +152,10 @@ pub async fn run(sizes: &Sizes, only: &[String]) -> anyhow::Result<Vec<Figure>> 
     if wanted("fanout") || wanted("reconnect") || wanted("idle") || wanted("footprint") {
         national_scale(sizes, &wanted, &mut report).await?;
     }
+    // Not in the full run unless named: it starts a county hub process per county.
+    if only.iter().any(|o| o == "counties") {
+        counties(sizes, &mut report).await?;
+    }
     Ok(report.figures)
 }
 
@@ -680,14 +684,8 @@ async fn reconnect_many_documents(sizes: &Sizes, report: &mut Report) -> anyhow:
 }
 
 /// The scenarios with hundreds of cities: fan-out, reconnect, idle, hub memory, start-up.
-async fn national_scale(
-    sizes: &Sizes,
-    wanted: &dyn Fn(&str) -> bool,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let mut cluster = Cluster::with_hub()?;
-    let ca = cluster.ca_pem.clone();
-    let mut coordinator = cluster.hub.coordinator(&ca).await?;
+/// Creates the ten chapters of the handbook the fan-out scenarios release.
+async fn handbook_chapters(coordinator: &mut sfs_client::Client) -> anyhow::Result<()> {
     for i in 0..10 {
         coordinator
             .method
@@ -699,20 +697,225 @@ async fn national_scale(
             })
             .await?;
     }
+    Ok(())
+}
+
+/// Keeps the emulated cities' clocks going (keepalives), once a second.
+fn tick_every_second(cities: &[EmulatedCity]) -> tokio::task::JoinHandle<()> {
+    let syncs: Vec<_> = cities.iter().map(|c| c.sync.clone()).collect();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            let syncs = syncs.clone();
+            let _ = tokio::task::spawn_blocking(move || syncs.iter().for_each(|s| s.tick())).await;
+        }
+    })
+}
+
+/// Creates release `label` at the hub; returns when it was asked for.
+async fn release(coordinator: &mut sfs_client::Client, label: &str) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    coordinator
+        .method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: label.into(),
+                notes: "The release every city must get".into(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    Ok(started)
+}
+
+/// Counties (issue 18), run with `--only counties` (and `fanout,propagation` beside it for the
+/// flat figures of the same run): a lesson from a city under one county hub until a city under
+/// another lists it — city → county → nation → county → city, every write fsynced at each of
+/// the five nodes — and a handbook release until every emulated city, each under one of the
+/// county hubs, holds it; both against raw Automerge over the same hops.
+async fn counties(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let county_count = if sizes.quick { 2 } else { 21 };
+    let n = sizes.cities;
+    let mut cluster = Cluster::with_hub()?;
+    let ca = cluster.ca_pem.clone();
+    let mut coordinator = cluster.hub.coordinator(&ca).await?;
+    handbook_chapters(&mut coordinator).await?;
+    let ids = (0..n)
+        .map(|i| sfs_sync::NodeId::city(&format!("kommun{i:03}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let county = |c: usize| format!("lan{c:02}");
+    for c in 0..county_count {
+        let mut serves: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % county_count == c)
+            .map(|(_, id)| id.name().to_string())
+            .collect();
+        match c {
+            0 => serves.push("lund".into()),
+            1 => serves.push("umea".into()),
+            _ => {}
+        }
+        cluster.start_county(&county(c), serves).await?;
+    }
+    eprintln!("{county_count} county hubs linked");
+
+    cluster.add_city_under("lund", &county(0))?;
+    cluster.add_city_under("umea", &county(1))?;
+    cluster.start_city("lund").await?;
+    cluster.start_city("umea").await?;
+    let mut lund = cluster.cities["lund"].client(&ca).await?;
+    let mut umea = cluster.cities["umea"].client(&ca).await?;
+    let mut times = Vec::new();
+    for i in 0..sizes.propagation_samples {
+        let (title, body, tags) = raw::lesson(3_000_000 + i);
+        let started = Instant::now();
+        let lesson = lund.create_lesson(&title, &body, tags).await?;
+        loop {
+            if umea.get_lesson(&lesson.name).await.is_ok() {
+                break;
+            }
+            if started.elapsed() > DEADLINE {
+                bail!("lesson {} never reached umea", lesson.name);
+            }
+            tokio::task::yield_now().await;
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let held = lessons_held(&cluster, "lund", "lund").await?;
+    let mut chain = raw::Chain::new(held, 4);
+    let mut raw_times: Vec<Duration> = (0..sizes.propagation_samples)
+        .map(|_| chain.propagate_one())
+        .collect();
+    raw_times.sort();
+    for (label, p) in [("median", 0.5), ("p99", 0.99)] {
+        let value = ms(percentile(&times, p));
+        let raw_value = ms(percentile(&raw_times, p));
+        let median = label == "median";
+        report.add(
+            "counties",
+            format!(
+                "propagation {label}, city → county → nation → county → city, document of {held} lessons (ms)"
+            ),
+            value,
+            "ms",
+            Some(raw_value),
+            if median { "≤ 2 × raw four hops" } else { "" },
+            median.then_some(value <= 2.0 * raw_value),
+        );
+    }
+
+    let cities = cluster
+        .emulated_cities_under(&ids, |i| county(i % county_count))
+        .await?;
+    let ticker = tick_every_second(&cities);
+    let linked_in = wait_all_linked(&cities).await?;
+    eprintln!("{n} cities linked to {county_count} county hubs in {linked_in:?}");
+    let warm = watch_release(&cities, "warm-up");
+    release(&mut coordinator, "warm-up").await?;
+    for task in warm {
+        task.await?
+            .context("a city never got the warm-up release")?;
+    }
+    hub_quiet(&cluster).await?;
+    let watchers = watch_release(&cities, "2026.1");
+    for city in &cities {
+        city.arrivals.lock().unwrap().clear();
+    }
+    let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")?;
+    let started = release(&mut coordinator, "2026.1").await?;
+    let mut last = started;
+    for task in watchers {
+        last = last.max(task.await?.context("a city never got the release")?);
+    }
+    let took = last - started;
+    let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")? - hub_cpu;
+    let mut received = started;
+    for city in &cities {
+        let first = city.arrivals.lock().unwrap().first().copied();
+        received = received.max(first.context("a city received nothing")?);
+    }
+    let handbook = cities[0]
+        .sync
+        .read(|engine| engine.document(&method::method_doc()).cloned())
+        .context("the cities hold the handbook")?;
+    let raw_took = raw::fan_out(&handbook, n);
+    let through = format!("through {county_count} county hubs");
+    report.add(
+        "counties",
+        format!("one handbook release until all {n} cities received it, {through} (ms)"),
+        ms(received - started),
+        "ms",
+        Some(ms(raw_took)),
+        "compare: fanout, flat",
+        None,
+    );
+    report.add(
+        "counties",
+        format!("… until all {n} applied and stored it, {through} (ms)"),
+        ms(took),
+        "ms",
+        Some(ms(raw_took)),
+        "",
+        None,
+    );
+    report.add(
+        "counties",
+        format!("national hub CPU time for the release, {through} (ms)"),
+        ms(hub_cpu),
+        "ms",
+        None,
+        "compare: fanout, flat",
+        None,
+    );
+    let county_rss: Vec<u64> = cluster
+        .counties
+        .values()
+        .filter_map(cluster::NodeProcess::rss_bytes)
+        .collect();
+    let hub_rss = cluster.hub.rss_bytes().unwrap_or(0);
+    report.add(
+        "counties",
+        format!("national hub memory (RSS), {county_count} county hubs linked (MiB)"),
+        hub_rss as f64 / (1024.0 * 1024.0),
+        "MiB",
+        None,
+        "",
+        None,
+    );
+    report.add(
+        "counties",
+        format!(
+            "largest county hub memory (RSS), about {} cities each (MiB)",
+            n.div_ceil(county_count)
+        ),
+        county_rss.iter().copied().max().unwrap_or(0) as f64 / (1024.0 * 1024.0),
+        "MiB",
+        None,
+        "",
+        None,
+    );
+    ticker.abort();
+    for city in cities {
+        city.stop().await;
+    }
+    Ok(())
+}
+
+async fn national_scale(
+    sizes: &Sizes,
+    wanted: &dyn Fn(&str) -> bool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut cluster = Cluster::with_hub()?;
+    let ca = cluster.ca_pem.clone();
+    let mut coordinator = cluster.hub.coordinator(&ca).await?;
+    handbook_chapters(&mut coordinator).await?;
     let n = sizes.cities;
     let cities = cluster.emulated_cities(n).await?;
-    let ticker = {
-        let syncs: Vec<_> = cities.iter().map(|c| c.sync.clone()).collect();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                interval.tick().await;
-                let syncs = syncs.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || syncs.iter().for_each(|s| s.tick())).await;
-            }
-        })
-    };
+    let ticker = tick_every_second(&cities);
     let linked_in = wait_all_linked(&cities).await?;
     eprintln!("{n} cities linked in {linked_in:?}");
     let warm = watch_release(&cities, "warm-up");
