@@ -463,3 +463,87 @@ async fn a_compromised_county_hub_cannot_write_documents_it_does_not_own() {
         "FORGED-CONTENT-31c"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_hub_publishes_the_sums_of_its_cities_releases_and_the_national_hub_all() {
+    let mut fed = Federation::start(&["umea"]).await;
+    let mut county = util::prepare(
+        fed.dir.path(),
+        NodeId::county("skane").unwrap(),
+        Some(fed.hub_url()),
+    );
+    county.config.county.cities = vec!["malmo".into(), "lund".into()];
+    start_county(&mut county, &Default::default()).await;
+    fed.wait_node_linked(&county, "hub").await;
+    let county_url = format!(
+        "https://{}",
+        county.running.as_ref().unwrap().federation_addr.unwrap()
+    );
+    for city in ["malmo", "lund"] {
+        let mut node = util::prepare(
+            fed.dir.path(),
+            NodeId::city(city).unwrap(),
+            Some(county_url.clone()),
+        );
+        node.config.federation.county_id = Some("skane".into());
+        fed.cities.push(node);
+    }
+    for i in [1, 2] {
+        fed.start_city(i).await;
+        fed.wait_node_linked(&fed.cities[i], "county").await;
+    }
+    // Every city publishes the first quarter.
+    for (i, tag) in [(0, "umea"), (1, "malmo"), (2, "lund")] {
+        let mut client = fed.client(i).await;
+        crate::stats::record_quarter(&mut client, "2026-Q1", tag).await;
+        crate::stats::preview(&mut client, "2026-Q1").await.unwrap();
+        crate::stats::publish(&mut client, "2026-Q1").await.unwrap();
+    }
+    let releases_counted = |client: sfs_client::Client, expected: usize| async move {
+        eventually(&format!("figures from {expected} releases"), || {
+            let mut client = client.clone();
+            async move {
+                let figures = client
+                    .stats
+                    .get_national_stats(pb::GetNationalStatsRequest { year: 2026 })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (figures.releases.len() == expected).then_some(figures)
+            }
+        })
+        .await
+    };
+    // The county hub's figures are its own cities' releases only; the national hub's all.
+    let county_figures = releases_counted(fed.client_of(&county).await, 2).await;
+    let mut names = county_figures.releases.clone();
+    names.sort();
+    assert!(
+        names.iter().all(|n| !n.contains("umea")),
+        "the county counts only its cities: {names:?}"
+    );
+    assert!(
+        county_figures.cells.iter().any(|c| c.cities == 2),
+        "county cells sum two cities"
+    );
+    let national = releases_counted(fed.hub_client().await, 3).await;
+    assert!(national.cells.iter().any(|c| c.cities == 3));
+    // The county's figures are a document of its own, relayed like any other: the national hub
+    // holds it.
+    let mut hub = fed.hub_client().await;
+    eventually("the national hub holds county/skane/stats", || {
+        let mut hub = hub.clone();
+        async move {
+            let status = hub.status().await.ok()?;
+            status
+                .documents
+                .iter()
+                .any(|d| d.doc_id == "county/skane/stats" && !d.heads.is_empty())
+                .then_some(())
+        }
+    })
+    .await;
+    let _ = &mut hub;
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}

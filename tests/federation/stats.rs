@@ -46,7 +46,7 @@ async fn record(client: &mut Client, r: pb::SupportRecord) {
 /// Thirteen people: eight women in sexual exploitation, four men in forced labour, and one
 /// woman in begging — a cell of one that the women's column total would give away unless
 /// another cell is hidden too.
-async fn record_quarter(client: &mut Client, quarter: &str, tag: &str) {
+pub(crate) async fn record_quarter(client: &mut Client, quarter: &str, tag: &str) {
     for i in 0..8 {
         record(
             client,
@@ -770,7 +770,10 @@ async fn set_policy(fed: &Federation, policy: pb::DisclosurePolicy) {
     .await;
 }
 
-async fn preview(client: &mut Client, quarter: &str) -> Result<pb::StatsRelease, tonic::Status> {
+pub(crate) async fn preview(
+    client: &mut Client,
+    quarter: &str,
+) -> Result<pb::StatsRelease, tonic::Status> {
     client
         .stats
         .preview_release(pb::PreviewReleaseRequest {
@@ -780,7 +783,10 @@ async fn preview(client: &mut Client, quarter: &str) -> Result<pb::StatsRelease,
         .map(|r| r.into_inner())
 }
 
-async fn publish(client: &mut Client, quarter: &str) -> Result<pb::StatsRelease, tonic::Status> {
+pub(crate) async fn publish(
+    client: &mut Client,
+    quarter: &str,
+) -> Result<pb::StatsRelease, tonic::Status> {
     client
         .stats
         .publish_release(pb::PublishReleaseRequest {

@@ -170,12 +170,15 @@ impl StatsService {
     }
 
     /// The national figures of `year` as this node has them (empty if none yet).
+    /// The figures of `year` this node serves: the national figures, or at a county hub the
+    /// county's own (the sums of its cities' releases).
     fn national_year(&self, year: i32) -> national::NationalYear {
+        let figures = docs::figures_doc(self.0.sync.me()).unwrap_or_else(docs::national_doc);
         self.0
             .sync
             .read(|engine| {
                 engine
-                    .document(&docs::national_doc())
+                    .document(&figures)
                     .and_then(|doc| docs::read_national(doc, year))
             })
             .unwrap_or_else(|| national::NationalYear {

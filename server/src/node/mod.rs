@@ -520,7 +520,7 @@ pub async fn start_on(
         releases,
         shutdown_rx.clone(),
     )));
-    if id.role() == Role::Hub {
+    if matches!(id.role(), Role::Hub | Role::County) {
         tasks.push(tokio::spawn(
             crate::node::workers::aggregate_national_stats(state.clone(), shutdown_rx.clone()),
         ));

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use sfs_sync::Role;
 use tonic::Status;
 
 use crate::api::{self, ApiState};
@@ -68,15 +67,18 @@ pub async fn erase_expired_signals(
     }
 }
 
-/// At the hub: recomputes `national/stats` whenever a city's published statistics or the
-/// directory change. Runs until the node shuts down.
+/// At the national hub: recomputes `national/stats` whenever a city's published statistics or
+/// the directory change; at a county hub, likewise its county's figures (`county/<id>/stats`)
+/// from the releases of the cities it serves only. Runs until the node shuts down.
 pub async fn aggregate_national_stats(
     state: ApiState,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    if state.sync.me().role() != Role::Hub {
+    let Some(figures_doc) = docs::figures_doc(state.sync.me()) else {
         return;
-    }
+    };
+    // At a county hub, only its cities' releases count.
+    let counted = state.county_cities.clone();
     let mut changes = state.sync.subscribe_changes();
     // The first round runs at once, for releases stored before the node started.
     let mut first = true;
@@ -101,11 +103,16 @@ pub async fn aggregate_national_stats(
             continue;
         }
         let sync = state.sync.clone();
+        let (counted, figures_doc) = (counted.clone(), figures_doc.clone());
         let result = api::blocking(move || {
             let (releases, counties) = sync.read(|engine| {
                 let releases: Vec<PublishedRelease> = engine
                     .documents()
-                    .filter(|(id, _)| id.as_str().starts_with("shared/stats/"))
+                    .filter(|(id, _)| {
+                        id.as_str()
+                            .strip_prefix("shared/stats/")
+                            .is_some_and(|city| counted.as_ref().is_none_or(|c| c.contains(city)))
+                    })
                     .flat_map(|(_, doc)| docs::releases(doc))
                     .collect();
                 let counties: BTreeMap<String, String> = engine
@@ -129,7 +136,7 @@ pub async fn aggregate_national_stats(
                 .into_iter()
                 .map(|y| national::combine(&releases, y, &counties))
                 .collect();
-            sync.edit(&docs::national_doc(), |tx| {
+            sync.edit(&figures_doc, |tx| {
                 for year in &figures {
                     docs::write_national(tx, year)?;
                 }

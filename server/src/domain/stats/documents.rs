@@ -36,6 +36,22 @@ pub fn national_doc() -> ShareableDocId {
     ShareableDocId::parse("national/stats").expect("national/stats is a document id")
 }
 
+/// A county's published figures (`county/<id>/stats`, written by its county hub): the sums of
+/// its cities' published releases, in the national figures' form.
+pub fn county_doc(county: &str) -> Option<ShareableDocId> {
+    ShareableDocId::parse(&format!("county/{county}/stats")).ok()
+}
+
+/// The figures document a node of `me`'s role computes and serves: `national/stats` at the
+/// national hub, its county's at a county hub; a city computes none.
+pub fn figures_doc(me: &sfs_sync::NodeId) -> Option<ShareableDocId> {
+    match me.role() {
+        sfs_sync::Role::Hub => Some(national_doc()),
+        sfs_sync::Role::County => county_doc(me.name()),
+        sfs_sync::Role::City => None,
+    }
+}
+
 /// Writes a support record.
 pub fn write_support(
     tx: &mut Transaction<'_>,
