@@ -543,6 +543,57 @@ async fn a_county_hub_publishes_the_sums_of_its_cities_releases_and_the_national
         }
     })
     .await;
+    // The county coordinator's adoption view: the county's cities only.
+    let mut coordinator = fed
+        .hub_client_with_role(sfs_node::api::tokens::ApiRole::Coordinator)
+        .await;
+    let chapter = coordinator
+        .method
+        .create_chapter(pb::CreateChapterRequest {
+            chapter: Some(pb::Chapter {
+                title: "Kartlägg".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    coordinator
+        .method
+        .create_step(pb::CreateStepRequest {
+            step: Some(pb::Step {
+                chapter: chapter.name,
+                title: "Map the actors".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let adoption_at = |client: sfs_client::Client| async move {
+        eventually("the step is in the adoption view", || {
+            let mut client = client.clone();
+            async move {
+                let adoption = client
+                    .progress
+                    .get_adoption(pb::GetAdoptionRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                let step = adoption.steps.into_iter().next()?;
+                let mut cities: Vec<String> = step.not_started;
+                cities.extend(step.cities.into_iter().map(|c| c.city));
+                cities.sort();
+                Some(cities)
+            }
+        })
+        .await
+    };
+    assert_eq!(
+        adoption_at(fed.client_of(&county).await).await,
+        ["lund", "malmo"],
+        "the county hub's adoption view lists its own cities"
+    );
+    assert!(adoption_at(hub.clone()).await.contains(&"umea".to_string()));
     let _ = &mut hub;
     county.running.take().unwrap().stop().await;
     fed.stop_all().await;

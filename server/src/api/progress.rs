@@ -97,6 +97,7 @@ impl pb::progress_server::Progress for ProgressService {
         request: Request<pb::GetAdoptionRequest>,
     ) -> Result<Response<pb::Adoption>, Status> {
         require(&request, ApiRole::Reader)?;
+        let county_cities = self.0.county_cities.clone();
         let adoption = self.0.sync.read(|engine| {
             let handbook = engine
                 .document(&method_doc())
@@ -124,6 +125,11 @@ impl pb::progress_server::Progress for ProgressService {
                         }
                     }
                 }
+            }
+            // At a county hub, the county coordinator's view: its own cities only.
+            if let Some(county) = &county_cities {
+                cities.retain(|city| county.contains(city));
+                progress.retain(|(city, _)| county.contains(city));
             }
             let steps = handbook
                 .iter()
