@@ -705,7 +705,7 @@ enum StatsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// National figures for a year.
+    /// National figures for a year (at a county hub, the county's own).
     National {
         /// The year, for example 2026.
         #[arg(long)]
