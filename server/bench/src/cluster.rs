@@ -284,6 +284,7 @@ fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> anyhow::Result<No
             county_id: None,
             max_backoff_ms: Some(1_000),
             keepalive_ms: None,
+            ..Default::default()
         },
         tls: TlsConfig {
             ca: CaFiles::in_dir(&pki_dir).cert,
