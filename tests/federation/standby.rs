@@ -503,3 +503,85 @@ async fn failover_figure() {
         times.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_with_standby_configures_every_node_with_both_hubs_and_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let cities = ["malmo", "umea"].map(String::from);
+    let counties = ["skane=malmo".parse().unwrap()];
+    let (mut running, file) =
+        sfs_node::node::demo::start_federation(dir.path(), &cities, &counties, true)
+            .await
+            .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("federation.json")).unwrap())
+            .unwrap();
+    assert_eq!(listed["standby"]["name"], "standby");
+    // Every county hub and city names both hubs; the national hub lists the standby.
+    for node in ["skane", "malmo", "umea"] {
+        let path = dir.path().join(node).join("node.toml");
+        let config = sfs_node::node::config::NodeConfig::load_with_env(&path, |_| None).unwrap();
+        let federation = &config.federation;
+        assert!(federation.hub_url.is_some(), "{node}");
+        assert_eq!(federation.standby_id.as_deref(), Some("standby"), "{node}");
+        let standby_url = federation.standby_url.as_deref().unwrap_or_default();
+        assert!(file.standby.is_some() && standby_url.starts_with("https://127.0.0.1:"));
+    }
+    let text = std::fs::read_to_string(dir.path().join("national/node.toml")).unwrap();
+    assert!(text.contains("standby_hubs = [\"standby\"]"), "{text}");
+
+    let ca_pem = std::fs::read_to_string(&file.ca).unwrap();
+    let connect = |node: &sfs_node::node::demo::FederationNode| {
+        let (api, token, ca_pem) = (node.api.clone(), node.token.clone(), ca_pem.clone());
+        async move {
+            sfs_client::Client::connect(&api, &token, &ca_pem)
+                .await
+                .unwrap()
+        }
+    };
+    let linked = |client: &Client, peer: &'static str| {
+        let client = client.clone();
+        async move {
+            eventually(&format!("linked to {peer}"), || {
+                let mut client = client.clone();
+                async move {
+                    let status = client.status().await.ok()?;
+                    status
+                        .peers
+                        .iter()
+                        .any(|p| p.peer_id == peer && p.state == "connected")
+                        .then_some(())
+                }
+            })
+            .await
+        }
+    };
+    let standby = connect(file.standby.as_ref().unwrap()).await;
+    let skane = connect(&file.counties["skane"]).await;
+    let umea = connect(&file.cities["umea"]).await;
+    linked(&standby, "national").await;
+    // The CLI reaches the standby by its name in federation.json.
+    let federation = dir.path().join("federation.json").display().to_string();
+    let argv = [
+        "sfs",
+        "--federation",
+        &federation,
+        "--node",
+        "standby",
+        "status",
+    ];
+    let mut out = Vec::new();
+    sfs_client::cli::run(argv.map(String::from), &mut out)
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("national"), "{out}");
+    // The national hub stops: the county hub and Umeå link to the standby.
+    assert_eq!(running[0].id, NodeId::hub("national").unwrap());
+    running.remove(0).stop().await;
+    linked(&skane, "standby").await;
+    linked(&umea, "standby").await;
+    for node in running.into_iter().rev() {
+        node.stop().await;
+    }
+}
