@@ -1,5 +1,6 @@
 //! A standby national hub, with real nodes: the national hub A, its standby B linked to it,
-//! the county hub of Skåne with Malmö and Lund under it, and Umeå linked directly. A stopped
+//! the county hubs of Skåne (Malmö and Lund under it) and Norrbotten (Luleå), and Umeå linked
+//! directly. A stopped
 //! national hub is replaced by B for every city, and caught up from B when it comes back; a
 //! partition between the two hubs heals by merging.
 
@@ -150,17 +151,20 @@ async fn create_chapter(hub: &mut Client, title: &str) {
 }
 
 /// The three-level federation with a standby: A (`national`, the `Federation`'s hub) lists B;
-/// B (`standby`) dials A; the county hub of Skåne dials A with B as its standby; Malmö and Lund
-/// dial the county hub and name B; Umeå dials A with B as its standby.
+/// B (`standby`) dials A; the county hubs of Skåne and Norrbotten dial A with B as their
+/// standby; Malmö, Lund and Luleå dial their county hub and name B; Umeå dials A with B as its
+/// standby.
 struct WithStandby {
     fed: Federation,
     standby: TestNode,
-    county: TestNode,
+    counties: Vec<TestNode>,
 }
 
 const UMEA: usize = 0;
 const MALMO: usize = 1;
 const LUND: usize = 2;
+const LULEA: usize = 3;
+const COUNTIES: [(&str, &[&str]); 2] = [("skane", &["malmo", "lund"]), ("norrbotten", &["lulea"])];
 
 impl WithStandby {
     async fn start() -> WithStandby {
@@ -178,27 +182,35 @@ impl WithStandby {
         );
         start_node(&mut standby).await;
         let standby_url = federation_url(&standby);
-        let mut county = util::prepare(
+        let mut umea = util::prepare(
             fed.dir.path(),
-            NodeId::county("skane").unwrap(),
+            NodeId::city("umea").unwrap(),
             Some(hub_url.clone()),
         );
-        county.config.county.cities = vec!["malmo".into(), "lund".into()];
-        with_standby(&mut county, Some(standby_url.clone()));
-        start_node(&mut county).await;
-        let county_url = federation_url(&county);
-        let mut umea = util::prepare(fed.dir.path(), NodeId::city("umea").unwrap(), Some(hub_url));
-        with_standby(&mut umea, Some(standby_url));
+        with_standby(&mut umea, Some(standby_url.clone()));
         fed.cities.push(umea);
-        for city in ["malmo", "lund"] {
-            let mut node = util::prepare(
+        let mut counties = Vec::new();
+        for (name, cities) in COUNTIES {
+            let mut county = util::prepare(
                 fed.dir.path(),
-                NodeId::city(city).unwrap(),
-                Some(county_url.clone()),
+                NodeId::county(name).unwrap(),
+                Some(hub_url.clone()),
             );
-            node.config.federation.county_id = Some("skane".into());
-            with_standby(&mut node, None);
-            fed.cities.push(node);
+            county.config.county.cities = cities.iter().map(|c| c.to_string()).collect();
+            with_standby(&mut county, Some(standby_url.clone()));
+            start_node(&mut county).await;
+            let county_url = federation_url(&county);
+            for city in cities {
+                let mut node = util::prepare(
+                    fed.dir.path(),
+                    NodeId::city(city).unwrap(),
+                    Some(county_url.clone()),
+                );
+                node.config.federation.county_id = Some(name.into());
+                with_standby(&mut node, None);
+                fed.cities.push(node);
+            }
+            counties.push(county);
         }
         for i in 0..fed.cities.len() {
             fed.start_city(i).await;
@@ -206,19 +218,29 @@ impl WithStandby {
         let all = WithStandby {
             fed,
             standby,
-            county,
+            counties,
         };
         wait_linked_to(&all.fed, &all.standby, "national").await;
-        wait_linked_to(&all.fed, &all.county, "national").await;
+        for county in &all.counties {
+            wait_linked_to(&all.fed, county, "national").await;
+        }
         wait_linked_to(&all.fed, &all.fed.cities[UMEA], "national").await;
-        for i in [MALMO, LUND] {
-            wait_linked_to(&all.fed, &all.fed.cities[i], "skane").await;
+        for (i, county) in [(MALMO, "skane"), (LUND, "skane"), (LULEA, "norrbotten")] {
+            wait_linked_to(&all.fed, &all.fed.cities[i], county).await;
         }
         all
     }
 
-    /// Stops A and measures until Umeå and the county hub are linked to B and a lesson written
-    /// at Umeå after the stop is listed at Malmö (through the county hub and B).
+    /// Waits until Umeå and both county hubs are linked to `hub`.
+    async fn wait_upstreams_linked_to(&self, hub: &str) {
+        wait_linked_to(&self.fed, &self.fed.cities[UMEA], hub).await;
+        for county in &self.counties {
+            wait_linked_to(&self.fed, county, hub).await;
+        }
+    }
+
+    /// Stops A and measures until Umeå and both county hubs are linked to B and a lesson
+    /// written at Umeå after the stop is listed at Malmö (through B and the county hub).
     async fn fail_over(&mut self, title: &str) -> Duration {
         let started = Instant::now();
         self.fed.stop_hub().await;
@@ -226,8 +248,7 @@ impl WithStandby {
         umea.create_lesson(title, "Written while A is down.", vec![])
             .await
             .unwrap();
-        wait_linked_to(&self.fed, &self.fed.cities[UMEA], "standby").await;
-        wait_linked_to(&self.fed, &self.county, "standby").await;
+        self.wait_upstreams_linked_to("standby").await;
         let malmo = self.fed.client(MALMO).await;
         wait_for_title(&malmo, "Malmö", title).await;
         started.elapsed()
@@ -239,7 +260,9 @@ impl WithStandby {
                 self.fed.stop_city(i).await;
             }
         }
-        self.county.running.take().unwrap().stop().await;
+        for county in &mut self.counties {
+            county.running.take().unwrap().stop().await;
+        }
         self.standby.running.take().unwrap().stop().await;
         self.fed.stop_all().await;
     }
@@ -251,6 +274,13 @@ async fn cities_fail_over_to_the_standby_and_back_and_the_national_hub_catches_u
     let umea = all.fed.client(UMEA).await;
     let malmo = all.fed.client(MALMO).await;
     let lund = all.fed.client(LUND).await;
+    let lulea = all.fed.client(LULEA).await;
+    let cities = [
+        (&umea, "Umeå"),
+        (&malmo, "Malmö"),
+        (&lund, "Lund"),
+        (&lulea, "Luleå"),
+    ];
     let mut acknowledged = Vec::new();
 
     // Before: Umeå's lesson crosses through A, the county hub and on to Malmö.
@@ -263,7 +293,7 @@ async fn cities_fail_over_to_the_standby_and_back_and_the_national_hub_catches_u
     wait_for_title(&malmo, "Malmö", "Umeå before").await;
 
     // A stops right after a lesson was acknowledged at Malmö and perhaps not yet relayed: every
-    // city reaches B (Umeå directly, Malmö and Lund through their county hub), and the lessons
+    // city reaches B (Umeå directly, the others through their county hubs), and the lessons
     // written while A is down cross.
     let mut writer = malmo.clone();
     writer
@@ -280,41 +310,39 @@ async fn cities_fail_over_to_the_standby_and_back_and_the_national_hub_catches_u
         .unwrap();
     acknowledged.push("Lund during the failover".to_string());
     // The national coordinator edits the handbook at B meanwhile: every city takes B's edit,
-    // relayed by the county hub too, because it names B as the standby.
+    // relayed by a county hub too, because it names B as the standby.
     let mut standby_client = all.fed.client_of(&all.standby).await;
     create_chapter(&mut standby_client, "Written at the standby").await;
-    for (client, who) in [(&umea, "Umeå"), (&malmo, "Malmö"), (&lund, "Lund")] {
+    for (client, who) in cities {
         wait_for_exactly(client, who, &acknowledged).await;
         wait_for_chapter(client, who, "Written at the standby").await;
     }
     wait_for_exactly(&standby_client, "B", &acknowledged).await;
 
-    // A comes back: it catches up from B, and Umeå and the county hub move back to it.
+    // A comes back: it catches up from B, and Umeå and the county hubs move back to it.
     all.fed.start_hub().await;
     let hub = all.fed.hub_client().await;
     wait_for_exactly(&hub, "A", &acknowledged).await;
     wait_for_chapter(&hub, "A", "Written at the standby").await;
-    wait_linked_to(&all.fed, &all.fed.cities[UMEA], "national").await;
-    wait_linked_to(&all.fed, &all.county, "national").await;
+    all.wait_upstreams_linked_to("national").await;
     wait_unlinked_from(&all.fed, &all.fed.cities[UMEA], "standby").await;
-    wait_unlinked_from(&all.fed, &all.county, "standby").await;
+    for county in &all.counties {
+        wait_unlinked_from(&all.fed, county, "standby").await;
+    }
 
-    // And everything goes on through A: a lesson from Lund reaches Umeå, an edit at A Malmö.
-    let mut writer = lund.clone();
+    // And everything goes on through A: a lesson from Luleå and an edit at A reach everyone.
+    let mut writer = lulea.clone();
     writer
-        .create_lesson("Lund after A is back", "Through A.", vec![])
+        .create_lesson("Luleå after A is back", "Through A.", vec![])
         .await
         .unwrap();
-    acknowledged.push("Lund after A is back".to_string());
+    acknowledged.push("Luleå after A is back".to_string());
     let mut hub_writer = hub.clone();
     create_chapter(&mut hub_writer, "Written at A again").await;
-    for (client, who) in [
-        (&umea, "Umeå"),
-        (&malmo, "Malmö"),
-        (&lund, "Lund"),
-        (&hub, "A"),
-        (&standby_client, "B"),
-    ] {
+    for (client, who) in cities
+        .into_iter()
+        .chain([(&hub, "A"), (&standby_client, "B")])
+    {
         wait_for_exactly(client, who, &acknowledged).await;
         wait_for_chapter(client, who, "Written at A again").await;
     }
