@@ -509,6 +509,49 @@ async fn a_partition_between_the_hubs_heals_and_every_node_lists_each_acknowledg
     fed.stop_all().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_national_hub_admits_only_the_standby_hubs_it_lists() {
+    let fed = Federation::start_with(&[], |config| {
+        if config.role == "hub" {
+            config.federation.standby_hubs = vec!["standby".into()];
+        }
+    })
+    .await;
+    // A hub certificate from the same CA with another name dials A like a standby: refused.
+    let mut rogue = util::prepare(
+        fed.dir.path(),
+        NodeId::hub("rogue").unwrap(),
+        Some(fed.hub_url()),
+    );
+    start_node(&mut rogue).await;
+    let client = fed.client_of(&rogue).await;
+    let error = eventually("the rogue hub refused", || {
+        let mut client = client.clone();
+        async move {
+            let status = client.status().await.ok()?;
+            status
+                .peers
+                .into_iter()
+                .find(|p| p.peer_id == "national" && p.last_error.contains("PERMISSION_DENIED"))
+                .map(|p| p.last_error)
+        }
+    })
+    .await;
+    assert!(error.contains("standby_hubs"), "{error}");
+    // The listed standby links.
+    let mut standby = util::prepare(
+        fed.dir.path(),
+        NodeId::hub("standby").unwrap(),
+        Some(fed.hub_url()),
+    );
+    start_node(&mut standby).await;
+    wait_linked_to(&fed, &standby, "national").await;
+    rogue.running.take().unwrap().stop().await;
+    standby.running.take().unwrap().stop().await;
+    let mut fed = fed;
+    fed.stop_all().await;
+}
+
 /// The failover figure for BENCHMARKS.md: A stopped → Umeå and the county hub linked to B and
 /// a lesson written at Umeå after the stop listed at Malmö. Run with
 /// `cargo test -p sfs-tests --test federation standby::failover_figure -- --ignored --nocapture`.
