@@ -349,13 +349,37 @@ async fn cities_fail_over_to_the_standby_and_back_and_the_national_hub_catches_u
     all.stop().await;
 }
 
-/// A TCP relay between B and A that can be cut (every open connection dropped, new ones
-/// closed at once) and healed.
+/// A TCP relay to a hub that can be cut (every open connection dropped, new ones closed at
+/// once), darkened (nothing forwarded any more and nothing closed, as when a machine vanishes)
+/// and healed.
 struct Cable {
     addr: std::net::SocketAddr,
     open: Arc<AtomicBool>,
+    dark: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// Forwards bytes from `from` to `to` until either ends; while `dark`, reads and drops them.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    dark: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if dark.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Cable {
@@ -363,16 +387,24 @@ impl Cable {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
+        let dark = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
-        let (open2, conns2) = (open.clone(), conns.clone());
+        let (open2, dark2, conns2) = (open.clone(), dark.clone(), conns.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !open2.load(Ordering::SeqCst) {
                     continue;
                 }
+                let dark = dark2.clone();
                 let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::select! {
+                        _ = pump(in_read, out_write, dark.clone()) => {}
+                        _ = pump(out_read, in_write, dark) => {}
                     }
                 });
                 conns2.lock().unwrap().push(relay.abort_handle());
@@ -381,9 +413,14 @@ impl Cable {
         Cable {
             addr,
             open,
+            dark,
             conns,
             accept,
         }
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     fn cut(&self) {
@@ -393,7 +430,12 @@ impl Cable {
         }
     }
 
+    fn darken(&self) {
+        self.dark.store(true, Ordering::SeqCst);
+    }
+
     fn heal(&self) {
+        self.dark.store(false, Ordering::SeqCst);
         self.open.store(true, Ordering::SeqCst);
     }
 }
@@ -419,7 +461,7 @@ async fn a_partition_between_the_hubs_heals_and_every_node_lists_each_acknowledg
     let mut standby = util::prepare(
         fed.dir.path(),
         NodeId::hub("standby").unwrap(),
-        Some(format!("https://{}", cable.addr)),
+        Some(cable.url()),
     );
     start_node(&mut standby).await;
     let standby_url = federation_url(&standby);
@@ -506,6 +548,56 @@ async fn a_partition_between_the_hubs_heals_and_every_node_lists_each_acknowledg
     fed.stop_city(umea).await;
     fed.stop_city(lund).await;
     standby.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_that_vanishes_without_closing_its_links_is_left_for_the_standby() {
+    // Keepalives every 250 ms: a link silent for 1 s is dropped (`federation.keepalive_ms`).
+    // Umeå reaches A through a cable that goes dark: no byte passes and nothing is closed, as
+    // when A's machine loses power.
+    let mut fed = Federation::start_with(&[], |config| {
+        config.federation.keepalive_ms = Some(250);
+        if config.role == "hub" {
+            config.federation.standby_hubs = vec!["standby".into()];
+        }
+    })
+    .await;
+    let cable = Cable::to(fed.hub_federation_addr()).await;
+    let mut standby = util::prepare(
+        fed.dir.path(),
+        NodeId::hub("standby").unwrap(),
+        Some(fed.hub_url()),
+    );
+    standby.config.federation.keepalive_ms = Some(250);
+    start_node(&mut standby).await;
+    let mut umea = util::prepare(
+        fed.dir.path(),
+        NodeId::city("umea").unwrap(),
+        Some(cable.url()),
+    );
+    umea.config.federation.keepalive_ms = Some(250);
+    with_standby(&mut umea, Some(federation_url(&standby)));
+    fed.cities.push(umea);
+    fed.start_city(0).await;
+    wait_linked_to(&fed, &fed.cities[0], "national").await;
+
+    cable.darken();
+    let mut umea = fed.client(0).await;
+    umea.create_lesson("Umeå in the dark", "A is unreachable.", vec![])
+        .await
+        .unwrap();
+    wait_linked_to(&fed, &fed.cities[0], "standby").await;
+    let standby_client = fed.client_of(&standby).await;
+    wait_for_title(&standby_client, "B", "Umeå in the dark").await;
+    // A gets it from B, over their own link.
+    wait_for_title(&fed.hub_client().await, "A", "Umeå in the dark").await;
+    // A reachable again: Umeå moves back.
+    cable.heal();
+    wait_linked_to(&fed, &fed.cities[0], "national").await;
+    fed.stop_city(0).await;
+    standby.running.take().unwrap().stop().await;
+    drop(cable);
     fed.stop_all().await;
 }
 

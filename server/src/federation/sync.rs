@@ -964,7 +964,7 @@ pub(crate) async fn link_once(
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
     let (tx, rx) = sync.new_outbox();
-    let (stop_tx, stop_rx) = oneshot::channel();
+    let (stop_tx, mut stop_rx) = oneshot::channel();
     let conn = {
         let (sync, peer) = (sync.clone(), peer.clone());
         match tokio::task::spawn_blocking(move || {
@@ -976,10 +976,18 @@ pub(crate) async fn link_once(
             Err(_) => return failed("opening the link failed".to_string()),
         }
     };
-    let inbound = match client.sync(rx).await {
+    // The engine may end the link before the hub's answer comes (a hub that went silent after
+    // the TLS handshake: the peer timeout); the link then ends here too, not only once the
+    // HTTP/2 keepalive gives up.
+    let answer = tokio::select! {
+        answer = client.sync(rx) => answer.map_err(|status| {
+            format!("{}: {}", code_name(status.code()), status.message())
+        }),
+        _ = &mut stop_rx => Err("the link ended before the hub answered".to_string()),
+    };
+    let inbound = match answer {
         Ok(response) => response.into_inner(),
-        Err(status) => {
-            let error = format!("{}: {}", code_name(status.code()), status.message());
+        Err(error) => {
             let (sync, peer, e) = (sync.clone(), peer.clone(), error.clone());
             let _ =
                 tokio::task::spawn_blocking(move || sync.link_closed(conn, &peer, Some(e))).await;

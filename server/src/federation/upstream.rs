@@ -164,6 +164,9 @@ pub async fn run_upstream_links(
     }
 }
 
+/// Longest a try of the first upstream may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Completes once the first upstream accepts a connection (TLS with this node's certificate),
 /// tried every `every`.
 async fn first_upstream_answers(config: &HubLinkConfig, every: Duration) {
@@ -172,7 +175,9 @@ async fn first_upstream_answers(config: &HubLinkConfig, every: Duration) {
         let Ok(endpoint) = connect_endpoint(config, &config.hub_url, &config.hub_id) else {
             continue;
         };
-        if endpoint.connect().await.is_ok() {
+        // Bounded: a handshake that never finishes (a machine gone without closing anything)
+        // must not stop the next try.
+        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, endpoint.connect()).await {
             return;
         }
     }
