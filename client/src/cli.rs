@@ -808,7 +808,9 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
             .to_string();
         let empty = serde_json::Map::new();
         let counties = file["counties"].as_object().unwrap_or(&empty);
+        let standby_name = file["standby"]["name"].as_str().map(String::from);
         let mut known: Vec<String> = vec![hub_name.clone()];
+        known.extend(standby_name.clone());
         known.extend(counties.keys().cloned());
         known.extend(cities.keys().cloned());
         let name = target.node.clone().ok_or_else(|| {
@@ -819,6 +821,8 @@ fn resolve(target: &Target) -> Result<Resolved, CliError> {
         })?;
         let node = if name == "hub" || name == hub_name {
             &file["hub"]
+        } else if standby_name.as_deref() == Some(name.as_str()) {
+            &file["standby"]
         } else {
             cities
                 .get(&name)

@@ -102,6 +102,10 @@ enum Command {
         /// COUNTY=CITY,CITY (`skane=helsingborg,malmo,lund`); repeat for more county hubs.
         #[arg(long = "county")]
         counties: Vec<demo::DemoCounty>,
+        /// Also run a standby national hub (`standby`), linked to the national hub; every
+        /// county hub and city fails over to it when its upstream is unreachable.
+        #[arg(long)]
+        standby: bool,
     },
 }
 
@@ -131,7 +135,7 @@ enum PkiCommand {
         /// The node's name, for example `malmo`.
         #[arg(long)]
         node: String,
-        /// `city`, `county` (a county hub) or `hub` (the national hub).
+        /// `city`, `county` (a county hub) or `hub` (the national hub or a standby national hub, each with its own name).
         #[arg(long)]
         role: String,
         /// Further DNS names or IP addresses the node is reached at.
@@ -623,9 +627,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             cities,
             counties,
+            standby,
         } => {
             init_logging("text", "info");
-            demo::run(&dir, &cities, &counties).await?;
+            demo::run(&dir, &cities, &counties, standby).await?;
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ mod privacy;
 mod python;
 mod redaction;
 mod releases;
+mod standby;
 mod stats;
 mod tokens;
 mod util;

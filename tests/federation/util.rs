@@ -321,6 +321,7 @@ pub fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             county_id: None,
             max_backoff_ms: Some(500),
             keepalive_ms: None,
+            ..Default::default()
         },
         tls: TlsConfig {
             ca: CaFiles::in_dir(&pki_dir).cert,

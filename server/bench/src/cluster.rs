@@ -370,6 +370,7 @@ fn prepare(dir: &Path, id: NodeId, upstream: Upstream) -> anyhow::Result<NodePro
             county_id,
             max_backoff_ms: Some(1_000),
             keepalive_ms: None,
+            ..Default::default()
         },
         tls: TlsConfig {
             ca: CaFiles::in_dir(&pki_dir).cert,

@@ -8,6 +8,24 @@
 use automerge::transaction::{Transactable, Transaction};
 use automerge::{AutomergeError, ChangeHash, ObjId, ObjType, ReadDoc, Value, ROOT};
 
+/// Every map at `root[name]`, the one Automerge shows first. A collection is made lazily by the
+/// first edit that needs it; two writers of one document (the national hub and its standby in
+/// a partition) can each make it, and after merging the document holds both maps, of which
+/// `get` shows one. Records are read, edited and deleted in all of them, so neither writer's
+/// records are hidden; new records go into the one shown.
+fn collection_maps<R: ReadDoc>(doc: &R, name: &str) -> Vec<ObjId> {
+    let mut maps: Vec<ObjId> = doc
+        .get_all(ROOT, name)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(value, id)| matches!(value, Value::Object(ObjType::Map)).then_some(id))
+        .collect();
+    // `get_all` lists the conflicting values in the order of their operations; `get` shows
+    // the last.
+    maps.reverse();
+    maps
+}
+
 /// The map `root[name]`, made if missing.
 pub fn collection(tx: &mut Transaction<'_>, name: &str) -> Result<ObjId, AutomergeError> {
     match tx.get(ROOT, name)? {
@@ -18,26 +36,25 @@ pub fn collection(tx: &mut Transaction<'_>, name: &str) -> Result<ObjId, Automer
 
 /// The record `root[collection][id]`, if it exists.
 pub fn record<R: ReadDoc>(doc: &R, collection: &str, id: &str) -> Option<ObjId> {
-    let Ok(Some((Value::Object(ObjType::Map), coll))) = doc.get(ROOT, collection) else {
-        return None;
-    };
-    match doc.get(&coll, id) {
-        Ok(Some((Value::Object(ObjType::Map), obj))) => Some(obj),
-        _ => None,
-    }
+    collection_maps(doc, collection)
+        .into_iter()
+        .find_map(|coll| match doc.get(&coll, id) {
+            Ok(Some((Value::Object(ObjType::Map), obj))) => Some(obj),
+            _ => None,
+        })
 }
 
 /// Every record of a collection, by id.
 pub fn records<R: ReadDoc>(doc: &R, collection: &str) -> Vec<(String, ObjId)> {
-    let Ok(Some((Value::Object(ObjType::Map), coll))) = doc.get(ROOT, collection) else {
-        return Vec::new();
-    };
-    doc.keys(&coll)
-        .filter_map(|key| match doc.get(&coll, &key) {
-            Ok(Some((Value::Object(ObjType::Map), obj))) => Some((key, obj)),
-            _ => None,
-        })
-        .collect()
+    let mut found = std::collections::BTreeMap::new();
+    for coll in collection_maps(doc, collection) {
+        for key in doc.keys(&coll) {
+            if let Ok(Some((Value::Object(ObjType::Map), obj))) = doc.get(&coll, &key) {
+                found.entry(key).or_insert(obj);
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// Makes a new, empty record (replacing any record with the same id).
@@ -56,12 +73,14 @@ pub fn delete_record(
     collection: &str,
     id: &str,
 ) -> Result<bool, AutomergeError> {
-    let Some(_) = record(tx, collection, id) else {
-        return Ok(false);
-    };
-    let coll = self::collection(tx, collection)?;
-    tx.delete(&coll, id)?;
-    Ok(true)
+    let mut existed = false;
+    for coll in collection_maps(tx, collection) {
+        if let Ok(Some((Value::Object(ObjType::Map), _))) = tx.get(&coll, id) {
+            tx.delete(&coll, id)?;
+            existed = true;
+        }
+    }
+    Ok(existed)
 }
 
 /// A string field (a scalar string or a text object).
@@ -164,4 +183,38 @@ pub fn parse_version(version: &str) -> Option<Vec<ChangeHash>> {
         return Some(Vec::new());
     }
     version.split('.').map(|h| h.parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::{ActorId, Automerge};
+
+    fn add(doc: &mut Automerge, id: &str) {
+        let mut tx = doc.transaction();
+        let obj = new_record(&mut tx, "chapters", id).unwrap();
+        tx.put(&obj, "title", id).unwrap();
+        tx.commit();
+    }
+
+    #[test]
+    fn a_collection_made_by_two_writers_at_once_shows_both_writers_records() {
+        // The national hub and its standby each make the collection in a partition.
+        let mut hub = Automerge::new().with_actor(ActorId::from(b"hub-actor".as_slice()));
+        let mut standby = Automerge::new().with_actor(ActorId::from(b"standby".as_slice()));
+        add(&mut hub, "a");
+        add(&mut standby, "b");
+        hub.merge(&mut standby).unwrap();
+        assert_eq!(hub.get_all(ROOT, "chapters").unwrap().len(), 2);
+        let ids: Vec<String> = records(&hub, "chapters").into_iter().map(|r| r.0).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(record(&hub, "chapters", "a").is_some() && record(&hub, "chapters", "b").is_some());
+        // Edits and deletions reach a record in either map.
+        let mut tx = hub.transaction();
+        assert!(delete_record(&mut tx, "chapters", "a").unwrap());
+        assert!(delete_record(&mut tx, "chapters", "b").unwrap());
+        assert!(!delete_record(&mut tx, "chapters", "b").unwrap());
+        tx.commit();
+        assert!(records(&hub, "chapters").is_empty());
+    }
 }

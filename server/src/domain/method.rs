@@ -313,10 +313,9 @@ fn remove_whole(
 }
 
 fn delete_record(tx: &mut Transaction<'_>, collection: &str, id: &str) -> Result<(), ModelError> {
-    let Ok(Some((automerge::Value::Object(_), coll))) = tx.get(automerge::ROOT, collection) else {
-        return Ok(());
-    };
-    tx.delete(&coll, id).map_err(doc_error)
+    dm::delete_record(tx, collection, id)
+        .map(|_| ())
+        .map_err(doc_error)
 }
 
 /// Whether the handbook has the step `method/steps/{id}`.

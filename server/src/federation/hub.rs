@@ -3,8 +3,9 @@
 //!
 //! The peer's identity is read from its verified client certificate, never from a frame; a
 //! connection without a certificate from the national CA never reaches this code (rustls
-//! refuses the handshake). Which peers may link is [`AcceptedPeers`]: at the national hub every
-//! city and county hub, at a county hub only the cities of its `county.cities`. After that the
+//! refuses the handshake). Which peers may link is [`AcceptedPeers`]: at a national hub every
+//! city and county hub and its listed standby hubs, at a county hub only the cities of its
+//! `county.cities`. After that the
 //! stream is driven by [`crate::federation::sync`] like any link, and every change the hub
 //! accepts is offered at once to every other open link (its upstream's included).
 
@@ -41,8 +42,9 @@ pub struct FederationService {
 /// is not revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcceptedPeers {
-    /// The national hub: every city and every county hub.
-    National,
+    /// A national hub: every city and every county hub, and the standby national hubs named
+    /// here (its `federation.standby_hubs`).
+    National(BTreeSet<String>),
     /// A county hub: only the cities named here (its `county.cities`).
     County(BTreeSet<String>),
 }
@@ -51,9 +53,12 @@ impl AcceptedPeers {
     /// Why `peer` may not link here, if it may not (`PERMISSION_DENIED` to the peer).
     pub fn refusal(&self, peer: &NodeId) -> Option<String> {
         match (self, peer.role()) {
-            (AcceptedPeers::National, Role::City | Role::County) => None,
-            (AcceptedPeers::National, _) => Some(format!(
-                "{peer} is neither a city nor a county hub; only those link to the national hub"
+            (AcceptedPeers::National(_), Role::City | Role::County) => None,
+            (AcceptedPeers::National(standbys), Role::Hub) if standbys.contains(peer.name()) => {
+                None
+            }
+            (AcceptedPeers::National(_), _) => Some(format!(
+                "{peer} is neither a city, a county hub nor a standby of this hub (federation.standby_hubs); only those link to a national hub"
             )),
             (AcceptedPeers::County(cities), Role::City) if cities.contains(peer.name()) => None,
             (AcceptedPeers::County(_), Role::City) => Some(format!(
@@ -260,7 +265,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_county_hub_accepts_only_its_listed_cities_and_the_national_hub_cities_and_counties() {
+    fn a_county_hub_accepts_only_its_listed_cities_and_the_national_hub_cities_counties_and_standbys(
+    ) {
         let county = AcceptedPeers::County(["malmo".to_string()].into_iter().collect());
         let malmo = NodeId::city("malmo").unwrap();
         let umea = NodeId::city("umea").unwrap();
@@ -270,9 +276,10 @@ mod tests {
         assert!(county.refusal(&umea).unwrap().contains("county.cities"));
         assert!(county.refusal(&skane).is_some());
         assert!(county.refusal(&hub).is_some());
-        let national = AcceptedPeers::National;
+        let national = AcceptedPeers::National(["standby".to_string()].into_iter().collect());
         assert_eq!(national.refusal(&umea), None);
         assert_eq!(national.refusal(&skane), None);
-        assert!(national.refusal(&hub).is_some());
+        assert!(national.refusal(&hub).unwrap().contains("standby_hubs"));
+        assert_eq!(national.refusal(&NodeId::hub("standby").unwrap()), None);
     }
 }

@@ -1,7 +1,8 @@
 //! The federation, above storage: the node's transport for the sans-IO engine and its one
 //! driver ([`sync`]), the hub's side of links ([`hub`]), the bounded outboxes ([`outbox`]), the
-//! per-peer limits ([`limits`]), the federation's certificates ([`pki`]) and the tracking of
-//! the signed handbook release a node runs ([`releases`]).
+//! per-peer limits ([`limits`]), the federation's certificates ([`pki`]), the tracking of the
+//! signed handbook release a node runs ([`releases`]) and a node's upstream links with failover
+//! to a standby national hub ([`upstream`]).
 
 pub mod hub;
 pub mod limits;
@@ -9,3 +10,4 @@ pub mod outbox;
 pub mod pki;
 pub mod releases;
 pub mod sync;
+pub mod upstream;

@@ -9,7 +9,8 @@
 //! on disk before it is acknowledged or relayed, and no disk I/O happens under the engine lock.
 //!
 //! A city runs [`run_hub_link`], which dials the hub and reconnects with exponential backoff and
-//! jitter; the hub accepts links in [`crate::federation::hub`].
+//! jitter (with a standby hub configured, [`crate::federation::upstream`] fails over to it and
+//! back); the hub accepts links in [`crate::federation::hub`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime};
 use automerge::transaction::Transaction;
 use automerge::{ActorId, ChangeHash};
 use sfs_proto::v1 as pb;
-use sfs_sync::backoff::Backoff;
 use sfs_sync::{
     CloseReason, ConnId, Driver, DriverEditError, EditError, Engine, EngineConfig, Frame, LogEvent,
     NodeId, ShareableDocId, StatusCode, Storage, StorageFailure, Summary, Transport,
@@ -925,70 +925,46 @@ pub struct HubLinkConfig {
 pub async fn run_hub_link(
     sync: Arc<SyncHandle>,
     config: HubLinkConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        sync.set_peer_state(&config.hub_id, "connecting", None);
-        let started = Instant::now();
-        let error = link_once(&sync, &config, shutdown.clone()).await;
-        if *shutdown.borrow() {
-            return;
-        }
-        sync.set_peer_state(&config.hub_id, "disconnected", error.clone());
-        match &error {
-            // The hub restarting (or this node stopping) ends links normally.
-            Some(error) if error.contains(SHUTTING_DOWN) => {
-                tracing::info!(hub = %config.hub_id, "hub link closed: the hub or this node is stopping")
-            }
-            Some(error) => tracing::warn!(hub = %config.hub_id, %error, "hub link ended"),
-            None => {}
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff.reset();
-        }
-        let delay = backoff.next_delay(rand::random::<f64>());
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+    crate::federation::upstream::run_upstream_links(sync, config, None, shutdown).await
 }
 
-async fn link_once(
+/// How one link attempt ended.
+pub(crate) struct LinkEnd {
+    /// Why, unless it ended normally.
+    pub error: Option<String>,
+    /// This node closed it to move back to its first upstream.
+    pub moved_back: bool,
+}
+
+/// Dials `peer` at `url`, syncs until the link ends; when `move_back` completes first, closes
+/// the link (to move back to the first upstream).
+pub(crate) async fn link_once(
     sync: &Arc<SyncHandle>,
     config: &HubLinkConfig,
+    url: &str,
+    peer: &NodeId,
     shutdown: watch::Receiver<bool>,
-) -> Option<String> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&config.ca_pem))
-        .identity(Identity::from_pem(&config.cert_pem, &config.key_pem))
-        .domain_name(config.hub_id.dns_name());
-    let endpoint = match Endpoint::from_shared(config.hub_url.clone()) {
-        Ok(endpoint) => endpoint,
-        Err(err) => return Some(format!("invalid hub URL {}: {err}", config.hub_url)),
+    move_back: impl std::future::Future<Output = ()>,
+) -> LinkEnd {
+    let failed = |error: String| LinkEnd {
+        error: Some(error),
+        moved_back: false,
     };
-    let endpoint = match endpoint.tls_config(tls) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true),
-        Err(err) => return Some(format!("TLS setup failed: {err}")),
+    let endpoint = match connect_endpoint(config, url, peer) {
+        Ok(endpoint) => endpoint,
+        Err(error) => return failed(error),
     };
     let channel = match endpoint.connect().await {
         Ok(channel) => channel,
-        Err(err) => return Some(format!("cannot reach the hub: {}", error_chain(&err))),
+        Err(err) => return failed(format!("cannot reach the hub: {}", error_chain(&err))),
     };
     let mut client = pb::federation_client::FederationClient::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
     let (tx, rx) = sync.new_outbox();
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let peer = config.hub_id.clone();
+    let (stop_tx, mut stop_rx) = oneshot::channel();
     let conn = {
         let (sync, peer) = (sync.clone(), peer.clone());
         match tokio::task::spawn_blocking(move || {
@@ -997,20 +973,69 @@ async fn link_once(
         .await
         {
             Ok(conn) => conn,
-            Err(_) => return Some("opening the link failed".to_string()),
+            Err(_) => return failed("opening the link failed".to_string()),
         }
     };
-    let inbound = match client.sync(rx).await {
+    // The engine may end the link before the hub's answer comes (a hub that went silent after
+    // the TLS handshake: the peer timeout); the link then ends here too, not only once the
+    // HTTP/2 keepalive gives up.
+    let answer = tokio::select! {
+        answer = client.sync(rx) => answer.map_err(|status| {
+            format!("{}: {}", code_name(status.code()), status.message())
+        }),
+        _ = &mut stop_rx => Err("the link ended before the hub answered".to_string()),
+    };
+    let inbound = match answer {
         Ok(response) => response.into_inner(),
-        Err(status) => {
-            let error = format!("{}: {}", code_name(status.code()), status.message());
+        Err(error) => {
             let (sync, peer, e) = (sync.clone(), peer.clone(), error.clone());
             let _ =
                 tokio::task::spawn_blocking(move || sync.link_closed(conn, &peer, Some(e))).await;
-            return Some(error);
+            return failed(error);
         }
     };
-    read_link(sync.clone(), conn, peer, inbound, stop_rx, shutdown).await
+    let reading = read_link(sync.clone(), conn, peer.clone(), inbound, stop_rx, shutdown);
+    tokio::pin!(reading);
+    tokio::select! {
+        error = &mut reading => LinkEnd { error, moved_back: false },
+        () = move_back => {
+            let sync = sync.clone();
+            let message = MOVING_BACK.to_string();
+            let _ = tokio::task::spawn_blocking(move || {
+                sync.close_link(conn, StatusCode::Unavailable, message)
+            })
+            .await;
+            reading.await;
+            LinkEnd { error: None, moved_back: true }
+        }
+    }
+}
+
+/// Why a node closes its link to the standby hub.
+pub const MOVING_BACK: &str = "moving back to the first upstream, which answers again";
+
+/// The endpoint of `peer` at `url`, with this node's certificate and the peer's TLS name.
+pub(crate) fn connect_endpoint(
+    config: &HubLinkConfig,
+    url: &str,
+    peer: &NodeId,
+) -> Result<Endpoint, String> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&config.ca_pem))
+        .identity(Identity::from_pem(&config.cert_pem, &config.key_pem))
+        .domain_name(peer.dns_name());
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|err| format!("invalid hub URL {url}: {err}"))?;
+    endpoint
+        .tls_config(tls)
+        .map(|endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(5))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true)
+        })
+        .map_err(|err| format!("TLS setup failed: {err}"))
 }
 
 /// An error with its sources, on one line.

@@ -373,6 +373,26 @@ pub struct FederationConfig {
     /// and the national hub is a change of `hub_url` and this field, with no data loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub county_id: Option<String>,
+    /// City and county hub: the standby national hub's URL, dialled when the upstream at
+    /// `hub_url` cannot be reached (see `standby_id`). A standby national hub instead sets
+    /// `hub_url` and `hub_id` to the national hub it stands by for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_url: Option<String>,
+    /// City and county hub: the standby national hub's name as in its certificate (`standby`).
+    /// Every node that knows a standby sets it, also a city under a county hub without
+    /// `standby_url`: national edits made at the standby are taken only from a standby named
+    /// here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_id: Option<String>,
+    /// National hub only: the standby national hubs (their names as in their certificates)
+    /// that may link to this hub and whose national edits it takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby_hubs: Vec<String>,
+    /// City and county hub with a `standby_url`: while linked to the standby, how often the
+    /// node tries the upstream at `hub_url` again, in milliseconds (default 60000); once that
+    /// one answers, the node closes the standby link and moves back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback_ms: Option<u64>,
     /// City and county hub: longest wait between reconnect attempts, in milliseconds (default
     /// 30000).
     pub max_backoff_ms: Option<u64>,
@@ -517,6 +537,17 @@ impl NodeConfig {
             "federation.hub_url" => self.federation.hub_url = Some(value),
             "federation.hub_id" => self.federation.hub_id = Some(value),
             "federation.county_id" => self.federation.county_id = Some(value),
+            "federation.standby_url" => self.federation.standby_url = Some(value),
+            "federation.standby_id" => self.federation.standby_id = Some(value),
+            "federation.standby_hubs" => {
+                self.federation.standby_hubs = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|hub| !hub.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
+            "federation.failback_ms" => self.federation.failback_ms = Some(whole(&value)?),
             "federation.max_backoff_ms" => self.federation.max_backoff_ms = Some(whole(&value)?),
             "federation.keepalive_ms" => self.federation.keepalive_ms = Some(whole(&value)?),
             "tls.ca" => self.tls.ca = value.into(),
@@ -634,6 +665,7 @@ impl NodeConfig {
         for city in &self.county.cities {
             NodeId::city(city).map_err(|err| format!("field `county.cities`: {err}"))?;
         }
+        self.check_standby(&id)?;
         match id.role() {
             Role::Hub | Role::County if self.federation.listen.is_none() => Err(format!(
                 "field `federation.listen`: a {} needs an address for its cities to connect to",
@@ -648,6 +680,92 @@ impl NodeConfig {
             ),
             _ => Ok(()),
         }
+    }
+
+    /// Checks the standby fields: a city or county hub names the standby national hub
+    /// (`standby_id`, needed with `standby_url`); the national hub lists its standbys
+    /// (`standby_hubs`); a standby national hub dials the national hub (`hub_url`, `hub_id`).
+    fn check_standby(&self, id: &NodeId) -> Result<(), String> {
+        let fed = &self.federation;
+        if let Some(standby) = self.standby_id()? {
+            if id.role() == Role::Hub {
+                return Err("field `federation.standby_id`: a national hub lists its standbys in `federation.standby_hubs`; a standby names the national hub in `federation.hub_id`".into());
+            }
+            if standby == self.hub_id()? {
+                return Err(format!(
+                    "field `federation.standby_id`: the standby must be another hub than the national hub ({standby})"
+                ));
+            }
+        }
+        if fed.standby_url.is_some() {
+            if id.role() == Role::Hub {
+                return Err("field `federation.standby_url`: a hub does not fail over; a standby national hub dials the national hub at `federation.hub_url`".into());
+            }
+            if fed.standby_id.is_none() {
+                return Err(
+                    "field `federation.standby_id`: `federation.standby_url` needs the standby hub's name as in its certificate"
+                        .into(),
+                );
+            }
+        }
+        if fed.failback_ms == Some(0) {
+            return Err("field `federation.failback_ms`: must be at least 1".into());
+        }
+        if !fed.standby_hubs.is_empty() {
+            if id.role() != Role::Hub {
+                return Err(format!(
+                    "field `federation.standby_hubs`: only the national hub has standbys, not a {}; name the standby in `federation.standby_id`",
+                    id.role()
+                ));
+            }
+            if fed.hub_url.is_some() {
+                return Err("field `federation.standby_hubs`: this hub is a standby itself (it has `federation.hub_url`); only the national hub lists standbys".into());
+            }
+        }
+        for hub in &fed.standby_hubs {
+            let standby = NodeId::hub(hub)
+                .map_err(|err| format!("field `federation.standby_hubs`: {err}"))?;
+            if &standby == id {
+                return Err(format!(
+                    "field `federation.standby_hubs`: {standby} is this hub itself"
+                ));
+            }
+        }
+        if id.role() == Role::Hub && fed.hub_url.is_some() && &self.hub_id()? == id {
+            return Err(format!(
+                "field `federation.hub_id`: a standby hub dials the national hub, another hub than itself ({id}); set the national hub's name"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The standby national hub's identity (`federation.standby_id`), if one is configured.
+    pub fn standby_id(&self) -> Result<Option<NodeId>, String> {
+        self.federation
+            .standby_id
+            .as_deref()
+            .map(|name| {
+                NodeId::hub(name).map_err(|err| format!("field `federation.standby_id`: {err}"))
+            })
+            .transpose()
+    }
+
+    /// The standby national hubs whose national edits this node takes: its `standby_id`, or at
+    /// the national hub its `standby_hubs`.
+    pub fn standby_hubs(&self) -> Result<Vec<NodeId>, String> {
+        let mut hubs: Vec<NodeId> = self.standby_id()?.into_iter().collect();
+        for hub in &self.federation.standby_hubs {
+            hubs.push(
+                NodeId::hub(hub)
+                    .map_err(|err| format!("field `federation.standby_hubs`: {err}"))?,
+            );
+        }
+        Ok(hubs)
+    }
+
+    /// How often a node linked to its standby tries its first upstream again.
+    pub fn failback_interval(&self) -> Duration {
+        Duration::from_millis(self.federation.failback_ms.unwrap_or(60_000))
     }
 
     /// The national hub's identity (`federation.hub_id`, default `national`).
@@ -713,6 +831,10 @@ const ENV_FIELDS: &[&str] = &[
     "federation.hub_url",
     "federation.hub_id",
     "federation.county_id",
+    "federation.standby_url",
+    "federation.standby_id",
+    "federation.standby_hubs",
+    "federation.failback_ms",
     "federation.max_backoff_ms",
     "federation.keepalive_ms",
     "tls.ca",
@@ -735,12 +857,14 @@ const ENV_FIELDS: &[&str] = &[
 ];
 
 /// The environment variable of a field: `SFS_` and the field's path in capitals with `_` for
-/// `.` (`api.listen` is `SFS_API_LISTEN`), except the hub's URL and name, which are
-/// `SFS_HUB_URL` and `SFS_HUB_ID`.
+/// `.` (`api.listen` is `SFS_API_LISTEN`), except the hub's and the standby's URL and name,
+/// which are `SFS_HUB_URL`, `SFS_HUB_ID`, `SFS_STANDBY_URL` and `SFS_STANDBY_ID`.
 pub fn env_var_of(field: &str) -> String {
     match field {
         "federation.hub_url" => "SFS_HUB_URL".into(),
         "federation.hub_id" => "SFS_HUB_ID".into(),
+        "federation.standby_url" => "SFS_STANDBY_URL".into(),
+        "federation.standby_id" => "SFS_STANDBY_ID".into(),
         _ => format!("SFS_{}", field.replace('.', "_").to_uppercase()),
     }
 }
@@ -919,6 +1043,108 @@ cities = ["malmo", "lund"]
         }
     }
 
+    const HUB: &str = r#"
+id = "national"
+role = "hub"
+data_dir = "data"
+[federation]
+listen = "127.0.0.1:7444"
+[tls]
+ca = "ca.crt"
+cert = "national.crt"
+key = "national.key"
+"#;
+
+    #[test]
+    fn a_standby_hub_dials_the_national_hub_and_cities_name_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| NodeConfig::load_with_env(&write(dir.path(), text), |_| None);
+        let standby = NodeId::hub("standby").unwrap();
+        // The national hub lists its standby; the standby dials the national hub.
+        let primary = load(&HUB.replace("[tls]", "standby_hubs = [\"standby\"]\n[tls]")).unwrap();
+        assert_eq!(primary.standby_hubs().unwrap(), vec![standby.clone()]);
+        let standby_hub = HUB
+            .replace("id = \"national\"", "id = \"standby\"")
+            .replace("[tls]", "hub_url = \"https://hub.example:7444\"\n[tls]");
+        let config = load(&standby_hub).unwrap();
+        assert_eq!(config.hub_id().unwrap(), NodeId::hub("national").unwrap());
+        assert!(config.standby_hubs().unwrap().is_empty());
+        // A city names the standby's URL and name; the failback interval has a default.
+        let city = CITY.replace(
+            "[tls]",
+            "standby_url = \"https://standby.example:7444\"\nstandby_id = \"standby\"\n[tls]",
+        );
+        let config = load(&city).unwrap();
+        assert_eq!(config.standby_hubs().unwrap(), vec![standby.clone()]);
+        assert_eq!(config.failback_interval(), Duration::from_secs(60));
+        let env = |name: &str| match name {
+            "SFS_STANDBY_URL" => Some("https://b.example:7444".to_string()),
+            "SFS_STANDBY_ID" => Some("reserve".to_string()),
+            "SFS_FEDERATION_FAILBACK_MS" => Some("5000".to_string()),
+            _ => None,
+        };
+        let config = NodeConfig::load_with_env(&write(dir.path(), CITY), env).unwrap();
+        assert_eq!(
+            config.federation.standby_url.as_deref(),
+            Some("https://b.example:7444")
+        );
+        assert_eq!(
+            config.standby_hubs().unwrap(),
+            vec![NodeId::hub("reserve").unwrap()]
+        );
+        assert_eq!(config.failback_interval(), Duration::from_secs(5));
+        let cases = [
+            (
+                CITY.replace("[tls]", "standby_url = \"https://b.example:7444\"\n[tls]"),
+                "field `federation.standby_id`: `federation.standby_url` needs",
+            ),
+            (
+                CITY.replace("[tls]", "standby_id = \"national\"\n[tls]"),
+                "the standby must be another hub",
+            ),
+            (
+                CITY.replace("[tls]", "standby_hubs = [\"standby\"]\n[tls]"),
+                "field `federation.standby_hubs`: only the national hub",
+            ),
+            (
+                HUB.replace("[tls]", "standby_id = \"standby\"\n[tls]"),
+                "field `federation.standby_id`: a national hub lists",
+            ),
+            (
+                HUB.replace("[tls]", "standby_hubs = [\"national\"]\n[tls]"),
+                "is this hub itself",
+            ),
+            (
+                HUB.replace("[tls]", "hub_url = \"https://b.example:7444\"\n[tls]"),
+                "field `federation.hub_id`: a standby hub dials the national hub",
+            ),
+            (
+                standby_hub.replace("[tls]", "standby_hubs = [\"reserve\"]\n[tls]"),
+                "this hub is a standby itself",
+            ),
+            (
+                HUB.replace("[tls]", "standby_url = \"https://b.example:7444\"\n[tls]"),
+                "field `federation.standby_url`: a hub does not fail over",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_standby_hub_template_in_deploy_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/standby.toml"
+        ));
+        let config = NodeConfig::load_with_env(path, |_| None).unwrap();
+        assert_eq!(config.node_id().unwrap(), NodeId::hub("standby").unwrap());
+        assert_eq!(config.hub_id().unwrap(), NodeId::hub("national").unwrap());
+        assert!(config.federation.hub_url.is_some());
+    }
+
     #[test]
     fn the_county_hub_template_in_deploy_is_valid() {
         let path = Path::new(concat!(
@@ -1005,6 +1231,10 @@ cities = ["malmo", "lund"]
                 hub_url: Some("https://hub.example:7444".into()),
                 hub_id: Some("national".into()),
                 county_id: Some("skane".into()),
+                standby_url: Some("https://standby.example:7444".into()),
+                standby_id: Some("standby".into()),
+                standby_hubs: vec!["standby".into()],
+                failback_ms: Some(1),
                 max_backoff_ms: Some(1),
                 keepalive_ms: Some(1),
             },

@@ -1,6 +1,7 @@
 //! `sfs-node demo`: a whole federation on this machine, a hub, some cities and optionally county
-//! hubs between some of them and the hub (`--county skane=helsingborg,malmo,lund`), each a real
-//! node with its own data directory, certificate, token and listeners on 127.0.0.1.
+//! hubs between some of them and the hub (`--county skane=helsingborg,malmo,lund`) and a standby
+//! national hub (`--standby`), each a real node with its own data directory, certificate, token
+//! and listeners on 127.0.0.1.
 //!
 //! Layout under the demo directory: `pki/` (the CA and node certificates), `coordinator/`
 //! (the national coordinator's release key pair, outside every data directory; every node is
@@ -25,6 +26,9 @@ use crate::node::{self, RunningNode, StartOptions};
 /// The name of the demo's hub.
 pub const HUB_NAME: &str = "national";
 
+/// The name of the demo's standby national hub (`--standby`).
+pub const STANDBY_NAME: &str = "standby";
+
 /// `federation.json`: how to reach each node of a local federation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FederationFile {
@@ -32,6 +36,9 @@ pub struct FederationFile {
     pub ca: PathBuf,
     /// The national hub.
     pub hub: FederationNode,
+    /// The standby national hub, when the demo runs one (`--standby`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<FederationNode>,
     /// Every city, by name.
     pub cities: BTreeMap<String, FederationNode>,
     /// Every county hub, by name, with its cities.
@@ -133,6 +140,18 @@ pub fn prepare_with_counties(
     cities: &[String],
     counties: &[DemoCounty],
 ) -> anyhow::Result<Vec<(NodeConfig, String)>> {
+    prepare_federation(dir, cities, counties, false)
+}
+
+/// Like [`prepare_with_counties`], with a standby national hub (`standby`) right after the
+/// hub: the hub lists it (`federation.standby_hubs`), it dials the hub, and every county hub
+/// and city names it (`federation.standby_id`); the URLs are set by [`start_federation`].
+pub fn prepare_federation(
+    dir: &Path,
+    cities: &[String],
+    counties: &[DemoCounty],
+    standby: bool,
+) -> anyhow::Result<Vec<(NodeConfig, String)>> {
     check_counties(cities, counties)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -145,6 +164,9 @@ pub fn prepare_with_counties(
         sfs_release::generate_key_files(&release_key, &release_public_key)?;
     }
     let mut ids = vec![NodeId::hub(HUB_NAME)?];
+    if standby {
+        ids.push(NodeId::hub(STANDBY_NAME)?);
+    }
     for county in counties {
         ids.push(NodeId::county(&county.name)?);
     }
@@ -169,6 +191,11 @@ pub fn prepare_with_counties(
                 token
             }
         };
+        let is_standby = id == NodeId::hub(STANDBY_NAME)?;
+        let (is_hub, is_city) = (
+            id.role() == sfs_sync::Role::Hub,
+            id.role() == sfs_sync::Role::City,
+        );
         let config = NodeConfig {
             id: id.name().to_string(),
             role: id.role().as_str().to_string(),
@@ -180,7 +207,7 @@ pub fn prepare_with_counties(
             federation: FederationConfig {
                 listen: (id.role() != sfs_sync::Role::City)
                     .then(|| "127.0.0.1:0".parse().expect("address")),
-                hub_url: (id.role() != sfs_sync::Role::Hub)
+                hub_url: (!is_hub || (standby && is_standby))
                     .then(|| "https://127.0.0.1:0".to_string()),
                 hub_id: None,
                 county_id: counties
@@ -189,6 +216,14 @@ pub fn prepare_with_counties(
                         id.role() == sfs_sync::Role::City && c.cities.iter().any(|n| n == id.name())
                     })
                     .map(|c| c.name.clone()),
+                standby_url: (standby && !is_hub).then(|| "https://127.0.0.1:0".to_string()),
+                standby_id: (standby && !is_hub).then(|| STANDBY_NAME.to_string()),
+                standby_hubs: if standby && is_hub && !is_standby {
+                    vec![STANDBY_NAME.to_string()]
+                } else {
+                    Vec::new()
+                },
+                failback_ms: None,
                 max_backoff_ms: Some(2_000),
                 keepalive_ms: None,
             },
@@ -196,8 +231,7 @@ pub fn prepare_with_counties(
                 ca: CaFiles::in_dir(&pki_dir).cert,
                 cert: files.cert,
                 key: files.key,
-                revoked: (id.role() != sfs_sync::Role::City)
-                    .then(|| CaFiles::in_dir(&pki_dir).revoked),
+                revoked: (!is_city).then(|| CaFiles::in_dir(&pki_dir).revoked),
                 handshake_timeout_ms: None,
             },
             metrics: Default::default(),
@@ -244,13 +278,27 @@ pub async fn start_with_counties(
     cities: &[String],
     counties: &[DemoCounty],
 ) -> anyhow::Result<(Vec<RunningNode>, FederationFile)> {
-    let prepared = prepare_with_counties(dir, cities, counties)?;
+    start_federation(dir, cities, counties, false).await
+}
+
+/// Like [`start_with_counties`], with a standby national hub when `standby`: started right
+/// after the hub and pointed at it; every county hub and city gets its URL as its second
+/// upstream (`federation.standby_url`).
+pub async fn start_federation(
+    dir: &Path,
+    cities: &[String],
+    counties: &[DemoCounty],
+    standby: bool,
+) -> anyhow::Result<(Vec<RunningNode>, FederationFile)> {
+    let prepared = prepare_federation(dir, cities, counties, standby)?;
     let dir = dir.canonicalize()?;
     let mut running = Vec::new();
     let mut cities = BTreeMap::new();
     let mut county_nodes = BTreeMap::new();
     let mut hub = None;
+    let mut standby_node = None;
     let mut hub_url = String::new();
+    let mut standby_url = String::new();
     let mut county_urls = BTreeMap::new();
     for (mut config, token) in prepared {
         let upstream = match &config.federation.county_id {
@@ -259,6 +307,9 @@ pub async fn start_with_counties(
         };
         if let Some(url) = config.federation.hub_url.as_mut() {
             *url = upstream;
+        }
+        if let Some(url) = config.federation.standby_url.as_mut() {
+            url.clone_from(&standby_url);
         }
         let node_dir = dir.join(&config.id);
         sfs_durable::write(
@@ -279,6 +330,10 @@ pub async fn start_with_counties(
         };
         let url = node.federation_addr.map(|addr| format!("https://{addr}"));
         match node.id.role() {
+            sfs_sync::Role::Hub if config.id == STANDBY_NAME && standby => {
+                standby_url = url.unwrap_or_default();
+                standby_node = Some(entry);
+            }
             sfs_sync::Role::Hub => {
                 hub_url = url.unwrap_or_default();
                 hub = Some(entry);
@@ -299,6 +354,7 @@ pub async fn start_with_counties(
     let file = FederationFile {
         ca: CaFiles::in_dir(&dir.join("pki")).cert,
         hub,
+        standby: standby_node,
         cities,
         counties: county_nodes,
         release_key: Some(release_key_files(&dir).0),
@@ -734,9 +790,14 @@ pub async fn seed(file: &FederationFile) -> anyhow::Result<()> {
 }
 
 /// `sfs-node demo`: start, seed, print `ready`, run until interrupted.
-pub async fn run(dir: &Path, cities: &[String], counties: &[DemoCounty]) -> anyhow::Result<()> {
+pub async fn run(
+    dir: &Path,
+    cities: &[String],
+    counties: &[DemoCounty],
+    standby: bool,
+) -> anyhow::Result<()> {
     let signal = node::shutdown_signal();
-    let (running, file) = start_with_counties(dir, cities, counties).await?;
+    let (running, file) = start_federation(dir, cities, counties, standby).await?;
     seed(&file).await?;
     let federation = dir.canonicalize()?.join("federation.json");
     // A one-time sign-in link per node, for its admin token (single use, valid 15 minutes).
@@ -757,6 +818,9 @@ pub async fn run(dir: &Path, cities: &[String], counties: &[DemoCounty]) -> anyh
         "",
         sign_in(&file.hub.name, &file.hub.token)
     );
+    if let Some(node) = &file.standby {
+        println!("{:<14} standby {}   web {}", node.name, node.api, node.web);
+    }
     for (name, node) in &file.counties {
         println!(
             "{name:<14} county {}   cities {}",

@@ -26,9 +26,7 @@ use crate::api::tokens::TokenRegistry;
 use crate::api::{self, ApiState};
 use crate::federation::hub::{AcceptedPeers, FederationService};
 use crate::federation::pki;
-use crate::federation::sync::{
-    self, actor_for, FrameTap, HubLinkConfig, SyncHandle, MAX_FRAME_BYTES,
-};
+use crate::federation::sync::{actor_for, FrameTap, HubLinkConfig, SyncHandle, MAX_FRAME_BYTES};
 use crate::node::config::NodeConfig;
 use crate::storage::local::LocalReplicas;
 use crate::storage::store::Store;
@@ -336,10 +334,12 @@ pub async fn start_on(
     };
     engine_config.max_docs_per_peer =
         usize::try_from(config.limits.docs_per_peer).unwrap_or(usize::MAX);
-    if id.role() != Role::Hub {
+    if id.role() != Role::Hub || config.federation.hub_url.is_some() {
         // A city under a county hub checks who wrote a national document two hops away.
         engine_config.national_hub = Some(config.hub_id().map_err(NodeError::Config)?);
     }
+    // National edits made at a standby national hub reach this node relayed by the other hub.
+    engine_config.standby_hubs = config.standby_hubs().map_err(NodeError::Config)?;
     if let Some(ms) = config.federation.keepalive_ms {
         engine_config.keepalive_interval_ms = ms;
         engine_config.peer_timeout_ms = ms * 4;
@@ -609,7 +609,7 @@ pub async fn start_on(
         let accepted = if id.role() == Role::County {
             AcceptedPeers::County(config.county.cities.iter().cloned().collect())
         } else {
-            AcceptedPeers::National
+            AcceptedPeers::National(config.federation.standby_hubs.iter().cloned().collect())
         };
         let service = pb::federation_server::FederationServer::new(FederationService {
             sync: sync.clone(),
@@ -642,7 +642,8 @@ pub async fn start_on(
             }
         }));
     }
-    if matches!(id.role(), Role::City | Role::County) {
+    // A standby national hub dials the national hub like a county hub does.
+    if matches!(id.role(), Role::City | Role::County) || config.federation.hub_url.is_some() {
         let link = HubLinkConfig {
             hub_url: config
                 .federation
@@ -655,11 +656,23 @@ pub async fn start_on(
             key_pem,
             max_backoff: config.max_backoff(),
         };
-        tasks.push(tokio::spawn(sync::run_hub_link(
-            sync.clone(),
-            link,
-            shutdown_rx.clone(),
-        )));
+        let standby = match (&config.federation.standby_url, config.standby_id()) {
+            (Some(url), Ok(Some(id))) => Some(crate::federation::upstream::StandbyLink {
+                url: url.clone(),
+                id,
+                failback: config.failback_interval(),
+            }),
+            (_, Err(err)) => return Err(NodeError::Config(err)),
+            _ => None,
+        };
+        tasks.push(tokio::spawn(
+            crate::federation::upstream::run_upstream_links(
+                sync.clone(),
+                link,
+                standby,
+                shutdown_rx.clone(),
+            ),
+        ));
     }
 
     // Prometheus metrics, if configured.
