@@ -207,7 +207,9 @@ impl WithStandby {
                     Some(county_url.clone()),
                 );
                 node.config.federation.county_id = Some(name.into());
-                with_standby(&mut node, None);
+                // Luleå may also fail over to B when its county hub is down.
+                let second = (*city == "lulea").then(|| standby_url.clone());
+                with_standby(&mut node, second);
                 fed.cities.push(node);
             }
             counties.push(county);
@@ -261,7 +263,9 @@ impl WithStandby {
             }
         }
         for county in &mut self.counties {
-            county.running.take().unwrap().stop().await;
+            if let Some(running) = county.running.take() {
+                running.stop().await;
+            }
         }
         self.standby.running.take().unwrap().stop().await;
         self.fed.stop_all().await;
@@ -346,6 +350,17 @@ async fn cities_fail_over_to_the_standby_and_back_and_the_national_hub_catches_u
         wait_for_exactly(client, who, &acknowledged).await;
         wait_for_chapter(client, who, "Written at A again").await;
     }
+
+    // Norrbotten's county hub stops: Luleå, which names B's URL too, reaches B directly.
+    all.counties[1].running.take().unwrap().stop().await;
+    wait_linked_to(&all.fed, &all.fed.cities[LULEA], "standby").await;
+    let mut writer = lulea.clone();
+    writer
+        .create_lesson("Luleå without its county hub", "Through B.", vec![])
+        .await
+        .unwrap();
+    acknowledged.push("Luleå without its county hub".to_string());
+    wait_for_exactly(&malmo, "Malmö", &acknowledged).await;
     all.stop().await;
 }
 
