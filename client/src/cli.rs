@@ -2763,9 +2763,13 @@ async fn cities(
     warn: &mut dyn Write,
 ) -> Result<(), CliError> {
     let err = ClientError::from;
-    // Only the hub sees every city's link; a city sees none but its own.
+    // A hub (the national hub, or a county hub for its own cities) sees the cities' links; a
+    // city sees none but its own.
     let at_hub = matches!(command, CitiesCommand::List { json: false })
-        && client.status().await.is_ok_and(|s| s.role == "hub");
+        && client
+            .status()
+            .await
+            .is_ok_and(|s| s.role == "hub" || s.role == "county");
     let d = &mut client.directory;
     match command {
         CitiesCommand::List { json } => {

@@ -56,14 +56,14 @@ async fn sfs_warned(fed: &Federation, node: &TestNode, args: &[&str]) -> (String
 }
 
 /// Runs `sfs` with `args` against `node` with its admin token; panics on failure.
-async fn sfs(fed: &Federation, node: &TestNode, args: &[&str]) -> String {
+pub(crate) async fn sfs(fed: &Federation, node: &TestNode, args: &[&str]) -> String {
     sfs_as(fed, node, &node.admin_token, args)
         .await
         .unwrap_or_else(|err| panic!("sfs {args:?}: {err}"))
 }
 
 /// The row of a `cities list` table that starts with `id`.
-fn row<'a>(table: &'a str, id: &str) -> &'a str {
+pub(crate) fn row<'a>(table: &'a str, id: &str) -> &'a str {
     table
         .lines()
         .find(|l| l.split_whitespace().next() == Some(id))

@@ -391,6 +391,10 @@ async fn a_county_hub_lists_its_own_cities_with_presence_and_handbook_release() 
         "the county's own cities only, Malmö linked to it"
     );
     assert!(cities[1].last_seen_ms > 0);
+    // The CLI's table at the county hub shows the links, as at the national hub.
+    let table = crate::cli::sfs(&fed, &county, &["cities", "list"]).await;
+    let malmo_row = crate::cli::row(&table, "malmo");
+    assert!(malmo_row.contains("connected"), "{table}");
     county.running.take().unwrap().stop().await;
     fed.stop_all().await;
 }
