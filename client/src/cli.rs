@@ -767,19 +767,22 @@ enum CitiesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Add a member city (hub, admin). Warns when no city of that id has linked to the hub.
+    /// Add a member city (hub, admin); at a county hub, onboard a city into the county (its
+    /// federation listener admits the city from then on). Warns when no city of that id has
+    /// linked to the hub.
     Add {
         /// The city's id, exactly the name in its certificate: a-z, 0-9 and '-' (`goteborg`).
         #[arg(long)]
         id: String,
-        /// The name shown to people; any letters (Göteborg).
+        /// The name shown to people; any letters (Göteborg). Needed at the national hub; a
+        /// county hub shows the national directory's.
         #[arg(long)]
-        display_name: String,
-        /// The county (län), for example "Skåne län".
+        display_name: Option<String>,
+        /// The county (län), for example "Skåne län". Needed at the national hub.
         #[arg(long)]
-        county: String,
+        county: Option<String>,
     },
-    /// Remove a member city (hub, admin).
+    /// Remove a member city (hub, admin); at a county hub, the county stops serving it.
     Remove {
         /// The city's id, for example `kalmar`.
         id: String,
@@ -2835,8 +2838,8 @@ async fn cities(
         } => {
             let city = pb::City {
                 name: format!("cities/{id}"),
-                display_name,
-                county,
+                display_name: display_name.unwrap_or_default(),
+                county: county.unwrap_or_default(),
                 ..Default::default()
             };
             let created = d

@@ -8,7 +8,7 @@ use sfs_sync::NodeId;
 use crate::util::{eventually, Federation, TestNode};
 
 /// Runs `sfs` with `args` against `node` with `token`; the output, or the one-line error.
-async fn sfs_as(
+pub(crate) async fn sfs_as(
     fed: &Federation,
     node: &TestNode,
     token: &str,

@@ -602,3 +602,88 @@ async fn a_county_hub_publishes_the_sums_of_its_cities_releases_and_the_national
     county.running.take().unwrap().stop().await;
     fed.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_coordinator_onboards_a_city_and_stops_serving_it() {
+    let mut fed = Federation::start(&[]).await;
+    let mut county = util::prepare(
+        fed.dir.path(),
+        NodeId::county("skane").unwrap(),
+        Some(fed.hub_url()),
+    );
+    county.config.county.cities = vec!["malmo".into()];
+    let tap: Frames = Default::default();
+    start_county(&mut county, &tap).await;
+    fed.wait_node_linked(&county, "hub").await;
+    let county_url = format!(
+        "https://{}",
+        county.running.as_ref().unwrap().federation_addr.unwrap()
+    );
+    // Lund is configured for the county hub, which does not serve it yet.
+    let mut lund = util::prepare(
+        fed.dir.path(),
+        NodeId::city("lund").unwrap(),
+        Some(county_url),
+    );
+    lund.config.federation.county_id = Some("skane".into());
+    lund.config.federation.max_backoff_ms = Some(200);
+    fed.cities.push(lund);
+    fed.start_city(0).await;
+    let lund_client = fed.client(0).await;
+    eventually("Lund is refused by the county hub", || {
+        let mut client = lund_client.clone();
+        async move {
+            let status = client.status().await.ok()?;
+            status
+                .peers
+                .iter()
+                .any(|p| p.last_error.contains("not one of this county hub's cities"))
+                .then_some(())
+        }
+    })
+    .await;
+    // The county coordinator onboards Lund: it links, and stays onboarded across a restart.
+    let added = crate::cli::sfs(&fed, &county, &["cities", "add", "--id", "lund"]).await;
+    assert!(added.contains("cities/lund"), "{added}");
+    fed.wait_node_linked(&fed.cities[0], "county").await;
+    county.running.take().unwrap().stop().await;
+    start_county(&mut county, &tap).await;
+    fed.wait_node_linked(&fed.cities[0], "county").await;
+    let listed = crate::cli::sfs(&fed, &county, &["cities", "list"]).await;
+    assert!(
+        crate::cli::row(&listed, "lund").contains("connected"),
+        "{listed}"
+    );
+    // A city of the configuration is not removed through the API.
+    let refused = crate::cli::sfs_as(
+        &fed,
+        &county,
+        &county.admin_token,
+        &["cities", "remove", "malmo"],
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.contains("county.cities"), "{refused}");
+    // Removing Lund ends its link, and it is refused from then on.
+    crate::cli::sfs(&fed, &county, &["cities", "remove", "lund"]).await;
+    eventually(
+        "Lund's link to the county hub ended and stays refused",
+        || {
+            let mut client = lund_client.clone();
+            async move {
+                let status = client.status().await.ok()?;
+                let county = status.peers.iter().find(|p| p.peer_role == "county")?;
+                (county.state != "connected"
+                    && county
+                        .last_error
+                        .contains("one of this county hub's cities"))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let listed = crate::cli::sfs(&fed, &county, &["cities", "list"]).await;
+    assert!(!listed.contains("lund"), "{listed}");
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}

@@ -121,6 +121,28 @@ impl pb::directory_server::Directory for DirectoryService {
         let id = parse_name(&city.name, "cities", "city.name")?;
         NodeId::city(&id)
             .map_err(|e| Status::invalid_argument(format!("field `city.name`: {e}")))?;
+        if let Some(county) = self.0.county_cities.clone() {
+            // At a county hub: onboarding a city into the county; from now on its federation
+            // listener admits the city (the national directory is the national hub's).
+            let city_id = id.clone();
+            let added = super::blocking(move || county.add(&city_id)).await??;
+            if !added {
+                return Err(Status::already_exists(format!(
+                    "cities/{id} is already one of this county hub's cities"
+                )));
+            }
+            let name = format!("cities/{id}");
+            let listed = self
+                .list_all()
+                .into_iter()
+                .find(|c| c.name == name)
+                .unwrap_or(pb::City {
+                    name,
+                    display_name: id,
+                    ..Default::default()
+                });
+            return Ok(Response::new(self.with_live_state(listed)));
+        }
         let created = self
             .edit(move |tx| {
                 use automerge::transaction::Transactable;
@@ -165,7 +187,7 @@ impl pb::directory_server::Directory for DirectoryService {
             // A county hub lists its own cities, those not in the national directory yet
             // by their id alone.
             listed.retain(|c| county.contains(c.name.trim_start_matches("cities/")));
-            for id in county.iter() {
+            for id in county.list().iter() {
                 let name = format!("cities/{id}");
                 if !listed.iter().any(|c| c.name == name) {
                     listed.push(pb::City {
@@ -225,6 +247,38 @@ impl pb::directory_server::Directory for DirectoryService {
         require(&request, ApiRole::Admin)?;
         let name = request.into_inner().name;
         let id = parse_name(&name, "cities", "name")?;
+        if let Some(county) = self.0.county_cities.clone() {
+            // At a county hub: the county stops serving the city, and its open link ends.
+            let city_id = id.clone();
+            let removed = super::blocking(move || county.remove(&city_id)).await??;
+            if !removed {
+                return Err(Status::not_found(format!(
+                    "{name} is not one of this county hub's cities"
+                )));
+            }
+            if let Ok(peer) = NodeId::city(&id) {
+                let sync = self.0.sync.clone();
+                let conns: Vec<sfs_sync::ConnId> = sync.read(|engine| {
+                    engine
+                        .links()
+                        .filter(|(_, linked, _)| **linked == peer)
+                        .map(|(conn, _, _)| conn)
+                        .collect()
+                });
+                let message = format!("{peer} is no longer one of this county hub's cities");
+                super::blocking(move || {
+                    for conn in conns {
+                        sync.close_link(
+                            conn,
+                            sfs_sync::StatusCode::PermissionDenied,
+                            message.clone(),
+                        );
+                    }
+                })
+                .await?;
+            }
+            return Ok(Response::new(pb::Empty {}));
+        }
         self.edit(move |tx| super::delete_or_not_found(tx, "cities", &id, &name))
             .await?;
         Ok(Response::new(pb::Empty {}))

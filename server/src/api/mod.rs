@@ -70,7 +70,7 @@ pub struct ApiState {
     pub certificates: Arc<crate::federation::hub::CertificateWatch>,
     /// At a county hub, the cities it serves (`county.cities`): its `Directory.ListCities`
     /// lists these only, seen from its own links (the county coordinator's view).
-    pub county_cities: Option<Arc<std::collections::BTreeSet<String>>>,
+    pub county_cities: Option<Arc<crate::federation::county::CountyMembers>>,
 }
 
 impl ApiState {
@@ -452,6 +452,19 @@ impl From<ModelError> for Status {
             ModelError::Precondition(message) => Status::failed_precondition(message),
             ModelError::Storage(message) => Status::unavailable(message),
             err @ ModelError::Document(_) => Status::internal(err.to_string()),
+        }
+    }
+}
+
+/// A county hub's list of cities that could not be changed, as a status.
+impl From<crate::federation::county::CountyError> for Status {
+    fn from(err: crate::federation::county::CountyError) -> Status {
+        use crate::federation::county::CountyError;
+        match err {
+            CountyError::Configured(_) => Status::failed_precondition(err.to_string()),
+            CountyError::Io { .. } | CountyError::Format { .. } => {
+                Status::unavailable(err.to_string())
+            }
         }
     }
 }

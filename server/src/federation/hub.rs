@@ -40,13 +40,14 @@ pub struct FederationService {
 
 /// Which peers a federation listener accepts, besides a certificate from the national CA that
 /// is not revoked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AcceptedPeers {
     /// A national hub: every city and every county hub, and the standby national hubs named
     /// here (its `federation.standby_hubs`).
     National(BTreeSet<String>),
-    /// A county hub: only the cities named here (its `county.cities`).
-    County(BTreeSet<String>),
+    /// A county hub: only the cities it serves (its `county.cities` and those onboarded
+    /// through the API since).
+    County(Arc<crate::federation::county::CountyMembers>),
 }
 
 impl AcceptedPeers {
@@ -62,7 +63,8 @@ impl AcceptedPeers {
             )),
             (AcceptedPeers::County(cities), Role::City) if cities.contains(peer.name()) => None,
             (AcceptedPeers::County(_), Role::City) => Some(format!(
-                "{peer} is not one of this county hub's cities (county.cities)"
+                "{peer} is not one of this county hub's cities (county.cities, or onboarded \
+                 with `sfs cities add` at the county hub)"
             )),
             (AcceptedPeers::County(_), _) => Some(format!(
                 "{peer} is not a city; only the county's cities link to a county hub"
@@ -267,7 +269,11 @@ mod tests {
     #[test]
     fn a_county_hub_accepts_only_its_listed_cities_and_the_national_hub_cities_counties_and_standbys(
     ) {
-        let county = AcceptedPeers::County(["malmo".to_string()].into_iter().collect());
+        let dir = tempfile::tempdir().unwrap();
+        let members =
+            crate::federation::county::CountyMembers::open(dir.path(), &["malmo".to_string()])
+                .unwrap();
+        let county = AcceptedPeers::County(Arc::new(members));
         let malmo = NodeId::city("malmo").unwrap();
         let umea = NodeId::city("umea").unwrap();
         let skane = NodeId::county("skane").unwrap();

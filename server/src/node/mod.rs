@@ -404,6 +404,14 @@ pub async fn start_on(
         cert_expiry,
         revocations.clone(),
     ));
+    // A county hub's cities: configured, and onboarded through the API since.
+    let county_members = match id.role() {
+        Role::County => Some(Arc::new(
+            crate::federation::county::CountyMembers::open(&config.data_dir, &config.county.cities)
+                .map_err(|err| NodeError::Config(err.to_string()))?,
+        )),
+        _ => None,
+    };
     let state = ApiState {
         certificates: certificates.clone(),
         guards,
@@ -416,8 +424,7 @@ pub async fn start_on(
         releases: releases.clone(),
         request_tasks: request_tasks.clone(),
         lesson_listings: Default::default(),
-        county_cities: (id.role() == Role::County)
-            .then(|| Arc::new(config.county.cities.iter().cloned().collect())),
+        county_cities: county_members.clone(),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -607,7 +614,11 @@ pub async fn start_on(
             .client_ca_root(Certificate::from_pem(&ca_pem))
             .timeout(config.tls.handshake_timeout());
         let accepted = if id.role() == Role::County {
-            AcceptedPeers::County(config.county.cities.iter().cloned().collect())
+            AcceptedPeers::County(
+                county_members
+                    .clone()
+                    .expect("a county hub has its list of cities"),
+            )
         } else {
             AcceptedPeers::National(config.federation.standby_hubs.iter().cloned().collect())
         };
