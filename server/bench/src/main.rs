@@ -51,8 +51,11 @@ enum Internal {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The nodes it starts (and the in-process cities) allocate as `sfs-node` does.
-    sfs_node::node::memory::return_large_blocks_to_the_system();
+    // The nodes it starts (and the in-process cities) allocate as `sfs-node` does;
+    // SFS_MALLOC_DEFAULT=1 keeps glibc's default settings instead, to compare.
+    if std::env::var_os("SFS_MALLOC_DEFAULT").is_none() {
+        sfs_node::node::memory::return_large_blocks_to_the_system();
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
