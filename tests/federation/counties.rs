@@ -42,33 +42,46 @@ async fn start_county(county: &mut TestNode, tap: &Frames) {
     county.running = Some(running);
 }
 
+/// Prepares the county hub of Skåne serving `cities`, linked to `fed`'s national hub, starts it
+/// (its received frames noted in `tap`) and returns it with its federation address.
+async fn skane(fed: &Federation, cities: &[&str], tap: &Frames) -> (TestNode, String) {
+    let mut county = util::prepare(
+        fed.dir.path(),
+        NodeId::county("skane").unwrap(),
+        Some(fed.hub_url()),
+    );
+    county.config.county.cities = cities.iter().map(|c| c.to_string()).collect();
+    start_county(&mut county, tap).await;
+    let url = format!(
+        "https://{}",
+        county.running.as_ref().unwrap().federation_addr.unwrap()
+    );
+    (county, url)
+}
+
+/// Prepares `city` configured to dial the county hub of Skåne at `county_url` (not started).
+fn under_skane(fed: &Federation, city: &str, county_url: &str) -> TestNode {
+    let mut node = util::prepare(
+        fed.dir.path(),
+        NodeId::city(city).unwrap(),
+        Some(county_url.to_string()),
+    );
+    node.config.federation.county_id = Some("skane".into());
+    node
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lessons_cross_the_county_hub_and_the_national_hub_and_local_data_stays_home() {
     // The national hub with Umeå linked directly.
     let mut fed = Federation::start(&["umea"]).await;
     let hub_url = fed.hub_url();
-    let mut county = util::prepare(
-        fed.dir.path(),
-        NodeId::county("skane").unwrap(),
-        Some(hub_url.clone()),
-    );
-    county.config.county.cities = vec!["malmo".into(), "lund".into()];
     let county_tap: Frames = Default::default();
-    start_county(&mut county, &county_tap).await;
+    let (mut county, county_url) = skane(&fed, &["malmo", "lund"], &county_tap).await;
     fed.wait_node_linked(&county, "hub").await;
-    let county_url = format!(
-        "https://{}",
-        county.running.as_ref().unwrap().federation_addr.unwrap()
-    );
     // Malmö and Lund dial the county hub: the same city configuration, another URL and the
     // county hub's name.
     for city in ["malmo", "lund"] {
-        let mut node = util::prepare(
-            fed.dir.path(),
-            NodeId::city(city).unwrap(),
-            Some(county_url.clone()),
-        );
-        node.config.federation.county_id = Some("skane".into());
+        let node = under_skane(&fed, city, &county_url);
         fed.cities.push(node);
     }
     let (umea, malmo, lund) = (0, 1, 2);
@@ -187,23 +200,8 @@ async fn lessons_cross_the_county_hub_and_the_national_hub_and_local_data_stays_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_county_hub_refuses_a_city_it_does_not_serve_and_a_revoked_one() {
     let fed = Federation::start(&[]).await;
-    let mut county = util::prepare(
-        fed.dir.path(),
-        NodeId::county("skane").unwrap(),
-        Some(fed.hub_url()),
-    );
-    county.config.county.cities = vec!["malmo".into()];
-    start_county(&mut county, &Default::default()).await;
-    let county_url = format!(
-        "https://{}",
-        county.running.as_ref().unwrap().federation_addr.unwrap()
-    );
-    let mut umea = util::prepare(
-        fed.dir.path(),
-        NodeId::city("umea").unwrap(),
-        Some(county_url.clone()),
-    );
-    umea.config.federation.county_id = Some("skane".into());
+    let (mut county, county_url) = skane(&fed, &["malmo"], &Default::default()).await;
+    let mut umea = under_skane(&fed, "umea", &county_url);
     umea.running = Some(
         node::start(umea.config.clone(), StartOptions::default())
             .await
@@ -228,12 +226,7 @@ async fn a_county_hub_refuses_a_city_it_does_not_serve_and_a_revoked_one() {
     // Malmö, listed, links; once its certificate is revoked the county hub closes its link and
     // refuses it, as the national hub would.
     let mut fed = fed;
-    let mut malmo = util::prepare(
-        fed.dir.path(),
-        NodeId::city("malmo").unwrap(),
-        Some(county_url.clone()),
-    );
-    malmo.config.federation.county_id = Some("skane".into());
+    let malmo = under_skane(&fed, "malmo", &county_url);
     fed.cities.push(malmo);
     fed.start_city(0).await;
     fed.wait_node_linked(&fed.cities[0], "county").await;
@@ -316,24 +309,9 @@ async fn the_demo_starts_a_county_hub_between_its_cities_and_the_national_hub() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_county_hub_lists_its_own_cities_with_presence_and_handbook_release() {
     let mut fed = Federation::start(&["umea"]).await;
-    let mut county = util::prepare(
-        fed.dir.path(),
-        NodeId::county("skane").unwrap(),
-        Some(fed.hub_url()),
-    );
-    county.config.county.cities = vec!["malmo".into(), "lund".into()];
-    start_county(&mut county, &Default::default()).await;
+    let (mut county, county_url) = skane(&fed, &["malmo", "lund"], &Default::default()).await;
     fed.wait_node_linked(&county, "hub").await;
-    let county_url = format!(
-        "https://{}",
-        county.running.as_ref().unwrap().federation_addr.unwrap()
-    );
-    let mut malmo = util::prepare(
-        fed.dir.path(),
-        NodeId::city("malmo").unwrap(),
-        Some(county_url),
-    );
-    malmo.config.federation.county_id = Some("skane".into());
+    let malmo = under_skane(&fed, "malmo", &county_url);
     fed.cities.push(malmo);
     fed.start_city(1).await;
     fed.wait_node_linked(&fed.cities[1], "county").await;
@@ -471,25 +449,10 @@ async fn a_compromised_county_hub_cannot_write_documents_it_does_not_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_county_hub_publishes_the_sums_of_its_cities_releases_and_the_national_hub_all() {
     let mut fed = Federation::start(&["umea"]).await;
-    let mut county = util::prepare(
-        fed.dir.path(),
-        NodeId::county("skane").unwrap(),
-        Some(fed.hub_url()),
-    );
-    county.config.county.cities = vec!["malmo".into(), "lund".into()];
-    start_county(&mut county, &Default::default()).await;
+    let (mut county, county_url) = skane(&fed, &["malmo", "lund"], &Default::default()).await;
     fed.wait_node_linked(&county, "hub").await;
-    let county_url = format!(
-        "https://{}",
-        county.running.as_ref().unwrap().federation_addr.unwrap()
-    );
     for city in ["malmo", "lund"] {
-        let mut node = util::prepare(
-            fed.dir.path(),
-            NodeId::city(city).unwrap(),
-            Some(county_url.clone()),
-        );
-        node.config.federation.county_id = Some("skane".into());
+        let node = under_skane(&fed, city, &county_url);
         fed.cities.push(node);
     }
     for i in [1, 2] {
@@ -606,26 +569,11 @@ async fn a_county_hub_publishes_the_sums_of_its_cities_releases_and_the_national
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_county_coordinator_onboards_a_city_and_stops_serving_it() {
     let mut fed = Federation::start(&[]).await;
-    let mut county = util::prepare(
-        fed.dir.path(),
-        NodeId::county("skane").unwrap(),
-        Some(fed.hub_url()),
-    );
-    county.config.county.cities = vec!["malmo".into()];
     let tap: Frames = Default::default();
-    start_county(&mut county, &tap).await;
+    let (mut county, county_url) = skane(&fed, &["malmo"], &tap).await;
     fed.wait_node_linked(&county, "hub").await;
-    let county_url = format!(
-        "https://{}",
-        county.running.as_ref().unwrap().federation_addr.unwrap()
-    );
     // Lund is configured for the county hub, which does not serve it yet.
-    let mut lund = util::prepare(
-        fed.dir.path(),
-        NodeId::city("lund").unwrap(),
-        Some(county_url),
-    );
-    lund.config.federation.county_id = Some("skane".into());
+    let mut lund = under_skane(&fed, "lund", &county_url);
     lund.config.federation.max_backoff_ms = Some(200);
     fed.cities.push(lund);
     fed.start_city(0).await;

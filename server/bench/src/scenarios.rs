@@ -384,6 +384,34 @@ async fn writes(
     Ok(())
 }
 
+/// Creates one lesson at a time at `from` (numbered from `first`) until `to` returns it, for
+/// every propagation sample; the times, sorted.
+async fn lessons_until_listed(
+    from: &mut sfs_client::Client,
+    to: &mut sfs_client::Client,
+    sizes: &Sizes,
+    first: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    for i in 0..sizes.propagation_samples {
+        let (title, body, tags) = raw::lesson(first + i);
+        let started = Instant::now();
+        let lesson = from.create_lesson(&title, &body, tags).await?;
+        loop {
+            if to.get_lesson(&lesson.name).await.is_ok() {
+                break;
+            }
+            if started.elapsed() > DEADLINE {
+                bail!("lesson {} never arrived", lesson.name);
+            }
+            tokio::task::yield_now().await;
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
 async fn propagation(
     cluster: &Cluster,
     ca: &str,
@@ -393,23 +421,7 @@ async fn propagation(
 ) -> anyhow::Result<()> {
     let mut lund = cluster.cities["lund"].client(ca).await?;
     let mut malmo = cluster.cities["malmo"].client(ca).await?;
-    let mut times = Vec::new();
-    for i in 0..sizes.propagation_samples {
-        let (title, body, tags) = raw::lesson(2_000_000 + i);
-        let started = Instant::now();
-        let lesson = lund.create_lesson(&title, &body, tags).await?;
-        loop {
-            if malmo.get_lesson(&lesson.name).await.is_ok() {
-                break;
-            }
-            if started.elapsed() > DEADLINE {
-                bail!("lesson {} never reached malmo", lesson.name);
-            }
-            tokio::task::yield_now().await;
-        }
-        times.push(started.elapsed());
-    }
-    times.sort();
+    let times = lessons_until_listed(&mut lund, &mut malmo, sizes, 2_000_000).await?;
     let mut hops = raw::TwoHops::new(held);
     let mut raw_times: Vec<Duration> = (0..sizes.propagation_samples)
         .map(|_| hops.propagate_one())
@@ -773,23 +785,7 @@ async fn counties(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     cluster.start_city("umea").await?;
     let mut lund = cluster.cities["lund"].client(&ca).await?;
     let mut umea = cluster.cities["umea"].client(&ca).await?;
-    let mut times = Vec::new();
-    for i in 0..sizes.propagation_samples {
-        let (title, body, tags) = raw::lesson(3_000_000 + i);
-        let started = Instant::now();
-        let lesson = lund.create_lesson(&title, &body, tags).await?;
-        loop {
-            if umea.get_lesson(&lesson.name).await.is_ok() {
-                break;
-            }
-            if started.elapsed() > DEADLINE {
-                bail!("lesson {} never reached umea", lesson.name);
-            }
-            tokio::task::yield_now().await;
-        }
-        times.push(started.elapsed());
-    }
-    times.sort();
+    let times = lessons_until_listed(&mut lund, &mut umea, sizes, 3_000_000).await?;
     let held = lessons_held(&cluster, "lund", "lund").await?;
     let mut chain = raw::Chain::new(held, 4);
     let mut raw_times: Vec<Duration> = (0..sizes.propagation_samples)
