@@ -741,6 +741,68 @@ async fn release(coordinator: &mut sfs_client::Client, label: &str) -> anyhow::R
     Ok(started)
 }
 
+/// Releases a warm-up handbook release and waits until every city holds it and the hub is quiet.
+async fn warm_up(
+    cluster: &Cluster,
+    coordinator: &mut sfs_client::Client,
+    cities: &[EmulatedCity],
+) -> anyhow::Result<()> {
+    let warm = watch_release(cities, "warm-up");
+    release(coordinator, "warm-up").await?;
+    for task in warm {
+        task.await?
+            .context("a city never got the warm-up release")?;
+    }
+    hub_quiet(cluster).await?;
+    Ok(())
+}
+
+/// What one handbook release to every city costs.
+struct ReleaseTimes {
+    /// Until the last city had the release frame in hand.
+    received: Duration,
+    /// Until the last city had applied and stored it.
+    applied: Duration,
+    /// The national hub's CPU time meanwhile.
+    hub_cpu: Duration,
+    /// Raw Automerge: the same change to as many replicas in step.
+    raw: Duration,
+}
+
+/// Releases "2026.1" at the hub and times it until every city holds it.
+async fn time_release(
+    cluster: &Cluster,
+    coordinator: &mut sfs_client::Client,
+    cities: &[EmulatedCity],
+) -> anyhow::Result<ReleaseTimes> {
+    let watchers = watch_release(cities, "2026.1");
+    for city in cities {
+        city.arrivals.lock().unwrap().clear();
+    }
+    let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")?;
+    let started = release(coordinator, "2026.1").await?;
+    let mut last = started;
+    for task in watchers {
+        last = last.max(task.await?.context("a city never got the release")?);
+    }
+    let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")? - hub_cpu;
+    let mut received = started;
+    for city in cities {
+        let first = city.arrivals.lock().unwrap().first().copied();
+        received = received.max(first.context("a city received nothing")?);
+    }
+    let handbook = cities[0]
+        .sync
+        .read(|engine| engine.document(&method::method_doc()).cloned())
+        .context("the cities hold the handbook")?;
+    Ok(ReleaseTimes {
+        received: received - started,
+        applied: last - started,
+        hub_cpu,
+        raw: raw::fan_out(&handbook, cities.len()),
+    })
+}
+
 /// Counties (issue 18), run with `--only counties` (and `fanout,propagation` beside it for the
 /// flat figures of the same run): a lesson from a city under one county hub until a city under
 /// another lists it — city → county → nation → county → city, every write fsynced at each of
@@ -819,40 +881,18 @@ async fn counties(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let ticker = tick_every_second(&cities);
     let linked_in = wait_all_linked(&cities).await?;
     eprintln!("{n} cities linked to {county_count} county hubs in {linked_in:?}");
-    let warm = watch_release(&cities, "warm-up");
-    release(&mut coordinator, "warm-up").await?;
-    for task in warm {
-        task.await?
-            .context("a city never got the warm-up release")?;
-    }
-    hub_quiet(&cluster).await?;
-    let watchers = watch_release(&cities, "2026.1");
-    for city in &cities {
-        city.arrivals.lock().unwrap().clear();
-    }
-    let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")?;
-    let started = release(&mut coordinator, "2026.1").await?;
-    let mut last = started;
-    for task in watchers {
-        last = last.max(task.await?.context("a city never got the release")?);
-    }
-    let took = last - started;
-    let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")? - hub_cpu;
-    let mut received = started;
-    for city in &cities {
-        let first = city.arrivals.lock().unwrap().first().copied();
-        received = received.max(first.context("a city received nothing")?);
-    }
-    let handbook = cities[0]
-        .sync
-        .read(|engine| engine.document(&method::method_doc()).cloned())
-        .context("the cities hold the handbook")?;
-    let raw_took = raw::fan_out(&handbook, n);
+    warm_up(&cluster, &mut coordinator, &cities).await?;
+    let ReleaseTimes {
+        received,
+        applied,
+        hub_cpu,
+        raw: raw_took,
+    } = time_release(&cluster, &mut coordinator, &cities).await?;
     let through = format!("through {county_count} county hubs");
     report.add(
         "counties",
         format!("one handbook release until all {n} cities received it, {through} (ms)"),
-        ms(received - started),
+        ms(received),
         "ms",
         Some(ms(raw_took)),
         "compare: fanout, flat",
@@ -861,7 +901,7 @@ async fn counties(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     report.add(
         "counties",
         format!("… until all {n} applied and stored it, {through} (ms)"),
-        ms(took),
+        ms(applied),
         "ms",
         Some(ms(raw_took)),
         "",
@@ -924,72 +964,32 @@ async fn national_scale(
     let ticker = tick_every_second(&cities);
     let linked_in = wait_all_linked(&cities).await?;
     eprintln!("{n} cities linked in {linked_in:?}");
-    let warm = watch_release(&cities, "warm-up");
-    coordinator
-        .method
-        .create_release(pb::CreateReleaseRequest {
-            release: Some(pb::Release {
-                version_label: "warm-up".into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
-    for task in warm {
-        task.await?
-            .context("a city never got the warm-up release")?;
-    }
-    hub_quiet(&cluster).await?;
+    warm_up(&cluster, &mut coordinator, &cities).await?;
 
     if wanted("fanout") {
-        let watchers = watch_release(&cities, "2026.1");
-        for city in &cities {
-            city.arrivals.lock().unwrap().clear();
-        }
-        let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")?;
-        let started = Instant::now();
-        coordinator
-            .method
-            .create_release(pb::CreateReleaseRequest {
-                release: Some(pb::Release {
-                    version_label: "2026.1".into(),
-                    notes: "The release every city must get".into(),
-                    ..Default::default()
-                }),
-            })
-            .await?;
-        let mut last = started;
-        for task in watchers {
-            last = last.max(task.await?.context("a city never got the release")?);
-        }
-        let took = last - started;
-        let hub_cpu = cluster.hub.cpu_time().context("hub cpu time")? - hub_cpu;
-        let mut received = started;
-        for city in &cities {
-            let first = city.arrivals.lock().unwrap().first().copied();
-            received = received.max(first.context("a city received nothing")?);
-        }
-        let handbook = cities[0]
-            .sync
-            .read(|engine| engine.document(&method::method_doc()).cloned())
-            .context("the cities hold the handbook")?;
-        let raw_took = raw::fan_out(&handbook, n);
+        let ReleaseTimes {
+            received,
+            applied,
+            hub_cpu,
+            raw: raw_took,
+        } = time_release(&cluster, &mut coordinator, &cities).await?;
         report.add(
             "fanout",
             format!("one handbook release until all {n} cities received it (ms)"),
-            ms(received - started),
+            ms(received),
             "ms",
             Some(ms(raw_took)),
             "≤ 1 × raw",
-            Some(received - started <= raw_took),
+            Some(received <= raw_took),
         );
         report.add(
             "fanout",
             format!("… until all {n} applied and stored it, on this one machine (ms)"),
-            ms(took),
+            ms(applied),
             "ms",
             Some(ms(raw_took)),
             "≤ 1 × raw",
-            Some(took <= raw_took),
+            Some(applied <= raw_took),
         );
         report.add(
             "fanout",

@@ -258,24 +258,8 @@ impl pb::directory_server::Directory for DirectoryService {
             }
             if let Ok(peer) = NodeId::city(&id) {
                 let sync = self.0.sync.clone();
-                let conns: Vec<sfs_sync::ConnId> = sync.read(|engine| {
-                    engine
-                        .links()
-                        .filter(|(_, linked, _)| **linked == peer)
-                        .map(|(conn, _, _)| conn)
-                        .collect()
-                });
-                let message = format!("{peer} is no longer one of this county hub's cities");
-                super::blocking(move || {
-                    for conn in conns {
-                        sync.close_link(
-                            conn,
-                            sfs_sync::StatusCode::PermissionDenied,
-                            message.clone(),
-                        );
-                    }
-                })
-                .await?;
+                let why = format!("{peer} is no longer one of this county hub's cities");
+                super::blocking(move || sync.close_links_of(&peer, &why)).await?;
             }
             return Ok(Response::new(pb::Empty {}));
         }

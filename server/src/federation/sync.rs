@@ -599,24 +599,40 @@ impl SyncHandle {
 
     /// Closes every link whose peer connected with a certificate in `revoked` (serials).
     pub fn close_revoked_links(&self, revoked: &std::collections::BTreeSet<String>) {
+        self.close_links_where(
+            |link| {
+                link.cert_serial
+                    .as_ref()
+                    .is_some_and(|s| revoked.contains(s))
+            },
+            |peer| {
+                tracing::warn!(%peer, "closing the link of a revoked certificate");
+                format!("the certificate of {peer} is revoked")
+            },
+        );
+    }
+
+    /// Closes every link with `peer` (`PERMISSION_DENIED`, saying `why`).
+    pub fn close_links_of(&self, peer: &NodeId, why: &str) {
+        self.close_links_where(|link| &link.peer == peer, |_| why.to_string());
+    }
+
+    /// Closes every link `which` selects with `PERMISSION_DENIED` and the message `why` gives.
+    fn close_links_where(
+        &self,
+        which: impl Fn(&LinkHandle) -> bool,
+        why: impl Fn(&NodeId) -> String,
+    ) {
         let conns: Vec<(ConnId, NodeId)> = self
             .links()
             .links()
             .iter()
-            .filter(|(_, link)| {
-                link.cert_serial
-                    .as_ref()
-                    .is_some_and(|s| revoked.contains(s))
-            })
+            .filter(|(_, link)| which(link))
             .map(|(conn, link)| (*conn, link.peer.clone()))
             .collect();
         for (conn, peer) in conns {
-            tracing::warn!(%peer, "closing the link of a revoked certificate");
-            self.close_link(
-                conn,
-                StatusCode::PermissionDenied,
-                format!("the certificate of {peer} is revoked"),
-            );
+            let message = why(&peer);
+            self.close_link(conn, StatusCode::PermissionDenied, message);
         }
     }
 

@@ -377,6 +377,15 @@ impl FreshChanges {
     }
 }
 
+/// Parsed changes back as the chunks of a sync message, for Automerge's `receive_sync_message`.
+fn chunks_of(changes: Vec<automerge::Change>) -> sync::ChunkList {
+    changes
+        .iter()
+        .map(|change| change.raw_bytes().to_vec())
+        .collect::<Vec<_>>()
+        .into()
+}
+
 /// Splits changes, in order, into slices of at most `max_ops` operations (a change larger than
 /// that is a slice of its own; a change is never split).
 fn slices_of(changes: Vec<automerge::Change>, max_ops: u64) -> VecDeque<Vec<automerge::Change>> {
@@ -1359,12 +1368,7 @@ impl Engine {
         let peer = self.conns[&conn_id].peer.clone();
         let before = self.docs[id].doc.get_heads();
         let fresh = FreshChanges::before(&self.docs[id], &last);
-        message.changes = last
-            .iter()
-            .map(|change| change.raw_bytes().to_vec())
-            .collect::<Vec<_>>()
-            .into();
-        drop(last);
+        message.changes = chunks_of(last);
         // A request for the whole document (no heads, or the reset flag) makes Automerge forget
         // what it sent on this link and send everything again: honoured at most once per
         // document per link and interval, so a few bytes cannot make this node resend a large
@@ -1456,12 +1460,7 @@ impl Engine {
         } = adopting;
         let peer = self.conns[&conn_id].peer.clone();
         let their_heads = message.heads.clone();
-        message.changes = changes
-            .iter()
-            .map(|change| change.raw_bytes().to_vec())
-            .collect::<Vec<_>>()
-            .into();
-        drop(changes);
+        message.changes = chunks_of(changes);
         let mut state = sync::State::new();
         state.read_only = !accepts_changes_from(&self.me, &peer, id);
         state.peer_read_only = !accepts_changes_from(&peer, &self.me, id);
