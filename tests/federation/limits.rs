@@ -27,7 +27,22 @@ pub(crate) async fn raw_link(
     ),
     tonic::Status,
 > {
-    let id = NodeId::city(city).unwrap();
+    raw_link_as(fed, &NodeId::city(city).unwrap(), window).await
+}
+
+/// Like [`raw_link`], as any node `id` (a city or a county hub) with a valid certificate.
+pub(crate) async fn raw_link_as(
+    fed: &Federation,
+    id: &NodeId,
+    window: Option<u32>,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<pb::Frame>,
+        tonic::Streaming<pb::Frame>,
+    ),
+    tonic::Status,
+> {
+    let id = id.clone();
     let files = util::node_files(&fed.pki_dir(), &id);
     if !files.cert.exists() {
         sfs_node::federation::pki::issue(&fed.pki_dir(), &id, &[], 30).unwrap();
@@ -107,18 +122,7 @@ async fn a_city_flooding_the_hub_is_cut_off_while_other_cities_keep_syncing() {
     .await;
     let (tx, mut inbound) = raw_link(&fed, "lund", None).await.unwrap();
     // Lund sends keepalives as fast as the transport takes them, until the hub stops it.
-    let flood = tokio::spawn(async move {
-        let started = Instant::now();
-        let mut sent = 0u64;
-        while started.elapsed() < DEADLINE && sent < 1_000_000 {
-            let frame = sfs_node::federation::sync::to_pb(sfs_sync::Frame::Keepalive);
-            if tx.send(frame).await.is_err() {
-                break;
-            }
-            sent += 1;
-        }
-        sent
-    });
+    let flooding = flood(tx);
     // Meanwhile a lesson from Helsingborg reaches Malmö.
     let started = Instant::now();
     fed.client(0)
@@ -141,7 +145,7 @@ async fn a_city_flooding_the_hub_is_cut_off_while_other_cities_keep_syncing() {
         status.message()
     );
     drop(inbound);
-    let sent = flood.await.unwrap();
+    let sent = flooding.await.unwrap();
     assert!(sent > 500, "the flood went over the burst ({sent} frames)");
     // Cut off for the cool-down: a new link is refused at once, with the reason.
     let refused = raw_link(&fed, "lund", None).await.unwrap_err();
@@ -174,6 +178,81 @@ async fn a_city_flooding_the_hub_is_cut_off_while_other_cities_keep_syncing() {
             && text.contains(r#"sfs_limit_refusals_total{limit="peer_cooldown"} 1"#),
         "{text}"
     );
+    fed.stop_all().await;
+}
+
+/// Sends keepalives on a link as fast as the transport takes them, until the hub stops reading
+/// or the deadline; how many were sent.
+fn flood(tx: tokio::sync::mpsc::Sender<pb::Frame>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < DEADLINE && sent < 1_000_000 {
+            let frame = sfs_node::federation::sync::to_pb(sfs_sync::Frame::Keepalive);
+            if tx.send(frame).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_hub_flooding_the_national_hub_is_cut_off_at_its_weighted_budget() {
+    // A county hub carries its cities' traffic on one link: it gets three cities' worth of
+    // each budget here, and no more.
+    let mut fed = Federation::start_with(&["helsingborg", "malmo"], |config| {
+        config.limits.peer_frames_per_second = 50;
+        config.limits.peer_frame_burst = 400;
+        config.limits.county_budget_cities = 3;
+        config.limits.peer_cooldown_ms = 60_000;
+    })
+    .await;
+    let skane = NodeId::county("skane").unwrap();
+    let (tx, mut inbound) = raw_link_as(&fed, &skane, None).await.unwrap();
+    let flooding = flood(tx);
+    // Meanwhile the cities' lessons still cross the hub.
+    fed.client(0)
+        .await
+        .create_lesson("Written while a county hub floods", "honest", vec![])
+        .await
+        .unwrap();
+    wait_for_title(&fed.client(1).await, "Written while a county hub floods").await;
+
+    let status = final_status(&mut inbound).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("150 frames per second (burst 1200)")
+            && status.message().contains(
+                "limits.peer_frames_per_second × 3 for a county hub, limits.county_budget_cities"
+            ),
+        "{}",
+        status.message()
+    );
+    drop(inbound);
+    let sent = flooding.await.unwrap();
+    assert!(
+        sent > 1_200,
+        "the county hub went over its weighted burst ({sent} frames)"
+    );
+    let refused = raw_link_as(&fed, &skane, None).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("try again in"),
+        "{}",
+        refused.message()
+    );
+    for city in ["helsingborg", "malmo"] {
+        let (state, error) = hub_view_of(&fed, city).await.unwrap();
+        assert_eq!(
+            (state.as_str(), error.as_str()),
+            ("connected", ""),
+            "{city}"
+        );
+    }
     fed.stop_all().await;
 }
 

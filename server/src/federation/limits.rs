@@ -63,7 +63,8 @@ impl TokenBucket {
     }
 }
 
-/// Limits on each federation peer (enforced at the hub, on links from cities).
+/// Limits on each federation peer (enforced at the national hub on links from cities and county
+/// hubs, and at a county hub on links from its cities).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerLimits {
     /// Sustained frames per second a peer may send.
@@ -85,6 +86,23 @@ pub struct PeerLimits {
     pub outbox_bytes: usize,
     /// Frames queued for a peer that does not read, before its link is closed.
     pub outbox_frames: usize,
+    /// A county hub carries its cities' traffic on one link: at the national hub its frame
+    /// rate, burst and daily bytes (received and sent) are this many cities' worth.
+    pub county_budget_cities: u64,
+}
+
+impl PeerLimits {
+    /// The rate and byte limits for a peer carrying `weight` cities' traffic (1 for a city);
+    /// the cool-down, the reconnect rate and the outbox bounds are per link and stay as they are.
+    fn weighted(&self, weight: u64) -> PeerLimits {
+        PeerLimits {
+            frames_per_second: self.frames_per_second.saturating_mul(weight),
+            frame_burst: self.frame_burst.saturating_mul(weight),
+            bytes_per_day: self.bytes_per_day.saturating_mul(weight),
+            bytes_sent_per_day: self.bytes_sent_per_day.saturating_mul(weight),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for PeerLimits {
@@ -99,6 +117,7 @@ impl Default for PeerLimits {
             bytes_sent_per_day: 8 * 1024 * 1024 * 1024,
             outbox_bytes: 64 * 1024 * 1024,
             outbox_frames: 100_000,
+            county_budget_cities: 50,
         }
     }
 }
@@ -108,13 +127,18 @@ impl Default for PeerLimits {
 pub enum LimitExceeded {
     #[error(
         "frame rate limit exceeded: more than {per_second} frames per second (burst {burst}) \
-         (limits.peer_frames_per_second)"
+         (limits.peer_frames_per_second{})", weight_note(*weight)
     )]
-    FrameRate { per_second: u64, burst: u64 },
+    FrameRate {
+        per_second: u64,
+        burst: u64,
+        weight: u64,
+    },
     #[error(
-        "daily byte limit exceeded: more than {per_day} bytes per day (limits.peer_bytes_per_day)"
+        "daily byte limit exceeded: more than {per_day} bytes per day (limits.peer_bytes_per_day{})",
+        weight_note(*weight)
     )]
-    BytesPerDay { per_day: u64 },
+    BytesPerDay { per_day: u64, weight: u64 },
     #[error("cut off for exceeding a limit; try again in {seconds} s")]
     CoolingDown { seconds: u64 },
     #[error(
@@ -124,9 +148,9 @@ pub enum LimitExceeded {
     LinkRate { per_minute: u64, burst: u64 },
     #[error(
         "daily byte limit exceeded: this node sent the peer more than {per_day} bytes in the \
-         last day (limits.peer_bytes_sent_per_day)"
+         last day (limits.peer_bytes_sent_per_day{})", weight_note(*weight)
     )]
-    BytesSentPerDay { per_day: u64 },
+    BytesSentPerDay { per_day: u64, weight: u64 },
     #[error(
         "request rate limit exceeded: more than {per_second} requests per second (burst {burst}) \
          for this API token (limits.api_requests_per_second)"
@@ -137,6 +161,16 @@ pub enum LimitExceeded {
          day (limits.api_bytes_per_day)"
     )]
     TokenBytesPerDay { per_day: u64 },
+}
+
+/// How a peer's limit was derived from the configured one, for the error message: nothing for a
+/// city, the multiplier for a county hub.
+fn weight_note(weight: u64) -> String {
+    if weight == 1 {
+        String::new()
+    } else {
+        format!(" × {weight} for a county hub, limits.county_budget_cities")
+    }
 }
 
 impl LimitExceeded {
@@ -155,6 +189,9 @@ impl LimitExceeded {
 }
 
 struct PeerBudget {
+    /// This peer's limits: the configured ones, weighted for a county hub.
+    limits: PeerLimits,
+    weight: u64,
     frames: TokenBucket,
     bytes: TokenBucket,
     links: TokenBucket,
@@ -162,18 +199,28 @@ struct PeerBudget {
     blocked_until: Option<Instant>,
 }
 
-/// The budgets of every peer, kept across its links (a reconnect does not refill them).
+/// The budgets of every peer, kept across its links (a reconnect does not refill them). Each
+/// peer's budget is weighted by how many cities' traffic it carries ([`PeerBudgets::weighing`]).
 pub struct PeerBudgets<K> {
     limits: PeerLimits,
+    weigh: Box<dyn Fn(&K) -> u64 + Send>,
     budgets: HashMap<K, PeerBudget>,
 }
 
 impl<K: Eq + Hash + Clone> PeerBudgets<K> {
+    /// Budgets of one city's worth for every peer.
     pub fn new(limits: PeerLimits) -> PeerBudgets<K> {
         PeerBudgets {
             limits,
+            weigh: Box::new(|_| 1),
             budgets: HashMap::new(),
         }
+    }
+
+    /// Budgets weighted by `weigh`: how many cities' traffic a peer carries (at least 1).
+    pub fn weighing(mut self, weigh: impl Fn(&K) -> u64 + Send + 'static) -> PeerBudgets<K> {
+        self.weigh = Box::new(weigh);
+        self
     }
 
     pub fn limits(&self) -> &PeerLimits {
@@ -181,10 +228,11 @@ impl<K: Eq + Hash + Clone> PeerBudgets<K> {
     }
 
     fn budget(&mut self, peer: &K, now: Instant) -> &mut PeerBudget {
-        let limits = &self.limits;
-        self.budgets
-            .entry(peer.clone())
-            .or_insert_with(|| PeerBudget {
+        let (limits, weigh) = (&self.limits, &self.weigh);
+        self.budgets.entry(peer.clone()).or_insert_with(|| {
+            let weight = weigh(peer).max(1);
+            let limits = limits.weighted(weight);
+            PeerBudget {
                 frames: TokenBucket::new(limits.frame_burst, limits.frames_per_second as f64, now),
                 bytes: TokenBucket::per_day(limits.bytes_per_day, now),
                 links: TokenBucket::new(
@@ -194,13 +242,16 @@ impl<K: Eq + Hash + Clone> PeerBudgets<K> {
                 ),
                 bytes_sent: TokenBucket::per_day(limits.bytes_sent_per_day, now),
                 blocked_until: None,
-            })
+                limits,
+                weight,
+            }
+        })
     }
 
     /// Whether `peer` may open a link now.
     pub fn admit(&mut self, peer: &K, now: Instant) -> Result<(), LimitExceeded> {
-        let per_day = self.limits.bytes_per_day;
         let budget = self.budget(peer, now);
+        let (limits, weight) = (budget.limits.clone(), budget.weight);
         if let Some(until) = budget.blocked_until {
             if now < until {
                 let seconds = until.duration_since(now).as_secs().max(1);
@@ -209,17 +260,21 @@ impl<K: Eq + Hash + Clone> PeerBudgets<K> {
             budget.blocked_until = None;
         }
         if !budget.bytes.has_room(now) {
-            return Err(LimitExceeded::BytesPerDay { per_day });
+            return Err(LimitExceeded::BytesPerDay {
+                per_day: limits.bytes_per_day,
+                weight,
+            });
         }
         if !budget.bytes_sent.has_room(now) {
             return Err(LimitExceeded::BytesSentPerDay {
-                per_day: self.limits.bytes_sent_per_day,
+                per_day: limits.bytes_sent_per_day,
+                weight,
             });
         }
         if !budget.links.try_take(1, now) {
             return Err(LimitExceeded::LinkRate {
-                per_minute: self.limits.links_per_minute,
-                burst: self.limits.link_burst,
+                per_minute: limits.links_per_minute,
+                burst: limits.link_burst,
             });
         }
         Ok(())
@@ -234,38 +289,40 @@ impl<K: Eq + Hash + Clone> PeerBudgets<K> {
         bytes: usize,
         now: Instant,
     ) -> Result<(), LimitExceeded> {
-        let limits = self.limits.clone();
         let budget = self.budget(peer, now);
         if budget.bytes_sent.try_take(bytes as u64, now) {
             return Ok(());
         }
         budget.bytes_sent.take_saturating(bytes as u64, now);
-        budget.blocked_until = Some(now + limits.cooldown);
+        budget.blocked_until = Some(now + budget.limits.cooldown);
         Err(LimitExceeded::BytesSentPerDay {
-            per_day: limits.bytes_sent_per_day,
+            per_day: budget.limits.bytes_sent_per_day,
+            weight: budget.weight,
         })
     }
 
     /// Charges one received frame of `bytes` to `peer`; an error cuts the peer off for the
     /// cool-down.
     pub fn charge(&mut self, peer: &K, bytes: usize, now: Instant) -> Result<(), LimitExceeded> {
-        let limits = self.limits.clone();
         let budget = self.budget(peer, now);
+        let (limits, weight) = (budget.limits.clone(), budget.weight);
         let refused = if !budget.frames.try_take(1, now) {
             Some(LimitExceeded::FrameRate {
                 per_second: limits.frames_per_second,
                 burst: limits.frame_burst,
+                weight,
             })
         } else if !budget.bytes.try_take(bytes as u64, now) {
             Some(LimitExceeded::BytesPerDay {
                 per_day: limits.bytes_per_day,
+                weight,
             })
         } else {
             None
         };
         match refused {
             Some(err) => {
-                budget.blocked_until = Some(now + limits.cooldown);
+                budget.blocked_until = Some(now + budget.limits.cooldown);
                 Err(err)
             }
             None => Ok(()),
@@ -381,7 +438,13 @@ mod tests {
         assert!(budgets.admit(&"flood", t0 + Duration::from_secs(6)).is_ok());
         assert!((0..20).all(|_| budgets.charge(&"honest", 10, t0).is_ok()));
         let err = budgets.charge(&"big", 2_000_000, t0).unwrap_err();
-        assert_eq!(err, LimitExceeded::BytesPerDay { per_day: 1_000_000 });
+        assert_eq!(
+            err,
+            LimitExceeded::BytesPerDay {
+                per_day: 1_000_000,
+                weight: 1
+            }
+        );
         assert!(err.to_string().contains("1000000 bytes per day"));
     }
 
@@ -416,7 +479,13 @@ mod tests {
         );
         assert!(budgets.charge_sent(&"b", 900, t0).is_ok());
         let err = budgets.charge_sent(&"b", 200, t0).unwrap_err();
-        assert_eq!(err, LimitExceeded::BytesSentPerDay { per_day: 1_000 });
+        assert_eq!(
+            err,
+            LimitExceeded::BytesSentPerDay {
+                per_day: 1_000,
+                weight: 1
+            }
+        );
         assert!(matches!(
             budgets.admit(&"b", t0 + Duration::from_secs(1)),
             Err(LimitExceeded::CoolingDown { .. })
@@ -427,6 +496,74 @@ mod tests {
                 Err(LimitExceeded::BytesSentPerDay { .. })
             ),
             "still over its daily answers after the cool-down"
+        );
+    }
+
+    #[test]
+    fn a_county_hub_has_the_budget_of_as_many_cities_as_configured() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            frames_per_second: 10,
+            frame_burst: 20,
+            bytes_per_day: 1_000,
+            bytes_sent_per_day: 1_000,
+            county_budget_cities: 3,
+            ..PeerLimits::default()
+        };
+        let mut budgets = PeerBudgets::new(limits.clone()).weighing(move |peer: &&str| {
+            if peer.starts_with("county") {
+                limits.county_budget_cities
+            } else {
+                1
+            }
+        });
+        let first_refused = |budgets: &mut PeerBudgets<&str>, peer| {
+            (0..1_000)
+                .map(|_| budgets.charge(&peer, 1, t0))
+                .position(|r| r.is_err())
+                .unwrap()
+        };
+        let first_refusal_of = |budgets: &mut PeerBudgets<&str>, peer| {
+            (0..1_000)
+                .find_map(|_| budgets.charge(&peer, 1, t0).err())
+                .unwrap()
+        };
+        assert_eq!(first_refused(&mut budgets, "city"), 20);
+        assert_eq!(first_refused(&mut budgets, "county"), 60);
+        let err = first_refusal_of(&mut budgets, "county-a");
+        assert_eq!(
+            err,
+            LimitExceeded::FrameRate {
+                per_second: 30,
+                burst: 60,
+                weight: 3
+            }
+        );
+        // Daily bytes, received and sent, are weighted too; the message names both settings.
+        let err = budgets.charge(&"county-b", 3_001, t0).unwrap_err();
+        assert_eq!(
+            err,
+            LimitExceeded::BytesPerDay {
+                per_day: 3_000,
+                weight: 3
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("3000 bytes per day (limits.peer_bytes_per_day × 3 for a county hub, limits.county_budget_cities)"),
+            "{err}"
+        );
+        assert!(budgets.charge_sent(&"county-c", 2_500, t0).is_ok());
+        assert!(budgets.charge_sent(&"city-c", 2_500, t0).is_err());
+        // Reconnects are per link: a county hub gets no more than a city.
+        let links = |budgets: &mut PeerBudgets<&str>, peer| {
+            (0..100)
+                .take_while(|_| budgets.admit(&peer, t0).is_ok())
+                .count()
+        };
+        assert_eq!(
+            links(&mut budgets, "county-d"),
+            links(&mut budgets, "city-d")
         );
     }
 

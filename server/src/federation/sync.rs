@@ -201,7 +201,7 @@ impl Transport for LinkTable {
         let frame = to_pb(frame);
         let bytes = prost::Message::encoded_len(&frame);
         self.metrics.frame(link.peer.name(), "sent", bytes);
-        if link.peer.role() == sfs_sync::Role::City {
+        if is_budgeted(&link.peer) {
             if let Err(err) = self
                 .budgets()
                 .charge_sent(&link.peer, bytes, Instant::now())
@@ -283,6 +283,22 @@ pub struct SyncHandle {
 /// then 8 random bytes drawn at every start. A fresh actor per run means a change lost with a
 /// disk (a restore from an older backup) can never clash with a new one: Automerge refuses two
 /// different changes with the same actor and sequence number, and a peer may hold the lost one.
+/// Whether frames from and to `peer` are charged to its budgets: a city's and a county hub's
+/// are; a hub's (a standby, or the upstream national hub) are not.
+fn is_budgeted(peer: &NodeId) -> bool {
+    matches!(peer.role(), sfs_sync::Role::City | sfs_sync::Role::County)
+}
+
+/// Budgets per peer, a county hub's weighted as `county_budget_cities` cities (it carries all
+/// its cities' traffic on one link).
+fn weighted_budgets(limits: PeerLimits) -> PeerBudgets<NodeId> {
+    let county_weight = limits.county_budget_cities;
+    PeerBudgets::new(limits).weighing(move |peer: &NodeId| match peer.role() {
+        sfs_sync::Role::County => county_weight,
+        _ => 1,
+    })
+}
+
 pub fn actor_for(node: &NodeId) -> ActorId {
     sfs_sync::run_actor(node, rand::random::<[u8; 8]>())
 }
@@ -301,7 +317,7 @@ impl SyncHandle {
         let links = LinkTable {
             links: Mutex::new(BTreeMap::new()),
             peers: Mutex::new(BTreeMap::new()),
-            budgets: Mutex::new(PeerBudgets::new(PeerLimits::default())),
+            budgets: Mutex::new(weighted_budgets(PeerLimits::default())),
             metrics,
             changes: tokio::sync::broadcast::channel(1024).0,
         };
@@ -331,7 +347,7 @@ impl SyncHandle {
 
     /// Sets the limits on peers and links (the defaults otherwise).
     pub fn with_limits(self, limits: PeerLimits) -> SyncHandle {
-        *self.links().budgets() = PeerBudgets::new(limits);
+        *self.links().budgets() = weighted_budgets(limits);
         self
     }
 
@@ -344,7 +360,7 @@ impl SyncHandle {
     /// Whether `peer` may open a link now (a city cut off for a limit waits out its cool-down;
     /// one over its daily bytes waits for the budget to refill).
     pub fn admit(&self, peer: &NodeId) -> Result<(), LimitExceeded> {
-        if peer.role() != sfs_sync::Role::City {
+        if !is_budgeted(peer) {
             return Ok(());
         }
         let admitted = self.links().budgets().admit(peer, Instant::now());
@@ -515,11 +531,11 @@ impl SyncHandle {
         conn
     }
 
-    /// Charges a frame of `bytes` received from `peer` to its budgets (cities only: the hub
-    /// protects itself and the other cities from one city); cheap, called before the frame is
-    /// handled.
+    /// Charges a frame of `bytes` received from `peer` to its budgets (cities and county hubs:
+    /// a hub protects itself and the other peers from one of them); cheap, called before the
+    /// frame is handled.
     pub fn charge(&self, peer: &NodeId, bytes: usize) -> Result<(), LimitExceeded> {
-        if peer.role() != sfs_sync::Role::City {
+        if !is_budgeted(peer) {
             return Ok(());
         }
         self.links().budgets().charge(peer, bytes, Instant::now())

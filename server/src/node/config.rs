@@ -129,6 +129,10 @@ pub struct LimitsConfig {
     /// Hub: bytes of frames the hub may send one city per day, refilled evenly (default 8 GiB);
     /// a city over it is cut off like one over its received bytes.
     pub peer_bytes_sent_per_day: u64,
+    /// National hub: a county hub carries its cities' traffic on one link, so its frame rate,
+    /// burst and daily bytes (received and sent) are this many times a city's (default 50; the
+    /// largest county has 49 municipalities).
+    pub county_budget_cities: u64,
     /// Bytes waiting to be sent on one link before the link is closed because its peer does
     /// not read (default 64 MiB; a single larger frame still passes alone).
     pub outbox_bytes_per_link: u64,
@@ -162,6 +166,7 @@ impl Default for LimitsConfig {
             peer_links_per_minute: 6,
             peer_link_burst: 20,
             peer_bytes_sent_per_day: 8 * 1024 * 1024 * 1024,
+            county_budget_cities: 50,
             outbox_bytes_per_link: 64 * 1024 * 1024,
             outbox_frames_per_link: 100_000,
             federation_max_streams: 4,
@@ -176,7 +181,7 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// Every limit with its field name, for checks and environment overrides.
-    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 16] {
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 17] {
         [
             ("peer_frames_per_second", &mut self.peer_frames_per_second),
             ("peer_frame_burst", &mut self.peer_frame_burst),
@@ -186,6 +191,7 @@ impl LimitsConfig {
             ("peer_links_per_minute", &mut self.peer_links_per_minute),
             ("peer_link_burst", &mut self.peer_link_burst),
             ("peer_bytes_sent_per_day", &mut self.peer_bytes_sent_per_day),
+            ("county_budget_cities", &mut self.county_budget_cities),
             ("outbox_bytes_per_link", &mut self.outbox_bytes_per_link),
             ("outbox_frames_per_link", &mut self.outbox_frames_per_link),
             ("federation_max_streams", &mut self.federation_max_streams),
@@ -209,6 +215,7 @@ impl LimitsConfig {
             bytes_sent_per_day: self.peer_bytes_sent_per_day,
             outbox_bytes: usize::try_from(self.outbox_bytes_per_link).unwrap_or(usize::MAX),
             outbox_frames: usize::try_from(self.outbox_frames_per_link).unwrap_or(usize::MAX),
+            county_budget_cities: self.county_budget_cities,
         }
     }
 
