@@ -521,6 +521,13 @@ where
 
 /// Runs a node until SIGTERM or Ctrl-C: the `serve-node` subcommand.
 pub async fn serve_node(config: &Path) -> anyhow::Result<()> {
+    // What a node warns of goes to the harness's standard error (`RUST_LOG`, set to `warn`
+    // by [`NodeProcess::start`]): a refused link or a cut-off shows in the run's output.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let config = NodeConfig::load(config)?;
     let signal = sfs_node::node::shutdown_signal();
     let node = sfs_node::node::start(config, Default::default()).await?;

@@ -48,7 +48,7 @@ fn edit_status(err: EditFailure<LessonError>) -> Status {
         EditFailure::Engine(err @ sfs_sync::EngineError::UnknownVersion(_)) => {
             Status::invalid_argument(format!("field `lesson.etag`: {err}"))
         }
-        EditFailure::Engine(err) => Status::failed_precondition(err.to_string()),
+        EditFailure::Engine(err) => super::engine_status(err),
         EditFailure::Storage(err) => Status::unavailable(err.to_string()),
         EditFailure::Rejected(LessonError::NotFound(id)) => {
             Status::not_found(format!("lesson {id} does not exist"))

@@ -469,12 +469,21 @@ impl From<crate::federation::county::CountyError> for Status {
     }
 }
 
+/// Maps the sync engine's refusal of an edit to a status: a document over the content limits
+/// every peer enforces is `RESOURCE_EXHAUSTED`, the rest `FAILED_PRECONDITION`.
+pub fn engine_status(err: sfs_sync::EngineError) -> Status {
+    match err {
+        err @ sfs_sync::EngineError::OverContentLimit { .. } => {
+            Status::resource_exhausted(err.to_string())
+        }
+        err => Status::failed_precondition(err.to_string()),
+    }
+}
+
 /// Maps a failed edit of a shareable document to a status.
 pub fn edit_status(err: crate::federation::sync::EditFailure<Status>) -> Status {
     match err {
-        crate::federation::sync::EditFailure::Engine(err) => {
-            Status::failed_precondition(err.to_string())
-        }
+        crate::federation::sync::EditFailure::Engine(err) => engine_status(err),
         crate::federation::sync::EditFailure::Storage(err) => {
             Status::unavailable(format!("the change was not stored: {err}"))
         }

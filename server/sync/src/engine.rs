@@ -132,7 +132,7 @@ impl Default for EngineConfig {
             defer_local_pushes: false,
             max_docs_per_peer: 10_000,
             max_change_ops: 250_000,
-            max_doc_ops: 5_000_000,
+            max_doc_ops: 50_000_000,
             max_text_insert_chars: 50_000,
             reset_interval_ms: 60_000,
             national_hub: None,
@@ -155,6 +155,14 @@ pub enum EngineError {
     Automerge(#[from] automerge::AutomergeError),
     #[error("version {0} of the document is not known here")]
     UnknownVersion(ChangeHash),
+    /// An edit that would take the document over the content limits every peer enforces
+    /// ([`EngineConfig::max_doc_ops`], [`EngineConfig::max_change_ops`]): no peer would accept
+    /// it, so it is refused here, where it is made.
+    #[error("document {doc} is full: {problem}")]
+    OverContentLimit {
+        doc: ShareableDocId,
+        problem: String,
+    },
 }
 
 /// How a document's bytes are to be persisted.
@@ -614,12 +622,21 @@ impl Engine {
         let (hash, _) = tx.commit();
         let mut out = Output::default();
         if let Some(hash) = hash {
+            let config = &self.config;
             let entry = self
                 .docs
                 .get_mut(id)
                 .expect("the document was edited above");
+            // What every peer would refuse is refused where it is made: an acknowledged edit
+            // that can never leave this node would be lost to the federation.
             let verdict = match entry.doc.get_change_by_hash(&hash) {
-                Some(change) => verify(&entry.doc, &change),
+                Some(change) => match over_content_limits(&entry.doc, &change, config) {
+                    Some(problem) => Err(EditError::Engine(EngineError::OverContentLimit {
+                        doc: id.clone(),
+                        problem,
+                    })),
+                    None => verify(&entry.doc, &change).map_err(EditError::Rejected),
+                },
                 None => Ok(()),
             };
             if let Err(err) = verdict {
@@ -630,7 +647,7 @@ impl Engine {
                     .fork_at(&before)
                     .expect("the heads before the edit are in the document");
                 entry.doc = back.with_actor(self.actor.clone());
-                return Err(EditError::Rejected(err));
+                return Err(err);
             }
             // The new change alone, when it follows directly on what is stored: taking it by
             // hash is cheap, while `save_after` walks the document's whole history.
@@ -689,6 +706,16 @@ impl Engine {
         }
         tx.commit();
         drop(scratch);
+        let problem = fresh
+            .get_changes(&[])
+            .first()
+            .and_then(|change| over_content_limits(&fresh, change, &self.config));
+        if let Some(problem) = problem {
+            return Err(EditError::Engine(EngineError::OverContentLimit {
+                doc: id.clone(),
+                problem,
+            }));
+        }
         let mut out = Output::default();
         self.replace_generation(id, fresh, None, &mut out);
         self.finish(&mut out, now_ms);
@@ -2029,6 +2056,29 @@ fn check_content(
         ));
     }
     Ok(())
+}
+
+/// Whether `doc`, holding its owner's new `change`, is over a content limit its peers enforce
+/// ([`check_content`]): the operations in the change, or in the whole document.
+fn over_content_limits(
+    doc: &Automerge,
+    change: &automerge::Change,
+    config: &EngineConfig,
+) -> Option<String> {
+    let ops = change.len() as u64;
+    if ops > config.max_change_ops {
+        return Some(format!(
+            "the change has {ops} operations, and a peer accepts at most {} per change",
+            config.max_change_ops
+        ));
+    }
+    let held = doc.stats().num_ops;
+    (held > config.max_doc_ops).then(|| {
+        format!(
+            "it would hold {held} operations, and a peer accepts at most {} per document",
+            config.max_doc_ops
+        )
+    })
 }
 
 /// Marks a sync state as in step with a peer whose heads are `heads` (ours, or an ancestor of

@@ -1388,6 +1388,69 @@ fn city_message_after(
 }
 
 #[test]
+fn an_owner_refuses_its_own_edit_that_no_peer_would_accept() {
+    // The limits a peer enforces on receive hold where a change is made: an edit over them
+    // would be acknowledged and then refused by every peer, for ever.
+    let config = EngineConfig {
+        max_change_ops: 5_000,
+        max_doc_ops: 12_000,
+        ..EngineConfig::default()
+    };
+    let city = NodeId::city("helsingborg").unwrap();
+    let mut engine = Engine::new(city.clone(), sfs_sync::run_actor(&city, [7; 8]), config);
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    let keys = |from: usize, n: usize| {
+        move |tx: &mut automerge::transaction::Transaction<'_>| -> Result<(), automerge::AutomergeError> {
+            for i in from..from + n {
+                tx.put(ROOT, format!("k{i}"), i as i64)?;
+            }
+            Ok(())
+        }
+    };
+    let refused = |result: Result<((), Output), EditError<automerge::AutomergeError>>| match result
+    {
+        Err(EditError::Engine(err @ EngineError::OverContentLimit { .. })) => err.to_string(),
+        Err(other) => panic!("refused for another reason: {other:?}"),
+        Ok(_) => panic!("accepted"),
+    };
+    // One change over the per-change limit.
+    let message = refused(engine.edit(&doc, 0, keys(0, 6_000)));
+    assert!(
+        message.contains("the change has 6000 operations, and a peer accepts at most 5000"),
+        "{message}"
+    );
+    assert!(engine
+        .document(&doc)
+        .is_none_or(|d| d.get_heads().is_empty()));
+    // Two changes within both limits; the third would take the document over its own.
+    for round in 0..2 {
+        let (_, out) = engine.edit(&doc, 0, keys(round * 4_500, 4_500)).unwrap();
+        assert_eq!(out.persist_docs.len(), 1);
+    }
+    let heads = engine.document(&doc).unwrap().get_heads();
+    let message = refused(engine.edit(&doc, 0, keys(9_000, 4_500)));
+    assert!(
+        message.contains("it would hold 13500 operations, and a peer accepts at most 12000"),
+        "{message}"
+    );
+    assert_eq!(
+        engine.document(&doc).unwrap().get_heads(),
+        heads,
+        "the refused change is taken back"
+    );
+    assert_eq!(engine.document(&doc).unwrap().stats().num_ops, 9_000);
+    // A new generation is one change holding the whole document: over the per-change limit, it
+    // is refused too, and the document stays as it was.
+    let message = refused(engine.new_generation(&doc, 0, |_| Ok(())));
+    assert!(
+        message.contains("a peer accepts at most 5000 per change"),
+        "{message}"
+    );
+    assert_eq!(engine.document(&doc).unwrap().get_heads(), heads);
+    assert_eq!(engine.generation(&doc), Some(0));
+}
+
+#[test]
 fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
     let config = EngineConfig {
         max_change_ops: 5_000,
