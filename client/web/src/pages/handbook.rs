@@ -14,7 +14,7 @@ use sfs_client::v1 as pb;
 
 use super::{api_error, field_error, Ctx, Editor, Signed};
 use crate::i18n::Tr;
-use crate::session::Role;
+use crate::session::{NodeKind, Role};
 use crate::{format, html};
 
 /// One step as shown.
@@ -84,7 +84,7 @@ pub(crate) async fn page(
     };
     let mut progress: BTreeMap<String, pb::StepProgress> = BTreeMap::new();
     let mut notes: BTreeMap<String, String> = BTreeMap::new();
-    if !session.hub {
+    if session.kind == NodeKind::City {
         match session
             .client
             .method
@@ -196,9 +196,9 @@ pub(crate) async fn page(
         verified: handbook.verified,
         awaiting: handbook.awaiting_release,
         chapters,
-        can_set: !session.hub && session.role >= Role::Coordinator,
-        can_note: !session.hub && session.role >= Role::Editor,
-        can_edit: session.hub && session.role >= Role::Coordinator,
+        can_set: session.kind == NodeKind::City && session.role >= Role::Coordinator,
+        can_note: session.kind == NodeKind::City && session.role >= Role::Editor,
+        can_edit: session.kind == NodeKind::Hub && session.role >= Role::Coordinator,
         today: format::today(),
         since: query.since,
         releases,
