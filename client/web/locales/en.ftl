@@ -437,4 +437,8 @@ start-county-linked = { $count ->
     [one] One is linked now.
    *[other] { $count_text } are linked now.
 }
+start-release-county = The county hub runs handbook release { $release }.
+county-all-cities = All the county's cities
+handbook-release-county = The county hub has release { $release } of the handbook.
+handbook-release-node = This node has release { $release } of the handbook.
 start-county-show-cities = Show the cities

@@ -437,4 +437,8 @@ start-county-linked = { $count ->
     [one] En är ansluten nu.
    *[other] { $count_text } är anslutna nu.
 }
+start-release-county = Länshubben kör handboksversion { $release }.
+county-all-cities = Alla länets städer
+handbook-release-county = Länshubben har version { $release } av handboken.
+handbook-release-node = Noden har version { $release } av handboken.
 start-county-show-cities = Visa städerna

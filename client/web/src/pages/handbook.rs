@@ -43,6 +43,10 @@ pub(crate) struct ChangeView {
 struct HandbookPage {
     t: Tr,
     ctx: Ctx,
+    /// The release the node runs, as a sentence.
+    release_text: String,
+    /// A city's page shows its progress on each step; a hub has none.
+    city: bool,
     release: String,
     verified: bool,
     /// The handbook was redacted at the hub; a signed release of the new generation is awaited.
@@ -189,9 +193,20 @@ pub(crate) async fn page(
             (chapter.title, chapter.introduction, steps)
         })
         .collect();
+    let release_text = t.arg(
+        match session.kind {
+            NodeKind::City => "handbook-release",
+            NodeKind::County => "handbook-release-county",
+            NodeKind::Hub => "handbook-release-node",
+        },
+        "release",
+        &handbook.current_release,
+    );
     let page = HandbookPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/handbook"),
+        release_text,
+        city: session.kind == NodeKind::City,
         release: handbook.current_release,
         verified: handbook.verified,
         awaiting: handbook.awaiting_release,

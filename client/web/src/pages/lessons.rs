@@ -107,6 +107,8 @@ struct ListPage {
     t: Tr,
     ctx: Ctx,
     title: String,
+    /// The city filter's "every city" (at a county hub, every city of the county).
+    all_cities: String,
     lessons: Vec<LessonView>,
     total: String,
     q: String,
@@ -188,15 +190,19 @@ pub(crate) async fn list(
         .into_iter()
         .map(|l| view(&t, &session, l, &cities, &steps))
         .collect();
-    let title = if session.kind == NodeKind::County {
-        t.arg("county-lessons-title", "county", &session.county_name)
+    let (title, all_cities) = if session.kind == NodeKind::County {
+        (
+            t.arg("county-lessons-title", "county", &session.county_name),
+            t.get("county-all-cities"),
+        )
     } else {
-        t.get("lessons-title")
+        (t.get("lessons-title"), t.get("lessons-all-cities"))
     };
     let page = ListPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/lessons"),
         title,
+        all_cities,
         lessons,
         total: t.count("lessons-total", "count", i64::from(page.total_size)),
         q: filters.q,

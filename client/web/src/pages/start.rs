@@ -53,10 +53,10 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
         Ok(running) => match running.release {
             Some(r) => (
                 t.arg(
-                    if session.kind == NodeKind::City {
-                        "start-release"
-                    } else {
-                        "start-release-node"
+                    match session.kind {
+                        NodeKind::City => "start-release",
+                        NodeKind::County => "start-release-county",
+                        NodeKind::Hub => "start-release-node",
                     },
                     "release",
                     r.version_label,
