@@ -808,29 +808,34 @@ pub async fn run(
             .unwrap_or_default()
     };
     println!(
-        "{:<14} hub   {}   web {}",
+        "{:<14} hub     {}   web {}",
         file.hub.name, file.hub.api, file.hub.web
     );
     println!(
-        "{:<14}       sign in: {}",
+        "{:<14}         sign in: {}",
         "",
         sign_in(&file.hub.name, &file.hub.token)
     );
     if let Some(node) = &file.standby {
         println!("{:<14} standby {}   web {}", node.name, node.api, node.web);
+        println!(
+            "{:<14}         sign in: {}",
+            "",
+            sign_in(&node.name, &node.token)
+        );
     }
     for (name, node) in &file.counties {
         println!(
-            "{name:<14} county {}   web {}   cities {}",
+            "{name:<14} county  {}   web {}   cities {}",
             node.api,
             node.web,
             node.cities.join(",")
         );
-        println!("{:<14}       sign in: {}", "", sign_in(name, &node.token));
+        println!("{:<14}         sign in: {}", "", sign_in(name, &node.token));
     }
     for (name, node) in &file.cities {
-        println!("{name:<14} city  {}   web {}", node.api, node.web);
-        println!("{:<14}       sign in: {}", "", sign_in(name, &node.token));
+        println!("{name:<14} city    {}   web {}", node.api, node.web);
+        println!("{:<14}         sign in: {}", "", sign_in(name, &node.token));
     }
     println!(
         "federation ready: {} (try: sfs --federation {} --node {} lessons list --all-cities)",
