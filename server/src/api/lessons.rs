@@ -1,4 +1,5 @@
-//! The `Lessons` service: a city writes its own lessons; every node reads everyone's.
+//! The `Lessons` service: a city writes its own lessons; every node reads everyone's, and a
+//! county hub also lists its own cities' lessons alone (`ListLessonsRequest.county`).
 
 use sfs_proto::v1 as pb;
 use sfs_sync::{Role, ShareableDocId};

@@ -442,6 +442,58 @@ pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_listing_filter_takes_the_cities_and_lessons_asked_for() {
+        let county = ListFilter {
+            among: Some(["lund".to_string(), "malmo".to_string()].into()),
+            ..Default::default()
+        };
+        assert!(county.takes_city("malmo") && !county.takes_city("umea"));
+        let one_outside = ListFilter {
+            city: Some("umea".into()),
+            ..county.clone()
+        };
+        assert!(!one_outside.takes_city("umea") && !one_outside.takes_city("malmo"));
+        assert!(ListFilter::default().takes_city("umea"));
+        let record = LessonRecord {
+            id: "a".into(),
+            city: "malmo".into(),
+            title: "Night shifts".into(),
+            body: "Cleaning staff saw most.".into(),
+            tags: vec!["hotels".into()],
+            created_ms: 1,
+            updated_ms: 1,
+            method_step: String::new(),
+            archived: false,
+        };
+        let listed = |archived: bool| ListedLesson {
+            id: "a".into(),
+            created_ms: 1,
+            record: Some(LessonRecord {
+                archived,
+                ..record.clone()
+            }),
+            archived,
+        };
+        let text = ListFilter {
+            query: "cleaning".into(),
+            tag: "hotels".into(),
+            ..Default::default()
+        };
+        assert!(text.needs_records() && !ListFilter::default().needs_records());
+        assert!(text.keeps(&listed(false)) && !text.keeps(&listed(true)));
+        let other_tag = ListFilter {
+            tag: "transport".into(),
+            ..Default::default()
+        };
+        assert!(!other_tag.keeps(&listed(false)));
+        let archived_too = ListFilter {
+            show_archived: true,
+            ..text
+        };
+        assert!(archived_too.keeps(&listed(true)));
+    }
+
     fn add(doc: &mut Automerge, id: &str, title: &str, now_ms: i64) {
         doc.transact(|tx| create(tx, id, title, "Body", &[], "", now_ms))
             .map_err(|f| f.error)
