@@ -1487,6 +1487,17 @@ async fn a_county_coordinator_uses_the_web_app_at_the_county_hub() {
     .await;
     wait_for_text(&browser, "main", "Ystad är inte längre").await;
     assert!(!text_of(&browser, "#cities").await.contains("Ystad"));
+    // In English too.
+    browser
+        .find(Locator::Css("a[hreflang=en]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "h1", "The cities of Skåne län").await;
+    wait_for_text(&browser, "nav", "County statistics").await;
+    checks.page(&browser, "c09-county-cities-english").await;
 
     browser.close().await.unwrap();
     drop(driver);
