@@ -224,7 +224,14 @@ async fn fill(browser: &Browser, css: &str, value: &str) {
     field.send_keys(value).await.unwrap();
 }
 
+/// Submits the form and waits until the browser shows the page that answered it (a new
+/// document), so that what follows never reads, or clicks in, the page the form was on (which
+/// may show the same text as the answer).
 async fn submit(browser: &Browser, form_css: &str) {
+    browser
+        .execute("window.sfsBeforeSubmit = true; return null;", vec![])
+        .await
+        .unwrap();
     browser
         .find(Locator::Css(&format!("{form_css} button[type=submit]")))
         .await
@@ -232,6 +239,20 @@ async fn submit(browser: &Browser, form_css: &str) {
         .click()
         .await
         .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let old = browser
+            .execute("return window.sfsBeforeSubmit === true;", vec![])
+            .await;
+        if matches!(old, Ok(serde_json::Value::Bool(false))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no page answered the form {form_css}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Posts a form built in the page by script, as a forger would, with the given fields.

@@ -377,7 +377,7 @@ pub fn list(doc: &Automerge, city: &str, full: bool) -> Vec<ListedLesson> {
         .collect()
 }
 
-/// What a listing of lessons keeps: whose lessons ([`ListFilter::cities`]) and which of them
+/// What a listing of lessons keeps: whose lessons (`city`, `among`) and which of them
 /// (tag, method step, text, archived). Built by the API from a request; knows nothing of it.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {

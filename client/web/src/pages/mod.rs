@@ -398,9 +398,10 @@ impl Need for CountyAdmin {
 }
 
 /// The signed-in person of a request, in their language, allowed what `N` needs. Without a
-/// session the request is sent to the sign-in page; with too little a role (or on the wrong kind of node:
-/// a hub for the city's own pages, a city for the hub's or the county hub's) it gets the refusal page. The API refuses such calls anyway: this
-/// only keeps a person from reaching a page they cannot use.
+/// session the request is sent to the sign-in page; with too little a role (or on the wrong
+/// kind of node: a hub for a city's own pages, a city for the hub's or the county hub's) it
+/// gets the refusal page. The API refuses such calls anyway: this only keeps a person from
+/// reaching a page they cannot use.
 pub(crate) struct Signed<N: Need = Anyone> {
     pub t: Tr,
     pub session: Session,
