@@ -226,6 +226,10 @@ enum LessonsCommand {
         /// One city, by id (for example `malmo`); default: this node's city.
         #[arg(long, conflicts_with = "all_cities")]
         city: Option<String>,
+        /// Only the lessons of a county's cities, by the county hub's id (for example `skane`):
+        /// every city of the county unless --city names one. Only that county hub answers.
+        #[arg(long)]
+        county: Option<String>,
         /// Only lessons with this tag.
         #[arg(long)]
         tag: Option<String>,
@@ -1164,13 +1168,14 @@ async fn lessons(
         LessonsCommand::List {
             all_cities,
             city,
+            county,
             tag,
             step,
             query,
             archived,
             json,
         } => {
-            let parent = if all_cities {
+            let parent = if all_cities || (county.is_some() && city.is_none()) {
                 "cities/-".to_string()
             } else {
                 let city = match city {
@@ -1179,6 +1184,7 @@ async fn lessons(
                 };
                 format!("cities/{city}")
             };
+            let county = county.unwrap_or_default();
             let mut lessons = Vec::new();
             let mut token = String::new();
             loop {
@@ -1192,6 +1198,7 @@ async fn lessons(
                         method_step: step.clone().unwrap_or_default(),
                         query: query.clone().unwrap_or_default(),
                         show_archived: archived,
+                        county: county.clone(),
                     })
                     .await
                     .map_err(ClientError::from)?

@@ -263,6 +263,23 @@ async fn the_demo_starts_a_county_hub_between_its_cities_and_the_national_hub() 
         listed["counties"]["skane"]["cities"],
         serde_json::json!(["malmo"])
     );
+    // The county hub serves the county coordinator's web app, like every other demo node.
+    let web = &file.counties["skane"].web;
+    let addr = web
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("the county hub's web app: {web:?}"));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let ca_pem = std::fs::read_to_string(&file.ca).unwrap();
     async fn connect(
         node: &sfs_node::node::demo::FederationNode,
@@ -373,6 +390,130 @@ async fn a_county_hub_lists_its_own_cities_with_presence_and_handbook_release() 
     let table = crate::cli::sfs(&fed, &county, &["cities", "list"]).await;
     let malmo_row = crate::cli::row(&table, "malmo");
     assert!(malmo_row.contains("connected"), "{table}");
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}
+
+/// Titles of the lessons `client` lists for `request`, or the refusal's code.
+async fn titles_of(
+    client: &sfs_client::Client,
+    request: pb::ListLessonsRequest,
+) -> Result<Vec<String>, tonic::Code> {
+    let mut client = client.clone();
+    let page = client
+        .lessons
+        .list_lessons(request)
+        .await
+        .map_err(|status| status.code())?
+        .into_inner();
+    assert_eq!(page.total_size as usize, page.lessons.len());
+    let mut titles: Vec<String> = page.lessons.into_iter().map(|l| l.title).collect();
+    titles.sort();
+    Ok(titles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_hub_lists_the_lessons_of_its_own_cities_when_asked() {
+    let mut fed = Federation::start(&["umea"]).await;
+    let (mut county, county_url) = skane(&fed, &["malmo"], &Default::default()).await;
+    fed.wait_node_linked(&county, "hub").await;
+    fed.cities.push(under_skane(&fed, "malmo", &county_url));
+    fed.start_city(1).await;
+    fed.wait_node_linked(&fed.cities[1], "county").await;
+    let (mut umea, mut malmo) = (fed.client(0).await, fed.client(1).await);
+    umea.create_lesson("Norrland outreach", "Written in Umeå.", vec![])
+        .await
+        .unwrap();
+    malmo
+        .create_lesson("Skåne night shifts", "Written in Malmö.", vec![])
+        .await
+        .unwrap();
+    let county_client = fed.client_of(&county).await;
+    // Without the filter, the county hub lists every city's lessons, as any node does.
+    wait_for_title(&county_client, "the county hub", "Norrland outreach").await;
+    wait_for_title(&county_client, "the county hub", "Skåne night shifts").await;
+    let every = pb::ListLessonsRequest {
+        parent: "cities/-".into(),
+        ..Default::default()
+    };
+    let skane_only = pb::ListLessonsRequest {
+        county: "skane".into(),
+        ..every.clone()
+    };
+    assert_eq!(
+        titles_of(&county_client, every.clone()).await.unwrap(),
+        ["Norrland outreach", "Skåne night shifts"]
+    );
+    // With it, the county's cities only; with one city outside the county, none.
+    assert_eq!(
+        titles_of(&county_client, skane_only.clone()).await.unwrap(),
+        ["Skåne night shifts"]
+    );
+    let umea_in_skane = pb::ListLessonsRequest {
+        parent: "cities/umea".into(),
+        ..skane_only.clone()
+    };
+    assert_eq!(
+        titles_of(&county_client, umea_in_skane).await.unwrap(),
+        Vec::<String>::new()
+    );
+    // A city onboarded through the API counts from then on, and no longer once removed.
+    let mut admin = county_client.clone();
+    admin
+        .directory
+        .create_city(pb::CreateCityRequest {
+            city: Some(pb::City {
+                name: "cities/umea".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        titles_of(&county_client, skane_only.clone()).await.unwrap(),
+        ["Norrland outreach", "Skåne night shifts"]
+    );
+    admin
+        .directory
+        .delete_city(pb::DeleteRequest {
+            name: "cities/umea".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        titles_of(&county_client, skane_only.clone()).await.unwrap(),
+        ["Skåne night shifts"]
+    );
+    // Only the county hub itself knows its cities: another county's id, the national hub and
+    // a city refuse, and an id that is no node name is invalid.
+    let other_county = pb::ListLessonsRequest {
+        county: "halland".into(),
+        ..every.clone()
+    };
+    assert_eq!(
+        titles_of(&county_client, other_county).await,
+        Err(tonic::Code::FailedPrecondition)
+    );
+    for client in [fed.hub_client().await, fed.client(0).await] {
+        assert_eq!(
+            titles_of(&client, skane_only.clone()).await,
+            Err(tonic::Code::FailedPrecondition)
+        );
+    }
+    let invalid = pb::ListLessonsRequest {
+        county: "Skåne".into(),
+        ..every.clone()
+    };
+    assert_eq!(
+        titles_of(&county_client, invalid).await,
+        Err(tonic::Code::InvalidArgument)
+    );
+    // The CLI asks the same.
+    let listed = crate::cli::sfs(&fed, &county, &["lessons", "list", "--county", "skane"]).await;
+    assert!(
+        listed.contains("Skåne night shifts") && !listed.contains("Norrland"),
+        "{listed}"
+    );
     county.running.take().unwrap().stop().await;
     fed.stop_all().await;
 }

@@ -224,7 +224,14 @@ async fn fill(browser: &Browser, css: &str, value: &str) {
     field.send_keys(value).await.unwrap();
 }
 
+/// Submits the form and waits until the browser shows the page that answered it (a new
+/// document), so that what follows never reads, or clicks in, the page the form was on (which
+/// may show the same text as the answer).
 async fn submit(browser: &Browser, form_css: &str) {
+    browser
+        .execute("window.sfsBeforeSubmit = true; return null;", vec![])
+        .await
+        .unwrap();
     browser
         .find(Locator::Css(&format!("{form_css} button[type=submit]")))
         .await
@@ -232,6 +239,20 @@ async fn submit(browser: &Browser, form_css: &str) {
         .click()
         .await
         .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let old = browser
+            .execute("return window.sfsBeforeSubmit === true;", vec![])
+            .await;
+        if matches!(old, Ok(serde_json::Value::Bool(false))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no page answered the form {form_css}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Posts a form built in the page by script, as a forger would, with the given fields.
@@ -327,20 +348,29 @@ fn swedish_date(text: &str) -> bool {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn coordinators_use_the_web_app_in_a_real_browser() {
+/// Chromium, chromedriver and the page checks; none (said loudly) where they are missing.
+fn browser_tools() -> Option<(PathBuf, PathBuf, Checks)> {
     let (Some(chromium), Some(chromedriver)) = (
         which("chromium").or_else(|| which("chromium-browser")),
         which("chromedriver"),
     ) else {
-        return missing("chromium or chromedriver is not installed");
+        missing("chromium or chromedriver is not installed");
+        return None;
     };
     let Some(axe) = axe_source() else {
-        return missing("axe-core is not installed and npm could not install it");
+        missing("axe-core is not installed and npm could not install it");
+        return None;
     };
     let shots = target_dir().join("web-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let checks = Checks { axe, shots };
+    Some((chromium, chromedriver, Checks { axe, shots }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinators_use_the_web_app_in_a_real_browser() {
+    let Some((chromium, chromedriver, checks)) = browser_tools() else {
+        return;
+    };
 
     let fed = Federation::start_with(&["helsingborg", "malmo"], |config| {
         config.web.listen = Some("127.0.0.1:0".parse().unwrap());
@@ -1141,6 +1171,358 @@ async fn coordinators_use_the_web_app_in_a_real_browser() {
     hbg_browser.close().await.unwrap();
     drop(driver);
     let mut fed = fed;
+    fed.stop_all().await;
+}
+
+/// Whether the page has an element matching `css`.
+async fn has(browser: &Browser, css: &str) -> bool {
+    !browser
+        .find_all(Locator::Css(css))
+        .await
+        .unwrap()
+        .is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_county_coordinator_uses_the_web_app_at_the_county_hub() {
+    let Some((chromium, chromedriver, checks)) = browser_tools() else {
+        return;
+    };
+    // The national hub with Umeå linked directly; the county hub of Skåne serving Malmö
+    // (running, linked to it) and Lund (configured, not running).
+    let mut fed = Federation::start(&["umea"]).await;
+    let mut county = util::prepare(
+        fed.dir.path(),
+        sfs_sync::NodeId::county("skane").unwrap(),
+        Some(fed.hub_url()),
+    );
+    county.config.county.cities = vec!["malmo".into(), "lund".into()];
+    county.config.web.listen = Some("127.0.0.1:0".parse().unwrap());
+    let running = sfs_node::node::start(county.config.clone(), Default::default())
+        .await
+        .unwrap();
+    let county_url = format!("https://{}", running.federation_addr.unwrap());
+    let county_web = running.web.clone().unwrap();
+    county.running = Some(running);
+    fed.wait_node_linked(&county, "hub").await;
+    let mut malmo = util::prepare(
+        fed.dir.path(),
+        sfs_sync::NodeId::city("malmo").unwrap(),
+        Some(county_url),
+    );
+    malmo.config.federation.county_id = Some("skane".into());
+    fed.cities.push(malmo);
+    fed.start_city(1).await;
+    fed.wait_node_linked(&fed.cities[1], "county").await;
+
+    // The national directory names the cities and their counties; a handbook step and a
+    // release; Malmö has done the step.
+    let mut hub = fed.hub_client().await;
+    for (id, name, county) in [
+        ("malmo", "Malmö", "Skåne län"),
+        ("lund", "Lund", "Skåne län"),
+        ("umea", "Umeå", "Västerbottens län"),
+    ] {
+        hub.directory
+            .create_city(pb::CreateCityRequest {
+                city: Some(pb::City {
+                    name: format!("cities/{id}"),
+                    display_name: name.into(),
+                    county: county.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let step = fed.hub_step(1, "Kartlägg hotellen").await;
+    hub.method
+        .create_release(pb::CreateReleaseRequest {
+            release: Some(pb::Release {
+                version_label: "2026.1".into(),
+                notes: "Första versionen.".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let (mut umea, mut malmo) = (fed.client(0).await, fed.client(1).await);
+    malmo
+        .progress
+        .set_step_progress(pb::SetStepProgressRequest {
+            progress: Some(pb::StepProgress {
+                step,
+                state: "done".into(),
+                date: "2026-11-01".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // A lesson from each side of the county line.
+    let (inside, outside) = ("Nattskiften i Skåne", "Uppsökande i Norrland");
+    malmo
+        .create_lesson(inside, "Skrivet i Malmö.", vec!["hotell".into()])
+        .await
+        .unwrap();
+    umea.create_lesson(outside, "Skrivet i Umeå.", vec!["hotell".into()])
+        .await
+        .unwrap();
+    // Malmö publishes a quarter: 13 people, some cells hidden (so the county's sums are lower
+    // bounds there).
+    for (i, (sex, exploitation, source)) in std::iter::repeat_n(("female", "sexual", "police"), 8)
+        .chain(std::iter::repeat_n(
+            ("male", "forced_labour", "social_services"),
+            4,
+        ))
+        .chain([("female", "begging", "civil_society")])
+        .enumerate()
+    {
+        malmo
+            .stats
+            .create_support_record(pb::CreateSupportRecordRequest {
+                record: Some(pb::SupportRecord {
+                    quarter: "2026-Q1".into(),
+                    sex: sex.into(),
+                    age_band: "25-34".into(),
+                    citizenship: "non_eu".into(),
+                    exploitation: exploitation.into(),
+                    referral_source: source.into(),
+                    person_ref: format!("malmo-{i}"),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    malmo
+        .stats
+        .preview_release(pb::PreviewReleaseRequest {
+            quarter: "2026-Q1".into(),
+        })
+        .await
+        .unwrap();
+    malmo
+        .stats
+        .publish_release(pb::PublishReleaseRequest {
+            quarter: "2026-Q1".into(),
+        })
+        .await
+        .unwrap();
+    // The county hub has both lessons (every node holds every city's), Malmö's progress and
+    // release, and its figures.
+    let county_api = fed.client_of(&county).await;
+    util::eventually("the county hub has both lessons and its figures", || {
+        let mut client = county_api.clone();
+        async move {
+            let lessons = client.list_lessons("cities/-").await.ok()?;
+            let figures = client
+                .stats
+                .get_national_stats(pb::GetNationalStatsRequest { year: 2026 })
+                .await
+                .ok()?
+                .into_inner();
+            let adoption = client
+                .progress
+                .get_adoption(pb::GetAdoptionRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let cities = client
+                .directory
+                .list_cities(pb::ListRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .cities;
+            (lessons.len() == 2
+                && figures.releases.len() == 1
+                && adoption.steps.iter().any(|s| {
+                    s.cities
+                        .iter()
+                        .any(|c| c.city == "malmo" && c.state == "done")
+                })
+                && cities
+                    .iter()
+                    .any(|c| c.name == "cities/malmo" && c.handbook_release == "2026.1"))
+            .then_some(())
+        }
+    })
+    .await;
+
+    let driver = Driver::start(&chromedriver).await;
+    let browser = driver.browser(&chromium, "skane").await;
+    // The county coordinator signs in with a one-time link, as at any node.
+    sign_in_with_link(&browser, &county_web.sign_in_link(&county.admin_token)).await;
+    let brand = text_of(&browser, ".brand .node").await;
+    assert!(brand.contains("Skåne län"), "the county is named: {brand}");
+    // Only what makes sense at a county hub: no register, signals or city statistics.
+    for city_only in ["/register", "/signals", "/access-log", "/statistics"] {
+        assert!(
+            !has(&browser, &format!("nav a[href='{city_only}']")).await,
+            "the county hub's menu offers {city_only}"
+        );
+    }
+    let start = text_of(&browser, "main").await;
+    assert!(
+        start.contains(inside) && !start.contains(outside),
+        "the start page's new lessons are the county's: {start}"
+    );
+    assert!(start.contains("2 städer i länet"), "{start}");
+    checks.page(&browser, "c01-county-start").await;
+
+    // The county's cities: Malmö linked, with its release and progress; Lund not linked; no
+    // city of another county.
+    browser
+        .find(Locator::Css("nav a[href='/overview']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "h1", "Städerna i Skåne län").await;
+    let mut rows = Vec::new();
+    for row in browser
+        .find_all(Locator::Css("#cities tbody tr"))
+        .await
+        .unwrap()
+    {
+        rows.push(row.text().await.unwrap().replace('\n', " "));
+    }
+    let cities = rows.join("\n");
+    let row = |name: &str| {
+        rows.iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name} in {cities}"))
+            .to_string()
+    };
+    let malmo_row = row("Malmö");
+    assert!(
+        malmo_row.contains("Ja") && malmo_row.contains("2026.1") && malmo_row.contains("1 / 1"),
+        "{malmo_row}"
+    );
+    assert!(row("Lund").contains("Nej"), "{cities}");
+    assert!(
+        !cities.contains("Umeå"),
+        "only the county's cities: {cities}"
+    );
+    let title = browser.title().await.unwrap();
+    assert!(
+        title.contains("Skåne län"),
+        "the tab names the county: {title}"
+    );
+    // The remove buttons are drawn as links, visible on the white page.
+    let color = browser
+        .execute(
+            r#"const b = document.querySelector("form.remove-city button");
+               return b ? getComputedStyle(b).color : "none";"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_ne!(color, json!("rgb(255, 255, 255)"), "white on white");
+    assert_ne!(color, json!("none"), "no remove button");
+    checks.page(&browser, "c02-county-cities").await;
+
+    // The county's lessons: Malmö's, not Umeå's.
+    browser
+        .find(Locator::Css("nav a[href='/lessons']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "h1", "Lärdomar från Skåne län").await;
+    let feed = wait_for_text(&browser, "#feed", inside).await;
+    assert!(!feed.contains(outside), "a lesson from outside: {feed}");
+    assert!(
+        !has(&browser, "a[href='/lessons/new']").await,
+        "a county hub writes no lessons"
+    );
+    checks.page(&browser, "c03-county-lessons").await;
+
+    // The handbook is read as at any node; nothing of a city's own (progress, notes) is offered.
+    browser
+        .goto(&format!("{}/handbook", county_web.url()))
+        .await
+        .unwrap();
+    wait_for_element(&browser, "h1").await;
+    let handbook = text_of(&browser, "main").await;
+    assert!(
+        handbook.contains("Länshubben har version 2026.1") && handbook.contains("Kartlägg"),
+        "{handbook}"
+    );
+    assert!(
+        !handbook.contains("Inte påbörjat"),
+        "a county hub has no progress of its own: {handbook}"
+    );
+    assert!(!has(&browser, "form[action='/handbook/progress']").await);
+    checks.page(&browser, "c03b-county-handbook").await;
+
+    // The county's figures, with the same marks as the national ones.
+    browser
+        .goto(&format!("{}/national?year=2026", county_web.url()))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "h1", "Statistik för Skåne län").await;
+    let figures = wait_for_text(&browser, "main", "Period 2026-Q1").await;
+    assert!(figures.contains("≥"), "lower bounds marked: {figures}");
+    assert!(
+        chart_title(&browser).await.contains("Skåne län"),
+        "the chart names the county"
+    );
+    checks.page(&browser, "c04-county-statistics").await;
+    assert_chart_drawn(&browser).await;
+    checks.page(&browser, "c05-county-statistics-chart").await;
+
+    // Onboarding a city through the form: it is listed at once (by id until the national
+    // directory names it).
+    browser
+        .goto(&format!("{}/overview", county_web.url()))
+        .await
+        .unwrap();
+    fill(&browser, "#city", "Ystad stad").await;
+    submit(&browser, "#onboard-form").await;
+    let error = wait_for_text(&browser, "#city-error", "a–z").await;
+    assert!(error.contains("certifikat"), "{error}");
+    checks.page(&browser, "c06-county-onboard-refused").await;
+    fill(&browser, "#city", "ystad").await;
+    submit(&browser, "#onboard-form").await;
+    wait_for_text(&browser, "main", "Ystad är nu en av länets städer").await;
+    wait_for_text(&browser, "#cities", "Ystad").await;
+    checks.page(&browser, "c07-county-onboarded").await;
+    // A city of the county hub's configuration is not removed; the refusal says why.
+    submit(
+        &browser,
+        "tr:has(input[name=city][value=malmo]) form.remove-city",
+    )
+    .await;
+    let refusal = wait_for_text(&browser, "#remove-error", "county.cities").await;
+    assert!(refusal.contains("Malmö"), "{refusal}");
+    checks.page(&browser, "c08-county-remove-refused").await;
+    // Ystad, onboarded here, is removed.
+    submit(
+        &browser,
+        "tr:has(input[name=city][value=ystad]) form.remove-city",
+    )
+    .await;
+    wait_for_text(&browser, "main", "Ystad är inte längre").await;
+    assert!(!text_of(&browser, "#cities").await.contains("Ystad"));
+    // In English too.
+    browser
+        .find(Locator::Css("a[hreflang=en]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "h1", "The cities of Skåne län").await;
+    wait_for_text(&browser, "nav", "County statistics").await;
+    checks.page(&browser, "c09-county-cities-english").await;
+
+    browser.close().await.unwrap();
+    drop(driver);
+    county.running.take().unwrap().stop().await;
     fed.stop_all().await;
 }
 

@@ -399,3 +399,46 @@ error-date-future = The date is in the future.
 error-email = That is not an e-mail address.
 error-unknown-reference = What was chosen is no longer in the register.
 register-organisation = Organisation
+
+# The county hub: the county coordinator's view.
+nav-county-cities = Cities
+nav-county-statistics = County statistics
+node-county = { $county }, county hub
+county-title = The cities of { $county }
+county-intro = The county's cities: how far they have come in the method, which handbook release they run and whether they are linked to the county hub now.
+county-adoption = The method's steps in { $county }
+county-added = { $city } is now one of the county's cities. The county hub accepts its link.
+county-removed = { $city } is no longer one of the county's cities. Its link to the county hub has ended.
+county-city-invalid = Write the city's id as in its certificate: 1 to 63 characters a–z, 0–9 and hyphens, starting with a letter (for example lund).
+county-city-exists = { $city } is already one of the county's cities.
+county-city-unknown = { $city } is not one of the county's cities.
+county-city-configured = { $city } is named in the county hub's configuration (county.cities) and cannot be removed here. Remove it there and restart the county hub.
+county-remove-heading = Remove
+county-remove = Remove
+county-remove-label = Remove { $city } from the county
+county-no-cities = The county has no cities yet.
+county-onboard = Onboard a city into the county
+county-city-id = The city's id
+county-city-id-help = As in the city's certificate, for example lund. The county hub accepts the city's link from now on; the city needs the county hub's address in its configuration.
+county-onboard-submit = Onboard the city
+county-stats-title = Statistics of { $county }
+county-stats-intro = The sum of the county's cities' published figures (each city's latest release). As in the national statistics, ≥ is a lower bound (some city hid its part) and ≈ an approximate count (random noise protects people).
+county-lessons-title = Lessons from { $county }
+chart-county-quarters-title = People supported in { $county }, per quarter { $year }
+chart-county-exploitation-title = People supported in { $county } { $year }, by form of exploitation
+chart-county-description = Bar chart of the figures of { $county }: the sum of its cities' published figures. The tables further down the page hold the same figures.
+start-new-county-lessons = New lessons from the county's cities
+start-release-node = This node runs handbook release { $release }.
+start-county-cities = { $count ->
+    [one] One city in the county.
+   *[other] { $count_text } cities in the county.
+}
+start-county-linked = { $count ->
+    [one] One is linked now.
+   *[other] { $count_text } are linked now.
+}
+start-release-county = The county hub runs handbook release { $release }.
+county-all-cities = All the county's cities
+handbook-release-county = The county hub has release { $release } of the handbook.
+handbook-release-node = This node has release { $release } of the handbook.
+start-county-show-cities = Show the cities

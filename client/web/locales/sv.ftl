@@ -399,3 +399,46 @@ error-date-future = Datumet ligger i framtiden.
 error-email = Det är ingen e-postadress.
 error-unknown-reference = Det som valdes finns inte längre i registret.
 register-organisation = Organisation
+
+# The county hub: the county coordinator's view.
+nav-county-cities = Städer
+nav-county-statistics = Länsstatistik
+node-county = { $county }, länshubb
+county-title = Städerna i { $county }
+county-intro = Länets städer: hur långt de har kommit i metoden, vilken handboksversion de kör och om de är anslutna till länshubben nu.
+county-adoption = Metodens steg i { $county }
+county-added = { $city } är nu en av länets städer. Länshubben tar emot stadens anslutning.
+county-removed = { $city } är inte längre en av länets städer. Stadens anslutning till länshubben är avslutad.
+county-city-invalid = Skriv stadens id som i dess certifikat: 1–63 tecken a–z, 0–9 och bindestreck, som börjar med en bokstav (till exempel lund).
+county-city-exists = { $city } är redan en av länets städer.
+county-city-unknown = { $city } är inte en av länets städer.
+county-city-configured = { $city } står i länshubbens konfiguration (county.cities) och kan inte tas bort här. Ta bort staden där och starta om länshubben.
+county-remove-heading = Ta bort
+county-remove = Ta bort
+county-remove-label = Ta bort { $city } från länet
+county-no-cities = Länet har inga städer än.
+county-onboard = Anslut en stad till länet
+county-city-id = Stadens id
+county-city-id-help = Som i stadens certifikat, till exempel lund. Länshubben tar emot stadens anslutning från och med nu; staden behöver länshubbens adress i sin konfiguration.
+county-onboard-submit = Anslut staden
+county-stats-title = Statistik för { $county }
+county-stats-intro = Summan av länets städers publicerade siffror (den senaste publiceringen från varje stad). Som i den nationella statistiken är ≥ en undre gräns (någon stad har dolt sin del) och ≈ ett ungefärligt tal (slumpbrus skyddar personer).
+county-lessons-title = Lärdomar från { $county }
+chart-county-quarters-title = Personer som fått stöd i { $county }, per kvartal { $year }
+chart-county-exploitation-title = Personer som fått stöd i { $county } { $year }, efter form av exploatering
+chart-county-description = Stapeldiagram över siffrorna för { $county }: summan av länets städers publicerade siffror. Samma siffror står i tabellerna längre ner på sidan.
+start-new-county-lessons = Nya lärdomar från länets städer
+start-release-node = Noden kör handboksversion { $release }.
+start-county-cities = { $count ->
+    [one] En stad i länet.
+   *[other] { $count_text } städer i länet.
+}
+start-county-linked = { $count ->
+    [one] En är ansluten nu.
+   *[other] { $count_text } är anslutna nu.
+}
+start-release-county = Länshubben kör handboksversion { $release }.
+county-all-cities = Alla länets städer
+handbook-release-county = Länshubben har version { $release } av handboken.
+handbook-release-node = Noden har version { $release } av handboken.
+start-county-show-cities = Visa städerna

@@ -104,6 +104,15 @@ impl Tr {
         self.format(id, Some(&args))
     }
 
+    /// The message `id` with several text arguments.
+    pub fn args(&self, id: &str, values: &[(&str, &str)]) -> String {
+        let mut args = FluentArgs::new();
+        for (name, value) in values {
+            args.set(name.to_string(), FluentValue::from(value.to_string()));
+        }
+        self.format(id, Some(&args))
+    }
+
     /// The message `id` with a number argument, for plural forms.
     pub fn count(&self, id: &str, name: &str, value: i64) -> String {
         let mut args = FluentArgs::new();
@@ -259,6 +268,7 @@ mod tests {
         for call in [
             "t.get(\"",
             "t.arg(\"",
+            "t.args(\"",
             "t.count(\"",
             ".get(\"",
             "\"error-",

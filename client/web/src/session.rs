@@ -50,6 +50,28 @@ impl Role {
     }
 }
 
+/// Which kind of node the web app serves, as the API reports it (`NodeStatus.role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A city node: the city's own register, signals, statistics and lessons.
+    City,
+    /// A county hub: the county coordinator's view of its cities.
+    County,
+    /// The national hub (or its standby).
+    Hub,
+}
+
+impl NodeKind {
+    pub fn parse(text: &str) -> Option<NodeKind> {
+        match text {
+            "city" => Some(NodeKind::City),
+            "county" => Some(NodeKind::County),
+            "hub" => Some(NodeKind::Hub),
+            _ => None,
+        }
+    }
+}
+
 /// One signed-in person.
 #[derive(Clone)]
 pub struct Session {
@@ -57,10 +79,13 @@ pub struct Session {
     pub client: Client,
     /// What the token allows.
     pub role: Role,
-    /// The node's id (`helsingborg`, `national`).
+    /// The node's id (`helsingborg`, `skane`, `national`).
     pub node_id: String,
-    /// Whether the node is the hub.
-    pub hub: bool,
+    /// The kind of node.
+    pub kind: NodeKind,
+    /// At a county hub, the county's name as people read it (`Skåne län`, from the national
+    /// directory's entries of its cities), else empty.
+    pub county_name: String,
     /// The token every form of this session carries.
     pub csrf: String,
     /// The previous visit of the same token (milliseconds since the epoch), for the start page.
@@ -190,7 +215,8 @@ impl Sessions {
         client: Client,
         role: Role,
         node_id: String,
-        hub: bool,
+        kind: NodeKind,
+        county_name: String,
         token_key: String,
         now_ms: i64,
     ) -> String {
@@ -205,7 +231,8 @@ impl Sessions {
             client,
             role,
             node_id,
-            hub,
+            kind,
+            county_name,
             csrf: secret(),
             previous_visit_ms,
             token_key,

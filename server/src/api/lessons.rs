@@ -1,4 +1,5 @@
-//! The `Lessons` service: a city writes its own lessons; every node reads everyone's.
+//! The `Lessons` service: a city writes its own lessons; every node reads everyone's, and a
+//! county hub also lists its own cities' lessons alone (`ListLessonsRequest.county`).
 
 use sfs_proto::v1 as pb;
 use sfs_sync::{Role, ShareableDocId};
@@ -127,6 +128,24 @@ impl LessonsService {
         })
         .await?
         .map_err(edit_status)
+    }
+
+    /// The cities of `county`, which must be this node: only a county hub knows its cities.
+    fn county_cities(&self, county: &str) -> Result<std::collections::BTreeSet<String>, Status> {
+        sfs_sync::scope::validate_node_name(county).map_err(|e| {
+            Status::invalid_argument(format!(
+                "field `county`: {} is not a county hub's id: {e}",
+                super::quote(county)
+            ))
+        })?;
+        let me = self.0.sync.me();
+        match &self.0.county_cities {
+            Some(members) if me.name() == county => Ok(members.list()),
+            _ => Err(Status::failed_precondition(format!(
+                "field `county`: only the county hub {county} knows which cities are its own; \
+                 this node is {me}: ask the county hub, or list without `county`"
+            ))),
+        }
     }
 
     /// Checks that a method step link names a step of the handbook this node has.
@@ -346,18 +365,22 @@ impl pb::lessons_server::Lessons for LessonsService {
             0 => DEFAULT_PAGE_SIZE,
             n => (n as usize).min(MAX_PAGE_SIZE),
         };
-        let query = request.query.trim().to_lowercase();
+        let among = if request.county.is_empty() {
+            None
+        } else {
+            Some(self.county_cities(&request.county)?)
+        };
         // Filters on tags, step or text need whole records; otherwise only the creation time and
         // the archived flag of each lesson are read, and whole records for the page alone.
-        let full = !request.tag.is_empty() || !request.method_step.is_empty() || !query.is_empty();
-        let keep = |l: &LessonRecord| {
-            (request.tag.is_empty() || l.tags.iter().any(|t| t == &request.tag))
-                && (request.method_step.is_empty() || l.method_step == request.method_step)
-                && (query.is_empty()
-                    || l.title.to_lowercase().contains(&query)
-                    || l.body.to_lowercase().contains(&query)
-                    || l.tags.iter().any(|t| t.to_lowercase().contains(&query)))
+        let filter = lessons::ListFilter {
+            city: city_filter,
+            among,
+            query: request.query.trim().to_lowercase(),
+            tag: request.tag,
+            method_step: request.method_step,
+            show_archived: request.show_archived,
         };
+        let full = filter.needs_records();
         let token = if request.page_token.is_empty() {
             None
         } else {
@@ -380,7 +403,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                 .documents()
                 .filter_map(|(id, doc)| {
                     let city = id.as_str().strip_prefix("shared/lessons/")?;
-                    if city_filter.as_deref().is_some_and(|c| c != city) {
+                    if !filter.takes_city(city) {
                         return None;
                     }
                     let version = crate::domain::docmodel::version_of(&doc.get_heads());
@@ -393,8 +416,7 @@ impl pb::lessons_server::Lessons for LessonsService {
                 .flat_map(|(city, listing, version)| {
                     listing.iter().map(move |l| (*city, l, version))
                 })
-                .filter(|(_, l, _)| request.show_archived || !l.archived)
-                .filter(|(_, l, _)| l.record.as_ref().is_none_or(&keep))
+                .filter(|(_, l, _)| filter.keeps(l))
                 .collect();
             // Newest first; ties broken by name so that pages are stable.
             all.sort_by(|(ca, a, _), (cb, b, _)| {

@@ -377,6 +377,56 @@ pub fn list(doc: &Automerge, city: &str, full: bool) -> Vec<ListedLesson> {
         .collect()
 }
 
+/// What a listing of lessons keeps: whose lessons (`city`, `among`) and which of them
+/// (tag, method step, text, archived). Built by the API from a request; knows nothing of it.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// One city's lessons only (none: every city's).
+    pub city: Option<String>,
+    /// Only lessons of these cities (a county's; none: no such limit).
+    pub among: Option<std::collections::BTreeSet<String>>,
+    /// Only lessons carrying this tag (empty: any).
+    pub tag: String,
+    /// Only lessons linked to this method step (empty: any).
+    pub method_step: String,
+    /// Only lessons whose title, body or tags contain this text, lowercase (empty: any).
+    pub query: String,
+    /// Archived lessons too.
+    pub show_archived: bool,
+}
+
+impl ListFilter {
+    /// Whether the lessons of `city` are listed at all.
+    pub fn takes_city(&self, city: &str) -> bool {
+        self.city.as_deref().is_none_or(|c| c == city)
+            && self.among.as_ref().is_none_or(|among| among.contains(city))
+    }
+
+    /// Whether the filter needs whole records (tags, step or text), not only the creation
+    /// time and the archived flag.
+    pub fn needs_records(&self) -> bool {
+        !self.tag.is_empty() || !self.method_step.is_empty() || !self.query.is_empty()
+    }
+
+    /// Whether a listed lesson is kept (its city taken already): its record is read when
+    /// [`ListFilter::needs_records`] says so.
+    pub fn keeps(&self, lesson: &ListedLesson) -> bool {
+        if lesson.archived && !self.show_archived {
+            return false;
+        }
+        let Some(l) = &lesson.record else {
+            return true;
+        };
+        let query = self.query.as_str();
+        (self.tag.is_empty() || l.tags.contains(&self.tag))
+            && (self.method_step.is_empty() || l.method_step == self.method_step)
+            && (query.is_empty()
+                || l.title.to_lowercase().contains(query)
+                || l.body.to_lowercase().contains(query)
+                || l.tags.iter().any(|t| t.to_lowercase().contains(query)))
+    }
+}
+
 /// Every lesson in a city's lessons document.
 pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
     let Ok(Some((Value::Object(ObjType::Map), lessons))) = doc.get(ROOT, "lessons") else {
@@ -391,6 +441,58 @@ pub fn read_all(doc: &Automerge, city: &str) -> Vec<LessonRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_filter_takes_the_cities_and_lessons_asked_for() {
+        let county = ListFilter {
+            among: Some(["lund".to_string(), "malmo".to_string()].into()),
+            ..Default::default()
+        };
+        assert!(county.takes_city("malmo") && !county.takes_city("umea"));
+        let one_outside = ListFilter {
+            city: Some("umea".into()),
+            ..county.clone()
+        };
+        assert!(!one_outside.takes_city("umea") && !one_outside.takes_city("malmo"));
+        assert!(ListFilter::default().takes_city("umea"));
+        let record = LessonRecord {
+            id: "a".into(),
+            city: "malmo".into(),
+            title: "Night shifts".into(),
+            body: "Cleaning staff saw most.".into(),
+            tags: vec!["hotels".into()],
+            created_ms: 1,
+            updated_ms: 1,
+            method_step: String::new(),
+            archived: false,
+        };
+        let listed = |archived: bool| ListedLesson {
+            id: "a".into(),
+            created_ms: 1,
+            record: Some(LessonRecord {
+                archived,
+                ..record.clone()
+            }),
+            archived,
+        };
+        let text = ListFilter {
+            query: "cleaning".into(),
+            tag: "hotels".into(),
+            ..Default::default()
+        };
+        assert!(text.needs_records() && !ListFilter::default().needs_records());
+        assert!(text.keeps(&listed(false)) && !text.keeps(&listed(true)));
+        let other_tag = ListFilter {
+            tag: "transport".into(),
+            ..Default::default()
+        };
+        assert!(!other_tag.keeps(&listed(false)));
+        let archived_too = ListFilter {
+            show_archived: true,
+            ..text
+        };
+        assert!(archived_too.keeps(&listed(true)));
+    }
 
     fn add(doc: &mut Automerge, id: &str, title: &str, now_ms: i64) {
         doc.transact(|tx| create(tx, id, title, "Body", &[], "", now_ms))

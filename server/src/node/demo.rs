@@ -242,12 +242,10 @@ pub fn prepare_federation(
                 release_public_key: Some(release_public_key.clone()),
             },
             limits: Default::default(),
-            // Every demo city and the hub serve the web app, on loopback (plain HTTP); the web
-            // app has no pages for a county hub yet (its view is `sfs --node <county> cities
-            // list`).
+            // Every demo node serves the web app, on loopback (plain HTTP): a city its own
+            // pages, a county hub the county coordinator's, the hub the national coordinator's.
             web: crate::node::config::WebConfig {
-                listen: (id.role() != sfs_sync::Role::County)
-                    .then(|| "127.0.0.1:0".parse().expect("address")),
+                listen: Some("127.0.0.1:0".parse().expect("address")),
                 ..Default::default()
             },
             county: crate::node::config::CountyConfig {
@@ -810,27 +808,34 @@ pub async fn run(
             .unwrap_or_default()
     };
     println!(
-        "{:<14} hub   {}   web {}",
+        "{:<14} hub     {}   web {}",
         file.hub.name, file.hub.api, file.hub.web
     );
     println!(
-        "{:<14}       sign in: {}",
+        "{:<14}         sign in: {}",
         "",
         sign_in(&file.hub.name, &file.hub.token)
     );
     if let Some(node) = &file.standby {
         println!("{:<14} standby {}   web {}", node.name, node.api, node.web);
+        println!(
+            "{:<14}         sign in: {}",
+            "",
+            sign_in(&node.name, &node.token)
+        );
     }
     for (name, node) in &file.counties {
         println!(
-            "{name:<14} county {}   cities {}",
+            "{name:<14} county  {}   web {}   cities {}",
             node.api,
+            node.web,
             node.cities.join(",")
         );
+        println!("{:<14}         sign in: {}", "", sign_in(name, &node.token));
     }
     for (name, node) in &file.cities {
-        println!("{name:<14} city  {}   web {}", node.api, node.web);
-        println!("{:<14}       sign in: {}", "", sign_in(name, &node.token));
+        println!("{name:<14} city    {}   web {}", node.api, node.web);
+        println!("{:<14}         sign in: {}", "", sign_in(name, &node.token));
     }
     println!(
         "federation ready: {} (try: sfs --federation {} --node {} lessons list --all-cities)",

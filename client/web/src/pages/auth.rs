@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::Ctx;
 use crate::i18n::{Lang, Tr};
-use crate::session::{secret, Role};
+use crate::session::{secret, NodeKind, Role};
 use crate::{html, AppState, LANG_COOKIE};
 
 #[derive(Template)]
@@ -130,15 +130,24 @@ pub(crate) async fn login(
             return refused("error-unavailable");
         }
     };
-    let Some(role) = Role::parse(&status.caller_role) else {
+    let (Some(role), Some(kind)) = (
+        Role::parse(&status.caller_role),
+        NodeKind::parse(&status.role),
+    ) else {
         return refused("login-token-invalid");
+    };
+    let county_name = if kind == NodeKind::County {
+        super::county_name(&mut client, &status.node_id).await
+    } else {
+        String::new()
     };
     let token_key = hex::encode(&Sha256::digest(token.as_bytes())[..8]);
     let id = app.sessions.create(
         client,
         role,
         status.node_id,
-        status.role == "hub",
+        kind,
+        county_name,
         token_key,
         now_ms(),
     );

@@ -14,7 +14,7 @@ use sfs_client::v1 as pb;
 
 use super::{api_error, field_error, Ctx, Editor, Signed};
 use crate::i18n::Tr;
-use crate::session::Role;
+use crate::session::{NodeKind, Role};
 use crate::{format, html};
 
 /// One step as shown.
@@ -43,6 +43,10 @@ pub(crate) struct ChangeView {
 struct HandbookPage {
     t: Tr,
     ctx: Ctx,
+    /// The release the node runs, as a sentence.
+    release_text: String,
+    /// A city's page shows its progress on each step; a hub has none.
+    city: bool,
     release: String,
     verified: bool,
     /// The handbook was redacted at the hub; a signed release of the new generation is awaited.
@@ -84,7 +88,7 @@ pub(crate) async fn page(
     };
     let mut progress: BTreeMap<String, pb::StepProgress> = BTreeMap::new();
     let mut notes: BTreeMap<String, String> = BTreeMap::new();
-    if !session.hub {
+    if session.kind == NodeKind::City {
         match session
             .client
             .method
@@ -189,16 +193,27 @@ pub(crate) async fn page(
             (chapter.title, chapter.introduction, steps)
         })
         .collect();
+    let release_text = t.arg(
+        match session.kind {
+            NodeKind::City => "handbook-release",
+            NodeKind::County => "handbook-release-county",
+            NodeKind::Hub => "handbook-release-node",
+        },
+        "release",
+        &handbook.current_release,
+    );
     let page = HandbookPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/handbook"),
+        release_text,
+        city: session.kind == NodeKind::City,
         release: handbook.current_release,
         verified: handbook.verified,
         awaiting: handbook.awaiting_release,
         chapters,
-        can_set: !session.hub && session.role >= Role::Coordinator,
-        can_note: !session.hub && session.role >= Role::Editor,
-        can_edit: session.hub && session.role >= Role::Coordinator,
+        can_set: session.kind == NodeKind::City && session.role >= Role::Coordinator,
+        can_note: session.kind == NodeKind::City && session.role >= Role::Editor,
+        can_edit: session.kind == NodeKind::Hub && session.role >= Role::Coordinator,
         today: format::today(),
         since: query.since,
         releases,

@@ -16,7 +16,7 @@ use sfs_client::v1 as pb;
 
 use super::{api_error, city_names, field_error, Ctx, Editor, Signed};
 use crate::i18n::Tr;
-use crate::session::{Role, Session};
+use crate::session::{NodeKind, Role, Session};
 use crate::{format, html, AppState};
 
 /// Lessons per page.
@@ -63,7 +63,9 @@ pub(crate) fn view(
             .replacen("cities/", "lessons/", 1)
             .replacen("/lessons/", "/", 1)
     );
-    let editable = !session.hub && session.role >= Role::Editor && lesson.city == session.node_id;
+    let editable = session.kind == NodeKind::City
+        && session.role >= Role::Editor
+        && lesson.city == session.node_id;
     LessonView {
         href,
         city: cities
@@ -104,6 +106,9 @@ pub(crate) struct Filters {
 struct ListPage {
     t: Tr,
     ctx: Ctx,
+    title: String,
+    /// The city filter's "every city" (at a county hub, every city of the county).
+    all_cities: String,
     lessons: Vec<LessonView>,
     total: String,
     q: String,
@@ -117,7 +122,18 @@ struct ListPage {
     can_write: bool,
 }
 
-/// `GET /lessons`: the national feed (or one city's), newest first.
+/// The county whose cities' lessons a page lists: at a county hub its own (the county
+/// coordinator's feed), elsewhere none (every city's).
+pub(crate) fn county_filter(session: &Session) -> String {
+    if session.kind == NodeKind::County {
+        session.node_id.clone()
+    } else {
+        String::new()
+    }
+}
+
+/// `GET /lessons`: the national feed (or one city's; at a county hub the county's cities'),
+/// newest first.
 pub(crate) async fn list(
     Signed { t, mut session, .. }: Signed,
     Query(filters): Query<Filters>,
@@ -135,6 +151,7 @@ pub(crate) async fn list(
         method_step: filters.step.clone(),
         query: filters.q.trim().to_string(),
         show_archived: false,
+        county: county_filter(&session),
     };
     let page = match session.client.lessons.list_lessons(request).await {
         Ok(page) => page.into_inner(),
@@ -173,9 +190,19 @@ pub(crate) async fn list(
         .into_iter()
         .map(|l| view(&t, &session, l, &cities, &steps))
         .collect();
+    let (title, all_cities) = if session.kind == NodeKind::County {
+        (
+            t.arg("county-lessons-title", "county", &session.county_name),
+            t.get("county-all-cities"),
+        )
+    } else {
+        (t.get("lessons-title"), t.get("lessons-all-cities"))
+    };
     let page = ListPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/lessons"),
+        title,
+        all_cities,
         lessons,
         total: t.count("lessons-total", "count", i64::from(page.total_size)),
         q: filters.q,
@@ -186,7 +213,7 @@ pub(crate) async fn list(
         steps,
         next_href,
         first_href,
-        can_write: !session.hub && session.role >= Role::Editor,
+        can_write: session.kind == NodeKind::City && session.role >= Role::Editor,
     };
     html(page.render())
 }
@@ -427,15 +454,25 @@ pub(crate) async fn archive(
     }
 }
 
-/// What the live feed compares: the heads of every city's lessons document, from the node's
-/// status (cheap: no lesson is read, however many there are).
+/// What the live feed compares: the heads of every city's lessons document (at a county hub,
+/// of its cities' only), from the node's status (cheap: no lesson is read, however many there
+/// are).
 async fn fingerprint(session: &mut Session) -> Option<Vec<(String, Vec<String>)>> {
+    let county = if session.kind == NodeKind::County {
+        Some(city_names(session).await)
+    } else {
+        None
+    };
     let status = session.client.status().await.ok()?;
     Some(
         status
             .documents
             .into_iter()
-            .filter(|d| d.doc_id.starts_with("shared/lessons/"))
+            .filter(|d| {
+                d.doc_id
+                    .strip_prefix("shared/lessons/")
+                    .is_some_and(|city| county.as_ref().is_none_or(|c| c.contains_key(city)))
+            })
             .map(|d| (d.doc_id, d.heads))
             .collect(),
     )

@@ -25,7 +25,7 @@ use sfs_client::v1 as pb;
 use tonic::Code;
 
 use crate::i18n::Tr;
-use crate::session::{Role, Session};
+use crate::session::{NodeKind, Role, Session};
 use crate::{html, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -55,6 +55,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/statistics/preview", post(stats::preview))
         .route("/statistics/publish", post(stats::publish))
         .route("/overview", get(overview::page))
+        .route("/overview/cities", post(overview::add_city))
+        .route("/overview/cities/remove", post(overview::remove_city))
         .route("/register", get(register::page))
         .route(
             "/register/organisations",
@@ -180,21 +182,30 @@ impl Ctx {
             ("/lessons", "nav-lessons"),
             ("/handbook", "nav-handbook"),
         ];
-        if !s.hub {
-            items.push(("/register", "nav-register"));
-        }
-        if !s.hub && s.role >= Role::Coordinator {
-            items.push(("/statistics", "nav-statistics"));
-        }
-        if s.hub {
-            items.push(("/overview", "nav-overview"));
-        }
-        items.push(("/national", "nav-national"));
-        if !s.hub && s.role >= Role::Coordinator {
-            items.push(("/signals", "nav-signals"));
-        }
-        if !s.hub && s.role >= Role::Admin {
-            items.push(("/access-log", "nav-access-log"));
+        match s.kind {
+            NodeKind::City => {
+                items.push(("/register", "nav-register"));
+                if s.role >= Role::Coordinator {
+                    items.push(("/statistics", "nav-statistics"));
+                }
+                items.push(("/national", "nav-national"));
+                if s.role >= Role::Coordinator {
+                    items.push(("/signals", "nav-signals"));
+                }
+                if s.role >= Role::Admin {
+                    items.push(("/access-log", "nav-access-log"));
+                }
+            }
+            // The county coordinator's view: the county's cities and its figures; the
+            // register and signals are a city's own.
+            NodeKind::County => {
+                items.push(("/overview", "nav-county-cities"));
+                items.push(("/national", "nav-county-statistics"));
+            }
+            NodeKind::Hub => {
+                items.push(("/overview", "nav-overview"));
+                items.push(("/national", "nav-national"));
+            }
         }
         let section = |href: &str| {
             if href == "/" {
@@ -206,10 +217,10 @@ impl Ctx {
         Ctx {
             signed_in: true,
             csrf: s.csrf.clone(),
-            node: if s.hub {
-                t.get("node-hub")
-            } else {
-                t.arg("node-city", "city", city_name(&s.node_id))
+            node: match s.kind {
+                NodeKind::Hub => t.get("node-hub"),
+                NodeKind::County => t.arg("node-county", "county", &s.county_name),
+                NodeKind::City => t.arg("node-city", "city", city_name(&s.node_id)),
             },
             role: t.get(s.role.label_id()),
             nav: items
@@ -239,6 +250,7 @@ pub(crate) fn city_name(id: &str) -> String {
     match id {
         "malmo" => "Malmö".into(),
         "goteborg" => "Göteborg".into(),
+        "skane" => "Skåne".into(),
         _ => {
             let mut chars = id.chars();
             match chars.next() {
@@ -247,6 +259,31 @@ pub(crate) fn city_name(id: &str) -> String {
             }
         }
     }
+}
+
+/// The name people read for the county of the county hub `id`: the county (län) the national
+/// directory gives most of its cities (`Skåne län`), else a readable form of the id.
+pub(crate) async fn county_name(client: &mut sfs_client::Client, id: &str) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    if let Ok(response) = client
+        .directory
+        .list_cities(pb::ListRequest {
+            page_size: 500,
+            page_token: String::new(),
+        })
+        .await
+    {
+        for city in response.into_inner().cities {
+            if !city.county.trim().is_empty() {
+                *counts.entry(city.county.trim().to_string()).or_default() += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(name, _)| name)
+        .unwrap_or_else(|| city_name(id))
 }
 
 /// City display names by id, from the national directory (ids as names where it has none).
@@ -320,14 +357,13 @@ pub(crate) fn api_error(t: &Tr, session: &Session, status: &tonic::Status) -> Re
 
 /// The least a page asks of the person signed in, as a type for [`Signed`].
 pub(crate) trait Need {
-    /// The least role, on a city node (at the hub if `AT_HUB`); `None`: anyone signed in, on
-    /// any node.
+    /// The least role, on a node of kind `AT`; `None`: anyone signed in, on any node.
     const ROLE: Option<Role>;
-    /// The page is the hub's, not a city's.
-    const AT_HUB: bool = false;
+    /// The kind of node the page is for (when `ROLE` is set).
+    const AT: NodeKind = NodeKind::City;
 }
 
-/// Anyone signed in, on a city or the hub.
+/// Anyone signed in, on a city, a county hub or the hub.
 pub(crate) struct Anyone;
 /// At least an editor, on a city node.
 pub(crate) struct Editor;
@@ -337,6 +373,8 @@ pub(crate) struct Coordinator;
 pub(crate) struct Admin;
 /// At least a coordinator, at the hub (the national coordinator).
 pub(crate) struct HubCoordinator;
+/// An admin at a county hub (the county coordinator who onboards cities).
+pub(crate) struct CountyAdmin;
 
 impl Need for Anyone {
     const ROLE: Option<Role> = None;
@@ -352,13 +390,18 @@ impl Need for Admin {
 }
 impl Need for HubCoordinator {
     const ROLE: Option<Role> = Some(Role::Coordinator);
-    const AT_HUB: bool = true;
+    const AT: NodeKind = NodeKind::Hub;
+}
+impl Need for CountyAdmin {
+    const ROLE: Option<Role> = Some(Role::Admin);
+    const AT: NodeKind = NodeKind::County;
 }
 
 /// The signed-in person of a request, in their language, allowed what `N` needs. Without a
-/// session the request is sent to the sign-in page; with too little a role (or on the hub, for
-/// the city's own pages, or on a city for the hub's) it gets the refusal page. The API refuses such calls anyway: this
-/// only keeps a person from reaching a page they cannot use.
+/// session the request is sent to the sign-in page; with too little a role (or on the wrong
+/// kind of node: a hub for a city's own pages, a city for the hub's or the county hub's) it
+/// gets the refusal page. The API refuses such calls anyway: this only keeps a person from
+/// reaching a page they cannot use.
 pub(crate) struct Signed<N: Need = Anyone> {
     pub t: Tr,
     pub session: Session,
@@ -374,7 +417,7 @@ impl<N: Need> FromRequestParts<AppState> for Signed<N> {
             return Err(Redirect::to("/login").into_response());
         };
         if let Some(role) = N::ROLE {
-            if session.hub != N::AT_HUB || session.role < role {
+            if session.kind != N::AT || session.role < role {
                 return Err(error_page_with(
                     &t,
                     Some(&session),

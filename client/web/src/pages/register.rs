@@ -10,6 +10,7 @@ use sfs_client::v1 as pb;
 
 use super::{api_error, Ctx, Signed};
 use crate::i18n::Tr;
+use crate::session::NodeKind;
 use crate::{format, html};
 
 /// A meeting as shown: date, agenda, decisions, follow-ups (action, owner, due, done).
@@ -67,7 +68,7 @@ pub(crate) async fn page(
     Signed { t, mut session, .. }: Signed,
     axum::extract::Query(query): axum::extract::Query<RegisterQuery>,
 ) -> Response {
-    if session.hub {
+    if session.kind != NodeKind::City {
         return super::error_page_with(
             &t,
             Some(&session),

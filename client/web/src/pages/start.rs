@@ -7,7 +7,7 @@ use sfs_client::v1 as pb;
 use super::lessons::{steps, view, LessonView};
 use super::{city_names, Ctx, Signed};
 use crate::i18n::Tr;
-use crate::session::Role;
+use crate::session::{NodeKind, Role};
 use crate::{format, html};
 
 #[derive(Template)]
@@ -16,9 +16,13 @@ struct StartPage {
     t: Tr,
     ctx: Ctx,
     since: String,
+    new_lessons_heading: String,
     new_lessons: Vec<LessonView>,
+    /// The release the node runs, as a sentence; empty if none.
     release: String,
     release_new: bool,
+    /// At a county hub: its cities and how many are linked, as sentences.
+    county_cities: Option<(String, String)>,
     signals_waiting: Option<String>,
     meetings: Vec<(String, String)>,
 }
@@ -29,8 +33,15 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
     let cities = city_names(&mut session).await;
     let steps = steps(&mut session).await;
     let mut new_lessons = Vec::new();
-    if let Ok(page) = session.client.list_lessons_page("cities/-", 50, "").await {
+    let request = pb::ListLessonsRequest {
+        parent: "cities/-".into(),
+        page_size: 50,
+        county: super::lessons::county_filter(&session),
+        ..Default::default()
+    };
+    if let Ok(page) = session.client.lessons.list_lessons(request).await {
         new_lessons = page
+            .into_inner()
             .lessons
             .into_iter()
             .filter(|l| l.create_time_ms > since_ms && l.city != session.node_id)
@@ -41,16 +52,44 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
     let (release, release_new) = match session.client.running_release().await {
         Ok(running) => match running.release {
             Some(r) => (
-                r.version_label,
+                t.arg(
+                    match session.kind {
+                        NodeKind::City => "start-release",
+                        NodeKind::County => "start-release-county",
+                        NodeKind::Hub => "start-release-node",
+                    },
+                    "release",
+                    r.version_label,
+                ),
                 r.issue_time_ms.max(r.create_time_ms) > since_ms,
             ),
             None => (String::new(), false),
         },
         Err(_) => (String::new(), false),
     };
+    // At a county hub: how many of the county's cities there are and how many are linked.
+    let mut county_cities = None;
+    if session.kind == NodeKind::County {
+        if let Ok(list) = session
+            .client
+            .directory
+            .list_cities(pb::ListRequest {
+                page_size: 500,
+                page_token: String::new(),
+            })
+            .await
+        {
+            let cities = list.into_inner().cities;
+            let linked = cities.iter().filter(|c| c.connected).count() as i64;
+            county_cities = Some((
+                t.count("start-county-cities", "count", cities.len() as i64),
+                t.count("start-county-linked", "count", linked),
+            ));
+        }
+    }
     let mut signals_waiting = None;
     let mut meetings = Vec::new();
-    if !session.hub {
+    if session.kind == NodeKind::City {
         if session.role >= Role::Coordinator {
             if let Ok(page) = session
                 .client
@@ -101,9 +140,15 @@ pub(crate) async fn page(Signed { t, mut session, .. }: Signed) -> Response {
         } else {
             t.get("start-first-visit")
         },
+        new_lessons_heading: t.get(if session.kind == NodeKind::County {
+            "start-new-county-lessons"
+        } else {
+            "start-new-lessons"
+        }),
         new_lessons,
         release,
         release_new,
+        county_cities,
         signals_waiting,
         meetings,
     };

@@ -13,7 +13,7 @@ use sfs_client::v1 as pb;
 use super::{api_error, field_error, Coordinator, Ctx, Signed};
 use crate::chart::{self, Bar, Mark};
 use crate::i18n::Tr;
-use crate::session::Session;
+use crate::session::{NodeKind, Session};
 use crate::{format, html};
 
 const SEXES: &[&str] = &["female", "male", "other_or_unknown"];
@@ -556,6 +556,10 @@ pub(crate) struct YearQuery {
 struct NationalPage {
     t: Tr,
     ctx: Ctx,
+    /// The whole country's, or at a county hub the county's.
+    title: String,
+    /// At a county hub, what the county's figures are; else empty.
+    intro: String,
     year: String,
     periods: Vec<(String, Vec<TableView>)>,
     csv_href: String,
@@ -578,9 +582,14 @@ fn national_bar(label: String, cell: Option<&pb::NationalCell>) -> Bar {
     }
 }
 
-/// The national charts of a year: people supported per quarter, and per form of exploitation
-/// over the year.
-fn national_charts(t: &Tr, year: i32, cells: &[pb::NationalCell]) -> Vec<String> {
+/// The national charts of a year (a county's, at its county hub: `county` names it): people
+/// supported per quarter, and per form of exploitation over the year.
+fn national_charts(
+    t: &Tr,
+    year: i32,
+    cells: &[pb::NationalCell],
+    county: Option<&str>,
+) -> Vec<String> {
     let country = |period: &str, row: &str| {
         cells.iter().find(|c| {
             c.county.is_empty()
@@ -609,18 +618,27 @@ fn national_charts(t: &Tr, year: i32, cells: &[pb::NationalCell]) -> Vec<String>
     let hidden = t.get("cell-hidden");
     let unknown_small = t.get("chart-unknown-small");
     let people = t.get("chart-people");
-    let description = t.get("chart-national-description");
-    [
-        (
-            "national-quarters",
+    let (description, quarters_title, exploitation_title) = match county {
+        None => (
+            t.get("chart-national-description"),
             t.arg("chart-national-quarters-title", "year", &year_text),
-            quarters,
-        ),
-        (
-            "national-exploitation",
             t.arg("chart-national-exploitation-title", "year", &year_text),
-            by_exploitation,
         ),
+        Some(county) => (
+            t.arg("chart-county-description", "county", county),
+            t.args(
+                "chart-county-quarters-title",
+                &[("county", county), ("year", &year_text)],
+            ),
+            t.args(
+                "chart-county-exploitation-title",
+                &[("county", county), ("year", &year_text)],
+            ),
+        ),
+    };
+    [
+        ("national-quarters", quarters_title, quarters),
+        ("national-exploitation", exploitation_title, by_exploitation),
     ]
     .into_iter()
     .filter_map(|(id, title, bars)| {
@@ -647,7 +665,8 @@ fn year_of(query: &YearQuery) -> i32 {
         .unwrap_or_else(|_| this_quarter()[..4].parse().unwrap_or(2026))
 }
 
-/// `GET /national`: the national figures of a year, per period, for the whole country.
+/// `GET /national`: the national figures of a year, per period, for the whole country; at a
+/// county hub the county's figures (the API serves them there, with the same accuracy marks).
 pub(crate) async fn national(
     Signed { t, mut session, .. }: Signed,
     Query(query): Query<YearQuery>,
@@ -688,10 +707,21 @@ pub(crate) async fn national(
             (period, tables(&t, cells))
         })
         .collect();
-    let charts = national_charts(&t, year, &stats.cells);
+    let county = (session.kind == NodeKind::County).then_some(session.county_name.as_str());
+    let charts = national_charts(&t, year, &stats.cells, county);
+    let title = match county {
+        Some(county) => t.arg("county-stats-title", "county", county),
+        None => t.get("national-title"),
+    };
     let page = NationalPage {
         t,
         ctx: Ctx::new(&t, Some(&session), "/national"),
+        title,
+        intro: if county.is_some() {
+            t.get("county-stats-intro")
+        } else {
+            String::new()
+        },
         charts,
         csv_href: format!("/national.csv?year={year}"),
         year: year.to_string(),
