@@ -17,8 +17,14 @@ use crate::domain::docmodel as dm;
 use crate::domain::method::{self, method_doc};
 use crate::domain::model::now_ms;
 
-/// County hubs' reports of their cities' links, by city: (county, link) pairs.
-type CountyReports = std::collections::BTreeMap<String, Vec<(String, links::CityLink)>>;
+/// County hubs' reports of their cities' links, read once per request.
+#[derive(Default)]
+struct CountyReports {
+    /// By city: (county, link) pairs.
+    by_city: std::collections::BTreeMap<String, Vec<(String, links::CityLink)>>,
+    /// How this node sees each reporting county hub on its own links.
+    counties: std::collections::BTreeMap<String, links::Seen>,
+}
 
 /// Milliseconds since the Unix epoch.
 fn unix_ms(time: std::time::SystemTime) -> i64 {
@@ -77,14 +83,14 @@ impl DirectoryService {
             };
             city.last_seen_ms = unix_ms(seen);
         }
-        if let Some(reports) = reports.and_then(|r| r.get(&id)) {
+        if let Some((of_city, all)) = reports.and_then(|r| Some((r.by_city.get(&id)?, r))) {
             // A city under a county hub links to the county hub: what that county hub reports.
             let direct = links::Seen {
                 connected: city.connected,
                 last_seen_ms: city.last_seen_ms,
             };
-            let combined =
-                links::presence(direct, reports, |c| self.seen(NodeId::county(c)), now_ms());
+            let county_seen = |c: &str| all.counties.get(c).copied().unwrap_or_default();
+            let combined = links::presence(direct, of_city, county_seen, now_ms());
             city.connected = combined.connected;
             city.last_seen_ms = combined.last_seen_ms;
             city.linked_via = combined.via;
@@ -121,38 +127,31 @@ impl DirectoryService {
         if self.0.sync.me().role() != Role::Hub {
             return None;
         }
-        let mut by_city = CountyReports::new();
+        let mut reports = CountyReports::default();
         self.0.sync.read(|engine| {
             for (doc_id, doc) in engine.documents() {
                 let Some(county) = links::county_of(doc_id) else {
                     continue;
                 };
                 for (city, link) in links::read(doc) {
-                    by_city
+                    reports
+                        .by_city
                         .entry(city)
                         .or_default()
                         .push((county.to_string(), link));
                 }
             }
         });
-        Some(by_city)
-    }
-
-    /// How this node sees `peer` on its own links.
-    fn seen(&self, peer: Result<NodeId, sfs_sync::ScopeError>) -> links::Seen {
-        let Ok(peer) = peer else {
-            return links::Seen::default();
-        };
-        self.0
-            .sync
-            .peer_states()
-            .into_iter()
-            .find(|(p, _)| *p == peer)
-            .map(|(_, state)| links::Seen {
-                connected: state.state == "connected",
-                last_seen_ms: state.last_seen.map_or(0, unix_ms),
-            })
-            .unwrap_or_default()
+        for (peer, state) in self.0.sync.peer_states() {
+            if peer.role() == Role::County {
+                let seen = links::Seen {
+                    connected: state.state == "connected",
+                    last_seen_ms: state.last_seen.map_or(0, unix_ms),
+                };
+                reports.counties.insert(peer.name().to_string(), seen);
+            }
+        }
+        Some(reports)
     }
 
     fn list_all(&self) -> Vec<pb::City> {
