@@ -131,7 +131,8 @@ pub fn presence(
             let (connected, seen) = match (link.linked, hub.connected) {
                 (true, true) => (true, now_ms),
                 (true, false) => (false, hub.last_seen_ms.min(now_ms)),
-                (false, _) => (false, link.last_seen_ms),
+                // Never later than now, whatever the report says.
+                (false, _) => (false, link.last_seen_ms.min(now_ms)),
             };
             (connected, seen, county)
         })
@@ -238,6 +239,10 @@ mod tests {
         };
         let seen = presence(earlier, &reports, skane_up, now);
         assert_eq!((seen.last_seen_ms, seen.via.as_str()), (990_000, ""));
+        // A report of a time to come counts as now.
+        let reports = [("skane".to_string(), link(false, 5_000_000))];
+        let seen = presence(never, &reports, skane_up, now);
+        assert_eq!(seen.last_seen_ms, now);
         // No report, never seen.
         assert_eq!(presence(never, &[], skane_up, now), Presence::default());
     }
