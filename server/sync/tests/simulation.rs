@@ -1417,6 +1417,8 @@ impl Sim {
         node.driver = Some(driver);
         node.dial_pending = false;
         node.backoff.reset();
+        // A restarted node dials its first upstream first.
+        node.on_second_since = None;
     }
 
     // ----- actions ------------------------------------------------------------------------
