@@ -2696,9 +2696,10 @@ async fn export(
 }
 
 /// How a city is linked, as the node sees it: `revoked` (its certificate is on the hub's
-/// revocation list), `connected`, `disconnected` (seen before), or `never seen`.
-fn link_state(city: &pb::City) -> &'static str {
-    if city.revoked {
+/// revocation list), `connected`, `disconnected` (seen before), or `never seen`; at the
+/// national hub, for a city under a county hub, followed by `via <county>`.
+fn link_state(city: &pb::City) -> String {
+    let state = if city.revoked {
         "revoked"
     } else if city.connected {
         "connected"
@@ -2706,6 +2707,11 @@ fn link_state(city: &pb::City) -> &'static str {
         "disconnected"
     } else {
         "never seen"
+    };
+    if city.linked_via.is_empty() || city.revoked {
+        state.to_string()
+    } else {
+        format!("{state} via {}", city.linked_via)
     }
 }
 
@@ -2823,7 +2829,11 @@ async fn cities(
                         c.display_name.clone(),
                         c.county.clone(),
                         c.joined_date.clone(),
-                        if at_hub { link_state(c) } else { "-" }.to_string(),
+                        if at_hub {
+                            link_state(c)
+                        } else {
+                            "-".to_string()
+                        },
                         if at_hub {
                             local_time(c.last_seen_ms)
                         } else {

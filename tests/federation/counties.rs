@@ -518,6 +518,92 @@ async fn a_county_hub_lists_the_lessons_of_its_own_cities_when_asked() {
     fed.stop_all().await;
 }
 
+/// The national hub's directory entry of `city`, once `ready` holds for it.
+async fn national_entry(
+    fed: &Federation,
+    city: &str,
+    what: &str,
+    ready: impl Fn(&pb::City) -> bool,
+) -> pb::City {
+    let hub = fed.hub_client().await;
+    let name = format!("cities/{city}");
+    eventually(what, || {
+        let (mut hub, name) = (hub.clone(), name.clone());
+        let ready = &ready;
+        async move {
+            let cities = hub
+                .directory
+                .list_cities(pb::ListRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .cities;
+            cities.into_iter().find(|c| c.name == name && ready(c))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_national_hub_lists_a_city_under_a_county_hub_as_linked_through_it() {
+    let mut fed = Federation::start(&["umea"]).await;
+    let (mut county, county_url) = skane(&fed, &["malmo", "lund"], &Default::default()).await;
+    fed.wait_node_linked(&county, "hub").await;
+    let malmo = under_skane(&fed, "malmo", &county_url);
+    fed.cities.push(malmo);
+    fed.start_city(1).await;
+    fed.wait_node_linked(&fed.cities[1], "county").await;
+    let mut hub = fed.hub_client().await;
+    for (id, display_name) in [("malmo", "Malmö"), ("umea", "Umeå")] {
+        hub.directory
+            .create_city(pb::CreateCityRequest {
+                city: Some(pb::City {
+                    name: format!("cities/{id}"),
+                    display_name: display_name.into(),
+                    county: "Skåne län".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    // Malmö's link ends at the county hub; the county hub reports it linked, and the national
+    // hub shows it so, through Skåne. Umeå is linked to the national hub itself.
+    let malmo = national_entry(&fed, "malmo", "Malmö linked via Skåne", |c| {
+        c.connected && c.linked_via == "skane"
+    })
+    .await;
+    assert!(malmo.last_seen_ms > 0);
+    let umea = national_entry(&fed, "umea", "Umeå linked", |c| c.connected).await;
+    assert_eq!(
+        umea.linked_via, "",
+        "Umeå links to the national hub directly"
+    );
+    let table = crate::cli::sfs(&fed, &fed.hub, &["cities", "list"]).await;
+    assert!(
+        crate::cli::row(&table, "malmo").contains("connected via skane"),
+        "{table}"
+    );
+    // Malmö stops: the county hub reports it, and the national hub shows it not linked, last
+    // seen (to the minute) at Skåne.
+    fed.stop_city(1).await;
+    let stopped = national_entry(&fed, "malmo", "Malmö no longer linked", |c| !c.connected).await;
+    assert_eq!(stopped.linked_via, "skane");
+    let minute = 60_000;
+    assert!(
+        stopped.last_seen_ms > 0 && stopped.last_seen_ms % minute == 0,
+        "last seen to the minute: {}",
+        stopped.last_seen_ms
+    );
+    let table = crate::cli::sfs(&fed, &fed.hub, &["cities", "list"]).await;
+    assert!(
+        crate::cli::row(&table, "malmo").contains("disconnected via skane"),
+        "{table}"
+    );
+    county.running.take().unwrap().stop().await;
+    fed.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_compromised_county_hub_cannot_write_documents_it_does_not_own() {
     let mut fed = Federation::start(&["malmo"]).await;

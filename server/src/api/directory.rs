@@ -1,17 +1,36 @@
 //! The `Directory` service: the member cities, kept by the hub. At a county hub,
 //! `ListCities` is the county coordinator's view: the county's own cities, with their presence
-//! and handbook release as seen from the county hub's links.
+//! and handbook release as seen from the county hub's links. At the national hub a city under a
+//! county hub is shown as its county hub reports it (`county/<id>/links`,
+//! `domain::county_links::presence`): linked through that county hub, and when last seen there.
 
 use automerge::transaction::Transaction;
 use sfs_proto::v1 as pb;
-use sfs_sync::NodeId;
+use sfs_sync::{NodeId, Role};
 use tonic::{Request, Response, Status};
 
 use super::{doc_error, paginate, parse_name, require, today, update_mask, ApiState};
 use crate::api::tokens::ApiRole;
+use crate::domain::county_links as links;
 use crate::domain::directory::{self as dir, directory_doc};
 use crate::domain::docmodel as dm;
 use crate::domain::method::{self, method_doc};
+use crate::domain::model::now_ms;
+
+/// County hubs' reports of their cities' links, read once per request.
+#[derive(Default)]
+struct CountyReports {
+    /// By city: (county, link) pairs.
+    by_city: std::collections::BTreeMap<String, Vec<(String, links::CityLink)>>,
+    /// How this node sees each reporting county hub on its own links.
+    counties: std::collections::BTreeMap<String, links::Seen>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// The `Directory` gRPC service.
 pub struct DirectoryService(pub ApiState);
@@ -28,7 +47,7 @@ impl DirectoryService {
 
     /// Adds what only the live links know: whether the city is connected now and, at the hub,
     /// the release in the heads it announced.
-    fn with_live_state(&self, mut city: pb::City) -> pb::City {
+    fn with_live_state(&self, mut city: pb::City, reports: Option<&CountyReports>) -> pb::City {
         let id = city.name.trim_start_matches("cities/").to_string();
         let Ok(node) = NodeId::city(&id) else {
             return city;
@@ -62,9 +81,19 @@ impl DirectoryService {
             } else {
                 seen
             };
-            city.last_seen_ms = seen
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            city.last_seen_ms = unix_ms(seen);
+        }
+        if let Some((of_city, all)) = reports.and_then(|r| Some((r.by_city.get(&id)?, r))) {
+            // A city under a county hub links to the county hub: what that county hub reports.
+            let direct = links::Seen {
+                connected: city.connected,
+                last_seen_ms: city.last_seen_ms,
+            };
+            let county_seen = |c: &str| all.counties.get(c).copied().unwrap_or_default();
+            let combined = links::presence(direct, of_city, county_seen, now_ms());
+            city.connected = combined.connected;
+            city.last_seen_ms = combined.last_seen_ms;
+            city.linked_via = combined.via;
         }
         if let Ok(lessons) = sfs_sync::ShareableDocId::lessons(&id) {
             city.lessons_generation = self.0.sync.generation(&lessons).unwrap_or(0) as i64;
@@ -90,6 +119,39 @@ impl DirectoryService {
             city.handbook_release = release.version_label;
         }
         city
+    }
+
+    /// At the national hub (or its standby): every county hub's report of its cities' links,
+    /// by city. `None` at a county hub, whose view is its own links.
+    fn county_reports(&self) -> Option<CountyReports> {
+        if self.0.sync.me().role() != Role::Hub {
+            return None;
+        }
+        let mut reports = CountyReports::default();
+        self.0.sync.read(|engine| {
+            for (doc_id, doc) in engine.documents() {
+                let Some(county) = links::county_of(doc_id) else {
+                    continue;
+                };
+                for (city, link) in links::read(doc) {
+                    reports
+                        .by_city
+                        .entry(city)
+                        .or_default()
+                        .push((county.to_string(), link));
+                }
+            }
+        });
+        for (peer, state) in self.0.sync.peer_states() {
+            if peer.role() == Role::County {
+                let seen = links::Seen {
+                    connected: state.state == "connected",
+                    last_seen_ms: state.last_seen.map_or(0, unix_ms),
+                };
+                reports.counties.insert(peer.name().to_string(), seen);
+            }
+        }
+        Some(reports)
     }
 
     fn list_all(&self) -> Vec<pb::City> {
@@ -141,7 +203,7 @@ impl pb::directory_server::Directory for DirectoryService {
                     display_name: id,
                     ..Default::default()
                 });
-            return Ok(Response::new(self.with_live_state(listed)));
+            return Ok(Response::new(self.with_live_state(listed, None)));
         }
         let created = self
             .edit(move |tx| {
@@ -158,7 +220,10 @@ impl pb::directory_server::Directory for DirectoryService {
                 Ok(dir::read(tx, &id, &obj))
             })
             .await?;
-        Ok(Response::new(self.with_live_state(created)))
+        let reports = self.county_reports();
+        Ok(Response::new(
+            self.with_live_state(created, reports.as_ref()),
+        ))
     }
 
     async fn get_city(
@@ -173,7 +238,8 @@ impl pb::directory_server::Directory for DirectoryService {
             .into_iter()
             .find(|c| c.name == name)
             .ok_or_else(|| not_found(&name))?;
-        Ok(Response::new(self.with_live_state(city)))
+        let reports = self.county_reports();
+        Ok(Response::new(self.with_live_state(city, reports.as_ref())))
     }
 
     async fn list_cities(
@@ -198,9 +264,10 @@ impl pb::directory_server::Directory for DirectoryService {
                 }
             }
         }
+        let reports = self.county_reports();
         let mut all: Vec<pb::City> = listed
             .into_iter()
-            .map(|c| self.with_live_state(c))
+            .map(|c| self.with_live_state(c, reports.as_ref()))
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         let (cities, next_page_token, total_size) =
@@ -237,7 +304,10 @@ impl pb::directory_server::Directory for DirectoryService {
                 Ok(city)
             })
             .await?;
-        Ok(Response::new(self.with_live_state(updated)))
+        let reports = self.county_reports();
+        Ok(Response::new(
+            self.with_live_state(updated, reports.as_ref()),
+        ))
     }
 
     async fn delete_city(

@@ -41,5 +41,6 @@ pub fn read<R: ReadDoc>(doc: &R, id: &str, obj: &ObjId) -> pb::City {
         certificate_expire_time_ms: 0,
         revoked: false,
         lessons_generation: 0,
+        linked_via: String::new(),
     }
 }

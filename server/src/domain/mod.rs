@@ -7,10 +7,12 @@
 //! - [`lessons`] (`shared/lessons/{city}`), [`register`] (`local/network`), [`signals`]
 //!   (`local/signals`), [`method`] (`national/method`: handbook, releases, history diffs),
 //!   [`progress`] (`shared/progress/{city}`), [`directory`] (`national/directory`),
+//!   [`county_links`] (`county/{county}/links`: a county hub's cities' link state),
 //!   [`stats`] (anonymised statistics, pure, and their documents).
 //! - [`release`]: which signed handbook release may run (pure).
 //! - [`privacy`]: the guard for shared text (pure).
 
+pub mod county_links;
 pub mod directory;
 pub mod docmodel;
 pub mod handbook_notes;

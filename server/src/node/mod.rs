@@ -532,6 +532,12 @@ pub async fn start_on(
             crate::node::workers::aggregate_national_stats(state.clone(), shutdown_rx.clone()),
         ));
     }
+    if id.role() == Role::County {
+        tasks.push(tokio::spawn(crate::node::workers::publish_county_links(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let mut api_shutdown = shutdown_rx.clone();
     let (incoming, accept_loop) = crate::api::listener::incoming(
         api_listener,

@@ -3,6 +3,8 @@
 //!
 //! - [`erase_expired_signals`] (city): erases closed signals past their retention period.
 //! - [`aggregate_national_stats`] (hub): recomputes `national/stats` when a city publishes.
+//! - [`publish_county_links`] (county hub): reports its cities' link state in
+//!   `county/<id>/links` when a link opens or ends.
 //! - The running handbook release is tracked by [`crate::federation::releases::track`].
 
 use std::collections::BTreeMap;
@@ -146,6 +148,67 @@ pub async fn aggregate_national_stats(
         .await;
         if let Ok(Err(err)) = result {
             tracing::warn!(error = %err, "recomputing the national statistics failed");
+        }
+    }
+}
+
+/// How often a county hub compares its cities' links with what it last reported. Only a
+/// difference is written, so a stable county adds no change however long it runs.
+pub const COUNTY_LINKS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At a county hub: keeps `county/<id>/links` (the link state of each city it serves: linked,
+/// and when last seen to the minute) in step with its links, for the national hub's directory.
+/// Checks every [`COUNTY_LINKS_EVERY`] and writes one change when a city's link opened or ended
+/// since (never per keepalive); runs until the node shuts down.
+pub async fn publish_county_links(
+    state: ApiState,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::domain::county_links::{self as cl, CityLink};
+    let (Some(members), Some(doc)) = (
+        state.county_cities.clone(),
+        cl::links_doc(state.sync.me().name()),
+    ) else {
+        return;
+    };
+    loop {
+        let peers = state.sync.peer_states();
+        let held = state
+            .sync
+            .read(|engine| engine.document(&doc).map(cl::read))
+            .unwrap_or_default();
+        let report: BTreeMap<String, CityLink> = members
+            .list()
+            .into_iter()
+            .map(|city| {
+                let seen = peers
+                    .iter()
+                    .find(|(peer, _)| peer.role() == sfs_sync::Role::City && peer.name() == city)
+                    .map(|(_, seen)| seen);
+                let linked = seen.is_some_and(|s| s.state == "connected");
+                let last_seen = seen
+                    .and_then(|s| s.last_seen)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| cl::coarse(d.as_millis() as i64));
+                // A restarted county hub has not seen the city yet: it keeps the time reported.
+                let before = held.get(&city).map_or(0, |l| l.last_seen_ms);
+                let link = CityLink {
+                    linked,
+                    last_seen_ms: last_seen.max(before),
+                };
+                (city, link)
+            })
+            .collect();
+        if report != held {
+            let (sync, doc) = (state.sync.clone(), doc.clone());
+            let written = api::blocking(move || sync.edit(&doc, |tx| cl::write(tx, &report))).await;
+            if let Ok(Err(err)) = written {
+                tracing::warn!(error = %err, "reporting the county's city links failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(COUNTY_LINKS_EVERY) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -272,8 +272,9 @@ const LOCAL_KINDS: &[&str] = &["network", "signals", "stats-records", "handbook-
 const SHARED_KINDS: &[&str] = &["lessons", "stats", "progress"];
 const NATIONAL_KINDS: &[&str] = &["method", "directory", "stats", "policy"];
 /// A county hub's documents: its guidance, its meetings calendar for network coordinators, its
-/// published county figures.
-const COUNTY_KINDS: &[&str] = &["guidance", "meetings", "stats"];
+/// published county figures, and the link state of its cities (ids, linked, last seen) for the
+/// national hub's directory.
+const COUNTY_KINDS: &[&str] = &["guidance", "meetings", "stats", "links"];
 
 /// A validated document id of any scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

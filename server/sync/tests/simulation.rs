@@ -10,7 +10,16 @@
 //!   city dials a county hub or, as a city whose county has not joined, the national hub
 //!   directly. Every engine knows the national hub's identity ([`EngineConfig::national_hub`]).
 //!   The topology is drawn from a second generator of the seed, so two-level seeds run as they
-//!   did before county hubs existed. Each node has a simulated durable [`Disk`]: per shareable document the
+//!   did before county hubs existed. On about 30 % of the seeds ([`STANDBY_SHARE`], drawn from
+//!   a third generator, so the other seeds run exactly as before) there is also a **standby
+//!   national hub** (`hub/standby`): it dials the national hub, exchanges every document with
+//!   it and edits the national documents too; every engine names it in
+//!   [`EngineConfig::standby_hubs`]. County hubs, cities of the national hub and some cities
+//!   under a county hub name it as their second upstream (a few cities dial it first, with the
+//!   national hub second), and fail over as `federation::upstream::Failover` does: the first
+//!   upstream unreachable (down or cut off) → the second at once; the second unreachable →
+//!   the first after the backoff; on the second for [`FAILBACK_MS`] with the first reachable
+//!   again → the link to the second is closed and the first dialled. Each node has a simulated durable [`Disk`]: per shareable document the
 //!   chunks persisted so far (an incremental chunk is appended, a snapshot replaces them all),
 //!   per peer and document the last persisted sync state, and — on cities — local documents
 //!   that hold a canary and are never given to the engine.
@@ -31,12 +40,14 @@
 //!   writing a batch, followed by a restart whose engine is rebuilt from what was synced alone;
 //!   on three-level seeds, a city moving between hubs (from its county hub to the national hub
 //!   or back, or to the other county hub: its link is cut and it dials its new hub once it
-//!   notices). About a third of the seeds are
+//!   notices). On standby seeds the standby crashes and is partitioned like a county hub (its
+//!   partition is one between the two hubs), and a city or county hub is often cut off from
+//!   its first upstream only, so that it fails over. About a third of the seeds are
 //!   *transport-faithful*: frames within a link are delivered in order and exactly once, and the
 //!   only faults are cuts, crashes, partitions and delays.
 //! - **Workload.** Owners edit their own documents (cities `shared/lessons/<city>` and on some
-//!   seeds `shared/progress/<city>`, the hub `national/method` and on some seeds
-//!   `national/directory`, county hubs `county/<id>/guidance` and on some seeds
+//!   seeds `shared/progress/<city>`, the hub (and the standby) `national/method` and on some
+//!   seeds `national/directory`, county hubs `county/<id>/guidance` and on some seeds
 //!   `county/<id>/meetings`), sometimes at an older version ([`Engine::edit_at`]) so that the
 //!   document branches; every edit writes a key of its own. Nodes also try to edit documents
 //!   they do not own, and cities edit their local documents.
@@ -52,11 +63,12 @@
 //!   delivered until quiet; transport-faithful seeds are first also required to converge
 //!   without cutting the links that are still up): every replica of every document has its
 //!   owner's heads and every acknowledged edit; every change in every document was made by the
-//!   document's owner (an edit at an older version carries Automerge's *isolated* actor
+//!   document's owner, for national documents by either hub (an edit at an older version carries Automerge's *isolated* actor
 //!   derived from the owner's, see [`made_by`]); no canary is in any engine's document.
 //! - Messages per change: in a clean phase, each edit followed by running until quiet costs at
 //!   most `2 · (links + 1) + 2` `DocSync` frames, where `links` is the number of links of the
-//!   tree (cities + county hubs; on two-level seeds, the number of cities as before). A change
+//!   tree (cities + county hubs + the standby's link; on two-level seeds without a standby,
+//!   the number of cities as before). A change
 //!   crosses every link once — each hub relays it at once to every other link, never back — and
 //!   each crossing is answered by one acknowledgement, so a second hop adds the two messages of
 //!   the county hub's link to the national hub, not a second round of the whole federation;
@@ -67,7 +79,8 @@
 //!
 //! `cargo test -p sfs-sync --test simulation -- --nocapture` runs [`DEFAULT_SEEDS`] seeds and
 //! prints a summary. `SFS_SIM_SEEDS=5000` runs more; `SFS_SIM_SEED=17` replays one seed, and
-//! `SFS_SIM_TRACE=1` prints every event of the run. A failure names its seed and how to replay it.
+//! `SFS_SIM_TRACE=1` prints every event of the run; `SFS_SIM_STANDBY=0` leaves the standby
+//! out of every seed. A failure names its seed and how to replay it.
 //! Seeds are spread over the available cores; each seed runs on one thread from its seed alone.
 //!
 //! Storage also fails now and then (on seeds that are not transport-faithful): a failpoint
@@ -107,6 +120,10 @@ const COUNTY_NAMES: [&str; 2] = ["skane", "vasterbotten"];
 const HUB: usize = 0;
 /// Share of the seeds that simulate three levels (city → county hub → national hub).
 const THREE_LEVEL_SHARE: f64 = 0.4;
+/// Share of the seeds with a standby national hub (`standby`, linked to the national hub).
+const STANDBY_SHARE: f64 = 0.3;
+/// While on the standby, a node tries its first upstream again this often (on ticks).
+const FAILBACK_MS: u64 = 5_000;
 /// Every node's engine ticks this often, as the real node does.
 const TICK_MS: u64 = 1_000;
 /// Events one seed may process in all; more means a livelock.
@@ -133,12 +150,15 @@ fn the_federation_converges_under_faults() {
     };
     let options = Options {
         write_failures: std::env::var("SFS_SIM_WRITE_FAILURES").map_or(true, |v| v != "0"),
+        standby: std::env::var("SFS_SIM_STANDBY").map_or(true, |v| v != "0"),
     };
-    let replay_prefix = if options.write_failures {
-        ""
-    } else {
-        "SFS_SIM_WRITE_FAILURES=0 "
-    };
+    let mut replay_prefix = String::new();
+    if !options.write_failures {
+        replay_prefix.push_str("SFS_SIM_WRITE_FAILURES=0 ");
+    }
+    if !options.standby {
+        replay_prefix.push_str("SFS_SIM_STANDBY=0 ");
+    }
     let mut outcomes = run_seeds(&seeds, options);
     outcomes.sort_by_key(|(seed, _)| *seed);
     let mut totals = Counters::default();
@@ -156,10 +176,12 @@ fn the_federation_converges_under_faults() {
         }
     }
     let three_level_seeds = totals.three_level_seeds;
+    let standby_seeds = totals.standby_seeds;
     println!(
         "simulation: {} seeds run, {} passed ({faithful_seeds} transport-faithful); \
          {} acknowledged edits, {} unacknowledged, {} refused foreign edits; \
-         {three_level_seeds} three-level; {} messages applied in slices ({} later slices); \
+         {three_level_seeds} three-level; {standby_seeds} with a standby hub ({} failovers, {} failbacks); \
+         {} messages applied in slices ({} later slices); \
          {} crashes ({} mid-output), {} failed writes, {} link cuts, {} partitions, {} city moves; \
          {} frames sent ({:?}), {} lost, {} duplicated, {} reordered, \
          {} for links already closed; {} links closed by an engine; at most {} DocSync frames per change ({} frames in all)",
@@ -168,6 +190,8 @@ fn the_federation_converges_under_faults() {
         totals.edits_acknowledged,
         totals.edits_unacknowledged,
         totals.foreign_edits_refused,
+        totals.failovers,
+        totals.failbacks,
         totals.sliced_messages,
         totals.later_slices,
         totals.crashes,
@@ -235,6 +259,9 @@ struct Options {
     /// Document writes fail now and then during the chaos phase, handled as the real node
     /// does (on by default; `SFS_SIM_WRITE_FAILURES=0` turns it off).
     write_failures: bool,
+    /// A share of the seeds has a standby national hub ([`STANDBY_SHARE`]; on by default;
+    /// `SFS_SIM_STANDBY=0` runs every seed without, exactly as before standby hubs existed).
+    standby: bool,
 }
 
 /// Runs one seed from start to the last check; panics on the first broken invariant.
@@ -268,6 +295,13 @@ struct Scenario {
     county_of: Vec<Option<usize>>,
     /// County hubs own `county/<id>/meetings` besides `county/<id>/guidance`.
     counties_own_meetings: bool,
+    /// A standby national hub (`hub/standby`): it dials the national hub, and every engine is
+    /// configured with it ([`EngineConfig::standby_hubs`]).
+    standby: bool,
+    /// On standby seeds, per city (in order): `Some(true)` if it names the standby as its
+    /// second upstream, `Some(false)` if it dials the standby first (and the national hub as
+    /// its second); `None` if it has no second upstream. County hubs always name the standby.
+    city_standby: Vec<Option<bool>>,
     /// Frames within a link arrive in order and exactly once.
     transport_faithful: bool,
     loss: f64,
@@ -317,6 +351,26 @@ impl Scenario {
         } else {
             EngineConfig::default().apply_slice_ops
         };
+        // The standby too, so that seeds without one run exactly as before it existed.
+        let mut standby_draws = ChaCha8Rng::seed_from_u64(seed ^ 0x7374_616e_6462_7900);
+        let standby = options.standby && standby_draws.gen_bool(STANDBY_SHARE);
+        let city_standby = (0..cities)
+            .map(|index| {
+                if !standby {
+                    return None;
+                }
+                let direct = county_of[index].is_none();
+                match standby_draws.gen_range(0..10) {
+                    // A city of the national hub may dial the standby first.
+                    0..=1 if direct => Some(false),
+                    // A city under a county hub may also name the standby (when its county
+                    // hub is unreachable, it reaches the standby directly).
+                    0..=5 => Some(true),
+                    _ if direct => Some(true),
+                    _ => None,
+                }
+            })
+            .collect();
         let transport_faithful = rng.gen_bool(0.35);
         let intensity: f64 = rng.gen_range(0.0..1.0);
         let in_link = if transport_faithful { 0.0 } else { intensity };
@@ -325,6 +379,8 @@ impl Scenario {
             counties,
             county_of,
             counties_own_meetings,
+            standby,
+            city_standby,
             transport_faithful,
             loss: 0.08 * in_link,
             duplicate: 0.05 * in_link,
@@ -359,6 +415,10 @@ struct Counters {
     partitions: u64,
     city_moves: u64,
     three_level_seeds: u64,
+    standby_seeds: u64,
+    /// Moves of a city or county hub to its second upstream, and back to its first.
+    failovers: u64,
+    failbacks: u64,
     /// Received messages applied in more than one slice, and the slices after the first.
     sliced_messages: u64,
     later_slices: u64,
@@ -387,6 +447,9 @@ impl Counters {
         self.partitions += other.partitions;
         self.city_moves += other.city_moves;
         self.three_level_seeds += other.three_level_seeds;
+        self.standby_seeds += other.standby_seeds;
+        self.failovers += other.failovers;
+        self.failbacks += other.failbacks;
         self.sliced_messages += other.sliced_messages;
         self.later_slices += other.later_slices;
         self.frames_sent += other.frames_sent;
@@ -433,13 +496,22 @@ struct Node {
     acknowledged: BTreeMap<ShareableDocId, BTreeMap<String, String>>,
     /// Heads right after each acknowledged edit, to edit at an older version.
     acknowledged_versions: BTreeMap<ShareableDocId, Vec<Vec<ChangeHash>>>,
-    /// The hub this node dials (a county hub or the national hub); `None` for the national hub.
+    /// The hub this node dials first (a county hub, the national hub or the standby); `None`
+    /// for the national hub.
     upstream: Option<usize>,
+    /// Its second upstream, which it fails over to while the first is unreachable (the
+    /// standby, or the national hub for a city that dials the standby first).
+    second: Option<usize>,
+    /// Whether it is on its second upstream now, and since when.
+    on_second_since: Option<u64>,
     /// Cities and county hubs: the reconnect delays.
     backoff: Backoff,
     dial_pending: bool,
     /// Cities and county hubs: their link upstream is unreachable until this time.
     partitioned_until: u64,
+    /// On standby seeds: the partition cuts the node off from this hub only (its other
+    /// upstream stays reachable); `None`: from every hub.
+    partitioned_from: Option<usize>,
     /// A failpoint is armed in the node's storage: when it fires, the node crashes.
     crash_armed: bool,
 }
@@ -451,6 +523,8 @@ impl Node {
             id,
             actor,
             upstream,
+            second: None,
+            on_second_since: None,
             driver: None,
             disk: Disk::default(),
             owned,
@@ -459,6 +533,7 @@ impl Node {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             dial_pending: false,
             partitioned_until: 0,
+            partitioned_from: None,
             crash_armed: false,
         }
     }
@@ -570,6 +645,9 @@ impl Link {
 /// The whole simulated federation.
 struct Sim {
     rng: ChaCha8Rng,
+    /// Draws that only standby seeds make (failovers, partitions from one hub), so that the
+    /// other seeds draw from `rng` exactly as before.
+    standby_rng: ChaCha8Rng,
     scenario: Scenario,
     config: EngineConfig,
     now: u64,
@@ -590,9 +668,16 @@ impl Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let scenario = Scenario::draw(seed, &mut rng, options);
         let national = NodeId::hub("national").expect("valid name");
+        let standby_id = NodeId::hub("standby").expect("valid name");
         let config = EngineConfig {
             // Cities under a county hub check the national hub's changes two hops away.
             national_hub: Some(national.clone()),
+            // Every node takes national edits made at the standby.
+            standby_hubs: if scenario.standby {
+                vec![standby_id.clone()]
+            } else {
+                Vec::new()
+            },
             compact_after_chunks: scenario.compact_after_chunks,
             // Small documents: let the byte rule take snapshots too.
             compact_min_bytes: 512,
@@ -604,7 +689,9 @@ impl Sim {
         if scenario.hub_owns_directory {
             hub_docs.push(shareable("national/directory"));
         }
-        let mut nodes = vec![Node::new(national, hub_docs, None)];
+        let mut nodes = vec![Node::new(national, hub_docs.clone(), None)];
+        // The standby's index, after the cities and county hubs.
+        let standby = scenario.cities + scenario.counties + 1;
         for (index, name) in CITY_NAMES[..scenario.cities].iter().enumerate() {
             let mut city_docs = vec![shareable(&format!("shared/lessons/{name}"))];
             if scenario.cities_own_progress {
@@ -614,22 +701,37 @@ impl Sim {
                 Some(county) => scenario.cities + 1 + county,
                 None => HUB,
             };
-            nodes.push(Node::new(
+            let mut city = Node::new(
                 NodeId::city(name).expect("valid name"),
                 city_docs,
                 Some(upstream),
-            ));
+            );
+            match scenario.city_standby[index] {
+                Some(true) => city.second = Some(standby),
+                Some(false) => {
+                    city.upstream = Some(standby);
+                    city.second = Some(HUB);
+                }
+                None => {}
+            }
+            nodes.push(city);
         }
         for name in &COUNTY_NAMES[..scenario.counties] {
             let mut county_docs = vec![shareable(&format!("county/{name}/guidance"))];
             if scenario.counties_own_meetings {
                 county_docs.push(shareable(&format!("county/{name}/meetings")));
             }
-            nodes.push(Node::new(
+            let mut county = Node::new(
                 NodeId::county(name).expect("valid name"),
                 county_docs,
                 Some(HUB),
-            ));
+            );
+            county.second = scenario.standby.then_some(standby);
+            nodes.push(county);
+        }
+        if scenario.standby {
+            // The standby dials the national hub and may edit the national documents too.
+            nodes.push(Node::new(standby_id, hub_docs, Some(HUB)));
         }
         for node in &mut nodes {
             node.driver = Some(node.boot(&config));
@@ -640,10 +742,12 @@ impl Sim {
         }
         let counters = Counters {
             three_level_seeds: u64::from(scenario.counties > 0),
+            standby_seeds: u64::from(scenario.standby),
             ..Counters::default()
         };
         Sim {
             rng,
+            standby_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_696c_6f76_6572),
             scenario,
             config,
             now: 0,
@@ -667,14 +771,26 @@ impl Sim {
         self.scenario.cities + 1..=self.scenario.cities + self.scenario.counties
     }
 
-    /// The nodes that dial a hub: cities and county hubs.
+    /// The nodes that dial a hub: cities, county hubs and the standby.
     fn lower_nodes(&self) -> std::ops::RangeInclusive<usize> {
-        1..=self.scenario.cities + self.scenario.counties
+        1..=self.scenario.cities + self.scenario.counties + usize::from(self.scenario.standby)
     }
 
-    /// Links every node to its upstream hub: county hubs first, then cities.
+    /// The standby national hub, on standby seeds.
+    fn standby(&self) -> Option<usize> {
+        self.scenario
+            .standby
+            .then_some(self.scenario.cities + self.scenario.counties + 1)
+    }
+
+    /// Links every node to its upstream hub: the standby first, county hubs, then cities.
     fn connect_all(&mut self) {
-        for node in self.counties().chain(self.cities()) {
+        let standby = self.standby();
+        for node in standby
+            .into_iter()
+            .chain(self.counties())
+            .chain(self.cities())
+        {
             self.connect(node);
         }
     }
@@ -759,7 +875,9 @@ impl Sim {
     /// message and one acknowledgement per link of the tree, plus a little (see the module
     /// documentation).
     fn clean_edits(&mut self) {
-        let links = (self.scenario.cities + self.scenario.counties) as u64;
+        // The standby's link to the national hub is a link of the tree too.
+        let links = (self.scenario.cities + self.scenario.counties) as u64
+            + u64::from(self.scenario.standby);
         let bound = 2 * (links + 1) + 2;
         for _ in 0..CLEAN_EDITS {
             let node = self.rng.gen_range(0..self.nodes.len());
@@ -840,6 +958,7 @@ impl Sim {
         self.queue.retain(|_, event| !matches!(event, Event::Tick));
         for node in 0..self.nodes.len() {
             self.nodes[node].partitioned_until = 0;
+            self.nodes[node].partitioned_from = None;
             self.nodes[node].crash_armed = false;
             self.nodes[node].disk.storage.disarm();
             if self.nodes[node].driver.is_none() {
@@ -907,6 +1026,7 @@ impl Sim {
                 for node in 0..self.nodes.len() {
                     self.call(node, |engine, now| engine.tick(now));
                 }
+                self.fail_back();
                 self.schedule(self.now + TICK_MS, Event::Tick);
             }
         }
@@ -917,12 +1037,9 @@ impl Sim {
         if self.nodes[to].driver.is_none() {
             return;
         }
-        if self.faults && !self.scenario.transport_faithful {
-            let lower = self.links[&conn].lower;
-            if self.partitioned(lower) {
-                self.counters.frames_lost += 1;
-                return;
-            }
+        if self.faults && !self.scenario.transport_faithful && self.link_cut_off(conn) {
+            self.counters.frames_lost += 1;
+            return;
         }
         self.log(|| format!("{} receives {} on {conn}", self.name(to), frame.kind()));
         if !self.nodes[to].open_conns().contains(&conn) {
@@ -1061,10 +1178,10 @@ impl Sim {
         }
         let link = &self.links[&conn];
         let to = link.other_end(from);
-        let city = link.lower;
         let last_arrival = link.last_arrival[link.direction(to)];
         let in_link_faults = self.faults && !self.scenario.transport_faithful;
-        if in_link_faults && (self.partitioned(city) || self.rng.gen_bool(self.scenario.loss)) {
+        let cut_off = self.link_cut_off(conn);
+        if in_link_faults && (cut_off || self.rng.gen_bool(self.scenario.loss)) {
             self.counters.frames_lost += 1;
             return;
         }
@@ -1072,8 +1189,9 @@ impl Sim {
         if self.faults && self.rng.gen_bool(self.scenario.long_delay) {
             at += self.rng.gen_range(500..=20_000);
         }
-        if self.faults && self.scenario.transport_faithful && self.partitioned(city) {
+        if self.faults && self.scenario.transport_faithful && cut_off {
             // The transport retransmits until the partition is over.
+            let city = self.links[&conn].lower;
             at = at.max(self.nodes[city].partitioned_until + self.rng.gen_range(1..=40));
         }
         if in_link_faults && self.rng.gen_bool(self.scenario.reorder) {
@@ -1105,22 +1223,34 @@ impl Sim {
     fn end_closed(&mut self, node: usize, conn: ConnId) {
         let link = &self.links[&conn];
         let other = link.other_end(node);
-        let after = link.last_arrival[link.direction(other)].max(self.reachable_from(link.lower));
+        let after = link.last_arrival[link.direction(other)].max(self.reachable_over(conn));
         let at = after + self.rng.gen_range(1..=100);
         self.schedule(at, Event::NoticeClose { conn, node: other });
     }
 
     // ----- links, crashes and restarts -----------------------------------------------------
 
-    /// Whether `node`'s link upstream is cut off.
-    fn partitioned(&self, node: usize) -> bool {
-        self.now < self.nodes[node].partitioned_until
+    /// Whether `lower` (a city, county hub or the standby) is cut off from the hub `upper`.
+    fn cut_off(&self, lower: usize, upper: usize) -> bool {
+        let node = &self.nodes[lower];
+        self.now < node.partitioned_until && node.partitioned_from.is_none_or(|hub| hub == upper)
     }
 
-    /// The earliest time news can cross between `node` (a city or county hub) and its
-    /// upstream hub: now, or when its partition ends.
-    fn reachable_from(&self, node: usize) -> u64 {
-        self.now.max(self.nodes[node].partitioned_until)
+    /// Whether the two ends of `conn` are cut off from each other.
+    fn link_cut_off(&self, conn: ConnId) -> bool {
+        let link = &self.links[&conn];
+        self.cut_off(link.lower, link.upper)
+    }
+
+    /// The earliest time news can cross between the ends of `conn`: now, or when the
+    /// partition between them ends.
+    fn reachable_over(&self, conn: ConnId) -> u64 {
+        let link = &self.links[&conn];
+        if self.cut_off(link.lower, link.upper) {
+            self.nodes[link.lower].partitioned_until
+        } else {
+            self.now
+        }
     }
 
     /// Every running city and county hub without a link schedules a dial after its backoff
@@ -1144,11 +1274,54 @@ impl Sim {
             return;
         }
         let upper = self.upstream(node);
-        if self.nodes[upper].driver.is_none() || self.partitioned(node) {
+        if self.nodes[upper].driver.is_none() || self.cut_off(node, upper) {
             self.log(|| format!("{} fails to reach {}", self.name(node), self.name(upper)));
+            // With a second upstream, as `federation::upstream::Failover`: the first upstream
+            // unreachable → the second at once; the second unreachable → the first after the
+            // backoff.
+            let has_second = self.nodes[node].second.is_some();
+            if has_second && self.nodes[node].on_second_since.take().is_none() {
+                self.nodes[node].on_second_since = Some(self.now);
+                self.log(|| format!("{} fails over to its second upstream", self.name(node)));
+                self.dial(node);
+                if self.has_upstream_link(node) {
+                    self.counters.failovers += 1;
+                }
+            }
             return;
         }
         self.connect(node);
+    }
+
+    /// On ticks: a node on its second upstream for [`FAILBACK_MS`] whose first upstream
+    /// answers again closes its link to the second and dials the first (the real node tries
+    /// with a TLS connection every `federation.failback_ms`).
+    fn fail_back(&mut self) {
+        for node in self.lower_nodes() {
+            let Some(since) = self.nodes[node].on_second_since else {
+                continue;
+            };
+            let first = self.nodes[node].upstream.expect("a lower node dials a hub");
+            if self.nodes[node].driver.is_none()
+                || self.now < since + FAILBACK_MS
+                || self.nodes[first].driver.is_none()
+                || self.cut_off(node, first)
+            {
+                continue;
+            }
+            self.log(|| format!("{} moves back to {}", self.name(node), self.name(first)));
+            self.counters.failbacks += 1;
+            self.nodes[node].on_second_since = None;
+            let second = self.nodes[node].second.expect("on its second upstream");
+            let open: Vec<ConnId> = self.nodes[node]
+                .open_conns()
+                .into_iter()
+                .filter(|conn| self.links[conn].lower == node && self.links[conn].upper == second)
+                .collect();
+            for conn in open {
+                self.call(node, |engine, _| engine.disconnect(conn));
+            }
+        }
     }
 
     /// Whether `node` has a link open (at its end) that it dialled: a county hub's links from
@@ -1160,11 +1333,15 @@ impl Sim {
             .any(|conn| self.links[conn].lower == node)
     }
 
-    /// The hub `node` dials.
+    /// The hub `node` dials now: its first upstream, or its second while failed over.
     fn upstream(&self, node: usize) -> usize {
-        self.nodes[node]
-            .upstream
-            .unwrap_or_else(|| panic!("{} dials no one", self.name(node)))
+        let node_state = &self.nodes[node];
+        match (node_state.on_second_since, node_state.second) {
+            (Some(_), Some(second)) => second,
+            _ => node_state
+                .upstream
+                .unwrap_or_else(|| panic!("{} dials no one", self.name(node))),
+        }
     }
 
     /// Opens a new link between `lower` (a city or county hub) and its upstream hub: both
@@ -1225,7 +1402,7 @@ impl Sim {
             if self.rng.gen_bool(0.7) {
                 let link = &self.links[&conn];
                 let other = link.other_end(node);
-                let at = self.reachable_from(link.lower) + self.rng.gen_range(1..=2_000);
+                let at = self.reachable_over(conn) + self.rng.gen_range(1..=2_000);
                 self.schedule(at, Event::NoticeClose { conn, node: other });
             }
         }
@@ -1240,6 +1417,8 @@ impl Sim {
         node.driver = Some(driver);
         node.dial_pending = false;
         node.backoff.reset();
+        // A restarted node dials its first upstream first.
+        node.on_second_since = None;
     }
 
     // ----- actions ------------------------------------------------------------------------
@@ -1271,6 +1450,16 @@ impl Sim {
                 let city = self.rng.gen_range(self.lower_nodes());
                 let length = self.rng.gen_range(1_000..=90_000);
                 self.nodes[city].partitioned_until = self.now + length;
+                // On standby seeds, a node with a second upstream is often cut off from its
+                // first only, so that it fails over (the standby's own partition is the one
+                // between the two hubs).
+                let from_first =
+                    self.nodes[city].second.is_some() && self.standby_rng.gen_bool(0.6);
+                self.nodes[city].partitioned_from = if from_first {
+                    self.nodes[city].upstream
+                } else {
+                    None
+                };
                 self.counters.partitions += 1;
                 self.log(|| format!("{} is cut off for {length} ms", self.name(city)));
             }
@@ -1299,7 +1488,7 @@ impl Sim {
     /// its new hub once it has noticed.
     fn move_random_city(&mut self) {
         let city = self.rng.gen_range(self.cities());
-        let current = self.upstream(city);
+        let current = self.nodes[city].upstream.expect("a city dials a hub");
         let targets: Vec<usize> = std::iter::once(HUB)
             .chain(self.counties())
             .filter(|hub| *hub != current)
@@ -1315,6 +1504,14 @@ impl Sim {
             )
         });
         self.nodes[city].upstream = Some(target);
+        // A city that names a second upstream names the standby (or, when it moves to the
+        // standby's place, keeps the national hub): never its new first upstream.
+        if let (Some(standby), Some(second)) = (self.standby(), self.nodes[city].second) {
+            if second == target || second != standby {
+                self.nodes[city].second = Some(standby);
+            }
+        }
+        self.nodes[city].on_second_since = None;
         for conn in self.nodes[city].open_conns() {
             self.cut_link(conn);
         }
@@ -1417,6 +1614,8 @@ impl Sim {
             .enumerate()
             .filter(|(other, _)| *other != node)
             .flat_map(|(_, other)| other.owned.clone())
+            // The national hub and its standby both own the national documents.
+            .filter(|doc| !doc.is_owned_by(&self.nodes[node].id))
             .collect();
         let doc = foreign.choose(&mut self.rng).expect("others own documents");
         let now = self.now;
@@ -1577,12 +1776,20 @@ impl Sim {
     fn check_owner_only(&self) {
         for node in &self.nodes {
             for (id, doc) in node.engine().documents() {
-                let owner_actor = &self.nodes[self.owner_of(id)].actor;
+                // The national documents have two owners on standby seeds: both hubs.
+                let owner_actors: Vec<&ActorId> = self
+                    .nodes
+                    .iter()
+                    .filter(|owner| id.is_owned_by(&owner.id))
+                    .map(|owner| &owner.actor)
+                    .collect();
                 // The metadata of every change: the actor is the one the change carries.
                 for change in doc.get_changes_meta(&[]) {
                     assert!(
-                        made_by(&change.actor, owner_actor),
-                        "{} holds a change to {id} by {:?}, not by its owner {owner_actor:?}",
+                        owner_actors
+                            .iter()
+                            .any(|owner| made_by(&change.actor, owner)),
+                        "{} holds a change to {id} by {:?}, not by its owners {owner_actors:?}",
                         node.id,
                         change.actor
                     );
