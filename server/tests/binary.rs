@@ -113,7 +113,7 @@ key = "pki/nodes/hub-national.key"
         "--config",
         d.join("hub.toml").to_str().unwrap(),
     ]);
-    let hub = Process::spawn(&["run", "--config", d.join("hub.toml").to_str().unwrap()]);
+    let mut hub = Process::spawn(&["run", "--config", d.join("hub.toml").to_str().unwrap()]);
     let line = hub.wait_for_line("ready");
     let hub_api = line.split_whitespace().nth(3).unwrap().to_string();
     let hub_federation = line.split_whitespace().nth(5).unwrap().to_string();
@@ -136,7 +136,7 @@ key = "pki/nodes/city-lund.key"
 "#
         ),
     );
-    let city = Process::spawn(&["run", "--config", d.join("lund.toml").to_str().unwrap()]);
+    let mut city = Process::spawn(&["run", "--config", d.join("lund.toml").to_str().unwrap()]);
     let line = city.wait_for_line("ready");
     let city_api = line.split_whitespace().nth(3).unwrap().to_string();
 
@@ -305,7 +305,7 @@ fn check_config_refuses_what_run_refuses_with_the_same_message() {
 fn the_demo_prints_ready_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
-    let demo = Process::spawn(&[
+    let mut demo = Process::spawn(&[
         "demo",
         "--dir",
         demo_dir.to_str().unwrap(),
@@ -429,27 +429,6 @@ fn sfs(cli: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// A base port with `count` free ports from it on 127.0.0.1 (found by binding them; another
-/// process may still take one before the node does, which would fail the test loudly).
-fn free_port_range(count: u16) -> u16 {
-    for _ in 0..50 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = probe.local_addr().unwrap().port();
-        drop(probe);
-        if base > u16::MAX - count {
-            continue;
-        }
-        let all_free = (base..base + count)
-            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
-            .collect::<Result<Vec<_>, _>>()
-            .is_ok();
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {count} free ports in a row on 127.0.0.1");
-}
-
 /// One HTTP/1.1 request; the whole answer.
 fn http_exchange(addr: &str, request: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -498,7 +477,7 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
     let Some(cli) = sfs_cli() else { return };
     let dir = tempfile::tempdir().unwrap();
     let fed = dir.path().join("federation");
-    let base = free_port_range(40);
+    let base = common::restartable_ports(40);
     let script =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bootstrap.sh");
     let bootstrap = || {
@@ -549,12 +528,12 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
         let config = fed.join(node).join("node.toml");
         Process::spawn(&["run", "--config", config.to_str().unwrap()])
     };
-    let hub = run("national");
+    let mut hub = run("national");
     let hub_metrics = hub.wait_for_line("metrics:");
     hub.wait_for_line("ready");
-    let cities: Vec<Process> = ["lund", "malmo"].iter().map(|c| run(c)).collect();
+    let mut cities: Vec<Process> = ["lund", "malmo"].iter().map(|c| run(c)).collect();
     let mut metrics = vec![hub_metrics];
-    for city in &cities {
+    for city in &mut cities {
         metrics.push(city.wait_for_line("metrics:"));
         city.wait_for_line("ready");
     }
@@ -673,7 +652,7 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
     ]);
     let ystad_token = ystad_token.trim();
     sfs_node(&["check-config", "--config", ystad_config.to_str().unwrap()]);
-    let ystad = Process::spawn(&["run", "--config", ystad_config.to_str().unwrap()]);
+    let mut ystad = Process::spawn(&["run", "--config", ystad_config.to_str().unwrap()]);
     ystad.wait_for_line("ready");
     let ystad_target = [
         "--endpoint".to_string(),
@@ -841,7 +820,7 @@ fn a_backup_of_a_running_node_restores_into_a_new_data_directory() {
         );
     }
 
-    let node = Process::spawn(&["run", "--config", d.join("restored.toml").to_str().unwrap()]);
+    let mut node = Process::spawn(&["run", "--config", d.join("restored.toml").to_str().unwrap()]);
     let api = node
         .wait_for_line("ready")
         .split_whitespace()

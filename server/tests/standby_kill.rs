@@ -107,7 +107,7 @@ struct HubProcess {
 }
 
 impl HubProcess {
-    /// Writes A's configuration and starts it; later starts reuse the ports of the first.
+    /// Writes A's configuration and starts it; every start listens on the configured ports.
     fn start(config_file: PathBuf, config: NodeConfig) -> HubProcess {
         let mut hub = HubProcess {
             config_file,
@@ -122,7 +122,7 @@ impl HubProcess {
 
     fn run(&mut self) {
         std::fs::write(&self.config_file, toml::to_string(&self.config).unwrap()).unwrap();
-        let process = Process::spawn(&["run", "--config", self.config_file.to_str().unwrap()]);
+        let mut process = Process::spawn(&["run", "--config", self.config_file.to_str().unwrap()]);
         let line = process.wait_for_line("ready");
         let words: Vec<&str> = line.split_whitespace().collect();
         self.api = words[3].to_string();
@@ -300,6 +300,10 @@ async fn a_national_hub_killed_mid_relay_is_replaced_by_the_standby_and_catches_
     // A, as a process.
     let mut national = prepare(d, NodeId::hub("national").unwrap(), None);
     national.config.federation.standby_hubs = vec!["standby".into()];
+    // A restarts on the same ports while everyone redials it: ports outside the ephemeral range.
+    let base = common::restartable_ports(2);
+    national.config.api.listen = ([127, 0, 0, 1], base).into();
+    national.config.federation.listen = Some(([127, 0, 0, 1], base + 1).into());
     let mut a = HubProcess::start(d.join("national.toml"), national.config.clone());
     let a_url = a.federation.clone();
     let a_client = Client::connect(&a.api, &national.token, &ca).await.unwrap();

@@ -1,7 +1,10 @@
-//! Helpers: a federation of real nodes on 127.0.0.1 with OS-assigned ports, real mutual TLS,
+//! Helpers: a federation of real nodes on 127.0.0.1 with free ports, real mutual TLS,
 //! temporary data directories, and polling with a deadline instead of sleeps.
 
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -305,17 +308,19 @@ pub fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
     let files = pki::issue(&pki_dir, &id, &[], 30).unwrap();
     let data_dir = dir.join(id.name());
     let admin_token = tokens::create_token(&data_dir, ApiRole::Admin, "test admin").unwrap();
+    // Nodes restart on the ports of their first start: ports that no outgoing connection takes.
+    let base = restartable_ports(3);
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let config = NodeConfig {
         id: id.name().to_string(),
         role: id.role().as_str().to_string(),
         data_dir,
         api: ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: at(base),
             cors_allowed_origins: Vec::new(),
         },
         federation: FederationConfig {
-            listen: matches!(id.role(), Role::Hub | Role::County)
-                .then(|| "127.0.0.1:0".parse().unwrap()),
+            listen: matches!(id.role(), Role::Hub | Role::County).then(|| at(base + 1)),
             hub_url,
             hub_id: None,
             county_id: None,
@@ -332,7 +337,7 @@ pub fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
             handshake_timeout_ms: None,
         },
         metrics: sfs_node::node::config::MetricsConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
+            listen: Some(at(base + 2)),
         },
         log: Default::default(),
         store: Default::default(),
@@ -347,6 +352,46 @@ pub fn prepare(dir: &Path, id: NodeId, hub_url: Option<String>) -> TestNode {
         admin_token,
         running: None,
     }
+}
+
+/// The first of `count` consecutive free ports on 127.0.0.1 for a node that is stopped and
+/// started again on the same ports. They lie below the kernel's ephemeral range: a port picked
+/// by binding `:0` is ephemeral, and while its node is down any outgoing connection (a city
+/// redialling the node, another test) may take it as its source port, so the restart could not
+/// bind it. Ports handed out once in this test binary are never handed out again.
+pub fn restartable_ports(count: u16) -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    assert!(
+        ephemeral_low > low + count,
+        "no room below the ephemeral ports"
+    );
+    let span = u64::from(ephemeral_low - low - count);
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    for _ in 0..500 {
+        // A random start (std's hasher seeds are random), so test binaries spread out.
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let base = low + (hasher.finish() % span) as u16;
+        let ports = base..base + count;
+        if ports.clone().any(|port| handed_out.contains(&port)) {
+            continue;
+        }
+        let all_free = ports
+            .clone()
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if all_free {
+            handed_out.extend(ports);
+            return base;
+        }
+    }
+    panic!("no {count} free ports in a row on 127.0.0.1 below {ephemeral_low}");
 }
 
 /// Certificate and key files of a node, for tests that dial the hub by hand.

@@ -2,10 +2,13 @@
 
 #![allow(dead_code)]
 
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -33,10 +36,15 @@ pub fn sfs_node_fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
 
-/// A running `sfs-node` process whose stdout lines arrive on a channel; stopped on drop.
+/// How many of a process's last stderr lines a failed wait shows.
+const STDERR_TAIL: usize = 40;
+
+/// A running `sfs-node` process whose stdout lines arrive on a channel; stopped on drop. Its
+/// last stderr lines are kept so that a test that waits in vain says why the node stopped.
 pub struct Process {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Process {
@@ -51,7 +59,7 @@ impl Process {
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
         }
@@ -65,18 +73,63 @@ impl Process {
                 }
             }
         });
-        Process { child, lines }
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr);
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap();
+                if tail.len() == STDERR_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        Process {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Whether the process has exited (and how), and its last stderr lines: for failure messages.
+    pub fn diagnosis(&mut self) -> String {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => format!("exited with {status}"),
+            Ok(None) => "still running".to_string(),
+            Err(error) => format!("state unknown: {error}"),
+        };
+        // The reader thread may still be taking the last lines of a process that just exited.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while status != "still running" && Instant::now() < deadline {
+            if Arc::strong_count(&self.stderr) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let tail = self.stderr.lock().unwrap();
+        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+        format!(
+            "sfs-node {status}; last stderr lines:\n{}",
+            lines.join("\n")
+        )
     }
 
     /// The first stdout line containing `needle`, within the deadline.
-    pub fn wait_for_line(&self, needle: &str) -> String {
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => continue,
-                Err(_) => panic!("no line containing {needle:?} within {DEADLINE:?}"),
+                Err(error) => {
+                    let why = match error {
+                        mpsc::RecvTimeoutError::Timeout => format!("within {DEADLINE:?}"),
+                        mpsc::RecvTimeoutError::Disconnected => "before stdout closed".into(),
+                    };
+                    panic!("no line containing {needle:?} {why}: {}", self.diagnosis())
+                }
             }
         }
     }
@@ -106,6 +159,46 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first of `count` consecutive free ports on 127.0.0.1 for a node that is stopped and
+/// started again on the same ports. They lie below the kernel's ephemeral range: a port picked
+/// by binding `:0` is ephemeral, and while its node is down any outgoing connection (a city
+/// redialling the node, another test) may take it as its source port, so the restart could not
+/// bind it. Ports handed out once in this test binary are never handed out again.
+pub fn restartable_ports(count: u16) -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    assert!(
+        ephemeral_low > low + count,
+        "no room below the ephemeral ports"
+    );
+    let span = u64::from(ephemeral_low - low - count);
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    for _ in 0..500 {
+        // A random start (std's hasher seeds are random), so test binaries spread out.
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let base = low + (hasher.finish() % span) as u16;
+        let ports = base..base + count;
+        if ports.clone().any(|port| handed_out.contains(&port)) {
+            continue;
+        }
+        let all_free = ports
+            .clone()
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if all_free {
+            handed_out.extend(ports);
+            return base;
+        }
+    }
+    panic!("no {count} free ports in a row on 127.0.0.1 below {ephemeral_low}");
 }
 
 /// A CA in `dir/pki` with a certificate for the city `lund`; returns the CA directory.
@@ -181,7 +274,7 @@ key = "pki/nodes/city-lund.key"
     /// Starts the city with extra environment variables; returns it with its API endpoint once
     /// it prints `ready` (which it cannot do if its store failed to open).
     pub fn start(&self, env: &[(&str, String)]) -> (Process, String) {
-        let node =
+        let mut node =
             Process::spawn_with_env(&["run", "--config", self.config.to_str().unwrap()], env);
         let api = node
             .wait_for_line("ready")

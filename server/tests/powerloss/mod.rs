@@ -248,7 +248,7 @@ key_file = "{key}"
 
     /// Starts the node; returns it and its API endpoint once it is ready.
     fn start(&self) -> (Process, String) {
-        let node = Process::spawn(&["run", "--config", self.config.to_str().unwrap()]);
+        let mut node = Process::spawn(&["run", "--config", self.config.to_str().unwrap()]);
         let api = node
             .wait_for_line("ready")
             .split_whitespace()
@@ -669,11 +669,8 @@ fn the_hub_cut_off_in_the_middle_of_relaying_keeps_everything_it_relayed() {
     );
     // The hub's files on the mount; the cities' beside it (they keep running across the cuts).
     let cities = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // The hub restarts on this port after every cut while the cities redial it.
+    let port = crate::common::restartable_ports(1);
     let hub = Node::prepare(
         &mount,
         "national",
