@@ -257,6 +257,7 @@ overview-steps = Steps done
 overview-steps-done = { $done } steps done
 overview-release = Handbook release
 overview-connected = Linked now
+overview-connected-via = Yes, through the county hub { $hub }
 overview-last-seen = Last seen
 overview-adoption = The method's steps across the country
 overview-done = Cities done

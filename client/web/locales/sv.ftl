@@ -257,6 +257,7 @@ overview-steps = Steg klara
 overview-steps-done = { $done } steg klara
 overview-release = Handboksversion
 overview-connected = Ansluten nu
+overview-connected-via = Ja, via länshubben { $hub }
 overview-last-seen = Senast sedd
 overview-adoption = Metodens steg i landet
 overview-done = Städer klara

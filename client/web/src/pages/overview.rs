@@ -121,6 +121,7 @@ async fn overview(t: Tr, mut session: Session, outcome: Outcome) -> Response {
                 .iter()
                 .filter(|s| s.cities.iter().any(|c| c.city == id && c.state == "done"))
                 .collect();
+            let connected = linked_now(&t, &city);
             CityRow {
                 // A city onboarded before the national directory names it is listed by id.
                 name: if city.display_name.is_empty() || city.display_name == id {
@@ -130,7 +131,7 @@ async fn overview(t: Tr, mut session: Session, outcome: Outcome) -> Response {
                 },
                 id,
                 county: city.county,
-                connected: t.get(if city.connected { "yes" } else { "no" }),
+                connected,
                 last_seen: format::date_time(&t, city.last_seen_ms),
                 release: if city.running_release.is_empty() {
                     city.handbook_release
@@ -198,6 +199,15 @@ pub(crate) struct CityForm {
 
 /// The refusal of an onboarding or a removal in the person's language, or none if it is no
 /// refusal of what was entered (the node is unreachable, the session ended).
+/// Whether a city is linked now; for a city under a county hub, through which one.
+fn linked_now(t: &Tr, city: &pb::City) -> String {
+    if city.connected && !city.linked_via.is_empty() {
+        t.arg("overview-connected-via", "hub", &city.linked_via)
+    } else {
+        t.get(if city.connected { "yes" } else { "no" })
+    }
+}
+
 fn refusal(t: &Tr, city: &str, status: &tonic::Status) -> Option<String> {
     let name = city_name(city);
     match status.code() {
@@ -282,6 +292,27 @@ pub(crate) async fn remove_city(
 mod tests {
     use super::*;
     use crate::i18n::Lang;
+
+    #[test]
+    fn a_city_linked_through_a_county_hub_says_which() {
+        let sv = Tr::new(Lang::Sv);
+        let city = |connected: bool, via: &str| pb::City {
+            connected,
+            linked_via: via.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            linked_now(&sv, &city(true, "skane")),
+            "Ja, via länshubben skane"
+        );
+        assert_eq!(linked_now(&sv, &city(true, "")), "Ja");
+        assert_eq!(linked_now(&sv, &city(false, "")), "Nej");
+        let en = Tr::new(Lang::En);
+        assert_eq!(
+            linked_now(&en, &city(true, "skane")),
+            "Yes, through the county hub skane"
+        );
+    }
 
     #[test]
     fn refusals_of_the_county_api_read_as_swedish_sentences() {
