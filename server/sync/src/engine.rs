@@ -627,15 +627,17 @@ impl Engine {
                 .docs
                 .get_mut(id)
                 .expect("the document was edited above");
+            // The new change, taken once: Automerge rebuilds it from the op set on every call.
+            let change = entry.doc.get_change_by_hash(&hash);
             // What every peer would refuse is refused where it is made: an acknowledged edit
             // that can never leave this node would be lost to the federation.
-            let verdict = match entry.doc.get_change_by_hash(&hash) {
-                Some(change) => match over_content_limits(&entry.doc, &change, config) {
+            let verdict = match &change {
+                Some(change) => match over_content_limits(&entry.doc, change, config) {
                     Some(problem) => Err(EditError::Engine(EngineError::OverContentLimit {
                         doc: id.clone(),
                         problem,
                     })),
-                    None => verify(&entry.doc, &change).map_err(EditError::Rejected),
+                    None => verify(&entry.doc, change).map_err(EditError::Rejected),
                 },
                 None => Ok(()),
             };
@@ -652,7 +654,7 @@ impl Engine {
             // The new change alone, when it follows directly on what is stored: taking it by
             // hash is cheap, while `save_after` walks the document's whole history.
             let entry = &self.docs[id];
-            let fresh = entry.doc.get_change_by_hash(&hash).and_then(|change| {
+            let fresh = change.and_then(|change| {
                 (sorted(change.deps().to_vec()) == sorted(entry.persisted_heads.clone()))
                     .then(|| change.raw_bytes().to_vec())
             });
