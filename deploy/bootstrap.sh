@@ -172,7 +172,10 @@ stop_hub() {
 trap stop_hub EXIT
 if ! "$SFS_CLI" --federation "$federation" --node hub cities list >/dev/null 2>&1; then
     log=$dir/national/bootstrap-run.log
-    "$SFS_NODE" run --config "$dir/national/node.toml" > "$log" 2>&1 &
+    # Emptied here, not by the background job's redirection: that runs in the child, maybe
+    # after the wait below has already read an earlier run's "ready" line.
+    : > "$log"
+    "$SFS_NODE" run --config "$dir/national/node.toml" >> "$log" 2>&1 &
     hub_pid=$!
     tries=0
     until grep -q " ready: " "$log"; do
