@@ -477,7 +477,7 @@ fn the_deploy_bootstrap_makes_a_pilot_on_one_host_and_a_city_onboards_as_the_run
     let Some(cli) = sfs_cli() else { return };
     let dir = tempfile::tempdir().unwrap();
     let fed = dir.path().join("federation");
-    let base = common::restartable_ports(40);
+    let base = common::ports::restartable_ports(40);
     let script =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bootstrap.sh");
     let bootstrap = || {

@@ -301,7 +301,7 @@ async fn a_national_hub_killed_mid_relay_is_replaced_by_the_standby_and_catches_
     let mut national = prepare(d, NodeId::hub("national").unwrap(), None);
     national.config.federation.standby_hubs = vec!["standby".into()];
     // A restarts on the same ports while everyone redials it: ports outside the ephemeral range.
-    let base = common::restartable_ports(2);
+    let base = common::ports::restartable_ports(2);
     national.config.api.listen = ([127, 0, 0, 1], base).into();
     national.config.federation.listen = Some(([127, 0, 0, 1], base + 1).into());
     let mut a = HubProcess::start(d.join("national.toml"), national.config.clone());

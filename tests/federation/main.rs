@@ -11,6 +11,8 @@ mod hostile;
 mod integration;
 mod limits;
 mod mtls;
+#[path = "../../server/tests/common/ports.rs"]
+mod ports;
 mod privacy;
 mod python;
 mod redaction;

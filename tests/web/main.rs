@@ -9,6 +9,8 @@
 //! axe-core from npm into `target/web-axe/`; `.ci/run` installs all three. Where they are
 //! missing the test says so loudly and passes, except in CI (`CI` set), where it fails.
 
+#[path = "../../server/tests/common/ports.rs"]
+mod ports;
 #[path = "../federation/util.rs"]
 #[allow(dead_code)]
 mod util;

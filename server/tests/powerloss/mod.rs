@@ -670,7 +670,7 @@ fn the_hub_cut_off_in_the_middle_of_relaying_keeps_everything_it_relayed() {
     // The hub's files on the mount; the cities' beside it (they keep running across the cuts).
     let cities = tempfile::tempdir().unwrap();
     // The hub restarts on this port after every cut while the cities redial it.
-    let port = crate::common::restartable_ports(1);
+    let port = crate::common::ports::restartable_ports(1);
     let hub = Node::prepare(
         &mount,
         "national",
