@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use hyper::header::HeaderValue;
 use regex::Regex;
 
+use crate::domain::privacy::regex;
+
 /// Longest error message the API sends (characters).
 pub const MAX_ERROR_CHARS: usize = 400;
 
@@ -67,14 +69,11 @@ where
 /// `message` with the identifiers the node derives itself blanked out, for the privacy scan
 /// only: a token's id is the first hex digits of its hash, and about 1 in 500 of them reads
 /// like a phone number (`0` and seven more decimal digits), which hid "API token 07341234 was
-/// revoked" from the client it concerned. What a caller sent (quoted, as in `the id "0701234567"`) is
-/// not blanked.
+/// revoked" from the client it concerned. What a caller sent (quoted, as in
+/// `the id "0701234567"`) is not blanked.
 fn without_derived_ids(message: &str) -> Cow<'_, str> {
     static TOKEN_ID: OnceLock<Regex> = OnceLock::new();
-    let token_id = TOKEN_ID.get_or_init(|| {
-        Regex::new(r"\bAPI token [0-9a-f]{8}\b").expect("the token id pattern is valid")
-    });
-    token_id.replace_all(message, "API token #")
+    regex(&TOKEN_ID, r"\bAPI token [0-9a-f]{8}\b").replace_all(message, "API token #")
 }
 
 /// The message to send instead of `message`, if it must not go out as it is.

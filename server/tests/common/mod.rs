@@ -45,6 +45,7 @@ pub struct Process {
     pub child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: std::thread::JoinHandle<()>,
 }
 
 impl Process {
@@ -76,7 +77,7 @@ impl Process {
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr);
         let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut tail = tail.lock().unwrap();
                 if tail.len() == STDERR_TAIL {
@@ -89,24 +90,24 @@ impl Process {
             child,
             lines,
             stderr,
+            stderr_reader,
         }
     }
 
     /// Whether the process has exited (and how), and its last stderr lines: for failure messages.
     pub fn diagnosis(&mut self) -> String {
         let status = match self.child.try_wait() {
-            Ok(Some(status)) => format!("exited with {status}"),
+            Ok(Some(status)) => {
+                // The reader may still be taking the last lines of a process that just exited.
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while !self.stderr_reader.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                format!("exited with {status}")
+            }
             Ok(None) => "still running".to_string(),
             Err(error) => format!("state unknown: {error}"),
         };
-        // The reader thread may still be taking the last lines of a process that just exited.
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while status != "still running" && Instant::now() < deadline {
-            if Arc::strong_count(&self.stderr) == 1 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
         let tail = self.stderr.lock().unwrap();
         let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
         format!(

@@ -197,8 +197,6 @@ pub(crate) struct CityForm {
     city: String,
 }
 
-/// The refusal of an onboarding or a removal in the person's language, or none if it is no
-/// refusal of what was entered (the node is unreachable, the session ended).
 /// Whether a city is linked now; for a city under a county hub, through which one.
 fn linked_now(t: &Tr, city: &pb::City) -> String {
     if city.connected && !city.linked_via.is_empty() {
@@ -208,6 +206,8 @@ fn linked_now(t: &Tr, city: &pb::City) -> String {
     }
 }
 
+/// The refusal of an onboarding or a removal in the person's language, or none if it is no
+/// refusal of what was entered (the node is unreachable, the session ended).
 fn refusal(t: &Tr, city: &str, status: &tonic::Status) -> Option<String> {
     let name = city_name(city);
     match status.code() {
