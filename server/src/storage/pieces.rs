@@ -55,7 +55,7 @@ pub fn is_piece_key(key: &[u8]) -> bool {
 }
 
 /// Adds the value made of `pieces` (each at most [`PIECE_BYTES`]) under `key` to `batch`.
-pub fn put(batch: &mut sled::Batch, key: &[u8], pieces: Vec<Vec<u8>>) {
+pub fn put(batch: &mut crate::storage::journal::Batch, key: &[u8], pieces: Vec<Vec<u8>>) {
     if let [one] = pieces.as_slice() {
         if !one.starts_with(MANIFEST_MAGIC) {
             batch.insert(key, one.as_slice());
@@ -74,7 +74,11 @@ pub fn put(batch: &mut sled::Batch, key: &[u8], pieces: Vec<Vec<u8>>) {
 }
 
 /// Adds the removal of `key` and of its pieces, if it has any, to `batch`.
-pub fn remove(tree: &sled::Tree, batch: &mut sled::Batch, key: &[u8]) -> Result<(), PieceError> {
+pub fn remove(
+    tree: &sled::Tree,
+    batch: &mut crate::storage::journal::Batch,
+    key: &[u8],
+) -> Result<(), PieceError> {
     if let Some(value) = tree.get(key)? {
         if let Some((count, _)) = manifest(&value)? {
             for index in 0..count {
@@ -223,7 +227,7 @@ mod tests {
         ];
         for (i, size) in sizes.iter().enumerate() {
             let value: Vec<u8> = (0..*size).map(|b| (b * 31 + i) as u8).collect();
-            let mut batch = sled::Batch::default();
+            let mut batch = crate::storage::journal::Batch::default();
             let key = format!("k{i}");
             put(
                 &mut batch,
@@ -233,7 +237,7 @@ mod tests {
                     .map(<[u8]>::to_vec)
                     .collect(),
             );
-            tree.apply_batch(batch).unwrap();
+            tree.apply_batch(batch.to_sled()).unwrap();
             assert_eq!(stored(&tree, key.as_bytes()), value, "size {size}");
         }
         let listed: Vec<_> = tree
@@ -244,9 +248,9 @@ mod tests {
             .collect();
         assert_eq!(listed.len(), sizes.len());
         // Removing takes the pieces along.
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::storage::journal::Batch::default();
         remove(&tree, &mut batch, b"k5").unwrap();
-        tree.apply_batch(batch).unwrap();
+        tree.apply_batch(batch.to_sled()).unwrap();
         assert!(tree.iter().keys().all(|k| !k.unwrap().starts_with(b"k5")));
     }
 
@@ -257,9 +261,9 @@ mod tests {
         let tree = db.open_tree("t").unwrap();
         let mut value = MANIFEST_MAGIC.to_vec();
         value.extend_from_slice(&[0; 12]);
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::storage::journal::Batch::default();
         put(&mut batch, b"k", vec![value.clone()]);
-        tree.apply_batch(batch).unwrap();
+        tree.apply_batch(batch.to_sled()).unwrap();
         assert_eq!(stored(&tree, b"k"), value);
     }
 
@@ -268,9 +272,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("t").unwrap();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::storage::journal::Batch::default();
         put(&mut batch, b"k", vec![vec![1; 10], vec![2; 10]]);
-        tree.apply_batch(batch).unwrap();
+        tree.apply_batch(batch.to_sled()).unwrap();
         tree.remove(piece_key(b"k", 1)).unwrap();
         let value = tree.get(b"k").unwrap().unwrap();
         assert!(matches!(

@@ -12,9 +12,13 @@
 //! chunks and `<doc>/snapshot/<sha256 of the heads>` for a compacted document, so writing the
 //! same bytes twice is harmless and a snapshot replaces what it covers in one atomic batch.
 //!
-//! **Durability.** sled's `flush()` alone is not an fsync (its log uses `sync_file_range`), so
-//! [`Durability::sync`] flushes and then fsyncs sled's data file. Writers that arrive while a
-//! sync is running share the next one (group commit).
+//! **Durability.** Every write reaches sled through the journal
+//! ([`crate::storage::journal`]), which records it in a file of its own; [`Durability::sync`]
+//! writes what was recorded and syncs that one file (a small `fdatasync`), while sled writes its
+//! files in the background and is flushed and fsynced at the journal's checkpoints (sled's own
+//! `flush()` is not an fsync: its log uses `sync_file_range`). At open, what the journal holds
+//! beyond sled's files is applied again. Writers that arrive while a sync is running share the
+//! next one (group commit).
 //!
 //! **A full disk.** sled cannot recover in place from a failed write: once its log hits an I/O
 //! error every later operation returns that error. So every write first checks that the data
@@ -37,6 +41,7 @@ use automerge::{Automerge, ChangeHash};
 use sfs_sync::{DocId, DocPersist, NodeId, PersistKind, ShareableDocId};
 use sha2::{Digest, Sha256};
 
+use crate::storage::journal::{Batch, Journal};
 use crate::storage::seal::{Keyring, MasterKey};
 
 /// Errors of the store.
@@ -63,6 +68,8 @@ pub enum StoreError {
     Failed(String),
     #[error(transparent)]
     Seal(#[from] crate::storage::seal::SealError),
+    #[error(transparent)]
+    Journal(#[from] crate::storage::journal::JournalError),
     #[error(
         "the data directory {0} is in use by another running node; stop that node first, or \
          give this one its own data_dir"
@@ -84,18 +91,20 @@ fn piece_error(what: &str) -> impl FnOnce(crate::storage::pieces::PieceError) ->
 impl StoreError {
     /// Whether this error came from the disk (as opposed to damaged or refused data).
     fn is_io(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sled(sled::Error::Io(_)) | StoreError::Io { .. }
-        )
+        match self {
+            StoreError::Sled(sled::Error::Io(_)) | StoreError::Io { .. } => true,
+            StoreError::Journal(err) => err.is_io(),
+            _ => false,
+        }
     }
 }
 
-/// Flush-and-fsync with group commit; see the module documentation.
+/// Every write to sled, through the journal, and the journal's sync with group commit; see
+/// the module documentation.
 pub struct Durability {
     db: sled::Db,
-    data_file: File,
-    data_path: PathBuf,
+    journal: Journal,
+    journal_path: PathBuf,
     /// Incremented after every write that must become durable.
     written: AtomicU64,
     /// The highest write count known durable; the lock also serialises syncs.
@@ -124,7 +133,7 @@ impl Durability {
         }
         let reserve = self.reserve.load(Ordering::Relaxed);
         if reserve > 0 {
-            let dir = self.data_path.parent().unwrap_or(&self.data_path);
+            let dir = self.journal_path.parent().unwrap_or(&self.journal_path);
             let free = fs2::available_space(dir).map_err(|source| StoreError::Io {
                 path: dir.to_path_buf(),
                 source,
@@ -185,17 +194,13 @@ impl Durability {
             .is_ok();
         if injected {
             return Err(self.note_error(StoreError::Io {
-                path: self.data_path.clone(),
+                path: self.journal_path.clone(),
                 source: std::io::Error::other("injected fsync failure"),
             }));
         }
-        self.db.flush().map_err(|err| self.note_error(err.into()))?;
-        self.data_file.sync_data().map_err(|source| {
-            self.note_error(StoreError::Io {
-                path: self.data_path.clone(),
-                source,
-            })
-        })?;
+        self.journal
+            .sync()
+            .map_err(|err| self.note_error(err.into()))?;
         if let Some(metrics) = self.metrics.get() {
             metrics
                 .fsync_seconds
@@ -217,9 +222,24 @@ impl Durability {
         let _ = self.metrics.set(metrics);
     }
 
+    /// Applies `batch` to `tree`; durable after the next [`Durability::sync`].
+    fn apply(&self, tree: &sled::Tree, batch: &Batch) -> Result<(), StoreError> {
+        self.journal
+            .apply(tree, batch)
+            .map_err(|err| self.note_error(err.into()))
+    }
+
+    /// Makes sled's own files hold everything written so far, so that the journal is empty.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.check_not_failed()?;
+        self.journal
+            .checkpoint_now()
+            .map_err(|err| self.note_error(err.into()))
+    }
+
     /// The store's size on disk, in bytes.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.journal.size_on_disk()
     }
 }
 
@@ -246,9 +266,13 @@ impl Store {
         let path = data_dir.join("store");
         let deadline = Instant::now() + lock_wait;
         let db = loop {
+            // sled writes its files at the journal's checkpoints (and when a buffer of its log
+            // fills), not on a timer: a timed flush could run into a disk that filled up after
+            // the write was taken, which sled does not survive (see "A full disk").
             match sled::Config::new()
                 .path(&path)
                 .mode(sled::Mode::LowSpace)
+                .flush_every_ms(None)
                 .open()
             {
                 Ok(db) => break db,
@@ -271,15 +295,18 @@ impl Store {
                 .and_then(|f| f.sync_all())
                 .map_err(|source| StoreError::Io { path: file, source })?;
         }
-        let data_path = path.join("db");
-        let data_file = File::open(&data_path).map_err(|source| StoreError::Io {
-            path: data_path.clone(),
-            source,
-        })?;
+        let journal_path = path.join("journal");
+        let (journal, replayed) = Journal::open(&journal_path, db.clone(), &path.join("db"))?;
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "applied the journal's writes that sled had not stored before the node stopped"
+            );
+        }
         let durability = Arc::new(Durability {
             db: db.clone(),
-            data_file,
-            data_path,
+            journal,
+            journal_path,
             written: AtomicU64::new(0),
             synced: Mutex::new(0),
             metrics: std::sync::OnceLock::new(),
@@ -387,8 +414,8 @@ impl DocTree {
             name.update(piece);
         }
         let name = hex::encode(name.finalize());
-        let written: Result<(), StoreError> = (|| {
-            let mut batch = sled::Batch::default();
+        let written: Result<Batch, StoreError> = (|| {
+            let mut batch = Batch::default();
             let key = match kind {
                 PersistKind::Incremental => format!("{doc}/change/{name}"),
                 PersistKind::Snapshot => {
@@ -399,10 +426,10 @@ impl DocTree {
                 }
             };
             crate::storage::pieces::put(&mut batch, key.as_bytes(), pieces);
-            self.tree.apply_batch(batch)?;
-            Ok(())
+            Ok(batch)
         })();
-        written.map_err(|err| self.durability.note_error(err))?;
+        let batch = written.map_err(|err| self.durability.note_error(err))?;
+        self.durability.apply(&self.tree, &batch)?;
         self.durability.note_write();
         Ok(())
     }
@@ -656,9 +683,9 @@ impl ShareableDocs {
 }
 
 /// Shareable documents and their sync states together: the [`sfs_sync::Storage`] the sync
-/// driver writes through. Puts reach sled at once; [`sfs_sync::Storage::sync`] is
-/// [`Durability::sync`] (sled flush plus an fsync of its data file, shared by writers that
-/// arrive together).
+/// driver writes through. Puts reach sled (and the journal) at once; [`sfs_sync::Storage::sync`]
+/// is [`Durability::sync`] (the journal written and synced, shared by writers that arrive
+/// together).
 pub struct ShareableStorage {
     docs: ShareableDocs,
     states: SyncStates,
@@ -746,7 +773,7 @@ impl SyncStates {
     pub fn put(&self, peer: &NodeId, doc: &ShareableDocId, state: &[u8]) -> Result<(), StoreError> {
         self.durability.check_room()?;
         let key = Self::key(peer, doc);
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         crate::storage::pieces::remove(&self.tree, &mut batch, key.as_bytes())
             .map_err(piece_error(&key))?;
         let pieces = crate::storage::pieces::split(state, crate::storage::pieces::PIECE_BYTES);
@@ -755,16 +782,13 @@ impl SyncStates {
             key.as_bytes(),
             pieces.into_iter().map(<[u8]>::to_vec).collect(),
         );
-        self.tree
-            .apply_batch(batch)
-            .map_err(|err| self.durability.note_error(err.into()))?;
-        Ok(())
+        self.durability.apply(&self.tree, &batch)
     }
 
     /// Removes every stored state of `doc`, with every peer (a replaced generation's).
     pub fn remove_doc(&self, doc: &ShareableDocId) -> Result<(), StoreError> {
         let suffix = format!(" {doc}");
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for key in self.tree.iter().keys() {
             let key = key?;
             if !crate::storage::pieces::is_piece_key(&key) && key.ends_with(suffix.as_bytes()) {
@@ -772,10 +796,7 @@ impl SyncStates {
                     .map_err(piece_error(&String::from_utf8_lossy(&key)))?;
             }
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|err| self.durability.note_error(err.into()))?;
-        Ok(())
+        self.durability.apply(&self.tree, &batch)
     }
 
     /// Every stored state with `peer`.
@@ -967,7 +988,7 @@ impl AccessLog {
     /// Appends entries and makes them durable.
     pub fn append(&self, entries: &[AccessEntry]) -> Result<(), StoreError> {
         self.durability.check_room()?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for entry in entries {
             let mut key = (entry.time_ms as u64).to_be_bytes().to_vec();
             key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
@@ -981,9 +1002,7 @@ impl AccessLog {
             .collect::<Result<Vec<_>, _>>()?;
             crate::storage::pieces::put(&mut batch, &key, pieces);
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|err| self.durability.note_error(err.into()))?;
+        self.durability.apply(&self.tree, &batch)?;
         self.durability.note_write();
         self.durability.sync()
     }
