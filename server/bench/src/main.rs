@@ -14,6 +14,7 @@ mod cluster;
 mod privacy;
 mod raw;
 mod scenarios;
+mod storage;
 
 use std::path::PathBuf;
 
@@ -29,8 +30,8 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated): writes, propagation, bulk, fanout,
-    /// reconnect, idle, footprint, privacy; and counties (21 county hub processes), which runs
-    /// only when named.
+    /// reconnect, idle, footprint, privacy, storage, costs; and counties (21 county hub
+    /// processes), which runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also write the JSON lines to this file.

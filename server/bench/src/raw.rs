@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{ActorId, Automerge, ROOT};
+use automerge::{ActorId, Automerge, ReadDoc, ROOT};
 
 /// The workload's lesson number `i`: a 40-character title, a body of about 500 characters,
 /// three tags. Numbers are spelled in letters so the privacy guard never sees digits.
@@ -320,5 +320,54 @@ impl Chain {
         );
         self.settle();
         took
+    }
+}
+
+/// What Automerge itself costs per lesson in a document of `base` lessons (medians of
+/// `rounds`): the commit at the writer, the apply at a replica, taking the new change back
+/// from the writer's document, and generating the sync message for a replica in step.
+pub struct Costs {
+    pub commit: Duration,
+    pub apply: Duration,
+    pub change_by_hash: Duration,
+    pub generate: Duration,
+}
+
+/// Measures [`Costs`] on a document of `base` lessons.
+pub fn costs(base: usize, rounds: usize) -> Costs {
+    let mut writer = document(base, "city-a");
+    let mut replica = Automerge::new().with_actor(ActorId::from(&b"hub"[..]));
+    let (mut to_replica, mut to_writer) = (sync::State::new(), sync::State::new());
+    sync_until_quiet(&mut writer, &mut replica, &mut to_replica, &mut to_writer);
+    let (mut commit, mut apply, mut by_hash, mut generate) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let started = Instant::now();
+        add_lesson(&mut writer, base + i);
+        commit.push(started.elapsed());
+        let head = writer.get_heads()[0];
+        let started = Instant::now();
+        let change = writer.get_change_by_hash(&head).expect("the new change");
+        by_hash.push(started.elapsed());
+        let started = Instant::now();
+        let message = writer
+            .generate_sync_message(&mut to_replica)
+            .expect("a message with the new change");
+        generate.push(started.elapsed());
+        drop(message);
+        let started = Instant::now();
+        replica.apply_changes([change]).expect("applies");
+        apply.push(started.elapsed());
+        sync_until_quiet(&mut writer, &mut replica, &mut to_replica, &mut to_writer);
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    Costs {
+        commit: median(commit),
+        apply: median(apply),
+        change_by_hash: median(by_hash),
+        generate: median(generate),
     }
 }

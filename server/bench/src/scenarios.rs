@@ -121,6 +121,12 @@ pub async fn run(sizes: &Sizes, only: &[String]) -> anyhow::Result<Vec<Figure>> 
     if wanted("privacy") {
         privacy_guard(sizes, &mut report);
     }
+    if wanted("storage") {
+        durable_write(sizes, &mut report)?;
+    }
+    if wanted("costs") {
+        automerge_costs(sizes, &mut report);
+    }
     let ca;
     if wanted("writes") || wanted("propagation") || wanted("bulk") || wanted("footprint") {
         let mut cluster = Cluster::with_hub()?;
@@ -157,6 +163,76 @@ pub async fn run(sizes: &Sizes, only: &[String]) -> anyhow::Result<Vec<Figure>> 
         counties(sizes, &mut report).await?;
     }
     Ok(report.figures)
+}
+
+/// One durable write of about 1 KB: the node's store (journal and sled) against sled flushed
+/// and fsynced per write (the store before the journal) and a write plus `fdatasync` of a file
+/// of its own (the disk's limit).
+fn durable_write(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let writes = if sizes.quick { 50 } else { 2000 };
+    let measured = crate::storage::measure(writes)?;
+    let ways = [
+        (
+            "the node's store (journal, then sled at checkpoints)",
+            measured.store,
+        ),
+        (
+            "sled flushed and its data file fsynced",
+            measured.sled_fsync,
+        ),
+    ];
+    for (way, (median, p99)) in ways {
+        for (what, value, raw) in [
+            ("median", median, measured.disk.0),
+            ("p99", p99, measured.disk.1),
+        ] {
+            report.add(
+                "storage",
+                format!("durable write of 1 KB, {way}, {what} (ms)"),
+                ms(value),
+                "ms",
+                Some(ms(raw)),
+                "",
+                None,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What Automerge itself costs per lesson, at the writer and at a replica, in documents of
+/// 2,000 and 16,200 lessons: what every node pays before the network, the disk and the API.
+fn automerge_costs(sizes: &Sizes, report: &mut Report) {
+    let (bases, rounds): (&[usize], usize) = if sizes.quick {
+        (&[200], 10)
+    } else {
+        (&[2_000, 16_200], 50)
+    };
+    for &base in bases {
+        let costs = raw::costs(base, rounds);
+        for (what, value) in [
+            ("commit of a new lesson at the writer", costs.commit),
+            ("apply of that change at a replica", costs.apply),
+            (
+                "the new change taken back by its hash",
+                costs.change_by_hash,
+            ),
+            (
+                "sync message generated for a replica in step",
+                costs.generate,
+            ),
+        ] {
+            report.add(
+                "costs",
+                format!("{what}, document of {base} lessons, median (ms)"),
+                ms(value),
+                "ms",
+                None,
+                "",
+                None,
+            );
+        }
+    }
 }
 
 /// The privacy guard's cost for a 4 KB lesson with 1,000 contact names (target ≤ 1 ms).
