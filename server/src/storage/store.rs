@@ -6,6 +6,8 @@
 //! - tree `shared`: shared and national documents, only reachable through [`ShareableDocs`];
 //! - tree `sync_states`: per-peer Automerge sync states, key `<peer spiffe uri> <doc id>`;
 //! - tree `access_log`: who read or changed which personal record, append-only, sealed;
+//! - file `store/journal`: every write to the trees above, as applied, until sled's own files
+//!   hold it ([`crate::storage::journal`]);
 //! - file `keyring`: the data keys, sealed with the at-rest key kept outside the directory.
 //!
 //! Document keys are named by content: `<doc>/change/<sha256 of the chunk>` for incremental
