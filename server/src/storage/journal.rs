@@ -169,6 +169,20 @@ impl Batch {
     }
 }
 
+/// Appends the record of `payload` in `epoch` to `out`: its header (epoch, length, CRC-32 of
+/// both and the payload), then the payload.
+fn frame(epoch: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let mut header = [0u8; RECORD_HEADER];
+    header[..8].copy_from_slice(&epoch.to_le_bytes());
+    header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[..12]);
+    hasher.update(payload);
+    header[12..16].copy_from_slice(&hasher.finalize().to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+}
+
 /// What the journal's lock guards.
 struct State {
     epoch: u64,
@@ -367,15 +381,7 @@ impl Journal {
         }
         let mut bytes = Vec::with_capacity(state.pending_bytes);
         for payload in &state.pending {
-            let mut header = [0u8; RECORD_HEADER];
-            header[..8].copy_from_slice(&state.epoch.to_le_bytes());
-            header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&header[..12]);
-            hasher.update(payload);
-            header[12..16].copy_from_slice(&hasher.finalize().to_le_bytes());
-            bytes.extend_from_slice(&header);
-            bytes.extend_from_slice(payload);
+            frame(state.epoch, payload, &mut bytes);
         }
         let end = state.offset + bytes.len() as u64;
         self.zero_ahead(state, end)?;
@@ -535,20 +541,11 @@ mod tests {
             .write(true)
             .open(fresh.path().join("journal"))
             .expect("opens");
-        let mut offset = RECORDS_START;
+        let mut records = Vec::new();
         for payload in &payloads {
-            let mut header = [0u8; RECORD_HEADER];
-            header[..8].copy_from_slice(&epoch.to_le_bytes());
-            header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&header[..12]);
-            hasher.update(payload);
-            header[12..16].copy_from_slice(&hasher.finalize().to_le_bytes());
-            file.write_all_at(&header, offset).expect("written");
-            file.write_all_at(payload, offset + RECORD_HEADER as u64)
-                .expect("written");
-            offset += (RECORD_HEADER + payload.len()) as u64;
+            frame(epoch, payload, &mut records);
         }
+        file.write_all_at(&records, RECORDS_START).expect("written");
         drop(file);
         let (db, journal, replayed) = open(fresh.path());
         assert_eq!(replayed, 2);
