@@ -434,12 +434,6 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes sled's files hold everything now (a backup, a new generation, a clean stop).
-    pub fn checkpoint_now(&self) -> Result<(), JournalError> {
-        let mut state = self.lock();
-        self.checkpoint(&mut state)
-    }
-
     /// The journal file's size on disk, in bytes.
     pub fn size_on_disk(&self) -> u64 {
         self.file.metadata().map(|m| m.len()).unwrap_or(0)

@@ -231,14 +231,6 @@ impl Durability {
             .map_err(|err| self.note_error(err.into()))
     }
 
-    /// Makes sled's own files hold everything written so far, so that the journal is empty.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.check_not_failed()?;
-        self.journal
-            .checkpoint_now()
-            .map_err(|err| self.note_error(err.into()))
-    }
-
     /// The store's size on disk, in bytes.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0) + self.journal.size_on_disk()
