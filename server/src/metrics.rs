@@ -48,6 +48,12 @@ pub struct ApiLabels {
     pub code: String,
 }
 
+/// Labels of sync messages by how they were made.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MadeByLabels {
+    pub made_by: String,
+}
+
 /// Labels of limit refusals.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -63,6 +69,9 @@ pub struct Metrics {
     /// Federation streams being read (a link's reader task runs from its start to its end).
     pub sync_streams_open: Gauge,
     pub sync_lag: Family<DocPeerLabels, Gauge>,
+    /// Sync messages made since start, from recent changes or by Automerge (read from the
+    /// engine at scrape time).
+    pub sync_messages_made: Family<MadeByLabels, Gauge>,
     pub api_requests: Family<ApiLabels, Counter>,
     pub storage_bytes: Gauge,
     pub fsync_seconds: Histogram,
@@ -89,6 +98,7 @@ impl Metrics {
             peers_connected: Gauge::default(),
             sync_streams_open: Gauge::default(),
             sync_lag: Family::default(),
+            sync_messages_made: Family::default(),
             api_requests: Family::default(),
             storage_bytes: Gauge::default(),
             limit_refusals: Family::default(),
@@ -124,6 +134,11 @@ impl Metrics {
                 "sync_lag_changes",
                 "Changes of a document the peer is not known to have (0 when in step)",
                 metrics.sync_lag.clone(),
+            );
+            r.register(
+                "sync_messages_made",
+                "Sync messages made since the node started, by how: from the document's recent changes, or by Automerge over its whole history",
+                metrics.sync_messages_made.clone(),
             );
             r.register(
                 "api_requests",

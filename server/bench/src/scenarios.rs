@@ -457,7 +457,40 @@ async fn writes(
         "≥ 0.5 × raw commit rate",
         Some(many >= 0.5 * raw_rate),
     );
+    for (name, node) in [
+        ("lund", lund),
+        ("the hub", &cluster.hub),
+        ("malmo", &cluster.cities["malmo"]),
+    ] {
+        let made = messages_made(node).await?;
+        let total = made.0 + made.1;
+        report.add(
+            "writes",
+            format!("sync messages made from recent changes at {name} ({total} in all, %)"),
+            if total == 0 {
+                0.0
+            } else {
+                100.0 * made.0 as f64 / total as f64
+            },
+            "%",
+            None,
+            "",
+            None,
+        );
+    }
     Ok(())
+}
+
+/// Sync messages a node made since it started: (from recent changes, by Automerge).
+async fn messages_made(node: &cluster::NodeProcess) -> anyhow::Result<(u64, u64)> {
+    let text = cluster::scrape(node.metrics.context("metrics address")?).await?;
+    let value = |made_by: &str| {
+        let prefix = format!("sfs_sync_messages_made{{made_by=\"{made_by}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((value("recent_changes"), value("automerge")))
 }
 
 /// Creates one lesson at a time at `from` (numbered from `first`) until `to` returns it, for

@@ -690,14 +690,27 @@ impl SyncHandle {
 
     /// Updates the state gauges of the metrics (at scrape time).
     pub fn refresh_metrics(&self) {
-        let (open, lag) = self.read(|engine| {
+        let (open, lag, made) = self.read(|engine| {
             (
                 engine.links().filter(|(_, _, open)| *open).count(),
                 engine.peer_lag(),
+                engine.message_counts(),
             )
         });
         let metrics = self.metrics();
         metrics.peers_connected.set(open as i64);
+        for (made_by, count) in [
+            ("recent_changes", made.from_recent),
+            ("automerge", made.by_automerge),
+        ] {
+            let labels = crate::metrics::MadeByLabels {
+                made_by: made_by.to_string(),
+            };
+            metrics
+                .sync_messages_made
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         metrics.sync_lag.clear();
         for (peer, doc, missing) in lag {
             let labels = crate::metrics::DocPeerLabels {

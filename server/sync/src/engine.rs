@@ -32,6 +32,7 @@ use crate::compaction::{Compaction, CompactionPolicy};
 use crate::frame::{
     summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
 };
+use crate::recent::{self, RecentChanges};
 use crate::scope::{
     accepts_changes_from, actor_belongs_to, owner_nodes, shared_on_link, NodeId, ShareableDocId,
 };
@@ -269,13 +270,17 @@ struct DocEntry {
     compaction: Compaction,
     /// The document's generation ([`generation_of`]), cached.
     generation: u64,
+    /// Its last changes, from which most sync messages are made ([`crate::recent`]).
+    recent: RecentChanges,
 }
 
 impl DocEntry {
     /// A new, empty document whose own edits carry `actor`.
     fn empty(actor: ActorId) -> DocEntry {
+        let doc = Automerge::new().with_actor(actor);
         DocEntry {
-            doc: Automerge::new().with_actor(actor),
+            recent: RecentChanges::new(&doc),
+            doc,
             persisted_heads: Vec::new(),
             compaction: Compaction::default(),
             generation: 0,
@@ -287,6 +292,7 @@ impl DocEntry {
         DocEntry {
             persisted_heads: doc.get_heads(),
             generation: generation_of(&doc),
+            recent: RecentChanges::new(&doc),
             doc,
             compaction: Compaction::loaded(chunks_since_snapshot, needs_snapshot),
         }
@@ -351,8 +357,7 @@ struct Adopting {
 /// get applied, their bytes are what to store (`save_after` would walk the document's whole
 /// history to find them).
 struct FreshChanges {
-    bytes: Vec<u8>,
-    hashes: Vec<ChangeHash>,
+    changes: Vec<automerge::Change>,
     changes_before: u64,
 }
 
@@ -363,26 +368,113 @@ impl FreshChanges {
         if !up_to_date {
             return None;
         }
-        let new: Vec<&automerge::Change> = changes
+        let new: Vec<automerge::Change> = changes
             .iter()
             .filter(|c| entry.doc.get_change_meta_by_hash(&c.hash()).is_none())
+            .cloned()
             .collect();
         Some(FreshChanges {
-            bytes: new.iter().flat_map(|c| c.raw_bytes().to_vec()).collect(),
-            hashes: new.iter().map(|c| c.hash()).collect(),
+            changes: new,
             changes_before: entry.doc.stats().num_changes,
         })
     }
 
-    /// The bytes, if exactly these changes were applied.
-    fn bytes_if_exactly(self, doc: &Automerge) -> Option<Vec<u8>> {
-        let exactly = doc.stats().num_changes == self.changes_before + self.hashes.len() as u64
+    /// The changes, if exactly these were applied.
+    fn if_exactly(self, doc: &Automerge) -> Option<Vec<automerge::Change>> {
+        let exactly = doc.stats().num_changes == self.changes_before + self.changes.len() as u64
             && self
-                .hashes
+                .changes
                 .iter()
-                .all(|h| doc.get_change_meta_by_hash(h).is_some());
-        exactly.then_some(self.bytes)
+                .all(|c| doc.get_change_meta_by_hash(&c.hash()).is_some());
+        exactly.then_some(self.changes)
     }
+}
+
+/// The stored form of changes: their bytes, one after the other.
+fn bytes_of(changes: &[automerge::Change]) -> Vec<u8> {
+    changes
+        .iter()
+        .flat_map(|c| c.raw_bytes().to_vec())
+        .collect()
+}
+
+/// After a received message or slice was applied to `entry`: remembers the changes that were
+/// new (`fresh`, when known exactly) for the next messages, and hands out their bytes.
+fn note_received(entry: &mut DocEntry, fresh: Option<FreshChanges>) -> Option<Vec<u8>> {
+    let fresh = fresh.and_then(|fresh| fresh.if_exactly(&entry.doc));
+    match &fresh {
+        Some(changes) => entry.recent.applied(&entry.doc, changes),
+        None => entry.recent.reset(&entry.doc),
+    }
+    fresh.map(|changes| bytes_of(&changes))
+}
+
+/// The next sync message for a peer in `state`, if there is one: made from the document's
+/// recent changes when they suffice, else by Automerge. `Err` if Automerge panicked (the
+/// state is then suspect).
+fn generate_message(
+    entry: &DocEntry,
+    state: &mut sync::State,
+    counts: &mut MessageCounts,
+) -> Result<Option<sync::Message>, ()> {
+    #[cfg(debug_assertions)]
+    let before = state.clone();
+    if let Some(message) = recent::generate(&entry.doc, &entry.recent, state) {
+        #[cfg(debug_assertions)]
+        check_against_automerge(&entry.doc, before, state, &message);
+        counts.from_recent += u64::from(message.is_some());
+        return Ok(message);
+    }
+    let message =
+        catch_unwind(AssertUnwindSafe(|| entry.doc.generate_sync_message(state))).map_err(|_| ());
+    counts.by_automerge += u64::from(matches!(message, Ok(Some(_))));
+    message
+}
+
+/// Debug builds: the message made from recent changes is Automerge's own, and so is the state
+/// it leaves. The changes are compared as a set of hashes: a change's bytes may be compressed
+/// or not, and within a batch applied at once Automerge may number changes in another causal
+/// order than the one they came in (which is the order sent from recent changes).
+#[cfg(debug_assertions)]
+fn check_against_automerge(
+    doc: &Automerge,
+    mut state: sync::State,
+    ours: &sync::State,
+    message: &Option<sync::Message>,
+) {
+    let Ok(theirs) = catch_unwind(AssertUnwindSafe(|| doc.generate_sync_message(&mut state)))
+    else {
+        return;
+    };
+    let normal = |m: &Option<sync::Message>| {
+        m.as_ref().map(|m| {
+            let hashes: Vec<ChangeHash> = m
+                .changes
+                .iter()
+                .map(|bytes| {
+                    automerge::Change::try_from(bytes)
+                        .expect("a change this node holds parses")
+                        .hash()
+                })
+                .collect();
+            (
+                m.heads.clone(),
+                m.need.clone(),
+                m.have.clone(),
+                sorted(hashes),
+                m.flags,
+            )
+        })
+    };
+    assert_eq!(
+        normal(message),
+        normal(&theirs),
+        "a sync message made from recent changes differs from Automerge's"
+    );
+    assert_eq!(
+        ours, &state,
+        "a sync state after a message made from recent changes differs from Automerge's"
+    );
 }
 
 /// Parsed changes back as the chunks of a sync message, for Automerge's `receive_sync_message`.
@@ -425,6 +517,16 @@ pub struct Engine {
     /// Documents edited here and not yet offered to the links (see
     /// [`EngineConfig::defer_local_pushes`]).
     pending_pushes: std::collections::BTreeSet<ShareableDocId>,
+    counts: MessageCounts,
+}
+
+/// How the sync messages this engine sent were made (for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    /// Made from a document's recent changes ([`crate::recent`]).
+    pub from_recent: u64,
+    /// Made by Automerge, over the document's whole change graph.
+    pub by_automerge: u64,
 }
 
 impl Engine {
@@ -437,10 +539,21 @@ impl Engine {
             docs: BTreeMap::new(),
             conns: BTreeMap::new(),
             pending_pushes: std::collections::BTreeSet::new(),
+            counts: MessageCounts::default(),
         }
     }
 
     /// The settings the engine runs with.
+    /// How many recent changes of `id` are kept for making sync messages ([`crate::recent`]).
+    pub fn recent_changes_kept(&self, id: &ShareableDocId) -> usize {
+        self.docs.get(id).map_or(0, |entry| entry.recent.len())
+    }
+
+    /// How the sync messages sent so far were made.
+    pub fn message_counts(&self) -> MessageCounts {
+        self.counts
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
@@ -649,8 +762,12 @@ impl Engine {
                     .fork_at(&before)
                     .expect("the heads before the edit are in the document");
                 entry.doc = back.with_actor(self.actor.clone());
+                // The rebuilt document may order its changes differently.
+                entry.recent.reset(&entry.doc);
                 return Err(err);
             }
+            entry.recent.applied(&entry.doc, change.iter());
+            self.trim_recent(id);
             // The new change alone, when it follows directly on what is stored: taking it by
             // hash is cheap, while `save_after` walks the document's whole history.
             let entry = &self.docs[id];
@@ -1376,8 +1493,9 @@ impl Engine {
             self.refuse(conn_id, id, StatusCode::InvalidArgument, reason, out);
             return false;
         }
+        let fresh = note_received(self.docs.get_mut(id).expect("document exists"), fresh);
+        self.trim_recent(id);
         if self.docs[id].doc.get_heads() != before {
-            let fresh = fresh.and_then(|fresh| fresh.bytes_if_exactly(&self.docs[id].doc));
             self.document_changed(id, Some(conn_id), fresh, out);
         }
         true
@@ -1458,8 +1576,9 @@ impl Engine {
                 return;
             }
         }
+        let fresh = note_received(self.docs.get_mut(id).expect("document exists"), fresh);
+        self.trim_recent(id);
         if self.docs[id].doc.get_heads() != before {
-            let fresh = fresh.and_then(|fresh| fresh.bytes_if_exactly(&self.docs[id].doc));
             self.document_changed(id, Some(conn_id), fresh, out);
         }
         let state = self.state_for(conn_id, id);
@@ -1672,10 +1791,8 @@ impl Engine {
                 Some(done) => done.clone(),
                 None => {
                     let mut state = before.clone();
-                    let doc = &self.docs[id].doc;
-                    let message = catch_unwind(AssertUnwindSafe(|| {
-                        doc.generate_sync_message(&mut state).map(|m| m.encode())
-                    }));
+                    let message = generate_message(&self.docs[id], &mut state, &mut self.counts)
+                        .map(|message| message.map(|m| m.encode()));
                     let Ok(message) = message else {
                         self.generation_failed(conn_id, id, out);
                         continue;
@@ -1710,8 +1827,7 @@ impl Engine {
             return;
         }
         let mut state = std::mem::take(self.state_for(conn_id, id));
-        let doc = &self.docs[id].doc;
-        let message = catch_unwind(AssertUnwindSafe(|| doc.generate_sync_message(&mut state)));
+        let message = generate_message(&self.docs[id], &mut state, &mut self.counts);
         let Ok(message) = message else {
             self.generation_failed(conn_id, id, out);
             return;
@@ -1727,6 +1843,38 @@ impl Engine {
                 },
             ));
         }
+    }
+
+    /// Drops the recent changes of `id` that every link's peer already has (by the heads and
+    /// last syncs its sync state knows), once more than [`recent::TRIM_AFTER`] are kept.
+    fn trim_recent(&mut self, id: &ShareableDocId) {
+        let Some(entry) = self.docs.get_mut(id) else {
+            return;
+        };
+        if entry.recent.len() <= recent::TRIM_AFTER {
+            return;
+        }
+        let mut keep_from = u64::MAX;
+        for conn in self.conns.values() {
+            let Some(state) = conn.states.get(id) else {
+                continue;
+            };
+            let boundary = state
+                .shared_heads
+                .iter()
+                .chain(state.their_heads.iter().flatten())
+                .chain(
+                    state
+                        .their_have
+                        .iter()
+                        .flatten()
+                        .flat_map(|have| &have.last_sync),
+                );
+            if let Some(oldest) = boundary.filter_map(|h| entry.recent.position(h)).min() {
+                keep_from = keep_from.min(oldest);
+            }
+        }
+        entry.recent.trim_before(keep_from);
     }
 
     /// Automerge panicked while generating a message for a link (the last line of defence:

@@ -15,12 +15,15 @@
 //! - [`screen`]: a received frame decoded, checked and parsed before the engine (and its
 //!   lock) is involved.
 //! - [`compaction`]: when a stored document gets a chunk and when a whole snapshot.
+//! - [`recent`]: a document's last changes, from which most sync messages are made without
+//!   Automerge walking its whole history.
 
 pub mod backoff;
 pub mod compaction;
 pub mod driver;
 pub mod engine;
 pub mod frame;
+pub mod recent;
 pub mod scope;
 pub mod screen;
 pub mod storage;
@@ -30,7 +33,7 @@ pub use driver::{
 };
 pub use engine::{
     generation_of, CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError,
-    LogEvent, Output, PersistKind, StatusCode, GENERATION_KEY,
+    LogEvent, MessageCounts, Output, PersistKind, StatusCode, GENERATION_KEY,
 };
 pub use frame::{
     summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,

@@ -2801,3 +2801,106 @@ fn a_city_refuses_national_edits_by_a_hub_it_was_not_told_of() {
         fed.closes
     );
 }
+
+fn counts(fed: &Federation) -> BTreeMap<String, sfs_sync::MessageCounts> {
+    fed.engines
+        .iter()
+        .map(|(name, driver)| (name.clone(), driver.lock_engine().message_counts()))
+        .collect()
+}
+
+#[test]
+fn messages_for_peers_in_step_are_made_from_recent_changes_not_by_automerge() {
+    let mut fed = Federation::new(&["helsingborg", "malmo", "lund"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.connect("lund", 3);
+    for i in 0..10 {
+        fed.add_lesson(
+            "helsingborg",
+            &format!("first{i}"),
+            "before the links settle",
+        );
+    }
+    fed.run_until_quiet();
+    let before = counts(&fed);
+    // One lesson at a time, and bursts of lessons written before anything is delivered, from
+    // two cities at once: the hub relays, the writers push, everybody acknowledges.
+    for round in 0..20 {
+        fed.add_lesson("helsingborg", &format!("h{round}"), "one at a time");
+        fed.run_until_quiet();
+        for burst in 0..5 {
+            fed.add_lesson("malmo", &format!("m{round}-{burst}"), "in a burst");
+            fed.add_lesson("helsingborg", &format!("hb{round}-{burst}"), "in a burst");
+        }
+        fed.run_until_quiet();
+    }
+    let after = counts(&fed);
+    for (node, count) in &after {
+        let made = count.from_recent - before[node].from_recent;
+        let by_automerge = count.by_automerge - before[node].by_automerge;
+        assert!(made > 0, "{node} made no message from recent changes");
+        assert_eq!(
+            by_automerge, 0,
+            "{node} asked Automerge {by_automerge} times"
+        );
+    }
+    for node in ["hub", "helsingborg", "malmo", "lund"] {
+        assert_eq!(
+            fed.lesson(node, "malmo", "m19-4").as_deref(),
+            Some("in a burst")
+        );
+        assert_eq!(
+            fed.lesson(node, "helsingborg", "h19").as_deref(),
+            Some("one at a time")
+        );
+    }
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+}
+
+#[test]
+fn a_peer_back_after_missing_changes_is_served_by_automerge_then_from_recent_changes() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.add_lesson("helsingborg", "first", "both in step");
+    fed.run_until_quiet();
+    fed.disconnect(2);
+    let missed = sfs_sync::recent::TRIM_AFTER * 3;
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    for i in 0..missed {
+        fed.add_lesson("helsingborg", &format!("l{i}"), "while malmo was away");
+        fed.run_until_quiet();
+        // Only what a linked peer lacks is kept: helsingborg is in step after each lesson.
+        let kept = fed.engines["hub"].lock_engine().recent_changes_kept(&doc);
+        assert!(kept <= sfs_sync::recent::TRIM_AFTER + 1, "{kept} kept");
+    }
+    let before = counts(&fed)["hub"];
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    let after = counts(&fed)["hub"];
+    assert!(
+        after.by_automerge > before.by_automerge,
+        "malmo's catch-up of {missed} lessons reaches past what the hub keeps"
+    );
+    let last = format!("l{}", missed - 1);
+    assert_eq!(
+        fed.lesson("malmo", "helsingborg", &last).as_deref(),
+        Some("while malmo was away")
+    );
+    assert_eq!(
+        fed.lesson("malmo", "helsingborg", "l0").as_deref(),
+        Some("while malmo was away")
+    );
+    // And once caught up, malmo is served from recent changes again.
+    let before = counts(&fed)["hub"];
+    fed.add_lesson("helsingborg", "after", "in step again");
+    fed.run_until_quiet();
+    let after = counts(&fed)["hub"];
+    assert!(after.from_recent > before.from_recent);
+    assert_eq!(after.by_automerge, before.by_automerge);
+    assert_eq!(
+        fed.lesson("malmo", "helsingborg", "after").as_deref(),
+        Some("in step again")
+    );
+}
