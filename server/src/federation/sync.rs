@@ -137,6 +137,8 @@ pub struct LinkTable {
     metrics: Arc<crate::metrics::Metrics>,
     /// Announces every document whose content changed durably (by an edit or from a peer).
     changes: tokio::sync::broadcast::Sender<ShareableDocId>,
+    /// Wakes [`compact_when_due`]: a snapshot fell due.
+    compactions: Arc<tokio::sync::Notify>,
 }
 
 impl LinkTable {
@@ -244,6 +246,10 @@ impl Transport for LinkTable {
         let _ = self.changes.send(doc.clone());
     }
 
+    fn compaction_due(&self) {
+        self.compactions.notify_one();
+    }
+
     fn event(&self, event: &LogEvent) {
         match event {
             LogEvent::Refused { peer, doc, reason } => {
@@ -320,6 +326,7 @@ impl SyncHandle {
             budgets: Mutex::new(weighted_budgets(PeerLimits::default())),
             metrics,
             changes: tokio::sync::broadcast::channel(1024).0,
+            compactions: Arc::new(tokio::sync::Notify::new()),
         };
         let driver = Driver::open(engine, ShareableStorage::new(shared, sync_states), links)?;
         Ok(SyncHandle {
@@ -372,6 +379,11 @@ impl SyncHandle {
     }
 
     /// Receives the id of every document whose content changes (durably) from now on.
+    /// Stores the snapshots that fell due ([`sfs_sync::Driver::compact_pending`]); blocking.
+    pub fn compact_pending(&self) -> Result<(), sfs_sync::StorageFailure> {
+        self.driver.compact_pending()
+    }
+
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ShareableDocId> {
         self.links().changes.subscribe()
     }
@@ -1086,4 +1098,28 @@ pub(crate) fn connect_endpoint(
 /// An error with its sources, on one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     sfs_client::error_chain(err)
+}
+
+/// Stores the snapshots of shareable documents that fell due, away from the write path (a
+/// snapshot due on a write is made after that write is acknowledged and sent on), until
+/// `shutdown`. One at a time, from a blocking task.
+pub async fn compact_when_due(
+    sync: Arc<SyncHandle>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let due = sync.links().compactions.clone();
+    loop {
+        tokio::select! {
+            _ = due.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        let handle = sync.clone();
+        match tokio::task::spawn_blocking(move || handle.compact_pending()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => {
+                tracing::error!(error = %failure, "storing a snapshot failed; every link closes")
+            }
+            Err(err) => tracing::error!(error = %err, "storing a snapshot was interrupted"),
+        }
+    }
 }

@@ -522,6 +522,10 @@ pub async fn start_on(
             shutdown_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::federation::sync::compact_when_due(
+        sync.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(crate::federation::releases::track(
         sync.clone(),
         releases,

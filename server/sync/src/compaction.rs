@@ -7,6 +7,12 @@
 //! bounded: at most `after_chunks` chunks beside a snapshot, and their bytes at most half the
 //! snapshot's (or `min_bytes` while the document is small). After a failed write the next one
 //! is a snapshot, so nothing is ever stored on top of a chunk that is missing.
+//!
+//! A snapshot that falls due on a write is not made inside that write: the write stores its
+//! chunk, and the driver makes the snapshot after releasing it (of what is durable by then,
+//! outside the engine lock), so no acknowledgement or frame waits for a whole document to be
+//! saved. Chunks go on meanwhile, up to twice the bounds; past that a write stores the snapshot
+//! itself.
 
 /// The limits of the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +40,8 @@ pub struct Compaction {
     chunk_bytes: usize,
     snapshot_bytes: usize,
     needs_snapshot: bool,
+    /// A snapshot is being made after the write path ([`Compaction::start_compacting`]).
+    compacting: bool,
 }
 
 impl Compaction {
@@ -44,6 +52,7 @@ impl Compaction {
             chunk_bytes: 0,
             snapshot_bytes: 0,
             needs_snapshot,
+            compacting: false,
         }
     }
 
@@ -60,6 +69,26 @@ impl Compaction {
             && self.chunk_bytes + len <= policy.min_bytes.max(self.snapshot_bytes / 2)
     }
 
+    /// Whether a chunk of `len` bytes may still be stored while a snapshot is made after the
+    /// write path: up to twice what [`Compaction::takes_chunk`] allows, after which the write
+    /// itself stores the snapshot (a driver that never compacts still keeps the bound).
+    pub fn takes_chunk_while_compacting(&self, policy: &CompactionPolicy, len: usize) -> bool {
+        !self.needs_snapshot
+            && self.chunks + 1 < 2 * policy.after_chunks
+            && self.chunk_bytes + len <= 2 * policy.min_bytes.max(self.snapshot_bytes / 2)
+    }
+
+    /// Whether a snapshot is being made after the write path.
+    pub fn is_compacting(&self) -> bool {
+        self.compacting
+    }
+
+    /// A snapshot is due and will be made after the write path; until it is stored, writes
+    /// store chunks.
+    pub fn start_compacting(&mut self) {
+        self.compacting = true;
+    }
+
     /// A chunk of `len` bytes was handed to storage.
     pub fn stored_chunk(&mut self, len: usize) {
         self.chunks += 1;
@@ -72,6 +101,7 @@ impl Compaction {
         self.chunk_bytes = 0;
         self.snapshot_bytes = len;
         self.needs_snapshot = false;
+        self.compacting = false;
     }
 
     /// A write failed (or what is stored is unknown): the next write is a snapshot.
@@ -109,6 +139,28 @@ mod tests {
             !Compaction::default().takes_chunk(&policy, 101),
             "one chunk over the bytes is a snapshot"
         );
+    }
+
+    #[test]
+    fn while_a_snapshot_is_made_chunks_go_on_up_to_twice_the_bound() {
+        let policy = CompactionPolicy {
+            after_chunks: 100,
+            min_bytes: 100,
+        };
+        let mut state = Compaction::default();
+        state.stored_chunk(90);
+        assert!(!state.takes_chunk(&policy, 20));
+        state.start_compacting();
+        assert!(state.is_compacting());
+        assert!(state.takes_chunk_while_compacting(&policy, 20));
+        state.stored_chunk(20);
+        assert!(
+            !state.takes_chunk_while_compacting(&policy, 100),
+            "210 > 200 bytes"
+        );
+        state.stored_snapshot(1000);
+        assert!(!state.is_compacting());
+        assert!(state.takes_chunk(&policy, 20));
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //!   frames to the [`Transport`], then the callers' acknowledgements, then the change
 //!   notifications. A caller waits until its own batch is released; whoever finds no writer
 //!   at work becomes it.
+//! - A snapshot that falls due on a write is stored after that write is released
+//!   ([`Output::compact_docs`]): of what is durable by then, copied under the engine lock and
+//!   saved outside it, so no acknowledgement or frame waits for a whole document to be saved.
 //! - A storage failure goes back into the engine as an event: every batch of the failed
 //!   drain, and every batch queued behind it, is dropped unreleased (their callers get
 //!   [`StorageFailure`]); each document they touched is set back to what is durable
@@ -58,6 +61,10 @@ pub trait Transport: Send + Sync {
     /// Ends link `conn` on this node's side: its Goodbye and status go out, queued frames are
     /// dropped, its stream ends.
     fn close(&self, conn: ConnId, reason: &CloseReason);
+    /// A snapshot fell due: [`Driver::compact_pending`] should be called soon, away from the
+    /// callers of the write path. Without it, a document's write stores the snapshot itself
+    /// once its chunks reach twice the compaction bounds.
+    fn compaction_due(&self) {}
     /// The peer ended link `conn` with Goodbye: its stream ends after what is queued.
     fn end(&self, conn: ConnId);
     /// The content of `doc` changed, durably.
@@ -102,6 +109,8 @@ struct Queue {
     writing: bool,
     /// Failures of awaited batches, until their callers take them.
     failed: HashMap<u64, StorageFailure>,
+    /// Documents whose snapshot fell due, for [`Driver::compact_pending`].
+    compactions: BTreeSet<ShareableDocId>,
 }
 
 /// The engine, its storage and its transport. See the module documentation.
@@ -384,6 +393,14 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                             self.transport.changed(doc);
                         }
                     }
+                    let due: Vec<ShareableDocId> = batches
+                        .iter()
+                        .flat_map(|b| b.out.compact_docs.iter().cloned())
+                        .collect();
+                    if !due.is_empty() {
+                        self.queue().compactions.extend(due);
+                        self.transport.compaction_due();
+                    }
                     if !refused.is_empty() {
                         let mut engine = self.engine();
                         let mut out = Output::default();
@@ -393,7 +410,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                         self.enqueue(&mut engine, out, false);
                     }
                 }
-                Err(failure) => self.fail(batches, failure),
+                Err(failure) => self.fail(batches, Vec::new(), failure),
             }
         }
     }
@@ -435,6 +452,76 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         Ok(())
     }
 
+    /// Stores the snapshots that fell due since the last call ([`Transport::compaction_due`]
+    /// asks for this call; the node makes it from a blocking task, the tests and the simulator
+    /// when they choose). Each is of what is durable (the heads of the document's last synced
+    /// write), copied under the engine lock and saved outside it, and synced; it runs as the
+    /// writer, so writes queued meanwhile wait for it and their chunks land beside the
+    /// snapshot. A failure is a storage failure like any other (every link closes).
+    pub fn compact_pending(&self) -> Result<(), StorageFailure> {
+        let mut queue = self.queue();
+        // Bounded by the writers at work: each ends when the queue is empty.
+        while queue.writing {
+            queue = relock(self.released.wait(queue));
+        }
+        let due = std::mem::take(&mut queue.compactions);
+        if due.is_empty() {
+            return Ok(());
+        }
+        queue.writing = true;
+        drop(queue);
+        let mut result = Ok(());
+        for doc in &due {
+            if let Err(failure) = self.compact(doc) {
+                self.fail(Vec::new(), vec![doc.clone()], failure.clone());
+                result = Err(failure);
+                break;
+            }
+        }
+        // What was queued meanwhile.
+        self.write_queued();
+        let mut queue = self.queue();
+        queue.writing = false;
+        self.released.notify_all();
+        result
+    }
+
+    /// Stores a snapshot of `doc` in place of its chunks (see [`Driver::compact_pending`]).
+    fn compact(&self, doc: &ShareableDocId) -> Result<(), StorageFailure> {
+        let failure = |err: S::Error| StorageFailure(err.to_string());
+        let Some(heads) = relock(self.durable.lock()).get(doc).cloned() else {
+            return Ok(());
+        };
+        let Some(copy) = self.engine().snapshot_for_compaction(doc) else {
+            return Ok(());
+        };
+        let mut ours = copy.get_heads();
+        ours.sort();
+        let mut durable = heads.clone();
+        durable.sort();
+        let snapshot = if ours == durable {
+            copy
+        } else {
+            // Changes queued behind are not durable yet: a snapshot holding them could bring
+            // back, after a failure, what the engine forgot (ARCHITECTURE.md, the write path).
+            match copy.fork_at(&heads) {
+                Ok(forked) => forked,
+                Err(_) => return Ok(()),
+            }
+        };
+        let persist = crate::engine::DocPersist {
+            doc: doc.clone(),
+            kind: PersistKind::Snapshot,
+            bytes: snapshot.save(),
+            heads,
+        };
+        drop(snapshot);
+        self.storage.put_doc(&persist).map_err(failure)?;
+        self.storage.sync().map_err(failure)?;
+        self.engine().compacted(doc, persist.bytes.len());
+        Ok(())
+    }
+
     /// Hands a durable batch's frames to the transport, then its closes and ends.
     fn release_frames(&self, batch: &Batch, refused: &mut Vec<(ConnId, CloseReason)>) {
         let out = &batch.out;
@@ -465,14 +552,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     }
 
     /// A write or sync failed: nothing of `batches`, nor of anything queued behind them,
-    /// leaves the node; the engine goes back to what is durable and closes every link.
-    fn fail(&self, batches: Vec<Batch>, failure: StorageFailure) {
+    /// leaves the node; the engine goes back to what is durable (for the documents they
+    /// touched and those in `also`: a snapshot being stored) and closes every link.
+    fn fail(&self, batches: Vec<Batch>, also: Vec<ShareableDocId>, failure: StorageFailure) {
         let mut engine = self.engine();
         // Everything queued now was made before the engine learns of the failure, and may
         // build on what was not stored.
         let mut dropped = batches;
         dropped.extend(self.queue().batches.drain(..));
-        let mut docs: BTreeSet<ShareableDocId> = BTreeSet::new();
+        let mut docs: BTreeSet<ShareableDocId> = also.into_iter().collect();
         for batch in &dropped {
             docs.extend(batch.out.persist_docs.iter().map(|p| p.doc.clone()));
             docs.extend(batch.out.replaced_docs.iter().map(|(doc, _)| doc.clone()));

@@ -237,6 +237,10 @@ pub struct Output {
     /// Links whose received sync message is applied only in part: the driver calls
     /// [`Engine::continue_receive`] for each (after storing this output) until none is left.
     pub unfinished: Vec<ConnId>,
+    /// Documents whose snapshot fell due: after releasing this output, the driver stores a
+    /// snapshot of each as durable by then ([`Engine::snapshot_for_compaction`],
+    /// [`Engine::compacted`]).
+    pub compact_docs: Vec<ShareableDocId>,
 }
 
 impl Output {
@@ -258,6 +262,7 @@ impl Output {
         self.reload_docs.extend(other.reload_docs);
         self.replaced_docs.extend(other.replaced_docs);
         self.unfinished.extend(other.unfinished);
+        self.compact_docs.extend(other.compact_docs);
     }
 }
 
@@ -544,6 +549,25 @@ impl Engine {
     }
 
     /// The settings the engine runs with.
+    /// For the driver, after releasing an output with [`Output::compact_docs`]: a copy of the
+    /// document to store a snapshot of, if that is still wanted (the document may have been
+    /// replaced, or stored whole, since). The copy may hold more than is durable; the driver
+    /// snapshots what is.
+    pub fn snapshot_for_compaction(&self, id: &ShareableDocId) -> Option<Automerge> {
+        let entry = self.docs.get(id)?;
+        entry.compaction.is_compacting().then(|| entry.doc.clone())
+    }
+
+    /// The driver stored a snapshot of `len` bytes of `id` (made after
+    /// [`Engine::snapshot_for_compaction`]).
+    pub fn compacted(&mut self, id: &ShareableDocId, len: usize) {
+        if let Some(entry) = self.docs.get_mut(id) {
+            if entry.compaction.is_compacting() {
+                entry.compaction.stored_snapshot(len);
+            }
+        }
+    }
+
     /// How many recent changes of `id` are kept for making sync messages ([`crate::recent`]).
     pub fn recent_changes_kept(&self, id: &ShareableDocId) -> usize {
         self.docs.get(id).map_or(0, |entry| entry.recent.len())
@@ -1746,7 +1770,23 @@ impl Engine {
         let heads = entry.doc.get_heads();
         let chunk = (!entry.compaction.needs_snapshot())
             .then(|| fresh.unwrap_or_else(|| entry.doc.save_after(&entry.persisted_heads)));
-        let chunk = chunk.filter(|chunk| entry.compaction.takes_chunk(&policy, chunk.len()));
+        let chunk = chunk.filter(|chunk| {
+            if entry.compaction.takes_chunk(&policy, chunk.len()) {
+                return true;
+            }
+            // A snapshot is due: it is made after this write is released, not inside it.
+            if !entry
+                .compaction
+                .takes_chunk_while_compacting(&policy, chunk.len())
+            {
+                return false;
+            }
+            if !entry.compaction.is_compacting() {
+                entry.compaction.start_compacting();
+                out.compact_docs.push(id.clone());
+            }
+            true
+        });
         let persist = match chunk {
             Some(bytes) => {
                 entry.compaction.stored_chunk(bytes.len());

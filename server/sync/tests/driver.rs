@@ -531,3 +531,124 @@ fn a_large_message_is_applied_in_slices_and_the_engine_is_free_between_them() {
         .any(|r| matches!(r, Released::Frame(1, Frame::DocSync { .. })));
     assert!(answered, "the hub answered the message on its link");
 }
+
+fn compacting_engine(me: &NodeId) -> Engine {
+    Engine::new(
+        me.clone(),
+        sfs_sync::run_actor(me, [1; 8]),
+        EngineConfig {
+            compact_after_chunks: 8,
+            ..EngineConfig::default()
+        },
+    )
+}
+
+#[test]
+fn a_snapshot_that_falls_due_is_stored_after_the_write_not_inside_it() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(
+        compacting_engine(&city("malmo")),
+        storage.clone(),
+        RecordingTransport::new(),
+    )
+    .unwrap();
+    let doc = lessons("malmo");
+    let mut snapshots_seen = 0;
+    let mut chunks_before = 0;
+    for i in 0..40 {
+        let (puts, syncs) = (storage.puts(), storage.syncs());
+        write(&driver, &doc, &format!("l{i}"), "a lesson").unwrap();
+        // The write itself stores its chunk only.
+        assert_eq!(storage.puts() - puts, 1, "write {i} stored one chunk");
+        driver.compact_pending().unwrap();
+        let (durable, chunks) = storage.durable_doc(&doc).unwrap().unwrap();
+        assert!(durable.get(ROOT, format!("l{i}")).unwrap().is_some());
+        assert!(chunks < 2 * 8, "{chunks} chunks beside the snapshot");
+        if chunks < chunks_before {
+            snapshots_seen += 1;
+            // The write's own chunk, synced and released; then the snapshot, synced.
+            assert_eq!(
+                storage.puts() - puts,
+                2,
+                "write {i}: a chunk, then a snapshot"
+            );
+            assert!(durable.get(ROOT, format!("l{i}")).unwrap().is_some());
+            assert_eq!(storage.syncs() - syncs, 2);
+        }
+        chunks_before = chunks;
+    }
+    assert!(
+        snapshots_seen >= 3,
+        "snapshots replaced the chunks {snapshots_seen} times"
+    );
+    // Every write was stored as a chunk: a snapshot only ever comes after one.
+    let (durable, _) = storage.durable_doc(&doc).unwrap().unwrap();
+    let expected = driver.read(|e| e.document(&doc).unwrap().get_heads());
+    assert_eq!(durable.get_heads(), expected);
+}
+
+#[test]
+fn without_compaction_calls_a_write_stores_the_snapshot_at_twice_the_bounds() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(
+        compacting_engine(&city("umea")),
+        storage.clone(),
+        RecordingTransport::new(),
+    )
+    .unwrap();
+    let doc = lessons("umea");
+    let mut most = 0;
+    for i in 0..40 {
+        write(&driver, &doc, &format!("l{i}"), "a lesson").unwrap();
+        most = most.max(storage.durable_doc(&doc).unwrap().unwrap().1);
+    }
+    assert!(
+        (8..16).contains(&most),
+        "at most {most} chunks beside the snapshot"
+    );
+}
+
+#[test]
+fn a_snapshot_that_fails_to_store_sets_the_document_back_to_what_is_durable() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(
+        compacting_engine(&city("lund")),
+        storage.clone(),
+        RecordingTransport::new(),
+    )
+    .unwrap();
+    let _hub = open_link(&driver, 3, RecordingTransport::take);
+    let doc = lessons("lund");
+    // Up to the write that makes a snapshot due: 8 chunks.
+    for i in 0..7 {
+        write(&driver, &doc, &format!("l{i}"), "kept").unwrap();
+    }
+    // The 8th write stores its chunk (one put, one sync) and is acknowledged; the snapshot
+    // after it fails.
+    storage.fail_put_after(1);
+    write(
+        &driver,
+        &doc,
+        "l7",
+        "acknowledged before the snapshot failed",
+    )
+    .unwrap();
+    assert!(!storage.has_failed());
+    assert!(driver.compact_pending().is_err());
+    assert!(storage.has_failed(), "the snapshot's put failed");
+    let links_open = driver.read(|e| e.links().filter(|(_, _, open)| *open).count());
+    assert_eq!(links_open, 0, "every link closes after a failed write");
+    storage.restart();
+    let (durable, _) = storage.durable_doc(&doc).unwrap().unwrap();
+    for i in 0..8 {
+        assert!(
+            durable.get(ROOT, format!("l{i}")).unwrap().is_some(),
+            "acknowledged write l{i} survives"
+        );
+    }
+    // The engine holds what is durable, and goes on from there.
+    write(&driver, &doc, "after", "the store came back").unwrap();
+    let (durable, _) = storage.durable_doc(&doc).unwrap().unwrap();
+    assert!(durable.get(ROOT, "after").unwrap().is_some());
+    assert!(durable.get(ROOT, "l7").unwrap().is_some());
+}

@@ -1025,6 +1025,7 @@ impl Sim {
             Event::Tick => {
                 for node in 0..self.nodes.len() {
                     self.call(node, |engine, now| engine.tick(now));
+                    self.compact(node);
                 }
                 self.fail_back();
                 self.schedule(self.now + TICK_MS, Event::Tick);
@@ -1110,6 +1111,24 @@ impl Sim {
             self.end_closed(node, *conn);
         }
         unfinished
+    }
+
+    /// Stores the snapshots that fell due at `node` (as a node's background task does), with
+    /// the same chance of a write failure as any other write.
+    fn compact(&mut self, node: usize) {
+        if self.nodes[node].driver.is_none() {
+            return;
+        }
+        let before = self.nodes[node].open_conns();
+        self.arm_write_failure(node);
+        let _ = self.nodes[node].driver().compact_pending();
+        if !self.release(node) {
+            return;
+        }
+        let after = self.nodes[node].open_conns();
+        for conn in before.difference(&after) {
+            self.end_closed(node, *conn);
+        }
     }
 
     /// Now and then (on seeds with write failures) the node's next write or sync fails.
