@@ -386,7 +386,14 @@ fn prepare(dir: &Path, id: NodeId, upstream: Upstream) -> anyhow::Result<NodePro
         store: Default::default(),
         privacy: Default::default(),
         method: Default::default(),
-        limits: Default::default(),
+        // The harness drives each node with one API token from many clients at full speed
+        // (the reader beside the writers alone makes well over 1,000 calls a second): it
+        // measures the node, not the per-token rate limit.
+        limits: sfs_node::node::config::LimitsConfig {
+            api_requests_per_second: 1_000_000,
+            api_request_burst: 1_000_000,
+            ..Default::default()
+        },
         web: Default::default(),
         county: sfs_node::node::config::CountyConfig { cities: serves },
     };

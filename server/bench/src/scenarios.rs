@@ -400,8 +400,13 @@ async fn writes(
         let names = written.clone();
         tokio::spawn(async move {
             let mut latencies = Vec::new();
+            // A steady 200 reads a second, as pages and integrations would make them: a reader
+            // at full speed would measure how it takes the cores from the writers instead.
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Bounded: the writers end the loop, or at most this many reads.
             for i in 0..1_000_000usize {
+                pace.tick().await;
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }

@@ -486,38 +486,39 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         result
     }
 
-    /// Stores a snapshot of `doc` in place of its chunks (see [`Driver::compact_pending`]).
+    /// Stores a snapshot of `doc` in place of its chunks (see [`Driver::compact_pending`]),
+    /// as the writer. The copy is taken under the engine lock with the queue empty: every
+    /// output the engine made is then stored and synced, so the copy holds exactly what is
+    /// durable (a snapshot holding what is not could bring back, after a failure, a change the
+    /// engine forgot). Bounded: if writes keep arriving, the snapshot waits for the next call.
     fn compact(&self, doc: &ShareableDocId) -> Result<(), StorageFailure> {
         let failure = |err: S::Error| StorageFailure(err.to_string());
-        let Some(heads) = relock(self.durable.lock()).get(doc).cloned() else {
-            return Ok(());
-        };
-        let Some(copy) = self.engine().snapshot_for_compaction(doc) else {
-            return Ok(());
-        };
-        let mut ours = copy.get_heads();
-        ours.sort();
-        let mut durable = heads.clone();
-        durable.sort();
-        let snapshot = if ours == durable {
-            copy
-        } else {
-            // Changes queued behind are not durable yet: a snapshot holding them could bring
-            // back, after a failure, what the engine forgot (ARCHITECTURE.md, the write path).
-            match copy.fork_at(&heads) {
-                Ok(forked) => forked,
-                Err(_) => return Ok(()),
+        let mut copy = None;
+        for _ in 0..8 {
+            self.write_queued();
+            let engine = self.engine();
+            if self.queue().batches.is_empty() {
+                copy = Some(engine.snapshot_for_compaction(doc));
+                break;
             }
+        }
+        let Some(copy) = copy else {
+            self.queue().compactions.insert(doc.clone());
+            return Ok(());
+        };
+        let Some(copy) = copy else {
+            return Ok(());
         };
         let persist = crate::engine::DocPersist {
             doc: doc.clone(),
             kind: PersistKind::Snapshot,
-            bytes: snapshot.save(),
-            heads,
+            bytes: copy.save(),
+            heads: copy.get_heads(),
         };
-        drop(snapshot);
+        drop(copy);
         self.storage.put_doc(&persist).map_err(failure)?;
         self.storage.sync().map_err(failure)?;
+        relock(self.durable.lock()).insert(doc.clone(), persist.heads.clone());
         self.engine().compacted(doc, persist.bytes.len());
         Ok(())
     }
