@@ -551,8 +551,8 @@ impl Engine {
     /// The settings the engine runs with.
     /// For the driver, after releasing an output with [`Output::compact_docs`]: a copy of the
     /// document to store a snapshot of, if that is still wanted (the document may have been
-    /// replaced, or stored whole, since). The copy may hold more than is durable; the driver
-    /// snapshots what is.
+    /// replaced, or stored whole, since). The driver asks while the write queue is empty, so
+    /// the copy holds exactly what is durable.
     pub fn snapshot_for_compaction(&self, id: &ShareableDocId) -> Option<Automerge> {
         let entry = self.docs.get(id)?;
         entry.compaction.is_compacting().then(|| entry.doc.clone())
