@@ -174,6 +174,12 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The value of the metric line `name` (with its labels, if any) in scraped `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Reads `/metrics` over plain HTTP/1.0.
 pub async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

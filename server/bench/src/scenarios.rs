@@ -490,10 +490,11 @@ async fn writes(
 async fn messages_made(node: &cluster::NodeProcess) -> anyhow::Result<(u64, u64)> {
     let text = cluster::scrape(node.metrics.context("metrics address")?).await?;
     let value = |made_by: &str| {
-        let prefix = format!("sfs_sync_messages_made{{made_by=\"{made_by}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse::<u64>().ok())
-            .unwrap_or(0)
+        cluster::metric(
+            &text,
+            &format!("sfs_sync_messages_made{{made_by=\"{made_by}\"}}"),
+        )
+        .map_or(0, |v| v as u64)
     };
     Ok((value("recent_changes"), value("automerge")))
 }
@@ -628,11 +629,7 @@ async fn disk_footprint(
 ) -> anyhow::Result<()> {
     let lund = cluster.cities.get_mut("lund").context("lund")?;
     let text = cluster::scrape(lund.metrics.context("metrics")?).await?;
-    let store_size = text
-        .lines()
-        .find(|l| l.starts_with("sfs_storage_bytes "))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .context("storage bytes metric")?;
+    let store_size = cluster::metric(&text, "sfs_storage_bytes").context("storage bytes metric")?;
     lund.stop()?;
     // The document's stored bytes against Automerge's own saved size of the very same document.
     let (stored, saved) = {

@@ -64,18 +64,21 @@ impl Compaction {
     /// Whether a chunk of `len` bytes may be stored beside what is stored (otherwise a
     /// snapshot replaces everything).
     pub fn takes_chunk(&self, policy: &CompactionPolicy, len: usize) -> bool {
-        !self.needs_snapshot
-            && self.chunks + 1 < policy.after_chunks
-            && self.chunk_bytes + len <= policy.min_bytes.max(self.snapshot_bytes / 2)
+        self.within(policy, len, 1)
     }
 
     /// Whether a chunk of `len` bytes may still be stored while a snapshot is made after the
     /// write path: up to twice what [`Compaction::takes_chunk`] allows, after which the write
     /// itself stores the snapshot (a driver that never compacts still keeps the bound).
     pub fn takes_chunk_while_compacting(&self, policy: &CompactionPolicy, len: usize) -> bool {
+        self.within(policy, len, 2)
+    }
+
+    /// Whether one more chunk of `len` bytes stays within `factor` times the policy's bounds.
+    fn within(&self, policy: &CompactionPolicy, len: usize, factor: usize) -> bool {
         !self.needs_snapshot
-            && self.chunks + 1 < 2 * policy.after_chunks
-            && self.chunk_bytes + len <= 2 * policy.min_bytes.max(self.snapshot_bytes / 2)
+            && self.chunks + 1 < factor * policy.after_chunks
+            && self.chunk_bytes + len <= factor * policy.min_bytes.max(self.snapshot_bytes / 2)
     }
 
     /// Whether a snapshot is being made after the write path.

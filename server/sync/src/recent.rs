@@ -294,12 +294,16 @@ pub fn generate(
     }
     let to_send: Vec<u64> = match (&state.their_have, &state.their_need) {
         _ if state.peer_read_only => Vec::new(),
-        (Some(their_have), Some(their_need)) => {
-            changes_to_send(doc, recent, their_have, their_need)?
-                .into_iter()
-                .filter(|p| !state.sent_hashes.contains(&recent.at(*p).hash))
-                .collect()
-        }
+        (Some(their_have), Some(their_need)) => changes_to_send(
+            doc,
+            recent,
+            their_have,
+            their_need,
+            (&state.shared_heads, &since_shared),
+        )?
+        .into_iter()
+        .filter(|p| !state.sent_hashes.contains(&recent.at(*p).hash))
+        .collect(),
         _ => Vec::new(),
     };
     let heads_unchanged = state.last_sent_heads == our_heads;
@@ -340,12 +344,14 @@ pub fn generate(
 /// The changes a peer asks for or lacks by its `have`s (Automerge's rule: the changes it
 /// names that this node holds, then every change since their last sync that no Bloom filter of
 /// theirs holds, and everything that depends on one of those, oldest first); `None` if that
-/// reaches past the window.
+/// reaches past the window. `known` is a boundary whose changes since are already walked (the
+/// shared heads: most often the peer's last sync too).
 fn changes_to_send(
     doc: &Automerge,
     recent: &RecentChanges,
     their_have: &[Have],
     their_need: &[ChangeHash],
+    known: (&[ChangeHash], &[u64]),
 ) -> Option<Vec<u64>> {
     let mut need: Vec<u64> = Vec::new();
     for hash in their_need {
@@ -366,7 +372,13 @@ fn changes_to_send(
             }
         }
     }
-    let since = recent.since(&last_sync)?;
+    let same_as_known =
+        last_sync.len() == known.0.len() && last_sync.iter().all(|hash| known.0.contains(hash));
+    let since = if same_as_known {
+        known.1.to_vec()
+    } else {
+        recent.since(&last_sync)?
+    };
     let in_since: HashSet<u64> = since.iter().copied().collect();
     let mut dependents: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut send: HashSet<u64> = HashSet::new();
