@@ -20,8 +20,10 @@
 //!   notifications. A caller waits until its own batch is released; whoever finds no writer
 //!   at work becomes it.
 //! - A snapshot that falls due on a write is stored after that write is released
-//!   ([`Output::compact_docs`]): of what is durable by then, copied under the engine lock and
-//!   saved outside it, so no acknowledgement or frame waits for a whole document to be saved.
+//!   ([`Output::compact_docs`]): the document is copied as durable (under the engine lock,
+//!   with the queue empty), saved with no lock held while writes go on, then stored by the
+//!   writer together with what was stored of it since the copy. No acknowledgement or frame
+//!   waits for a whole document to be saved.
 //! - A storage failure goes back into the engine as an event: every batch of the failed
 //!   drain, and every batch queued behind it, is dropped unreleased (their callers get
 //!   [`StorageFailure`]); each document they touched is set back to what is durable
@@ -124,6 +126,32 @@ pub struct Driver<S: Storage, T: Transport> {
     durable: Mutex<HashMap<ShareableDocId, Vec<ChangeHash>>>,
     /// The engine's limit on a received sync message, for reading frames without its lock.
     max_message_bytes: usize,
+    /// What was stored of documents whose snapshot is being saved, since their copy.
+    kept_for_snapshots: Mutex<KeptForSnapshots>,
+}
+
+/// Per document whose snapshot is being saved ([`Driver::begin_compaction`]): the ticket of
+/// that snapshot and the bytes stored of the document since its copy, `None` once the
+/// document was stored whole or replaced (the snapshot is then not stored).
+#[derive(Default)]
+struct KeptForSnapshots {
+    docs: HashMap<ShareableDocId, (u64, Option<Vec<u8>>)>,
+    next_ticket: u64,
+}
+
+/// A snapshot after the write path, between [`Driver::begin_compaction`] (the copy) and
+/// [`Driver::finish_compaction`] (saved and stored). Dropping it unfinished stores nothing.
+pub struct SnapshotInProgress {
+    doc: ShareableDocId,
+    copy: Automerge,
+    ticket: u64,
+}
+
+impl SnapshotInProgress {
+    /// The document being snapshotted.
+    pub fn doc(&self) -> &ShareableDocId {
+        &self.doc
+    }
 }
 
 fn relock<G>(result: std::sync::LockResult<G>) -> G {
@@ -147,6 +175,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             queue: Mutex::new(Queue::default()),
             released: Condvar::new(),
             durable: Mutex::new(durable),
+            kept_for_snapshots: Mutex::new(KeptForSnapshots::default()),
         })
     }
 
@@ -443,9 +472,25 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         if wrote_docs {
             self.storage.sync().map_err(failure)?;
             let mut durable = relock(self.durable.lock());
+            let mut kept = relock(self.kept_for_snapshots.lock());
             for batch in batches {
                 for persist in &batch.out.persist_docs {
                     durable.insert(persist.doc.clone(), persist.heads.clone());
+                    if let Some((_, since_copy)) = kept.docs.get_mut(&persist.doc) {
+                        let replaced = batch
+                            .out
+                            .replaced_docs
+                            .iter()
+                            .any(|(d, _)| d == &persist.doc);
+                        match since_copy {
+                            Some(bytes)
+                                if persist.kind == PersistKind::Incremental && !replaced =>
+                            {
+                                bytes.extend_from_slice(&persist.bytes)
+                            }
+                            _ => *since_copy = None,
+                        }
+                    }
                 }
             }
         }
@@ -454,73 +499,134 @@ impl<S: Storage, T: Transport> Driver<S, T> {
 
     /// Stores the snapshots that fell due since the last call ([`Transport::compaction_due`]
     /// asks for this call; the node makes it from a blocking task, the tests and the simulator
-    /// when they choose). Each is of what is durable (the heads of the document's last synced
-    /// write), copied under the engine lock and saved outside it, and synced; it runs as the
-    /// writer, so writes queued meanwhile wait for it and their chunks land beside the
-    /// snapshot. A failure is a storage failure like any other (every link closes).
+    /// when they choose): for each, [`Driver::begin_compaction`] then
+    /// [`Driver::finish_compaction`]. A failure is a storage failure like any other (every
+    /// link closes).
     pub fn compact_pending(&self) -> Result<(), StorageFailure> {
-        let mut queue = self.queue();
-        // Bounded by the writers at work: each ends when the queue is empty.
-        while queue.writing {
-            queue = relock(self.released.wait(queue));
-        }
-        let due = std::mem::take(&mut queue.compactions);
-        if due.is_empty() {
-            return Ok(());
-        }
-        queue.writing = true;
-        drop(queue);
-        let mut result = Ok(());
-        for doc in &due {
-            if let Err(failure) = self.compact(doc) {
-                self.fail(Vec::new(), vec![doc.clone()], failure.clone());
-                result = Err(failure);
-                break;
+        // Bounded: each document is taken from the set once; one whose copy had to wait goes
+        // back for the next call.
+        let due = std::mem::take(&mut self.queue().compactions);
+        for doc in due {
+            if let Some(snapshot) = self.begin_compaction_of(doc) {
+                self.finish_compaction(snapshot)?;
             }
         }
-        // What was queued meanwhile.
+        Ok(())
+    }
+
+    /// Starts the snapshot of one document whose snapshot fell due, if any: copies it, as
+    /// the writer, under the engine lock at a moment the write queue is empty, so the copy
+    /// holds exactly what is durable (a snapshot holding what is not could bring back, after
+    /// a failure, a change the engine forgot). From now on, until
+    /// [`Driver::finish_compaction`], what the writer stores of that document is also kept
+    /// aside, to be stored with the snapshot. Bounded: if writes keep the queue from
+    /// emptying, the document waits for the next call.
+    pub fn begin_compaction(&self) -> Option<SnapshotInProgress> {
+        let doc = {
+            let mut queue = self.queue();
+            let doc = queue.compactions.iter().next().cloned()?;
+            queue.compactions.remove(&doc);
+            doc
+        };
+        self.begin_compaction_of(doc)
+    }
+
+    fn begin_compaction_of(&self, doc: ShareableDocId) -> Option<SnapshotInProgress> {
+        let copied = self.as_writer(|| {
+            for _ in 0..8 {
+                self.write_queued();
+                let engine = self.engine();
+                if self.queue().batches.is_empty() {
+                    let Some(copy) = engine.snapshot_for_compaction(&doc) else {
+                        return Some(None);
+                    };
+                    let mut kept = relock(self.kept_for_snapshots.lock());
+                    kept.next_ticket += 1;
+                    let ticket = kept.next_ticket;
+                    kept.docs.insert(doc.clone(), (ticket, Some(Vec::new())));
+                    return Some(Some((copy, ticket)));
+                }
+            }
+            None
+        });
+        match copied {
+            Some(Some((copy, ticket))) => Some(SnapshotInProgress { doc, copy, ticket }),
+            Some(None) => None,
+            None => {
+                self.queue().compactions.insert(doc);
+                None
+            }
+        }
+    }
+
+    /// Saves the copy [`Driver::begin_compaction`] took, outside the writer and the engine
+    /// lock (writes and frames go on meanwhile), then, as the writer, stores it followed by
+    /// what was stored of the document since the copy, in place of everything stored of it,
+    /// and syncs. Nothing is stored if the document was stored whole or replaced meanwhile,
+    /// or if another snapshot of it was begun since.
+    pub fn finish_compaction(&self, snapshot: SnapshotInProgress) -> Result<(), StorageFailure> {
+        let SnapshotInProgress { doc, copy, ticket } = snapshot;
+        let mut bytes = copy.save();
+        drop(copy);
+        let failure = |err: S::Error| StorageFailure(err.to_string());
+        let stored: Result<Option<usize>, StorageFailure> = self.as_writer(|| {
+            self.write_queued();
+            let since_copy = {
+                let mut kept = relock(self.kept_for_snapshots.lock());
+                match kept.docs.get(&doc) {
+                    Some((t, _)) if *t == ticket => kept.docs.remove(&doc).and_then(|(_, b)| b),
+                    _ => None,
+                }
+            };
+            let Some(since_copy) = since_copy else {
+                return Ok(None);
+            };
+            let Some(heads) = relock(self.durable.lock()).get(&doc).cloned() else {
+                return Ok(None);
+            };
+            bytes.extend_from_slice(&since_copy);
+            let persist = crate::engine::DocPersist {
+                doc: doc.clone(),
+                kind: PersistKind::Snapshot,
+                bytes,
+                heads,
+            };
+            let written = self
+                .storage
+                .put_doc(&persist)
+                .and_then(|()| self.storage.sync())
+                .map_err(failure);
+            match written {
+                Ok(()) => Ok(Some(persist.bytes.len())),
+                Err(failure) => {
+                    self.fail(Vec::new(), vec![doc.clone()], failure.clone());
+                    Err(failure)
+                }
+            }
+        });
+        if let Some(len) = stored? {
+            self.engine().compacted(&doc, len);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` as the writer: waits for the writer at work to finish, keeps others from
+    /// writing while `f` runs, then writes what was queued meanwhile.
+    fn as_writer<R>(&self, f: impl FnOnce() -> R) -> R {
+        {
+            let mut queue = self.queue();
+            // Bounded by the writers at work: each ends when the queue is empty.
+            while queue.writing {
+                queue = relock(self.released.wait(queue));
+            }
+            queue.writing = true;
+        }
+        let result = f();
         self.write_queued();
         let mut queue = self.queue();
         queue.writing = false;
         self.released.notify_all();
         result
-    }
-
-    /// Stores a snapshot of `doc` in place of its chunks (see [`Driver::compact_pending`]),
-    /// as the writer. The copy is taken under the engine lock with the queue empty: every
-    /// output the engine made is then stored and synced, so the copy holds exactly what is
-    /// durable (a snapshot holding what is not could bring back, after a failure, a change the
-    /// engine forgot). Bounded: if writes keep arriving, the snapshot waits for the next call.
-    fn compact(&self, doc: &ShareableDocId) -> Result<(), StorageFailure> {
-        let failure = |err: S::Error| StorageFailure(err.to_string());
-        let mut copy = None;
-        for _ in 0..8 {
-            self.write_queued();
-            let engine = self.engine();
-            if self.queue().batches.is_empty() {
-                copy = Some(engine.snapshot_for_compaction(doc));
-                break;
-            }
-        }
-        let Some(copy) = copy else {
-            self.queue().compactions.insert(doc.clone());
-            return Ok(());
-        };
-        let Some(copy) = copy else {
-            return Ok(());
-        };
-        let persist = crate::engine::DocPersist {
-            doc: doc.clone(),
-            kind: PersistKind::Snapshot,
-            bytes: copy.save(),
-            heads: copy.get_heads(),
-        };
-        drop(copy);
-        self.storage.put_doc(&persist).map_err(failure)?;
-        self.storage.sync().map_err(failure)?;
-        relock(self.durable.lock()).insert(doc.clone(), persist.heads.clone());
-        self.engine().compacted(doc, persist.bytes.len());
-        Ok(())
     }
 
     /// Hands a durable batch's frames to the transport, then its closes and ends.

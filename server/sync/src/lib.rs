@@ -29,7 +29,8 @@ pub mod screen;
 pub mod storage;
 
 pub use driver::{
-    Driver, DriverEditError, RecordingTransport, Released, StorageFailure, Transport,
+    Driver, DriverEditError, RecordingTransport, Released, SnapshotInProgress, StorageFailure,
+    Transport,
 };
 pub use engine::{
     generation_of, CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError,

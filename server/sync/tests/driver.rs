@@ -652,3 +652,110 @@ fn a_snapshot_that_fails_to_store_sets_the_document_back_to_what_is_durable() {
     assert!(durable.get(ROOT, "after").unwrap().is_some());
     assert!(durable.get(ROOT, "l7").unwrap().is_some());
 }
+
+/// Writes until the snapshot of `doc` falls due, and begins it (the copy is taken).
+fn write_until_a_snapshot_begins(
+    driver: &Driver<Arc<MemoryStorage>, RecordingTransport>,
+    doc: &ShareableDocId,
+) -> (sfs_sync::SnapshotInProgress, usize) {
+    for i in 0..40 {
+        write(driver, doc, &format!("l{i}"), "before the copy").unwrap();
+        if let Some(snapshot) = driver.begin_compaction() {
+            assert_eq!(snapshot.doc(), doc);
+            return (snapshot, i + 1);
+        }
+    }
+    panic!("no snapshot fell due in 40 writes");
+}
+
+#[test]
+fn writes_made_while_a_snapshot_is_saved_are_acknowledged_and_stored_with_it() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(
+        compacting_engine(&city("malmo")),
+        storage.clone(),
+        RecordingTransport::new(),
+    )
+    .unwrap();
+    let doc = lessons("malmo");
+    let (snapshot, before) = write_until_a_snapshot_begins(&driver, &doc);
+    // Between the copy and the store, writes go on: each is stored as a chunk, synced and
+    // acknowledged without waiting for the snapshot.
+    for i in 0..5 {
+        let (puts, syncs) = (storage.puts(), storage.syncs());
+        write(
+            &driver,
+            &doc,
+            &format!("during{i}"),
+            "while the copy is saved",
+        )
+        .unwrap();
+        assert_eq!(storage.puts() - puts, 1, "one chunk for write {i}");
+        assert_eq!(storage.syncs() - syncs, 1, "synced before it returned");
+    }
+    let (_, chunks) = storage.durable_doc(&doc).unwrap().unwrap();
+    assert_eq!(chunks, before + 5, "every write so far is a chunk");
+    let (puts, syncs) = (storage.puts(), storage.syncs());
+    driver.finish_compaction(snapshot).unwrap();
+    assert_eq!(storage.puts() - puts, 1, "the snapshot, one put");
+    assert_eq!(storage.syncs() - syncs, 1, "and one sync");
+    // The snapshot replaced every chunk and holds the writes made after its copy too.
+    storage.restart();
+    let (durable, chunks) = storage.durable_doc(&doc).unwrap().unwrap();
+    assert_eq!(chunks, 0, "nothing beside the snapshot");
+    for key in (0..before)
+        .map(|i| format!("l{i}"))
+        .chain((0..5).map(|i| format!("during{i}")))
+    {
+        assert!(durable.get(ROOT, &key).unwrap().is_some(), "{key} survives");
+    }
+    let expected = driver.read(|e| e.document(&doc).unwrap().get_heads());
+    assert_eq!(durable.get_heads(), expected);
+    assert_eq!(storage.durable_heads(&doc), Some(expected));
+    // The policy starts over from the snapshot: the next writes are chunks again.
+    let puts = storage.puts();
+    write(&driver, &doc, "after", "beside the snapshot").unwrap();
+    assert_eq!(storage.puts() - puts, 1);
+    assert_eq!(storage.durable_doc(&doc).unwrap().unwrap().1, 1);
+}
+
+#[test]
+fn a_snapshot_whose_document_was_stored_whole_meanwhile_stores_nothing() {
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(
+        compacting_engine(&city("lund")),
+        storage.clone(),
+        RecordingTransport::new(),
+    )
+    .unwrap();
+    let doc = lessons("lund");
+    let (snapshot, before) = write_until_a_snapshot_begins(&driver, &doc);
+    // Writes go on while the copy waits, until the chunks reach twice the bounds and a
+    // write stores the whole document itself.
+    let mut stored_whole = false;
+    for i in 0..20 {
+        write(
+            &driver,
+            &doc,
+            &format!("during{i}"),
+            "the copy is not saved",
+        )
+        .unwrap();
+        if storage.durable_doc(&doc).unwrap().unwrap().1 == 0 {
+            stored_whole = true;
+            break;
+        }
+    }
+    assert!(stored_whole, "a write stored the document whole");
+    let puts = storage.puts();
+    driver.finish_compaction(snapshot).unwrap();
+    assert_eq!(storage.puts(), puts, "the older copy is not stored");
+    storage.restart();
+    let (durable, _) = storage.durable_doc(&doc).unwrap().unwrap();
+    let expected = driver.read(|e| e.document(&doc).unwrap().get_heads());
+    assert_eq!(durable.get_heads(), expected);
+    assert!(durable
+        .get(ROOT, format!("l{}", before - 1))
+        .unwrap()
+        .is_some());
+}

@@ -105,7 +105,7 @@ use sfs_sync::backoff::Backoff;
 use sfs_sync::{
     read_frame, ConnId, DocId, Driver, DriverEditError, EditError, Engine, EngineConfig,
     EngineError, Frame, LogEvent, MemoryStorage, NodeId, Output, RecordingTransport, Released,
-    Scope, ShareableDocId, StatusCode, Storage,
+    Scope, ShareableDocId, SnapshotInProgress, StatusCode, Storage,
 };
 
 /// Seeds of the normal run.
@@ -514,6 +514,9 @@ struct Node {
     partitioned_from: Option<usize>,
     /// A failpoint is armed in the node's storage: when it fires, the node crashes.
     crash_armed: bool,
+    /// A snapshot copied but not yet saved and stored: finished at a later tick, so that
+    /// writes and frames fall between its copy and its store.
+    snapshot_in_progress: Option<SnapshotInProgress>,
 }
 
 impl Node {
@@ -535,6 +538,7 @@ impl Node {
             partitioned_until: 0,
             partitioned_from: None,
             crash_armed: false,
+            snapshot_in_progress: None,
         }
     }
 
@@ -928,6 +932,8 @@ impl Sim {
                 .sync()
                 .expect("a clean stop flushes the store");
             self.nodes[node].driver = None;
+            self.nodes[node].snapshot_in_progress = None;
+            self.nodes[node].snapshot_in_progress = None;
             self.restart(node);
             let reloaded: BTreeMap<ShareableDocId, Vec<ChangeHash>> = self.nodes[node]
                 .engine()
@@ -1114,14 +1120,28 @@ impl Sim {
     }
 
     /// Stores the snapshots that fell due at `node` (as a node's background task does), with
-    /// the same chance of a write failure as any other write.
+    /// the same chance of a write failure as any other write. Half the time a snapshot's copy
+    /// is taken at one tick and saved and stored at the next, with whatever the network
+    /// delivers in between written meanwhile (as the node's writes go on while it saves).
     fn compact(&mut self, node: usize) {
         if self.nodes[node].driver.is_none() {
             return;
         }
         let before = self.nodes[node].open_conns();
         self.arm_write_failure(node);
-        let _ = self.nodes[node].driver().compact_pending();
+        let in_progress = self.nodes[node].snapshot_in_progress.take();
+        let split = self.rng.gen_bool(0.5);
+        let driver = self.nodes[node].driver();
+        let mut keep = None;
+        let _ = match in_progress {
+            Some(snapshot) => driver.finish_compaction(snapshot),
+            None if split => {
+                keep = driver.begin_compaction();
+                Ok(())
+            }
+            None => driver.compact_pending(),
+        };
+        self.nodes[node].snapshot_in_progress = keep;
         if !self.release(node) {
             return;
         }
