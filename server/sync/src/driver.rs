@@ -128,7 +128,17 @@ pub struct Driver<S: Storage, T: Transport> {
     max_message_bytes: usize,
     /// What was stored of documents whose snapshot is being saved, since their copy.
     kept_for_snapshots: Mutex<KeptForSnapshots>,
+    /// Reads waiting for the engine lock, which engine calls let go first.
+    reads_waiting: Mutex<usize>,
+    /// Signalled when no read waits any more.
+    reads_done: Condvar,
+    /// How long an engine call lets waiting reads go first, at most.
+    reads_first_for: std::time::Duration,
 }
+
+/// How long an engine call lets reads that wait for the engine lock go first, at most, by
+/// default ([`Driver::set_reads_first_for`]).
+pub const READS_FIRST_FOR: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Per document whose snapshot is being saved ([`Driver::begin_compaction`]): the ticket of
 /// that snapshot and the bytes stored of the document since its copy, `None` once the
@@ -176,7 +186,20 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             released: Condvar::new(),
             durable: Mutex::new(durable),
             kept_for_snapshots: Mutex::new(KeptForSnapshots::default()),
+            reads_waiting: Mutex::new(0),
+            reads_done: Condvar::new(),
+            reads_first_for: READS_FIRST_FOR,
         })
+    }
+
+    /// Sets how long an engine call lets reads that wait for the engine lock go first.
+    pub fn set_reads_first_for(&mut self, limit: std::time::Duration) {
+        self.reads_first_for = limit;
+    }
+
+    /// How many reads wait for the engine lock now.
+    pub fn reads_waiting(&self) -> usize {
+        *relock(self.reads_waiting.lock())
     }
 
     /// The storage the driver writes to.
@@ -189,8 +212,29 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         &self.transport
     }
 
+    /// The engine for an engine call. Reads waiting for the lock go first
+    /// ([`Driver::read`]): an engine call lets them have it, for at most
+    /// [`READS_FIRST_FOR`] (by default) at a time, so a stream of reads cannot hold up the
+    /// write path.
     fn engine(&self) -> MutexGuard<'_, Engine> {
-        relock(self.engine.lock())
+        let deadline = std::time::Instant::now() + self.reads_first_for;
+        loop {
+            {
+                let mut waiting = relock(self.reads_waiting.lock());
+                while *waiting > 0 {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    waiting = relock(self.reads_done.wait_timeout(waiting, left)).0;
+                }
+            }
+            let engine = relock(self.engine.lock());
+            // A read that came while this call waited for the lock takes it first.
+            if *relock(self.reads_waiting.lock()) == 0 || std::time::Instant::now() >= deadline {
+                return engine;
+            }
+        }
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -209,9 +253,20 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         relock(self.engine.get_mut())
     }
 
-    /// Reads the in-memory documents under the engine lock (never waits for a sync).
+    /// Reads the in-memory documents under the engine lock (never waits for a sync). A read
+    /// waits for the engine call at work, not for the calls queued for the lock: those let it
+    /// go first (see [`Driver::engine`]).
     pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
-        f(&self.engine())
+        *relock(self.reads_waiting.lock()) += 1;
+        let engine = relock(self.engine.lock());
+        {
+            let mut waiting = relock(self.reads_waiting.lock());
+            *waiting -= 1;
+            if *waiting == 0 {
+                self.reads_done.notify_all();
+            }
+        }
+        f(&engine)
     }
 
     /// Runs one engine call and returns once its output is durable and released. `f` runs

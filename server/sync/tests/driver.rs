@@ -759,3 +759,59 @@ fn a_snapshot_whose_document_was_stored_whole_meanwhile_stores_nothing() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn a_read_waits_for_the_engine_call_at_work_not_for_the_calls_queued_behind_it() {
+    let mut driver = Driver::open(
+        engine(&city("lund")),
+        Arc::new(MemoryStorage::new()),
+        RecordingTransport::new(),
+    )
+    .unwrap();
+    // Long enough that the order below cannot come from timing.
+    driver.set_reads_first_for(std::time::Duration::from_secs(30));
+    let driver = Arc::new(driver);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    // An engine call at work: the lock is held.
+    let at_work = driver.lock_engine();
+    let reader = {
+        let (driver, order) = (driver.clone(), order.clone());
+        std::thread::spawn(move || driver.read(|_| order.lock().unwrap().push("read")))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while driver.reads_waiting() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the read never came");
+        std::thread::yield_now();
+    }
+    // Engine calls arrive while the read waits.
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (driver, order) = (driver.clone(), order.clone());
+            std::thread::spawn(move || {
+                driver
+                    .perform(|_| {
+                        order.lock().unwrap().push("call");
+                        sfs_sync::Output::default()
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    // The call at work ends and its thread makes another at once, while the read is only
+    // being woken: it lets the read go first too.
+    drop(at_work);
+    driver
+        .perform(|_| {
+            order.lock().unwrap().push("call");
+            sfs_sync::Output::default()
+        })
+        .unwrap();
+    reader.join().unwrap();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.len(), 6);
+    assert_eq!(order[0], "read", "the read went first: {order:?}");
+    assert_eq!(driver.reads_waiting(), 0);
+}
