@@ -109,6 +109,8 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     sync: Arc<SyncHandle>,
     local: Arc<LocalReplicas>,
+    /// The store's writes, made durable once more when the node stops.
+    durability: Arc<crate::storage::store::Durability>,
     tasks: Vec<JoinHandle<()>>,
     /// Tasks started per request or per link (hub link readers, backups): joined on stop too.
     request_tasks: TaskTracker,
@@ -145,6 +147,16 @@ impl RunningNode {
             .is_err()
         {
             tracing::error!(node = %self.id, running = self.request_tasks.len(), "link or request tasks did not stop within 10 s");
+        }
+        // Nothing writes any more: what was put without a sync (the sync states of the last
+        // frames) is made durable, so that the links resume from them at the next start.
+        let durability = self.durability.clone();
+        match tokio::task::spawn_blocking(move || durability.sync_everything()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(node = %self.id, error = %err, "the store could not be synced at the stop")
+            }
+            Err(_) => tracing::error!(node = %self.id, "syncing the store at the stop failed"),
         }
     }
 
@@ -705,6 +717,7 @@ pub async fn start_on(
             "metrics.listen (SFS_METRICS_LISTEN)",
         )?);
         let (sync_for_refresh, metrics_for_refresh) = (sync.clone(), metrics.clone());
+        let durability = durability.clone();
         let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             sync_for_refresh.refresh_metrics();
             metrics_for_refresh
@@ -794,6 +807,7 @@ pub async fn start_on(
         shutdown: shutdown_tx,
         sync,
         local,
+        durability,
         tasks,
         request_tasks,
     })
