@@ -10,7 +10,8 @@
 //! LazyFS comes from `LAZYFS_DIR` (default: `shared/tools/lazyfs` beside the checkout) and
 //! `LAZYFS_BIN` (default: `target/lazyfs-build/bin/lazyfs`, where `.ci/run` builds it). Without
 //! them (or without /dev/fuse and root) the tests print SKIPPED and pass, except in CI (`CI`
-//! set), where they fail. `SFS_POWERLOSS_CYCLES` multiplies the cycles (the long mode).
+//! set), where they fail. `SFS_POWERLOSS_CYCLES` sets the number of cycles of each test (the long
+//! mode).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -136,7 +137,7 @@ impl Drop for Mount {
     }
 }
 
-/// How many times the normal number of cycles to run (`SFS_POWERLOSS_CYCLES`, the long mode).
+/// How many cycles to run: `normal`, or `SFS_POWERLOSS_CYCLES` (the long mode).
 fn cycles(normal: usize) -> usize {
     std::env::var("SFS_POWERLOSS_CYCLES")
         .ok()
