@@ -507,56 +507,74 @@ fn frames_from(fed: &Federation, city: &str) -> Vec<pb::frame::Body> {
         .collect()
 }
 
+/// Both cities write at once, and each waits for the other's lesson.
+async fn a_lesson_each_way(fed: &Federation, when: &str) {
+    for from in [0, 1] {
+        let title = format!("{when}, from city {from}");
+        let mut client = fed.client(from).await;
+        client.create_lesson(&title, "body", vec![]).await.unwrap();
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        wait_for_title(&fed.client(to).await, &format!("{when}, from city {from}")).await;
+    }
+}
+
+/// Waits until the hub has both cities' acknowledgements of every lesson: its sync states
+/// with them (put without a sync of their own) say they hold the lessons it holds.
+async fn wait_hub_knows_cities_hold_every_lesson(fed: &Federation) {
+    let hub = fed.hub_client().await;
+    eventually("the hub knows both cities hold every lesson", || {
+        let mut hub = hub.clone();
+        async move {
+            let status = hub.status().await.ok()?;
+            let lessons: Vec<_> = status
+                .documents
+                .iter()
+                .filter(|doc| doc.doc_id.starts_with("shared/lessons/"))
+                .collect();
+            let in_sync = |doc: &&pb::DocumentStatus| {
+                doc.peers.len() == 2 && doc.peers.iter().all(|p| p.state == "in_sync")
+            };
+            (lessons.len() == 2 && lessons.iter().all(in_sync)).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_clean_restart_of_the_hub_each_link_resumes_from_its_summary_alone() {
     let mut fed = Federation::start(&["helsingborg", "malmo"]).await;
-    for (i, title) in ["Before the stop, Helsingborg", "Before the stop, Malmö"]
-        .iter()
-        .enumerate()
-    {
-        fed.client(i)
-            .await
-            .create_lesson(title, "body", vec![])
-            .await
-            .unwrap();
-    }
-    wait_for_title(&fed.client(0).await, "Before the stop, Malmö").await;
-    wait_for_title(&fed.client(1).await, "Before the stop, Helsingborg").await;
-    // The hub stops cleanly (as for an upgrade) while the cities run on: what it put (the
-    // sync states of the last acknowledgements included) is durable when it is gone.
-    fed.stop_hub().await;
-    fed.hub_tap.lock().unwrap().clear();
-    fed.start_hub().await;
-    fed.wait_linked(0).await;
-    fed.wait_linked(1).await;
-    // A lesson each way after the links came back: by the time it arrives, each link's
-    // handshake (and any summary asked for in it) is long done.
-    fed.client(0)
-        .await
-        .create_lesson("After the restart", "body", vec![])
-        .await
-        .unwrap();
-    wait_for_title(&fed.client(1).await, "After the restart").await;
-    fed.client(1)
-        .await
-        .create_lesson("After the restart, Malmö", "body", vec![])
-        .await
-        .unwrap();
-    wait_for_title(&fed.client(0).await, "After the restart, Malmö").await;
-    for city in ["helsingborg", "malmo"] {
-        let summaries: Vec<pb::HeadsSummary> = frames_from(&fed, city)
-            .into_iter()
-            .filter_map(|body| match body {
-                pb::frame::Body::Summary(summary) => Some(summary),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            summaries.len(),
-            1,
-            "{city} sent one summary, of changed documents only: {summaries:?}"
-        );
-        assert!(summaries[0].only_changed && summaries[0].docs.is_empty());
+    a_lesson_each_way(&fed, "Round 0").await;
+    // Which acknowledgement comes last (and would be lost without the sync at the stop)
+    // depends on timing: a few rounds. (In process the loss shows in some runs only; a node
+    // process stopped by SIGTERM lost it every time: `sfs-bench --only reconnect`.)
+    for round in 1..=3 {
+        wait_hub_knows_cities_hold_every_lesson(&fed).await;
+        // The hub stops cleanly (as for an upgrade) while the cities run on: what it put (the
+        // sync states of the last acknowledgements included) is durable when it is gone.
+        fed.stop_hub().await;
+        fed.hub_tap.lock().unwrap().clear();
+        fed.start_hub().await;
+        fed.wait_linked(0).await;
+        fed.wait_linked(1).await;
+        // By the time a lesson each way has arrived, each link's handshake (and any summary
+        // asked for in it) is long done.
+        a_lesson_each_way(&fed, &format!("Round {round}")).await;
+        for city in ["helsingborg", "malmo"] {
+            let summaries: Vec<pb::HeadsSummary> = frames_from(&fed, city)
+                .into_iter()
+                .filter_map(|body| match body {
+                    pb::frame::Body::Summary(summary) => Some(summary),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                summaries.len(),
+                1,
+                "round {round}: {city} sent one summary, of changed documents only: {summaries:?}"
+            );
+            assert!(summaries[0].only_changed && summaries[0].docs.is_empty());
+        }
     }
     fed.stop_all().await;
 }

@@ -532,26 +532,28 @@ fn a_large_message_is_applied_in_slices_and_the_engine_is_free_between_them() {
     assert!(answered, "the hub answered the message on its link");
 }
 
-fn compacting_engine(me: &NodeId) -> Engine {
-    Engine::new(
+type MemoryDriver = Driver<Arc<MemoryStorage>, RecordingTransport>;
+
+/// A city's driver over an in-memory store whose documents fall due for a snapshot after 8
+/// chunks.
+fn compacting_driver(name: &str) -> (Arc<MemoryStorage>, MemoryDriver) {
+    let me = city(name);
+    let engine = Engine::new(
         me.clone(),
-        sfs_sync::run_actor(me, [1; 8]),
+        sfs_sync::run_actor(&me, [1; 8]),
         EngineConfig {
             compact_after_chunks: 8,
             ..EngineConfig::default()
         },
-    )
+    );
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(engine, storage.clone(), RecordingTransport::new()).unwrap();
+    (storage, driver)
 }
 
 #[test]
 fn a_snapshot_that_falls_due_is_stored_after_the_write_not_inside_it() {
-    let storage = Arc::new(MemoryStorage::new());
-    let driver = Driver::open(
-        compacting_engine(&city("malmo")),
-        storage.clone(),
-        RecordingTransport::new(),
-    )
-    .unwrap();
+    let (storage, driver) = compacting_driver("malmo");
     let doc = lessons("malmo");
     let mut snapshots_seen = 0;
     let mut chunks_before = 0;
@@ -589,13 +591,7 @@ fn a_snapshot_that_falls_due_is_stored_after_the_write_not_inside_it() {
 
 #[test]
 fn without_compaction_calls_a_write_stores_the_snapshot_at_twice_the_bounds() {
-    let storage = Arc::new(MemoryStorage::new());
-    let driver = Driver::open(
-        compacting_engine(&city("umea")),
-        storage.clone(),
-        RecordingTransport::new(),
-    )
-    .unwrap();
+    let (storage, driver) = compacting_driver("umea");
     let doc = lessons("umea");
     let mut most = 0;
     for i in 0..40 {
@@ -610,13 +606,7 @@ fn without_compaction_calls_a_write_stores_the_snapshot_at_twice_the_bounds() {
 
 #[test]
 fn a_snapshot_that_fails_to_store_sets_the_document_back_to_what_is_durable() {
-    let storage = Arc::new(MemoryStorage::new());
-    let driver = Driver::open(
-        compacting_engine(&city("lund")),
-        storage.clone(),
-        RecordingTransport::new(),
-    )
-    .unwrap();
+    let (storage, driver) = compacting_driver("lund");
     let _hub = open_link(&driver, 3, RecordingTransport::take);
     let doc = lessons("lund");
     // Up to the write that makes a snapshot due: 8 chunks.
@@ -655,7 +645,7 @@ fn a_snapshot_that_fails_to_store_sets_the_document_back_to_what_is_durable() {
 
 /// Writes until the snapshot of `doc` falls due, and begins it (the copy is taken).
 fn write_until_a_snapshot_begins(
-    driver: &Driver<Arc<MemoryStorage>, RecordingTransport>,
+    driver: &MemoryDriver,
     doc: &ShareableDocId,
 ) -> (sfs_sync::SnapshotInProgress, usize) {
     for i in 0..40 {
@@ -670,13 +660,7 @@ fn write_until_a_snapshot_begins(
 
 #[test]
 fn writes_made_while_a_snapshot_is_saved_are_acknowledged_and_stored_with_it() {
-    let storage = Arc::new(MemoryStorage::new());
-    let driver = Driver::open(
-        compacting_engine(&city("malmo")),
-        storage.clone(),
-        RecordingTransport::new(),
-    )
-    .unwrap();
+    let (storage, driver) = compacting_driver("malmo");
     let doc = lessons("malmo");
     let (snapshot, before) = write_until_a_snapshot_begins(&driver, &doc);
     // Between the copy and the store, writes go on: each is stored as a chunk, synced and
@@ -721,13 +705,7 @@ fn writes_made_while_a_snapshot_is_saved_are_acknowledged_and_stored_with_it() {
 
 #[test]
 fn a_snapshot_whose_document_was_stored_whole_meanwhile_stores_nothing() {
-    let storage = Arc::new(MemoryStorage::new());
-    let driver = Driver::open(
-        compacting_engine(&city("lund")),
-        storage.clone(),
-        RecordingTransport::new(),
-    )
-    .unwrap();
+    let (storage, driver) = compacting_driver("lund");
     let doc = lessons("lund");
     let (snapshot, before) = write_until_a_snapshot_begins(&driver, &doc);
     // Writes go on while the copy waits, until the chunks reach twice the bounds and a
