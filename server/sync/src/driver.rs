@@ -46,7 +46,7 @@ use automerge::transaction::Transaction;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use crate::engine::{
-    CloseReason, ConnId, EditError, Engine, LogEvent, Output, PersistKind, StatusCode,
+    CloseReason, ConnId, DocPersist, EditError, Engine, LogEvent, Output, PersistKind, StatusCode,
 };
 use crate::frame::Frame;
 use crate::scope::ShareableDocId;
@@ -147,6 +147,40 @@ pub const READS_FIRST_FOR: std::time::Duration = std::time::Duration::from_milli
 struct KeptForSnapshots {
     docs: HashMap<ShareableDocId, (u64, Option<Vec<u8>>)>,
     next_ticket: u64,
+}
+
+impl KeptForSnapshots {
+    /// A snapshot of `doc` was copied: keep what is stored of it from now on; its ticket.
+    fn start(&mut self, doc: &ShareableDocId) -> u64 {
+        self.next_ticket += 1;
+        self.docs
+            .insert(doc.clone(), (self.next_ticket, Some(Vec::new())));
+        self.next_ticket
+    }
+
+    /// `persist` was stored and synced (in an output that replaced the documents
+    /// `replaced`): its bytes go with the snapshot being saved of its document, if any, unless
+    /// it stored the document whole or replaced it (the snapshot is then not wanted).
+    fn stored(&mut self, persist: &DocPersist, replaced: &[(ShareableDocId, u64)]) {
+        if let Some((_, since_copy)) = self.docs.get_mut(&persist.doc) {
+            let replaced = replaced.iter().any(|(doc, _)| doc == &persist.doc);
+            match since_copy {
+                Some(bytes) if persist.kind == PersistKind::Incremental && !replaced => {
+                    bytes.extend_from_slice(&persist.bytes)
+                }
+                _ => *since_copy = None,
+            }
+        }
+    }
+
+    /// What was stored of `doc` since the copy of snapshot `ticket`, if that snapshot is still
+    /// wanted.
+    fn take(&mut self, doc: &ShareableDocId, ticket: u64) -> Option<Vec<u8>> {
+        match self.docs.get(doc) {
+            Some((t, _)) if *t == ticket => self.docs.remove(doc).and_then(|(_, bytes)| bytes),
+            _ => None,
+        }
+    }
 }
 
 /// A snapshot after the write path, between [`Driver::begin_compaction`] (the copy) and
@@ -531,21 +565,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             for batch in batches {
                 for persist in &batch.out.persist_docs {
                     durable.insert(persist.doc.clone(), persist.heads.clone());
-                    if let Some((_, since_copy)) = kept.docs.get_mut(&persist.doc) {
-                        let replaced = batch
-                            .out
-                            .replaced_docs
-                            .iter()
-                            .any(|(d, _)| d == &persist.doc);
-                        match since_copy {
-                            Some(bytes)
-                                if persist.kind == PersistKind::Incremental && !replaced =>
-                            {
-                                bytes.extend_from_slice(&persist.bytes)
-                            }
-                            _ => *since_copy = None,
-                        }
-                    }
+                    kept.stored(persist, &batch.out.replaced_docs);
                 }
             }
         }
@@ -587,27 +607,23 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     }
 
     fn begin_compaction_of(&self, doc: ShareableDocId) -> Option<SnapshotInProgress> {
+        // `Err`: the queue never emptied (writes kept arriving).
         let copied = self.as_writer(|| {
             for _ in 0..8 {
                 self.write_queued();
                 let engine = self.engine();
                 if self.queue().batches.is_empty() {
-                    let Some(copy) = engine.snapshot_for_compaction(&doc) else {
-                        return Some(None);
-                    };
-                    let mut kept = relock(self.kept_for_snapshots.lock());
-                    kept.next_ticket += 1;
-                    let ticket = kept.next_ticket;
-                    kept.docs.insert(doc.clone(), (ticket, Some(Vec::new())));
-                    return Some(Some((copy, ticket)));
+                    let copy = engine.snapshot_for_compaction(&doc);
+                    return Ok(
+                        copy.map(|copy| (copy, relock(self.kept_for_snapshots.lock()).start(&doc)))
+                    );
                 }
             }
-            None
+            Err(())
         });
         match copied {
-            Some(Some((copy, ticket))) => Some(SnapshotInProgress { doc, copy, ticket }),
-            Some(None) => None,
-            None => {
+            Ok(copied) => copied.map(|(copy, ticket)| SnapshotInProgress { doc, copy, ticket }),
+            Err(()) => {
                 self.queue().compactions.insert(doc);
                 None
             }
@@ -626,13 +642,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         let failure = |err: S::Error| StorageFailure(err.to_string());
         let stored: Result<Option<usize>, StorageFailure> = self.as_writer(|| {
             self.write_queued();
-            let since_copy = {
-                let mut kept = relock(self.kept_for_snapshots.lock());
-                match kept.docs.get(&doc) {
-                    Some((t, _)) if *t == ticket => kept.docs.remove(&doc).and_then(|(_, b)| b),
-                    _ => None,
-                }
-            };
+            let since_copy = relock(self.kept_for_snapshots.lock()).take(&doc, ticket);
             let Some(since_copy) = since_copy else {
                 return Ok(None);
             };
@@ -640,7 +650,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 return Ok(None);
             };
             bytes.extend_from_slice(&since_copy);
-            let persist = crate::engine::DocPersist {
+            let persist = DocPersist {
                 doc: doc.clone(),
                 kind: PersistKind::Snapshot,
                 bytes,

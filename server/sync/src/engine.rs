@@ -548,7 +548,6 @@ impl Engine {
         }
     }
 
-    /// The settings the engine runs with.
     /// For the driver, after releasing an output with [`Output::compact_docs`]: a copy of the
     /// document to store a snapshot of, if that is still wanted (the document may have been
     /// replaced, or stored whole, since). The driver asks while the write queue is empty, so
@@ -578,6 +577,7 @@ impl Engine {
         self.counts
     }
 
+    /// The settings the engine runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
