@@ -69,8 +69,8 @@ pub struct Metrics {
     /// Federation streams being read (a link's reader task runs from its start to its end).
     pub sync_streams_open: Gauge,
     pub sync_lag: Family<DocPeerLabels, Gauge>,
-    /// Sync messages made since start, from recent changes or by Automerge (read from the
-    /// engine at scrape time).
+    /// Sync messages made since start, from recent changes, by Automerge, or as a whole
+    /// document for a peer that held nothing (read from the engine at scrape time).
     pub sync_messages_made: Family<MadeByLabels, Gauge>,
     pub api_requests: Family<ApiLabels, Counter>,
     pub storage_bytes: Gauge,
@@ -137,7 +137,7 @@ impl Metrics {
             );
             r.register(
                 "sync_messages_made",
-                "Sync messages made since the node started, by how: from the document's recent changes, or by Automerge over its whole history",
+                "Sync messages made since the node started, by how: from the document's recent changes, by Automerge over its whole history, or as the whole document for a peer that held nothing of it",
                 metrics.sync_messages_made.clone(),
             );
             r.register(

@@ -714,6 +714,7 @@ impl SyncHandle {
         for (made_by, count) in [
             ("recent_changes", made.from_recent),
             ("automerge", made.by_automerge),
+            ("whole_document", made.whole_documents),
         ] {
             let labels = crate::metrics::MadeByLabels {
                 made_by: made_by.to_string(),

@@ -50,7 +50,7 @@ use crate::engine::{
 };
 use crate::frame::Frame;
 use crate::scope::ShareableDocId;
-use crate::screen::read_frame;
+use crate::screen::{read_frame, ReadLimits};
 use crate::storage::Storage;
 
 /// Where the driver releases what an output carries, after it is durable.
@@ -125,7 +125,7 @@ pub struct Driver<S: Storage, T: Transport> {
     /// Per document, the heads of its last write that was synced: what survives a crash.
     durable: Mutex<HashMap<ShareableDocId, Vec<ChangeHash>>>,
     /// The engine's limit on a received sync message, for reading frames without its lock.
-    max_message_bytes: usize,
+    read_limits: ReadLimits,
     /// What was stored of documents whose snapshot is being saved, since their copy.
     kept_for_snapshots: Mutex<KeptForSnapshots>,
     /// Reads waiting for the engine lock, which engine calls let go first.
@@ -210,9 +210,9 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             durable.insert(stored.id.clone(), stored.doc.get_heads());
             engine.load_document(stored.id, stored.doc, stored.chunks);
         }
-        let max_message_bytes = engine.config().max_message_bytes;
+        let read_limits = engine.config().read_limits();
         Ok(Driver {
-            max_message_bytes,
+            read_limits,
             engine: Mutex::new(engine),
             storage,
             transport,
@@ -338,7 +338,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         now_ms: u64,
         mut seen: impl FnMut(&Output),
     ) -> Result<(), StorageFailure> {
-        let mut read = Some(read_frame(frame, self.max_message_bytes));
+        let mut read = Some(read_frame(frame, &self.read_limits));
         loop {
             let unfinished = self.call(|engine| {
                 let out = match read.take() {

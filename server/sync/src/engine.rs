@@ -30,13 +30,15 @@ use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
 use crate::compaction::{Compaction, CompactionPolicy};
 use crate::frame::{
-    summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
+    summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, WHOLE_DOCUMENTS_SINCE,
 };
 use crate::recent::{self, RecentChanges};
+use crate::saved::{check_saved_document, is_saved_document, DocumentBounds};
 use crate::scope::{
     accepts_changes_from, actor_belongs_to, owner_nodes, shared_on_link, NodeId, ShareableDocId,
 };
-use crate::screen::{read_frame, ReadFrame, ReadMessage, Unreadable};
+use crate::screen::{read_frame, ReadFrame, ReadLimits, ReadMessage, Unreadable, WholeDocument};
 
 /// Identifies one federation link for as long as it is open; chosen by the driver.
 pub type ConnId = u64;
@@ -105,6 +107,13 @@ pub struct EngineConfig {
     /// The national hub's standbys (national hubs too, each with its own identity): their edits
     /// to national documents, relayed by the hub this node links to, are taken like its own.
     pub standby_hubs: Vec<NodeId>,
+    /// Most changes a whole saved document from a peer may claim ([`crate::saved`]); with
+    /// [`EngineConfig::max_doc_ops`] and [`EngineConfig::max_document_bytes`] it bounds what
+    /// loading one costs. A node sends its document whole only within the same bounds.
+    pub max_doc_changes: u64,
+    /// Most bytes a whole saved document from a peer may take once its compressed columns are
+    /// inflated.
+    pub max_document_bytes: u64,
     /// Most operations of a peer's sync message applied in one engine call: a larger message
     /// is applied in slices of about this many ([`Engine::receive_read`]), and the driver
     /// releases the engine lock between them, so other links and the API are not held up for
@@ -113,6 +122,18 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// What a frame from a peer may hold ([`read_frame`]).
+    pub fn read_limits(&self) -> ReadLimits {
+        ReadLimits {
+            max_message_bytes: self.max_message_bytes,
+            document: DocumentBounds {
+                max_ops: self.max_doc_ops,
+                max_changes: self.max_doc_changes,
+                max_inflated_bytes: self.max_document_bytes,
+            },
+        }
+    }
+
     /// The compaction policy these settings make ([`crate::compaction`]).
     pub fn compaction(&self) -> CompactionPolicy {
         CompactionPolicy {
@@ -139,6 +160,8 @@ impl Default for EngineConfig {
             national_hub: None,
             standby_hubs: Vec::new(),
             apply_slice_ops: 20_000,
+            max_doc_changes: 1_000_000,
+            max_document_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -333,6 +356,9 @@ struct Conn {
     offered_generation: HashMap<ShareableDocId, u64>,
     last_sent_ms: u64,
     last_received_ms: u64,
+    /// The peer's protocol version takes a whole document as the first message of one it holds
+    /// nothing of ([`WHOLE_DOCUMENTS_SINCE`]).
+    takes_whole_documents: bool,
     /// A received sync message applied in slices, while slices are left.
     applying: Option<Applying>,
 }
@@ -421,7 +447,12 @@ fn generate_message(
     entry: &DocEntry,
     state: &mut sync::State,
     counts: &mut MessageCounts,
+    whole: Option<&ReadLimits>,
 ) -> Result<Option<sync::Message>, ()> {
+    if let Some(message) = whole.and_then(|limits| whole_document_message(entry, state, limits)) {
+        counts.whole_documents += 1;
+        return Ok(Some(message));
+    }
     #[cfg(debug_assertions)]
     let before = state.clone();
     if let Some(message) = recent::generate(&entry.doc, &entry.recent, state) {
@@ -434,6 +465,52 @@ fn generate_message(
         catch_unwind(AssertUnwindSafe(|| entry.doc.generate_sync_message(state))).map_err(|_| ());
     counts.by_automerge += u64::from(matches!(message, Ok(Some(_))));
     message
+}
+
+/// The document whole, for a peer known to hold nothing of it (its heads are known and empty)
+/// that takes changes from this node: one saved document loads far faster than its changes
+/// apply one by one. Automerge makes it (its version-2 message) when the state allows it; it is
+/// sent only if it passes the same bounds its receiver holds it to ([`check_saved_document`],
+/// the message size), so an honest node never sends what its peer refuses (which would close
+/// the link, and the next link would send it again). `None` (the state untouched) otherwise.
+fn whole_document_message(
+    entry: &DocEntry,
+    state: &mut sync::State,
+    limits: &ReadLimits,
+) -> Option<sync::Message> {
+    let holds_nothing = state.their_heads.as_ref().is_some_and(Vec::is_empty);
+    let heads = entry.doc.get_heads();
+    // Sent already (a repeated request for the whole document within the reset interval keeps
+    // what was sent): answered like any other message.
+    let sent = heads.iter().all(|head| state.sent_hashes.contains(head));
+    if !holds_nothing || state.peer_read_only || heads.is_empty() || sent {
+        return None;
+    }
+    let mut trial = state.clone();
+    let capabilities = trial.their_capabilities.get_or_insert_with(Vec::new);
+    if !capabilities.contains(&sync::Capability::MessageV2) {
+        capabilities.push(sync::Capability::MessageV2);
+    }
+    let message = catch_unwind(AssertUnwindSafe(|| {
+        entry.doc.generate_sync_message(&mut trial)
+    }))
+    .ok()??;
+    let within_bounds = {
+        let mut chunks = message.changes.iter();
+        match (chunks.next(), chunks.next()) {
+            (Some(only), None) => {
+                is_saved_document(only) && check_saved_document(only, &limits.document).is_ok()
+            }
+            _ => false,
+        }
+    } && message.clone().encode().len() <= limits.max_message_bytes;
+    if !within_bounds {
+        return None;
+    }
+    // Later messages on the link are changes again.
+    send_changes_only(&mut trial);
+    *state = trial;
+    Some(message)
 }
 
 /// Debug builds: the message made from recent changes is Automerge's own, and so is the state
@@ -532,6 +609,8 @@ pub struct MessageCounts {
     pub from_recent: u64,
     /// Made by Automerge, over the document's whole change graph.
     pub by_automerge: u64,
+    /// A whole saved document, for a peer that held nothing of it (also made by Automerge).
+    pub whole_documents: u64,
 }
 
 impl Engine {
@@ -980,6 +1059,7 @@ impl Engine {
                 offered_generation: HashMap::new(),
                 last_sent_ms: now_ms,
                 last_received_ms: now_ms,
+                takes_whole_documents: false,
                 applying: None,
             },
         );
@@ -998,7 +1078,7 @@ impl Engine {
     /// that lets other work in between its slices reads the frame itself ([`read_frame`]) and
     /// calls [`Engine::receive_read`].
     pub fn receive(&mut self, conn_id: ConnId, frame: Frame, now_ms: u64) -> Output {
-        let read = read_frame(frame, self.config.max_message_bytes);
+        let read = read_frame(frame, &self.config.read_limits());
         let mut out = self.receive_read(conn_id, read, now_ms);
         while out.unfinished.contains(&conn_id) {
             out.unfinished.retain(|conn| *conn != conn_id);
@@ -1057,11 +1137,13 @@ impl Engine {
             }
             (_, Frame::Keepalive) => {}
             (Phase::AwaitHello, Frame::Hello { protocol_version }) => {
-                if protocol_version == PROTOCOL_VERSION {
+                if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol_version) {
                     conn.phase = Phase::AwaitSummary;
+                    conn.takes_whole_documents = protocol_version >= WHOLE_DOCUMENTS_SINCE;
                 } else {
                     let message = format!(
-                        "protocol version {protocol_version} is not supported; this node speaks {PROTOCOL_VERSION}"
+                        "protocol version {protocol_version} is not supported; this node speaks \
+                         {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
                     );
                     self.close(conn_id, StatusCode::FailedPrecondition, message, &mut out);
                 }
@@ -1347,6 +1429,7 @@ impl Engine {
             message,
             chunks,
             changes,
+            document,
         } = match read {
             Ok(read) => read,
             Err(Unreadable::Close(code, message)) => {
@@ -1365,6 +1448,21 @@ impl Engine {
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
+        let (message, changes) = match document {
+            None => (message, changes),
+            Some(Err((code, reason))) => {
+                self.refuse(conn_id, &id, code, reason, out);
+                return;
+            }
+            Some(Ok(whole)) => {
+                match self
+                    .receive_whole_document(conn_id, &id, generation, ours, message, whole, out)
+                {
+                    Some((message, changes)) => (message, Ok(changes)),
+                    None => return,
+                }
+            }
+        };
         let parsed = match changes {
             Ok(parsed) => parsed,
             Err(reason) => {
@@ -1372,13 +1470,7 @@ impl Engine {
                 return;
             }
         };
-        let national_hubs: Vec<NodeId> = self
-            .config
-            .national_hub
-            .iter()
-            .chain(&self.config.standby_hubs)
-            .cloned()
-            .collect();
+        let national_hubs = self.national_hubs();
         if let Err(reason) = check_authors(&parsed, &id, &self.me, &peer, &national_hubs) {
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
@@ -1434,6 +1526,107 @@ impl Engine {
         self.apply_next_slice(conn_id, out);
     }
 
+    /// The national hub and its standbys, as configured.
+    fn national_hubs(&self) -> Vec<NodeId> {
+        self.config
+            .national_hub
+            .iter()
+            .chain(&self.config.standby_hubs)
+            .cloned()
+            .collect()
+    }
+
+    /// A peer sent `id` whole (the reader bounded and loaded it): its authors and content are
+    /// checked from the change metadata, nothing expanded. If this node holds nothing of the
+    /// document, the loaded document becomes this node's and the bytes as received its stored
+    /// snapshot; a newer generation is adopted whole. If this node holds some of the document
+    /// (it wrote or received changes since the peer learnt it held nothing), what the document
+    /// adds is returned as changes, taken like any others. `None` when done (or refused).
+    #[allow(clippy::too_many_arguments)]
+    fn receive_whole_document(
+        &mut self,
+        conn_id: ConnId,
+        id: &ShareableDocId,
+        generation: u64,
+        ours: u64,
+        message: sync::Message,
+        whole: Box<WholeDocument>,
+        out: &mut Output,
+    ) -> Option<(sync::Message, Vec<automerge::Change>)> {
+        let peer = self.conns[&conn_id].peer.clone();
+        let national_hubs = self.national_hubs();
+        let checked = check_document_authors(&whole.doc, id, &self.me, &peer, &national_hubs)
+            .map_err(|reason| (StatusCode::PermissionDenied, reason))
+            .and_then(|()| check_document_content(&whole.doc, &self.config))
+            .and_then(|()| {
+                let claimed = generation_of(&whole.doc);
+                if claimed == generation {
+                    return Ok(());
+                }
+                Err((
+                    StatusCode::InvalidArgument,
+                    format!(
+                        "the whole document {id} is of generation {claimed}, sent as \
+                         generation {generation}"
+                    ),
+                ))
+            });
+        if let Err((code, reason)) = checked {
+            self.refuse(conn_id, id, code, reason, out);
+            return None;
+        }
+        if generation > ours {
+            let adopting = Adopting {
+                generation,
+                fresh: whole.doc,
+            };
+            self.adopt_generation(conn_id, id, adopting, message, Vec::new(), out);
+            return None;
+        }
+        let holds_nothing = self
+            .docs
+            .get(id)
+            .is_none_or(|entry| entry.doc.get_heads().is_empty());
+        if !holds_nothing {
+            let changes = self.docs[id].doc.get_changes_added(&whole.doc);
+            return Some((message, changes));
+        }
+        self.install_whole_document(conn_id, id, whole, out);
+        self.finish_message(conn_id, id, message, Vec::new(), true, out);
+        None
+    }
+
+    /// Makes a whole document received on `from` this node's `id` (which held nothing): stored
+    /// as a snapshot of the bytes received, then offered to every other open link.
+    fn install_whole_document(
+        &mut self,
+        from: ConnId,
+        id: &ShareableDocId,
+        whole: Box<WholeDocument>,
+        out: &mut Output,
+    ) {
+        let WholeDocument { mut doc, saved } = *whole;
+        doc.set_actor(self.actor.clone());
+        let mut entry = DocEntry::loaded(doc, 0, false);
+        entry.compaction.stored_snapshot(saved.len());
+        let heads = entry.doc.get_heads();
+        self.docs.insert(id.clone(), entry);
+        out.persist_docs.push(DocPersist {
+            doc: id.clone(),
+            kind: PersistKind::Snapshot,
+            bytes: saved,
+            heads,
+        });
+        out.changed_docs.push(id.clone());
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(conn_id, conn)| **conn_id != from && conn.phase == Phase::Open)
+            .map(|(conn_id, _)| *conn_id)
+            .collect();
+        self.sync_to_many(&targets, id, out);
+    }
+
     /// Applies the next slice of the message link `conn_id` is receiving, or, with one slice
     /// left, finishes the message with it. While slices are left, the link is in
     /// [`Output::unfinished`].
@@ -1463,7 +1656,7 @@ impl Engine {
                 Some(adopting) => {
                     self.adopt_generation(conn_id, &id, adopting, applying.message, last, out);
                 }
-                None => self.finish_message(conn_id, &id, applying.message, last, out),
+                None => self.finish_message(conn_id, &id, applying.message, last, false, out),
             }
             return;
         }
@@ -1527,13 +1720,16 @@ impl Engine {
 
     /// The last slice of a received message (all of it, for most messages) with the message's
     /// heads, needs and Bloom filter, through Automerge's own `receive_sync_message`; then this
-    /// node's answer on the link.
+    /// node's answer on the link. `whole_document`: the message carried the document, just
+    /// installed here; the state is left as if its changes had been applied by Automerge (the
+    /// heads shared, and answered, so the peer learns this node holds them).
     fn finish_message(
         &mut self,
         conn_id: ConnId,
         id: &ShareableDocId,
         mut message: sync::Message,
         last: Vec<automerge::Change>,
+        whole_document: bool,
         out: &mut Output,
     ) {
         let peer = self.conns[&conn_id].peer.clone();
@@ -1576,6 +1772,11 @@ impl Engine {
         send_changes_only(&mut state);
         match received {
             Ok(Ok(())) => {
+                if whole_document {
+                    // Before the document was installed, this node held nothing and had said so.
+                    state.shared_heads = sorted(self.docs[id].doc.get_heads());
+                    state.last_sent_heads = Vec::new();
+                }
                 *self.state_for(conn_id, id) = state;
             }
             Ok(Err(err)) => {
@@ -1818,7 +2019,9 @@ impl Engine {
     /// it is generated once and the resulting state copied: fan-out costs one run of the sync
     /// protocol, not one per city.
     fn sync_to_many(&mut self, targets: &[ConnId], id: &ShareableDocId, out: &mut Output) {
-        let mut generated: HashMap<sync::State, (sync::State, Option<Vec<u8>>)> = HashMap::new();
+        type Generated = (sync::State, Option<Vec<u8>>);
+        let mut generated: HashMap<(sync::State, bool), Generated> = HashMap::new();
+        let limits = self.config.read_limits();
         for &conn_id in targets {
             let Some(conn) = self.conns.get(&conn_id) else {
                 continue;
@@ -1826,13 +2029,19 @@ impl Engine {
             if !shared_on_link(&self.me, &conn.peer) || !self.docs.contains_key(id) {
                 continue;
             }
-            let before = self.state_for(conn_id, id).clone();
+            let whole = conn.takes_whole_documents;
+            let before = (self.state_for(conn_id, id).clone(), whole);
             let (after, message) = match generated.get(&before) {
                 Some(done) => done.clone(),
                 None => {
-                    let mut state = before.clone();
-                    let message = generate_message(&self.docs[id], &mut state, &mut self.counts)
-                        .map(|message| message.map(|m| m.encode()));
+                    let mut state = before.0.clone();
+                    let message = generate_message(
+                        &self.docs[id],
+                        &mut state,
+                        &mut self.counts,
+                        whole.then_some(&limits),
+                    )
+                    .map(|message| message.map(|m| m.encode()));
                     let Ok(message) = message else {
                         self.generation_failed(conn_id, id, out);
                         continue;
@@ -1866,8 +2075,12 @@ impl Engine {
         if !self.docs.contains_key(id) {
             return;
         }
+        let whole = conn
+            .takes_whole_documents
+            .then(|| self.config.read_limits());
         let mut state = std::mem::take(self.state_for(conn_id, id));
-        let message = generate_message(&self.docs[id], &mut state, &mut self.counts);
+        let message =
+            generate_message(&self.docs[id], &mut state, &mut self.counts, whole.as_ref());
         let Ok(message) = message else {
             self.generation_failed(conn_id, id, out);
             return;
@@ -2169,6 +2382,69 @@ fn check_authors(
                 owners.join(" or ")
             ));
         }
+    }
+    Ok(())
+}
+
+/// [`check_authors`] for a whole document, from its changes' metadata.
+fn check_document_authors(
+    whole: &Automerge,
+    doc: &ShareableDocId,
+    me: &NodeId,
+    peer: &NodeId,
+    national_hubs: &[NodeId],
+) -> Result<(), String> {
+    let changes = whole.get_changes_meta(&[]);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let owners = owner_nodes(doc, me, peer, national_hubs);
+    for change in &changes {
+        if !owners
+            .iter()
+            .any(|owner| actor_belongs_to(change.actor.to_bytes(), owner))
+        {
+            let owners: Vec<String> = owners.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "the whole document {doc} from {peer} holds a change by actor {}, which is not \
+                 {}'s",
+                change.actor,
+                owners.join(" or ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_content`] for a whole document: operations per change (from each change's first and
+/// last operation number) and in the document. Characters inserted per change are not counted
+/// (that would expand every change); that limit bounds what applying a change costs, and
+/// loading the document cost no more than its operations, which the reader bounded.
+fn check_document_content(
+    whole: &Automerge,
+    config: &EngineConfig,
+) -> Result<(), (StatusCode, String)> {
+    for change in whole.get_changes_meta(&[]) {
+        let ops = (change.max_op + 1).saturating_sub(change.start_op);
+        if ops > config.max_change_ops {
+            return Err((
+                StatusCode::ResourceExhausted,
+                format!(
+                    "a change with {ops} operations (at most {} per change)",
+                    config.max_change_ops
+                ),
+            ));
+        }
+    }
+    let held = whole.stats().num_ops;
+    if held > config.max_doc_ops {
+        return Err((
+            StatusCode::ResourceExhausted,
+            format!(
+                "the document holds {held} operations (at most {} per document)",
+                config.max_doc_ops
+            ),
+        ));
     }
     Ok(())
 }

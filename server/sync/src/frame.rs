@@ -4,8 +4,14 @@ use automerge::ChangeHash;
 
 use crate::scope::ShareableDocId;
 
-/// The protocol version this build speaks. Peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 4;
+/// The oldest version this build still links with; peers with an older (or newer) one are
+/// refused.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 3;
+/// The version from which a peer takes a whole saved document ([`crate::saved`]) as the first
+/// message of a document it holds nothing of; older peers are sent changes only.
+pub const WHOLE_DOCUMENTS_SINCE: u32 = 4;
 
 /// SHA-256 over a complete list of documents and their heads; see [`Summary::digest`].
 pub type SummaryDigest = [u8; 32];

@@ -24,6 +24,7 @@ pub mod driver;
 pub mod engine;
 pub mod frame;
 pub mod recent;
+pub mod saved;
 pub mod scope;
 pub mod screen;
 pub mod storage;
@@ -37,7 +38,8 @@ pub use engine::{
     LogEvent, MessageCounts, Output, PersistKind, StatusCode, GENERATION_KEY,
 };
 pub use frame::{
-    summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest, PROTOCOL_VERSION,
+    summary_digest, summary_digest_generations, Frame, Summary, SummaryDigest,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, WHOLE_DOCUMENTS_SINCE,
 };
 pub use scope::{
     actor_belongs_to, actor_prefix, run_actor, DocId, NodeId, Owner, Role, Scope, ScopeError,

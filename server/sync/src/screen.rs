@@ -3,19 +3,30 @@
 //! parameters, one plain change per chunk) and its changes are parsed, which verifies their
 //! columns and counts their operations without applying anything.
 //!
+//! A message whose only chunk is a whole saved document (sent to a peer that holds nothing of
+//! the document) is bounded ([`crate::saved`]) and loaded here.
+//!
 //! None of this needs the engine's state, so the driver reads a frame ([`read_frame`]) before
-//! it takes the engine lock: a large message costs its reader time, not every other link and
-//! API call. The engine then decides with its state (generation, owner, content limits) what
+//! it takes the engine lock: a large message or document costs its reader time, not every
+//! other link and API call. The engine then decides with its state (generation, owner, content limits) what
 //! of a [`ReadFrame`] it applies ([`crate::Engine::receive_read`]).
 
-use std::panic::catch_unwind;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync;
-use automerge::ChangeHash;
+use automerge::{Automerge, ChangeHash, LoadOptions, OnPartialLoad, VerificationMode};
 
 use crate::engine::StatusCode;
 use crate::frame::Frame;
+use crate::saved::{check_saved_document, is_saved_document, DocumentBounds, CHUNK_MAGIC};
 use crate::scope::{quote, ShareableDocId};
+
+/// What a frame may hold: the size of a sync message, and what a whole document may claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    pub max_message_bytes: usize,
+    pub document: DocumentBounds,
+}
 
 /// A frame as far as it can be read without the engine.
 pub enum ReadFrame {
@@ -37,6 +48,16 @@ pub struct ReadMessage {
     pub(crate) chunks: usize,
     /// Its changes, parsed; or why they are refused.
     pub(crate) changes: Result<Vec<automerge::Change>, String>,
+    /// The whole document it carried instead of changes, loaded; or why it is refused.
+    pub(crate) document: Option<Result<Box<WholeDocument>, (StatusCode, String)>>,
+}
+
+/// A whole saved document a peer sent, within the bounds and loaded by Automerge (which
+/// checked its checksum and that its changes hash to the heads it names).
+pub struct WholeDocument {
+    pub(crate) doc: Automerge,
+    /// The bytes as received: a saved document, stored as the receiver's snapshot.
+    pub(crate) saved: Vec<u8>,
 }
 
 /// Why a sync message is not taken at all.
@@ -49,15 +70,15 @@ pub enum Unreadable {
 }
 
 /// Reads `frame` as far as it can be without the engine; a sync message larger than
-/// `max_message_bytes` is not decoded.
-pub fn read_frame(frame: Frame, max_message_bytes: usize) -> ReadFrame {
+/// `limits.max_message_bytes` is not decoded.
+pub fn read_frame(frame: Frame, limits: &ReadLimits) -> ReadFrame {
     match frame {
         Frame::DocSync {
             doc,
             generation,
             message,
         } => {
-            let message = read_message(&doc, &message, max_message_bytes);
+            let message = read_message(&doc, &message, limits);
             ReadFrame::DocSync {
                 doc,
                 generation,
@@ -71,8 +92,9 @@ pub fn read_frame(frame: Frame, max_message_bytes: usize) -> ReadFrame {
 fn read_message(
     id: &ShareableDocId,
     bytes: &[u8],
-    max_message_bytes: usize,
+    limits: &ReadLimits,
 ) -> Result<ReadMessage, Unreadable> {
+    let max_message_bytes = limits.max_message_bytes;
     if bytes.len() > max_message_bytes {
         return Err(Unreadable::Close(
             StatusCode::ResourceExhausted,
@@ -106,6 +128,17 @@ fn read_message(
         )));
     }
     let chunks = message.changes.len();
+    let only_chunk = message.changes.iter().next().filter(|_| chunks == 1);
+    if let Some(bytes) = only_chunk.filter(|bytes| is_saved_document(bytes)) {
+        let document = read_document(id, bytes, &limits.document);
+        message.changes = sync::ChunkList::empty();
+        return Ok(ReadMessage {
+            message,
+            chunks,
+            changes: Ok(Vec::new()),
+            document: Some(document),
+        });
+    }
     let changes = match check_chunks(&message) {
         Err(problem) => Err(format!(
             "sync message for {id} is outside what an honest peer sends: {problem}"
@@ -131,7 +164,50 @@ fn read_message(
         message,
         chunks,
         changes,
+        document: None,
     })
+}
+
+/// Bounds a whole saved document ([`check_saved_document`]), then lets Automerge load it,
+/// verifying its checksum and that its changes hash to the heads it names.
+fn read_document(
+    id: &ShareableDocId,
+    bytes: &[u8],
+    bounds: &DocumentBounds,
+) -> Result<Box<WholeDocument>, (StatusCode, String)> {
+    check_saved_document(bytes, bounds).map_err(|refusal| {
+        let code = if refusal.over_bound {
+            StatusCode::ResourceExhausted
+        } else {
+            StatusCode::InvalidArgument
+        };
+        (
+            code,
+            format!("the whole document {id} is refused: {}", refusal.problem),
+        )
+    })?;
+    let options = LoadOptions::new()
+        .on_partial_load(OnPartialLoad::Error)
+        .verification_mode(VerificationMode::Check);
+    match catch_unwind(AssertUnwindSafe(|| {
+        Automerge::load_with_options(bytes, options)
+    })) {
+        Ok(Ok(doc)) => Ok(Box::new(WholeDocument {
+            doc,
+            saved: bytes.to_vec(),
+        })),
+        Ok(Err(err)) => Err((
+            StatusCode::InvalidArgument,
+            format!(
+                "the whole document {id} does not load: {}",
+                quote(&err.to_string())
+            ),
+        )),
+        Err(_) => Err((
+            StatusCode::InvalidArgument,
+            format!("the whole document {id} could not be loaded"),
+        )),
+    }
 }
 
 /// Largest counts an honest peer puts in one sync message.
@@ -206,16 +282,15 @@ fn check_ascending(what: &str, hashes: &[ChangeHash]) -> Result<(), String> {
     }
 }
 
-/// The first bytes of every Automerge storage chunk.
-const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 /// The chunk type of a single, uncompressed change (after the magic and a 4-byte checksum).
 const CHUNK_TYPE_CHANGE: u8 = 1;
 
-/// Checks that every chunk of a message is one plain, uncompressed change, the only kind this
-/// engine sends (it never offers a whole saved document; see the engine). Whole saved documents and compressed changes are
-/// refused before Automerge sees them: Automerge inflates their DEFLATE columns without a bound,
-/// so a few kilobytes could claim gigabytes. A plain change is at most as large as the message
-/// that carries it, which is bounded by `max_message_bytes`.
+/// Checks that every chunk of a message of changes is one plain, uncompressed change, the only
+/// kind this engine sends beside a whole document alone in its message (read apart, by
+/// [`read_document`]). Compressed changes, bundles and documents among other chunks are
+/// refused before Automerge sees them: Automerge inflates their DEFLATE columns without a
+/// bound, so a few kilobytes could claim gigabytes. A plain change is at most as large as the
+/// message that carries it, which is bounded by `max_message_bytes`.
 pub(crate) fn check_chunks(message: &sync::Message) -> Result<(), String> {
     for chunk in message.changes.iter() {
         if chunk.len() < 9 || chunk[..4] != CHUNK_MAGIC {
@@ -224,7 +299,7 @@ pub(crate) fn check_chunks(message: &sync::Message) -> Result<(), String> {
         let kind = chunk[8];
         if kind != CHUNK_TYPE_CHANGE {
             let what = match kind {
-                0 => "a whole (compressed) document",
+                0 => "a whole document beside other chunks",
                 2 => "a compressed change",
                 3 => "a bundle of changes",
                 _ => "a chunk of unknown type",

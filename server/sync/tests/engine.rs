@@ -663,9 +663,10 @@ fn messages_outside_what_an_honest_peer_sends_are_refused() {
 }
 
 #[test]
-fn compressed_documents_and_changes_are_refused_before_automerge_inflates_them() {
+fn compressed_changes_and_documents_beyond_their_bounds_are_refused_before_automerge_inflates_them()
+{
     // A document whose saved form is small but inflates to megabytes: a bomb, as a peer could
-    // send it, once as a whole document and once as a compressed change.
+    // send it, as a whole document and as a compressed change.
     let mut bomb = Automerge::new().with_actor(sfs_sync::run_actor(
         &NodeId::city("helsingborg").unwrap(),
         [9; 8],
@@ -684,27 +685,47 @@ fn compressed_documents_and_changes_are_refused_before_automerge_inflates_them()
     ));
     small.transact(|tx| tx.put(ROOT, "l0", "plain")).unwrap();
     let plain = small.get_last_local_change().unwrap().raw_bytes().to_vec();
-    let smuggled = [plain, whole.clone()].concat();
-    for (chunk, expected) in [
-        (whole, "a whole (compressed) document"),
-        (compressed, "a compressed change"),
-        (smuggled, "one plain change per entry"),
-    ] {
-        let message = automerge::sync::Message {
+    let smuggled = [plain.clone(), whole.clone()].concat();
+    let trailing = [whole.clone(), plain.clone()].concat();
+    let message = |chunks: Vec<Vec<u8>>| {
+        automerge::sync::Message {
             heads: bomb.get_heads(),
             need: Vec::new(),
             have: Vec::new(),
-            changes: vec![chunk].into(),
+            changes: chunks.into(),
             flags: None,
             version: automerge::sync::MessageVersion::V1,
-        };
-        let fed = hub_refuses_and_goes_on(message, expected, |_| {});
-        let doc = ShareableDocId::lessons("helsingborg").unwrap();
+        }
+        .encode()
+    };
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    for (chunks, expected) in [
+        (vec![compressed], "a compressed change"),
+        (vec![smuggled], "one plain change per entry"),
+        (
+            vec![plain, whole.clone()],
+            "a whole document beside other chunks",
+        ),
+        (vec![trailing], "exactly one document is accepted"),
+    ] {
+        let fed = hub_refuses_bytes_and_goes_on(message(chunks), expected, |_| {});
         assert!(
             fed.engines["hub"].lock_engine().document(&doc).is_none(),
             "nothing applied"
         );
     }
+    // Whole, alone in its message, it is inflated only within the bytes a document may take.
+    let config = EngineConfig {
+        max_document_bytes: 1024 * 1024,
+        ..EngineConfig::default()
+    };
+    let fed = hub_with_config_refuses(
+        config,
+        message(vec![whole]),
+        StatusCode::ResourceExhausted,
+        "does not inflate within the 1048576 bytes",
+    );
+    assert!(fed.engines["hub"].lock_engine().document(&doc).is_none());
 }
 
 /// Sends `message` for Helsingborg's lessons from Helsingborg to a hub (after `prepare`), and
@@ -725,9 +746,30 @@ fn hub_refuses_bytes_and_goes_on(
     prepare: impl FnOnce(&mut Federation),
 ) -> Federation {
     let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    prepare(&mut fed);
+    refused_and_going_on(fed, message, StatusCode::InvalidArgument, expected)
+}
+
+/// Like [`hub_refuses_bytes_and_goes_on`] with a hub holding peers to `config`, refusing with
+/// `code`.
+fn hub_with_config_refuses(
+    config: EngineConfig,
+    message: Vec<u8>,
+    code: StatusCode,
+    expected: &str,
+) -> Federation {
+    let fed = federation_with_hub_config(&["helsingborg", "malmo"], config);
+    refused_and_going_on(fed, message, code, expected)
+}
+
+fn refused_and_going_on(
+    mut fed: Federation,
+    message: Vec<u8>,
+    code: StatusCode,
+    expected: &str,
+) -> Federation {
     fed.connect("helsingborg", 1);
     fed.connect("malmo", 2);
-    prepare(&mut fed);
     fed.run_until_quiet();
     let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
         1,
@@ -739,7 +781,7 @@ fn hub_refuses_bytes_and_goes_on(
         0,
     );
     assert_eq!(out.closes.len(), 1, "{expected}");
-    assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
+    assert_eq!(out.closes[0].1.code, code);
     assert!(
         out.closes[0].1.message.contains(expected),
         "{}",
@@ -1311,7 +1353,9 @@ fn repeated_requests_for_a_whole_unchanged_document_are_answered_cheaply() {
         .unwrap();
     fed.absorb("hub", out);
     fed.run_until_quiet();
-    let hub_bytes_for = |fed: &mut Federation, now: u64, flag: bool| -> usize {
+    // What the hub sends back: its bytes, and whether it carries the document (whole, as the
+    // peer says it holds nothing, or as changes).
+    let hub_answer = |fed: &mut Federation, now: u64, flag: bool| -> (usize, bool) {
         let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
@@ -1322,21 +1366,26 @@ fn repeated_requests_for_a_whole_unchanged_document_are_answered_cheaply() {
             now,
         );
         assert!(out.closes.is_empty(), "{:?}", out.closes);
-        out.sends.iter().map(|(_, f)| frame_size(f)).sum()
+        let bytes = out.sends.iter().map(|(_, f)| frame_size(f)).sum();
+        let carries = out.sends.iter().any(|(_, frame)| match frame {
+            Frame::DocSync { message, .. } => !automerge::sync::Message::decode(message)
+                .unwrap()
+                .changes
+                .is_empty(),
+            _ => false,
+        });
+        (bytes, carries)
     };
-    let full = hub_bytes_for(&mut fed, 1, false);
-    assert!(
-        full > 10_000,
-        "the first request is answered in full: {full}"
-    );
+    let (_, full) = hub_answer(&mut fed, 1, false);
+    assert!(full, "the first request is answered with the document");
     for (i, flag) in [false, true, false, true].into_iter().enumerate() {
-        let again = hub_bytes_for(&mut fed, 2 + i as u64, flag);
-        assert!(again < 1_000, "request {i} costs {again} bytes");
+        let (bytes, again) = hub_answer(&mut fed, 2 + i as u64, flag);
+        assert!(!again && bytes < 1_000, "request {i} costs {bytes} bytes");
     }
     // After the interval, one more full resend.
     let interval = EngineConfig::default().reset_interval_ms;
-    let later = hub_bytes_for(&mut fed, 10 + interval, false);
-    assert!(later > 10_000, "{later}");
+    let (_, later) = hub_answer(&mut fed, 10 + interval, false);
+    assert!(later);
 }
 
 /// A federation whose hub holds peers to `config`.
@@ -1351,6 +1400,14 @@ fn federation_with_hub_config(cities: &[&str], config: EngineConfig) -> Federati
 
 /// Helsingborg's first message to the hub that carries the change `edit` makes to its lessons
 /// (what comes before it is delivered), as bytes; it is taken off the wire, not delivered.
+fn hub_heads(fed: &Federation, doc: &ShareableDocId) -> Vec<automerge::ChangeHash> {
+    fed.engines["hub"]
+        .lock_engine()
+        .document(doc)
+        .map(|d| d.get_heads())
+        .unwrap_or_default()
+}
+
 fn city_message_after(
     fed: &mut Federation,
     edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>),
@@ -1475,21 +1532,42 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
             }
         })
     };
-    for (edit, expected) in [
+    // Each as a change to a document the hub holds, and the first two also as the first
+    // message of a document it holds nothing of (sent whole: operations are counted from the
+    // changes' metadata; characters per text are not, see `check_document_content`).
+    for (edit, expected, hub_holds_some) in [
         (
             keys(6_000),
             "a change with 6000 operations (at most 5000 per change)",
+            false,
+        ),
+        (
+            keys(6_000),
+            "a change with 6000 operations (at most 5000 per change)",
+            true,
         ),
         (
             text(3_000),
             "more than 2000 characters or elements into one text",
+            true,
         ),
     ] {
         let mut fed = federation_with_hub_config(&["helsingborg", "malmo"], config.clone());
         fed.connect("helsingborg", 1);
         fed.connect("malmo", 2);
         fed.run_until_quiet();
+        if hub_holds_some {
+            fed.add_lesson("helsingborg", "l0", "first");
+            fed.run_until_quiet();
+        }
+        let held = hub_heads(&fed, &doc);
         let message = city_message_after(&mut fed, edit);
+        let whole = automerge::sync::Message::decode(&message)
+            .unwrap()
+            .changes
+            .iter()
+            .any(|chunk| chunk[8] == 0);
+        assert_eq!(whole, !hub_holds_some, "{expected}");
         let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
             1,
             Frame::DocSync {
@@ -1507,10 +1585,7 @@ fn changes_over_the_content_limits_are_refused_before_they_are_applied() {
             out.closes[0].1.message
         );
         assert!(out.persist_docs.is_empty());
-        assert!(fed.engines["hub"]
-            .lock_engine()
-            .document(&doc)
-            .is_none_or(|d| d.get_heads().is_empty()));
+        assert_eq!(hub_heads(&fed, &doc), held, "nothing applied");
     }
     // Within the limits per change, but the document would grow over its own.
     let mut fed = federation_with_hub_config(&["helsingborg", "malmo"], config);
@@ -2544,7 +2619,7 @@ fn engine_hold_time_while_a_large_message_is_applied() {
             generation: 0,
             message: bytes.clone(),
         },
-        EngineConfig::default().max_message_bytes,
+        &EngineConfig::default().read_limits(),
     );
     let reading = started.elapsed();
     let mut holds = Vec::new();
@@ -2822,6 +2897,9 @@ fn messages_for_peers_in_step_are_made_from_recent_changes_not_by_automerge() {
             "before the links settle",
         );
     }
+    // Malmö's document reaches every node whole before the count starts (a peer that held
+    // nothing is sent the document, and the relay's first message is Automerge's).
+    fed.add_lesson("malmo", "first", "before the links settle");
     fed.run_until_quiet();
     let before = counts(&fed);
     // One lesson at a time, and bursts of lessons written before anything is delivered, from
@@ -2903,4 +2981,334 @@ fn a_peer_back_after_missing_changes_is_served_by_automerge_then_from_recent_cha
         fed.lesson("malmo", "helsingborg", "after").as_deref(),
         Some("in step again")
     );
+}
+
+/// Delivers frames until none are left, like [`Federation::run_until_quiet`], and returns the
+/// chunk types of every sync message delivered, by receiver and document (0: a whole document,
+/// 1: a plain change).
+fn run_recording_chunks(fed: &mut Federation) -> Vec<(String, ShareableDocId, Vec<u8>)> {
+    let mut seen = Vec::new();
+    for _ in 0..100_000 {
+        let Some((from, link, frame)) = fed.queue.pop_front() else {
+            return seen;
+        };
+        let Some(to) = fed.other_end(&from, link) else {
+            continue;
+        };
+        if let Frame::DocSync { doc, message, .. } = &frame {
+            let message = automerge::sync::Message::decode(message).unwrap();
+            let kinds: Vec<u8> = message.changes.iter().map(|chunk| chunk[8]).collect();
+            if !kinds.is_empty() {
+                seen.push((to.clone(), doc.clone(), kinds));
+            }
+        }
+        let out = fed
+            .engines
+            .get_mut(&to)
+            .unwrap()
+            .engine_mut()
+            .receive(link, frame, 0);
+        fed.absorb(&to, out);
+    }
+    panic!("federation did not go quiet");
+}
+
+#[test]
+fn a_node_that_holds_nothing_of_a_document_is_sent_it_whole_and_stores_it_as_a_snapshot() {
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    for i in 0..40 {
+        fed.add_lesson("helsingborg", &format!("l{i}"), &"a lesson ".repeat(20));
+    }
+    fed.connect("helsingborg", 1);
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    let to_hub = run_recording_chunks(&mut fed);
+    assert_eq!(to_hub, vec![("hub".to_string(), doc.clone(), vec![0])]);
+    // Malmö joins later: the hub sends it the document whole too, and then changes as usual.
+    fed.connect("malmo", 2);
+    let to_malmo = run_recording_chunks(&mut fed);
+    assert_eq!(to_malmo, vec![("malmo".to_string(), doc.clone(), vec![0])]);
+    fed.add_lesson("helsingborg", "later", "one more");
+    let later = run_recording_chunks(&mut fed);
+    assert!(
+        later.iter().all(|(_, _, kinds)| kinds == &vec![1]),
+        "{later:?}"
+    );
+    no_refusals(&fed);
+    let heads = fed.engines["helsingborg"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .get_heads();
+    for node in ["hub", "malmo"] {
+        assert_eq!(
+            fed.lesson(node, "helsingborg", "l39").as_deref(),
+            Some(&*"a lesson ".repeat(20))
+        );
+        assert_eq!(
+            fed.lesson(node, "helsingborg", "later").as_deref(),
+            Some("one more")
+        );
+        // What is stored loads to the same document: the snapshot received, then the change.
+        let (stored, _) = fed.engines[node]
+            .storage()
+            .durable_doc(&doc)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.get_heads(), heads, "{node}");
+    }
+    // Each node's own later edits to other documents still carry its own actor.
+    let counts = counts(&fed);
+    assert_eq!(counts["helsingborg"].whole_documents, 1);
+    assert_eq!(counts["hub"].whole_documents, 1);
+    // Nothing changed: a reconnect costs the handshake only (the states of the links that
+    // carried whole documents were kept like any others).
+    fed.disconnect(1);
+    fed.disconnect(2);
+    fed.frames_delivered = 0;
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    assert_eq!(fed.frames_delivered, 8);
+}
+
+#[test]
+fn a_peer_of_the_previous_protocol_version_is_sent_changes_only() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    for i in 0..10 {
+        fed.add_lesson("helsingborg", &format!("l{i}"), "a lesson");
+    }
+    fed.connect("helsingborg", 1);
+    // The hub speaks the previous version: Helsingborg gets its Hello rewritten in transit.
+    for (from, _, frame) in fed.queue.iter_mut() {
+        if from == "hub" {
+            if let Frame::Hello { protocol_version } = frame {
+                *protocol_version = sfs_sync::OLDEST_PROTOCOL_VERSION;
+            }
+        }
+    }
+    let to_hub = run_recording_chunks(&mut fed);
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    assert_eq!(to_hub, vec![("hub".to_string(), doc, vec![1; 10])]);
+    assert_eq!(
+        fed.lesson("hub", "helsingborg", "l9").as_deref(),
+        Some("a lesson")
+    );
+    no_refusals(&fed);
+}
+
+/// `doc` saved whole, as the first sync message to a peer that holds nothing of it.
+fn saved_document_message(doc: &Automerge) -> Vec<u8> {
+    let mut heads = doc.get_heads();
+    heads.sort();
+    automerge::sync::Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![doc.save()].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V2,
+    }
+    .encode()
+}
+
+fn lessons_by(actor: ActorId, n: usize) -> Automerge {
+    let mut doc = Automerge::new().with_actor(actor);
+    for i in 0..n {
+        doc.transact(|tx| tx.put(ROOT, format!("w{i}"), "written"))
+            .unwrap();
+    }
+    doc
+}
+
+#[test]
+fn a_whole_document_is_held_to_the_owner_rule_and_the_content_limits() {
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    // Written by Malmö's actor, sent as Helsingborg's lessons.
+    let forged = lessons_by(
+        sfs_sync::run_actor(&NodeId::city("malmo").unwrap(), [1; 8]),
+        3,
+    );
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
+        1,
+        Frame::DocSync {
+            generation: 0,
+            doc: doc.clone(),
+            message: saved_document_message(&forged),
+        },
+        0,
+    );
+    assert_eq!(out.closes.len(), 1);
+    assert_eq!(out.closes[0].1.code, StatusCode::PermissionDenied);
+    assert!(
+        out.closes[0].1.message.contains("which is not"),
+        "{}",
+        out.closes[0].1.message
+    );
+    assert!(out.persist_docs.is_empty());
+    assert_eq!(hub_heads(&fed, &doc), Vec::new());
+    let own = sfs_sync::run_actor(&NodeId::city("helsingborg").unwrap(), [1; 8]);
+    // More operations than a document may hold: counted from the layout, before loading.
+    let config = EngineConfig {
+        max_doc_ops: 10,
+        ..EngineConfig::default()
+    };
+    hub_with_config_refuses(
+        config,
+        saved_document_message(&lessons_by(own.clone(), 11)),
+        StatusCode::ResourceExhausted,
+        "more than 10 rows",
+    );
+    // More changes than a document may hold.
+    let config = EngineConfig {
+        max_doc_changes: 5,
+        ..EngineConfig::default()
+    };
+    hub_with_config_refuses(
+        config,
+        saved_document_message(&lessons_by(own.clone(), 6)),
+        StatusCode::ResourceExhausted,
+        "more than 5 rows",
+    );
+    // A change with more operations than one may hold.
+    let mut big = Automerge::new().with_actor(own.clone());
+    big.transact(|tx| {
+        for i in 0..20 {
+            tx.put(ROOT, format!("k{i}"), i as i64)?;
+        }
+        Ok::<_, automerge::AutomergeError>(())
+    })
+    .unwrap();
+    let config = EngineConfig {
+        max_change_ops: 10,
+        ..EngineConfig::default()
+    };
+    hub_with_config_refuses(
+        config,
+        saved_document_message(&big),
+        StatusCode::ResourceExhausted,
+        "a change with 20 operations (at most 10 per change)",
+    );
+    // Bytes that are not the document they claim to be: Automerge's checksum.
+    let mut garbled = lessons_by(own, 3).save();
+    let last = garbled.len() - 1;
+    garbled[last] ^= 0x55;
+    let message = automerge::sync::Message {
+        heads: Vec::new(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![garbled].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V2,
+    };
+    hub_refuses_and_goes_on(message, "does not load", |_| {});
+}
+
+#[test]
+fn a_whole_document_of_another_generation_than_its_frame_says_is_refused() {
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    let own = sfs_sync::run_actor(&NodeId::city("helsingborg").unwrap(), [1; 8]);
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
+        1,
+        Frame::DocSync {
+            generation: 3,
+            doc: doc.clone(),
+            message: saved_document_message(&lessons_by(own, 3)),
+        },
+        0,
+    );
+    assert_eq!(out.closes.len(), 1);
+    assert!(
+        out.closes[0]
+            .1
+            .message
+            .contains("generation 0, sent as generation 3"),
+        "{}",
+        out.closes[0].1.message
+    );
+    assert_eq!(hub_heads(&fed, &doc), Vec::new());
+}
+
+#[test]
+fn a_whole_document_reaching_a_node_that_holds_some_of_it_is_taken_as_the_changes_it_adds() {
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    let mut fed = Federation::new(&["helsingborg", "malmo"]);
+    fed.add_lesson("helsingborg", "l0", "first");
+    fed.connect("helsingborg", 1);
+    fed.connect("malmo", 2);
+    fed.run_until_quiet();
+    // Helsingborg writes more; its document, sent whole as if the hub held nothing.
+    fed.add_lesson("helsingborg", "l1", "second");
+    let whole = fed.engines["helsingborg"]
+        .lock_engine()
+        .document(&doc)
+        .unwrap()
+        .clone();
+    fed.queue.clear();
+    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
+        1,
+        Frame::DocSync {
+            generation: 0,
+            doc: doc.clone(),
+            message: saved_document_message(&whole),
+        },
+        0,
+    );
+    assert!(out.closes.is_empty(), "{:?}", out.closes);
+    fed.absorb("hub", out);
+    fed.run_until_quiet();
+    assert_eq!(hub_heads(&fed, &doc), whole.get_heads());
+    assert_eq!(
+        fed.lesson("malmo", "helsingborg", "l1").as_deref(),
+        Some("second")
+    );
+    assert_eq!(
+        fed.engines["hub"].storage().durable_heads(&doc),
+        Some(whole.get_heads())
+    );
+}
+
+#[test]
+fn a_document_beyond_what_a_whole_document_may_be_is_sent_as_changes() {
+    for (config, why) in [
+        (
+            EngineConfig {
+                max_message_bytes: 300,
+                ..EngineConfig::default()
+            },
+            "its saved form is larger than a message may be",
+        ),
+        (
+            EngineConfig {
+                max_doc_changes: 5,
+                ..EngineConfig::default()
+            },
+            "it holds more changes than a whole document may",
+        ),
+    ] {
+        let mut fed = Federation::new(&[]);
+        let me = NodeId::city("helsingborg").unwrap();
+        let city = Engine::new(me.clone(), sfs_sync::run_actor(&me, [7; 8]), config);
+        fed.engines.insert("helsingborg".to_string(), driver(city));
+        for i in 0..20 {
+            fed.add_lesson("helsingborg", &format!("l{i}"), &"a lesson ".repeat(20));
+        }
+        fed.connect("helsingborg", 1);
+        let to_hub = run_recording_chunks(&mut fed);
+        let doc = ShareableDocId::lessons("helsingborg").unwrap();
+        assert_eq!(to_hub, vec![("hub".to_string(), doc, vec![1; 20])], "{why}");
+        assert_eq!(
+            fed.lesson("hub", "helsingborg", "l19").as_deref(),
+            Some(&*"a lesson ".repeat(20)),
+            "{why}"
+        );
+        no_refusals(&fed);
+    }
 }

@@ -181,7 +181,7 @@ fn the_federation_converges_under_faults() {
         "simulation: {} seeds run, {} passed ({faithful_seeds} transport-faithful); \
          {} acknowledged edits, {} unacknowledged, {} refused foreign edits; \
          {three_level_seeds} three-level; {standby_seeds} with a standby hub ({} failovers, {} failbacks); \
-         {} messages applied in slices ({} later slices); \
+         {} messages applied in slices ({} later slices); {} whole documents delivered; \
          {} crashes ({} mid-output), {} failed writes, {} link cuts, {} partitions, {} city moves; \
          {} frames sent ({:?}), {} lost, {} duplicated, {} reordered, \
          {} for links already closed; {} links closed by an engine; at most {} DocSync frames per change ({} frames in all)",
@@ -194,6 +194,7 @@ fn the_federation_converges_under_faults() {
         totals.failbacks,
         totals.sliced_messages,
         totals.later_slices,
+        totals.whole_documents,
         totals.crashes,
         totals.mid_output_crashes,
         totals.write_failures,
@@ -211,6 +212,12 @@ fn the_federation_converges_under_faults() {
         totals.max_frames_per_change,
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    if outcomes.len() >= 20 {
+        assert!(
+            totals.whole_documents > 0,
+            "no seed sent a whole document to a node that held nothing"
+        );
+    }
 }
 
 /// The outcome of one seed: its counters and whether it was transport-faithful, or the message
@@ -422,6 +429,8 @@ struct Counters {
     /// Received messages applied in more than one slice, and the slices after the first.
     sliced_messages: u64,
     later_slices: u64,
+    /// Sync messages delivered that carried a whole document.
+    whole_documents: u64,
     frames_sent: u64,
     doc_sync_frames: u64,
     frames_lost: u64,
@@ -451,6 +460,7 @@ impl Counters {
         self.failovers += other.failovers;
         self.failbacks += other.failbacks;
         self.sliced_messages += other.sliced_messages;
+        self.whole_documents += other.whole_documents;
         self.later_slices += other.later_slices;
         self.frames_sent += other.frames_sent;
         self.doc_sync_frames += other.doc_sync_frames;
@@ -1074,7 +1084,14 @@ impl Sim {
         }
         // As the node's driver does: read without the engine, then one call per slice, each
         // stored and released before the next (and each a chance to crash or fail a write).
-        let read = read_frame(frame, EngineConfig::default().max_message_bytes);
+        if let Frame::DocSync { message, .. } = &frame {
+            let whole = automerge::sync::Message::decode(message).is_ok_and(|message| {
+                message.changes.len() == 1
+                    && message.changes.iter().all(|chunk| chunk.get(8) == Some(&0))
+            });
+            self.counters.whole_documents += u64::from(whole);
+        }
+        let read = read_frame(frame, &EngineConfig::default().read_limits());
         let mut unfinished = self.call(to, |engine, now| engine.receive_read(conn, read, now));
         if unfinished.contains(&conn) {
             self.counters.sliced_messages += 1;
