@@ -1,6 +1,7 @@
 //! Convergence under faults with real nodes (DESIGN.md promises 4 and 5): the hub restarted in
-//! the middle of a large sync, a city offline for a long time with changes on both sides, and
-//! three cities writing while the hub flaps. Each ends with every lesson everywhere, once.
+//! the middle of a large sync, a city that held nothing of a document coming back, a city
+//! offline for a long time with changes on both sides, and three cities writing while the hub
+//! flaps. Each ends with every lesson everywhere, once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -52,8 +53,18 @@ async fn wait_for_exactly(
 }
 
 async fn write(client: &mut sfs_client::Client, prefix: &str, count: usize) -> BTreeSet<String> {
+    write_from(client, prefix, 0, count).await
+}
+
+/// Like [`write`], numbering the lessons from `first`.
+async fn write_from(
+    client: &mut sfs_client::Client,
+    prefix: &str,
+    first: usize,
+    count: usize,
+) -> BTreeSet<String> {
     let mut titles = BTreeSet::new();
-    for i in 0..count {
+    for i in first..first + count {
         let title = format!("{prefix} {i}");
         client
             .create_lesson(&title, &body(i), vec![])
@@ -92,6 +103,42 @@ async fn the_hub_restarted_in_the_middle_of_a_large_sync_loses_and_doubles_nothi
     wait_for_exactly(&hub, "the hub", "lund", &written).await;
     wait_for_exactly(&fed.client(1).await, "malmo", "lund", &written).await;
     eprintln!("the hub stopped as a {size}-byte sync message arrived");
+    fed.stop_all().await;
+}
+
+/// Whole documents the hub has sent (its `sfs_sync_messages_made{made_by="whole_document"}`).
+async fn whole_documents_sent(fed: &Federation) -> u64 {
+    let metrics = fed.hub.running.as_ref().unwrap().metrics_addr.unwrap();
+    crate::integration::scrape(metrics)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("sfs_sync_messages_made{made_by=\"whole_document\"} "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_city_that_held_nothing_of_a_document_is_sent_it_whole_and_keeps_it_across_a_restart() {
+    let mut fed = Federation::start(&["lund", "malmo"]).await;
+    // Malmö is away while Lund writes its first lessons: Malmö holds nothing of them.
+    fed.stop_city(1).await;
+    let mut lund = fed.client(0).await;
+    let written = write(&mut lund, "Lund", 300).await;
+    let hub = fed.hub_client().await;
+    wait_for_exactly(&hub, "the hub", "lund", &written).await;
+    let before = whole_documents_sent(&fed).await;
+    fed.start_city(1).await;
+    wait_for_exactly(&fed.client(1).await, "malmo", "lund", &written).await;
+    let sent = whole_documents_sent(&fed).await - before;
+    assert!(sent >= 1, "the hub sent Lund's lessons to Malmö whole");
+    // What Malmö stored (the document as received) is what it has after a restart, and one
+    // more lesson follows as a change.
+    fed.stop_city(1).await;
+    fed.start_city(1).await;
+    wait_for_exactly(&fed.client(1).await, "malmo", "lund", &written).await;
+    let mut written = written;
+    written.extend(write_from(&mut lund, "Lund", 300, 1).await);
+    wait_for_exactly(&fed.client(1).await, "malmo", "lund", &written).await;
     fed.stop_all().await;
 }
 
