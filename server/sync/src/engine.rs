@@ -479,11 +479,11 @@ fn whole_document_message(
     limits: &ReadLimits,
 ) -> Option<sync::Message> {
     let holds_nothing = state.their_heads.as_ref().is_some_and(Vec::is_empty);
-    let heads = entry.doc.get_heads();
-    // Sent already (a repeated request for the whole document within the reset interval keeps
-    // what was sent): answered like any other message.
-    let sent = heads.iter().all(|head| state.sent_hashes.contains(head));
-    if !holds_nothing || state.peer_read_only || heads.is_empty() || sent {
+    // Only the first message carries the document: once anything was sent on the link (the
+    // document itself, before the peer answered; or a repeated request for the whole document
+    // within the reset interval, which keeps what was sent), the next ones carry changes.
+    let sent_nothing = state.sent_hashes.is_empty();
+    if !holds_nothing || !sent_nothing || state.peer_read_only || entry.doc.get_heads().is_empty() {
         return None;
     }
     let mut trial = state.clone();
@@ -1448,21 +1448,17 @@ impl Engine {
             self.refuse(conn_id, &id, StatusCode::PermissionDenied, reason, out);
             return;
         }
-        let (message, changes) = match document {
-            None => (message, changes),
+        match document {
+            None => {}
             Some(Err((code, reason))) => {
                 self.refuse(conn_id, &id, code, reason, out);
                 return;
             }
             Some(Ok(whole)) => {
-                match self
-                    .receive_whole_document(conn_id, &id, generation, ours, message, whole, out)
-                {
-                    Some((message, changes)) => (message, Ok(changes)),
-                    None => return,
-                }
+                self.receive_whole_document(conn_id, &id, generation, ours, message, whole, out);
+                return;
             }
-        };
+        }
         let parsed = match changes {
             Ok(parsed) => parsed,
             Err(reason) => {
@@ -1540,8 +1536,10 @@ impl Engine {
     /// checked from the change metadata, nothing expanded. If this node holds nothing of the
     /// document, the loaded document becomes this node's and the bytes as received its stored
     /// snapshot; a newer generation is adopted whole. If this node holds some of the document
-    /// (it wrote or received changes since the peer learnt it held nothing), what the document
-    /// adds is returned as changes, taken like any others. `None` when done (or refused).
+    /// (it received changes on another link since the peer learnt it held nothing), the
+    /// document is not used — finding what it adds would walk its whole history under the
+    /// engine lock — and the link closes with `Aborted`: the next handshake lists this node's
+    /// heads, and the peer sends the changes it lacks.
     #[allow(clippy::too_many_arguments)]
     fn receive_whole_document(
         &mut self,
@@ -1552,7 +1550,7 @@ impl Engine {
         message: sync::Message,
         whole: Box<WholeDocument>,
         out: &mut Output,
-    ) -> Option<(sync::Message, Vec<automerge::Change>)> {
+    ) {
         let peer = self.conns[&conn_id].peer.clone();
         let national_hubs = self.national_hubs();
         let checked = check_document_authors(&whole.doc, id, &self.me, &peer, &national_hubs)
@@ -1573,7 +1571,7 @@ impl Engine {
             });
         if let Err((code, reason)) = checked {
             self.refuse(conn_id, id, code, reason, out);
-            return None;
+            return;
         }
         if generation > ours {
             let adopting = Adopting {
@@ -1581,19 +1579,22 @@ impl Engine {
                 fresh: whole.doc,
             };
             self.adopt_generation(conn_id, id, adopting, message, Vec::new(), out);
-            return None;
+            return;
         }
         let holds_nothing = self
             .docs
             .get(id)
             .is_none_or(|entry| entry.doc.get_heads().is_empty());
         if !holds_nothing {
-            let changes = self.docs[id].doc.get_changes_added(&whole.doc);
-            return Some((message, changes));
+            let reason = format!(
+                "{id} arrived whole, but this node holds some of it already; reconnect to be \
+                 sent what it lacks"
+            );
+            self.close(conn_id, StatusCode::Aborted, reason, out);
+            return;
         }
         self.install_whole_document(conn_id, id, whole, out);
         self.finish_message(conn_id, id, message, Vec::new(), true, out);
-        None
     }
 
     /// Makes a whole document received on `from` this node's `id` (which held nothing): stored

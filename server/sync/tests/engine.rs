@@ -3237,14 +3237,16 @@ fn a_whole_document_of_another_generation_than_its_frame_says_is_refused() {
 }
 
 #[test]
-fn a_whole_document_reaching_a_node_that_holds_some_of_it_is_taken_as_the_changes_it_adds() {
+fn a_whole_document_reaching_a_node_that_holds_some_of_it_closes_the_link_and_the_next_sends_changes(
+) {
     let doc = ShareableDocId::lessons("helsingborg").unwrap();
     let mut fed = Federation::new(&["helsingborg", "malmo"]);
     fed.add_lesson("helsingborg", "l0", "first");
     fed.connect("helsingborg", 1);
     fed.connect("malmo", 2);
     fed.run_until_quiet();
-    // Helsingborg writes more; its document, sent whole as if the hub held nothing.
+    let held = hub_heads(&fed, &doc);
+    // Helsingborg writes more; its document arrives whole, as if the hub held nothing.
     fed.add_lesson("helsingborg", "l1", "second");
     let whole = fed.engines["helsingborg"]
         .lock_engine()
@@ -3261,8 +3263,24 @@ fn a_whole_document_reaching_a_node_that_holds_some_of_it_is_taken_as_the_change
         },
         0,
     );
-    assert!(out.closes.is_empty(), "{:?}", out.closes);
+    // Not used (finding what it adds would walk its history under the engine lock), and not
+    // a refusal: the link ends, and the next handshake says what the hub holds.
+    assert_eq!(out.closes.len(), 1);
+    assert_eq!(out.closes[0].1.code, StatusCode::Aborted);
+    assert!(
+        out.closes[0].1.message.contains("holds some of it already"),
+        "{}",
+        out.closes[0].1.message
+    );
+    assert!(!out
+        .events
+        .iter()
+        .any(|e| matches!(e, LogEvent::Refused { .. })));
+    assert!(out.persist_docs.is_empty());
     fed.absorb("hub", out);
+    assert_eq!(hub_heads(&fed, &doc), held);
+    fed.disconnect(1);
+    fed.connect("helsingborg", 1);
     fed.run_until_quiet();
     assert_eq!(hub_heads(&fed, &doc), whole.get_heads());
     assert_eq!(
@@ -3311,4 +3329,53 @@ fn a_document_beyond_what_a_whole_document_may_be_is_sent_as_changes() {
         );
         no_refusals(&fed);
     }
+}
+
+#[test]
+fn lessons_written_while_the_whole_document_is_on_its_way_follow_as_changes() {
+    let mut fed = Federation::new(&["helsingborg"]);
+    fed.add_lesson("helsingborg", "l0", "first");
+    fed.connect("helsingborg", 1);
+    // Deliver frames until the whole document is on its way to the hub, not delivered yet.
+    for _ in 0..100 {
+        let whole_queued = fed.queue.iter().any(|(from, _, frame)| {
+            from == "helsingborg"
+                && matches!(frame, Frame::DocSync { message, .. }
+                    if automerge::sync::Message::decode(message)
+                        .unwrap()
+                        .changes
+                        .iter()
+                        .any(|chunk| chunk[8] == 0))
+        });
+        if whole_queued {
+            break;
+        }
+        let (from, link, frame) = fed.queue.pop_front().expect("the handshake goes on");
+        let to = fed.other_end(&from, link).unwrap();
+        let out = fed
+            .engines
+            .get_mut(&to)
+            .unwrap()
+            .engine_mut()
+            .receive(link, frame, 0);
+        fed.absorb(&to, out);
+    }
+    for i in 1..=5 {
+        fed.add_lesson("helsingborg", &format!("l{i}"), "written meanwhile");
+    }
+    let to_hub = run_recording_chunks(&mut fed);
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    assert_eq!(to_hub[0], ("hub".to_string(), doc.clone(), vec![0]));
+    assert!(
+        to_hub[1..]
+            .iter()
+            .all(|(_, _, kinds)| kinds.iter().all(|k| *k == 1)),
+        "{to_hub:?}"
+    );
+    assert!(fed.closes.is_empty(), "{:?}", fed.closes);
+    no_refusals(&fed);
+    assert_eq!(
+        fed.lesson("hub", "helsingborg", "l5").as_deref(),
+        Some("written meanwhile")
+    );
 }
