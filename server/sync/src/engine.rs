@@ -2400,6 +2400,11 @@ fn check_document_authors(
         return Ok(());
     }
     let owners = owner_nodes(doc, me, peer, national_hubs);
+    if owners.is_empty() {
+        return Err(format!(
+            "{doc} has no owner known on this link (is the national hub's identity configured?)"
+        ));
+    }
     for change in &changes {
         if !owners
             .iter()

@@ -8,8 +8,8 @@
 //!
 //! None of this needs the engine's state, so the driver reads a frame ([`read_frame`]) before
 //! it takes the engine lock: a large message or document costs its reader time, not every
-//! other link and API call. The engine then decides with its state (generation, owner, content limits) what
-//! of a [`ReadFrame`] it applies ([`crate::Engine::receive_read`]).
+//! other link and API call. The engine then decides with its state (generation, owner, content
+//! limits) what of a [`ReadFrame`] it applies ([`crate::Engine::receive_read`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -3096,6 +3096,35 @@ fn a_peer_of_the_previous_protocol_version_is_sent_changes_only() {
     no_refusals(&fed);
 }
 
+/// Hands the hub a sync message for Helsingborg's lessons from Helsingborg's link (1).
+fn hub_receives_from_helsingborg(
+    fed: &mut Federation,
+    generation: u64,
+    message: Vec<u8>,
+) -> Output {
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    fed.engines.get_mut("hub").unwrap().engine_mut().receive(
+        1,
+        Frame::DocSync {
+            generation,
+            doc,
+            message,
+        },
+        0,
+    )
+}
+
+/// The output closed exactly one link, with `code` and a message holding `expected`.
+fn assert_closed(out: &Output, code: StatusCode, expected: &str) {
+    assert_eq!(out.closes.len(), 1, "{expected}");
+    assert_eq!(out.closes[0].1.code, code, "{}", out.closes[0].1.message);
+    assert!(
+        out.closes[0].1.message.contains(expected),
+        "{}",
+        out.closes[0].1.message
+    );
+}
+
 /// `doc` saved whole, as the first sync message to a peer that holds nothing of it.
 fn saved_document_message(doc: &Automerge) -> Vec<u8> {
     let mut heads = doc.get_heads();
@@ -3132,22 +3161,8 @@ fn a_whole_document_is_held_to_the_owner_rule_and_the_content_limits() {
     fed.connect("helsingborg", 1);
     fed.connect("malmo", 2);
     fed.run_until_quiet();
-    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
-        1,
-        Frame::DocSync {
-            generation: 0,
-            doc: doc.clone(),
-            message: saved_document_message(&forged),
-        },
-        0,
-    );
-    assert_eq!(out.closes.len(), 1);
-    assert_eq!(out.closes[0].1.code, StatusCode::PermissionDenied);
-    assert!(
-        out.closes[0].1.message.contains("which is not"),
-        "{}",
-        out.closes[0].1.message
-    );
+    let out = hub_receives_from_helsingborg(&mut fed, 0, saved_document_message(&forged));
+    assert_closed(&out, StatusCode::PermissionDenied, "which is not");
     assert!(out.persist_docs.is_empty());
     assert_eq!(hub_heads(&fed, &doc), Vec::new());
     let own = sfs_sync::run_actor(&NodeId::city("helsingborg").unwrap(), [1; 8]);
@@ -3215,23 +3230,12 @@ fn a_whole_document_of_another_generation_than_its_frame_says_is_refused() {
     fed.connect("helsingborg", 1);
     fed.connect("malmo", 2);
     fed.run_until_quiet();
-    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
-        1,
-        Frame::DocSync {
-            generation: 3,
-            doc: doc.clone(),
-            message: saved_document_message(&lessons_by(own, 3)),
-        },
-        0,
-    );
-    assert_eq!(out.closes.len(), 1);
-    assert!(
-        out.closes[0]
-            .1
-            .message
-            .contains("generation 0, sent as generation 3"),
-        "{}",
-        out.closes[0].1.message
+    let out =
+        hub_receives_from_helsingborg(&mut fed, 3, saved_document_message(&lessons_by(own, 3)));
+    assert_closed(
+        &out,
+        StatusCode::InvalidArgument,
+        "generation 0, sent as generation 3",
     );
     assert_eq!(hub_heads(&fed, &doc), Vec::new());
 }
@@ -3254,24 +3258,10 @@ fn a_whole_document_reaching_a_node_that_holds_some_of_it_closes_the_link_and_th
         .unwrap()
         .clone();
     fed.queue.clear();
-    let out = fed.engines.get_mut("hub").unwrap().engine_mut().receive(
-        1,
-        Frame::DocSync {
-            generation: 0,
-            doc: doc.clone(),
-            message: saved_document_message(&whole),
-        },
-        0,
-    );
+    let out = hub_receives_from_helsingborg(&mut fed, 0, saved_document_message(&whole));
     // Not used (finding what it adds would walk its history under the engine lock), and not
     // a refusal: the link ends, and the next handshake says what the hub holds.
-    assert_eq!(out.closes.len(), 1);
-    assert_eq!(out.closes[0].1.code, StatusCode::Aborted);
-    assert!(
-        out.closes[0].1.message.contains("holds some of it already"),
-        "{}",
-        out.closes[0].1.message
-    );
+    assert_closed(&out, StatusCode::Aborted, "holds some of it already");
     assert!(!out
         .events
         .iter()
