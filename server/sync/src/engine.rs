@@ -1720,8 +1720,8 @@ impl Engine {
     }
 
     /// The last slice of a received message (all of it, for most messages) with the message's
-    /// heads, needs and Bloom filter, through Automerge's own `receive_sync_message`; then this
-    /// node's answer on the link. `whole_document`: the message carried the document, just
+    /// heads, needs and Bloom filter, through [`crate::receive::receive_sync_message`]
+    /// (Automerge's, without its walk over the history); then this node's answer on the link. `whole_document`: the message carried the document, just
     /// installed here; the state is left as if its changes had been applied by Automerge (the
     /// heads shared, and answered, so the peer learns this node holds them).
     fn finish_message(
@@ -1761,7 +1761,7 @@ impl Engine {
             throttled_reset.then(|| (state.sent_hashes.clone(), state.last_sent_heads.clone()));
         let entry = self.docs.get_mut(id).expect("document exists");
         let received = catch_unwind(AssertUnwindSafe(|| {
-            entry.doc.receive_sync_message(&mut state, message)
+            crate::receive::receive_sync_message(&mut entry.doc, &mut state, message)
         }));
         if let Some((sent_hashes, last_sent_heads)) = kept {
             state.sent_hashes = sent_hashes;

@@ -17,12 +17,15 @@
 //! - [`compaction`]: when a stored document gets a chunk and when a whole snapshot.
 //! - [`recent`]: a document's last changes, from which most sync messages are made without
 //!   Automerge walking its whole history.
+//! - [`receive`]: a received sync message applied as Automerge does, without its walk over the
+//!   whole history.
 
 pub mod backoff;
 pub mod compaction;
 pub mod driver;
 pub mod engine;
 pub mod frame;
+pub mod receive;
 pub mod recent;
 pub mod saved;
 pub mod scope;
