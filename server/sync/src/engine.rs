@@ -1736,6 +1736,8 @@ impl Engine {
         let peer = self.conns[&conn_id].peer.clone();
         let before = self.docs[id].doc.get_heads();
         let fresh = FreshChanges::before(&self.docs[id], &last);
+        let arriving: Vec<(ChangeHash, Vec<ChangeHash>)> =
+            last.iter().map(|c| (c.hash(), c.deps().to_vec())).collect();
         message.changes = chunks_of(last);
         // A request for the whole document (no heads, or the reset flag) makes Automerge forget
         // what it sent on this link and send everything again: honoured at most once per
@@ -1760,9 +1762,12 @@ impl Engine {
         let kept =
             throttled_reset.then(|| (state.sent_hashes.clone(), state.last_sent_heads.clone()));
         let entry = self.docs.get_mut(id).expect("document exists");
-        let received = catch_unwind(AssertUnwindSafe(|| {
-            crate::receive::receive_sync_message(&mut entry.doc, &mut state, message)
-        }));
+        let known = crate::receive::Known {
+            recent: &entry.recent,
+            arriving: &arriving,
+        };
+        let received =
+            crate::receive::receive_sync_message(&mut entry.doc, &mut state, message, Some(known));
         if let Some((sent_hashes, last_sent_heads)) = kept {
             state.sent_hashes = sent_hashes;
             state.last_sent_heads = last_sent_heads;

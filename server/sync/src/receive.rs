@@ -8,36 +8,55 @@
 //! runs on every node, for every message, under the engine lock.
 //!
 //! [`receive_sync_message`] makes the same change to the document and the same update of the
-//! sync state, and finds the sent changes the peer now holds by asking which changes the peer's
-//! heads do *not* cover (Automerge answers that from its per-actor sequence clocks: a change
-//! is an ancestor of a set of heads exactly when its actor's sequence number is within the
-//! heads' clock) — only when something was sent, and at a cost that grows with the changes
-//! the peer lacks, not with the history. Debug builds check every call against Automerge's own
-//! function.
+//! sync state, and finds the sent changes the peer now holds only when something was sent:
+//! mostly by walking back from the peer's heads through the document's recent changes and the
+//! message's own ([`RecentChanges::covered_by`]: every descendant of a recent change is among
+//! them, so the walk is exact); otherwise by asking Automerge which changes the peer's heads
+//! do *not* cover (answered from its per-actor sequence clocks: a change is an ancestor of a
+//! set of heads exactly when its sequence number is within the heads' clock for its actor), at
+//! a cost that grows with what the peer lacks, not with the history. Debug builds check every
+//! call against Automerge's own function.
 
 use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync::{self, Capability, MessageFlags};
-use automerge::{Automerge, AutomergeError, ChangeHash};
+use automerge::{Automerge, AutomergeError, ChangeHash, ReadDoc};
 
-/// Applies `message` to `doc` and `state` as Automerge's `receive_sync_message` does.
+use crate::recent::RecentChanges;
+
+/// The document's recent changes, and the changes of the message being received (hash and
+/// dependencies): with them, what a peer now holds of the changes sent to it is mostly found
+/// without asking Automerge at all.
+pub struct Known<'a> {
+    pub recent: &'a RecentChanges,
+    pub arriving: &'a [(ChangeHash, Vec<ChangeHash>)],
+}
+
+/// Applies `message` to `doc` and `state` as Automerge's `receive_sync_message` does. `Err`
+/// if Automerge panicked (the document may then be half-changed). Debug builds compare the
+/// state with Automerge's afterwards, outside the catch, so a difference fails the test.
 pub fn receive_sync_message(
     doc: &mut Automerge,
     state: &mut sync::State,
     message: sync::Message,
-) -> Result<(), AutomergeError> {
+    known: Option<Known<'_>>,
+) -> std::thread::Result<Result<(), AutomergeError>> {
     #[cfg(debug_assertions)]
     let probe = (state.clone(), message.clone());
-    receive(doc, state, message)?;
+    let received = catch_unwind(AssertUnwindSafe(|| receive(doc, state, message, known)));
     #[cfg(debug_assertions)]
-    check_against_automerge(doc, probe.0, probe.1, state);
-    Ok(())
+    if matches!(received, Ok(Ok(()))) {
+        check_against_automerge(doc, probe.0, probe.1, state);
+    }
+    received
 }
 
 fn receive(
     doc: &mut Automerge,
     state: &mut sync::State,
     message: sync::Message,
+    known: Option<Known<'_>>,
 ) -> Result<(), AutomergeError> {
     let sync::Message {
         heads,
@@ -49,6 +68,10 @@ fn receive(
     } = message;
     state.in_flight = false;
     let heads_before = doc.get_heads();
+    // The recent changes decide only if they end where the document stands and no change is
+    // held back (one could be released by this message's changes, unseen by the window).
+    let known = known
+        .filter(|k| k.recent.matches(doc, &heads_before) && doc.get_missing_deps(&[]).is_empty());
     if let Some(flags) = flags {
         // Only a peer that speaks the second message version sends flags at all.
         let mut capabilities = vec![Capability::MessageV2];
@@ -67,7 +90,8 @@ fn receive(
         doc.load_incremental(&bytes)?;
         state.shared_heads = advanced_shared_heads(&heads_before, &doc.get_heads(), state);
     }
-    forget_what_they_hold(doc, &heads, &mut state.sent_hashes);
+    let known = known.filter(|_| doc.get_missing_deps(&[]).is_empty());
+    forget_what_they_hold(doc, &heads, &mut state.sent_hashes, known);
     if !carried_changes && heads == heads_before {
         state.last_sent_heads.clone_from(&heads);
     }
@@ -115,15 +139,21 @@ fn forget_what_they_hold(
     doc: &Automerge,
     heads: &[ChangeHash],
     sent: &mut std::collections::BTreeSet<ChangeHash>,
+    recent: Option<Known<'_>>,
 ) {
     if sent.is_empty() {
         return;
     }
-    let known: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
-    if known.is_empty() {
-        // No heads this node knows: none of its changes is among their ancestors.
+    let held: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
+    if held.is_empty() {
+        // No heads this node holds: none of its changes is among their ancestors.
         return;
     }
+    if let Some(covered) = recent.and_then(|k| k.recent.covered_by(&held, k.arriving, sent)) {
+        sent.retain(|hash| !covered.contains(hash));
+        return;
+    }
+    let known = held;
     let not_covered: HashSet<ChangeHash> = doc
         .get_changes_meta(&known)
         .into_iter()
@@ -149,7 +179,6 @@ fn check_against_automerge(
     ours: &sync::State,
 ) {
     use automerge::sync::SyncDoc;
-    use std::panic::{catch_unwind, AssertUnwindSafe};
     let carried_changes = !message.changes.is_empty();
     message.changes = sync::ChunkList::empty();
     let heads_before = doc.get_heads();
@@ -214,7 +243,7 @@ mod tests {
                 b_by_automerge
                     .receive_sync_message(&mut sb_by_automerge, m.clone())
                     .unwrap();
-                receive_sync_message(b, sb, m).unwrap();
+                receive_sync_message(b, sb, m, None).unwrap().unwrap();
                 assert_eq!(sb, &sb_by_automerge);
                 assert_eq!(b.get_heads(), b_by_automerge.get_heads());
                 received += 1;
@@ -260,7 +289,9 @@ mod tests {
             .generate_sync_message(&mut sa)
             .expect("a has a change to send");
         // `a`'s message crossed `b`'s: its heads do not cover what `b` sent.
-        receive_sync_message(&mut b, &mut sb, from_a).unwrap();
+        receive_sync_message(&mut b, &mut sb, from_a, None)
+            .unwrap()
+            .unwrap();
         assert!(sb.sent_hashes.contains(&sent));
         a.receive_sync_message(&mut sa, to_a).unwrap();
         sync_until_quiet(&mut a, &mut sa, &mut b, &mut sb);
@@ -278,5 +309,68 @@ mod tests {
         let (mut a, mut sa) = (doc(1), sync::State::new());
         sync_until_quiet(&mut a, &mut sa, &mut b, &mut sb);
         assert_eq!(a.get_heads(), b.get_heads());
+    }
+
+    #[test]
+    fn what_a_peer_holds_of_the_sent_changes_is_found_from_the_recent_changes() {
+        let (mut a, mut b) = (doc(1), doc(2));
+        let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
+        let mut recent = RecentChanges::new(&b);
+        write(&mut b, "first");
+        recent.applied(&b, [&b.get_last_local_change().unwrap()]);
+        sync_until_quiet(&mut a, &mut sa, &mut b, &mut sb);
+        for round in 0..5 {
+            write(&mut b, &format!("b{round}"));
+            let change = b.get_last_local_change().unwrap();
+            recent.applied(&b, [&change]);
+            let to_a = b
+                .generate_sync_message(&mut sb)
+                .expect("b has a change to send");
+            a.receive_sync_message(&mut sa, to_a).unwrap();
+            // `a` writes on top of what it got and sends that change with its heads.
+            write(&mut a, &format!("a{round}"));
+            let to_b = a
+                .generate_sync_message(&mut sa)
+                .expect("a has a change to send");
+            let arriving: Vec<(ChangeHash, Vec<ChangeHash>)> = to_b
+                .changes
+                .iter()
+                .map(|bytes| {
+                    let c = automerge::Change::try_from(bytes).unwrap();
+                    (c.hash(), c.deps().to_vec())
+                })
+                .collect();
+            assert!(sb.sent_hashes.contains(&change.hash()));
+            // Decided by the walk alone (the sent change is in the window) …
+            let covered = recent
+                .covered_by(&to_b.heads, &arriving, &sb.sent_hashes)
+                .expect("the sent change is kept");
+            assert!(covered.contains(&change.hash()));
+            // … and received that way (debug builds compare the state with Automerge's).
+            let before = b.stats().num_changes;
+            let known = Known {
+                recent: &recent,
+                arriving: &arriving,
+            };
+            receive_sync_message(&mut b, &mut sb, to_b, Some(known))
+                .unwrap()
+                .unwrap();
+            assert!(!sb.sent_hashes.contains(&change.hash()));
+            let applied: Vec<automerge::Change> = b
+                .get_changes(&[])
+                .into_iter()
+                .skip(before as usize)
+                .collect();
+            recent.applied(&b, applied.iter());
+        }
+        // A sent change older than the window is left to Automerge's clocks.
+        let old = RecentChanges::new(&b);
+        let mut sent = std::collections::BTreeSet::new();
+        sent.insert(recent_first_hash(&b));
+        assert!(old.covered_by(&b.get_heads(), &[], &sent).is_none());
+    }
+
+    fn recent_first_hash(doc: &Automerge) -> ChangeHash {
+        doc.get_changes(&[])[0].hash()
     }
 }

@@ -140,7 +140,7 @@ impl RecentChanges {
     }
 
     /// Whether the window ends where `doc` stands: same number of changes, same heads.
-    fn matches(&self, doc: &Automerge, heads: &[ChangeHash]) -> bool {
+    pub(crate) fn matches(&self, doc: &Automerge, heads: &[ChangeHash]) -> bool {
         self.start + self.kept.len() as u64 == doc.stats().num_changes && self.heads == heads
     }
 
@@ -187,6 +187,46 @@ impl RecentChanges {
         let mut since: Vec<u64> = since.into_iter().collect();
         since.sort_unstable();
         Some(since)
+    }
+
+    /// Of `sent`, the changes that `heads` are or descend from, decided from the kept changes
+    /// and `arriving` (changes applied after the last kept one, with their dependencies):
+    /// `None` if a sent change is among neither. The caller makes sure that nothing but
+    /// `arriving` was applied since the window ended (no change held back was released), so
+    /// every descendant of a sent change is among them and the walk is exact.
+    pub(crate) fn covered_by(
+        &self,
+        heads: &[ChangeHash],
+        arriving: &[(ChangeHash, Vec<ChangeHash>)],
+        sent: &std::collections::BTreeSet<ChangeHash>,
+    ) -> Option<HashSet<ChangeHash>> {
+        let arriving: HashMap<&ChangeHash, &Vec<ChangeHash>> =
+            arriving.iter().map(|(hash, deps)| (hash, deps)).collect();
+        if sent
+            .iter()
+            .any(|h| !self.positions.contains_key(h) && !arriving.contains_key(h))
+        {
+            return None;
+        }
+        let mut reached: HashSet<ChangeHash> = HashSet::new();
+        let mut stack: Vec<ChangeHash> = heads.to_vec();
+        while let Some(hash) = stack.pop() {
+            let deps = match (arriving.get(&hash), self.positions.get(&hash)) {
+                (Some(deps), _) => *deps,
+                (None, Some(position)) => &self.at(*position).deps,
+                // Older than the window: no sent change lies below it.
+                (None, None) => continue,
+            };
+            if reached.insert(hash) {
+                stack.extend(deps.iter().copied());
+            }
+        }
+        Some(
+            sent.iter()
+                .filter(|h| reached.contains(*h))
+                .copied()
+                .collect(),
+        )
     }
 
     /// How many changes are kept.
