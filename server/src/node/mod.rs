@@ -148,6 +148,19 @@ impl RunningNode {
         {
             tracing::error!(node = %self.id, running = self.request_tasks.len(), "link or request tasks did not stop within 10 s");
         }
+        // Snapshots that fell due and were not stored yet (their worker stopped with the other
+        // tasks) are stored now, so a stopped node's store keeps each document within the
+        // compaction bounds (chunks at most half the snapshot), not up to twice them.
+        let sync = self.sync.clone();
+        match tokio::task::spawn_blocking(move || sync.compact_pending()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => {
+                tracing::error!(node = %self.id, error = %failure, "storing the snapshots that fell due failed at the stop")
+            }
+            Err(_) => {
+                tracing::error!(node = %self.id, "storing the snapshots that fell due was interrupted at the stop")
+            }
+        }
         // Nothing writes any more: what was put without a sync (the sync states of the last
         // frames) is made durable, so that the links resume from them at the next start.
         let durability = self.durability.clone();

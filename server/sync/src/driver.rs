@@ -640,7 +640,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         let mut bytes = copy.save();
         drop(copy);
         let failure = |err: S::Error| StorageFailure(err.to_string());
-        let stored: Result<Option<usize>, StorageFailure> = self.as_writer(|| {
+        let stored: Result<Option<(usize, usize)>, StorageFailure> = self.as_writer(|| {
             self.write_queued();
             let since_copy = relock(self.kept_for_snapshots.lock()).take(&doc, ticket);
             let Some(since_copy) = since_copy else {
@@ -649,6 +649,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             let Some(heads) = relock(self.durable.lock()).get(&doc).cloned() else {
                 return Ok(None);
             };
+            let saved_len = bytes.len();
             bytes.extend_from_slice(&since_copy);
             let persist = DocPersist {
                 doc: doc.clone(),
@@ -662,15 +663,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 .and_then(|()| self.storage.sync())
                 .map_err(failure);
             match written {
-                Ok(()) => Ok(Some(persist.bytes.len())),
+                Ok(()) => Ok(Some((saved_len, since_copy.len()))),
                 Err(failure) => {
                     self.fail(Vec::new(), vec![doc.clone()], failure.clone());
                     Err(failure)
                 }
             }
         });
-        if let Some(len) = stored? {
-            self.engine().compacted(&doc, len);
+        if let Some((saved_len, kept_len)) = stored? {
+            self.engine().compacted(&doc, saved_len, kept_len);
         }
         Ok(())
     }

@@ -636,12 +636,17 @@ impl Engine {
         entry.compaction.is_compacting().then(|| entry.doc.clone())
     }
 
-    /// The driver stored a snapshot of `len` bytes of `id` (made after
-    /// [`Engine::snapshot_for_compaction`]).
-    pub fn compacted(&mut self, id: &ShareableDocId, len: usize) {
+    /// The driver stored a snapshot of `saved_len` bytes of `id` (made after
+    /// [`Engine::snapshot_for_compaction`]) followed by `kept_len` bytes of the changes stored
+    /// while it was made: those count as chunks beside the snapshot, so the stored bytes stay
+    /// within the policy's bounds of the snapshot itself.
+    pub fn compacted(&mut self, id: &ShareableDocId, saved_len: usize, kept_len: usize) {
         if let Some(entry) = self.docs.get_mut(id) {
             if entry.compaction.is_compacting() {
-                entry.compaction.stored_snapshot(len);
+                entry.compaction.stored_snapshot(saved_len);
+                if kept_len > 0 {
+                    entry.compaction.stored_chunk(kept_len);
+                }
             }
         }
     }

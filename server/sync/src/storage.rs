@@ -321,6 +321,16 @@ impl MemoryStorage {
         self.state().durable.heads.get(doc).cloned()
     }
 
+    /// The bytes of the durable parts of `doc` (its snapshot and the chunks beside it).
+    pub fn durable_bytes(&self, doc: &ShareableDocId) -> usize {
+        let state = self.state();
+        state
+            .durable
+            .docs
+            .get(doc)
+            .map_or(0, |parts| parts.iter().map(|(_, bytes)| bytes.len()).sum())
+    }
+
     /// Every document id with durable parts.
     pub fn durable_docs(&self) -> Vec<ShareableDocId> {
         self.state().durable.docs.keys().cloned().collect()

@@ -704,6 +704,77 @@ fn writes_made_while_a_snapshot_is_saved_are_acknowledged_and_stored_with_it() {
 }
 
 #[test]
+fn the_changes_kept_while_a_snapshot_was_saved_count_toward_the_next_one() {
+    // Bounded by bytes only: chunks may reach half the snapshot.
+    let me = city("malmo");
+    let engine = Engine::new(
+        me.clone(),
+        sfs_sync::run_actor(&me, [1; 8]),
+        EngineConfig {
+            compact_after_chunks: 1_000,
+            compact_min_bytes: 64,
+            ..EngineConfig::default()
+        },
+    );
+    let storage = Arc::new(MemoryStorage::new());
+    let driver = Driver::open(engine, storage.clone(), RecordingTransport::new()).unwrap();
+    let doc = lessons("malmo");
+    let text = |i: usize| format!("lesson {i}: {}", "x".repeat(i % 7));
+    for i in 0..60 {
+        write(&driver, &doc, &format!("l{i}"), &text(i)).unwrap();
+        driver.compact_pending().unwrap();
+    }
+    let (snapshot, _) = write_until_a_snapshot_begins(&driver, &doc);
+    // While the copy is saved, writes go on as chunks (within twice the bound).
+    let copied = storage.durable_bytes(&doc);
+    let mut kept = 0;
+    for i in 0..2 {
+        write(&driver, &doc, &format!("during{i}"), &text(i)).unwrap();
+        if storage.durable_doc(&doc).unwrap().unwrap().1 == 0 {
+            panic!("write {i} during the copy stored the document whole");
+        }
+        kept = storage.durable_bytes(&doc) - copied;
+    }
+    driver.finish_compaction(snapshot).unwrap();
+    let (_, chunks) = storage.durable_doc(&doc).unwrap().unwrap();
+    assert_eq!(
+        chunks, 0,
+        "the snapshot was stored, the kept changes after it"
+    );
+    let saved = storage.durable_bytes(&doc) - kept;
+    // The next write: its chunk and the kept changes together pass half the saved snapshot,
+    // so a snapshot falls due (counting the kept changes as part of the snapshot, it would not).
+    let before = storage.durable_bytes(&doc);
+    // A lesson whose chunk lands between the two readings of the bound: past half the saved
+    // snapshot with the kept changes, within half the snapshot and kept changes together.
+    let target = (saved / 2).saturating_sub(kept / 4);
+    let padding: String = (0..target.saturating_sub(104))
+        .map(|k| char::from(b'a' + ((k * 7 + k / 26) % 26) as u8))
+        .collect();
+    write(&driver, &doc, "after", &format!("{} {padding}", text(1))).unwrap();
+    let chunk = storage.durable_bytes(&doc) - before;
+    assert!(
+        kept + chunk > saved / 2,
+        "kept {kept} + {chunk} against {saved}"
+    );
+    assert!(
+        chunk <= (saved + kept) / 2,
+        "the chunk alone stays within the bound"
+    );
+    let next = driver.begin_compaction();
+    assert!(
+        next.is_some(),
+        "the kept changes count as chunks beside the snapshot"
+    );
+    driver.finish_compaction(next.unwrap()).unwrap();
+    let saved = driver
+        .read(|e| e.document(&doc).unwrap().clone())
+        .save()
+        .len();
+    assert_eq!(storage.durable_bytes(&doc), saved, "the new snapshot alone");
+}
+
+#[test]
 fn a_snapshot_whose_document_was_stored_whole_meanwhile_stores_nothing() {
     let (storage, driver) = compacting_driver("lund");
     let doc = lessons("lund");
