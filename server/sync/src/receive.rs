@@ -1,5 +1,5 @@
-//! Receiving a sync message: Automerge's `receive_sync_message`, with one step done from
-//! vector clocks instead of by walking the document's whole history.
+//! Receiving a sync message: Automerge's `receive_sync_message`, without its walk over the
+//! document's whole history.
 //!
 //! On every message it receives, Automerge 0.12 forgets the changes it sent that the peer now
 //! holds (they are ancestors of the peer's heads) by walking back from those heads through
@@ -95,8 +95,8 @@ fn receive(
     if !carried_changes && heads == heads_before {
         state.last_sent_heads.clone_from(&heads);
     }
-    let known: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
-    if known.len() == heads.len() {
+    let held: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
+    if held.len() == heads.len() {
         state.shared_heads.clone_from(&heads);
         if heads.is_empty() {
             // The peer holds nothing (it lost its data, or never had any): start over.
@@ -104,8 +104,7 @@ fn receive(
             state.sent_hashes.clear();
         }
     } else {
-        let mut shared: Vec<ChangeHash> =
-            state.shared_heads.iter().chain(&known).copied().collect();
+        let mut shared: Vec<ChangeHash> = state.shared_heads.iter().chain(&held).copied().collect();
         shared.sort();
         shared.dedup();
         state.shared_heads = shared;
@@ -139,7 +138,7 @@ fn forget_what_they_hold(
     doc: &Automerge,
     heads: &[ChangeHash],
     sent: &mut std::collections::BTreeSet<ChangeHash>,
-    recent: Option<Known<'_>>,
+    known: Option<Known<'_>>,
 ) {
     if sent.is_empty() {
         return;
@@ -149,13 +148,12 @@ fn forget_what_they_hold(
         // No heads this node holds: none of its changes is among their ancestors.
         return;
     }
-    if let Some(covered) = recent.and_then(|k| k.recent.covered_by(&held, k.arriving, sent)) {
+    if let Some(covered) = known.and_then(|k| k.recent.covered_by(&held, k.arriving, sent)) {
         sent.retain(|hash| !covered.contains(hash));
         return;
     }
-    let known = held;
     let not_covered: HashSet<ChangeHash> = doc
-        .get_changes_meta(&known)
+        .get_changes_meta(&held)
         .into_iter()
         .map(|meta| meta.hash)
         .collect();
