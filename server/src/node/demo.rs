@@ -378,13 +378,15 @@ fn demo_store() -> anyhow::Result<crate::node::config::StoreConfig> {
     Ok(store)
 }
 
-/// Display name and county of well-known cities; others get their id and "unknown county".
+/// Display name and county of well-known cities; others get their id and "okänt län".
 fn city_facts(id: &str) -> (String, String) {
     let known = [
         ("helsingborg", "Helsingborg", "Skåne län"),
         ("malmo", "Malmö", "Skåne län"),
         ("lund", "Lund", "Skåne län"),
         ("stockholm", "Stockholm", "Stockholms län"),
+        ("umea", "Umeå", "Västerbottens län"),
+        ("ystad", "Ystad", "Skåne län"),
         ("goteborg", "Göteborg", "Västra Götalands län"),
         ("uppsala", "Uppsala", "Uppsala län"),
     ];
@@ -392,7 +394,7 @@ fn city_facts(id: &str) -> (String, String) {
         .iter()
         .find(|(k, _, _)| *k == id)
         .map(|(_, name, county)| (name.to_string(), county.to_string()))
-        .unwrap_or_else(|| (id.to_string(), "unknown county".to_string()))
+        .unwrap_or_else(|| (id.to_string(), "okänt län".to_string()))
 }
 
 async fn connect(ca_pem: &str, node: &FederationNode) -> anyhow::Result<Client> {
@@ -418,27 +420,27 @@ async fn seed_hub(
     }
     let handbook: [SampleChapter; 3] = [
         (
-            "Build the local network",
-            "The method starts with the people who already meet the problem: social services, police, health care and the organisations that support victims.",
+            "Bygg det lokala nätverket",
+            "Metoden börjar med dem som redan möter problemet: socialtjänsten, polisen, vården och de organisationer som stöttar utsatta.",
             &[
-                ("Map the actors in the city", "Find out who meets people at risk and who can act on a signal.", &["List the authorities and organisations that meet the issue", "Name a coordinator at the social services"]),
-                ("Form a core group", "A small group that meets regularly and owns the local routine.", &["Agree how often the core group meets", "Agree how signals are shared without spreading personal data"]),
+                ("Kartlägg aktörerna i staden", "Ta reda på vilka som möter personer i riskzonen och vilka som kan agera på en signal.", &["Lista de myndigheter och organisationer som möter frågan", "Utse en samordnare på socialtjänsten"]),
+                ("Bilda en kärngrupp", "En liten grupp som träffas regelbundet och äger den lokala rutinen.", &["Kom överens om hur ofta kärngruppen träffas", "Kom överens om hur signaler delas utan att personuppgifter sprids"]),
             ],
         ),
         (
-            "Work with businesses",
-            "Hotels, property owners and transport companies often see the first signs.",
+            "Samverka med näringslivet",
+            "Hotell, fastighetsägare och transportföretag ser ofta de första tecknen.",
             &[
-                ("Train hotel staff", "Short training for every shift, with a clear number to call.", &["Offer the training to every shift, night staff included", "Leave contact cards at the reception"]),
-                ("Reach property owners", "Property owners can notice exploitation in flats and premises.", &["Agree on the signs worth reporting"]),
+                ("Utbilda hotellpersonal", "Kort utbildning för varje skift, med ett tydligt nummer att ringa.", &["Erbjud utbildningen till varje skift, även nattpersonalen", "Lämna kontaktkort i receptionen"]),
+                ("Nå fastighetsägarna", "Fastighetsägare kan upptäcka exploatering i lägenheter och lokaler.", &["Kom överens om vilka tecken som är värda att rapportera"]),
             ],
         ),
         (
-            "Support and follow-up",
-            "Every signal needs a route to support, and the network needs to learn from each case.",
+            "Stöd och uppföljning",
+            "Varje signal behöver en väg till stöd, och nätverket behöver lära av varje ärende.",
             &[
-                ("Agree a referral routine", "Who does what, in which order, when someone learns of a case.", &["Write the routine down and share it with every member"]),
-                ("Follow up each quarter", "Look at the quarter's signals and activities together.", &["Publish the quarter's anonymised figures"]),
+                ("Kom överens om en hänvisningsrutin", "Vem gör vad, och i vilken ordning, när någon får kännedom om ett ärende.", &["Skriv ner rutinen och dela den med alla medlemmar"]),
+                ("Följ upp varje kvartal", "Gå igenom kvartalets signaler och aktiviteter tillsammans.", &["Publicera kvartalets anonymiserade siffror"]),
             ],
         ),
     ];
@@ -483,7 +485,7 @@ async fn seed_hub(
             }
         }
     }
-    let (label, notes) = ("2026.1", "First national release of the handbook.");
+    let (label, notes) = ("2026.1", "Handbokens första nationella utgåva.");
     match release_key {
         Some(path) => {
             let key = sfs_release::SigningKey::read(path)?;
@@ -520,7 +522,7 @@ async fn seed_hub(
         .create_checklist_item(pb::CreateChecklistItemRequest {
             item: Some(pb::ChecklistItem {
                 step: step.name,
-                text: "Review the routine after every case".into(),
+                text: "Se över rutinen efter varje ärende".into(),
                 position: 9,
                 ..Default::default()
             }),
@@ -554,23 +556,20 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
     let (display, _) = city_facts(name);
     let mut orgs = Vec::new();
     for (org, sector) in [
-        (format!("Social services, {display}"), "municipality"),
-        (format!("Police, {display}"), "police"),
-        ("Region health care".to_string(), "region"),
-        ("County administrative board".to_string(), "county_board"),
-        (
-            "Support organisation for victims".to_string(),
-            "civil_society",
-        ),
-        ("Local hotel association".to_string(), "business"),
+        (format!("Socialtjänsten, {display}"), "municipality"),
+        (format!("Polisen, {display}"), "police"),
+        ("Regionens hälso- och sjukvård".to_string(), "region"),
+        ("Länsstyrelsen".to_string(), "county_board"),
+        ("Stödorganisation för utsatta".to_string(), "civil_society"),
+        ("Lokal hotellförening".to_string(), "business"),
     ] {
         orgs.push(city.create_organisation(&org, sector).await?.name);
     }
     city.register
         .create_group(pb::CreateGroupRequest {
             group: Some(pb::Group {
-                display_name: "Core group".into(),
-                description: "Meets monthly and owns the routine.".into(),
+                display_name: "Kärngrupp".into(),
+                description: "Träffas varje månad och äger rutinen.".into(),
                 organisations: orgs[..3].to_vec(),
                 ..Default::default()
             }),
@@ -579,8 +578,8 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
     city.register
         .create_group(pb::CreateGroupRequest {
             group: Some(pb::Group {
-                display_name: "Hotel group".into(),
-                description: "Hotels that trained their staff.".into(),
+                display_name: "Hotellgrupp".into(),
+                description: "Hotell som har utbildat sin personal.".into(),
                 organisations: vec![orgs[0].clone(), orgs[5].clone()],
                 ..Default::default()
             }),
@@ -588,7 +587,7 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
         .await?;
     let contact = city
         .create_contact(pb::Contact {
-            full_name: "Network coordinator on duty".into(),
+            full_name: "Nätverkssamordnare i tjänst".into(),
             role: "coordinator".into(),
             organisation: orgs[0].clone(),
             ..Default::default()
@@ -599,11 +598,11 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
             meeting: Some(pb::Meeting {
                 date: crate::domain::model::today(),
                 organisations: orgs[..3].to_vec(),
-                agenda: "Routine review; hotel training plan".into(),
-                notes: "The routine worked in both cases this quarter.".into(),
-                decisions: vec!["Offer the hotel training again in spring".into()],
+                agenda: "Genomgång av rutinen; plan för hotellutbildning".into(),
+                notes: "Rutinen fungerade i båda ärendena det här kvartalet.".into(),
+                decisions: vec!["Erbjud hotellutbildningen igen i vår".into()],
                 follow_ups: vec![pb::FollowUp {
-                    action: "Book the training".into(),
+                    action: "Boka utbildningen".into(),
                     owner: contact.name.clone(),
                     due_date: String::new(),
                     done: false,
@@ -618,23 +617,21 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
                 name: "routine".into(),
                 steps: vec![
                     pb::RoutineStep {
-                        description:
-                            "Whoever learns of a case calls the social services' on-call team"
-                                .into(),
-                        organisation: orgs[0].clone(),
-                        how_to_reach: "The on-call number, day and night".into(),
-                    },
-                    pb::RoutineStep {
-                        description:
-                            "The on-call team involves the police when a crime is suspected".into(),
-                        organisation: orgs[1].clone(),
-                        how_to_reach: "The police contact for the network".into(),
-                    },
-                    pb::RoutineStep {
-                        description: "Health care and the support organisation offer support"
+                        description: "Den som får kännedom om ett ärende ringer socialjouren"
                             .into(),
+                        organisation: orgs[0].clone(),
+                        how_to_reach: "Jourens nummer, dygnet runt".into(),
+                    },
+                    pb::RoutineStep {
+                        description: "Socialjouren kopplar in polisen vid misstanke om brott"
+                            .into(),
+                        organisation: orgs[1].clone(),
+                        how_to_reach: "Polisens kontaktperson för nätverket".into(),
+                    },
+                    pb::RoutineStep {
+                        description: "Vården och stödorganisationen erbjuder stöd".into(),
                         organisation: orgs[4].clone(),
-                        how_to_reach: "Through the core group".into(),
+                        how_to_reach: "Via kärngruppen".into(),
                     },
                 ],
             }),
@@ -665,15 +662,15 @@ async fn seed_city(city: &mut Client, name: &str) -> anyhow::Result<()> {
         .collect();
     let samples: [(&str, &str, &[&str], usize); 2] = [
         (
-            "Hotel staff spot more when the whole shift is trained",
-            "We trained reception, cleaning and night staff together in one session. Signals from hotels doubled in the quarter after, and most came from cleaning staff who had never been invited before.",
-            &["hotels", "training"],
+            "Hotellpersonal ser mer när hela skiftet är utbildat",
+            "Vi utbildade reception, städ och nattpersonal tillsammans vid ett och samma tillfälle. Signalerna från hotellen fördubblades kvartalet efter, och de flesta kom från städpersonal som aldrig hade bjudits in tidigare.",
+            &["hotell", "utbildning"],
             2,
         ),
         (
-            "One phone number for the whole network",
-            "Partners hesitated when they had to pick the right authority. A single number to the social services' on-call team, which then involves the police, made first contact faster.",
-            &["referral", "routine"],
+            "Ett telefonnummer för hela nätverket",
+            "Partnerna tvekade när de själva måste välja rätt myndighet. Ett enda nummer till socialjouren, som sedan kopplar in polisen, gjorde den första kontakten snabbare.",
+            &["hänvisning", "rutin"],
             4,
         ),
     ];
