@@ -1726,9 +1726,10 @@ impl Engine {
 
     /// The last slice of a received message (all of it, for most messages) with the message's
     /// heads, needs and Bloom filter, through [`crate::receive::receive_sync_message`]
-    /// (Automerge's, without its walk over the history); then this node's answer on the link. `whole_document`: the message carried the document, just
-    /// installed here; the state is left as if its changes had been applied by Automerge (the
-    /// heads shared, and answered, so the peer learns this node holds them).
+    /// (Automerge's, without its walk over the history); then this node's answer on the link.
+    /// `whole_document`: the message carried the document, just installed here; the state is
+    /// left as if its changes had been applied by Automerge (the heads shared, and answered, so
+    /// the peer learns this node holds them).
     fn finish_message(
         &mut self,
         conn_id: ConnId,
