@@ -560,7 +560,7 @@ fn check_against_automerge(
 }
 
 /// Parsed changes back as the chunks of a sync message, for Automerge's `receive_sync_message`.
-fn chunks_of(changes: Vec<automerge::Change>) -> sync::ChunkList {
+fn chunks_of(changes: &[automerge::Change]) -> sync::ChunkList {
     changes
         .iter()
         .map(|change| change.raw_bytes().to_vec())
@@ -1742,9 +1742,7 @@ impl Engine {
         let peer = self.conns[&conn_id].peer.clone();
         let before = self.docs[id].doc.get_heads();
         let fresh = FreshChanges::before(&self.docs[id], &last);
-        let arriving: Vec<(ChangeHash, Vec<ChangeHash>)> =
-            last.iter().map(|c| (c.hash(), c.deps().to_vec())).collect();
-        message.changes = chunks_of(last);
+        message.changes = chunks_of(&last);
         // A request for the whole document (no heads, or the reset flag) makes Automerge forget
         // what it sent on this link and send everything again: honoured at most once per
         // document per link and interval, so a few bytes cannot make this node resend a large
@@ -1770,7 +1768,7 @@ impl Engine {
         let entry = self.docs.get_mut(id).expect("document exists");
         let known = crate::receive::Known {
             recent: &entry.recent,
-            arriving: &arriving,
+            arriving: &last,
         };
         let received =
             crate::receive::receive_sync_message(&mut entry.doc, &mut state, message, Some(known));
@@ -1845,7 +1843,7 @@ impl Engine {
         } = adopting;
         let peer = self.conns[&conn_id].peer.clone();
         let their_heads = message.heads.clone();
-        message.changes = chunks_of(changes);
+        message.changes = chunks_of(&changes);
         let mut state = sync::State::new();
         state.read_only = !accepts_changes_from(&self.me, &peer, id);
         state.peer_read_only = !accepts_changes_from(&peer, &self.me, id);

@@ -17,7 +17,7 @@
 //! a cost that grows with what the peer lacks, not with the history. Debug builds check every
 //! call against Automerge's own function.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::sync::{self, Capability, MessageFlags};
@@ -25,12 +25,11 @@ use automerge::{Automerge, AutomergeError, ChangeHash, ReadDoc};
 
 use crate::recent::RecentChanges;
 
-/// The document's recent changes, and the changes of the message being received (hash and
-/// dependencies): with them, what a peer now holds of the changes sent to it is mostly found
-/// without asking Automerge at all.
+/// The document's recent changes, and the changes of the message being received: with them,
+/// what a peer now holds of the changes sent to it is mostly found without asking Automerge.
 pub struct Known<'a> {
     pub recent: &'a RecentChanges,
-    pub arriving: &'a [(ChangeHash, Vec<ChangeHash>)],
+    pub arriving: &'a [automerge::Change],
 }
 
 /// Applies `message` to `doc` and `state` as Automerge's `receive_sync_message` does. `Err`
@@ -88,14 +87,16 @@ fn receive(
     if carried_changes && !state.read_only {
         let bytes: Vec<u8> = changes.iter().flatten().copied().collect();
         doc.load_incremental(&bytes)?;
-        state.shared_heads = advanced_shared_heads(&heads_before, &doc.get_heads(), state);
+        state.shared_heads =
+            advanced_shared_heads(&heads_before, &doc.get_heads(), &state.shared_heads);
     }
+    // The peer's heads this node holds, now that the message's changes are applied.
+    let held: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
     let known = known.filter(|_| doc.get_missing_deps(&[]).is_empty());
-    forget_what_they_hold(doc, &heads, &mut state.sent_hashes, known);
+    forget_what_they_hold(doc, &held, &mut state.sent_hashes, known);
     if !carried_changes && heads == heads_before {
         state.last_sent_heads.clone_from(&heads);
     }
-    let held: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
     if held.len() == heads.len() {
         state.shared_heads.clone_from(&heads);
         if heads.is_empty() {
@@ -120,12 +121,12 @@ fn receive(
 fn advanced_shared_heads(
     before: &[ChangeHash],
     after: &[ChangeHash],
-    state: &sync::State,
+    shared_before: &[ChangeHash],
 ) -> Vec<ChangeHash> {
     let mut shared: Vec<ChangeHash> = after
         .iter()
         .filter(|h| !before.contains(h))
-        .chain(state.shared_heads.iter().filter(|h| after.contains(h)))
+        .chain(shared_before.iter().filter(|h| after.contains(h)))
         .copied()
         .collect();
     shared.sort();
@@ -133,27 +134,27 @@ fn advanced_shared_heads(
     shared
 }
 
-/// Drops from `sent` the changes that `heads` (the peer's) include or descend from.
+/// Drops from `sent` the changes that `held` (the peer's heads this node holds) include or
+/// descend from.
 fn forget_what_they_hold(
     doc: &Automerge,
-    heads: &[ChangeHash],
-    sent: &mut std::collections::BTreeSet<ChangeHash>,
+    held: &[ChangeHash],
+    sent: &mut BTreeSet<ChangeHash>,
     known: Option<Known<'_>>,
 ) {
     if sent.is_empty() {
         return;
     }
-    let held: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
     if held.is_empty() {
         // No heads this node holds: none of its changes is among their ancestors.
         return;
     }
-    if let Some(covered) = known.and_then(|k| k.recent.covered_by(&held, k.arriving, sent)) {
+    if let Some(covered) = known.and_then(|k| k.recent.covered_by(held, k.arriving, sent)) {
         sent.retain(|hash| !covered.contains(hash));
         return;
     }
     let not_covered: HashSet<ChangeHash> = doc
-        .get_changes_meta(&held)
+        .get_changes_meta(held)
         .into_iter()
         .map(|meta| meta.hash)
         .collect();
@@ -330,13 +331,10 @@ mod tests {
             let to_b = a
                 .generate_sync_message(&mut sa)
                 .expect("a has a change to send");
-            let arriving: Vec<(ChangeHash, Vec<ChangeHash>)> = to_b
+            let arriving: Vec<automerge::Change> = to_b
                 .changes
                 .iter()
-                .map(|bytes| {
-                    let c = automerge::Change::try_from(bytes).unwrap();
-                    (c.hash(), c.deps().to_vec())
-                })
+                .map(|bytes| automerge::Change::try_from(bytes).unwrap())
                 .collect();
             assert!(sb.sent_hashes.contains(&change.hash()));
             // Decided by the walk alone (the sent change is in the window) …
@@ -363,12 +361,7 @@ mod tests {
         }
         // A sent change older than the window is left to Automerge's clocks.
         let old = RecentChanges::new(&b);
-        let mut sent = std::collections::BTreeSet::new();
-        sent.insert(recent_first_hash(&b));
+        let sent = BTreeSet::from([b.get_changes(&[])[0].hash()]);
         assert!(old.covered_by(&b.get_heads(), &[], &sent).is_none());
-    }
-
-    fn recent_first_hash(doc: &Automerge) -> ChangeHash {
-        doc.get_changes(&[])[0].hash()
     }
 }

@@ -190,18 +190,18 @@ impl RecentChanges {
     }
 
     /// Of `sent`, the changes that `heads` are or descend from, decided from the kept changes
-    /// and `arriving` (changes applied after the last kept one, with their dependencies):
+    /// and `arriving` (changes applied after the last kept one):
     /// `None` if a sent change is among neither. The caller makes sure that nothing but
     /// `arriving` was applied since the window ended (no change held back was released), so
     /// every descendant of a sent change is among them and the walk is exact.
     pub(crate) fn covered_by(
         &self,
         heads: &[ChangeHash],
-        arriving: &[(ChangeHash, Vec<ChangeHash>)],
+        arriving: &[Change],
         sent: &std::collections::BTreeSet<ChangeHash>,
     ) -> Option<HashSet<ChangeHash>> {
-        let arriving: HashMap<&ChangeHash, &Vec<ChangeHash>> =
-            arriving.iter().map(|(hash, deps)| (hash, deps)).collect();
+        let arriving: HashMap<ChangeHash, &[ChangeHash]> =
+            arriving.iter().map(|c| (c.hash(), c.deps())).collect();
         if sent
             .iter()
             .any(|h| !self.positions.contains_key(h) && !arriving.contains_key(h))
@@ -211,8 +211,8 @@ impl RecentChanges {
         let mut reached: HashSet<ChangeHash> = HashSet::new();
         let mut stack: Vec<ChangeHash> = heads.to_vec();
         while let Some(hash) = stack.pop() {
-            let deps = match (arriving.get(&hash), self.positions.get(&hash)) {
-                (Some(deps), _) => *deps,
+            let deps: &[ChangeHash] = match (arriving.get(&hash), self.positions.get(&hash)) {
+                (Some(deps), _) => deps,
                 (None, Some(position)) => &self.at(*position).deps,
                 // Older than the window: no sent change lies below it.
                 (None, None) => continue,
