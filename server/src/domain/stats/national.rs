@@ -113,6 +113,11 @@ pub fn latest_releases(releases: &[PublishedRelease], year: i32) -> Vec<&Publish
     latest.into_values().collect()
 }
 
+/// The county under which the figures of a city with no county in the directory are summed.
+/// County names are data as people read them (`Skåne län`), so this one is Swedish too; an
+/// empty county is never used for it, since an empty county means the whole country.
+pub const UNKNOWN_COUNTY: &str = "okänt län";
+
 /// Sums the latest releases of `year`; `county_of` maps a city to its county.
 pub fn combine(
     releases: &[PublishedRelease],
@@ -126,8 +131,10 @@ pub fn combine(
     for release in &latest {
         let county = county_of
             .get(&release.city)
-            .cloned()
-            .unwrap_or_else(|| "unknown county".into());
+            .map(|county| county.trim())
+            .filter(|county| !county.is_empty())
+            .unwrap_or(UNKNOWN_COUNTY)
+            .to_string();
         for cell in &release.cells {
             quarters
                 .entry((release.quarter.clone(), cell.pos.clone()))
@@ -278,6 +285,32 @@ mod tests {
     }
 
     #[test]
+    fn a_city_with_a_blank_county_is_summed_under_the_unknown_county_never_as_the_country() {
+        let releases = vec![
+            release("lund", "2026-Q1", 1, vec![cell(Some(7))]),
+            release("kiruna", "2026-Q1", 1, vec![cell(Some(5))]),
+        ];
+        let counties = BTreeMap::from([
+            ("lund".to_string(), "Skåne län".to_string()),
+            ("kiruna".to_string(), "  ".to_string()),
+        ]);
+        let national = combine(&releases, 2026, &counties);
+        let country: Vec<_> = national
+            .cells
+            .iter()
+            .filter(|c| c.period == "2026" && c.county.is_empty())
+            .collect();
+        assert_eq!(country.len(), 1, "one whole-country cell: {country:?}");
+        assert_eq!(country[0].value, 12);
+        let unknown = national
+            .cells
+            .iter()
+            .find(|c| c.period == "2026" && c.county == UNKNOWN_COUNTY)
+            .expect("kiruna's figures under the unknown county");
+        assert_eq!((unknown.value, unknown.cities), (5, 1));
+    }
+
+    #[test]
     fn national_cells_sum_the_latest_releases_and_flag_lower_bounds() {
         let releases = vec![
             release("lund", "2026-Q1", 1, vec![cell(Some(7))]),
@@ -308,11 +341,11 @@ mod tests {
         assert_eq!(find("2026", "Skåne län").value, 8);
         assert_eq!(year.cities, 2, "lund and malmo, however many quarters each");
         assert_eq!(
-            find("2026", "unknown county").cities,
+            find("2026", UNKNOWN_COUNTY).cities,
             1,
             "malmo's two quarters"
         );
-        assert_eq!(find("2026", "unknown county").value, 6);
+        assert_eq!(find("2026", UNKNOWN_COUNTY).value, 6);
         assert!(national
             .activity
             .contains(&("2026".into(), "trainings_held".into(), 6)));
