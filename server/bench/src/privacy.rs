@@ -115,7 +115,7 @@ pub fn measure(contacts: usize, lesson_bytes: usize, rounds: usize) -> Measured 
     let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
 
     // A whole edit: a new lesson with title, body and 20 tags in one change.
-    let mut edits: Vec<(Duration, Duration)> = (0..rounds.min(200))
+    let mut edits: Vec<(Duration, Duration, Duration)> = (0..rounds.min(200))
         .map(|i| {
             let mut doc = Automerge::new();
             let mut tx = doc.transaction();
@@ -137,19 +137,26 @@ pub fn measure(contacts: usize, lesson_bytes: usize, rounds: usize) -> Measured 
             check_change(&doc, &change, &guard).expect("clean");
             let whole = started.elapsed();
             let started = Instant::now();
+            std::hint::black_box(sfs_sync::change_ops::touched(&change));
+            let touched = started.elapsed();
+            let started = Instant::now();
             std::hint::black_box(change.decode());
-            (whole, started.elapsed())
+            (whole, touched, started.elapsed())
         })
         .collect();
     edits.sort();
-    let mut decodes: Vec<Duration> = edits.iter().map(|(_, d)| *d).collect();
-    decodes.sort();
+    let median_of = |pick: fn(&(Duration, Duration, Duration)) -> Duration| {
+        let mut times: Vec<Duration> = edits.iter().map(pick).collect();
+        times.sort();
+        times[times.len() / 2]
+    };
     Measured {
         build,
         median,
         p99,
         edit: edits[edits.len() / 2].0,
-        decode: decodes[decodes.len() / 2],
+        touched: median_of(|e| e.1),
+        decode: median_of(|e| e.2),
     }
 }
 
@@ -162,6 +169,8 @@ pub struct Measured {
     pub p99: Duration,
     /// Judging a whole edit as the node does (median).
     pub edit: Duration,
-    /// Of that, Automerge's decoding of the change alone (median).
+    /// Of that, finding what the change touched from its columns (median).
+    pub touched: Duration,
+    /// Automerge's decoding of the change, the earlier way to find it (median).
     pub decode: Duration,
 }

@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use automerge::{Automerge, ObjId, ObjType, Prop, ReadDoc, Value};
+use automerge::{Automerge, ObjId, ObjType, Prop, ReadDoc, ScalarValueRef, Value, ValueRef};
 use regex::Regex;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
@@ -224,57 +224,52 @@ pub fn check_change(
     change: &automerge::Change,
     guard: &Guard,
 ) -> Result<(), Finding> {
-    use automerge::legacy::Key;
-    let expanded = change.decode();
-    // A 4 KB text is 4,096 operations on one object: each object and key is read once.
-    let mut keys_seen: HashSet<(&automerge::legacy::ObjectId, &str)> = HashSet::new();
-    let mut seqs_seen: HashSet<&automerge::legacy::ObjectId> = HashSet::new();
-    for op in &expanded.operations {
-        match &op.key {
-            Key::Map(key) => {
-                if !keys_seen.insert((&op.obj, key.as_str())) {
-                    continue;
-                }
-                let Ok(obj) = doc.import_obj(&op.obj.to_string()) else {
-                    continue;
-                };
-                // A key a client chose is shared data too; it is named by where it sits.
-                guard.check(&field_of(doc, &obj), key)?;
-                for (value, _) in doc.get_all(&obj, key.as_str()).unwrap_or_default() {
-                    if let Value::Scalar(scalar) = &value {
-                        if let Some(text) = scalar.as_str() {
-                            guard.check(key, text)?;
-                        }
-                    }
+    // Each map key and each sequence the change touched, once (a 4 KB text is 4,096
+    // operations on one object), read from the change's columns.
+    let touched = sfs_sync::change_ops::touched(change);
+    for (obj, key) in &touched.keys {
+        let Some(obj) = obj.in_doc(doc) else {
+            continue;
+        };
+        // A key a client chose is shared data too; it is named by where it sits.
+        guard.check(&field_of(doc, &obj), key)?;
+        // Every value under the key, conflicting ones included: a value that lost a conflict
+        // still leaves the city in the change.
+        for (value, _) in doc.get_all(&obj, key.as_str()).unwrap_or_default() {
+            if let Value::Scalar(scalar) = &value {
+                if let Some(text) = scalar.as_str() {
+                    guard.check(key, text)?;
                 }
             }
-            Key::Seq(_) => {
-                if !seqs_seen.insert(&op.obj) {
-                    continue;
-                }
-                let Ok(obj) = doc.import_obj(&op.obj.to_string()) else {
-                    continue;
-                };
-                match doc.object_type(&obj) {
-                    Ok(ObjType::Text) => {
-                        let text = doc.text(&obj).unwrap_or_default();
-                        guard.check(&field_of(doc, &obj), &text)?;
-                    }
-                    Ok(ObjType::List) => {
-                        let field = field_of(doc, &obj);
-                        for i in 0..doc.length(&obj) {
-                            for (value, _) in doc.get_all(&obj, i).unwrap_or_default() {
-                                if let Value::Scalar(scalar) = &value {
-                                    if let Some(text) = scalar.as_str() {
-                                        guard.check(&field, text)?;
-                                    }
+        }
+    }
+    for obj in &touched.sequences {
+        let Some(obj) = obj.in_doc(doc) else {
+            continue;
+        };
+        match doc.object_type(&obj) {
+            Ok(ObjType::Text) => {
+                let text = doc.text(&obj).unwrap_or_default();
+                guard.check(&field_of(doc, &obj), &text)?;
+            }
+            Ok(ObjType::List) => {
+                let field = field_of(doc, &obj);
+                for item in doc.list_range(&obj, ..) {
+                    if item.conflict {
+                        // Every value of a conflicted element, the losing ones too.
+                        for (value, _) in doc.get_all(&obj, item.index).unwrap_or_default() {
+                            if let Value::Scalar(scalar) = &value {
+                                if let Some(text) = scalar.as_str() {
+                                    guard.check(&field, text)?;
                                 }
                             }
                         }
+                    } else if let ValueRef::Scalar(ScalarValueRef::Str(text)) = &item.value {
+                        guard.check(&field, text)?;
                     }
-                    _ => {}
                 }
             }
+            _ => {}
         }
     }
     Ok(())
@@ -676,6 +671,62 @@ fn street_address(normal: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A document with a tag list and a title, forked into two actors that each change tag 0
+    /// and the title concurrently, one of them writing an e-mail address into `place` (`tag`
+    /// or `title`); the merged document and the second actor's change.
+    fn conflicting(personal_in_first: bool, place: &str) -> (Automerge, automerge::Change) {
+        use automerge::transaction::Transactable;
+        use automerge::{ActorId, ROOT};
+        let mut base = Automerge::new().with_actor(ActorId::from(&b"a"[..]));
+        let mut tx = base.transaction();
+        let tags = tx.put_object(ROOT, "tags", ObjType::List).unwrap();
+        tx.insert(&tags, 0, "samverkan").unwrap();
+        tx.put(ROOT, "title", "Vad vi lärde oss").unwrap();
+        tx.commit();
+        let edit = |doc: &mut Automerge, actor: &[u8], personal: bool| {
+            let mut tx = doc.transaction();
+            let value = |here: &str| match personal && place == here {
+                true => "anna.lind@example.se".to_string(),
+                false => format!("{here} från {}", actor[0] as char),
+            };
+            tx.put(&tags, 0, value("tag")).unwrap();
+            tx.put(ROOT, "title", value("title")).unwrap();
+            tx.commit();
+        };
+        let mut first = base.fork().with_actor(ActorId::from(&b"b"[..]));
+        edit(&mut first, b"b", personal_in_first);
+        let mut second = base.fork().with_actor(ActorId::from(&b"c"[..]));
+        edit(&mut second, b"c", !personal_in_first);
+        let change = second.get_change_by_hash(&second.get_heads()[0]).unwrap();
+        first.merge(&mut second).unwrap();
+        (first, change)
+    }
+
+    #[test]
+    fn a_personal_value_in_a_conflict_is_found_whether_it_wins_or_loses() {
+        let guard = Guard::builtin();
+        // The change under judgement wrote the personal value (which may win or lose), or a
+        // clean one beside another actor's personal value: a list element and a map key the
+        // change touched are read with every conflicting value.
+        for place in ["tag", "title"] {
+            for personal_in_first in [false, true] {
+                let (doc, change) = conflicting(personal_in_first, place);
+                let tags = doc.get(automerge::ROOT, "tags").unwrap().unwrap().1;
+                assert!(doc.list_range(&tags, ..).next().unwrap().conflict);
+                let finding = check_change(&doc, &change, &guard)
+                    .expect_err("a conflicting personal value is found");
+                assert_eq!(
+                    (finding.kind, finding.field.as_str()),
+                    (
+                        Kind::EmailAddress,
+                        if place == "tag" { "tags" } else { "title" }
+                    ),
+                    "{place}, personal value in the first: {personal_in_first}"
+                );
+            }
+        }
+    }
 
     fn kind(text: &str) -> Option<Kind> {
         Guard::new(&["Anna Lindqvist".into()], &["Solgården".into()]).scan(text)

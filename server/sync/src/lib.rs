@@ -19,8 +19,12 @@
 //!   Automerge walking its whole history.
 //! - [`receive`]: a received sync message applied as Automerge does, without its walk over the
 //!   whole history.
+//! - [`change_ops`]: the map keys and sequences a change touches, read from its columns (for
+//!   the privacy guard) instead of expanding every operation.
 
 pub mod backoff;
+pub mod change_ops;
+mod columns;
 pub mod compaction;
 pub mod driver;
 pub mod engine;

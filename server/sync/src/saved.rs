@@ -14,6 +14,8 @@
 
 use std::io::Read;
 
+use crate::columns::{Reader, DEFLATE_BIT};
+
 /// The most a saved document may claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocumentBounds {
@@ -177,9 +179,6 @@ pub fn check_saved_document(
     Ok(shape)
 }
 
-/// The bit of a column specification that marks its data as DEFLATE compressed.
-const DEFLATE_BIT: u32 = 0b1000;
-
 /// Inflates raw DEFLATE `data` if it takes at most `budget` bytes.
 fn inflate(data: &[u8], budget: u64) -> Option<Vec<u8>> {
     let mut plain = Vec::new();
@@ -246,80 +245,6 @@ fn count_rows(spec: u32, data: &[u8], max_rows: u64) -> Result<u64, Refusal> {
         }
     }
     Ok(rows)
-}
-
-/// A cursor over bytes, reading LEB128 numbers as Automerge writes them.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes, at: 0 }
-    }
-
-    fn done(&self) -> bool {
-        self.at >= self.bytes.len()
-    }
-
-    fn rest(&self) -> usize {
-        self.bytes.len() - self.at
-    }
-
-    fn take(&mut self, len: u64) -> Option<&'a [u8]> {
-        let len = usize::try_from(len).ok()?;
-        let end = self.at.checked_add(len)?;
-        let taken = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(taken)
-    }
-
-    fn uleb(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = *self.bytes.get(self.at)?;
-            self.at += 1;
-            value |= u64::from(byte & 0x7f).checked_shl(7 * i)?;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    fn sleb(&mut self) -> Option<i64> {
-        let mut value = 0i64;
-        let mut shift = 0u32;
-        for _ in 0..10 {
-            let byte = *self.bytes.get(self.at)?;
-            self.at += 1;
-            value |= i64::from(byte & 0x7f).checked_shl(shift)?;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                if shift < 64 && byte & 0x40 != 0 {
-                    value |= -1i64 << shift;
-                }
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    /// A list of column specifications and data lengths.
-    fn columns(&mut self) -> Option<Vec<(u32, u64)>> {
-        let count = self.uleb()?;
-        // Each entry takes at least two bytes: the count cannot exceed what is left.
-        if count > self.rest() as u64 / 2 {
-            return None;
-        }
-        (0..count)
-            .map(|_| {
-                let spec = u32::try_from(self.uleb()?).ok()?;
-                Some((spec, self.uleb()?))
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
