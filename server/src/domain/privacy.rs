@@ -233,15 +233,7 @@ pub fn check_change(
         };
         // A key a client chose is shared data too; it is named by where it sits.
         guard.check(&field_of(doc, &obj), key)?;
-        // Every value under the key, conflicting ones included: a value that lost a conflict
-        // still leaves the city in the change.
-        for (value, _) in doc.get_all(&obj, key.as_str()).unwrap_or_default() {
-            if let Value::Scalar(scalar) = &value {
-                if let Some(text) = scalar.as_str() {
-                    guard.check(key, text)?;
-                }
-            }
-        }
+        check_every_value(doc, &obj, key.as_str(), key, guard)?;
     }
     for obj in &touched.sequences {
         let Some(obj) = obj.in_doc(doc) else {
@@ -256,20 +248,32 @@ pub fn check_change(
                 let field = field_of(doc, &obj);
                 for item in doc.list_range(&obj, ..) {
                     if item.conflict {
-                        // Every value of a conflicted element, the losing ones too.
-                        for (value, _) in doc.get_all(&obj, item.index).unwrap_or_default() {
-                            if let Value::Scalar(scalar) = &value {
-                                if let Some(text) = scalar.as_str() {
-                                    guard.check(&field, text)?;
-                                }
-                            }
-                        }
+                        check_every_value(doc, &obj, item.index, &field, guard)?;
                     } else if let ValueRef::Scalar(ScalarValueRef::Str(text)) = &item.value {
                         guard.check(&field, text)?;
                     }
                 }
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks every string value at `prop` of `obj`, conflicting ones included: a value that lost
+/// a conflict still leaves the city in the change.
+fn check_every_value(
+    doc: &Automerge,
+    obj: &ObjId,
+    prop: impl Into<Prop>,
+    field: &str,
+    guard: &Guard,
+) -> Result<(), Finding> {
+    for (value, _) in doc.get_all(obj, prop).unwrap_or_default() {
+        if let Value::Scalar(scalar) = &value {
+            if let Some(text) = scalar.as_str() {
+                guard.check(field, text)?;
+            }
         }
     }
     Ok(())

@@ -15,8 +15,9 @@ use std::collections::HashSet;
 
 use automerge::{ActorId, Automerge, ObjId};
 
-use crate::columns::{column_type, decode_rle, Reader, DEFLATE_BIT};
+use crate::columns::{decode_rle, Reader, DEFLATE_BIT};
 use crate::saved::CHUNK_MAGIC;
+use crate::screen::CHUNK_TYPE_CHANGE;
 
 /// An object a change's operation sits in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,9 +82,7 @@ struct Collector {
 
 impl Collector {
     fn key(&mut self, obj: ObjRef, key: &str) {
-        // A 4 KB text is thousands of operations on one object: most calls find it seen.
-        if !self.keys_seen.contains(&(obj.clone(), key.to_string())) {
-            self.keys_seen.insert((obj.clone(), key.to_string()));
+        if self.keys_seen.insert((obj.clone(), key.to_string())) {
             self.touched.keys.push((obj, key.to_string()));
         }
     }
@@ -116,17 +115,11 @@ fn from_decoded(change: &automerge::Change) -> Touched {
     collector.touched
 }
 
-/// Column specifications (column id << 4 | type) of a change's operation columns.
+/// Column specifications (column id << 4 | type) of a change's operation columns: the
+/// object's actor (type 1, actor), its counter (type 2, integer), the map key (type 5, string).
 const OBJ_ACTOR: u32 = 0x01;
 const OBJ_COUNTER: u32 = 0x02;
 const KEY_STRING: u32 = 0x15;
-/// The chunk type of an uncompressed change.
-const CHUNK_TYPE_CHANGE: u8 = 1;
-
-/// Column types, as [`column_type`] reads them.
-const TYPE_ACTOR: u32 = 1;
-const TYPE_INTEGER: u32 = 2;
-const TYPE_STRING: u32 = 5;
 
 /// Straight from the change's bytes; `None` when anything is not as expected.
 fn from_columns(change: &automerge::Change) -> Option<Touched> {
@@ -172,13 +165,9 @@ fn from_chunk(bytes: &[u8], rows: usize, actors: &[&ActorId]) -> Option<Touched>
             return None;
         }
         match spec {
-            OBJ_ACTOR if column_type(spec) == TYPE_ACTOR => {
-                obj_actor = Some(decode_rle(data, rows, |r| r.uleb())?)
-            }
-            OBJ_COUNTER if column_type(spec) == TYPE_INTEGER => {
-                obj_counter = Some(decode_rle(data, rows, |r| r.uleb())?)
-            }
-            KEY_STRING if column_type(spec) == TYPE_STRING => {
+            OBJ_ACTOR => obj_actor = Some(decode_rle(data, rows, |r| r.uleb())?),
+            OBJ_COUNTER => obj_counter = Some(decode_rle(data, rows, |r| r.uleb())?),
+            KEY_STRING => {
                 key_string = Some(decode_rle(data, rows, |r| {
                     let len = r.uleb()?;
                     std::str::from_utf8(r.take(len)?).ok()

@@ -78,11 +78,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The type of a column: the low three bits of its specification.
-pub(crate) fn column_type(spec: u32) -> u32 {
-    spec & 0b111
-}
-
 /// The bit of a column specification that marks its data as DEFLATE compressed.
 pub(crate) const DEFLATE_BIT: u32 = 0b1000;
 

@@ -283,7 +283,7 @@ fn check_ascending(what: &str, hashes: &[ChangeHash]) -> Result<(), String> {
 }
 
 /// The chunk type of a single, uncompressed change (after the magic and a 4-byte checksum).
-const CHUNK_TYPE_CHANGE: u8 = 1;
+pub(crate) const CHUNK_TYPE_CHANGE: u8 = 1;
 
 /// Checks that every chunk of a message of changes is one plain, uncompressed change, the only
 /// kind this engine sends beside a whole document alone in its message (read apart, by
