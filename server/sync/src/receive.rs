@@ -29,6 +29,8 @@ use crate::recent::RecentChanges;
 /// what a peer now holds of the changes sent to it is mostly found without asking Automerge.
 pub struct Known<'a> {
     pub recent: &'a RecentChanges,
+    /// The message's changes, parsed: exactly its chunks, in order (they are applied in place
+    /// of the chunks, which are not parsed again).
     pub arriving: &'a [automerge::Change],
 }
 
@@ -67,6 +69,9 @@ fn receive(
     } = message;
     state.in_flight = false;
     let heads_before = doc.get_heads();
+    // The message's changes as the screen parsed (and checked) them: Automerge's
+    // `load_incremental` would parse and verify every one again.
+    let parsed = known.as_ref().map(|k| k.arriving);
     // The recent changes decide only if they end where the document stands and no change is
     // held back (one could be released by this message's changes, unseen by the window).
     let known = known
@@ -85,8 +90,13 @@ fn receive(
     }
     let carried_changes = !changes.is_empty();
     if carried_changes && !state.read_only {
-        let bytes: Vec<u8> = changes.iter().flatten().copied().collect();
-        doc.load_incremental(&bytes)?;
+        match parsed {
+            Some(parsed) => doc.apply_changes(parsed.iter().cloned())?,
+            None => {
+                let bytes: Vec<u8> = changes.iter().flatten().copied().collect();
+                doc.load_incremental(&bytes)?;
+            }
+        }
         state.shared_heads =
             advanced_shared_heads(&heads_before, &doc.get_heads(), &state.shared_heads);
     }

@@ -151,7 +151,15 @@ fn read_message(
                 .map(|chunk| automerge::Change::from_bytes(chunk.to_vec()))
                 .collect::<Result<Vec<automerge::Change>, _>>()
         }) {
-            Ok(Ok(changes)) => Ok(changes),
+            Ok(Ok(changes)) => match changes.iter().position(|c| !checksum_matches(c)) {
+                // Automerge's `load_incremental` skips such a chunk (and every one after it)
+                // with a warning; the parsed changes are applied directly, so the screen
+                // refuses what Automerge would have skipped.
+                Some(index) => Err(format!(
+                    "change {index} for {id} does not match its checksum"
+                )),
+                None => Ok(changes),
+            },
             Ok(Err(err)) => Err(format!(
                 "a change for {id} does not parse: {}",
                 quote(&err.to_string())
@@ -166,6 +174,12 @@ fn read_message(
         changes,
         document: None,
     })
+}
+
+/// Whether a parsed change's chunk header carries the right checksum: the first four bytes of
+/// its hash (the SHA-256 of the chunk's type, length and body), right after the magic bytes.
+fn checksum_matches(change: &automerge::Change) -> bool {
+    change.raw_bytes().get(4..8) == Some(&change.hash().0[..4])
 }
 
 /// Bounds a whole saved document ([`check_saved_document`]), then lets Automerge load it,

@@ -1293,6 +1293,75 @@ fn a_valid_change_beside_a_repeated_need_is_refused_whole_and_the_next_one_relay
     );
 }
 
+/// A change whose chunk header does not carry its hash's checksum is one Automerge's
+/// `load_incremental` would skip: the hub applies the changes it parsed itself, so it refuses
+/// such a change (whichever checksum byte is wrong, and with a valid change before it) and
+/// stores, applies and relays nothing of the message.
+#[test]
+fn a_change_that_does_not_match_its_checksum_is_refused_and_nothing_of_its_message_is_kept() {
+    let doc = ShareableDocId::lessons("helsingborg").unwrap();
+    for (wrong_byte, with_valid_first) in [(4usize, false), (7, false), (5, true)] {
+        let mut fed = Federation::new(&["helsingborg", "malmo"]);
+        fed.connect("helsingborg", 1);
+        fed.connect("malmo", 2);
+        with_lessons(&mut fed);
+        fed.run_until_quiet();
+        fed.add_lesson("helsingborg", "h8", "valid");
+        fed.add_lesson("helsingborg", "h9", "checksum changed");
+        let mut chunks = Vec::new();
+        while let Some((_, _, frame)) = fed.queue.pop_front() {
+            if let Frame::DocSync { message, .. } = frame {
+                let message = automerge::sync::Message::decode(&message).unwrap();
+                chunks.extend(message.changes.iter().map(|c| c.to_vec()));
+            }
+        }
+        assert_eq!(chunks.len(), 2, "two changes were sent");
+        let mut bad = chunks[1].clone();
+        bad[wrong_byte] ^= 0x01;
+        assert!(
+            automerge::Change::from_bytes(bad.clone()).is_ok(),
+            "the change still parses: only the checksum catches it"
+        );
+        let carried = if with_valid_first {
+            vec![chunks[0].clone(), bad]
+        } else {
+            vec![bad]
+        };
+        let hub = fed.engines.get_mut("hub").unwrap().engine_mut();
+        let message = automerge::sync::Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: carried.into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        };
+        let out = hub.receive(
+            1,
+            Frame::DocSync {
+                generation: 0,
+                doc: doc.clone(),
+                message: message.encode(),
+            },
+            0,
+        );
+        assert_eq!(out.closes.len(), 1);
+        assert_eq!(out.closes[0].1.code, StatusCode::InvalidArgument);
+        assert!(
+            out.closes[0]
+                .1
+                .message
+                .contains("does not match its checksum"),
+            "{}",
+            out.closes[0].1.message
+        );
+        assert!(out.persist_docs.is_empty(), "nothing of it is stored");
+        assert!(out.sends.iter().all(|(to, _)| *to == 1), "nothing relayed");
+        assert_eq!(fed.lesson("hub", "helsingborg", "h8"), None);
+        assert_eq!(fed.lesson("hub", "helsingborg", "h9"), None);
+    }
+}
+
 #[test]
 fn a_goodbye_ends_the_link_for_the_driver_too() {
     let mut fed = Federation::new(&["helsingborg"]);
