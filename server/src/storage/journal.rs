@@ -102,7 +102,7 @@ impl Batch {
         self.ops
             .iter()
             .all(|(other, _)| other == key)
-            .then(|| (key.as_slice(), value.as_deref()))
+            .then_some((key.as_slice(), value.as_deref()))
     }
 
     /// The same batch for sled.
