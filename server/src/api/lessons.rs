@@ -183,24 +183,44 @@ impl pb::lessons_server::Lessons for LessonsService {
         let (city, doc) = self.own_lessons()?;
         self.check_method_step(&lesson.method_step)?;
         let id = new_id();
+        let now = now_ms();
+        // The answer is the lesson as written, with the version the edit made: no second
+        // trip through the engine lock to read it back.
+        let record = lessons::created_record(
+            &city,
+            &id,
+            &lesson.title,
+            &lesson.body,
+            &lesson.tags,
+            &lesson.method_step,
+            now,
+        );
         let sync = self.0.sync.clone();
-        let lesson_id = id.clone();
-        blocking(move || {
-            sync.edit(&doc, |tx| {
+        let (_, heads) = blocking(move || {
+            sync.edit_with_heads(&doc, |tx| {
                 lessons::create(
                     tx,
-                    &lesson_id,
+                    &id,
                     &lesson.title,
                     &lesson.body,
                     &lesson.tags,
                     &lesson.method_step,
-                    now_ms(),
+                    now,
                 )
             })
         })
         .await?
         .map_err(edit_status)?;
-        Ok(Response::new(to_pb(self.read_lesson(&city, &id)?)))
+        match heads {
+            Some(heads) => Ok(Response::new(to_pb((
+                record,
+                crate::domain::docmodel::version_of(&heads),
+            )))),
+            // A new lesson always changes the document; read it back if it somehow did not.
+            None => Ok(Response::new(to_pb(
+                self.read_lesson(&record.city, &record.id)?,
+            ))),
+        }
     }
 
     async fn get_lesson(

@@ -124,14 +124,38 @@ pub fn create(
     let text = tx.put_object(&lesson, "body", ObjType::Text)?;
     tx.splice_text(&text, 0, 0, body)?;
     let list = tx.put_object(&lesson, "tags", ObjType::List)?;
-    for (i, tag) in tags.iter().enumerate() {
-        tx.insert(&list, i, tag.trim())?;
+    for (i, tag) in tags.iter().map(|tag| tag.trim()).enumerate() {
+        tx.insert(&list, i, tag)?;
     }
     tx.put(&lesson, "method_step", method_step)?;
     tx.put(&lesson, "archived", false)?;
     tx.put(&lesson, "created_ms", now_ms)?;
     tx.put(&lesson, "updated_ms", now_ms)?;
     Ok(())
+}
+
+/// The record of the lesson [`create`] writes with the same arguments, as a read of it would
+/// return it: so that the API can answer a new lesson without reading it back.
+pub fn created_record(
+    city: &str,
+    id: &str,
+    title: &str,
+    body: &str,
+    tags: &[String],
+    method_step: &str,
+    now_ms: i64,
+) -> LessonRecord {
+    LessonRecord {
+        id: id.to_string(),
+        city: city.to_string(),
+        title: title.trim().to_string(),
+        body: body.to_string(),
+        tags: tags.iter().map(|tag| tag.trim().to_string()).collect(),
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        method_step: method_step.to_string(),
+        archived: false,
+    }
 }
 
 /// The fields of a lesson an update may change; `None` keeps a field as it is.
@@ -529,5 +553,34 @@ mod tests {
         // Each city's document is kept apart.
         assert_eq!(cache.listing(&Automerge::new(), "malmo", false).len(), 0);
         assert_eq!(cache.listing(&doc, "lund", false).len(), 2);
+    }
+
+    /// What the API answers for a new lesson without reading it back is what a read of it
+    /// returns, spaces around the title and tags and all.
+    #[test]
+    fn the_created_record_is_what_a_read_of_the_new_lesson_returns() {
+        let cases: [(&str, &str, &[&str], &str); 3] = [
+            ("Plain", "A body.", &[], ""),
+            (
+                "  Spaced title \t",
+                " body with spaces kept \n",
+                &[" tag ", "x", "\tflik"],
+                "step-2",
+            ),
+            ("Å ä ö", "Rad ett\nRad två", &["Ålder", " ung "], "steg-1"),
+        ];
+        for (i, (title, body, tags, step)) in cases.into_iter().enumerate() {
+            let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+            let id = format!("l{i}");
+            let mut doc = Automerge::new();
+            doc.transact(|tx| create(tx, &id, title, body, &tags, step, 42))
+                .map_err(|f| f.error)
+                .unwrap();
+            assert_eq!(
+                read_one(&doc, "lund", &id),
+                Some(created_record("lund", &id, title, body, &tags, step, 42)),
+                "case {i}"
+            );
+        }
     }
 }

@@ -420,10 +420,32 @@ impl SyncHandle {
         at: Option<&[ChangeHash]>,
         change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, EditFailure<E>> {
+        self.edit_at_with_heads(doc, at, change)
+            .map(|(result, _)| result)
+    }
+
+    /// Like [`SyncHandle::edit`], also returning the document's heads just after the change
+    /// (`None` when the edit changed nothing): the version of what the edit wrote, without
+    /// reading the document again under the engine lock.
+    pub fn edit_with_heads<R, E>(
+        &self,
+        doc: &ShareableDocId,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Option<Vec<ChangeHash>>), EditFailure<E>> {
+        self.edit_at_with_heads(doc, None, change)
+    }
+
+    fn edit_at_with_heads<R, E>(
+        &self,
+        doc: &ShareableDocId,
+        at: Option<&[ChangeHash]>,
+        change: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Option<Vec<ChangeHash>>), EditFailure<E>> {
         // The guard judges every string the change wrote, as it stands after the merge, before
         // anything is stored: one choke point for every shared and national document.
         let source = self.guard.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let guard = source();
+        let mut heads = None;
         self.driver
             .edit(
                 doc,
@@ -431,9 +453,13 @@ impl SyncHandle {
                 self.now_ms(),
                 |tx| change(tx).map_err(Refusal::Handler),
                 |doc, change| {
-                    crate::domain::privacy::check_change(doc, change, &guard).map_err(Refusal::Private)
+                    crate::domain::privacy::check_change(doc, change, &guard)
+                        .map_err(Refusal::Private)?;
+                    heads = Some(doc.get_heads());
+                    Ok(())
                 },
             )
+            .map(|result| (result, heads))
             .map_err(|err| match err {
                 DriverEditError::Storage(failure) => {
                     tracing::error!(%doc, error = %failure, "an edit was not stored; it was forgotten");
