@@ -44,8 +44,13 @@ fn spell(mut i: usize) -> String {
 pub fn add_lesson(doc: &mut Automerge, i: usize) {
     let (title, body, tags) = lesson(i);
     let mut tx = doc.transaction();
-    sfs_node::domain::lessons::create(&mut tx, &format!("l{i}"), &title, &body, &tags, "", 0)
-        .expect("a valid lesson");
+    let new = sfs_node::domain::lessons::NewLesson {
+        title: &title,
+        body: &body,
+        tags: &tags,
+        method_step: "",
+    };
+    sfs_node::domain::lessons::create(&mut tx, &format!("l{i}"), &new, 0).expect("a valid lesson");
     tx.commit();
 }
 

@@ -1132,15 +1132,13 @@ async fn national_scale(
                 let (title, body, tags) = raw::lesson(7);
                 city.sync
                     .edit(&doc, |tx| {
-                        sfs_node::domain::lessons::create(
-                            tx,
-                            "while-away",
-                            &title,
-                            &body,
-                            &tags,
-                            "",
-                            0,
-                        )
+                        let new = sfs_node::domain::lessons::NewLesson {
+                            title: &title,
+                            body: &body,
+                            tags: &tags,
+                            method_step: "",
+                        };
+                        sfs_node::domain::lessons::create(tx, "while-away", &new, 0)
                     })
                     .map_err(|_| anyhow::anyhow!("editing a city's lessons failed"))?;
             }

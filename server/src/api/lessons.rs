@@ -184,30 +184,18 @@ impl pb::lessons_server::Lessons for LessonsService {
         self.check_method_step(&lesson.method_step)?;
         let id = new_id();
         let now = now_ms();
+        let sync = self.0.sync.clone();
         // The answer is the lesson as written, with the version the edit made: no second
         // trip through the engine lock to read it back.
-        let record = lessons::created_record(
-            &city,
-            &id,
-            &lesson.title,
-            &lesson.body,
-            &lesson.tags,
-            &lesson.method_step,
-            now,
-        );
-        let sync = self.0.sync.clone();
-        let (_, heads) = blocking(move || {
-            sync.edit_with_heads(&doc, |tx| {
-                lessons::create(
-                    tx,
-                    &id,
-                    &lesson.title,
-                    &lesson.body,
-                    &lesson.tags,
-                    &lesson.method_step,
-                    now,
-                )
-            })
+        let (record, heads) = blocking(move || {
+            let new = lessons::NewLesson {
+                title: &lesson.title,
+                body: &lesson.body,
+                tags: &lesson.tags,
+                method_step: &lesson.method_step,
+            };
+            sync.edit_with_heads(&doc, |tx| lessons::create(tx, &id, &new, now))
+                .map(|((), heads)| (new.record(&city, &id, now), heads))
         })
         .await?
         .map_err(edit_status)?;

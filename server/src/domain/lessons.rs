@@ -105,57 +105,67 @@ fn lessons_map(tx: &mut Transaction<'_>) -> Result<automerge::ObjId, LessonError
     }
 }
 
+/// What a new lesson holds, as its writer gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLesson<'a> {
+    pub title: &'a str,
+    pub body: &'a str,
+    pub tags: &'a [String],
+    pub method_step: &'a str,
+}
+
+impl NewLesson<'_> {
+    /// The title as stored: without the spaces around it.
+    fn stored_title(&self) -> &str {
+        self.title.trim()
+    }
+
+    /// The tags as stored: each without the spaces around it.
+    fn stored_tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|tag| tag.trim())
+    }
+
+    /// The record [`create`] writes for this lesson, as a read of it returns it: so that the
+    /// API can answer a new lesson without reading it back.
+    pub fn record(&self, city: &str, id: &str, now_ms: i64) -> LessonRecord {
+        LessonRecord {
+            id: id.to_string(),
+            city: city.to_string(),
+            title: self.stored_title().to_string(),
+            body: self.body.to_string(),
+            tags: self.stored_tags().map(str::to_string).collect(),
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            method_step: self.method_step.to_string(),
+            archived: false,
+        }
+    }
+}
+
 /// Adds a new lesson.
 pub fn create(
     tx: &mut Transaction<'_>,
     id: &str,
-    title: &str,
-    body: &str,
-    tags: &[String],
-    method_step: &str,
+    new: &NewLesson<'_>,
     now_ms: i64,
 ) -> Result<(), LessonError> {
-    check_title(title)?;
-    check_body(body)?;
-    check_tags(tags)?;
+    check_title(new.title)?;
+    check_body(new.body)?;
+    check_tags(new.tags)?;
     let lessons = lessons_map(tx)?;
     let lesson = tx.put_object(&lessons, id, ObjType::Map)?;
-    tx.put(&lesson, "title", title.trim())?;
+    tx.put(&lesson, "title", new.stored_title())?;
     let text = tx.put_object(&lesson, "body", ObjType::Text)?;
-    tx.splice_text(&text, 0, 0, body)?;
+    tx.splice_text(&text, 0, 0, new.body)?;
     let list = tx.put_object(&lesson, "tags", ObjType::List)?;
-    for (i, tag) in tags.iter().map(|tag| tag.trim()).enumerate() {
+    for (i, tag) in new.stored_tags().enumerate() {
         tx.insert(&list, i, tag)?;
     }
-    tx.put(&lesson, "method_step", method_step)?;
+    tx.put(&lesson, "method_step", new.method_step)?;
     tx.put(&lesson, "archived", false)?;
     tx.put(&lesson, "created_ms", now_ms)?;
     tx.put(&lesson, "updated_ms", now_ms)?;
     Ok(())
-}
-
-/// The record of the lesson [`create`] writes with the same arguments, as a read of it would
-/// return it: so that the API can answer a new lesson without reading it back.
-pub fn created_record(
-    city: &str,
-    id: &str,
-    title: &str,
-    body: &str,
-    tags: &[String],
-    method_step: &str,
-    now_ms: i64,
-) -> LessonRecord {
-    LessonRecord {
-        id: id.to_string(),
-        city: city.to_string(),
-        title: title.trim().to_string(),
-        body: body.to_string(),
-        tags: tags.iter().map(|tag| tag.trim().to_string()).collect(),
-        created_ms: now_ms,
-        updated_ms: now_ms,
-        method_step: method_step.to_string(),
-        archived: false,
-    }
 }
 
 /// The fields of a lesson an update may change; `None` keeps a field as it is.
@@ -519,7 +529,13 @@ mod tests {
     }
 
     fn add(doc: &mut Automerge, id: &str, title: &str, now_ms: i64) {
-        doc.transact(|tx| create(tx, id, title, "Body", &[], "", now_ms))
+        let new = NewLesson {
+            title,
+            body: "Body",
+            tags: &[],
+            method_step: "",
+        };
+        doc.transact(|tx| create(tx, id, &new, now_ms))
             .map_err(|f| f.error)
             .unwrap();
     }
@@ -573,12 +589,18 @@ mod tests {
             let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
             let id = format!("l{i}");
             let mut doc = Automerge::new();
-            doc.transact(|tx| create(tx, &id, title, body, &tags, step, 42))
+            let new = NewLesson {
+                title,
+                body,
+                tags: &tags,
+                method_step: step,
+            };
+            doc.transact(|tx| create(tx, &id, &new, 42))
                 .map_err(|f| f.error)
                 .unwrap();
             assert_eq!(
                 read_one(&doc, "lund", &id),
-                Some(created_record("lund", &id, title, body, &tags, step, 42)),
+                Some(new.record("lund", &id, 42)),
                 "case {i}"
             );
         }
