@@ -104,6 +104,8 @@ pub struct Client {
     pub directory: pb::directory_client::DirectoryClient<Authed>,
     pub stats: pb::statistics_client::StatisticsClient<Authed>,
     pub node: pb::node_client::NodeClient<Authed>,
+    /// The standard gRPC health service (no token needed; the bearer is sent anyway).
+    pub health: tonic_health::pb::health_client::HealthClient<Authed>,
 }
 
 impl Client {
@@ -177,7 +179,8 @@ impl Client {
                 channel.clone(),
                 auth.clone(),
             ),
-            node: pb::node_client::NodeClient::with_interceptor(channel, auth),
+            node: pb::node_client::NodeClient::with_interceptor(channel.clone(), auth.clone()),
+            health: tonic_health::pb::health_client::HealthClient::with_interceptor(channel, auth),
         })
     }
 
@@ -506,6 +509,20 @@ impl Client {
             .diff_handbook(pb::DiffHandbookRequest { since: Some(since) })
             .await?
             .into_inner())
+    }
+
+    /// Whether the node answers the standard gRPC health check as serving: a call that reads no
+    /// document and checks no token.
+    pub async fn serving(&mut self) -> Result<bool, ClientError> {
+        let status = self
+            .health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner()
+            .status;
+        Ok(status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
     }
 
     /// The node's status: peers and per-document sync state.

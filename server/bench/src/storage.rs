@@ -87,3 +87,37 @@ pub fn measure(writes: usize) -> anyhow::Result<Measured> {
         disk: median_and_p99(disk_times),
     })
 }
+
+/// `files` small writes (600 bytes, about a release's change), each to a file of its own and
+/// made durable with `fdatasync`, spread over `threads` threads: what `files` cities storing
+/// one change each cost this disk at the least, when they share it. The median of three rounds.
+pub fn durable_writes_to_files(files: usize, threads: usize) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let opened = (0..files)
+        .map(|i| File::create(dir.path().join(format!("city-{i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opened = &opened;
+    let mut rounds = Vec::new();
+    for round in 0..3u8 {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || -> std::io::Result<()> {
+                        for file in opened.iter().skip(t).step_by(threads) {
+                            file.write_all_at(&[round; 600], 0)?;
+                            file.sync_data()?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("a writer thread"))
+        })?;
+        rounds.push(started.elapsed());
+    }
+    rounds.sort();
+    Ok(rounds[1])
+}

@@ -132,8 +132,52 @@ pub struct Driver<S: Storage, T: Transport> {
     reads_waiting: Mutex<usize>,
     /// Signalled when no read waits any more.
     reads_done: Condvar,
-    /// How long an engine call lets waiting reads go first, at most.
+    /// How long an engine call lets waiting reads go first, at most, from when it first finds
+    /// one waiting.
     reads_first_for: std::time::Duration,
+    /// Engine calls waiting for the engine lock.
+    calls_waiting: std::sync::atomic::AtomicUsize,
+    /// Engine calls take turns here before they wait for the engine lock, so that at most one
+    /// of them waits there beside reads: a read waits for the call at work, not for a queue of
+    /// calls each woken in turn on a busy machine.
+    turn: Mutex<()>,
+}
+
+/// The engine, locked for an engine call (which holds the calls' turn too); see
+/// [`Driver::lock_engine`].
+pub struct EngineCall<'a> {
+    engine: MutexGuard<'a, Engine>,
+    _turn: MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for EngineCall<'_> {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl std::ops::DerefMut for EngineCall<'_> {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+}
+
+/// Counts itself in a gauge while it lives.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a std::sync::atomic::AtomicUsize) -> Counted<'a> {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How long an engine call lets reads that wait for the engine lock go first, at most, by
@@ -223,6 +267,8 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             reads_waiting: Mutex::new(0),
             reads_done: Condvar::new(),
             reads_first_for: READS_FIRST_FOR,
+            calls_waiting: std::sync::atomic::AtomicUsize::new(0),
+            turn: Mutex::new(()),
         })
     }
 
@@ -246,17 +292,29 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         &self.transport
     }
 
-    /// The engine for an engine call. Reads waiting for the lock go first
-    /// ([`Driver::read`]): an engine call lets them have it, for at most
-    /// [`READS_FIRST_FOR`] (by default) at a time, so a stream of reads cannot hold up the
-    /// write path.
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        let deadline = std::time::Instant::now() + self.reads_first_for;
+    /// The engine for an engine call. Engine calls take turns first, so only one of them at a
+    /// time waits for the engine lock beside the reads. Reads waiting for the lock go first
+    /// ([`Driver::read`]): an engine call lets them have it for at most [`READS_FIRST_FOR`]
+    /// (by default) from when it first finds one waiting, so a stream of reads cannot hold up
+    /// the write path.
+    fn engine(&self) -> EngineCall<'_> {
+        let _counted = Counted::new(&self.calls_waiting);
+        let turn = relock(self.turn.lock());
+        // When this call first found a read waiting: it lets reads go first for
+        // `reads_first_for` from then. Counted from then, not from when the call began to wait
+        // for the lock: calls queued behind each other for longer than that would otherwise
+        // all take the lock before a read that came later, and the read would wait for every
+        // one of them.
+        let mut reads_since: Option<std::time::Instant> = None;
+        let patience_left = |reads_since: &mut Option<std::time::Instant>| {
+            let since = *reads_since.get_or_insert_with(std::time::Instant::now);
+            (since + self.reads_first_for).saturating_duration_since(std::time::Instant::now())
+        };
         loop {
             {
                 let mut waiting = relock(self.reads_waiting.lock());
                 while *waiting > 0 {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let left = patience_left(&mut reads_since);
                     if left.is_zero() {
                         break;
                     }
@@ -265,10 +323,20 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             }
             let engine = relock(self.engine.lock());
             // A read that came while this call waited for the lock takes it first.
-            if *relock(self.reads_waiting.lock()) == 0 || std::time::Instant::now() >= deadline {
-                return engine;
+            if *relock(self.reads_waiting.lock()) == 0 || patience_left(&mut reads_since).is_zero()
+            {
+                return EngineCall {
+                    engine,
+                    _turn: turn,
+                };
             }
         }
+    }
+
+    /// How many engine calls wait for the engine lock now.
+    pub fn calls_waiting(&self) -> usize {
+        self.calls_waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -277,7 +345,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
 
     /// The engine itself, locked, for inspection by tests and the simulator: hold it briefly,
     /// and never across a call into the driver.
-    pub fn lock_engine(&self) -> MutexGuard<'_, Engine> {
+    pub fn lock_engine(&self) -> EngineCall<'_> {
         self.engine()
     }
 

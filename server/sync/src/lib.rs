@@ -37,8 +37,8 @@ pub mod screen;
 pub mod storage;
 
 pub use driver::{
-    Driver, DriverEditError, RecordingTransport, Released, SnapshotInProgress, StorageFailure,
-    Transport,
+    Driver, DriverEditError, EngineCall, RecordingTransport, Released, SnapshotInProgress,
+    StorageFailure, Transport,
 };
 pub use engine::{
     generation_of, CloseReason, ConnId, DocPersist, EditError, Engine, EngineConfig, EngineError,

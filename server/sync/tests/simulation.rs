@@ -93,7 +93,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
@@ -558,7 +558,7 @@ impl Node {
             .unwrap_or_else(|| panic!("{} is down", self.id))
     }
 
-    fn engine(&self) -> MutexGuard<'_, Engine> {
+    fn engine(&self) -> sfs_sync::EngineCall<'_> {
         self.driver().lock_engine()
     }
 
