@@ -137,6 +137,8 @@ pub struct Driver<S: Storage, T: Transport> {
     reads_first_for: std::time::Duration,
     /// Engine calls waiting for the engine lock.
     calls_waiting: std::sync::atomic::AtomicUsize,
+    /// Of those, the ones that have their turn (at most one).
+    calls_at_the_lock: std::sync::atomic::AtomicUsize,
     /// Engine calls take turns here before they wait for the engine lock, so that at most one
     /// of them waits there beside reads: a read waits for the call at work, not for a queue of
     /// calls each woken in turn on a busy machine.
@@ -268,6 +270,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             reads_done: Condvar::new(),
             reads_first_for: READS_FIRST_FOR,
             calls_waiting: std::sync::atomic::AtomicUsize::new(0),
+            calls_at_the_lock: std::sync::atomic::AtomicUsize::new(0),
             turn: Mutex::new(()),
         })
     }
@@ -300,6 +303,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     fn engine(&self) -> EngineCall<'_> {
         let _counted = Counted::new(&self.calls_waiting);
         let turn = relock(self.turn.lock());
+        let _at_the_lock = Counted::new(&self.calls_at_the_lock);
         // When this call first found a read waiting: it lets reads go first for
         // `reads_first_for` from then. Counted from then, not from when the call began to wait
         // for the lock: calls queued behind each other for longer than that would otherwise
@@ -333,9 +337,16 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         }
     }
 
-    /// How many engine calls wait for the engine lock now.
+    /// How many engine calls wait for the engine lock now (for their turn, or at the lock).
     pub fn calls_waiting(&self) -> usize {
         self.calls_waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many engine calls have their turn and wait at the engine lock itself now: at most
+    /// one.
+    pub fn calls_at_the_lock(&self) -> usize {
+        self.calls_at_the_lock
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

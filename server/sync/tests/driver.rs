@@ -809,6 +809,27 @@ fn a_snapshot_whose_document_was_stored_whole_meanwhile_stores_nothing() {
         .is_some());
 }
 
+/// `n` engine calls on threads of their own, each writing "call" into `order` when it runs.
+fn calls_recorded_in(
+    driver: &Arc<MemoryDriver>,
+    order: &Arc<Mutex<Vec<&'static str>>>,
+    n: usize,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (driver, order) = (driver.clone(), order.clone());
+            std::thread::spawn(move || {
+                driver
+                    .perform(|_| {
+                        order.lock().unwrap().push("call");
+                        sfs_sync::Output::default()
+                    })
+                    .unwrap()
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn a_read_waits_for_the_engine_call_at_work_not_for_the_calls_queued_behind_it() {
     let mut driver = Driver::open(
@@ -833,19 +854,7 @@ fn a_read_waits_for_the_engine_call_at_work_not_for_the_calls_queued_behind_it()
         std::thread::yield_now();
     }
     // Engine calls arrive while the read waits.
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let (driver, order) = (driver.clone(), order.clone());
-            std::thread::spawn(move || {
-                driver
-                    .perform(|_| {
-                        order.lock().unwrap().push("call");
-                        sfs_sync::Output::default()
-                    })
-                    .unwrap()
-            })
-        })
-        .collect();
+    let callers = calls_recorded_in(&driver, &order, 4);
     // The call at work ends and its thread makes another at once, while the read is only
     // being woken: it lets the read go first too.
     drop(at_work);
@@ -866,22 +875,22 @@ fn a_read_waits_for_the_engine_call_at_work_not_for_the_calls_queued_behind_it()
 }
 
 #[test]
-fn a_read_goes_first_even_when_the_calls_queued_before_it_have_waited_longer_than_reads_go_first() {
+fn a_read_goes_first_even_when_a_call_at_the_lock_has_waited_longer_than_reads_go_first() {
     // Which waiter the lock wakes first is the system's choice: three rounds, so that a read
     // that does not go first is seen.
     for round in 0..3 {
-        let order = read_behind_calls_that_waited_long();
-        assert_eq!(order.len(), 9);
+        let order = read_behind_a_call_that_waited_long();
         assert_eq!(
-            order[0], "read",
-            "round {round}: the read went first: {order:?}"
+            order,
+            ["read", "call"],
+            "round {round}: the read went first"
         );
     }
 }
 
-/// A read that comes after eight engine calls have waited for the lock for twice as long as
-/// calls let reads go first; the order in which they got the lock.
-fn read_behind_calls_that_waited_long() -> Vec<&'static str> {
+/// An engine call waits at the engine lock (held by a long read) for twice as long as calls
+/// let reads go first, then a read comes; the order in which they got the lock.
+fn read_behind_a_call_that_waited_long() -> Vec<&'static str> {
     let mut driver = Driver::open(
         engine(&city("lund")),
         Arc::new(MemoryStorage::new()),
@@ -895,32 +904,28 @@ fn read_behind_calls_that_waited_long() -> Vec<&'static str> {
     let driver = Arc::new(driver);
     let order = Arc::new(Mutex::new(Vec::new()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // A long engine call at work, and calls queued behind it (as writers queue under load).
-    let at_work = driver.lock_engine();
-    let callers: Vec<_> = (0..8)
-        .map(|_| {
-            let (driver, order) = (driver.clone(), order.clone());
-            std::thread::spawn(move || {
-                driver
-                    .perform(|_| {
-                        order.lock().unwrap().push("call");
-                        sfs_sync::Output::default()
-                    })
-                    .unwrap()
+    // A long read holds the engine lock (a read does not take the calls' turn).
+    let (holding_tx, holding_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let long_read = {
+        let driver = driver.clone();
+        std::thread::spawn(move || {
+            driver.read(|_| {
+                holding_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
             })
         })
-        .collect();
-    while driver.calls_waiting() < 8 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the calls never queued"
-        );
+    };
+    holding_rx.recv().unwrap();
+    let callers = calls_recorded_in(&driver, &order, 1);
+    while driver.calls_at_the_lock() < 1 {
+        assert!(std::time::Instant::now() < deadline, "the call never came");
         std::thread::yield_now();
     }
-    // The queued calls have waited longer than they let reads go first when the read comes.
+    // The call has waited at the lock longer than it lets reads go first when the read comes.
     let queued = std::time::Instant::now();
     while queued.elapsed() <= 2 * patience {
-        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let reader = {
         let (driver, order) = (driver.clone(), order.clone());
@@ -930,7 +935,8 @@ fn read_behind_calls_that_waited_long() -> Vec<&'static str> {
         assert!(std::time::Instant::now() < deadline, "the read never came");
         std::thread::yield_now();
     }
-    drop(at_work);
+    release_tx.send(()).unwrap();
+    long_read.join().unwrap();
     reader.join().unwrap();
     for caller in callers {
         caller.join().unwrap();
@@ -938,4 +944,49 @@ fn read_behind_calls_that_waited_long() -> Vec<&'static str> {
     assert_eq!((driver.reads_waiting(), driver.calls_waiting()), (0, 0));
     let order = order.lock().unwrap().clone();
     order
+}
+
+#[test]
+fn engine_calls_queue_for_their_turn_and_one_at_a_time_waits_at_the_engine_lock() {
+    let driver = Arc::new(
+        Driver::open(
+            engine(&city("lund")),
+            Arc::new(MemoryStorage::new()),
+            RecordingTransport::new(),
+        )
+        .unwrap(),
+    );
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // A read holds the engine lock; eight calls come.
+    let (holding_tx, holding_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let long_read = {
+        let driver = driver.clone();
+        std::thread::spawn(move || {
+            driver.read(|_| {
+                holding_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        })
+    };
+    holding_rx.recv().unwrap();
+    let callers = calls_recorded_in(&driver, &order, 8);
+    while driver.calls_waiting() < 8 {
+        assert!(std::time::Instant::now() < deadline, "the calls never came");
+        std::thread::yield_now();
+    }
+    // However long they wait, one of them is at the lock: without the turns every one was,
+    // and a read that came next waited while each in turn was woken and stepped aside.
+    for _ in 0..20 {
+        assert_eq!(driver.calls_at_the_lock(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    release_tx.send(()).unwrap();
+    long_read.join().unwrap();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    assert_eq!(order.lock().unwrap().len(), 8);
+    assert_eq!((driver.calls_waiting(), driver.calls_at_the_lock()), (0, 0));
 }
