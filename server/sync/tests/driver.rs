@@ -809,6 +809,36 @@ fn a_snapshot_whose_document_was_stored_whole_meanwhile_stores_nothing() {
         .is_some());
 }
 
+/// A driver of Lund's over in-memory storage.
+fn lund_driver() -> MemoryDriver {
+    Driver::open(
+        engine(&city("lund")),
+        Arc::new(MemoryStorage::new()),
+        RecordingTransport::new(),
+    )
+    .unwrap()
+}
+
+/// A read on a thread of its own that holds the engine lock (a read does not take the calls'
+/// turn) from when this returns until the sender is used.
+fn a_long_read(
+    driver: &Arc<MemoryDriver>,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+    let (holding_tx, holding_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let long_read = {
+        let driver = driver.clone();
+        std::thread::spawn(move || {
+            driver.read(|_| {
+                holding_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        })
+    };
+    holding_rx.recv().unwrap();
+    (long_read, release_tx)
+}
+
 /// `n` engine calls on threads of their own, each writing "call" into `order` when it runs.
 fn calls_recorded_in(
     driver: &Arc<MemoryDriver>,
@@ -832,12 +862,7 @@ fn calls_recorded_in(
 
 #[test]
 fn a_read_waits_for_the_engine_call_at_work_not_for_the_calls_queued_behind_it() {
-    let mut driver = Driver::open(
-        engine(&city("lund")),
-        Arc::new(MemoryStorage::new()),
-        RecordingTransport::new(),
-    )
-    .unwrap();
+    let mut driver = lund_driver();
     // Long enough that the order below cannot come from timing.
     driver.set_reads_first_for(std::time::Duration::from_secs(30));
     let driver = Arc::new(driver);
@@ -891,12 +916,7 @@ fn a_read_goes_first_even_when_a_call_at_the_lock_has_waited_longer_than_reads_g
 /// An engine call waits at the engine lock (held by a long read) for twice as long as calls
 /// let reads go first, then a read comes; the order in which they got the lock.
 fn read_behind_a_call_that_waited_long() -> Vec<&'static str> {
-    let mut driver = Driver::open(
-        engine(&city("lund")),
-        Arc::new(MemoryStorage::new()),
-        RecordingTransport::new(),
-    )
-    .unwrap();
+    let mut driver = lund_driver();
     // How long a call lets reads go first: long enough that the handing over below cannot run
     // out of it, short enough to wait out before the read comes.
     let patience = std::time::Duration::from_millis(300);
@@ -904,19 +924,8 @@ fn read_behind_a_call_that_waited_long() -> Vec<&'static str> {
     let driver = Arc::new(driver);
     let order = Arc::new(Mutex::new(Vec::new()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // A long read holds the engine lock (a read does not take the calls' turn).
-    let (holding_tx, holding_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let long_read = {
-        let driver = driver.clone();
-        std::thread::spawn(move || {
-            driver.read(|_| {
-                holding_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-            })
-        })
-    };
-    holding_rx.recv().unwrap();
+    // A long read holds the engine lock.
+    let (long_read, release_tx) = a_long_read(&driver);
     let callers = calls_recorded_in(&driver, &order, 1);
     while driver.calls_at_the_lock() < 1 {
         assert!(std::time::Instant::now() < deadline, "the call never came");
@@ -948,29 +957,11 @@ fn read_behind_a_call_that_waited_long() -> Vec<&'static str> {
 
 #[test]
 fn engine_calls_queue_for_their_turn_and_one_at_a_time_waits_at_the_engine_lock() {
-    let driver = Arc::new(
-        Driver::open(
-            engine(&city("lund")),
-            Arc::new(MemoryStorage::new()),
-            RecordingTransport::new(),
-        )
-        .unwrap(),
-    );
+    let driver = Arc::new(lund_driver());
     let order = Arc::new(Mutex::new(Vec::new()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     // A read holds the engine lock; eight calls come.
-    let (holding_tx, holding_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let long_read = {
-        let driver = driver.clone();
-        std::thread::spawn(move || {
-            driver.read(|_| {
-                holding_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-            })
-        })
-    };
-    holding_rx.recv().unwrap();
+    let (long_read, release_tx) = a_long_read(&driver);
     let callers = calls_recorded_in(&driver, &order, 8);
     while driver.calls_waiting() < 8 {
         assert!(std::time::Instant::now() < deadline, "the calls never came");
