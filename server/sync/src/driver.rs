@@ -12,7 +12,8 @@
 //! - Only engine calls run under the engine lock; no disk I/O does (the one exception: a
 //!   document a caught panic interrupted is read back from storage before the engine is used
 //!   again, [`Output::reload_docs`]). Reads ([`Driver::read`]) see the in-memory documents and
-//!   never wait for a sync.
+//!   never wait for a sync. Engine calls take turns before the engine lock, so a read waits
+//!   for the call at work and at most one more, never for a queue of them.
 //! - Each call's output goes onto a queue, numbered in the order the engine made them. One
 //!   writer at a time drains the queue: it puts every batch it took into [`Storage`], syncs
 //!   once for all of them (group commit), and only then releases, batch by batch in order, the
