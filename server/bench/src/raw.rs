@@ -336,6 +336,8 @@ pub struct Costs {
     pub apply: Duration,
     pub change_by_hash: Duration,
     pub generate: Duration,
+    /// The apply at a replica when eight such changes come in one call, per change.
+    pub apply_eight: Duration,
 }
 
 /// Measures [`Costs`] on a document of `base` lessons.
@@ -365,6 +367,18 @@ pub fn costs(base: usize, rounds: usize) -> Costs {
         apply.push(started.elapsed());
         sync_until_quiet(&mut writer, &mut replica, &mut to_replica, &mut to_writer);
     }
+    let mut apply_eight = Vec::new();
+    for round in 0..rounds.div_ceil(8) {
+        let heads = writer.get_heads();
+        for i in 0..8 {
+            add_lesson(&mut writer, base + rounds + round * 8 + i);
+        }
+        let changes = writer.get_changes(&heads);
+        let started = Instant::now();
+        replica.apply_changes(changes).expect("applies");
+        apply_eight.push(started.elapsed() / 8);
+        sync_until_quiet(&mut writer, &mut replica, &mut to_replica, &mut to_writer);
+    }
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -374,6 +388,7 @@ pub fn costs(base: usize, rounds: usize) -> Costs {
         apply: median(apply),
         change_by_hash: median(by_hash),
         generate: median(generate),
+        apply_eight: median(apply_eight),
     }
 }
 

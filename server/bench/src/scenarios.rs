@@ -214,6 +214,10 @@ fn automerge_costs(sizes: &Sizes, report: &mut Report) {
             ("commit of a new lesson at the writer", costs.commit),
             ("apply of that change at a replica", costs.apply),
             (
+                "apply of eight such changes in one call, per change",
+                costs.apply_eight,
+            ),
+            (
                 "the new change taken back by its hash",
                 costs.change_by_hash,
             ),
