@@ -340,6 +340,16 @@ pub struct Costs {
     pub apply_eight: Duration,
 }
 
+impl Costs {
+    /// The most lessons a second this machine's cores could take if every lesson cost only
+    /// its commit and `applies` applies, the changes arriving eight to a call (the cheapest way
+    /// Automerge applies): no network, no disk, no API. The best any build could do here.
+    pub fn lessons_per_second_here(&self, applies: u32) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores as f64 / (self.commit + self.apply_eight * applies).as_secs_f64()
+    }
+}
+
 /// Measures [`Costs`] on a document of `base` lessons.
 pub fn costs(base: usize, rounds: usize) -> Costs {
     let mut writer = document(base, "city-a");
@@ -390,43 +400,4 @@ pub fn costs(base: usize, rounds: usize) -> Costs {
         generate: median(generate),
         apply_eight: median(apply_eight),
     }
-}
-
-/// Automerge's own work for one lesson in the federation, on a document of `base` lessons:
-/// its commit at the writing city, and its apply at a replica when changes arrive in batches
-/// of eight (Automerge applies a batch for less per change than one at a time; the cheapest
-/// batch size measured, so this is a lower bound on what a node pays).
-pub struct WorkPerLesson {
-    pub commit: Duration,
-    pub apply: Duration,
-}
-
-impl WorkPerLesson {
-    /// The most lessons a second that `cores` cores can take when every lesson costs one
-    /// commit and `applies` applies and nothing else: no network, no disk, no API.
-    pub fn rate_on(&self, cores: usize, applies: u32) -> f64 {
-        let per_lesson = self.commit + self.apply * applies;
-        cores as f64 / per_lesson.as_secs_f64()
-    }
-}
-
-/// Measures [`WorkPerLesson`] over `n` new lessons on a document of `base` lessons.
-pub fn work_per_lesson(base: usize, n: usize) -> WorkPerLesson {
-    const BATCH: usize = 8;
-    let mut writer = document(base, "city-a");
-    let mut replica = writer.fork().with_actor(ActorId::from(&b"hub"[..]));
-    let heads = writer.get_heads();
-    let started = Instant::now();
-    for i in base..base + n {
-        add_lesson(&mut writer, i);
-    }
-    let commit = started.elapsed() / n as u32;
-    let changes = writer.get_changes(&heads);
-    let started = Instant::now();
-    for batch in changes.chunks(BATCH) {
-        replica.apply_changes(batch.to_vec()).expect("applies");
-    }
-    let apply = started.elapsed() / n as u32;
-    assert_eq!(replica.get_heads(), writer.get_heads());
-    WorkPerLesson { commit, apply }
 }

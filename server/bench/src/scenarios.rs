@@ -507,14 +507,14 @@ async fn writes(
     // Lund and applied at the hub and at Malmö, all on this machine's cores.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let middle = sizes.writes_one_client + total / 2;
-    let work = raw::work_per_lesson(middle, if sizes.quick { 16 } else { 128 });
+    let work = raw::costs(middle, if sizes.quick { 16 } else { 128 });
     report.add(
         "writes",
         format!(
             "Automerge's work alone (commit at lund, apply at the hub and malmo; \
              {middle}-lesson document) on {cores} cores (lessons/s)"
         ),
-        work.rate_on(cores, 2),
+        work.lessons_per_second_here(2),
         "1/s",
         Some(raw_rate),
         "the most any build could reach here",
@@ -665,13 +665,13 @@ async fn bulk(
         Some(took.as_secs_f64() <= 2.0 * raw_took.as_secs_f64()),
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let work = raw::work_per_lesson(before + n / 2, if sizes.quick { 16 } else { 128 });
+    let work = raw::costs(before + n / 2, if sizes.quick { 16 } else { 128 });
     report.add(
         "bulk",
         format!(
             "Automerge's work alone for those lessons (commit, two applies) on {cores} cores (s)"
         ),
-        n as f64 / work.rate_on(cores, 2),
+        n as f64 / work.lessons_per_second_here(2),
         "s",
         Some(raw_took.as_secs_f64()),
         "the least any build could take here",
