@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, LoadOptions, OnPartialLoad};
 use sfs_sync::{DocId, DocPersist, NodeId, PersistKind, ShareableDocId};
 use sha2::{Digest, Sha256};
 
@@ -641,12 +641,24 @@ fn load_document(
         doc: id.to_string(),
         reason: err.to_string(),
     };
+    // All chunks in one call: Automerge applies them as one batch (in any order), where one
+    // call per chunk would rework the document once per chunk. With the snapshot before them
+    // (a store holds one), in one strict load: a chunk Automerge cannot read is an error.
+    // `load_incremental` skips what it cannot parse, and the changes in it would be gone
+    // without a word.
+    if snapshots.len() <= 1 {
+        let all: Vec<u8> = snapshots
+            .iter()
+            .chain(chunks)
+            .flat_map(|c| c.iter().copied())
+            .collect();
+        let strict = LoadOptions::new().on_partial_load(OnPartialLoad::Error);
+        return Automerge::load_with_options(&all, strict).map_err(damaged);
+    }
     let mut doc = Automerge::new();
     for bytes in snapshots {
         doc.load_incremental(bytes).map_err(damaged)?;
     }
-    // All chunks in one call: Automerge applies them as one batch (in any order), where one
-    // call per chunk would rework the document once per chunk.
     let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
     if !all.is_empty() {
         doc.load_incremental(&all).map_err(damaged)?;
@@ -1140,8 +1152,8 @@ mod tests {
     }
 
     /// Documents load on several threads at once: each still comes back under its own id with
-    /// its own content and chunk count, and of several damaged documents the first by id is
-    /// named, every time.
+    /// its own content and chunk count; a chunk that cannot be read is an error, not skipped;
+    /// of several damaged documents the first by id is named, every time.
     #[test]
     fn many_documents_load_each_under_its_own_id_and_the_first_damaged_one_is_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -1198,10 +1210,15 @@ mod tests {
                 .count();
             assert_eq!(chunks, i % 3, "{}", stored.id.as_str());
         }
-        for i in [31, 7, 22] {
+        // Damage after the snapshot (a chunk Automerge cannot read) and in place of it.
+        for (i, kind) in [
+            (31, PersistKind::Incremental),
+            (7, PersistKind::Incremental),
+            (22, PersistKind::Snapshot),
+        ] {
             let garbage = format!("not a change of {}", city(i)).into_bytes();
             let heads = vec![ChangeHash([i as u8; 32])];
-            persist(&store, i, PersistKind::Snapshot, garbage, heads);
+            persist(&store, i, kind, garbage, heads);
         }
         for _ in 0..5 {
             match store.shared.load_all() {
